@@ -1,0 +1,216 @@
+//! Executing a plan. Apply never re-decides: it carries out the plan's actions through
+//! an [`Executor`] (the repository and the sources plug in there), in graph order, the
+//! backups of one level in parallel up to a bound. A failing action does not stop the
+//! independent ones; what depends on it is skipped, and so are the prunes of a source
+//! whose backup failed.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::plan::{Action, Backup, Copy, Plan, Prune};
+
+/// What carries out each kind of action.
+pub trait Executor: Sync {
+    fn backup(&self, action: &Backup) -> impl Future<Output = Result<Done, String>> + Send;
+    fn copy(&self, action: &Copy) -> impl Future<Output = Result<Done, String>> + Send;
+    fn prune(&self, action: &Prune) -> impl Future<Output = Result<Done, String>> + Send;
+}
+
+/// A finished action's figures, as far as the executor knows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Done {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_read: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_stored: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// How one action ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Status {
+    Done(Done),
+    Failed { error: String },
+    Skipped { why: String },
+}
+
+/// One action's outcome; `index` is its position in the plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outcome {
+    pub index: usize,
+    pub action: Action,
+    #[serde(flatten)]
+    pub status: Status,
+}
+
+/// Progress, for a progress display.
+#[derive(Debug, Clone)]
+pub enum Event<'a> {
+    Started { index: usize, action: &'a Action },
+    Finished { outcome: &'a Outcome },
+}
+
+/// Every action's outcome, in plan order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Report {
+    pub outcomes: Vec<Outcome>,
+}
+
+impl Report {
+    pub fn failed(&self) -> usize {
+        self.count(|s| matches!(s, Status::Failed { .. }))
+    }
+
+    pub fn skipped(&self) -> usize {
+        self.count(|s| matches!(s, Status::Skipped { .. }))
+    }
+
+    pub fn done(&self) -> usize {
+        self.count(|s| matches!(s, Status::Done(_)))
+    }
+
+    fn count(&self, f: impl Fn(&Status) -> bool) -> usize {
+        self.outcomes.iter().filter(|o| f(&o.status)).count()
+    }
+}
+
+/// Carries out `plan` with at most `parallelism` actions at once.
+pub async fn apply<E: Executor>(
+    plan: &Plan,
+    executor: &E,
+    parallelism: usize,
+    on_event: &(dyn Fn(Event<'_>) + Sync),
+) -> Report {
+    let parallelism = parallelism.max(1);
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    // Sources whose backup did not succeed in this apply.
+    let mut unhealthy: BTreeSet<String> = BTreeSet::new();
+
+    let backups: Vec<(usize, &Backup)> = plan
+        .actions
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| match a {
+            Action::Backup(b) => Some((i, b)),
+            _ => None,
+        })
+        .collect();
+    let mut levels: Vec<usize> = backups.iter().map(|(_, b)| b.level).collect();
+    levels.sort_unstable();
+    levels.dedup();
+    for level in levels {
+        let mut runnable = Vec::new();
+        for (index, backup) in backups.iter().filter(|(_, b)| b.level == level) {
+            match backup.depends_on.iter().find(|d| unhealthy.contains(*d)) {
+                Some(dep) => {
+                    unhealthy.insert(backup.source.clone());
+                    let outcome = Outcome {
+                        index: *index,
+                        action: plan.actions[*index].clone(),
+                        status: Status::Skipped {
+                            why: format!("its dependency {dep} was not backed up"),
+                        },
+                    };
+                    on_event(Event::Finished { outcome: &outcome });
+                    outcomes.push(outcome);
+                }
+                None => runnable.push((*index, *backup)),
+            }
+        }
+        let finished: Vec<Outcome> = futures::stream::iter(runnable)
+            .map(|(index, backup)| {
+                let action = &plan.actions[index];
+                async move {
+                    on_event(Event::Started { index, action });
+                    let status = status_of(executor.backup(backup).await);
+                    let outcome = Outcome {
+                        index,
+                        action: action.clone(),
+                        status,
+                    };
+                    on_event(Event::Finished { outcome: &outcome });
+                    outcome
+                }
+            })
+            .buffer_unordered(parallelism)
+            .collect()
+            .await;
+        for outcome in finished {
+            if let (Action::Backup(b), false) =
+                (&outcome.action, matches!(outcome.status, Status::Done(_)))
+            {
+                unhealthy.insert(b.source.clone());
+            }
+            outcomes.push(outcome);
+        }
+    }
+
+    let copies: Vec<(usize, &Copy)> = plan
+        .actions
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| match a {
+            Action::Copy(c) => Some((i, c)),
+            _ => None,
+        })
+        .collect();
+    let finished: Vec<Outcome> = futures::stream::iter(copies)
+        .map(|(index, copy)| {
+            let action = &plan.actions[index];
+            async move {
+                on_event(Event::Started { index, action });
+                let outcome = Outcome {
+                    index,
+                    action: action.clone(),
+                    status: status_of(executor.copy(copy).await),
+                };
+                on_event(Event::Finished { outcome: &outcome });
+                outcome
+            }
+        })
+        .buffer_unordered(parallelism)
+        .collect()
+        .await;
+    outcomes.extend(finished);
+
+    // Prunes take the destination's exclusive lock: one at a time.
+    for (index, action) in plan.actions.iter().enumerate() {
+        let Action::Prune(prune) = action else {
+            continue;
+        };
+        let status = if prune.held {
+            Status::Skipped {
+                why: "held back by --max-deletes".into(),
+            }
+        } else if unhealthy.contains(&prune.source) {
+            Status::Skipped {
+                why: format!("the backup of {} failed in this apply", prune.source),
+            }
+        } else {
+            on_event(Event::Started { index, action });
+            status_of(executor.prune(prune).await)
+        };
+        let outcome = Outcome {
+            index,
+            action: action.clone(),
+            status,
+        };
+        on_event(Event::Finished { outcome: &outcome });
+        outcomes.push(outcome);
+    }
+
+    outcomes.sort_by_key(|o| o.index);
+    Report { outcomes }
+}
+
+fn status_of(result: Result<Done, String>) -> Status {
+    match result {
+        Ok(done) => Status::Done(done),
+        Err(error) => Status::Failed { error },
+    }
+}

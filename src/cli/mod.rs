@@ -1,0 +1,187 @@
+//! The command line: clap structs (close to the raw flags, only validation) and their
+//! resolution into the settings the commands consume. No policies, storage or tokio.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::error::{Code, Failure};
+use crate::plan::DEFAULT_MAX_DELETES;
+
+/// Declarative backups of a production stack.
+///
+/// One YAML policy declares sources (postgres, redis, files, config), destinations,
+/// schedules and retention. `backplan plan` shows what is due and what retention
+/// would delete, and why; `backplan apply` does it.
+#[derive(Debug, Parser)]
+#[command(
+    name = "backplan",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// The policy file.
+    #[arg(
+        short = 'p',
+        long,
+        global = true,
+        default_value = "backplan.yaml",
+        env = "BACKPLAN_POLICY",
+        value_name = "FILE"
+    )]
+    pub policy: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a starter policy to the --policy path (never overwrites).
+    Init,
+    /// Check the policy and report every problem at once.
+    Validate(ValidateArgs),
+    /// Print the JSON Schema of the policy.
+    Schema(SchemaArgs),
+    /// Show the order sources are backed up and restored in.
+    Graph(GraphArgs),
+    /// Compare the policy with what the destinations hold and show the actions.
+    Plan(PlanArgs),
+    /// Carry out a plan: a saved one, or a fresh one made now.
+    Apply(ApplyArgs),
+    /// Print shell completions.
+    Completions(CompletionsArgs),
+    /// Write the man pages into a folder.
+    Man(ManArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+    Markdown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    Text,
+    Dot,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Output format (human diagnostics on stderr, or a JSON list on stdout).
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// Write to this file instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
+    pub format: GraphFormat,
+}
+
+/// Flags shared by plan and apply.
+#[derive(Debug, Args)]
+pub struct PlanningArgs {
+    /// Plan as of this time (RFC 3339), instead of now: for reviews and tests.
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<String>,
+    /// Allow a plan to delete at most this many snapshots; more are held back.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_DELETES)]
+    pub max_deletes: usize,
+    /// Read the inventory from this JSON file instead of the destinations.
+    #[arg(long, value_name = "FILE")]
+    pub inventory: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub planning: PlanningArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+    /// Save the plan to FILE, for `backplan apply FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Exit 0 when there is nothing to do, 2 when there are changes, 1 on error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A plan saved with `backplan plan --out`; without it a fresh plan is made and
+    /// carried out at once (for cron).
+    #[arg(value_name = "PLANFILE")]
+    pub plan_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub planning: PlanningArgs,
+    /// How many actions of one graph level run at once.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub parallel: usize,
+    /// Output format of the report.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The folder to write `backplan.1` and one page per subcommand into.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+/// Planning settings resolved from the flags.
+#[derive(Debug, Clone)]
+pub struct Planning {
+    pub now: DateTime<Utc>,
+    pub settings: crate::plan::Settings,
+    pub inventory: Option<PathBuf>,
+}
+
+impl PlanningArgs {
+    /// Resolves `--now` (default: the clock) and the plan settings.
+    pub fn resolve(&self) -> Result<Planning, Failure> {
+        let now = match &self.now {
+            Some(text) => parse_time(text)?,
+            None => Utc::now(),
+        };
+        Ok(Planning {
+            now,
+            settings: crate::plan::Settings {
+                max_deletes: self.max_deletes,
+            },
+            inventory: self.inventory.clone(),
+        })
+    }
+}
+
+/// Parses an RFC 3339 time.
+pub fn parse_time(text: &str) -> Result<DateTime<Utc>, Failure> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            Failure::new(
+                Code::BadTime,
+                format!("`{text}` is not an RFC 3339 time: {e}"),
+            )
+        })
+}

@@ -1,0 +1,138 @@
+//! `backplan apply [PLANFILE]`.
+
+use std::path::Path;
+
+use miette::Severity;
+
+use super::{Exit, inventory, load_policy, print, runtime};
+use crate::apply::{Done, Executor};
+use crate::cli::{ApplyArgs, Format};
+use crate::error::{Code, Failure, PolicyReport};
+use crate::graph::SourceGraph;
+use crate::inventory::Inventory;
+use crate::plan::{Backup, Copy, FORMAT_VERSION, Plan, Prune};
+use crate::policy::Policy;
+use crate::render;
+
+pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
+    let loaded = load_policy(path)?;
+    // A reference to an unset variable is a warning when planning, an error here.
+    let unset: Vec<_> = loaded
+        .warnings
+        .iter()
+        .filter(|w| w.problem.code == Code::UnsetEnv)
+        .cloned()
+        .map(|mut w| {
+            w.problem.severity = Severity::Error;
+            w
+        })
+        .collect();
+    if !unset.is_empty() {
+        return Err(PolicyReport {
+            path: path.display().to_string(),
+            problems: unset,
+        }
+        .into());
+    }
+    let planning = args.planning.resolve()?;
+    let inventory = inventory(&loaded.policy, planning.inventory.as_deref())?;
+    let plan = match &args.plan_file {
+        Some(file) => {
+            let saved = read_plan(file)?;
+            check_fresh(&saved, &loaded.policy, &inventory)?;
+            saved
+        }
+        None => crate::plan::plan(
+            &loaded.policy,
+            &SourceGraph::new(&loaded.policy),
+            &inventory,
+            planning.now,
+            planning.settings,
+        ),
+    };
+    let report = runtime()?.block_on(crate::apply::apply(
+        &plan,
+        &NoRepository,
+        args.parallel,
+        &|_| {},
+    ));
+    print(&match args.format {
+        Format::Json => render::json(&report),
+        Format::Human | Format::Markdown => render::apply::human(&report),
+    })?;
+    Ok(if report.failed() > 0 {
+        Exit::Partial
+    } else {
+        Exit::Ok
+    })
+}
+
+fn read_plan(file: &Path) -> miette::Result<Plan> {
+    let unreadable = |why: String| {
+        Failure::new(
+            Code::PlanFileUnreadable,
+            format!("cannot use plan {}: {why}", file.display()),
+        )
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| unreadable(e.to_string()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| unreadable(e.to_string()))?;
+    let version = value.get("format_version").and_then(|v| v.as_u64());
+    if version != Some(u64::from(FORMAT_VERSION)) {
+        return Err(unreadable(format!(
+            "its format_version is {}, this backplan reads {FORMAT_VERSION}",
+            version.map_or("missing".to_string(), |v| v.to_string())
+        ))
+        .into());
+    }
+    serde_json::from_value(value).map_err(|e| unreadable(e.to_string()).into())
+}
+
+/// Refuses a saved plan whose policy or inventory moved on since it was made.
+pub fn check_fresh(plan: &Plan, policy: &Policy, inventory: &Inventory) -> Result<(), Failure> {
+    if plan.policy.digest != policy.digest {
+        return Err(Failure::new(
+            Code::StalePlan,
+            format!(
+                "saved plan is stale: the policy {} changed since the plan was made",
+                policy.path.display()
+            ),
+        ));
+    }
+    if plan.inventory_digest != inventory.digest() {
+        return Err(Failure::new(
+            Code::StalePlan,
+            "saved plan is stale: the destinations changed since the plan was made",
+        ));
+    }
+    Ok(())
+}
+
+/// The executor of this build: it plans everything and carries out nothing, because
+/// the repository writer is not part of it yet. Every action fails with BP207, so an
+/// apply never pretends to have backed something up.
+struct NoRepository;
+
+fn not_yet(what: &str) -> Result<Done, String> {
+    Err(format!(
+        "{}: {what} needs the repository writer, which this build of backplan does not have yet",
+        Code::NoExecutor.id()
+    ))
+}
+
+impl Executor for NoRepository {
+    async fn backup(&self, action: &Backup) -> Result<Done, String> {
+        not_yet(&format!(
+            "backing up the {} source {}",
+            action.source_type, action.source
+        ))
+    }
+
+    async fn copy(&self, action: &Copy) -> Result<Done, String> {
+        not_yet(&format!("copying a snapshot of {}", action.source))
+    }
+
+    async fn prune(&self, action: &Prune) -> Result<Done, String> {
+        not_yet(&format!("pruning snapshots of {}", action.source))
+    }
+}

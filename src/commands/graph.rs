@@ -1,0 +1,19 @@
+//! `backplan graph`.
+
+use std::path::Path;
+
+use super::{Exit, load_policy, print};
+use crate::cli::{GraphArgs, GraphFormat};
+use crate::graph::SourceGraph;
+
+pub fn run(path: &Path, args: &GraphArgs) -> miette::Result<Exit> {
+    let loaded = load_policy(path)?;
+    let graph = SourceGraph::new(&loaded.policy);
+    let text = match args.format {
+        GraphFormat::Text => crate::render::graph::text(&graph),
+        GraphFormat::Dot => graph.to_dot(),
+        GraphFormat::Json => crate::render::json(&graph.levels()),
+    };
+    print(&text)?;
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,26 @@
+//! `backplan init`: a starter policy to edit.
+
+use std::path::Path;
+
+use super::{Exit, print, write_file};
+use crate::error::{Code, Failure};
+
+/// The starter policy `init` writes.
+pub const STARTER: &str = include_str!("starter.yaml");
+
+pub fn run(path: &Path) -> miette::Result<Exit> {
+    if path.exists() {
+        return Err(Failure::new(
+            Code::Io,
+            format!("{} exists already; init never overwrites", path.display()),
+        )
+        .with_help("edit the policy, or give another path with -p")
+        .into());
+    }
+    write_file(path, STARTER)?;
+    print(&format!(
+        "Wrote {path}. Next:\n  1. put an OpenPGP public key at keys/recipient.asc beside it\n     (gpg --export --armor you@example.com > keys/recipient.asc)\n  2. edit the sources and destinations\n  3. backplan validate -p {path} && backplan plan -p {path}\n",
+        path = path.display()
+    ))?;
+    Ok(Exit::Ok)
+}

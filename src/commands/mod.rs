@@ -1,0 +1,106 @@
+//! One file per command: load → compute → render. Commands hold no planning rules and
+//! format nothing themselves.
+
+mod apply;
+mod completions;
+mod graph;
+mod init;
+mod plan;
+mod schema;
+mod validate;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+use crate::error::{Code, Failure};
+use crate::inventory::Inventory;
+use crate::policy::{Loaded, Policy, load_file};
+
+/// How a command ended, as the process exit code (see the README).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Success; for `plan --detailed-exitcode`, nothing to do.
+    Ok = 0,
+    /// `plan --detailed-exitcode`: the plan has changes.
+    Changes = 2,
+    /// `apply`: some actions failed (the others completed).
+    Partial = 3,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e as u8)
+    }
+}
+
+/// Runs the command the command line names.
+pub fn run(cli: Cli) -> miette::Result<Exit> {
+    let policy = cli.policy;
+    match cli.command {
+        Command::Init => init::run(&policy),
+        Command::Validate(args) => validate::run(&policy, &args),
+        Command::Schema(args) => schema::run(&args),
+        Command::Graph(args) => graph::run(&policy, &args),
+        Command::Plan(args) => plan::run(&policy, &args),
+        Command::Apply(args) => apply::run(&policy, &args),
+        Command::Completions(args) => completions::completions(&args),
+        Command::Man(args) => completions::man(&args),
+    }
+}
+
+/// Writes to standard output. A closed pipe (`backplan plan | head`) is not an error:
+/// the reader has what it wanted, so the process ends quietly with success.
+pub(crate) fn print(text: &str) -> miette::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(Failure::new(Code::Io, format!("cannot write output: {e}")).into()),
+    }
+}
+
+/// Loads the policy; its warnings go to standard error.
+pub(crate) fn load_policy(path: &Path) -> miette::Result<Loaded> {
+    let loaded = load_file(path)?;
+    for warning in &loaded.warnings {
+        eprintln!("{:?}", miette::Report::new(warning.clone()));
+    }
+    Ok(loaded)
+}
+
+/// The inventory from `--inventory FILE`, or read from the policy's destinations.
+pub(crate) fn inventory(policy: &Policy, file: Option<&Path>) -> miette::Result<Inventory> {
+    match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Failure::new(
+                    Code::InventoryUnreadable,
+                    format!("cannot read inventory {}: {e}", path.display()),
+                )
+            })?;
+            serde_json::from_str(&text).map_err(|e| {
+                Failure::new(
+                    Code::InventoryUnreadable,
+                    format!("inventory {} is not valid: {e}", path.display()),
+                )
+                .into()
+            })
+        }
+        None => Ok(runtime()?.block_on(crate::repo::read_inventory(policy))),
+    }
+}
+
+pub(crate) fn runtime() -> miette::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(Code::Io, format!("cannot start the async runtime: {e}")).into())
+}
+
+/// Writes `text` to `path`.
+pub(crate) fn write_file(path: &Path, text: &str) -> miette::Result<()> {
+    std::fs::write(path, text)
+        .map_err(|e| Failure::new(Code::Io, format!("cannot write {}: {e}", path.display())).into())
+}

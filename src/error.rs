@@ -1,0 +1,474 @@
+//! Diagnostics: every user-facing problem has a stable code, a message and help.
+//!
+//! Codes are listed once, in [`Code`], with their meaning and fix; `docs/errors.md`
+//! documents each of them and a test keeps the two in step. Policy problems carry the
+//! span of the YAML they come from, and are reported all at once in a [`PolicyReport`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use miette::{Diagnostic, LabeledSpan, NamedSource, Severity, SourceSpan};
+
+/// Every diagnostic code backplan emits. The numbers are a stable contract: a code is
+/// never reused for another meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Code {
+    // --- the policy file (BP1xx) ---
+    PolicyUnreadable,
+    YamlSyntax,
+    UnknownField,
+    InvalidValue,
+    MissingField,
+    UnsupportedVersion,
+    DuplicateName,
+    InvalidName,
+    UnknownDestination,
+    UnknownDependency,
+    DependencyCycle,
+    BadSchedule,
+    BadTimezone,
+    RetentionKeepsNothing,
+    BadDuration,
+    KeyFileUnreadable,
+    NotAPublicKey,
+    NoDestinations,
+    BadCompression,
+    EmptyPaths,
+    UnsetEnv,
+    InlineSecret,
+    // --- planning and applying (BP2xx) ---
+    BadTime,
+    InventoryUnreadable,
+    PlanFileUnreadable,
+    StalePlan,
+    MaxDeletesExceeded,
+    SourcesFailed,
+    SecretUnresolved,
+    NoExecutor,
+    UncoveredSnapshots,
+    DestinationUnreadable,
+    Io,
+}
+
+impl Code {
+    /// Every code, in documentation order.
+    pub const ALL: &'static [Code] = &[
+        Code::PolicyUnreadable,
+        Code::YamlSyntax,
+        Code::UnknownField,
+        Code::InvalidValue,
+        Code::MissingField,
+        Code::UnsupportedVersion,
+        Code::DuplicateName,
+        Code::InvalidName,
+        Code::UnknownDestination,
+        Code::UnknownDependency,
+        Code::DependencyCycle,
+        Code::BadSchedule,
+        Code::BadTimezone,
+        Code::RetentionKeepsNothing,
+        Code::BadDuration,
+        Code::KeyFileUnreadable,
+        Code::NotAPublicKey,
+        Code::NoDestinations,
+        Code::BadCompression,
+        Code::EmptyPaths,
+        Code::UnsetEnv,
+        Code::InlineSecret,
+        Code::BadTime,
+        Code::InventoryUnreadable,
+        Code::PlanFileUnreadable,
+        Code::StalePlan,
+        Code::MaxDeletesExceeded,
+        Code::SourcesFailed,
+        Code::SecretUnresolved,
+        Code::NoExecutor,
+        Code::UncoveredSnapshots,
+        Code::DestinationUnreadable,
+        Code::Io,
+    ];
+
+    /// The stable code, e.g. `BP102`.
+    pub fn id(self) -> &'static str {
+        self.info().0
+    }
+
+    /// A short kebab-case name, e.g. `unknown-field`.
+    pub fn name(self) -> &'static str {
+        self.info().1
+    }
+
+    /// The generic help for this code; a diagnostic may give a more specific one.
+    pub fn help(self) -> &'static str {
+        self.info().2
+    }
+
+    fn info(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Code::PolicyUnreadable => (
+                "BP100",
+                "policy-unreadable",
+                "check the path given with -p/--policy (default: backplan.yaml) and its permissions",
+            ),
+            Code::YamlSyntax => (
+                "BP101",
+                "yaml-syntax",
+                "fix the YAML syntax at the marked position (indentation, a missing colon or quote)",
+            ),
+            Code::UnknownField => (
+                "BP102",
+                "unknown-field",
+                "remove the field or correct its spelling; `backplan schema` lists every field",
+            ),
+            Code::InvalidValue => (
+                "BP103",
+                "invalid-value",
+                "give a value of the type the field expects; docs/policy.md describes every field",
+            ),
+            Code::MissingField => (
+                "BP104",
+                "missing-field",
+                "add the required field; docs/policy.md describes every field",
+            ),
+            Code::UnsupportedVersion => (
+                "BP105",
+                "unsupported-version",
+                "this backplan reads policy `version: 1`",
+            ),
+            Code::DuplicateName => (
+                "BP106",
+                "duplicate-name",
+                "names of sources and destinations must be unique; rename or merge one of them",
+            ),
+            Code::InvalidName => (
+                "BP107",
+                "invalid-name",
+                "names may hold letters, digits, `-` and `_`, start with a letter and be at most 64 characters",
+            ),
+            Code::UnknownDestination => (
+                "BP110",
+                "unknown-destination",
+                "name a destination declared under `destinations:`",
+            ),
+            Code::UnknownDependency => (
+                "BP111",
+                "unknown-dependency",
+                "`depends_on` must name sources declared under `sources:`",
+            ),
+            Code::DependencyCycle => (
+                "BP112",
+                "dependency-cycle",
+                "remove one `depends_on` edge of the cycle so that an order exists",
+            ),
+            Code::BadSchedule => (
+                "BP113",
+                "bad-schedule",
+                "use a five-field cron expression (`0 3 * * *`) or an alias such as `@daily` or `@hourly`",
+            ),
+            Code::BadTimezone => (
+                "BP114",
+                "bad-timezone",
+                "use an IANA time zone name such as `UTC` or `Europe/Berlin`",
+            ),
+            Code::RetentionKeepsNothing => (
+                "BP115",
+                "retention-keeps-nothing",
+                "set at least one of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly or keep_within above zero",
+            ),
+            Code::BadDuration => (
+                "BP116",
+                "bad-duration",
+                "write a duration such as `30d`, `12h` or `2w`",
+            ),
+            Code::KeyFileUnreadable => (
+                "BP117",
+                "key-file-unreadable",
+                "check the path (relative paths start at the policy's folder) and the file's permissions",
+            ),
+            Code::NotAPublicKey => (
+                "BP118",
+                "not-a-public-key",
+                "give an OpenPGP public key (`gpg --export --armor FINGERPRINT`); never put a secret key on the backup host",
+            ),
+            Code::NoDestinations => (
+                "BP119",
+                "no-destinations",
+                "declare at least one destination and let every source write to one",
+            ),
+            Code::BadCompression => (
+                "BP120",
+                "bad-compression",
+                "zstd levels run from 1 (fastest) to 22 (smallest); 3 is a good default",
+            ),
+            Code::EmptyPaths => (
+                "BP121",
+                "empty-paths",
+                "a files or config source needs at least one path to back up",
+            ),
+            Code::UnsetEnv => (
+                "BP130",
+                "unset-env",
+                "export the variable in the environment that runs backplan (a warning for validate and plan, an error for apply)",
+            ),
+            Code::InlineSecret => (
+                "BP131",
+                "inline-secret",
+                "move the secret out of the policy: `${env:NAME}` or a `*_file` field",
+            ),
+            Code::BadTime => (
+                "BP200",
+                "bad-time",
+                "give an RFC 3339 time such as 2026-11-25T03:00:00Z",
+            ),
+            Code::InventoryUnreadable => (
+                "BP201",
+                "inventory-unreadable",
+                "check the inventory file: it is the JSON that `backplan snapshots --format json` prints",
+            ),
+            Code::PlanFileUnreadable => (
+                "BP202",
+                "plan-file-unreadable",
+                "give a file written by `backplan plan --out FILE` with this version of backplan",
+            ),
+            Code::StalePlan => (
+                "BP203",
+                "stale-plan",
+                "the destinations or the policy changed since the plan was made; run `backplan plan` again and review it",
+            ),
+            Code::MaxDeletesExceeded => (
+                "BP204",
+                "max-deletes-exceeded",
+                "review the prunes, then allow them with --max-deletes N",
+            ),
+            Code::SourcesFailed => (
+                "BP205",
+                "sources-failed",
+                "the messages above say why each action failed; the others completed",
+            ),
+            Code::SecretUnresolved => (
+                "BP206",
+                "secret-unresolved",
+                "export the variable or create the file the policy refers to",
+            ),
+            Code::NoExecutor => (
+                "BP207",
+                "no-executor",
+                "this build of backplan cannot carry out that action yet",
+            ),
+            Code::UncoveredSnapshots => (
+                "BP208",
+                "uncovered-snapshots",
+                "a destination holds snapshots of a source the policy no longer names; they are kept until removed by hand",
+            ),
+            Code::DestinationUnreadable => (
+                "BP209",
+                "destination-unreadable",
+                "check the destination's credentials and network; nothing is pruned or repaired on it until it can be read",
+            ),
+            Code::Io => ("BP299", "io", "check the path and its permissions"),
+        }
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+/// One problem, with where it is (for policy problems) and what to do.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub code: Code,
+    pub severity: Severity,
+    pub message: String,
+    pub help: Option<String>,
+    /// Byte span in the policy text, with a short label.
+    pub span: Option<(SourceSpan, String)>,
+    /// Further spans (e.g. every edge of a dependency cycle).
+    pub extra_spans: Vec<(SourceSpan, String)>,
+}
+
+impl Problem {
+    pub fn error(code: Code, message: impl Into<String>) -> Self {
+        Problem {
+            code,
+            severity: Severity::Error,
+            message: message.into(),
+            help: None,
+            span: None,
+            extra_spans: Vec::new(),
+        }
+    }
+
+    pub fn warning(code: Code, message: impl Into<String>) -> Self {
+        Problem {
+            severity: Severity::Warning,
+            ..Problem::error(code, message)
+        }
+    }
+
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    pub fn at(mut self, span: Option<SourceSpan>, label: impl Into<String>) -> Self {
+        if let Some(span) = span {
+            self.span = Some((span, label.into()));
+        }
+        self
+    }
+
+    pub fn also_at(mut self, span: Option<SourceSpan>, label: impl Into<String>) -> Self {
+        if let Some(span) = span {
+            self.extra_spans.push((span, label.into()));
+        }
+        self
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+}
+
+/// A [`Problem`] bound to the text it points into, ready for miette.
+#[derive(Debug, Clone)]
+pub struct Located {
+    pub problem: Problem,
+    pub source: Option<Arc<NamedSource<String>>>,
+}
+
+impl fmt::Display for Located {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.problem.message)
+    }
+}
+
+impl std::error::Error for Located {}
+
+impl Diagnostic for Located {
+    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        Some(Box::new(self.problem.code.id()))
+    }
+
+    fn severity(&self) -> Option<Severity> {
+        Some(self.problem.severity)
+    }
+
+    fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        Some(Box::new(
+            self.problem
+                .help
+                .as_deref()
+                .unwrap_or(self.problem.code.help()),
+        ))
+    }
+
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        self.source.as_deref().map(|s| s as &dyn miette::SourceCode)
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        self.source.as_ref()?;
+        let first =
+            self.problem.span.iter().map(|(span, label)| {
+                LabeledSpan::new_primary_with_span(Some(label.clone()), *span)
+            });
+        let rest = self
+            .problem
+            .extra_spans
+            .iter()
+            .map(|(span, label)| LabeledSpan::new_with_span(Some(label.clone()), *span));
+        Some(Box::new(first.chain(rest)))
+    }
+}
+
+/// Every problem found in one policy, reported at once.
+#[derive(Debug, Clone)]
+pub struct PolicyReport {
+    pub path: String,
+    pub problems: Vec<Located>,
+}
+
+impl PolicyReport {
+    pub fn errors(&self) -> usize {
+        self.problems
+            .iter()
+            .filter(|p| p.problem.is_error())
+            .count()
+    }
+}
+
+impl fmt::Display for PolicyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let errors = self.errors();
+        let warnings = self.problems.len() - errors;
+        write!(
+            f,
+            "policy {} has {} error{} and {} warning{}",
+            self.path,
+            errors,
+            if errors == 1 { "" } else { "s" },
+            warnings,
+            if warnings == 1 { "" } else { "s" },
+        )
+    }
+}
+
+impl std::error::Error for PolicyReport {}
+
+impl Diagnostic for PolicyReport {
+    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        // The code of the first error names the report, so a script can match on it.
+        self.problems
+            .iter()
+            .find(|p| p.problem.is_error())
+            .map(|p| Box::new(p.problem.code.id()) as Box<dyn fmt::Display>)
+    }
+
+    fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn Diagnostic> + 'a>> {
+        Some(Box::new(self.problems.iter().map(|p| p as &dyn Diagnostic)))
+    }
+}
+
+/// An error outside the policy (planning, applying, reading files), with code and help.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub code: Code,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl Failure {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Failure {
+            code,
+            message: message.into(),
+            help: None,
+        }
+    }
+
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+impl Diagnostic for Failure {
+    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        Some(Box::new(self.code.id()))
+    }
+
+    fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        Some(Box::new(self.help.as_deref().unwrap_or(self.code.help())))
+    }
+}

@@ -1,0 +1,104 @@
+//! The inventory: every snapshot in every destination, as read from the destinations
+//! themselves. This module defines the model that `plan` reads; the repository fills
+//! it from storage. It holds only the public part of each manifest (no paths, no
+//! chunk lists), so it can be read, saved and diffed without any key.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Every destination's state, by destination name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inventory {
+    pub destinations: BTreeMap<String, DestinationState>,
+}
+
+/// What one destination holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationState {
+    /// Snapshots, in any order.
+    #[serde(default)]
+    pub snapshots: Vec<SnapshotInfo>,
+    /// The policy that the last `apply` on this destination ran with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_policy: Option<AppliedPolicy>,
+    /// Set when the destination could not be read: nothing is pruned on it, nothing
+    /// is copied from or to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The public part of one snapshot's manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotInfo {
+    /// Unique across destinations: a copy keeps its id.
+    pub id: String,
+    pub source: String,
+    /// The `apply` run that took it; the snapshots of one run form a recovery point.
+    pub run_id: String,
+    /// When the backup started: the point in time it represents.
+    pub time: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<DateTime<Utc>>,
+    pub status: SnapshotStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_read: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_stored: Option<u64>,
+    /// Digest of the source's settings when it was taken (see `ResolvedSource::digest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_digest: Option<String>,
+    /// Digest of the whole policy when it was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_digest: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotStatus {
+    /// All data written and verified; counts as a good snapshot.
+    Complete,
+    /// The source failed (a dump exited non-zero, was truncated or too small). Kept as
+    /// a record; never counts as a success.
+    Failed,
+}
+
+/// The policy an `apply` ran with, stored for the next plan's diff.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppliedPolicy {
+    pub digest: String,
+    pub applied_at: DateTime<Utc>,
+    pub text: String,
+}
+
+impl Inventory {
+    /// A digest of the inventory's content, independent of the order snapshots were
+    /// listed in. A saved plan records it; apply refuses the plan when it moved.
+    pub fn digest(&self) -> String {
+        let mut canonical = self.clone();
+        for state in canonical.destinations.values_mut() {
+            state
+                .snapshots
+                .sort_by(|a, b| (&a.source, a.time, &a.id).cmp(&(&b.source, b.time, &b.id)));
+        }
+        let json = serde_json::to_vec(&canonical).unwrap_or_default();
+        crate::policy::digest(&json)
+    }
+
+    /// The newest applied policy across the destinations that could be read.
+    pub fn last_applied_policy(&self) -> Option<&AppliedPolicy> {
+        self.destinations
+            .values()
+            .filter_map(|d| d.applied_policy.as_ref())
+            .max_by_key(|p| p.applied_at)
+    }
+
+    pub fn snapshot_count(&self) -> usize {
+        self.destinations.values().map(|d| d.snapshots.len()).sum()
+    }
+}

@@ -1,0 +1,17 @@
+//! backplan: declarative backups of a production stack.
+//!
+//! One YAML policy declares sources, destinations, schedules and retention;
+//! [`plan::plan`] compares it with the [`inventory::Inventory`] the destinations hold
+//! and returns a [`plan::Plan`]; [`apply`] carries the plan out. See `docs/` and
+//! `DESIGN.md` for the whole picture.
+
+pub mod apply;
+pub mod cli;
+pub mod commands;
+pub mod error;
+pub mod graph;
+pub mod inventory;
+pub mod plan;
+pub mod policy;
+pub mod render;
+pub mod repo;

@@ -1,0 +1,542 @@
+//! The plan engine: `plan(policy, graph, inventory, now, settings)` compares what the
+//! policy asks for with what the destinations hold and returns the actions that close
+//! the gap, each with its reason. It is pure: no I/O, no clock; the [`Plan`] it returns
+//! is what every view renders and what `apply` executes.
+
+pub mod diff;
+pub mod retention;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Code;
+use crate::graph::SourceGraph;
+use crate::inventory::{DestinationState, Inventory, SnapshotInfo, SnapshotStatus};
+use crate::policy::{Policy, ResolvedSource};
+pub use diff::PolicyChange;
+use retention::Candidate;
+
+/// The version of the plan's JSON shape. Bumped on any incompatible change.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// At most this many snapshots are pruned by one plan unless `--max-deletes` says more.
+pub const DEFAULT_MAX_DELETES: usize = 10;
+
+/// Settings that shape a plan beyond the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    pub max_deletes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_deletes: DEFAULT_MAX_DELETES,
+        }
+    }
+}
+
+/// What would bring the destinations in line with the policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub format_version: u32,
+    /// The `now` the plan was made for.
+    pub created_at: DateTime<Utc>,
+    pub policy: PolicyRef,
+    /// Digest of the inventory the plan was made from; apply refuses a stale plan.
+    pub inventory_digest: String,
+    pub settings: Settings,
+    pub destinations: Vec<DestinationSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_change: Option<PolicyChange>,
+    pub actions: Vec<Action>,
+    pub warnings: Vec<Warning>,
+    pub summary: Summary,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRef {
+    pub path: String,
+    pub digest: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestinationSummary {
+    pub name: String,
+    pub snapshots: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One step of a plan. The variant is what happens; the reason inside explains it and
+/// never changes what apply does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    Backup(Backup),
+    Copy(Copy),
+    Prune(Prune),
+}
+
+/// Take a new snapshot of a source and write it to its destinations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Backup {
+    pub source: String,
+    pub source_type: String,
+    pub destinations: Vec<String>,
+    /// The graph level: sources of one level may run together.
+    pub level: usize,
+    /// Sources this one depends on; if one of their backups fails in the same apply,
+    /// this backup is skipped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    pub reason: BackupReason,
+    /// Bytes the last good snapshot read, as an estimate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BackupReason {
+    NeverBackedUp,
+    Due {
+        since: DateTime<Utc>,
+        schedule: String,
+        last: DateTime<Utc>,
+    },
+    LastFailed {
+        failed_at: DateTime<Utc>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_good: Option<DateTime<Utc>>,
+    },
+    PolicyChanged {
+        last: DateTime<Utc>,
+    },
+}
+
+/// Copy a snapshot that one destination has and another lacks (a repair).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Copy {
+    pub source: String,
+    pub snapshot: SnapshotRef,
+    pub from: String,
+    pub to: String,
+}
+
+/// Delete snapshots of one source from one destination.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prune {
+    pub source: String,
+    pub destination: String,
+    /// Oldest first.
+    pub snapshots: Vec<SnapshotRef>,
+    pub reason: PruneReason,
+    /// Held back: the plan prunes more than `max_deletes`. Apply skips held prunes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PruneReason {
+    /// No rule keeps them; `rules` are the rules in force.
+    OutsideRetention { rules: String },
+    /// Failed snapshots older than a good one.
+    FailedSuperseded { newest_good: DateTime<Utc> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRef {
+    pub id: String,
+    pub time: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_stored: Option<u64>,
+}
+
+impl SnapshotRef {
+    fn of(s: &SnapshotInfo) -> SnapshotRef {
+        SnapshotRef {
+            id: s.id.clone(),
+            time: s.time,
+            bytes_stored: s.bytes_stored,
+        }
+    }
+}
+
+/// Something the reviewer should know that is not an action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Warning {
+    pub code: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    pub message: String,
+}
+
+impl Warning {
+    fn new(code: Code, source: Option<&str>, message: String) -> Warning {
+        Warning {
+            code: code.id().to_string(),
+            source: source.map(str::to_string),
+            message,
+        }
+    }
+}
+
+/// Counts for the closing line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub backups: usize,
+    pub copies: usize,
+    /// Snapshots that will be deleted (a snapshot on two destinations counts twice).
+    pub prunes: usize,
+    /// Snapshots whose deletion is held back by `max_deletes`.
+    pub held_prunes: usize,
+}
+
+impl Summary {
+    fn of(actions: &[Action]) -> Summary {
+        let mut s = Summary::default();
+        for action in actions {
+            match action {
+                Action::Backup(_) => s.backups += 1,
+                Action::Copy(_) => s.copies += 1,
+                Action::Prune(p) if p.held => s.held_prunes += p.snapshots.len(),
+                Action::Prune(p) => s.prunes += p.snapshots.len(),
+            }
+        }
+        s
+    }
+}
+
+impl Plan {
+    /// Whether the plan would change anything (held prunes count: they are pending).
+    pub fn has_changes(&self) -> bool {
+        !self.actions.is_empty()
+    }
+}
+
+/// Computes the plan. Pure: everything it needs is in its arguments.
+pub fn plan(
+    policy: &Policy,
+    graph: &SourceGraph,
+    inventory: &Inventory,
+    now: DateTime<Utc>,
+    settings: Settings,
+) -> Plan {
+    let empty = DestinationState::default();
+    let mut warnings = Vec::new();
+    let mut backups = Vec::new();
+    let mut copies = Vec::new();
+    let mut prunes = Vec::new();
+
+    let destinations: Vec<DestinationSummary> = policy
+        .file
+        .destinations
+        .keys()
+        .map(|name| {
+            let state = inventory.destinations.get(name).unwrap_or(&empty);
+            DestinationSummary {
+                name: name.clone(),
+                snapshots: state.snapshots.len(),
+                error: state.error.clone(),
+            }
+        })
+        .collect();
+    for d in &destinations {
+        if let Some(error) = &d.error {
+            warnings.push(Warning::new(
+                Code::DestinationUnreadable,
+                None,
+                format!("destination {} could not be read: {error}", d.name),
+            ));
+        }
+    }
+
+    for level in graph.levels() {
+        for name in &level.sources {
+            let Some(source) = policy.sources.get(name) else {
+                continue;
+            };
+            let view = SourceView::new(source, inventory, &empty);
+            if let Some(reason) = backup_reason(source, &view, now) {
+                backups.push(Action::Backup(Backup {
+                    source: name.clone(),
+                    source_type: source.type_name.to_string(),
+                    destinations: source.destinations.clone(),
+                    level: level.level,
+                    depends_on: source.depends_on.clone(),
+                    reason,
+                    estimated_bytes: view.last_good().and_then(|s| s.bytes_read),
+                }));
+            }
+            retain(source, &view, &mut copies, &mut prunes, &mut warnings);
+        }
+    }
+    uncovered(policy, inventory, &mut warnings);
+
+    let deletes: usize = prunes
+        .iter()
+        .map(|p| match p {
+            Action::Prune(p) => p.snapshots.len(),
+            _ => 0,
+        })
+        .sum();
+    if deletes > settings.max_deletes {
+        for p in prunes.iter_mut() {
+            if let Action::Prune(p) = p {
+                p.held = true;
+            }
+        }
+        warnings.push(Warning::new(
+            Code::MaxDeletesExceeded,
+            None,
+            format!(
+                "{deletes} snapshot deletions held back: more than --max-deletes {}; review them, then run with --max-deletes {deletes}",
+                settings.max_deletes
+            ),
+        ));
+    }
+
+    let mut actions = backups;
+    actions.extend(copies);
+    actions.extend(prunes);
+    let policy_change = diff::policy_change(policy, inventory, &actions);
+    Plan {
+        format_version: FORMAT_VERSION,
+        created_at: now,
+        policy: PolicyRef {
+            path: policy.path.display().to_string(),
+            digest: policy.digest.clone(),
+        },
+        inventory_digest: inventory.digest(),
+        settings,
+        destinations,
+        policy_change,
+        summary: Summary::of(&actions),
+        actions,
+        warnings,
+    }
+}
+
+/// One source's snapshots across its readable destinations.
+struct SourceView<'a> {
+    /// Readable destinations of the source, in policy order, with their snapshots of it.
+    readable: Vec<(&'a str, Vec<&'a SnapshotInfo>)>,
+    /// Every distinct snapshot (by id), newest first.
+    all: Vec<&'a SnapshotInfo>,
+}
+
+impl<'a> SourceView<'a> {
+    fn new(
+        source: &'a ResolvedSource,
+        inventory: &'a Inventory,
+        empty: &'a DestinationState,
+    ) -> Self {
+        let mut readable = Vec::new();
+        let mut seen = BTreeSet::new();
+        let mut all = Vec::new();
+        for dest in &source.destinations {
+            let state = inventory.destinations.get(dest).unwrap_or(empty);
+            if state.error.is_some() {
+                continue;
+            }
+            let snaps: Vec<&SnapshotInfo> = state
+                .snapshots
+                .iter()
+                .filter(|s| s.source == source.name)
+                .collect();
+            for s in &snaps {
+                if seen.insert(s.id.as_str()) {
+                    all.push(*s);
+                }
+            }
+            readable.push((dest.as_str(), snaps));
+        }
+        all.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.id.cmp(&a.id)));
+        SourceView { readable, all }
+    }
+
+    fn newest(&self) -> Option<&'a SnapshotInfo> {
+        self.all.first().copied()
+    }
+
+    fn last_good(&self) -> Option<&'a SnapshotInfo> {
+        self.all
+            .iter()
+            .copied()
+            .find(|s| s.status == SnapshotStatus::Complete)
+    }
+}
+
+fn backup_reason(
+    source: &ResolvedSource,
+    view: &SourceView,
+    now: DateTime<Utc>,
+) -> Option<BackupReason> {
+    let Some(newest) = view.newest() else {
+        return Some(BackupReason::NeverBackedUp);
+    };
+    let last_good = view.last_good();
+    if newest.status == SnapshotStatus::Failed {
+        return Some(BackupReason::LastFailed {
+            failed_at: newest.time,
+            last_good: last_good.map(|s| s.time),
+        });
+    }
+    let last = last_good?;
+    if last
+        .source_digest
+        .as_ref()
+        .is_some_and(|d| *d != source.digest)
+    {
+        return Some(BackupReason::PolicyChanged { last: last.time });
+    }
+    let since = source.schedule.next_after(last.time)?;
+    (since <= now).then(|| BackupReason::Due {
+        since,
+        schedule: source.schedule.describe(),
+        last: last.time,
+    })
+}
+
+/// Retention and repair for one source: prunes per destination, copies of kept
+/// snapshots that a destination lacks.
+fn retain(
+    source: &ResolvedSource,
+    view: &SourceView,
+    copies: &mut Vec<Action>,
+    prunes: &mut Vec<Action>,
+    warnings: &mut Vec<Warning>,
+) {
+    let good: Vec<Candidate> = view
+        .all
+        .iter()
+        .filter(|s| s.status == SnapshotStatus::Complete)
+        .map(|s| Candidate {
+            id: &s.id,
+            time: s.time,
+        })
+        .collect();
+    let decision = retention::decide(&good, &source.retention, source.schedule.timezone());
+
+    // Repairs: every kept snapshot on every readable destination.
+    for kept in decision.kept.iter().rev() {
+        let Some(snapshot) = view.all.iter().find(|s| s.id == kept.id) else {
+            continue;
+        };
+        let holder = view
+            .readable
+            .iter()
+            .find(|(_, snaps)| snaps.iter().any(|s| s.id == kept.id));
+        for (dest, snaps) in &view.readable {
+            if !snaps.iter().any(|s| s.id == kept.id)
+                && let Some((from, _)) = holder
+            {
+                copies.push(Action::Copy(Copy {
+                    source: source.name.clone(),
+                    snapshot: SnapshotRef::of(snapshot),
+                    from: from.to_string(),
+                    to: dest.to_string(),
+                }));
+            }
+        }
+    }
+
+    if let Some(newest) = view.newest()
+        && newest.status == SnapshotStatus::Failed
+    {
+        if view.all.len() > 1 {
+            warnings.push(Warning::new(
+                Code::SourcesFailed,
+                Some(&source.name),
+                format!(
+                    "nothing is pruned for {}: its newest snapshot ({}) failed",
+                    source.name,
+                    newest.time.format("%Y-%m-%d %H:%M UTC")
+                ),
+            ));
+        }
+        return;
+    }
+    let newest_good = view.last_good().map(|s| s.time);
+    let rules = retention::describe_rules(&source.retention);
+    for (dest, snaps) in &view.readable {
+        let mut outside: Vec<SnapshotRef> = Vec::new();
+        let mut failed: Vec<SnapshotRef> = Vec::new();
+        for s in snaps {
+            match s.status {
+                SnapshotStatus::Complete if !decision.keeps(&s.id) => {
+                    outside.push(SnapshotRef::of(s))
+                }
+                SnapshotStatus::Failed => failed.push(SnapshotRef::of(s)),
+                SnapshotStatus::Complete => {}
+            }
+        }
+        for (mut list, reason) in [
+            (
+                outside,
+                PruneReason::OutsideRetention {
+                    rules: rules.clone(),
+                },
+            ),
+            (
+                failed,
+                PruneReason::FailedSuperseded {
+                    newest_good: newest_good.unwrap_or_default(),
+                },
+            ),
+        ] {
+            if list.is_empty() {
+                continue;
+            }
+            list.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
+            prunes.push(Action::Prune(Prune {
+                source: source.name.clone(),
+                destination: dest.to_string(),
+                snapshots: list,
+                reason,
+                held: false,
+            }));
+        }
+    }
+}
+
+/// Snapshots that no source of the policy covers: kept, and said so.
+fn uncovered(policy: &Policy, inventory: &Inventory, warnings: &mut Vec<Warning>) {
+    let mut counts: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for (dest, state) in &inventory.destinations {
+        for s in &state.snapshots {
+            let covered = policy
+                .sources
+                .get(&s.source)
+                .is_some_and(|src| src.destinations.iter().any(|d| d == dest));
+            if !covered {
+                *counts
+                    .entry((s.source.as_str(), dest.as_str()))
+                    .or_default() += 1;
+            }
+        }
+    }
+    for ((source, dest), n) in counts {
+        let why = if policy.sources.contains_key(source) {
+            format!("{source} no longer writes to {dest}")
+        } else {
+            format!("the policy has no source {source}")
+        };
+        warnings.push(Warning::new(
+            Code::UncoveredSnapshots,
+            Some(source),
+            format!(
+                "{dest} holds {n} snapshot{} of {source} but {why}; they are kept",
+                plural(n)
+            ),
+        ));
+    }
+}
+
+pub(crate) fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}

@@ -1,0 +1,237 @@
+//! Where each key and value of a YAML document sits, by path (`sources.db.retention`,
+//! `sources.db.depends_on[0]`), so that every diagnostic can point at its line.
+//!
+//! serde_yaml gives locations only for its own errors; the semantic checks need the
+//! span of any value, so the text is walked once more with yaml-rust2's marked events.
+
+use std::collections::HashMap;
+
+use miette::SourceSpan;
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+/// Spans of keys and values by path.
+#[derive(Debug, Default, Clone)]
+pub struct SpanIndex {
+    keys: HashMap<String, SourceSpan>,
+    values: HashMap<String, SourceSpan>,
+    /// Keys that appear twice in one mapping: (path, first, second).
+    pub duplicates: Vec<(String, SourceSpan, SourceSpan)>,
+}
+
+impl SpanIndex {
+    /// Indexes `text`. A document that does not parse gives an empty index: its syntax
+    /// error is reported by serde_yaml, with its own location.
+    pub fn new(text: &str) -> SpanIndex {
+        let mut builder = Builder {
+            text,
+            index: SpanIndex::default(),
+            stack: Vec::new(),
+        };
+        let mut parser = Parser::new_from_str(text);
+        if parser.load(&mut builder, false).is_err() {
+            return SpanIndex::default();
+        }
+        builder.index
+    }
+
+    /// The span of the key at `path` (falling back to its value).
+    pub fn key(&self, path: &str) -> Option<SourceSpan> {
+        self.keys
+            .get(path)
+            .or_else(|| self.values.get(path))
+            .copied()
+    }
+
+    /// The span of the value at `path` (falling back to its key).
+    pub fn value(&self, path: &str) -> Option<SourceSpan> {
+        self.values
+            .get(path)
+            .or_else(|| self.keys.get(path))
+            .copied()
+    }
+
+    /// The span of the key at `path`, or of its nearest ancestor that has one.
+    pub fn nearest(&self, path: &str) -> Option<SourceSpan> {
+        let mut path = path;
+        loop {
+            if let Some(span) = self.key(path) {
+                return Some(span);
+            }
+            let cut = path.rfind(['.', '['])?;
+            path = &path[..cut];
+        }
+    }
+}
+
+/// Joins a path and a mapping key.
+pub fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// Joins a path and a sequence index.
+pub fn join_index(path: &str, index: usize) -> String {
+    format!("{path}[{index}]")
+}
+
+/// The 1-based line and column of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
+    (line, col)
+}
+
+enum Frame {
+    Map {
+        path: String,
+        key: Option<String>,
+        seen: HashMap<String, SourceSpan>,
+    },
+    Seq {
+        path: String,
+        next: usize,
+    },
+}
+
+struct Builder<'a> {
+    text: &'a str,
+    index: SpanIndex,
+    stack: Vec<Frame>,
+}
+
+impl Builder<'_> {
+    fn scalar_span(&self, mark: &Marker, value: &str, style: TScalarStyle) -> SourceSpan {
+        let start = mark.index().min(self.text.len());
+        let len = match style {
+            TScalarStyle::Plain => value.len(),
+            TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted => {
+                // The written form may hold escapes: find the closing quote instead.
+                let quote = if style == TScalarStyle::SingleQuoted {
+                    '\''
+                } else {
+                    '"'
+                };
+                self.text[start..]
+                    .char_indices()
+                    .skip(1)
+                    .find(|&(_, c)| c == quote)
+                    .map_or(value.len(), |(i, _)| i + 1)
+            }
+            _ => value.len().min(self.text.len() - start),
+        };
+        SourceSpan::new(start.into(), len.max(1))
+    }
+
+    /// Handles one node: returns the path it sits at, or `None` when it is a key.
+    fn place(&mut self, span: SourceSpan, key_text: Option<&str>) -> Option<String> {
+        match self.stack.last_mut() {
+            None => Some(String::new()),
+            Some(Frame::Seq { path, next }) => {
+                let at = join_index(path, *next);
+                *next += 1;
+                Some(at)
+            }
+            Some(Frame::Map { path, key, seen }) => match key.take() {
+                Some(k) => Some(join(path, &k)),
+                None => {
+                    let k = key_text.unwrap_or("?").to_string();
+                    let at = join(path, &k);
+                    if let Some(first) = seen.get(&k) {
+                        self.index.duplicates.push((at.clone(), *first, span));
+                    } else {
+                        seen.insert(k.clone(), span);
+                    }
+                    self.index.keys.entry(at).or_insert(span);
+                    *key = Some(k);
+                    None
+                }
+            },
+        }
+    }
+}
+
+impl MarkedEventReceiver for Builder<'_> {
+    fn on_event(&mut self, event: Event, mark: Marker) {
+        match event {
+            Event::Scalar(value, style, _, _) => {
+                let span = self.scalar_span(&mark, &value, style);
+                if let Some(at) = self.place(span, Some(&value)) {
+                    self.index.values.entry(at).or_insert(span);
+                }
+            }
+            Event::Alias(_) => {
+                let span = SourceSpan::new(mark.index().into(), 1);
+                if let Some(at) = self.place(span, None) {
+                    self.index.values.entry(at).or_insert(span);
+                }
+            }
+            Event::MappingStart(..) | Event::SequenceStart(..) => {
+                let span = SourceSpan::new(mark.index().min(self.text.len()).into(), 1);
+                // A collection as a key is not something a policy has; index it anyway.
+                let at = self.place(span, None).unwrap_or_default();
+                self.index.values.entry(at.clone()).or_insert(span);
+                self.stack
+                    .push(if matches!(event, Event::MappingStart(..)) {
+                        Frame::Map {
+                            path: at,
+                            key: None,
+                            seen: HashMap::new(),
+                        }
+                    } else {
+                        Frame::Seq { path: at, next: 0 }
+                    });
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                self.stack.pop();
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = "version: 1\nsources:\n  db:\n    type: postgres\n    depends_on: [a, \"b\"]\n  db:\n    x: 1\n";
+
+    #[test]
+    fn paths_point_at_their_lines() {
+        let index = SpanIndex::new(DOC);
+        let at = |p: &str| line_col(DOC, index.value(p).expect(p).offset());
+        assert_eq!(at("version"), (1, 10));
+        assert_eq!(at("sources.db.type"), (4, 11));
+        assert_eq!(at("sources.db.depends_on[1]"), (5, 21));
+        assert_eq!(
+            line_col(DOC, index.key("sources.db").expect("key").offset()),
+            (3, 3)
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_recorded_with_both_places() {
+        let index = SpanIndex::new(DOC);
+        assert_eq!(index.duplicates.len(), 1);
+        let (path, first, second) = &index.duplicates[0];
+        assert_eq!(path, "sources.db");
+        assert_eq!(line_col(DOC, first.offset()).0, 3);
+        assert_eq!(line_col(DOC, second.offset()).0, 6);
+    }
+
+    #[test]
+    fn nearest_falls_back_to_the_closest_ancestor() {
+        let index = SpanIndex::new(DOC);
+        let span = index
+            .nearest("sources.db.retention.keep_daily")
+            .expect("ancestor");
+        assert_eq!(line_col(DOC, span.offset()).0, 3);
+    }
+}

@@ -1,0 +1,447 @@
+//! Semantic checks of a policy that parsed: names that must exist, schedules, time
+//! zones, retention, key files, secrets, the dependency graph. Every problem is
+//! collected with its span; a policy with no errors is resolved into a [`Policy`].
+
+use std::path::{Path, PathBuf};
+
+use chrono_tz::Tz;
+use indexmap::IndexMap;
+
+use super::model::{PolicyFile, Retention, SourceKind, builtin_retention};
+use super::schedule::{Schedule, parse_timezone};
+use super::secret::{Secret, url_has_inline_password};
+use super::spans::{SpanIndex, join, join_index};
+use super::{
+    DEFAULT_COMPRESSION, DEFAULT_SCHEDULE, DEFAULT_TIMEZONE, EffectiveRetention, Policy,
+    ResolvedSource, digest, load::suggest, resolve_path,
+};
+use crate::error::{Code, Problem};
+use crate::graph::SourceGraph;
+
+struct Checker<'a> {
+    spans: &'a SpanIndex,
+    dir: &'a Path,
+    problems: &'a mut Vec<Problem>,
+}
+
+pub(super) fn validate(
+    file: PolicyFile,
+    text: &str,
+    path: &Path,
+    dir: &Path,
+    spans: SpanIndex,
+    problems: &mut Vec<Problem>,
+) -> Option<Policy> {
+    let errors_before = problems.iter().filter(|p| p.is_error()).count();
+    let mut c = Checker {
+        spans: &spans,
+        dir,
+        problems,
+    };
+
+    if file.destinations.is_empty() {
+        c.error(
+            Problem::error(Code::NoDestinations, "the policy declares no destination"),
+            "destinations",
+        );
+    }
+    if file.sources.is_empty() {
+        c.error(
+            Problem::error(Code::MissingField, "the policy declares no source")
+                .with_help("declare at least one source under `sources:`"),
+            "sources",
+        );
+    }
+
+    let default_tz = match &file.defaults.timezone {
+        Some(name) => c.timezone(name, "defaults.timezone").unwrap_or(Tz::UTC),
+        None => parse_timezone(DEFAULT_TIMEZONE).unwrap_or(Tz::UTC),
+    };
+    let default_schedule = file
+        .defaults
+        .schedule
+        .as_deref()
+        .unwrap_or(DEFAULT_SCHEDULE);
+    if file.defaults.schedule.is_some() {
+        c.schedule(default_schedule, default_tz, "defaults.schedule");
+    }
+    let builtin = builtin_retention();
+    let default_retention = file.defaults.retention.as_ref().unwrap_or(&builtin);
+    let default_effective = c.retention(default_retention, "defaults.retention");
+    let compression = file.defaults.compression.unwrap_or(DEFAULT_COMPRESSION);
+    if !(1..=22).contains(&compression) {
+        c.error(
+            Problem::error(
+                Code::BadCompression,
+                format!("compression level {compression} is outside 1..=22"),
+            ),
+            "defaults.compression",
+        );
+    }
+
+    let recipients = c.recipients(&file);
+
+    for (name, dest) in &file.destinations {
+        let base = join("destinations", name);
+        for (field, secret) in dest.secrets() {
+            c.secret(secret, &join(&base, &field));
+        }
+    }
+
+    let mut sources = IndexMap::new();
+    for (name, source) in &file.sources {
+        let base = join("sources", name);
+        let tz = match &source.common.timezone {
+            Some(tz) => c
+                .timezone(tz, &join(&base, "timezone"))
+                .unwrap_or(default_tz),
+            None => default_tz,
+        };
+        let schedule = match &source.common.schedule {
+            Some(expr) => c.schedule(expr, tz, &join(&base, "schedule")),
+            None => Schedule::parse(default_schedule, tz).ok(),
+        };
+        let retention = match &source.common.retention {
+            Some(r) => c.retention(r, &join(&base, "retention")),
+            None => default_effective.clone(),
+        };
+        let destinations = match &source.common.destinations {
+            Some(list) => {
+                if list.is_empty() {
+                    c.error(
+                        Problem::error(
+                            Code::NoDestinations,
+                            format!("source `{name}` writes to no destination"),
+                        ),
+                        &join(&base, "destinations"),
+                    );
+                }
+                for (i, dest) in list.iter().enumerate() {
+                    if !file.destinations.contains_key(dest) {
+                        let mut p = Problem::error(
+                            Code::UnknownDestination,
+                            format!("source `{name}` names an unknown destination `{dest}`"),
+                        );
+                        if let Some(near) =
+                            suggest(dest, file.destinations.keys().map(String::as_str))
+                        {
+                            p = p.with_help(format!("did you mean `{near}`?"));
+                        }
+                        c.error_value(p, &join_index(&join(&base, "destinations"), i));
+                    }
+                }
+                list.clone()
+            }
+            None => file.destinations.keys().cloned().collect(),
+        };
+        for (i, dep) in source.common.depends_on.iter().enumerate() {
+            if !file.sources.contains_key(dep) {
+                let mut p = Problem::error(
+                    Code::UnknownDependency,
+                    format!("source `{name}` depends on an unknown source `{dep}`"),
+                );
+                if let Some(near) = suggest(dep, file.sources.keys().map(String::as_str)) {
+                    p = p.with_help(format!("did you mean `{near}`?"));
+                }
+                c.error_value(p, &join_index(&join(&base, "depends_on"), i));
+            }
+        }
+        c.kind(&source.kind, &base);
+
+        if let (Some(schedule), Some(retention)) = (schedule, retention) {
+            let kind_json = serde_json::to_vec(&source.kind).unwrap_or_default();
+            sources.insert(
+                name.clone(),
+                ResolvedSource {
+                    name: name.clone(),
+                    type_name: source.kind.type_name(),
+                    schedule,
+                    retention,
+                    destinations,
+                    depends_on: source.common.depends_on.clone(),
+                    digest: digest(&kind_json),
+                    kind: source.kind.clone(),
+                },
+            );
+        }
+    }
+
+    if let Err(cycle) = SourceGraph::from_file(&file) {
+        let mut p = Problem::error(
+            Code::DependencyCycle,
+            format!(
+                "the sources depend on each other in a cycle: {}",
+                cycle.join(" → ")
+            ),
+        );
+        let first = cycle.first().cloned().unwrap_or_default();
+        p = p.at(
+            c.spans.key(&join(&join("sources", &first), "depends_on")),
+            "the cycle starts here",
+        );
+        for pair in cycle.windows(2).skip(1) {
+            p = p.also_at(
+                c.spans.key(&join(&join("sources", &pair[0]), "depends_on")),
+                format!("{} depends on {}", pair[0], pair[1]),
+            );
+        }
+        c.problems.push(p);
+    }
+
+    let errors_after = c.problems.iter().filter(|p| p.is_error()).count();
+    if errors_after > errors_before {
+        return None;
+    }
+    Some(Policy {
+        path: path.to_path_buf(),
+        dir: dir.to_path_buf(),
+        text: text.to_string(),
+        digest: digest(text.as_bytes()),
+        file,
+        spans,
+        sources,
+        recipients,
+        compression,
+    })
+}
+
+impl Checker<'_> {
+    /// Records an error pointing at the key at `path`.
+    fn error(&mut self, problem: Problem, path: &str) {
+        let span = self.spans.nearest(path);
+        self.problems.push(problem.at(span, "here"));
+    }
+
+    /// Records an error pointing at the value at `path`.
+    fn error_value(&mut self, problem: Problem, path: &str) {
+        let span = self.spans.value(path).or_else(|| self.spans.nearest(path));
+        self.problems.push(problem.at(span, "here"));
+    }
+
+    fn timezone(&mut self, name: &str, path: &str) -> Option<Tz> {
+        match parse_timezone(name) {
+            Ok(tz) => Some(tz),
+            Err(message) => {
+                let mut p = Problem::error(Code::BadTimezone, message);
+                if let Some(near) = suggest(name, chrono_tz::TZ_VARIANTS.iter().map(|t| t.name())) {
+                    p = p.with_help(format!("did you mean `{near}`?"));
+                }
+                self.error_value(p, path);
+                None
+            }
+        }
+    }
+
+    fn schedule(&mut self, expr: &str, tz: Tz, path: &str) -> Option<Schedule> {
+        match Schedule::parse(expr, tz) {
+            Ok(s) => Some(s),
+            Err(message) => {
+                self.error_value(
+                    Problem::error(
+                        Code::BadSchedule,
+                        format!("`{expr}` is not a cron expression: {message}"),
+                    ),
+                    path,
+                );
+                None
+            }
+        }
+    }
+
+    fn retention(&mut self, r: &Retention, path: &str) -> Option<EffectiveRetention> {
+        let effective = match EffectiveRetention::from_written(r) {
+            Ok(e) => e,
+            Err(message) => {
+                self.error_value(
+                    Problem::error(Code::BadDuration, format!("keep_within {message}")),
+                    &join(path, "keep_within"),
+                );
+                return None;
+            }
+        };
+        if !effective.keeps_something() {
+            self.error(
+                Problem::error(
+                    Code::RetentionKeepsNothing,
+                    format!("`{path}` keeps no snapshot"),
+                ),
+                path,
+            );
+            return None;
+        }
+        Some(effective)
+    }
+
+    fn recipients(&mut self, file: &PolicyFile) -> Vec<PathBuf> {
+        let Some(encryption) = &file.encryption else {
+            self.problems.push(
+                Problem::error(Code::MissingField, "the policy has no `encryption`")
+                    .with_help("add `encryption: { recipients: [path/to/public-key.asc] }`; backups are always encrypted")
+                    .at(self.spans.value(""), "add `encryption:`"),
+            );
+            return Vec::new();
+        };
+        if encryption.recipients.is_empty() {
+            self.error(
+                Problem::error(Code::MissingField, "`encryption.recipients` lists no key"),
+                "encryption.recipients",
+            );
+        }
+        let mut out = Vec::new();
+        for (i, key) in encryption.recipients.iter().enumerate() {
+            let path = resolve_path(self.dir, key);
+            let at = join_index("encryption.recipients", i);
+            match std::fs::read(&path) {
+                Err(e) => self.error_value(
+                    Problem::error(
+                        Code::KeyFileUnreadable,
+                        format!("cannot read key file {}: {e}", path.display()),
+                    ),
+                    &at,
+                ),
+                Ok(bytes) => match key_kind(&bytes) {
+                    KeyKind::Public => out.push(path),
+                    KeyKind::Secret => self.error_value(
+                        Problem::error(
+                            Code::NotAPublicKey,
+                            format!("{} holds a secret key", path.display()),
+                        )
+                        .with_help("give the public key only (`gpg --export --armor FINGERPRINT`); keep secret keys off the backup host"),
+                        &at,
+                    ),
+                    KeyKind::Other => self.error_value(
+                        Problem::error(
+                            Code::NotAPublicKey,
+                            format!("{} is not an OpenPGP public key", path.display()),
+                        ),
+                        &at,
+                    ),
+                },
+            }
+        }
+        out
+    }
+
+    fn secret(&mut self, secret: &Secret, base: &str) {
+        match secret.env_names() {
+            Err(e) => self.error(
+                Problem::error(Code::InvalidValue, format!("`{base}`: {e}")),
+                base,
+            ),
+            Ok(names) => {
+                for name in names {
+                    if std::env::var_os(name).is_none() {
+                        let span = self.spans.nearest(base);
+                        self.problems.push(
+                            Problem::warning(
+                                Code::UnsetEnv,
+                                format!(
+                                    "`{base}` refers to ${{env:{name}}}, which is not set here"
+                                ),
+                            )
+                            .at(span, "refers to an unset variable"),
+                        );
+                    }
+                }
+            }
+        }
+        if url_has_inline_password(secret.template()) {
+            let span = self.spans.nearest(base);
+            self.problems.push(
+                Problem::warning(
+                    Code::InlineSecret,
+                    format!("`{base}` holds a password inline"),
+                )
+                .at(span, "inline password"),
+            );
+        }
+    }
+
+    fn kind(&mut self, kind: &SourceKind, base: &str) {
+        match kind {
+            SourceKind::Postgres(pg) => {
+                self.secret(&pg.url, &join(base, "url"));
+                if let Some(p) = &pg.password {
+                    self.secret(p, &join(base, "password"));
+                }
+                if let Some(ratio) = pg.min_size_ratio
+                    && !(0.0..=1.0).contains(&ratio)
+                {
+                    self.error_value(
+                        Problem::error(
+                            Code::InvalidValue,
+                            format!("min_size_ratio {ratio} is outside 0.0..=1.0"),
+                        ),
+                        &join(base, "min_size_ratio"),
+                    );
+                }
+                if let Some(t) = &pg.lock_wait_timeout
+                    && let Err(message) = super::parse_duration(t)
+                {
+                    self.error_value(
+                        Problem::error(Code::BadDuration, format!("lock_wait_timeout {message}")),
+                        &join(base, "lock_wait_timeout"),
+                    );
+                }
+            }
+            SourceKind::Redis(r) => {
+                self.secret(&r.url, &join(base, "url"));
+                if let Some(p) = &r.password {
+                    self.secret(p, &join(base, "password"));
+                }
+            }
+            SourceKind::Files(f) => {
+                if f.path.as_os_str().is_empty() {
+                    self.error(
+                        Problem::error(Code::EmptyPaths, "the files source has an empty `path`"),
+                        &join(base, "path"),
+                    );
+                }
+            }
+            SourceKind::Config(cfg) => {
+                if cfg.paths.is_empty() {
+                    self.error(
+                        Problem::error(Code::EmptyPaths, "the config source lists no paths"),
+                        &join(base, "paths"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+enum KeyKind {
+    Public,
+    Secret,
+    Other,
+}
+
+/// Tells an OpenPGP public key from a secret key or anything else, by its armor
+/// header or, for binary keys, by the tag of its first packet (RFC 9580 §4.2).
+/// The repository reads keys in full with sequoia; this only catches the common
+/// mistakes early, at validate time.
+fn key_kind(bytes: &[u8]) -> KeyKind {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]);
+    if text.contains("-----BEGIN PGP PUBLIC KEY BLOCK-----") {
+        return KeyKind::Public;
+    }
+    if text.contains("-----BEGIN PGP PRIVATE KEY BLOCK-----") {
+        return KeyKind::Secret;
+    }
+    let Some(&first) = bytes.first() else {
+        return KeyKind::Other;
+    };
+    if first & 0x80 == 0 {
+        return KeyKind::Other;
+    }
+    let tag = if first & 0x40 != 0 {
+        first & 0x3f
+    } else {
+        (first >> 2) & 0x0f
+    };
+    match tag {
+        6 => KeyKind::Public,
+        5 => KeyKind::Secret,
+        _ => KeyKind::Other,
+    }
+}

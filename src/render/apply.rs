@@ -1,0 +1,62 @@
+//! The report of an apply.
+
+use std::fmt::Write as _;
+
+use crate::apply::{Report, Status};
+use crate::plan::Action;
+
+use super::bytes;
+
+fn label(action: &Action) -> String {
+    match action {
+        Action::Backup(b) => format!("backup {} → {}", b.source, b.destinations.join(", ")),
+        Action::Copy(c) => format!(
+            "copy {} {} {} → {}",
+            c.source,
+            c.snapshot.time.format("%Y-%m-%d %H:%M"),
+            c.from,
+            c.to
+        ),
+        Action::Prune(p) => format!(
+            "prune {} ({} snapshots) from {}",
+            p.source,
+            p.snapshots.len(),
+            p.destination
+        ),
+    }
+}
+
+/// One line per action, then a closing count.
+pub fn human(report: &Report) -> String {
+    let mut out = String::new();
+    for o in &report.outcomes {
+        let line = match &o.status {
+            Status::Done(done) => {
+                let figures: Vec<String> = [
+                    done.bytes_read.map(|n| format!("{} read", bytes(n))),
+                    done.bytes_stored.map(|n| format!("{} stored", bytes(n))),
+                    done.detail.clone(),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                if figures.is_empty() {
+                    format!("  ✓ {}", label(&o.action))
+                } else {
+                    format!("  ✓ {}   {}", label(&o.action), figures.join(", "))
+                }
+            }
+            Status::Failed { error } => format!("  ✗ {}   failed: {error}", label(&o.action)),
+            Status::Skipped { why } => format!("  - {}   skipped: {why}", label(&o.action)),
+        };
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = writeln!(
+        out,
+        "\nApply: {} done, {} failed, {} skipped.",
+        report.done(),
+        report.failed(),
+        report.skipped()
+    );
+    out
+}

@@ -1,0 +1,263 @@
+//! The plan, three ways: a Terraform-style terminal view, Markdown for a pull-request
+//! comment, and JSON. All three render the same [`Plan`] value.
+
+use std::fmt::Write as _;
+
+use crate::plan::{Action, BackupReason, Plan, PruneReason, SnapshotRef, Summary, plural};
+
+use super::{bytes, time};
+
+/// One rendered action line, shared by the terminal and Markdown views.
+struct Line {
+    symbol: char,
+    verb: &'static str,
+    source: String,
+    what: String,
+    why: String,
+}
+
+fn span_of(snaps: &[SnapshotRef]) -> String {
+    match (snaps.first(), snaps.last()) {
+        (Some(a), Some(b)) if snaps.len() > 1 => format!(
+            "{} … {} ({} snapshots)",
+            a.time.format("%Y-%m-%d %H:%M"),
+            b.time.format("%Y-%m-%d %H:%M"),
+            snaps.len()
+        ),
+        (Some(a), _) => time(a.time),
+        _ => String::new(),
+    }
+}
+
+fn lines(plan: &Plan) -> Vec<Line> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < plan.actions.len() {
+        match &plan.actions[i] {
+            Action::Backup(b) => {
+                let why = match &b.reason {
+                    BackupReason::NeverBackedUp => "never backed up".to_string(),
+                    BackupReason::Due {
+                        since,
+                        schedule,
+                        last,
+                    } => format!(
+                        "due since {} ({schedule}), last {}",
+                        time(*since),
+                        time(*last)
+                    ),
+                    BackupReason::LastFailed {
+                        failed_at,
+                        last_good,
+                    } => match last_good {
+                        Some(good) => format!(
+                            "last backup failed at {}, last good {}",
+                            time(*failed_at),
+                            time(*good)
+                        ),
+                        None => {
+                            format!("last backup failed at {}, none good yet", time(*failed_at))
+                        }
+                    },
+                    BackupReason::PolicyChanged { last } => {
+                        format!("what is backed up changed since {}", time(*last))
+                    }
+                };
+                let est = b
+                    .estimated_bytes
+                    .map(|n| format!("; est. {} read", bytes(n)))
+                    .unwrap_or_default();
+                out.push(Line {
+                    symbol: '+',
+                    verb: "backup",
+                    source: b.source.clone(),
+                    what: format!("→ {}", b.destinations.join(", ")),
+                    why: format!("{why}{est}"),
+                });
+                i += 1;
+            }
+            Action::Copy(first) => {
+                // Consecutive copies of one source between the same two destinations
+                // read as one line.
+                let mut snaps = vec![first.snapshot.clone()];
+                let mut j = i + 1;
+                while let Some(Action::Copy(c)) = plan.actions.get(j) {
+                    if c.source != first.source || c.from != first.from || c.to != first.to {
+                        break;
+                    }
+                    snaps.push(c.snapshot.clone());
+                    j += 1;
+                }
+                snaps.sort_by_key(|s| s.time);
+                let size: Option<u64> = snaps.iter().map(|s| s.bytes_stored).sum();
+                out.push(Line {
+                    symbol: '>',
+                    verb: "copy",
+                    source: first.source.clone(),
+                    what: format!(
+                        "{} {} → {}{}",
+                        span_of(&snaps),
+                        first.from,
+                        first.to,
+                        size.map(|n| format!(", {}", bytes(n))).unwrap_or_default()
+                    ),
+                    why: format!("missing on {}", first.to),
+                });
+                i = j;
+            }
+            Action::Prune(p) => {
+                let why = match &p.reason {
+                    PruneReason::OutsideRetention { rules } => format!("outside {rules}"),
+                    PruneReason::FailedSuperseded { newest_good } => {
+                        format!("failed, superseded by {}", time(*newest_good))
+                    }
+                };
+                out.push(Line {
+                    symbol: '-',
+                    verb: "prune",
+                    source: p.source.clone(),
+                    what: format!("{} from {}", span_of(&p.snapshots), p.destination),
+                    why: if p.held {
+                        format!("{why} [held: over --max-deletes]")
+                    } else {
+                        why
+                    },
+                });
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// "Plan: 3 backups, 1 copy, 15 prunes."
+pub fn summary_line(s: &Summary) -> String {
+    let mut parts = vec![
+        format!("{} backup{}", s.backups, plural(s.backups)),
+        format!(
+            "{} cop{}",
+            s.copies,
+            if s.copies == 1 { "y" } else { "ies" }
+        ),
+        format!("{} prune{}", s.prunes, plural(s.prunes)),
+    ];
+    if s.held_prunes > 0 {
+        parts.push(format!("{} held", s.held_prunes));
+    }
+    format!("Plan: {}.", parts.join(", "))
+}
+
+fn inventory_line(plan: &Plan) -> String {
+    let parts: Vec<String> = plan
+        .destinations
+        .iter()
+        .map(|d| match &d.error {
+            Some(_) => format!("{} unreadable", d.name),
+            None => format!("{} {} snapshot{}", d.name, d.snapshots, plural(d.snapshots)),
+        })
+        .collect();
+    format!("Inventory: {}", parts.join(", "))
+}
+
+/// The terminal view.
+pub fn human(plan: &Plan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", inventory_line(plan));
+    if let Some(change) = &plan.policy_change {
+        let _ = writeln!(
+            out,
+            "\nPolicy changed since the last apply ({}):",
+            time(change.applied_at)
+        );
+        for line in change.diff.lines() {
+            let _ = writeln!(out, "  {line}");
+        }
+        if !change.consequences.is_empty() {
+            let _ = writeln!(out, "  Consequences:");
+            for c in &change.consequences {
+                let _ = writeln!(out, "    {c}");
+            }
+        }
+    }
+    let lines = lines(plan);
+    if !lines.is_empty() || !plan.warnings.is_empty() {
+        out.push('\n');
+    }
+    let width = lines
+        .iter()
+        .map(|l| l.source.chars().count())
+        .max()
+        .unwrap_or(0);
+    for l in &lines {
+        let _ = writeln!(
+            out,
+            "  {} {:<7} {:<width$} {}   {}",
+            l.symbol, l.verb, l.source, l.what, l.why
+        );
+    }
+    for w in &plan.warnings {
+        let _ = writeln!(out, "  ! warning {} {}", w.code, w.message);
+    }
+    out.push('\n');
+    if plan.has_changes() {
+        let _ = writeln!(out, "{}", summary_line(&plan.summary));
+    } else {
+        let _ = writeln!(
+            out,
+            "No changes. The destinations hold what the policy asks for."
+        );
+    }
+    out
+}
+
+/// Markdown, for a pull-request comment.
+pub fn markdown(plan: &Plan) -> String {
+    let mut out = String::from("### backplan plan\n\n");
+    let _ = writeln!(out, "{}\n", inventory_line(plan));
+    if plan.has_changes() {
+        let _ = writeln!(out, "**{}**\n", summary_line(&plan.summary));
+    } else {
+        out.push_str("**No changes.** The destinations hold what the policy asks for.\n\n");
+    }
+    let lines = lines(plan);
+    if !lines.is_empty() {
+        out.push_str("| | action | source | what | why |\n|---|---|---|---|---|\n");
+        for l in &lines {
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} | {} | {} |",
+                l.symbol,
+                l.verb,
+                l.source,
+                l.what.replace('|', "\\|"),
+                l.why.replace('|', "\\|")
+            );
+        }
+        out.push('\n');
+    }
+    if !plan.warnings.is_empty() {
+        out.push_str("Warnings:\n\n");
+        for w in &plan.warnings {
+            let _ = writeln!(out, "- **{}** {}", w.code, w.message);
+        }
+        out.push('\n');
+    }
+    if let Some(change) = &plan.policy_change {
+        let _ = writeln!(
+            out,
+            "<details><summary>Policy changed since the last apply ({})</summary>\n",
+            time(change.applied_at)
+        );
+        out.push_str("```diff\n");
+        out.push_str(&change.diff);
+        if !change.diff.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str("```\n\n");
+        for c in &change.consequences {
+            let _ = writeln!(out, "- {c}");
+        }
+        out.push_str("\n</details>\n");
+    }
+    out
+}
