@@ -25,6 +25,7 @@ impl SpanIndex {
     pub fn new(text: &str) -> SpanIndex {
         let mut builder = Builder {
             text,
+            char_offsets: text.char_indices().map(|(i, _)| i).collect(),
             index: SpanIndex::default(),
             stack: Vec::new(),
         };
@@ -103,13 +104,24 @@ enum Frame {
 
 struct Builder<'a> {
     text: &'a str,
+    /// The byte offset of each character: yaml-rust2's `Marker::index` counts
+    /// characters, not bytes (whatever its documentation says), and spans are bytes.
+    char_offsets: Vec<usize>,
     index: SpanIndex,
     stack: Vec<Frame>,
 }
 
 impl Builder<'_> {
+    /// The byte offset of a marker.
+    fn offset(&self, mark: &Marker) -> usize {
+        self.char_offsets
+            .get(mark.index())
+            .copied()
+            .unwrap_or(self.text.len())
+    }
+
     fn scalar_span(&self, mark: &Marker, value: &str, style: TScalarStyle) -> SourceSpan {
-        let start = mark.index().min(self.text.len());
+        let start = self.offset(mark);
         let len = match style {
             TScalarStyle::Plain => value.len(),
             TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted => {
@@ -168,13 +180,13 @@ impl MarkedEventReceiver for Builder<'_> {
                 }
             }
             Event::Alias(_) => {
-                let span = SourceSpan::new(mark.index().into(), 1);
+                let span = SourceSpan::new(self.offset(&mark).into(), 1);
                 if let Some(at) = self.place(span, None) {
                     self.index.values.entry(at).or_insert(span);
                 }
             }
             Event::MappingStart(..) | Event::SequenceStart(..) => {
-                let span = SourceSpan::new(mark.index().min(self.text.len()).into(), 1);
+                let span = SourceSpan::new(self.offset(&mark).into(), 1);
                 // A collection as a key is not something a policy has; index it anyway.
                 let at = self.place(span, None).unwrap_or_default();
                 self.index.values.entry(at.clone()).or_insert(span);
