@@ -47,6 +47,7 @@ pub enum Code {
     NoExecutor,
     UncoveredSnapshots,
     DestinationUnreadable,
+    NewestFailed,
     Io,
 }
 
@@ -85,6 +86,7 @@ impl Code {
         Code::NoExecutor,
         Code::UncoveredSnapshots,
         Code::DestinationUnreadable,
+        Code::NewestFailed,
         Code::Io,
     ];
 
@@ -264,6 +266,11 @@ impl Code {
                 "BP209",
                 "destination-unreadable",
                 "check the destination's credentials and network; nothing is pruned or repaired on it until it can be read",
+            ),
+            Code::NewestFailed => (
+                "BP210",
+                "newest-failed",
+                "nothing of this source is pruned while its newest snapshot is a failure; fix the source, and pruning resumes after the next good snapshot",
             ),
             Code::Io => ("BP299", "io", "check the path and its permissions"),
         }

@@ -4,35 +4,43 @@ use std::path::Path;
 
 use miette::Severity;
 
-use super::{Exit, inventory, load_policy, print, runtime};
+use super::{Exit, inventory, print, runtime};
 use crate::apply::{Done, Executor};
 use crate::cli::{ApplyArgs, Format};
 use crate::error::{Code, Failure, PolicyReport};
 use crate::graph::SourceGraph;
 use crate::inventory::Inventory;
 use crate::plan::{Backup, Copy, FORMAT_VERSION, Plan, Prune};
-use crate::policy::Policy;
+use crate::policy::{Policy, load_file};
 use crate::render;
 
 pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
-    let loaded = load_policy(path)?;
-    // A reference to an unset variable is a warning when planning, an error here.
-    let unset: Vec<_> = loaded
+    let loaded = load_file(path)?;
+    // A reference to an unset variable is a warning when planning, an error here. The
+    // report carries every warning, so none is printed twice.
+    if loaded
         .warnings
         .iter()
-        .filter(|w| w.problem.code == Code::UnsetEnv)
-        .cloned()
-        .map(|mut w| {
-            w.problem.severity = Severity::Error;
-            w
-        })
-        .collect();
-    if !unset.is_empty() {
+        .any(|w| w.problem.code == Code::UnsetEnv)
+    {
+        let problems = loaded
+            .warnings
+            .into_iter()
+            .map(|mut w| {
+                if w.problem.code == Code::UnsetEnv {
+                    w.problem.severity = Severity::Error;
+                }
+                w
+            })
+            .collect();
         return Err(PolicyReport {
             path: path.display().to_string(),
-            problems: unset,
+            problems,
         }
         .into());
+    }
+    for warning in &loaded.warnings {
+        eprintln!("{:?}", miette::Report::new(warning.clone()));
     }
     let planning = args.planning.resolve()?;
     let inventory = inventory(&loaded.policy, planning.inventory.as_deref())?;

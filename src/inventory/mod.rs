@@ -94,6 +94,7 @@ impl Inventory {
     pub fn last_applied_policy(&self) -> Option<&AppliedPolicy> {
         self.destinations
             .values()
+            .filter(|d| d.error.is_none())
             .filter_map(|d| d.applied_policy.as_ref())
             .max_by_key(|p| p.applied_at)
     }

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use similar::TextDiff;
+use similar::{ChangeTag, TextDiff};
 
 use super::{Action, plural};
 use crate::inventory::Inventory;
@@ -32,11 +32,7 @@ pub(super) fn policy_change(
     }
     let old = redact_url_password(&applied.text);
     let new = redact_url_password(&policy.text);
-    let diff = TextDiff::from_lines(&old, &new)
-        .unified_diff()
-        .context_radius(2)
-        .header("applied", "policy")
-        .to_string();
+    let diff = unified_diff(&old, &new, policy);
     let consequences = match load::parse_lenient(&applied.text) {
         Some(before) => consequences(&before, policy, actions),
         None => vec!["the applied policy no longer parses; consequences are unknown".into()],
@@ -47,6 +43,37 @@ pub(super) fn policy_change(
         diff,
         consequences,
     })
+}
+
+/// A unified diff whose hunk headers name the YAML section they change, as in
+/// `@@ -13,7 +13,7 @@ sources.db.retention`.
+fn unified_diff(old: &str, new: &str, policy: &Policy) -> String {
+    let diff = TextDiff::from_lines(old, new);
+    let mut out = String::from("--- applied\n+++ policy\n");
+    for hunk in diff.unified_diff().context_radius(2).iter_hunks() {
+        let first_change = hunk
+            .iter_changes()
+            .find(|c| c.tag() != ChangeTag::Equal)
+            .and_then(|c| c.new_index().or(c.old_index()));
+        let section = first_change.and_then(|i| policy.spans.section_at_line(&policy.text, i + 1));
+        match section {
+            Some(section) => out.push_str(&format!("{} {section}\n", hunk.header())),
+            None => out.push_str(&format!("{}\n", hunk.header())),
+        }
+        for change in hunk.iter_changes() {
+            let sign = match change.tag() {
+                ChangeTag::Equal => ' ',
+                ChangeTag::Delete => '-',
+                ChangeTag::Insert => '+',
+            };
+            out.push(sign);
+            out.push_str(change.value());
+            if !change.value().ends_with('\n') {
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 fn consequences(before: &PolicyFile, policy: &Policy, actions: &[Action]) -> Vec<String> {
@@ -61,7 +88,7 @@ fn consequences(before: &PolicyFile, policy: &Policy, actions: &[Action]) -> Vec
             if !changes.is_empty() {
                 let pruned = pruned_snapshots(actions, name);
                 let effect = match pruned {
-                    0 => "no snapshot is pruned now".to_string(),
+                    0 => format!("no snapshot of {name} is pruned now"),
                     n => format!("{n} snapshot{} of {name} will be pruned", plural(n)),
                 };
                 out.push(format!("{}: {effect}", changes.join(", ")));

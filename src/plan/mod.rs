@@ -450,7 +450,7 @@ fn retain(
     {
         if view.all.len() > 1 {
             warnings.push(Warning::new(
-                Code::SourcesFailed,
+                Code::NewestFailed,
                 Some(&source.name),
                 format!(
                     "nothing is pruned for {}: its newest snapshot ({}) failed",

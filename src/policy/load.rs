@@ -61,9 +61,10 @@ pub fn load_file(path: &Path) -> Result<Loaded, PolicyReport> {
 pub fn load_str(text: &str, path: &Path, dir: &Path) -> Result<Loaded, PolicyReport> {
     let spans = SpanIndex::new(text);
     let mut problems = Vec::new();
-    let file = parse(text, &spans, &mut problems);
-    let policy = file
-        .and_then(|file| validate::validate(file, text, path, dir, spans.clone(), &mut problems));
+    let parsed = parse(text, &spans, &mut problems);
+    let policy = parsed.and_then(|parsed| {
+        validate::validate(parsed, text, path, dir, spans.clone(), &mut problems)
+    });
     let source = Arc::new(
         NamedSource::new(path.display().to_string(), text.to_string()).with_language("yaml"),
     );
@@ -90,10 +91,41 @@ pub fn load_str(text: &str, path: &Path, dir: &Path) -> Result<Loaded, PolicyRep
 /// whose key files may be gone). `None` when it does not parse.
 pub fn parse_lenient(text: &str) -> Option<PolicyFile> {
     parse(text, &SpanIndex::new(text), &mut Vec::new())
+        .filter(|parsed| parsed.complete)
+        .map(|parsed| parsed.file)
 }
 
-/// Deserialises the document section by section, collecting every problem.
-fn parse(text: &str, spans: &SpanIndex, problems: &mut Vec<Problem>) -> Option<PolicyFile> {
+/// What [`parse`] could read. Entries that did not parse are left out of `file` (their
+/// problems are recorded), so that the semantic checks still run on the rest: every
+/// problem is reported at once, not only the structural ones.
+#[derive(Debug)]
+pub(super) struct Parsed {
+    pub file: PolicyFile,
+    /// Whether every part parsed; a policy that did not never resolves.
+    pub complete: bool,
+    /// Every source name declared, also of entries that did not parse, so that a
+    /// reference to one is not reported as unknown.
+    pub source_names: Option<Vec<String>>,
+    /// Every destination name declared; `None` when `destinations` itself is unusable.
+    pub destination_names: Option<Vec<String>>,
+    /// `encryption` is there but did not parse (its problem is recorded).
+    pub encryption_broken: bool,
+}
+
+/// Deserialises the document section by section, collecting every problem. `None` when
+/// nothing can be checked further (bad YAML, duplicate keys, an unknown version).
+fn parse(text: &str, spans: &SpanIndex, problems: &mut Vec<Problem>) -> Option<Parsed> {
+    // Before serde_yaml: it rejects a duplicate key as a syntax error, naming only one place.
+    for (path, first, second) in &spans.duplicates {
+        problems.push(
+            Problem::error(Code::DuplicateName, format!("`{path}` is declared twice"))
+                .at(Some(*second), "declared again here")
+                .also_at(Some(*first), "first declared here"),
+        );
+    }
+    if !spans.duplicates.is_empty() {
+        return None;
+    }
     let root: Value = match serde_yaml::from_str(text) {
         Ok(v) => v,
         Err(e) => {
@@ -109,16 +141,6 @@ fn parse(text: &str, spans: &SpanIndex, problems: &mut Vec<Problem>) -> Option<P
             return None;
         }
     };
-    for (path, first, second) in &spans.duplicates {
-        problems.push(
-            Problem::error(Code::DuplicateName, format!("`{path}` is declared twice"))
-                .at(Some(*second), "declared again here")
-                .also_at(Some(*first), "first declared here"),
-        );
-    }
-    if !spans.duplicates.is_empty() {
-        return None;
-    }
     let Value::Mapping(mut top) = root else {
         problems.push(
             Problem::error(
@@ -148,8 +170,11 @@ fn parse(text: &str, spans: &SpanIndex, problems: &mut Vec<Problem>) -> Option<P
             )
             .at(spans.value("version"), "expected 1"),
         );
+        // The rest is in a format this backplan does not know: checking it would mislead.
+        return None;
     }
     let defaults: Option<Defaults> = section(&mut top, "defaults", spans, problems, false);
+    let encryption_given = top.contains_key("encryption");
     let encryption: Option<Encryption> = section(&mut top, "encryption", spans, problems, false);
     let destinations = named_map(
         &mut top,
@@ -163,15 +188,27 @@ fn parse(text: &str, spans: &SpanIndex, problems: &mut Vec<Problem>) -> Option<P
     let sources = named_map(&mut top, "sources", spans, problems, parse_source);
 
     let errors_after = problems.iter().filter(|p| p.is_error()).count();
-    if errors_after > errors_before {
-        return None;
-    }
-    Some(PolicyFile {
-        version: version?,
-        defaults: defaults.unwrap_or_default(),
-        encryption,
-        destinations: destinations?,
-        sources: sources?,
+    let encryption_broken = encryption_given && encryption.is_none();
+    let (destinations, destination_names) = match destinations {
+        Some(d) => (d.entries, Some(d.names)),
+        None => (IndexMap::new(), None),
+    };
+    let (sources, source_names) = match sources {
+        Some(s) => (s.entries, Some(s.names)),
+        None => (IndexMap::new(), None),
+    };
+    Some(Parsed {
+        file: PolicyFile {
+            version: version.unwrap_or(1),
+            defaults: defaults.unwrap_or_default(),
+            encryption,
+            destinations,
+            sources,
+        },
+        complete: errors_after == errors_before,
+        source_names,
+        destination_names,
+        encryption_broken,
     })
 }
 
@@ -235,15 +272,21 @@ fn section<T: DeserializeOwned>(
     }
 }
 
+/// The entries of a named map that parsed, and every name it declares.
+struct Named<T> {
+    entries: IndexMap<String, T>,
+    names: Vec<String>,
+}
+
 /// Reads a mapping of names to items, each item on its own so one bad item does not
-/// hide the problems of the next.
+/// hide the problems of the next. `None` when the section is missing or not a mapping.
 fn named_map<T>(
     top: &mut Mapping,
     key: &str,
     spans: &SpanIndex,
     problems: &mut Vec<Problem>,
     item: impl Fn(Value, &str, &SpanIndex, &mut Vec<Problem>) -> Option<T>,
-) -> Option<IndexMap<String, T>> {
+) -> Option<Named<T>> {
     let value = match top.remove(key) {
         Some(Value::Null) | None => {
             problems.push(
@@ -270,8 +313,8 @@ fn named_map<T>(
         );
         return None;
     };
-    let mut out = IndexMap::new();
-    let mut ok = true;
+    let mut entries = IndexMap::new();
+    let mut names = Vec::new();
     for (name, value) in map {
         let name = key_name(&name);
         let path = join(key, &name);
@@ -280,16 +323,13 @@ fn named_map<T>(
                 Problem::error(Code::InvalidName, format!("`{name}` is not a valid name"))
                     .at(spans.key(&path), "invalid name"),
             );
-            ok = false;
         }
-        match item(value, &path, spans, problems) {
-            Some(v) => {
-                out.insert(name, v);
-            }
-            None => ok = false,
+        if let Some(v) = item(value, &path, spans, problems) {
+            entries.insert(name.clone(), v);
         }
+        names.push(name);
     }
-    ok.then_some(out)
+    Some(Named { entries, names })
 }
 
 /// Source and destination names: used in paths, plans and command lines.
@@ -438,10 +478,17 @@ fn last(path: &str) -> &str {
     path.rsplit('.').next().unwrap_or(path)
 }
 
-/// serde_yaml appends " at line L column C"; the span says that better.
+/// serde_yaml appends " at line L column C"; the span says that better. What follows
+/// it is kept: a syntax error's context says where the construct began (`found
+/// unexpected end of stream, while scanning a quoted scalar at line 7 column 13`).
 fn strip_location(message: &str) -> String {
-    match message.find(" at line ") {
-        Some(i) => message[..i].to_string(),
-        None => message.to_string(),
-    }
+    let Some(i) = message.find(" at line ") else {
+        return message.to_string();
+    };
+    let rest = &message[i + " at line ".len()..];
+    let rest = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+    let rest = rest
+        .strip_prefix(" column ")
+        .map_or(rest, |r| r.trim_start_matches(|c: char| c.is_ascii_digit()));
+    format!("{}{rest}", &message[..i])
 }

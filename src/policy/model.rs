@@ -13,7 +13,7 @@ use super::secret::Secret;
 /// A backplan policy: what to back up, where to, how often and for how long.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(title = "backplan policy", extend("$id" = "https://backplan.dev/schemas/policy.schema.json"))]
+#[schemars(title = "backplan policy")]
 pub struct PolicyFile {
     /// The policy format version. Always `1`.
     pub version: u32,

@@ -65,6 +65,21 @@ impl SpanIndex {
     }
 }
 
+impl SpanIndex {
+    /// The path of the mapping that holds the key on, or nearest above, 1-based `line`
+    /// of `text`: `sources.db.retention` for the line `keep_daily: 7` under it.
+    pub fn section_at_line(&self, text: &str, line: usize) -> Option<String> {
+        let (path, _) = self
+            .keys
+            .iter()
+            .map(|(path, span)| (path, line_col(text, span.offset()).0))
+            .filter(|(_, l)| *l <= line)
+            .max_by_key(|(path, l)| (*l, path.len()))?;
+        let parent = path.rfind('.').map(|i| &path[..i]);
+        Some(parent.unwrap_or(path).to_string())
+    }
+}
+
 /// Joins a path and a mapping key.
 pub fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
@@ -236,6 +251,20 @@ mod tests {
         assert_eq!(path, "sources.db");
         assert_eq!(line_col(DOC, first.offset()).0, 3);
         assert_eq!(line_col(DOC, second.offset()).0, 6);
+    }
+
+    #[test]
+    fn spans_are_byte_offsets_after_non_ascii_text() {
+        let doc = "# a → b → c\nname: \"Zürich\"\nnext: 1\n";
+        let index = SpanIndex::new(doc);
+        let next = index.key("next").expect("next");
+        assert_eq!(line_col(doc, next.offset()), (3, 1));
+        assert_eq!(&doc[next.offset()..next.offset() + 4], "next");
+        let name = index.value("name").expect("name");
+        assert_eq!(
+            &doc[name.offset()..name.offset() + name.len()],
+            "\"Zürich\""
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use chrono_tz::Tz;
 use indexmap::IndexMap;
 
+use super::load::Parsed;
 use super::model::{PolicyFile, Retention, SourceKind, builtin_retention};
 use super::schedule::{Schedule, parse_timezone};
 use super::secret::{Secret, url_has_inline_password};
@@ -25,7 +26,7 @@ struct Checker<'a> {
 }
 
 pub(super) fn validate(
-    file: PolicyFile,
+    parsed: Parsed,
     text: &str,
     path: &Path,
     dir: &Path,
@@ -33,19 +34,27 @@ pub(super) fn validate(
     problems: &mut Vec<Problem>,
 ) -> Option<Policy> {
     let errors_before = problems.iter().filter(|p| p.is_error()).count();
+    let Parsed {
+        file,
+        complete,
+        source_names,
+        destination_names,
+        encryption_broken,
+    } = parsed;
     let mut c = Checker {
         spans: &spans,
         dir,
         problems,
     };
 
-    if file.destinations.is_empty() {
+    // Emptiness is judged on what was declared: an entry that did not parse is there.
+    if destination_names.as_ref().is_some_and(Vec::is_empty) {
         c.error(
             Problem::error(Code::NoDestinations, "the policy declares no destination"),
             "destinations",
         );
     }
-    if file.sources.is_empty() {
+    if source_names.as_ref().is_some_and(Vec::is_empty) {
         c.error(
             Problem::error(Code::MissingField, "the policy declares no source")
                 .with_help("declare at least one source under `sources:`"),
@@ -79,7 +88,11 @@ pub(super) fn validate(
         );
     }
 
-    let recipients = c.recipients(&file);
+    let recipients = if encryption_broken {
+        Vec::new()
+    } else {
+        c.recipients(&file)
+    };
 
     for (name, dest) in &file.destinations {
         let base = join("destinations", name);
@@ -116,15 +129,16 @@ pub(super) fn validate(
                         &join(&base, "destinations"),
                     );
                 }
+                // Unknown only if not declared at all (with `destinations` itself broken,
+                // that has been reported already).
+                let declared = destination_names.as_deref().unwrap_or_default();
                 for (i, dest) in list.iter().enumerate() {
-                    if !file.destinations.contains_key(dest) {
+                    if destination_names.is_some() && !declared.contains(dest) {
                         let mut p = Problem::error(
                             Code::UnknownDestination,
                             format!("source `{name}` names an unknown destination `{dest}`"),
                         );
-                        if let Some(near) =
-                            suggest(dest, file.destinations.keys().map(String::as_str))
-                        {
+                        if let Some(near) = suggest(dest, declared.iter().map(String::as_str)) {
                             p = p.with_help(format!("did you mean `{near}`?"));
                         }
                         c.error_value(p, &join_index(&join(&base, "destinations"), i));
@@ -134,13 +148,14 @@ pub(super) fn validate(
             }
             None => file.destinations.keys().cloned().collect(),
         };
+        let declared = source_names.as_deref().unwrap_or_default();
         for (i, dep) in source.common.depends_on.iter().enumerate() {
-            if !file.sources.contains_key(dep) {
+            if !declared.contains(dep) {
                 let mut p = Problem::error(
                     Code::UnknownDependency,
                     format!("source `{name}` depends on an unknown source `{dep}`"),
                 );
-                if let Some(near) = suggest(dep, file.sources.keys().map(String::as_str)) {
+                if let Some(near) = suggest(dep, declared.iter().map(String::as_str)) {
                     p = p.with_help(format!("did you mean `{near}`?"));
                 }
                 c.error_value(p, &join_index(&join(&base, "depends_on"), i));
@@ -189,7 +204,7 @@ pub(super) fn validate(
     }
 
     let errors_after = c.problems.iter().filter(|p| p.is_error()).count();
-    if errors_after > errors_before {
+    if errors_after > errors_before || !complete {
         return None;
     }
     Some(Policy {

@@ -18,12 +18,14 @@ struct Line {
 
 fn span_of(snaps: &[SnapshotRef]) -> String {
     match (snaps.first(), snaps.last()) {
+        // "between", not "from … to": retention may keep snapshots in that range.
         (Some(a), Some(b)) if snaps.len() > 1 => format!(
-            "{} … {} ({} snapshots)",
+            "{} snapshots between {} and {}",
+            snaps.len(),
             a.time.format("%Y-%m-%d %H:%M"),
             b.time.format("%Y-%m-%d %H:%M"),
-            snaps.len()
         ),
+
         (Some(a), _) => time(a.time),
         _ => String::new(),
     }
@@ -170,7 +172,7 @@ pub fn human(plan: &Plan) -> String {
             time(change.applied_at)
         );
         for line in change.diff.lines() {
-            let _ = writeln!(out, "  {line}");
+            let _ = writeln!(out, "{}", format!("  {line}").trim_end());
         }
         if !change.consequences.is_empty() {
             let _ = writeln!(out, "  Consequences:");

@@ -93,6 +93,15 @@ pub async fn read_state(op: &Operator) -> DestinationState {
     }
 }
 
+/// Whether a destination certainly holds nothing, known without opening it. OpenDAL's
+/// fs service creates a missing root when it is opened, and reading must not write.
+fn certainly_empty(dest: &Destination, policy: &Policy) -> bool {
+    match dest {
+        Destination::Fs { root } => !policy.resolve_path(root).exists(),
+        _ => false,
+    }
+}
+
 /// Reads every destination of the policy, concurrently.
 pub async fn read_inventory(policy: &Policy) -> Inventory {
     let reads = policy
@@ -100,13 +109,18 @@ pub async fn read_inventory(policy: &Policy) -> Inventory {
         .destinations
         .iter()
         .map(|(name, dest)| async move {
-            let state = match operator(name, dest, policy) {
-                Ok(op) => read_state(&op).await,
-                Err(f) => DestinationState {
-                    error: Some(f.message),
-                    ..DestinationState::default()
-                },
+            let state = if certainly_empty(dest, policy) {
+                DestinationState::default()
+            } else {
+                match operator(name, dest, policy) {
+                    Ok(op) => read_state(&op).await,
+                    Err(f) => DestinationState {
+                        error: Some(f.message),
+                        ..DestinationState::default()
+                    },
+                }
             };
+
             (name.clone(), state)
         });
     Inventory {

@@ -1,0 +1,471 @@
+//! End-to-end tests of the `backplan` binary: exit codes, output formats, saved plans
+//! and the checks apply makes before it carries one out. Every test runs in its own
+//! temporary folder (see `common`).
+
+mod common;
+
+use std::io::Read;
+use std::process::Stdio;
+
+use common::{POLICY, Sandbox};
+use serde_json::{Value, json};
+
+/// The `--now` of these tests; the policy's schedule is `@daily` in UTC.
+const NOW: &str = "2026-11-25T12:00:00Z";
+
+/// An inventory where `local` holds one complete snapshot of each source at `time`.
+fn inventory_at(time: &str) -> String {
+    let snapshots: Vec<Value> = ["config", "uploads"]
+        .iter()
+        .map(|source| {
+            json!({
+                "id": format!("{source}-{time}"),
+                "source": source,
+                "run_id": format!("run-{time}"),
+                "time": time,
+                "status": "complete",
+                "bytes_read": 1024,
+                "bytes_stored": 512,
+            })
+        })
+        .collect();
+    json!({ "destinations": { "local": { "snapshots": snapshots } } }).to_string()
+}
+
+/// Taken at today's 00:00 tick: nothing is due until tomorrow.
+fn recent_inventory() -> String {
+    inventory_at("2026-11-25T00:00:00Z")
+}
+
+/// Taken yesterday: both sources are due again.
+fn day_old_inventory() -> String {
+    inventory_at("2026-11-24T00:00:00Z")
+}
+
+fn planning<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = args.to_vec();
+    all.extend(["--inventory", "inventory.json", "--now", NOW]);
+    all
+}
+
+// --- plan ---------------------------------------------------------------------------
+
+#[test]
+fn plan_detailed_exitcode_is_2_when_the_destination_is_empty() {
+    Sandbox::new()
+        .run(&["plan", "--detailed-exitcode"])
+        .status(2)
+        .stdout("never backed up")
+        .stdout("Plan: 2 backups")
+        .check();
+}
+
+#[test]
+fn plan_reads_a_missing_destination_folder_without_creating_it() {
+    let sandbox = Sandbox::new();
+    sandbox
+        .run(&["plan"])
+        .stdout("Inventory: local 0 snapshots")
+        .check();
+    assert!(!sandbox.path("backups").exists(), "plan created the folder");
+}
+
+#[test]
+fn plan_detailed_exitcode_is_2_when_backups_are_due() {
+    let sandbox = Sandbox::new();
+    sandbox.write("inventory.json", &day_old_inventory());
+    sandbox
+        .run(&planning(&["plan", "--detailed-exitcode"]))
+        .status(2)
+        .stdout("Plan: 2 backups")
+        .check();
+}
+
+#[test]
+fn plan_detailed_exitcode_is_0_when_nothing_is_to_do() {
+    let sandbox = Sandbox::new();
+    sandbox.write("inventory.json", &recent_inventory());
+    sandbox
+        .run(&planning(&["plan", "--detailed-exitcode"]))
+        .stdout("No changes")
+        .check();
+}
+
+#[test]
+fn plan_without_detailed_exitcode_exits_0_when_there_are_changes() {
+    Sandbox::new()
+        .run(&["plan"])
+        .stdout("Plan: 2 backups")
+        .check();
+}
+
+#[test]
+fn plan_format_json_prints_the_plan_with_format_version_1() {
+    let sandbox = Sandbox::new();
+    sandbox.write("inventory.json", &day_old_inventory());
+    let run = sandbox
+        .run(&planning(&["plan", "--format", "json"]))
+        .check();
+    let plan: Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", run.stdout));
+    assert_eq!(plan["format_version"], 1);
+    assert_eq!(plan["created_at"], NOW);
+    let actions = plan["actions"].as_array().expect("actions is a list");
+    let backed_up: Vec<&str> = actions
+        .iter()
+        .filter(|a| a["action"] == "backup")
+        .filter_map(|a| a["source"].as_str())
+        .collect();
+    assert_eq!(backed_up, ["config", "uploads"]);
+    assert_eq!(plan["summary"]["backups"], 2);
+}
+
+#[test]
+fn plan_format_markdown_prints_a_table() {
+    Sandbox::new()
+        .run(&["plan", "--format", "markdown"])
+        .stdout("| | action | source | what | why |")
+        .stdout("|---|---|---|---|---|")
+        .stdout("| backup | config |")
+        .check();
+}
+
+#[test]
+fn plan_rejects_a_now_that_is_not_a_time() {
+    Sandbox::new()
+        .run(&["plan", "--now", "not-a-time"])
+        .status(1)
+        .stderr("BP200")
+        .stderr("not-a-time")
+        .check();
+}
+
+#[test]
+fn apply_rejects_a_now_that_is_not_a_time() {
+    Sandbox::new()
+        .run(&["apply", "--now", "not-a-time"])
+        .status(1)
+        .stderr("BP200")
+        .check();
+}
+
+#[test]
+fn plan_out_saves_the_plan_as_json() {
+    let sandbox = Sandbox::new();
+    sandbox.write("inventory.json", &day_old_inventory());
+    sandbox
+        .run(&planning(&["plan", "--out", "plan.json"]))
+        .stdout("Saved the plan to plan.json")
+        .check();
+    let saved: Value = serde_json::from_str(&sandbox.read("plan.json")).expect("saved plan");
+    assert_eq!(saved["format_version"], 1);
+    assert_eq!(saved["summary"]["backups"], 2);
+}
+
+// --- apply --------------------------------------------------------------------------
+
+#[test]
+fn apply_carries_out_a_saved_plan_and_exits_3_because_this_build_cannot_back_up() {
+    let sandbox = Sandbox::new();
+    sandbox.write("inventory.json", &day_old_inventory());
+    sandbox
+        .run(&planning(&["plan", "--out", "plan.json"]))
+        .check();
+    sandbox
+        .run(&["apply", "plan.json", "--inventory", "inventory.json"])
+        .status(3)
+        .stdout("✗ backup config → local")
+        .stdout("BP207")
+        .check();
+}
+
+#[test]
+fn apply_exits_3_when_actions_fail_and_the_report_says_why() {
+    let sandbox = Sandbox::new();
+    let run = sandbox.run(&["apply"]).status(3).check();
+    // config fails (this build has no repository writer); uploads depends on it.
+    assert!(
+        run.stdout.contains("failed: BP207"),
+        "the report names the code:\n{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("skipped: its dependency config was not backed up"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("Apply: 0 done, 1 failed, 1 skipped."),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn apply_format_json_reports_every_outcome() {
+    let sandbox = Sandbox::new();
+    let run = sandbox
+        .run(&["apply", "--format", "json"])
+        .status(3)
+        .check();
+    let report: Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", run.stdout));
+    let statuses: Vec<&str> = report["outcomes"]
+        .as_array()
+        .expect("outcomes is a list")
+        .iter()
+        .filter_map(|o| o["status"].as_str())
+        .collect();
+    assert_eq!(statuses, ["failed", "skipped"]);
+    let error = report["outcomes"][0]["error"].as_str().expect("an error");
+    assert!(error.starts_with("BP207"), "{error}");
+}
+
+#[test]
+fn apply_exits_0_when_nothing_is_to_do() {
+    let sandbox = Sandbox::new();
+    sandbox.write("inventory.json", &recent_inventory());
+    sandbox
+        .run(&planning(&["apply"]))
+        .stdout("Apply: 0 done, 0 failed, 0 skipped.")
+        .check();
+}
+
+#[test]
+fn apply_refuses_a_saved_plan_when_the_policy_changed() {
+    let sandbox = Sandbox::new();
+    sandbox.write("inventory.json", &day_old_inventory());
+    sandbox
+        .run(&planning(&["plan", "--out", "plan.json"]))
+        .check();
+    sandbox.write(
+        "backplan.yaml",
+        &POLICY.replace("keep_daily: 7", "keep_daily: 14"),
+    );
+    sandbox
+        .run(&["apply", "plan.json", "--inventory", "inventory.json"])
+        .status(1)
+        .stderr("BP203")
+        .stderr("stale")
+        .stderr("policy")
+        .check();
+}
+
+#[test]
+fn apply_refuses_a_saved_plan_when_the_inventory_changed() {
+    let sandbox = Sandbox::new();
+    sandbox.write("inventory.json", &day_old_inventory());
+    sandbox
+        .run(&planning(&["plan", "--out", "plan.json"]))
+        .check();
+    // Another apply ran in between: the destination now holds today's snapshots.
+    sandbox.write("inventory.json", &recent_inventory());
+    sandbox
+        .run(&["apply", "plan.json", "--inventory", "inventory.json"])
+        .status(1)
+        .stderr("BP203")
+        .stderr("stale")
+        .stderr("destinations changed")
+        .check();
+}
+
+#[test]
+fn apply_refuses_a_saved_plan_of_another_format_version() {
+    let sandbox = Sandbox::new();
+    sandbox.write("inventory.json", &day_old_inventory());
+    sandbox
+        .run(&planning(&["plan", "--out", "plan.json"]))
+        .check();
+    let mut plan: Value = serde_json::from_str(&sandbox.read("plan.json")).expect("saved plan");
+    plan["format_version"] = json!(99);
+    sandbox.write("plan.json", &plan.to_string());
+    sandbox
+        .run(&["apply", "plan.json", "--inventory", "inventory.json"])
+        .status(1)
+        .stderr("BP202")
+        .stderr("99")
+        .check();
+}
+
+#[test]
+fn apply_refuses_a_plan_file_that_is_not_json() {
+    let sandbox = Sandbox::new();
+    sandbox.write("plan.json", "Plan: 2 backups, 0 copies, 0 prunes.\n");
+    sandbox
+        .run(&["apply", "plan.json"])
+        .status(1)
+        .stderr("BP202")
+        .check();
+}
+
+const UNSET: &str = "BACKPLAN_TEST_SURELY_UNSET_PASSWORD";
+
+fn policy_with_unset_env() -> String {
+    format!(
+        "{POLICY}  db:\n    type: postgres\n    url: postgres://backup@127.0.0.1:5432/app\n    password: ${{env:{UNSET}}}\n"
+    )
+}
+
+#[test]
+fn apply_refuses_a_policy_that_refers_to_an_unset_variable() {
+    Sandbox::with_policy(&policy_with_unset_env())
+        .run(&["apply"])
+        .env_remove(UNSET)
+        .status(1)
+        .stderr("BP130")
+        .stderr(UNSET)
+        .check();
+}
+
+#[test]
+fn apply_reports_an_unset_variable_once() {
+    let run = Sandbox::with_policy(&policy_with_unset_env())
+        .run(&["apply"])
+        .env_remove(UNSET)
+        .status(1)
+        .check();
+    let mentions = run.stderr.matches("which is not set here").count();
+    assert_eq!(mentions, 1, "{}", run.stderr);
+}
+
+#[test]
+fn plan_only_warns_about_an_unset_variable() {
+    Sandbox::with_policy(&policy_with_unset_env())
+        .run(&["plan", "--detailed-exitcode"])
+        .env_remove(UNSET)
+        .status(2)
+        .stderr("BP130")
+        .stdout("Plan: 3 backups")
+        .check();
+}
+
+// --- the other commands -------------------------------------------------------------
+
+#[test]
+fn init_writes_a_starter_policy_and_refuses_to_overwrite_it() {
+    let sandbox = Sandbox::new();
+    sandbox
+        .run(&["init", "-p", "new.yaml"])
+        .stdout("Wrote new.yaml")
+        .check();
+    let written = sandbox.read("new.yaml");
+    assert!(written.contains("version: 1"), "{written}");
+
+    sandbox.write("new.yaml", "# edited by hand\n");
+    sandbox
+        .run(&["init", "-p", "new.yaml"])
+        .status(1)
+        .stderr("never overwrites")
+        .check();
+    assert_eq!(sandbox.read("new.yaml"), "# edited by hand\n");
+}
+
+#[test]
+fn init_refuses_to_overwrite_the_default_policy() {
+    let sandbox = Sandbox::new();
+    sandbox
+        .run(&["init"])
+        .status(1)
+        .stderr("backplan.yaml exists already")
+        .check();
+    assert_eq!(sandbox.read("backplan.yaml"), POLICY);
+}
+
+#[test]
+fn the_starter_policy_validates_once_its_key_is_in_place() {
+    let sandbox = Sandbox::new();
+    // init writes into an existing folder; the key goes in first.
+    sandbox.write(
+        "starter/keys/recipient.asc",
+        &sandbox.read("keys/demo-recipient.asc"),
+    );
+    sandbox
+        .run(&["init", "-p", "starter/backplan.yaml"])
+        .check();
+    sandbox
+        .run(&["validate", "-p", "starter/backplan.yaml"])
+        .stdout("is valid")
+        .check();
+}
+
+#[test]
+fn completions_bash_prints_a_completion_script() {
+    let run = Sandbox::new().run(&["completions", "bash"]).check();
+    assert!(run.stdout.contains("backplan"), "{}", run.stdout);
+    assert!(run.stdout.contains("complete"), "{}", run.stdout);
+}
+
+#[test]
+fn man_writes_backplan_1_into_the_folder() {
+    let sandbox = Sandbox::new();
+    sandbox.run(&["man", "share/man/man1"]).check();
+    let page = sandbox.read("share/man/man1/backplan.1");
+    assert!(page.contains(".TH backplan"), "{page}");
+}
+
+#[test]
+fn help_works_for_every_subcommand() {
+    use clap::CommandFactory;
+
+    let sandbox = Sandbox::new();
+    sandbox.run(&["--help"]).stdout("Usage: backplan").check();
+    let cli = backplan::cli::Cli::command();
+    let names: Vec<&str> = cli.get_subcommands().map(|c| c.get_name()).collect();
+    assert!(
+        names.contains(&"plan") && names.contains(&"apply"),
+        "{names:?}"
+    );
+    for name in names {
+        sandbox
+            .run(&[name, "--help"])
+            .stdout(&format!("Usage: backplan {name}"))
+            .check();
+        sandbox
+            .run(&["help", name])
+            .stdout(&format!("Usage: backplan {name}"))
+            .check();
+    }
+}
+
+#[test]
+fn a_reader_that_closes_the_pipe_early_is_not_an_error() {
+    // `backplan plan | head -c 10`: the reader goes away before backplan writes.
+    let sandbox = Sandbox::new();
+    for args in [&["plan"][..], &["plan", "--format", "json"], &["schema"]] {
+        let mut child = sandbox
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn backplan");
+        drop(child.stdout.take());
+        let output = child.wait_with_output().expect("wait for backplan");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(
+            !stderr.to_lowercase().contains("broken pipe"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_reader_that_takes_a_few_bytes_and_leaves_is_not_an_error() {
+    // Like `backplan completions bash | head -c 10`, reading before closing.
+    let sandbox = Sandbox::new();
+    let mut child = sandbox
+        .command(&["completions", "bash"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn backplan");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut first = [0u8; 10];
+    stdout.read_exact(&mut first).expect("read 10 bytes");
+    drop(stdout);
+    let output = child.wait_with_output().expect("wait for backplan");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.to_lowercase().contains("broken pipe"), "{stderr}");
+}
