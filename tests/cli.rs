@@ -88,6 +88,7 @@ fn plan_detailed_exitcode_is_0_when_nothing_is_to_do() {
     sandbox
         .run(&planning(&["plan", "--detailed-exitcode"]))
         .stdout("No changes")
+        .stderr_lacks("BP")
         .check();
 }
 
@@ -348,6 +349,7 @@ fn init_writes_a_starter_policy_and_refuses_to_overwrite_it() {
     sandbox
         .run(&["init", "-p", "new.yaml"])
         .stdout("Wrote new.yaml")
+        .stdout("\n  1. put an OpenPGP public key at keys/recipient.asc")
         .check();
     let written = sandbox.read("new.yaml");
     assert!(written.contains("version: 1"), "{written}");

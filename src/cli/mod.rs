@@ -97,9 +97,10 @@ pub struct PlanningArgs {
     /// Plan as of this time (RFC 3339), instead of now: for reviews and tests.
     #[arg(long, value_name = "TIME")]
     pub now: Option<String>,
-    /// Allow a plan to delete at most this many snapshots; more are held back.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_DELETES)]
-    pub max_deletes: usize,
+    /// Allow a plan to delete at most this many snapshots; more are held back
+    /// [default: 10].
+    #[arg(long, value_name = "N")]
+    pub max_deletes: Option<usize>,
     /// Read the inventory from this JSON file instead of the destinations.
     #[arg(long, value_name = "FILE")]
     pub inventory: Option<PathBuf>,
@@ -149,7 +150,22 @@ pub struct ManArgs {
     pub dir: PathBuf,
 }
 
+impl PlanningArgs {
+    /// The flags that shape a new plan and so have no meaning with a saved one.
+    pub fn shaping_flags(&self) -> Vec<&'static str> {
+        let mut flags = Vec::new();
+        if self.now.is_some() {
+            flags.push("--now");
+        }
+        if self.max_deletes.is_some() {
+            flags.push("--max-deletes");
+        }
+        flags
+    }
+}
+
 /// Planning settings resolved from the flags.
+
 #[derive(Debug, Clone)]
 pub struct Planning {
     pub now: DateTime<Utc>,
@@ -167,7 +183,7 @@ impl PlanningArgs {
         Ok(Planning {
             now,
             settings: crate::plan::Settings {
-                max_deletes: self.max_deletes,
+                max_deletes: self.max_deletes.unwrap_or(DEFAULT_MAX_DELETES),
             },
             inventory: self.inventory.clone(),
         })

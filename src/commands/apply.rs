@@ -46,6 +46,18 @@ pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
     let inventory = inventory(&loaded.policy, planning.inventory.as_deref())?;
     let plan = match &args.plan_file {
         Some(file) => {
+            let flags = args.planning.shaping_flags();
+            if !flags.is_empty() {
+                return Err(Failure::new(
+                    Code::PlanFileUnreadable,
+                    format!(
+                        "{} shape a new plan; a saved plan carries its own",
+                        flags.join(" and ")
+                    ),
+                )
+                .with_help("make the plan again with these flags, or drop them")
+                .into());
+            }
             let saved = read_plan(file)?;
             check_fresh(&saved, &loaded.policy, &inventory)?;
             saved
@@ -68,11 +80,23 @@ pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
         Format::Json => render::json(&report),
         Format::Human | Format::Markdown => render::apply::human(&report),
     })?;
-    Ok(if report.failed() > 0 {
-        Exit::Partial
-    } else {
-        Exit::Ok
-    })
+    if report.failed() > 0 {
+        // The report on stdout names each failure; stderr carries one coded line so
+        // that a cron mail or a log watcher sees it too.
+        eprintln!(
+            "{:?}",
+            miette::Report::new(Failure::new(
+                Code::SourcesFailed,
+                format!(
+                    "{} of {} actions failed",
+                    report.failed(),
+                    report.outcomes.len()
+                ),
+            ))
+        );
+        return Ok(Exit::Partial);
+    }
+    Ok(Exit::Ok)
 }
 
 fn read_plan(file: &Path) -> miette::Result<Plan> {

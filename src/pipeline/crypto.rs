@@ -1,0 +1,459 @@
+//! OpenPGP with sequoia, in the shapes the repository needs.
+//!
+//! - **Content** is encrypted to the policy's recipients. A pack holds one *key set*
+//!   (the PKESK packets wrapping a random session key for every recipient) and, per
+//!   chunk, a SEIPD packet encrypted with that session key. `key set ‖ chunk` is a
+//!   complete OpenPGP message: `cat` the two and `gpg --decrypt` reads it. Encrypting a
+//!   chunk costs no public-key operation; decrypting caches the session key per key
+//!   set, so a restore does one secret-key operation per pack, not per chunk.
+//! - **Metadata** (index, manifest bodies, the applied policy) is encrypted with the
+//!   repository key: SEIPDv2 with a session key derived from it and no PKESK at all.
+//! - **The repository key** itself is stored as an ordinary message to the recipients.
+//!
+//! Recipients that announce SEIPDv2 (RFC 9580) get AEAD; keys that announce only
+//! SEIPDv1 (every GnuPG 2.2 key) get SEIPDv1 with its MDC. Both decrypt the same way.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::Mutex;
+
+use sequoia_openpgp as openpgp;
+
+use openpgp::cert::prelude::*;
+use openpgp::crypto::SessionKey;
+use openpgp::packet::prelude::*;
+use openpgp::packet::{PKESK, SKESK};
+use openpgp::parse::Parse;
+use openpgp::parse::stream::{
+    DecryptionHelper, DecryptorBuilder, MessageStructure, VerificationHelper,
+};
+use openpgp::policy::StandardPolicy;
+use openpgp::serialize::Serialize as _;
+use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message};
+use openpgp::types::{AEADAlgorithm, SymmetricAlgorithm};
+use openpgp::{Cert, KeyHandle};
+
+const SYM: SymmetricAlgorithm = SymmetricAlgorithm::AES256;
+
+/// An error of this module: a message for the user, never key material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CryptoError(pub String);
+
+impl std::fmt::Display for CryptoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CryptoError {}
+
+fn err(context: &str) -> impl Fn(anyhow::Error) -> CryptoError + '_ {
+    move |e| CryptoError(format!("{context}: {e}"))
+}
+
+type Result<T> = std::result::Result<T, CryptoError>;
+
+/// The recipients' public keys, ready to encrypt to.
+#[derive(Debug, Clone)]
+pub struct Recipients {
+    certs: Vec<Cert>,
+    /// Whether every recipient announces SEIPDv2.
+    aead: bool,
+}
+
+impl Recipients {
+    /// Reads OpenPGP certificates (armored or binary) from files.
+    pub fn load(paths: &[impl AsRef<Path>]) -> Result<Recipients> {
+        let mut certs = Vec::new();
+        for path in paths {
+            let path = path.as_ref();
+            let cert = Cert::from_file(path).map_err(err(&path.display().to_string()))?;
+            certs.push(cert);
+        }
+        Recipients::new(certs)
+    }
+
+    pub fn new(certs: Vec<Cert>) -> Result<Recipients> {
+        if certs.is_empty() {
+            return Err(CryptoError("no recipients".into()));
+        }
+        let policy = StandardPolicy::new();
+        let mut aead = true;
+        for cert in &certs {
+            let valid = cert
+                .with_policy(&policy, None)
+                .map_err(err(&format!("key {}", cert.fingerprint())))?;
+            if valid
+                .keys()
+                .supported()
+                .alive()
+                .revoked(false)
+                .for_storage_encryption()
+                .next()
+                .is_none()
+            {
+                return Err(CryptoError(format!(
+                    "key {} has no valid encryption subkey",
+                    cert.fingerprint()
+                )));
+            }
+            aead &= valid.features().is_some_and(|f| f.supports_seipdv2());
+        }
+        Ok(Recipients { certs, aead })
+    }
+
+    /// The primary key fingerprints, for the restore plan ("secret key needed: …").
+    pub fn fingerprints(&self) -> Vec<String> {
+        self.certs
+            .iter()
+            .map(|c| c.fingerprint().to_hex())
+            .collect()
+    }
+
+    /// A fresh session key wrapped for every recipient.
+    pub fn key_set(&self) -> Result<KeySet> {
+        let policy = StandardPolicy::new();
+        let session_key = SessionKey::new(SYM.key_size().map_err(err("session key"))?)
+            .map_err(err("session key"))?;
+        let mut packets = Vec::new();
+        for cert in &self.certs {
+            let valid = cert.with_policy(&policy, None).map_err(err("key"))?;
+            for ka in valid
+                .keys()
+                .supported()
+                .alive()
+                .revoked(false)
+                .for_storage_encryption()
+            {
+                let packet: Packet = if self.aead {
+                    let mut pkesk = PKESK6::for_recipient(&session_key, ka.key())
+                        .map_err(err("wrap session key"))?;
+                    pkesk.set_recipient(Some(ka.key().fingerprint()));
+                    PKESK::from(pkesk).into()
+                } else {
+                    let mut pkesk = PKESK3::for_recipient(SYM, &session_key, ka.key())
+                        .map_err(err("wrap session key"))?;
+                    pkesk.set_recipient(Some(ka.key().keyid()));
+                    PKESK::from(pkesk).into()
+                };
+                packet
+                    .serialize(&mut packets)
+                    .map_err(err("serialise key set"))?;
+            }
+        }
+        Ok(KeySet {
+            packets,
+            session_key,
+            aead: self.aead,
+        })
+    }
+
+    /// A complete message to the recipients (for the repository key's copy).
+    pub fn encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>> {
+        let set = self.key_set()?;
+        let mut out = set.packets.clone();
+        out.extend(set.encrypt(plaintext)?);
+        Ok(out)
+    }
+}
+
+/// A session key and the packets that wrap it for the recipients.
+pub struct KeySet {
+    /// The serialised PKESK packets, stored once per pack.
+    pub packets: Vec<u8>,
+    session_key: SessionKey,
+    aead: bool,
+}
+
+impl std::fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySet")
+            .field("packets", &self.packets.len())
+            .field("aead", &self.aead)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeySet {
+    /// Encrypts `plaintext` into one SEIPD packet (a literal data packet inside).
+    pub fn encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>> {
+        seal_with(&self.session_key, self.aead, plaintext)
+    }
+}
+
+fn seal_with(session_key: &SessionKey, aead: bool, plaintext: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(plaintext.len() + 128);
+    {
+        let message = Message::new(&mut out);
+        let mut encryptor = Encryptor::with_session_key(message, SYM, session_key.clone())
+            .map_err(err("encrypt"))?;
+        if aead {
+            encryptor = encryptor.aead_algo(AEADAlgorithm::default());
+        }
+        let message = encryptor.build().map_err(err("encrypt"))?;
+        let mut literal = LiteralWriter::new(message)
+            .build()
+            .map_err(err("encrypt"))?;
+        literal
+            .write_all(plaintext)
+            .map_err(|e| CryptoError(format!("encrypt: {e}")))?;
+        literal.finalize().map_err(err("encrypt"))?;
+    }
+    Ok(out)
+}
+
+/// Encrypts metadata with a key derived from the repository key.
+pub fn seal(meta_key: &[u8; 32], plaintext: &[u8]) -> Result<Vec<u8>> {
+    seal_with(&SessionKey::from(&meta_key[..]), true, plaintext)
+}
+
+/// Decrypts what [`seal`] wrote; fails on any change to it.
+pub fn open(meta_key: &[u8; 32], ciphertext: &[u8]) -> Result<Vec<u8>> {
+    let helper = KnownKey {
+        key: SessionKey::from(&meta_key[..]),
+    };
+    decrypt(ciphertext, helper)
+}
+
+struct KnownKey {
+    key: SessionKey,
+}
+
+impl VerificationHelper for KnownKey {
+    fn get_certs(&mut self, _ids: &[KeyHandle]) -> openpgp::Result<Vec<Cert>> {
+        Ok(Vec::new())
+    }
+    fn check(&mut self, _structure: MessageStructure) -> openpgp::Result<()> {
+        Ok(())
+    }
+}
+
+impl DecryptionHelper for KnownKey {
+    fn decrypt(
+        &mut self,
+        _pkesks: &[PKESK],
+        _skesks: &[SKESK],
+        sym_algo: Option<SymmetricAlgorithm>,
+        decrypt: &mut dyn FnMut(Option<SymmetricAlgorithm>, &SessionKey) -> bool,
+    ) -> openpgp::Result<Option<Cert>> {
+        if decrypt(sym_algo.or(Some(SYM)), &self.key) {
+            Ok(None)
+        } else {
+            Err(anyhow::anyhow!(
+                "the repository key does not open this object"
+            ))
+        }
+    }
+}
+
+fn decrypt<H: VerificationHelper + DecryptionHelper>(
+    ciphertext: &[u8],
+    helper: H,
+) -> Result<Vec<u8>> {
+    let policy = StandardPolicy::new();
+    let mut reader = DecryptorBuilder::from_bytes(ciphertext)
+        .map_err(err("decrypt"))?
+        .with_policy(&policy, None, helper)
+        .map_err(err("decrypt"))?;
+    let mut out = Vec::new();
+    reader
+        .read_to_end(&mut out)
+        .map_err(|e| CryptoError(format!("decrypt: {e}")))?;
+    if !reader.message_processed() {
+        return Err(CryptoError("decrypt: the message is truncated".into()));
+    }
+    Ok(out)
+}
+
+/// A decrypted session key, remembered per key set (by the set's BLAKE3).
+type SessionCache = HashMap<[u8; 32], (Option<SymmetricAlgorithm>, SessionKey)>;
+
+/// Secret keys that can open content, with a session-key cache per key set.
+pub struct SecretKeys {
+    certs: Vec<Cert>,
+    cache: Mutex<SessionCache>,
+}
+
+impl std::fmt::Debug for SecretKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretKeys")
+            .field("fingerprints", &self.fingerprints())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SecretKeys {
+    /// Reads secret keys (armored or binary, unencrypted) from bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<SecretKeys> {
+        let certs: Vec<Cert> = CertParser::from_bytes(bytes)
+            .map_err(err("secret key"))?
+            .collect::<openpgp::Result<Vec<Cert>>>()
+            .map_err(err("secret key"))?;
+        if !certs.iter().any(|c| c.is_tsk()) {
+            return Err(CryptoError("the key holds no secret key material".into()));
+        }
+        Ok(SecretKeys {
+            certs,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn fingerprints(&self) -> Vec<String> {
+        self.certs
+            .iter()
+            .map(|c| c.fingerprint().to_hex())
+            .collect()
+    }
+
+    /// Decrypts `key set ‖ packet` (a chunk) or a whole message (`key_set` empty).
+    pub fn decrypt(&self, key_set: &[u8], packet: &[u8]) -> Result<Vec<u8>> {
+        let id = *blake3::hash(key_set).as_bytes();
+        let mut message = Vec::with_capacity(key_set.len() + packet.len());
+        message.extend_from_slice(key_set);
+        message.extend_from_slice(packet);
+        let helper = SecretHelper { keys: self, id };
+        decrypt(&message, helper)
+    }
+}
+
+struct SecretHelper<'a> {
+    keys: &'a SecretKeys,
+    id: [u8; 32],
+}
+
+impl VerificationHelper for SecretHelper<'_> {
+    fn get_certs(&mut self, _ids: &[KeyHandle]) -> openpgp::Result<Vec<Cert>> {
+        Ok(Vec::new())
+    }
+    fn check(&mut self, _structure: MessageStructure) -> openpgp::Result<()> {
+        Ok(())
+    }
+}
+
+impl DecryptionHelper for SecretHelper<'_> {
+    fn decrypt(
+        &mut self,
+        pkesks: &[PKESK],
+        _skesks: &[SKESK],
+        sym_algo: Option<SymmetricAlgorithm>,
+        decrypt: &mut dyn FnMut(Option<SymmetricAlgorithm>, &SessionKey) -> bool,
+    ) -> openpgp::Result<Option<Cert>> {
+        let cached = self
+            .keys
+            .cache
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&self.id).cloned());
+        if let Some((algo, key)) = cached
+            && decrypt(algo, &key)
+        {
+            return Ok(None);
+        }
+        let policy = StandardPolicy::new();
+        for pkesk in pkesks {
+            for cert in &self.keys.certs {
+                let Ok(valid) = cert.with_policy(&policy, None) else {
+                    continue;
+                };
+                for ka in valid
+                    .keys()
+                    .unencrypted_secret()
+                    .for_storage_encryption()
+                    .for_transport_encryption()
+                {
+                    if let Some(recipient) = pkesk.recipient()
+                        && !recipient.aliases(ka.key().key_handle())
+                    {
+                        continue;
+                    }
+                    let Ok(mut pair) = ka.key().clone().into_keypair() else {
+                        continue;
+                    };
+                    if let Some((algo, key)) = pkesk.decrypt(&mut pair, sym_algo)
+                        && decrypt(algo, &key)
+                    {
+                        if let Ok(mut cache) = self.keys.cache.lock() {
+                            cache.insert(self.id, (algo, key));
+                        }
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+        Err(anyhow::anyhow!(
+            "none of the given secret keys ({}) opens this data",
+            self.keys.fingerprints().join(", ")
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demo_recipients() -> Recipients {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        Recipients::load(&[dir.join("policies/keys/demo-recipient.asc")]).expect("public key")
+    }
+
+    fn demo_secret() -> SecretKeys {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let bytes = std::fs::read(dir.join("tests/fixtures/keys/demo-recipient.secret.asc"))
+            .expect("secret key file");
+        SecretKeys::from_bytes(&bytes).expect("secret key")
+    }
+
+    #[test]
+    fn gnupg_key_round_trips_chunks_through_one_key_set() {
+        let recipients = demo_recipients();
+        let set = recipients.key_set().expect("key set");
+        let a = set.encrypt(b"first chunk").expect("encrypt");
+        let b = set.encrypt(b"second chunk").expect("encrypt");
+        let secret = demo_secret();
+        assert_eq!(secret.decrypt(&set.packets, &a).expect("a"), b"first chunk");
+        assert_eq!(
+            secret.decrypt(&set.packets, &b).expect("b"),
+            b"second chunk"
+        );
+    }
+
+    #[test]
+    fn a_flipped_byte_in_a_chunk_is_detected() {
+        let set = demo_recipients().key_set().expect("key set");
+        let mut c = set.encrypt(&[7u8; 4096]).expect("encrypt");
+        let n = c.len();
+        c[n / 2] ^= 1;
+        assert!(demo_secret().decrypt(&set.packets, &c).is_err());
+    }
+
+    #[test]
+    fn metadata_opens_only_with_the_repository_key() {
+        let key = [9u8; 32];
+        let sealed = seal(&key, b"index").expect("seal");
+        assert_eq!(open(&key, &sealed).expect("open"), b"index");
+        assert!(open(&[8u8; 32], &sealed).is_err());
+        let mut bad = sealed.clone();
+        let n = bad.len();
+        bad[n - 5] ^= 1;
+        assert!(open(&key, &bad).is_err());
+    }
+
+    #[test]
+    fn whole_message_to_recipients_decrypts_with_the_secret_key() {
+        let msg = demo_recipients()
+            .encrypt(b"repository key")
+            .expect("encrypt");
+        assert_eq!(
+            demo_secret().decrypt(&[], &msg).expect("decrypt"),
+            b"repository key"
+        );
+    }
+
+    #[test]
+    fn a_public_key_is_not_accepted_as_a_secret_key() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let bytes = std::fs::read(dir.join("policies/keys/demo-recipient.asc")).expect("file");
+        assert!(SecretKeys::from_bytes(&bytes).is_err());
+    }
+}

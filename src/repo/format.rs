@@ -1,0 +1,276 @@
+//! The shapes stored in a repository (format version 1): packs, index records,
+//! snapshot headers and trees. `docs/repository-format.md` describes the same, byte
+//! for byte; change both together, and bump [`FORMAT_VERSION`] on any incompatible
+//! change.
+
+use serde::{Deserialize, Serialize};
+
+use super::keys::ChunkId;
+use crate::inventory::SnapshotInfo;
+
+/// The repository format version; every reader checks it before anything else.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Content-defined chunking bounds (FastCDC).
+pub const CHUNK_MIN: u32 = 256 * 1024;
+pub const CHUNK_AVG: u32 = 1024 * 1024;
+pub const CHUNK_MAX: u32 = 4 * 1024 * 1024;
+
+/// A pack is closed once it holds this many bytes of chunks.
+pub const PACK_TARGET: usize = 16 * 1024 * 1024;
+
+pub const PACK_MAGIC: &[u8; 8] = b"BPPACK1\n";
+
+/// `backplan.json`: marks a repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Marker {
+    pub format: String,
+    pub version: u32,
+    pub created: chrono::DateTime<chrono::Utc>,
+    pub chunker: Chunker,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunker {
+    pub algorithm: String,
+    pub min: u32,
+    pub avg: u32,
+    pub max: u32,
+}
+
+impl Marker {
+    pub fn new(now: chrono::DateTime<chrono::Utc>) -> Marker {
+        Marker {
+            format: "backplan".into(),
+            version: FORMAT_VERSION,
+            created: now,
+            chunker: Chunker {
+                algorithm: "fastcdc-2020".into(),
+                min: CHUNK_MIN,
+                avg: CHUNK_AVG,
+                max: CHUNK_MAX,
+            },
+        }
+    }
+}
+
+/// Where a chunk is: which pack, which key set of the pack, which bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRecord {
+    pub id: ChunkId,
+    pub key_set: u16,
+    pub offset: u64,
+    pub length: u32,
+    /// Length of the plaintext.
+    pub raw_length: u32,
+}
+
+/// One pack as the index knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackRecord {
+    /// BLAKE3 of the pack's bytes, hex; the object is `packs/<id[..2]>/<id>`.
+    pub id: String,
+    pub size: u64,
+    /// (offset, length) of each key set in the pack.
+    pub key_sets: Vec<(u64, u32)>,
+    pub chunks: Vec<ChunkRecord>,
+}
+
+impl PackRecord {
+    pub fn path(&self) -> String {
+        pack_path(&self.id)
+    }
+}
+
+pub fn pack_path(id: &str) -> String {
+    format!("packs/{}/{id}", &id[..2.min(id.len())])
+}
+
+/// The sealed body of an `index/<id>` object.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexBody {
+    pub packs: Vec<PackRecord>,
+}
+
+/// The public header of sealed objects: which repository key opens them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedHeader {
+    pub format: u32,
+    pub key_id: String,
+}
+
+/// The public header of `snapshots/<id>`: what `plan` reads, with no key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotHeader {
+    pub format: u32,
+    pub key_id: String,
+    pub snapshot: SnapshotInfo,
+    /// BLAKE3 of the `trees/<id>` object, so the pair cannot be mixed up.
+    pub tree_hash: String,
+}
+
+/// The public header of `policies/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyHeader {
+    pub format: u32,
+    pub key_id: String,
+    pub digest: String,
+    pub applied_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// What one snapshot holds: entries in path order. Paths are relative, `/`-separated,
+/// and never hold `..` (a restore refuses any that do).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tree {
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub path: String,
+    pub kind: EntryKind,
+    pub mode: u32,
+    pub mtime: i64,
+    pub mtime_ns: u32,
+    #[serde(default)]
+    pub size: u64,
+    /// Inode and ctime: with size and mtime, what tells an unchanged file.
+    #[serde(default)]
+    pub ino: u64,
+    #[serde(default)]
+    pub ctime: i64,
+    #[serde(default)]
+    pub ctime_ns: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<ChunkId>,
+}
+
+/// Splits a pack into its key sets and the byte range after them.
+pub fn parse_pack_header(bytes: &[u8]) -> Result<Vec<(u64, u32)>, String> {
+    if bytes.len() < 10 || &bytes[..8] != PACK_MAGIC {
+        return Err("not a backplan pack (bad magic)".into());
+    }
+    let count = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let mut at = 10usize;
+    let mut sets = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len_bytes = bytes
+            .get(at..at + 4)
+            .ok_or("the pack header is truncated")?;
+        let len = u32::from_le_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
+        at += 4;
+        if at + len as usize > bytes.len() {
+            return Err("the pack header is truncated".into());
+        }
+        sets.push((at as u64, len));
+        at += len as usize;
+    }
+    Ok(sets)
+}
+
+/// Builds one pack in memory: key sets first, then chunk packets.
+#[derive(Debug, Default)]
+pub struct PackBuilder {
+    key_sets: Vec<(blake3::Hash, Vec<u8>)>,
+    packets: Vec<u8>,
+    chunks: Vec<(ChunkId, u16, u64, u32, u32)>,
+}
+
+impl PackBuilder {
+    /// Adds one encrypted chunk; `key_set` is the serialised PKESKs it needs.
+    pub fn add(&mut self, id: ChunkId, key_set: &[u8], packet: &[u8], raw_length: u32) {
+        let hash = blake3::hash(key_set);
+        let index = match self.key_sets.iter().position(|(h, _)| *h == hash) {
+            Some(i) => i,
+            None => {
+                self.key_sets.push((hash, key_set.to_vec()));
+                self.key_sets.len() - 1
+            }
+        };
+        self.chunks.push((
+            id,
+            index as u16,
+            self.packets.len() as u64,
+            packet.len() as u32,
+            raw_length,
+        ));
+        self.packets.extend_from_slice(packet);
+    }
+
+    pub fn len(&self) -> usize {
+        self.packets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// The pack's bytes and its index record.
+    pub fn finish(self) -> (Vec<u8>, PackRecord) {
+        let header_len: usize =
+            10 + self.key_sets.iter().map(|(_, k)| 4 + k.len()).sum::<usize>();
+        let mut out = Vec::with_capacity(header_len + self.packets.len());
+        out.extend_from_slice(PACK_MAGIC);
+        out.extend_from_slice(&(self.key_sets.len() as u16).to_le_bytes());
+        let mut key_sets = Vec::new();
+        for (_, k) in &self.key_sets {
+            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            key_sets.push((out.len() as u64, k.len() as u32));
+            out.extend_from_slice(k);
+        }
+        out.extend_from_slice(&self.packets);
+        let chunks = self
+            .chunks
+            .into_iter()
+            .map(|(id, key_set, offset, length, raw_length)| ChunkRecord {
+                id,
+                key_set,
+                offset: header_len as u64 + offset,
+                length,
+                raw_length,
+            })
+            .collect();
+        let id = blake3::hash(&out).to_hex().to_string();
+        let record = PackRecord {
+            id,
+            size: out.len() as u64,
+            key_sets,
+            chunks,
+        };
+        (out, record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_records_point_at_their_packets_and_key_sets() {
+        let mut b = PackBuilder::default();
+        b.add(ChunkId([1; 32]), b"KEYSET-A", b"packet-one", 3);
+        b.add(ChunkId([2; 32]), b"KEYSET-B", b"packet-two!", 4);
+        b.add(ChunkId([3; 32]), b"KEYSET-A", b"three", 5);
+        let (bytes, rec) = b.finish();
+        assert_eq!(rec.size as usize, bytes.len());
+        assert_eq!(rec.id, blake3::hash(&bytes).to_hex().to_string());
+        assert_eq!(parse_pack_header(&bytes).expect("header"), rec.key_sets);
+        let slice = |o: u64, l: u32| &bytes[o as usize..o as usize + l as usize];
+        assert_eq!(slice(rec.key_sets[0].0, rec.key_sets[0].1), b"KEYSET-A");
+        assert_eq!(slice(rec.key_sets[1].0, rec.key_sets[1].1), b"KEYSET-B");
+        let c = rec.chunks[1];
+        assert_eq!(slice(c.offset, c.length), b"packet-two!");
+        assert_eq!(c.key_set, 1);
+        assert_eq!(rec.chunks[2].key_set, 0);
+    }
+}

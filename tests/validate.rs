@@ -1,0 +1,358 @@
+//! Broken policies: each fixture in `tests/fixtures/broken/` must fail with its own code,
+//! pointing at the exact line and column of the mistake, and render that way too.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use backplan::error::{Located, PolicyReport};
+use backplan::policy::spans::line_col;
+use backplan::policy::{load_file, load_str};
+
+/// (fixture, code, line, column): the first error each broken policy reports and where.
+const BROKEN: &[(&str, &str, usize, usize)] = &[
+    ("yaml-syntax.yaml", "BP101", 9, 4),
+    ("unknown-field.yaml", "BP102", 13, 5),
+    ("invalid-value.yaml", "BP103", 14, 19),
+    ("missing-field.yaml", "BP104", 10, 3),
+    ("unsupported-version.yaml", "BP105", 2, 10),
+    ("duplicate-name.yaml", "BP106", 13, 3),
+    ("invalid-name.yaml", "BP107", 13, 3),
+    ("unknown-destination.yaml", "BP110", 16, 27),
+    ("unknown-dependency.yaml", "BP111", 17, 9),
+    ("dependency-cycle.yaml", "BP112", 13, 5),
+    ("bad-schedule.yaml", "BP113", 13, 15),
+    ("bad-timezone.yaml", "BP114", 7, 13),
+    ("retention-keeps-nothing.yaml", "BP115", 13, 5),
+    ("bad-duration.yaml", "BP116", 14, 20),
+    ("key-file-unreadable.yaml", "BP117", 6, 7),
+    ("not-a-public-key.yaml", "BP118", 5, 7),
+    ("no-destinations.yaml", "BP119", 13, 5),
+    ("bad-compression.yaml", "BP120", 7, 3),
+    ("empty-paths.yaml", "BP121", 12, 5),
+];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn broken(name: &str) -> PathBuf {
+    root().join("tests/fixtures/broken").join(name)
+}
+
+fn report(path: &Path) -> PolicyReport {
+    match load_file(path) {
+        Ok(loaded) => panic!(
+            "{} validated, but it is broken (warnings: {:?})",
+            path.display(),
+            codes(&loaded.warnings)
+        ),
+        Err(report) => report,
+    }
+}
+
+fn codes(problems: &[Located]) -> Vec<&'static str> {
+    problems.iter().map(|p| p.problem.code.id()).collect()
+}
+
+/// The 1-based line and column a problem's primary span points at.
+fn position(text: &str, problem: &Located) -> (usize, usize) {
+    let (span, _) = problem
+        .problem
+        .span
+        .as_ref()
+        .unwrap_or_else(|| panic!("{} has no span", problem.problem.code));
+    line_col(text, span.offset())
+}
+
+fn find<'a>(report: &'a PolicyReport, code: &str) -> &'a Located {
+    report
+        .problems
+        .iter()
+        .find(|p| p.problem.code.id() == code)
+        .unwrap_or_else(|| panic!("no {code} in {:?}", codes(&report.problems)))
+}
+
+#[test]
+fn the_table_covers_every_fixture_with_a_different_code() {
+    let listed: BTreeSet<&str> = BROKEN.iter().map(|(file, ..)| *file).collect();
+    let on_disk: BTreeSet<String> = std::fs::read_dir(root().join("tests/fixtures/broken"))
+        .expect("fixtures folder")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".yaml"))
+        .collect();
+    let on_disk: BTreeSet<&str> = on_disk.iter().map(String::as_str).collect();
+    assert_eq!(listed, on_disk, "every fixture has one row in BROKEN");
+    let distinct: BTreeSet<&str> = BROKEN.iter().map(|(_, code, ..)| *code).collect();
+    assert_eq!(
+        distinct.len(),
+        BROKEN.len(),
+        "each fixture has its own code"
+    );
+    assert!(BROKEN.len() >= 12);
+    for code in &distinct {
+        assert!(
+            backplan::error::Code::ALL.iter().any(|c| c.id() == *code),
+            "{code} is not a code"
+        );
+    }
+}
+
+#[test]
+fn each_broken_policy_reports_its_code_at_its_line() {
+    let mut failures = Vec::new();
+    for &(file, code, line, column) in BROKEN {
+        let path = broken(file);
+        let text = std::fs::read_to_string(&path).expect("fixture");
+        let report = report(&path);
+        // One mistake per fixture: no follow-up errors, no warnings.
+        let got = codes(&report.problems);
+        if got != [code] {
+            failures.push(format!("{file}: expected exactly [{code}], got {got:?}"));
+            continue;
+        }
+        let problem = &report.problems[0];
+        assert!(problem.problem.is_error(), "{file}: {code} is an error");
+        let at = position(&text, problem);
+        if at != (line, column) {
+            failures.push(format!(
+                "{file}: {code} points at {}:{}, expected {line}:{column}: {}",
+                at.0, at.1, problem.problem.message
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn a_misspelt_field_gets_a_did_you_mean() {
+    let report = report(&broken("unknown-field.yaml"));
+    let problem = find(&report, "BP102");
+    assert!(problem.problem.message.contains("`schedul`"));
+    assert_eq!(
+        problem.problem.help.as_deref(),
+        Some("did you mean `schedule`?")
+    );
+}
+
+#[test]
+fn a_misspelt_destination_and_dependency_get_a_did_you_mean() {
+    let destination = report(&broken("unknown-destination.yaml"));
+    assert_eq!(
+        find(&destination, "BP110").problem.help.as_deref(),
+        Some("did you mean `offsite`?")
+    );
+    let dependency = report(&broken("unknown-dependency.yaml"));
+    assert_eq!(
+        find(&dependency, "BP111").problem.help.as_deref(),
+        Some("did you mean `database`?")
+    );
+}
+
+#[test]
+fn a_dependency_cycle_names_the_whole_cycle_and_every_edge() {
+    let path = broken("dependency-cycle.yaml");
+    let text = std::fs::read_to_string(&path).expect("fixture");
+    let report = report(&path);
+    let problem = find(&report, "BP112");
+    assert!(
+        problem.problem.message.contains("a → b → c → a"),
+        "{}",
+        problem.problem.message
+    );
+    // The primary span is a's depends_on; the others are b's and c's.
+    let lines: Vec<usize> = problem
+        .problem
+        .extra_spans
+        .iter()
+        .map(|(span, _)| line_col(&text, span.offset()).0)
+        .collect();
+    assert_eq!(position(&text, problem).0, 13);
+    assert_eq!(lines, [17, 21]);
+}
+
+#[test]
+fn a_duplicate_points_at_both_declarations() {
+    let path = broken("duplicate-name.yaml");
+    let text = std::fs::read_to_string(&path).expect("fixture");
+    let report = report(&path);
+    let problem = find(&report, "BP106");
+    let first: Vec<usize> = problem
+        .problem
+        .extra_spans
+        .iter()
+        .map(|(span, _)| line_col(&text, span.offset()).0)
+        .collect();
+    assert_eq!(first, [10]);
+}
+
+#[test]
+fn an_unclosed_quote_says_where_the_quote_began() {
+    let text = "version: 1\nsources:\n  a:\n    schedule: \"0 3 * * *\n";
+    let err = load_str(text, Path::new("q.yaml"), &root())
+        .expect_err("an unclosed quote is a syntax error");
+    let problem = find(&err, "BP101");
+    assert!(
+        problem
+            .problem
+            .message
+            .contains("while scanning a quoted scalar at line 4 column 15"),
+        "{}",
+        problem.problem.message
+    );
+}
+
+#[test]
+fn spans_stay_right_after_non_ascii_text() {
+    // A comment with multi-byte characters before the mistake must not shift it.
+    let text = "# Zürich → Köln: ünïcödé\nversion: 1\nencryption:\n  recipients: [keys/demo-recipient.asc]\ndestinations:\n  local: {type: memory}\nsources:\n  media:\n    type: files\n    path: uploads\n    schedule: \"0 25 * * *\"\n";
+    let err = load_str(text, Path::new("u.yaml"), &root().join("policies"))
+        .expect_err("hour 25 is a bad schedule");
+    assert_eq!(codes(&err.problems), ["BP113"]);
+    assert_eq!(position(text, &err.problems[0]), (11, 15));
+}
+
+#[test]
+fn several_independent_problems_are_all_reported_at_once() {
+    let path = root().join("tests/fixtures/several-problems.yaml");
+    let text = std::fs::read_to_string(&path).expect("fixture");
+    let report = report(&path);
+    let mut got: Vec<(&str, usize)> = report
+        .problems
+        .iter()
+        .map(|p| (p.problem.code.id(), position(&text, p).0))
+        .collect();
+    got.sort();
+    // An unknown field in `media`, an unknown destination in `db`, a bad cron in `cache`.
+    assert_eq!(got, [("BP102", 21), ("BP110", 13), ("BP113", 17)]);
+    assert_eq!(report.errors(), 3);
+}
+
+#[test]
+fn an_entry_that_does_not_parse_is_still_known_by_name() {
+    // `media` has an unknown field and `offsite` a bad type; `thumbs` refers to both.
+    // Only those two mistakes are reported, not "unknown source/destination".
+    let text = "version: 1\nencryption:\n  recipients: [keys/demo-recipient.asc]\ndestinations:\n  local: {type: memory}\n  offsite: {type: floppy}\nsources:\n  media:\n    type: files\n    path: uploads\n    exlude: [\"*.tmp\"]\n  thumbs:\n    type: files\n    path: thumbs\n    depends_on: [media]\n    destinations: [local, offsite]\n";
+    let err =
+        load_str(text, Path::new("p.yaml"), &root().join("policies")).expect_err("two mistakes");
+    let mut got = codes(&err.problems);
+    got.sort();
+    assert_eq!(got, ["BP102", "BP103"], "{:?}", err.problems);
+}
+
+const SECRETS_BASE: &str = "version: 1\nencryption:\n  recipients: [keys/demo-recipient.asc]\ndestinations:\n  local: {type: memory}\nsources:\n  db:\n    type: postgres\n";
+
+#[test]
+fn an_unset_env_reference_is_a_warning() {
+    let var = "BACKPLAN_TEST_SURELY_UNSET_VARIABLE_7F3A";
+    assert!(std::env::var_os(var).is_none());
+    let text =
+        format!("{SECRETS_BASE}    url: postgres://backup@db/app\n    password: ${{env:{var}}}\n");
+    let loaded = load_str(&text, Path::new("w.yaml"), &root().join("policies"))
+        .unwrap_or_else(|e| panic!("an unset variable is no error: {:?}", e.problems));
+    assert_eq!(codes(&loaded.warnings), ["BP130"]);
+    let warning = &loaded.warnings[0];
+    assert!(!warning.problem.is_error());
+    assert!(warning.problem.message.contains(var));
+    assert_eq!(position(&text, warning).0, 10);
+}
+
+#[test]
+fn an_inline_password_in_a_postgres_url_is_flagged() {
+    let text = format!("{SECRETS_BASE}    url: postgres://backup:hunter2@db/app\n");
+    let loaded = load_str(&text, Path::new("s.yaml"), &root().join("policies"))
+        .unwrap_or_else(|e| panic!("an inline password is a warning: {:?}", e.problems));
+    assert_eq!(codes(&loaded.warnings), ["BP131"]);
+    let warning = &loaded.warnings[0];
+    assert!(!warning.problem.is_error());
+    assert_eq!(position(&text, warning).0, 9);
+    // The message names the field, never the password.
+    assert!(!warning.problem.message.contains("hunter2"));
+}
+
+// --- the binary's rendering ---
+
+fn validate(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_backplan"))
+        .current_dir(root())
+        .env("NO_COLOR", "1")
+        .env_remove("CLICOLOR_FORCE")
+        .env("COLUMNS", "200")
+        .arg("validate")
+        .args(args)
+        .output()
+        .expect("run backplan")
+}
+
+#[test]
+fn validate_renders_each_code_at_file_line_column_and_exits_1() {
+    let mut failures = Vec::new();
+    for &(file, code, line, column) in BROKEN {
+        let path = format!("tests/fixtures/broken/{file}");
+        let out = validate(&["-p", &path]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let place = format!("{file}:{line}:{column}");
+        if out.status.code() != Some(1) || !stderr.contains(code) || !stderr.contains(&place) {
+            failures.push(format!(
+                "{file}: exit {:?}, expected 1 with {code} at {place}; stderr:\n{stderr}",
+                out.status.code()
+            ));
+        }
+        if stderr.contains('\u{1b}') {
+            failures.push(format!("{file}: NO_COLOR=1 but stderr has escapes"));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn validate_json_prints_code_line_and_column() {
+    for &(file, code, line, column) in BROKEN {
+        let path = format!("tests/fixtures/broken/{file}");
+        let out = validate(&["-p", &path, "--format", "json"]);
+        assert_eq!(out.status.code(), Some(1), "{file}");
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{file}: stdout is not JSON: {e}"));
+        let problems = json.as_array().expect("a JSON array");
+        assert_eq!(problems.len(), 1, "{file}: {json}");
+        let p = &problems[0];
+        assert_eq!(p["code"], code, "{file}");
+        assert_eq!(p["severity"], "error", "{file}");
+        assert_eq!(p["line"], line, "{file}");
+        assert_eq!(p["column"], column, "{file}");
+        assert!(p["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(p["help"].as_str().is_some_and(|h| !h.is_empty()));
+    }
+}
+
+#[test]
+fn validate_json_of_several_problems_lists_them_all() {
+    let out = validate(&[
+        "-p",
+        "tests/fixtures/several-problems.yaml",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let mut got: Vec<(String, u64)> = json
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|p| {
+            (
+                p["code"].as_str().expect("code").to_string(),
+                p["line"].as_u64().expect("line"),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("BP102".to_string(), 21),
+            ("BP110".to_string(), 13),
+            ("BP113".to_string(), 17)
+        ]
+    );
+}
