@@ -48,6 +48,16 @@ pub enum Code {
     UncoveredSnapshots,
     DestinationUnreadable,
     NewestFailed,
+    StaleLock,
+    CorruptObject,
+    RepositoryVersion,
+    RepositoryLocked,
+    NoRepositoryKey,
+    SnapshotNotFound,
+    SecretKeyUnusable,
+    RestoreRefused,
+    SourceFailed,
+    VerifyFailed,
     Io,
 }
 
@@ -87,6 +97,16 @@ impl Code {
         Code::UncoveredSnapshots,
         Code::DestinationUnreadable,
         Code::NewestFailed,
+        Code::StaleLock,
+        Code::CorruptObject,
+        Code::RepositoryVersion,
+        Code::RepositoryLocked,
+        Code::NoRepositoryKey,
+        Code::SnapshotNotFound,
+        Code::SecretKeyUnusable,
+        Code::RestoreRefused,
+        Code::SourceFailed,
+        Code::VerifyFailed,
         Code::Io,
     ];
 
@@ -271,6 +291,56 @@ impl Code {
                 "BP210",
                 "newest-failed",
                 "nothing of this source is pruned while its newest snapshot is a failure; fix the source, and pruning resumes after the next good snapshot",
+            ),
+            Code::StaleLock => (
+                "BP211",
+                "stale-lock",
+                "a lock's holder stopped refreshing it; check that no backplan runs there, then `backplan unlock`",
+            ),
+            Code::CorruptObject => (
+                "BP220",
+                "corrupt-object",
+                "the named object does not match its checksum or seal; restore from another destination, and run `backplan verify`",
+            ),
+            Code::RepositoryVersion => (
+                "BP221",
+                "repository-version",
+                "use the backplan version that wrote this repository, or a newer one",
+            ),
+            Code::RepositoryLocked => (
+                "BP222",
+                "repository-locked",
+                "another backplan holds a lock on the repository; wait, or remove a stale lock with `backplan unlock`",
+            ),
+            Code::NoRepositoryKey => (
+                "BP223",
+                "no-repository-key",
+                "set `encryption.repository_key_file` (or `repository_key`) and run `backplan init`; a restore recovers the key with a recipient's secret key",
+            ),
+            Code::SnapshotNotFound => (
+                "BP224",
+                "snapshot-not-found",
+                "list the snapshots with `backplan snapshots`",
+            ),
+            Code::SecretKeyUnusable => (
+                "BP225",
+                "secret-key-unusable",
+                "give a recipient's secret key with --secret-key FILE (or BACKPLAN_SECRET_KEY_FILE); it must be unencrypted (`gpg --export-secret-keys`)",
+            ),
+            Code::RestoreRefused => (
+                "BP226",
+                "restore-refused",
+                "the restore would overwrite changed files or write outside its target; review with `restore --plan`, then use --force or another --target",
+            ),
+            Code::SourceFailed => (
+                "BP227",
+                "source-failed",
+                "the source could not be read completely; the snapshot is not committed and the last good one stays",
+            ),
+            Code::VerifyFailed => (
+                "BP228",
+                "verify-failed",
+                "the named objects are missing or damaged; copy them back from another destination or take a new backup",
             ),
             Code::Io => ("BP299", "io", "check the path and its permissions"),
         }

@@ -16,3 +16,5 @@ pub mod plan;
 pub mod policy;
 pub mod render;
 pub mod repo;
+pub mod restore;
+pub mod sources;

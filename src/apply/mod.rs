@@ -4,7 +4,10 @@
 //! independent ones; what depends on it is skipped, and so are the prunes of a source
 //! whose backup failed.
 
+pub mod storage;
+
 use std::collections::BTreeSet;
+
 use std::future::Future;
 
 use futures::StreamExt;

@@ -51,6 +51,14 @@ pub enum Command {
     Plan(PlanArgs),
     /// Carry out a plan: a saved one, or a fresh one made now.
     Apply(ApplyArgs),
+    /// List the snapshots every destination holds.
+    Snapshots(SnapshotsArgs),
+    /// Restore snapshots; `--plan` shows what would happen and changes nothing.
+    Restore(RestoreArgs),
+    /// Check that every snapshot's data is present and intact.
+    Verify(VerifyArgs),
+    /// Remove expired locks (every lock with --all).
+    Unlock(UnlockArgs),
     /// Print shell completions.
     Completions(CompletionsArgs),
     /// Write the man pages into a folder.
@@ -135,6 +143,68 @@ pub struct ApplyArgs {
     /// Output format of the report.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotsArgs {
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+}
+
+/// Where a recipient's secret key comes from.
+#[derive(Debug, Args)]
+pub struct SecretKeyArgs {
+    /// A recipient's OpenPGP secret key (unencrypted), needed to decrypt content.
+    #[arg(long, value_name = "FILE", env = "BACKPLAN_SECRET_KEY_FILE")]
+    pub secret_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Show the restore plan and change nothing (the disaster-recovery dry run).
+    #[arg(long)]
+    pub plan: bool,
+    /// Restore the newest snapshots at or before this time (RFC 3339).
+    #[arg(long, value_name = "TIME", conflicts_with = "snapshot")]
+    pub at: Option<String>,
+    /// Restore one snapshot by id.
+    #[arg(long, value_name = "ID")]
+    pub snapshot: Option<String>,
+    /// Restore only this source (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub only: Vec<String>,
+    /// Restore source NAME into PATH instead of where it came from (repeatable).
+    #[arg(long, value_name = "NAME=PATH")]
+    pub target: Vec<String>,
+    /// Restore only the entries matching this glob (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Overwrite files that differ from the snapshot.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub secret: SecretKeyArgs,
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Also read the data: every pack (or this fraction of them, e.g. 0.1), checked
+    /// against its name, each chunk decrypted and re-hashed (needs a secret key).
+    #[arg(long, value_name = "FRACTION", num_args = 0..=1, default_missing_value = "1")]
+    pub read_data: Option<f64>,
+    #[command(flatten)]
+    pub secret: SecretKeyArgs,
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    /// Remove every lock, not only expired ones (only when no backplan runs).
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]

@@ -5,14 +5,18 @@ use std::path::Path;
 use miette::Severity;
 
 use super::{Exit, inventory, print, runtime};
-use crate::apply::{Done, Executor};
+use std::sync::Arc;
+
+use crate::apply::storage::StorageExecutor;
 use crate::cli::{ApplyArgs, Format};
 use crate::error::{Code, Failure, PolicyReport};
 use crate::graph::SourceGraph;
 use crate::inventory::Inventory;
-use crate::plan::{Backup, Copy, FORMAT_VERSION, Plan, Prune};
+use crate::pipeline::crypto::Recipients;
+use crate::plan::{FORMAT_VERSION, Plan};
 use crate::policy::{Policy, load_file};
 use crate::render;
+use crate::repo::{open_all, repository_key};
 
 pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
     let loaded = load_file(path)?;
@@ -70,12 +74,37 @@ pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
             planning.settings,
         ),
     };
-    let report = runtime()?.block_on(crate::apply::apply(
+    if !plan.has_changes() {
+        print(&render::apply::human(&crate::apply::Report::default()))?;
+        return Ok(Exit::Ok);
+    }
+    let policy = Arc::new(loaded.policy);
+    let key = repository_key(&policy)?.ok_or_else(|| {
+        Failure::new(
+            Code::NoRepositoryKey,
+            "backing up needs the repository key, and the policy names none or its file does not exist",
+        )
+        .with_help("set `encryption.repository_key_file` and run `backplan init`")
+    })?;
+    let recipients =
+        Recipients::load(&policy.recipients).map_err(|e| Failure::new(Code::NotAPublicKey, e.0))?;
+    let rt = runtime()?;
+    let now = chrono::Utc::now();
+    let repos = open_all(&policy)?;
+    for repo in &repos {
+        // A destination seen for the first time gets its repository now.
+        rt.block_on(repo.init(&key, &recipients, now))?;
+    }
+    let executor = StorageExecutor::new(policy.clone(), key, recipients, repos, now);
+    let report = rt.block_on(crate::apply::apply(
         &plan,
-        &NoRepository,
+        &executor,
         args.parallel,
         &|_| {},
     ));
+    if report.done() > 0 {
+        rt.block_on(executor.record_policy(chrono::Utc::now()))?;
+    }
     print(&match args.format {
         Format::Json => render::json(&report),
         Format::Human | Format::Markdown => render::apply::human(&report),
@@ -138,33 +167,4 @@ pub fn check_fresh(plan: &Plan, policy: &Policy, inventory: &Inventory) -> Resul
         ));
     }
     Ok(())
-}
-
-/// The executor of this build: it plans everything and carries out nothing, because
-/// the repository writer is not part of it yet. Every action fails with BP207, so an
-/// apply never pretends to have backed something up.
-struct NoRepository;
-
-fn not_yet(what: &str) -> Result<Done, String> {
-    Err(format!(
-        "{}: {what} needs the repository writer, which this build of backplan does not have yet",
-        Code::NoExecutor.id()
-    ))
-}
-
-impl Executor for NoRepository {
-    async fn backup(&self, action: &Backup) -> Result<Done, String> {
-        not_yet(&format!(
-            "backing up the {} source {}",
-            action.source_type, action.source
-        ))
-    }
-
-    async fn copy(&self, action: &Copy) -> Result<Done, String> {
-        not_yet(&format!("copying a snapshot of {}", action.source))
-    }
-
-    async fn prune(&self, action: &Prune) -> Result<Done, String> {
-        not_yet(&format!("pruning snapshots of {}", action.source))
-    }
 }

@@ -1,22 +1,23 @@
-//! `backplan init`: a starter policy to edit.
+//! `backplan init`: without a policy, writes a starter policy to edit; with one,
+//! makes the repository key (when its file does not exist yet) and creates the
+//! repository in every destination, with the key's copy for the recipients.
 
 use std::path::Path;
 
-use super::{Exit, print, write_file};
+use super::{Exit, load_policy, print, runtime, write_file};
 use crate::error::{Code, Failure};
+use crate::pipeline::crypto::Recipients;
+use crate::repo::keys::RepoKey;
+use crate::repo::{open_all, repository_key};
 
 /// The starter policy `init` writes.
 pub const STARTER: &str = include_str!("starter.yaml");
 
 pub fn run(path: &Path) -> miette::Result<Exit> {
     if path.exists() {
-        return Err(Failure::new(
-            Code::Io,
-            format!("{} exists already; init never overwrites", path.display()),
-        )
-        .with_help("edit the policy, or give another path with -p")
-        .into());
+        return init_repositories(path);
     }
+
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| {
             Failure::new(Code::Io, format!("cannot create {}: {e}", parent.display()))
@@ -34,4 +35,68 @@ pub fn run(path: &Path) -> miette::Result<Exit> {
         path = path.display()
     ))?;
     Ok(Exit::Ok)
+}
+
+fn init_repositories(path: &Path) -> miette::Result<Exit> {
+    let loaded = load_policy(path)?;
+    let policy = &loaded.policy;
+    let recipients =
+        Recipients::load(&policy.recipients).map_err(|e| Failure::new(Code::NotAPublicKey, e.0))?;
+    let mut out = String::new();
+    let key = match repository_key(policy)? {
+        Some(key) => key,
+        None => {
+            let encryption = policy.file.encryption.as_ref();
+            let Some(file) = encryption.and_then(|e| e.repository_key_file.as_ref()) else {
+                return Err(Failure::new(
+                    Code::NoRepositoryKey,
+                    "the policy names no repository key, or its ${env:…} is unset",
+                )
+                .into());
+            };
+            let file = policy.resolve_path(file);
+            let key = RepoKey::generate().map_err(|e| Failure::new(Code::Io, e.0))?;
+            write_secret(&file, &key.to_hex())?;
+            out.push_str(&format!(
+                "Made repository key {} in {} (keep it like a database password; a copy encrypted to the recipients goes into every repository).\n",
+                key.id(),
+                file.display()
+            ));
+            key
+        }
+    };
+    let rt = runtime()?;
+    for repo in open_all(policy)? {
+        let created = rt.block_on(repo.init(&key, &recipients, chrono::Utc::now()))?;
+        out.push_str(&format!(
+            "{}: {}\n",
+            repo.name,
+            if created {
+                "repository created"
+            } else {
+                "repository exists; key copy checked"
+            }
+        ));
+    }
+    print(&out)?;
+    Ok(Exit::Ok)
+}
+
+/// Writes a secret readable by its owner only.
+fn write_secret(path: &Path, text: &str) -> miette::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            Failure::new(Code::Io, format!("cannot create {}: {e}", parent.display()))
+        })?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Failure::new(Code::Io, format!("cannot create {}: {e}", path.display())))?;
+    file.write_all(format!("{text}\n").as_bytes())
+        .map_err(|e| Failure::new(Code::Io, format!("cannot write {}: {e}", path.display())).into())
 }

@@ -6,8 +6,12 @@ mod completions;
 mod graph;
 mod init;
 mod plan;
+mod restore;
 mod schema;
+mod snapshots;
+mod unlock;
 mod validate;
+mod verify;
 
 use std::io::Write;
 use std::path::Path;
@@ -45,7 +49,12 @@ pub fn run(cli: Cli) -> miette::Result<Exit> {
         Command::Graph(args) => graph::run(&policy, &args),
         Command::Plan(args) => plan::run(&policy, &args),
         Command::Apply(args) => apply::run(&policy, &args),
+        Command::Snapshots(args) => snapshots::run(&policy, &args),
+        Command::Restore(args) => restore::run(&policy, &args),
+        Command::Verify(args) => verify::run(&policy, &args),
+        Command::Unlock(args) => unlock::run(&policy, &args),
         Command::Completions(args) => completions::completions(&args),
+
         Command::Man(args) => completions::man(&args),
     }
 }
@@ -88,8 +97,33 @@ pub(crate) fn inventory(policy: &Policy, file: Option<&Path>) -> miette::Result<
                 .into()
             })
         }
-        None => Ok(runtime()?.block_on(crate::repo::read_inventory(policy))),
+        None => {
+            // Without the key the plan still works; only the applied policy's text
+            // (for the diff) stays closed.
+            let key = crate::repo::repository_key(policy).ok().flatten();
+            Ok(runtime()?.block_on(crate::repo::read_inventory(policy, key.as_ref())))
+        }
     }
+}
+
+/// A recipient's secret key from `--secret-key FILE` (or its env variable).
+pub(crate) fn secret_keys(
+    args: &crate::cli::SecretKeyArgs,
+) -> miette::Result<Option<std::sync::Arc<crate::pipeline::crypto::SecretKeys>>> {
+    let Some(path) = &args.secret_key else {
+        return Ok(None);
+    };
+    let bytes = std::fs::read(path).map_err(|e| {
+        Failure::new(
+            Code::SecretKeyUnusable,
+            format!("cannot read secret key {}: {e}", path.display()),
+        )
+    })?;
+    crate::pipeline::crypto::SecretKeys::from_bytes(&bytes)
+        .map(|k| Some(std::sync::Arc::new(k)))
+        .map_err(|e| {
+            Failure::new(Code::SecretKeyUnusable, format!("{}: {e}", path.display())).into()
+        })
 }
 
 pub(crate) fn runtime() -> miette::Result<tokio::runtime::Runtime> {

@@ -29,6 +29,30 @@ pub struct DestinationState {
     /// is copied from or to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Locks held on the repository (expired ones included).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locks: Vec<LockInfo>,
+    /// Objects that could not be read, with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub damaged: Vec<String>,
+}
+
+/// A lock on a repository: backups share, prune is exclusive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockInfo {
+    pub kind: LockKind,
+    pub host: String,
+    pub pid: u32,
+    pub started: DateTime<Utc>,
+    pub expires: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LockKind {
+    Shared,
+    Exclusive,
 }
 
 /// The public part of one snapshot's manifest.
@@ -73,7 +97,10 @@ pub enum SnapshotStatus {
 pub struct AppliedPolicy {
     pub digest: String,
     pub applied_at: DateTime<Utc>,
-    pub text: String,
+    /// The text, when the repository key was at hand to open it (the storage keeps
+    /// it encrypted: it names hosts and paths).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
 }
 
 impl Inventory {

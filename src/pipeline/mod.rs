@@ -3,3 +3,5 @@
 //! they are stored.
 
 pub mod crypto;
+pub mod fetch;
+pub mod sink;

@@ -17,7 +17,10 @@ pub struct PolicyChange {
     pub applied_at: DateTime<Utc>,
     pub applied_digest: String,
     /// Unified diff, applied → current (URL passwords redacted).
-    pub diff: String,
+    /// Unified diff, applied → current (URL passwords redacted); `None` when the
+    /// applied text could not be opened (it is sealed with the repository key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
     pub consequences: Vec<String>,
 }
 
@@ -27,16 +30,24 @@ pub(super) fn policy_change(
     actions: &[Action],
 ) -> Option<PolicyChange> {
     let applied = inventory.last_applied_policy()?;
-    if digest(applied.text.as_bytes()) == policy.digest {
+    if applied.digest == policy.digest {
         return None;
     }
-    let old = redact_url_password(&applied.text);
-    let new = redact_url_password(&policy.text);
-    let diff = unified_diff(&old, &new, policy);
-    let consequences = match load::parse_lenient(&applied.text) {
-        Some(before) => consequences(&before, policy, actions),
-        None => vec!["the applied policy no longer parses; consequences are unknown".into()],
+    let (diff, consequences) = match &applied.text {
+        Some(text) => {
+            let old = redact_url_password(text);
+            let new = redact_url_password(&policy.text);
+            let consequences = match load::parse_lenient(text) {
+                Some(before) => consequences(&before, policy, actions),
+                None => {
+                    vec!["the applied policy no longer parses; consequences are unknown".into()]
+                }
+            };
+            (Some(unified_diff(&old, &new, policy)), consequences)
+        }
+        None => (None, Vec::new()),
     };
+
     Some(PolicyChange {
         applied_at: applied.applied_at,
         applied_digest: applied.digest.clone(),

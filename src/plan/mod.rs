@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Code;
 use crate::graph::SourceGraph;
-use crate::inventory::{DestinationState, Inventory, SnapshotInfo, SnapshotStatus};
+use crate::inventory::{DestinationState, Inventory, LockKind, SnapshotInfo, SnapshotStatus};
 use crate::policy::{Policy, ResolvedSource};
 pub use diff::PolicyChange;
 use retention::Candidate;
@@ -251,6 +251,31 @@ pub fn plan(
                 Code::DestinationUnreadable,
                 None,
                 format!("destination {} could not be read: {error}", d.name),
+            ));
+        }
+        let state = inventory.destinations.get(&d.name).unwrap_or(&empty);
+        for lock in state.locks.iter().filter(|l| l.expires < now) {
+            warnings.push(Warning::new(
+                Code::StaleLock,
+                None,
+                format!(
+                    "{} holds an expired {} lock of {} pid {} since {}; check, then `backplan unlock`",
+                    d.name,
+                    match lock.kind {
+                        LockKind::Shared => "shared",
+                        LockKind::Exclusive => "exclusive",
+                    },
+                    lock.host,
+                    lock.pid,
+                    lock.started.format("%Y-%m-%d %H:%M UTC")
+                ),
+            ));
+        }
+        for object in &state.damaged {
+            warnings.push(Warning::new(
+                Code::CorruptObject,
+                None,
+                format!("{}: {object}", d.name),
             ));
         }
     }

@@ -85,6 +85,14 @@ pub struct Encryption {
     /// Files holding OpenPGP public keys (armored or binary). Relative paths start at
     /// the policy's folder. Any one of the matching secret keys can restore.
     pub recipients: Vec<PathBuf>,
+    /// A file holding the repository key (64 hex digits), made by `backplan init`.
+    /// The backup host needs it to back up; restores recover it with a recipient's
+    /// secret key. Relative paths start at the policy's folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_key_file: Option<PathBuf>,
+    /// The repository key as a reference, e.g. `${env:BACKPLAN_REPOSITORY_KEY}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_key: Option<Secret>,
 }
 
 /// One OpenDAL service holding one repository.

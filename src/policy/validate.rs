@@ -296,6 +296,18 @@ impl Checker<'_> {
             );
             return Vec::new();
         };
+        if encryption.repository_key.is_some() && encryption.repository_key_file.is_some() {
+            self.error(
+                Problem::error(
+                    Code::InvalidValue,
+                    "give the repository key once: `repository_key` or `repository_key_file`",
+                ),
+                "encryption.repository_key",
+            );
+        }
+        if let Some(secret) = &encryption.repository_key {
+            self.secret(secret, "encryption.repository_key");
+        }
         if encryption.recipients.is_empty() {
             self.error(
                 Problem::error(Code::MissingField, "`encryption.recipients` lists no key"),

@@ -4,6 +4,8 @@
 pub mod apply;
 pub mod graph;
 pub mod plan;
+pub mod restore;
+pub mod snapshots;
 
 use chrono::{DateTime, Utc};
 

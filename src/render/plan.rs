@@ -161,6 +161,10 @@ fn inventory_line(plan: &Plan) -> String {
     format!("Inventory: {}", parts.join(", "))
 }
 
+/// Said in place of the diff when the applied policy could not be opened.
+const SEALED: &str =
+    "(the applied policy is sealed with the repository key: the diff shows where the key is)";
+
 /// The terminal view.
 pub fn human(plan: &Plan) -> String {
     let mut out = String::new();
@@ -171,8 +175,15 @@ pub fn human(plan: &Plan) -> String {
             "\nPolicy changed since the last apply ({}):",
             time(change.applied_at)
         );
-        for line in change.diff.lines() {
-            let _ = writeln!(out, "{}", format!("  {line}").trim_end());
+        match &change.diff {
+            Some(diff) => {
+                for line in diff.lines() {
+                    let _ = writeln!(out, "{}", format!("  {line}").trim_end());
+                }
+            }
+            None => {
+                let _ = writeln!(out, "  {SEALED}");
+            }
         }
         if !change.consequences.is_empty() {
             let _ = writeln!(out, "  Consequences:");
@@ -250,12 +261,19 @@ pub fn markdown(plan: &Plan) -> String {
             "<details><summary>Policy changed since the last apply ({})</summary>\n",
             time(change.applied_at)
         );
-        out.push_str("```diff\n");
-        out.push_str(&change.diff);
-        if !change.diff.ends_with('\n') {
-            out.push('\n');
+        match &change.diff {
+            Some(diff) => {
+                out.push_str("```diff\n");
+                out.push_str(diff);
+                if !diff.ends_with('\n') {
+                    out.push('\n');
+                }
+                out.push_str("```\n\n");
+            }
+            None => {
+                let _ = writeln!(out, "{SEALED}\n");
+            }
         }
-        out.push_str("```\n\n");
         for c in &change.consequences {
             let _ = writeln!(out, "- {c}");
         }

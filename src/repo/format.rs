@@ -30,7 +30,7 @@ pub struct Marker {
     pub chunker: Chunker,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Chunker {
     pub algorithm: String,
     pub min: u32,
@@ -217,8 +217,12 @@ impl PackBuilder {
 
     /// The pack's bytes and its index record.
     pub fn finish(self) -> (Vec<u8>, PackRecord) {
-        let header_len: usize =
-            10 + self.key_sets.iter().map(|(_, k)| 4 + k.len()).sum::<usize>();
+        let header_len: usize = 10
+            + self
+                .key_sets
+                .iter()
+                .map(|(_, k)| 4 + k.len())
+                .sum::<usize>();
         let mut out = Vec::with_capacity(header_len + self.packets.len());
         out.extend_from_slice(PACK_MAGIC);
         out.extend_from_slice(&(self.key_sets.len() as u16).to_le_bytes());

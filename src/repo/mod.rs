@@ -1,8 +1,12 @@
-//! The repository inside one destination, over an `opendal::Operator` only.
-//!
-//! This first step opens destinations and reads what `plan` needs. A destination with
-//! no repository yet reads as empty; the repository format itself (packs, index,
-//! manifests) is written down in `docs/repository-format.md` as it lands.
+//! The repository inside one destination, over an `opendal::Operator` only: its
+//! format ([`format`], [`object`]), its keys ([`keys`]), reading and writing it
+//! ([`store`]) and its locks ([`lock`]). `docs/repository-format.md` is the contract.
+
+pub mod format;
+pub mod keys;
+pub mod lock;
+pub mod object;
+pub mod store;
 
 use std::collections::BTreeMap;
 
@@ -11,9 +15,6 @@ use opendal::{Operator, services};
 use crate::error::{Code, Failure};
 use crate::inventory::{DestinationState, Inventory};
 use crate::policy::{Destination, Policy};
-
-/// The object that marks a repository and carries its format version.
-pub const MARKER: &str = "backplan.json";
 
 /// Builds the OpenDAL operator for a destination, resolving secret references.
 pub fn operator(name: &str, dest: &Destination, policy: &Policy) -> Result<Operator, Failure> {
@@ -75,24 +76,6 @@ pub fn operator(name: &str, dest: &Destination, policy: &Policy) -> Result<Opera
     }
 }
 
-/// Reads what one destination holds. Errors are recorded in the state, not raised:
-/// an unreachable destination must not stop the plan for the others.
-pub async fn read_state(op: &Operator) -> DestinationState {
-    match op.exists(MARKER).await {
-        Ok(false) => DestinationState::default(),
-        Ok(true) => DestinationState {
-            error: Some(
-                "it holds a repository in a format this build of backplan cannot read".into(),
-            ),
-            ..DestinationState::default()
-        },
-        Err(e) => DestinationState {
-            error: Some(e.to_string()),
-            ..DestinationState::default()
-        },
-    }
-}
-
 /// Whether a destination certainly holds nothing, known without opening it. OpenDAL's
 /// fs service creates a missing root when it is opened, and reading must not write.
 fn certainly_empty(dest: &Destination, policy: &Policy) -> bool {
@@ -103,7 +86,7 @@ fn certainly_empty(dest: &Destination, policy: &Policy) -> bool {
 }
 
 /// Reads every destination of the policy, concurrently.
-pub async fn read_inventory(policy: &Policy) -> Inventory {
+pub async fn read_inventory(policy: &Policy, key: Option<&keys::RepoKey>) -> Inventory {
     let reads = policy
         .file
         .destinations
@@ -113,7 +96,7 @@ pub async fn read_inventory(policy: &Policy) -> Inventory {
                 DestinationState::default()
             } else {
                 match operator(name, dest, policy) {
-                    Ok(op) => read_state(&op).await,
+                    Ok(op) => store::Repo::new(name.clone(), op).read_state(key).await,
                     Err(f) => DestinationState {
                         error: Some(f.message),
                         ..DestinationState::default()
@@ -126,4 +109,50 @@ pub async fn read_inventory(policy: &Policy) -> Inventory {
     Inventory {
         destinations: futures::future::join_all(reads).await.into_iter().collect(),
     }
+}
+
+/// The repository key the policy points at: `Ok(None)` when the policy names none or
+/// its file does not exist yet (`backplan init` makes it).
+pub fn repository_key(policy: &Policy) -> Result<Option<keys::RepoKey>, Failure> {
+    let Some(encryption) = &policy.file.encryption else {
+        return Ok(None);
+    };
+    let text = if let Some(file) = &encryption.repository_key_file {
+        let path = policy.resolve_path(file);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(Failure::new(
+                    Code::NoRepositoryKey,
+                    format!("cannot read repository key file {}: {e}", path.display()),
+                ));
+            }
+        }
+    } else if let Some(secret) = &encryption.repository_key {
+        match secret.resolve() {
+            Ok(r) => r.expose().to_string(),
+            Err(_) => return Ok(None),
+        }
+    } else {
+        return Ok(None);
+    };
+    keys::RepoKey::from_hex(&text).map(Some).map_err(|e| {
+        Failure::new(
+            Code::NoRepositoryKey,
+            format!("the repository key is not valid: {e}"),
+        )
+    })
+}
+
+/// Opens every destination of the policy as a repository handle.
+pub fn open_all(policy: &Policy) -> Result<Vec<store::Repo>, Failure> {
+    policy
+        .file
+        .destinations
+        .iter()
+        .map(|(name, dest)| {
+            operator(name, dest, policy).map(|op| store::Repo::new(name.clone(), op))
+        })
+        .collect()
 }

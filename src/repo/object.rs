@@ -35,13 +35,16 @@ pub fn encode<H: Serialize>(header: &H, body: &[u8]) -> Vec<u8> {
 /// Checks an object and splits it into its header and its body.
 pub fn decode<H: DeserializeOwned>(bytes: &[u8]) -> Result<(H, &[u8]), Damaged> {
     if bytes.len() < 8 + 4 + 8 + 32 || &bytes[..8] != MAGIC {
-        return Err(Damaged("not a backplan object (bad magic or too short)".into()));
+        return Err(Damaged(
+            "not a backplan object (bad magic or too short)".into(),
+        ));
     }
     let (content, hash) = bytes.split_at(bytes.len() - 32);
     if blake3::hash(content).as_bytes() != hash {
         return Err(Damaged("its checksum does not match its content".into()));
     }
-    let header_len = u32::from_le_bytes([content[8], content[9], content[10], content[11]]) as usize;
+    let header_len =
+        u32::from_le_bytes([content[8], content[9], content[10], content[11]]) as usize;
     let rest = &content[12..];
     if rest.len() < header_len + 8 {
         return Err(Damaged("its header length is out of range".into()));
@@ -76,7 +79,10 @@ mod tests {
         for i in 0..obj.len() {
             let mut bad = obj.clone();
             bad[i] ^= 0x10;
-            assert!(decode::<serde_json::Value>(&bad).is_err(), "flip at {i} went unnoticed");
+            assert!(
+                decode::<serde_json::Value>(&bad).is_err(),
+                "flip at {i} went unnoticed"
+            );
         }
         assert!(decode::<serde_json::Value>(&obj[..obj.len() - 1]).is_err());
     }

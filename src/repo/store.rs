@@ -9,8 +9,7 @@ use futures::{StreamExt, TryStreamExt};
 use opendal::{ErrorKind, Operator};
 
 use super::format::{
-    FORMAT_VERSION, IndexBody, Marker, PackRecord, PolicyHeader, SealedHeader, SnapshotHeader,
-    Tree, pack_path,
+    FORMAT_VERSION, IndexBody, Marker, PackRecord, PolicyHeader, SealedHeader, SnapshotHeader, Tree,
 };
 use super::keys::{ChunkId, RepoKey};
 use super::lock::LockInfo;
@@ -126,7 +125,11 @@ impl Repo {
             .map_err(|e| storage(&self.name, &format!("reading {path}"), e))?
             .to_vec();
         if bytes.len() != len as usize {
-            return Err(damaged(&self.name, path, "it is shorter than the index says"));
+            return Err(damaged(
+                &self.name,
+                path,
+                "it is shorter than the index says",
+            ));
         }
         Ok(bytes)
     }
@@ -215,7 +218,10 @@ impl Repo {
             .ok_or_else(|| {
                 Failure::new(
                     Code::NoRepositoryKey,
-                    format!("destination {} has no copy of repository key {key_id}", self.name),
+                    format!(
+                        "destination {} has no copy of repository key {key_id}",
+                        self.name
+                    ),
                 )
             })
     }
@@ -268,23 +274,25 @@ impl Repo {
         &self,
     ) -> Result<Vec<(String, Result<SnapshotHeader, Failure>)>, Failure> {
         let paths = self.list("snapshots/").await?;
-        let results: Vec<(String, Result<SnapshotHeader, Failure>)> =
-            futures::stream::iter(paths)
-                .map(|path| async move {
-                    let result = match self.read(&path).await {
-                        Ok(bytes) => object::header::<SnapshotHeader>(&bytes)
-                            .map_err(|d| damaged(&self.name, &path, &d.0)),
-                        Err(f) => Err(f),
-                    };
-                    (path, result)
-                })
-                .buffer_unordered(READ_CONCURRENCY)
-                .collect()
-                .await;
+        let results: Vec<(String, Result<SnapshotHeader, Failure>)> = futures::stream::iter(paths)
+            .map(|path| async move {
+                let result = match self.read(&path).await {
+                    Ok(bytes) => object::header::<SnapshotHeader>(&bytes)
+                        .map_err(|d| damaged(&self.name, &path, &d.0)),
+                    Err(f) => Err(f),
+                };
+                (path, result)
+            })
+            .buffer_unordered(READ_CONCURRENCY)
+            .collect()
+            .await;
         Ok(results)
     }
 
-    async fn applied_policy(&self, key: Option<&RepoKey>) -> Result<Option<AppliedPolicy>, Failure> {
+    async fn applied_policy(
+        &self,
+        key: Option<&RepoKey>,
+    ) -> Result<Option<AppliedPolicy>, Failure> {
         let mut paths = self.list("policies/").await?;
         // Names start with the time they were applied: the last is the newest.
         paths.sort();
@@ -358,7 +366,8 @@ impl Repo {
             let plain = key
                 .open(body)
                 .map_err(|e| damaged(&self.name, &path, &e.0))?;
-            let plain = zstd::decode_all(&plain[..]).map_err(|e| damaged(&self.name, &path, &e.to_string()))?;
+            let plain = zstd::decode_all(&plain[..])
+                .map_err(|e| damaged(&self.name, &path, &e.to_string()))?;
             let body: IndexBody = serde_json::from_slice(&plain)
                 .map_err(|e| damaged(&self.name, &path, &e.to_string()))?;
             for pack in body.packs {
@@ -375,10 +384,17 @@ impl Repo {
     }
 
     /// Writes an index object listing `packs`; returns its path.
-    pub async fn put_index(&self, key: &RepoKey, packs: Vec<PackRecord>) -> Result<String, Failure> {
+    pub async fn put_index(
+        &self,
+        key: &RepoKey,
+        packs: Vec<PackRecord>,
+    ) -> Result<String, Failure> {
         let json = serde_json::to_vec(&IndexBody { packs }).unwrap_or_default();
-        let compressed = zstd::encode_all(&json[..], 3).map_err(|e| Failure::new(Code::Io, e.to_string()))?;
-        let body = key.seal(&compressed).map_err(|e| Failure::new(Code::Io, e.0))?;
+        let compressed =
+            zstd::encode_all(&json[..], 3).map_err(|e| Failure::new(Code::Io, e.to_string()))?;
+        let body = key
+            .seal(&compressed)
+            .map_err(|e| Failure::new(Code::Io, e.0))?;
         let header = SealedHeader {
             format: FORMAT_VERSION,
             key_id: key.id(),
@@ -398,7 +414,8 @@ impl Repo {
     ) -> Result<(), Failure> {
         let tree_bytes = encode_tree(key, tree)?;
         let tree_hash = blake3::hash(&tree_bytes).to_hex().to_string();
-        self.put_snapshot_objects(key.id(), info, tree_bytes, tree_hash).await
+        self.put_snapshot_objects(key.id(), info, tree_bytes, tree_hash)
+            .await
     }
 
     /// Writes a snapshot whose tree object is already encoded (a copy from another
@@ -410,15 +427,19 @@ impl Repo {
         tree_bytes: Vec<u8>,
         tree_hash: String,
     ) -> Result<(), Failure> {
-        self.create(&format!("trees/{}", info.id), tree_bytes).await?;
+        self.create(&format!("trees/{}", info.id), tree_bytes)
+            .await?;
         let header = SnapshotHeader {
             format: FORMAT_VERSION,
             key_id,
             snapshot: info.clone(),
             tree_hash,
         };
-        self.create(&format!("snapshots/{}", info.id), object::encode(&header, &[]))
-            .await
+        self.create(
+            &format!("snapshots/{}", info.id),
+            object::encode(&header, &[]),
+        )
+        .await
     }
 
     /// A snapshot's header and the raw bytes of its tree object.
@@ -435,13 +456,21 @@ impl Repo {
         let tree_path = format!("trees/{id}");
         let tree = self.read(&tree_path).await?;
         if blake3::hash(&tree).to_hex().as_str() != header.tree_hash {
-            return Err(damaged(&self.name, &tree_path, "it does not match its snapshot's checksum"));
+            return Err(damaged(
+                &self.name,
+                &tree_path,
+                "it does not match its snapshot's checksum",
+            ));
         }
         Ok((header, tree))
     }
 
     /// A snapshot's header and tree, opened with the repository key.
-    pub async fn read_snapshot(&self, key: &RepoKey, id: &str) -> Result<(SnapshotHeader, Tree), Failure> {
+    pub async fn read_snapshot(
+        &self,
+        key: &RepoKey,
+        id: &str,
+    ) -> Result<(SnapshotHeader, Tree), Failure> {
         let (header, bytes) = self.snapshot_objects(id).await?;
         if header.key_id != key.id() {
             return Err(Failure::new(
@@ -454,7 +483,8 @@ impl Repo {
                 ),
             ));
         }
-        let tree = decode_tree(key, &bytes).map_err(|why| damaged(&self.name, &format!("trees/{id}"), &why))?;
+        let tree = decode_tree(key, &bytes)
+            .map_err(|why| damaged(&self.name, &format!("trees/{id}"), &why))?;
         Ok((header, tree))
     }
 
@@ -492,7 +522,9 @@ impl Repo {
         let mut out = Vec::new();
         for path in paths {
             let result = match self.read_opt(&path).await? {
-                Some(bytes) => serde_json::from_slice::<LockInfo>(&bytes).map_err(|e| e.to_string()),
+                Some(bytes) => {
+                    serde_json::from_slice::<LockInfo>(&bytes).map_err(|e| e.to_string())
+                }
                 // Released between the listing and the read.
                 None => continue,
             };
@@ -562,8 +594,11 @@ impl Repo {
 /// Encodes a tree object: zstd-compressed JSON, sealed with the repository key.
 pub fn encode_tree(key: &RepoKey, tree: &Tree) -> Result<Vec<u8>, Failure> {
     let json = serde_json::to_vec(tree).unwrap_or_default();
-    let compressed = zstd::encode_all(&json[..], 3).map_err(|e| Failure::new(Code::Io, e.to_string()))?;
-    let body = key.seal(&compressed).map_err(|e| Failure::new(Code::Io, e.0))?;
+    let compressed =
+        zstd::encode_all(&json[..], 3).map_err(|e| Failure::new(Code::Io, e.to_string()))?;
+    let body = key
+        .seal(&compressed)
+        .map_err(|e| Failure::new(Code::Io, e.0))?;
     let header = SealedHeader {
         format: FORMAT_VERSION,
         key_id: key.id(),
@@ -578,5 +613,3 @@ pub fn decode_tree(key: &RepoKey, bytes: &[u8]) -> Result<Tree, String> {
     let json = zstd::decode_all(&plain[..]).map_err(|e| e.to_string())?;
     serde_json::from_slice(&json).map_err(|e| e.to_string())
 }
-
-pub use pack_path as pack_object_path;

@@ -1,0 +1,477 @@
+//! The executor that carries actions out against the destinations' repositories:
+//! backups of the `files` and `config` sources, copies between destinations, and
+//! prunes with garbage collection. Data first, manifest last: a crash at any point
+//! leaves unreferenced data for the next prune, never a half snapshot.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+
+use super::{Done, Executor};
+use crate::error::{Code, Failure};
+use crate::inventory::{LockKind, SnapshotInfo, SnapshotStatus};
+use crate::pipeline::crypto::Recipients;
+use crate::pipeline::sink::{PackUpload, RepoSink, Target};
+use crate::plan::{Backup, Copy, Prune};
+use crate::policy::{Policy, SourceKind};
+use crate::repo::format::{PackBuilder, PackRecord, Tree};
+use crate::repo::keys::RepoKey;
+use crate::repo::lock;
+use crate::repo::store::{Index, Repo};
+use crate::sources::files;
+
+/// How many finished packs may wait for upload per destination.
+const UPLOAD_QUEUE: usize = 2;
+
+/// Carries out plan actions against real repositories.
+#[derive(Debug)]
+pub struct StorageExecutor {
+    policy: Arc<Policy>,
+    key: RepoKey,
+    recipients: Recipients,
+    repos: HashMap<String, Repo>,
+    run_id: String,
+}
+
+impl StorageExecutor {
+    pub fn new(
+        policy: Arc<Policy>,
+        key: RepoKey,
+        recipients: Recipients,
+        repos: Vec<Repo>,
+        now: DateTime<Utc>,
+    ) -> StorageExecutor {
+        StorageExecutor {
+            policy,
+            key,
+            recipients,
+            repos: repos.into_iter().map(|r| (r.name.clone(), r)).collect(),
+            run_id: format!("{}-{}", now.format("%Y%m%dT%H%M%SZ"), random_hex(2)),
+        }
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    fn repo(&self, name: &str) -> Result<&Repo, Failure> {
+        self.repos.get(name).ok_or_else(|| {
+            Failure::new(
+                Code::DestinationUnreadable,
+                format!("destination {name} is not in the policy"),
+            )
+        })
+    }
+
+    /// Stores the policy this apply ran with in every destination.
+    pub async fn record_policy(&self, now: DateTime<Utc>) -> Result<(), Failure> {
+        for repo in self.repos.values() {
+            if repo.marker().await?.is_some() {
+                repo.put_policy(&self.key, &self.policy.text, &self.policy.digest, now)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn backup_locked(&self, action: &Backup, repos: &[Repo]) -> Result<Done, Failure> {
+        let source = self.policy.sources.get(&action.source).ok_or_else(|| {
+            Failure::new(Code::SourceFailed, format!("no source {}", action.source))
+        })?;
+        let started = Utc::now();
+        let id = format!(
+            "{}-{}-{}",
+            started.format("%Y%m%dT%H%M%SZ"),
+            action.source,
+            random_hex(2)
+        );
+        let mut indexes = Vec::new();
+        for repo in repos {
+            indexes.push(repo.load_index(&self.key).await?);
+        }
+        let parent = self.parent_tree(&action.source, repos).await?;
+
+        let mut uploads = Vec::new();
+        let mut targets = Vec::new();
+        for (repo, index) in repos.iter().zip(&indexes) {
+            let (tx, rx) = mpsc::channel::<PackUpload>(UPLOAD_QUEUE);
+            targets.push(Target::new(index.chunks.keys().copied().collect(), tx));
+            uploads.push(tokio::spawn(upload(repo.clone(), rx)));
+        }
+        let key_set = self
+            .recipients
+            .key_set()
+            .map_err(|e| Failure::new(Code::KeyFileUnreadable, e.0))?;
+        let sink = RepoSink::new(&self.key, key_set, self.policy.compression, targets);
+        let kind = source.kind.clone();
+        let policy = self.policy.clone();
+        let scan = tokio::task::spawn_blocking(move || {
+            let mut sink = sink;
+            let report = match &kind {
+                SourceKind::Files(f) => files::backup_folder(
+                    &policy.resolve_path(&f.path),
+                    &f.exclude,
+                    f.fail_on_unreadable,
+                    parent.as_ref(),
+                    &mut sink,
+                )
+                .map_err(|e| e.to_string()),
+                SourceKind::Config(c) => {
+                    let paths: Vec<PathBuf> = c
+                        .paths
+                        .iter()
+                        .map(|p| {
+                            std::path::absolute(policy.resolve_path(p))
+                                .unwrap_or_else(|_| policy.resolve_path(p))
+                        })
+                        .collect();
+                    files::backup_paths(&paths, parent.as_ref(), &mut sink)
+                        .map_err(|e| e.to_string())
+                }
+                other => Err(format!(
+                    "{}: backing up {} sources is not part of this build yet",
+                    Code::NoExecutor.id(),
+                    other.type_name()
+                )),
+            };
+            let flushed = sink.finish();
+            let new: Vec<u64> = sink.targets.iter().map(|t| t.bytes_new).collect();
+            drop(sink);
+            let report = match (report, flushed) {
+                (Ok(r), Ok(())) => Ok(r),
+                (Err(e), _) => Err(e),
+                (Ok(_), Err(e)) => Err(e.to_string()),
+            };
+            (report, new)
+        });
+        let (report, new_bytes) = scan
+            .await
+            .map_err(|e| Failure::new(Code::SourceFailed, format!("the scan stopped: {e}")))?;
+        let mut records = Vec::new();
+        let mut upload_error = None;
+        for u in uploads {
+            match u.await {
+                Ok(Ok(r)) => records.push(r),
+                Ok(Err(f)) => {
+                    upload_error.get_or_insert(f);
+                    records.push(Vec::new());
+                }
+                Err(e) => {
+                    upload_error.get_or_insert(Failure::new(Code::Io, e.to_string()));
+                    records.push(Vec::new());
+                }
+            }
+        }
+        let finished = Utc::now();
+        let mut info = SnapshotInfo {
+            id,
+            source: action.source.clone(),
+            run_id: self.run_id.clone(),
+            time: started,
+            finished: Some(finished),
+            status: SnapshotStatus::Complete,
+            bytes_read: None,
+            bytes_stored: None,
+            source_digest: Some(source.digest.clone()),
+            policy_digest: Some(self.policy.digest.clone()),
+        };
+        let report = match (report, upload_error) {
+            (Ok(r), None) => r,
+            (Err(why), _) => {
+                self.record_failure(repos, &mut info).await;
+                return Err(Failure::new(Code::SourceFailed, why));
+            }
+            (Ok(_), Some(f)) => {
+                self.record_failure(repos, &mut info).await;
+                return Err(f);
+            }
+        };
+        info.bytes_read = Some(report.bytes_read);
+        let mut stored_first = None;
+        for ((repo, packs), new) in repos.iter().zip(records).zip(&new_bytes) {
+            let stored: u64 = packs.iter().map(|p| p.size).sum();
+            stored_first.get_or_insert(stored);
+            if !packs.is_empty() {
+                repo.put_index(&self.key, packs).await?;
+            }
+            let mut info = info.clone();
+            info.bytes_stored = Some(stored);
+            let _ = new;
+            repo.put_snapshot(&self.key, &info, &report.tree).await?;
+        }
+        let mut detail = format!("{} files, {} unchanged", report.files, report.files_reused);
+        if !report.warnings.is_empty() {
+            detail.push_str(&format!(
+                ", {} warnings: {}",
+                report.warnings.len(),
+                report.warnings.join("; ")
+            ));
+        }
+        Ok(Done {
+            bytes_read: Some(report.bytes_read),
+            bytes_stored: stored_first,
+            detail: Some(detail),
+        })
+    }
+
+    /// A failed source is recorded as a failed snapshot, so that `plan` knows and
+    /// retention keeps the last good ones.
+    async fn record_failure(&self, repos: &[Repo], info: &mut SnapshotInfo) {
+        info.status = SnapshotStatus::Failed;
+        info.finished = Some(Utc::now());
+        for repo in repos {
+            let _ = repo.put_snapshot(&self.key, info, &Tree::default()).await;
+        }
+    }
+
+    /// The newest complete snapshot of `source` written under this key: its tree
+    /// tells which files are unchanged.
+    async fn parent_tree(&self, source: &str, repos: &[Repo]) -> Result<Option<Tree>, Failure> {
+        for repo in repos {
+            let mut best: Option<SnapshotInfo> = None;
+            for (_, header) in repo.snapshot_headers().await? {
+                let Ok(h) = header else { continue };
+                if h.snapshot.source == source
+                    && h.snapshot.status == SnapshotStatus::Complete
+                    && h.key_id == self.key.id()
+                    && best.as_ref().is_none_or(|b| h.snapshot.time > b.time)
+                {
+                    best = Some(h.snapshot);
+                }
+            }
+            if let Some(best) = best {
+                return Ok(Some(repo.read_snapshot(&self.key, &best.id).await?.1));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn copy_locked(&self, action: &Copy, from: &Repo, to: &Repo) -> Result<Done, Failure> {
+        let (header, tree_bytes) = from.snapshot_objects(&action.snapshot.id).await?;
+        let tree = crate::repo::store::decode_tree(&self.key, &tree_bytes).map_err(|why| {
+            Failure::new(
+                Code::NoRepositoryKey,
+                format!(
+                    "cannot open snapshot {} with this repository key: {why}",
+                    action.snapshot.id
+                ),
+            )
+        })?;
+        let source_index = from.load_index(&self.key).await?;
+        let target_index = to.load_index(&self.key).await?;
+        let mut builder = PackBuilder::default();
+        let mut packs: Vec<PackRecord> = Vec::new();
+        let mut copied = HashSet::new();
+        let mut key_sets: HashMap<(Arc<str>, u16), Vec<u8>> = HashMap::new();
+        for entry in &tree.entries {
+            for id in &entry.chunks {
+                if target_index.chunks.contains_key(id) || !copied.insert(*id) {
+                    continue;
+                }
+                let loc = source_index.chunks.get(id).ok_or_else(|| {
+                    Failure::new(
+                        Code::VerifyFailed,
+                        format!(
+                            "{}: chunk {} of snapshot {} is in no pack",
+                            from.name,
+                            id.to_hex(),
+                            action.snapshot.id
+                        ),
+                    )
+                })?;
+                let set_key = (loc.pack.clone(), loc.key_set);
+                if !key_sets.contains_key(&set_key) {
+                    let (off, len) = source_index.key_set(loc).ok_or_else(|| {
+                        Failure::new(
+                            Code::CorruptObject,
+                            format!(
+                                "{}: pack {} has no key set {}",
+                                from.name, loc.pack, loc.key_set
+                            ),
+                        )
+                    })?;
+                    let bytes = from
+                        .read_range(&crate::repo::format::pack_path(&loc.pack), off, len)
+                        .await?;
+                    key_sets.insert(set_key.clone(), bytes);
+                }
+                let packet = from
+                    .read_range(
+                        &crate::repo::format::pack_path(&loc.pack),
+                        loc.offset,
+                        loc.length,
+                    )
+                    .await?;
+                builder.add(*id, &key_sets[&set_key], &packet, loc.raw_length);
+                if builder.len() >= crate::repo::format::PACK_TARGET {
+                    let (bytes, record) = std::mem::take(&mut builder).finish();
+                    to.put_pack(bytes, &record).await?;
+                    packs.push(record);
+                }
+            }
+        }
+        if !builder.is_empty() {
+            let (bytes, record) = builder.finish();
+            to.put_pack(bytes, &record).await?;
+            packs.push(record);
+        }
+        let stored: u64 = packs.iter().map(|p| p.size).sum();
+        if !packs.is_empty() {
+            to.put_index(&self.key, packs).await?;
+        }
+        let tree_hash = blake3::hash(&tree_bytes).to_hex().to_string();
+        to.put_snapshot_objects(header.key_id, &header.snapshot, tree_bytes, tree_hash)
+            .await?;
+        Ok(Done {
+            bytes_read: None,
+            bytes_stored: Some(stored),
+            detail: Some(format!("{} chunks copied", copied.len())),
+        })
+    }
+
+    async fn prune_locked(&self, action: &Prune, repo: &Repo) -> Result<Done, Failure> {
+        for s in &action.snapshots {
+            repo.delete_snapshot(&s.id).await?;
+        }
+        let freed = gc(repo, &self.key).await?;
+        Ok(Done {
+            bytes_read: None,
+            bytes_stored: None,
+            detail: Some(format!(
+                "{} snapshots deleted, {} packs removed",
+                action.snapshots.len(),
+                freed
+            )),
+        })
+    }
+}
+
+/// Deletes packs no snapshot refers to and compacts the index into one object.
+/// Writes the new index before deleting the old ones. Returns how many packs went.
+pub async fn gc(repo: &Repo, key: &RepoKey) -> Result<usize, Failure> {
+    let index: Index = repo.load_index(key).await?;
+    let mut referenced = HashSet::new();
+    for (path, header) in repo.snapshot_headers().await? {
+        let header = header?;
+        if header.key_id != key.id() {
+            // A snapshot under another key: its references cannot be read, so no
+            // pack may be collected.
+            let _ = path;
+            return Ok(0);
+        }
+        let (_, tree) = repo.read_snapshot(key, &header.snapshot.id).await?;
+        for e in tree.entries {
+            referenced.extend(e.chunks);
+        }
+    }
+    let mut keep = Vec::new();
+    let mut drop_packs = Vec::new();
+    for (id, record) in &index.packs {
+        if record.chunks.iter().any(|c| referenced.contains(&c.id)) {
+            keep.push(record.clone());
+        } else {
+            drop_packs.push(id.clone());
+        }
+    }
+    // Packs that no index lists: left by a crashed backup. Only when every index
+    // could be read is it safe to say a pack is listed nowhere.
+    let all_read = index.objects.len() == repo.index_objects().await?.len();
+    let mut orphans = Vec::new();
+    if all_read {
+        for path in repo.pack_objects().await?.into_keys() {
+            let id = path.rsplit('/').next().unwrap_or_default();
+            if !index.packs.contains_key(id) {
+                orphans.push(path);
+            }
+        }
+    }
+    if drop_packs.is_empty() && orphans.is_empty() && index.objects.len() <= 1 {
+        return Ok(0);
+    }
+    keep.sort_by(|a, b| a.id.cmp(&b.id));
+    let new_index = repo.put_index(key, keep).await?;
+    for old in &index.objects {
+        if *old != new_index {
+            repo.delete(old).await?;
+        }
+    }
+    for id in &drop_packs {
+        repo.delete(&crate::repo::format::pack_path(id)).await?;
+    }
+    for path in &orphans {
+        repo.delete(path).await?;
+    }
+    Ok(drop_packs.len() + orphans.len())
+}
+
+async fn upload(
+    repo: Repo,
+    mut rx: mpsc::Receiver<PackUpload>,
+) -> Result<Vec<PackRecord>, Failure> {
+    let mut records = Vec::new();
+    while let Some((bytes, record)) = rx.recv().await {
+        repo.put_pack(bytes, &record).await?;
+        records.push(record);
+    }
+    Ok(records)
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut r = vec![0u8; bytes];
+    let _ = getrandom::fill(&mut r);
+    r.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn message(f: Failure) -> String {
+    format!("{}: {}", f.code.id(), f.message)
+}
+
+impl Executor for StorageExecutor {
+    async fn backup(&self, action: &Backup) -> Result<Done, String> {
+        let mut repos = Vec::new();
+        for d in &action.destinations {
+            repos.push(self.repo(d).map_err(message)?.clone());
+        }
+        let mut held = Vec::new();
+        for repo in &repos {
+            match lock::acquire(repo, LockKind::Shared).await {
+                Ok(h) => held.push(h),
+                Err(f) => {
+                    for h in held {
+                        let _ = h.release().await;
+                    }
+                    return Err(message(f));
+                }
+            }
+        }
+        let result = self.backup_locked(action, &repos).await;
+        for h in held {
+            let _ = h.release().await;
+        }
+        result.map_err(message)
+    }
+
+    async fn copy(&self, action: &Copy) -> Result<Done, String> {
+        let from = self.repo(&action.from).map_err(message)?.clone();
+        let to = self.repo(&action.to).map_err(message)?.clone();
+        let held = lock::acquire(&to, LockKind::Shared)
+            .await
+            .map_err(message)?;
+        let result = self.copy_locked(action, &from, &to).await;
+        let _ = held.release().await;
+        result.map_err(message)
+    }
+
+    async fn prune(&self, action: &Prune) -> Result<Done, String> {
+        let repo = self.repo(&action.destination).map_err(message)?.clone();
+        let held = lock::acquire(&repo, LockKind::Exclusive)
+            .await
+            .map_err(message)?;
+        let result = self.prune_locked(action, &repo).await;
+        let _ = held.release().await;
+        result.map_err(message)
+    }
+}

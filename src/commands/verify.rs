@@ -1,0 +1,267 @@
+//! `backplan verify [--read-data[=FRACTION]]`: every snapshot's chunks are in the
+//! index, every indexed pack exists with its size; with `--read-data`, packs are read
+//! back, checked against their names, and every chunk decrypted and re-hashed.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::restore::key_for;
+use super::{Exit, load_policy, print, runtime, secret_keys};
+use crate::cli::{Format, VerifyArgs};
+use crate::error::{Code, Failure};
+use crate::inventory::SnapshotStatus;
+use crate::pipeline::fetch::RepoFetcher;
+use crate::repo::format::pack_path;
+use crate::repo::keys::RepoKey;
+use crate::repo::store::Repo;
+use crate::repo::{open_all, repository_key};
+use crate::sources::ChunkSource;
+
+/// The findings for one destination.
+#[derive(Debug, Default, Serialize)]
+struct Findings {
+    destination: String,
+    snapshots: usize,
+    packs: usize,
+    packs_read: usize,
+    /// Problems per snapshot id ("" for problems of no single snapshot).
+    problems: BTreeMap<String, Vec<String>>,
+}
+
+pub fn run(path: &Path, args: &VerifyArgs) -> miette::Result<Exit> {
+    let loaded = load_policy(path)?;
+    let policy = &loaded.policy;
+    let host = repository_key(policy)?;
+    let secret = secret_keys(&args.secret)?;
+    if args.read_data.is_some() && secret.is_none() {
+        return Err(Failure::new(
+            Code::SecretKeyUnusable,
+            "--read-data decrypts every chunk it reads, which needs a recipient's secret key",
+        )
+        .into());
+    }
+    let fraction = args.read_data.map(|f| f.clamp(0.0, 1.0));
+    let rt = runtime()?;
+    let mut all = Vec::new();
+    for repo in open_all(policy)? {
+        let findings = rt.block_on(verify_repo(&repo, host.as_ref(), secret.clone(), fraction));
+        all.push(findings);
+    }
+    let bad: usize = all
+        .iter()
+        .map(|f| f.problems.values().map(Vec::len).sum::<usize>())
+        .sum();
+    print(&match args.format {
+        Format::Json => crate::render::json(&all),
+        Format::Human | Format::Markdown => human(&all),
+    })?;
+    if bad > 0 {
+        return Err(Failure::new(Code::VerifyFailed, format!("{bad} problem(s) found")).into());
+    }
+    Ok(Exit::Ok)
+}
+
+fn human(all: &[Findings]) -> String {
+    let mut out = String::new();
+    for f in all {
+        let n: usize = f.problems.values().map(Vec::len).sum();
+        out.push_str(&format!(
+            "{} {}: {} snapshots, {} packs{}{}\n",
+            if n == 0 { "✓" } else { "✗" },
+            f.destination,
+            f.snapshots,
+            f.packs,
+            if f.packs_read > 0 {
+                format!(", {} read back", f.packs_read)
+            } else {
+                String::new()
+            },
+            if n == 0 {
+                String::new()
+            } else {
+                format!(", {n} problem(s)")
+            },
+        ));
+        for (snapshot, problems) in &f.problems {
+            for p in problems {
+                if snapshot.is_empty() {
+                    out.push_str(&format!("    {p}\n"));
+                } else {
+                    out.push_str(&format!("    snapshot {snapshot}: {p}\n"));
+                }
+            }
+        }
+    }
+    out
+}
+
+async fn verify_repo(
+    repo: &Repo,
+    host: Option<&RepoKey>,
+    secret: Option<Arc<crate::pipeline::crypto::SecretKeys>>,
+    fraction: Option<f64>,
+) -> Findings {
+    let mut f = Findings {
+        destination: repo.name.clone(),
+        ..Findings::default()
+    };
+    let note = |f: &mut Findings, snapshot: &str, p: String| {
+        f.problems.entry(snapshot.to_string()).or_default().push(p);
+    };
+    match repo.marker().await {
+        Ok(Some(_)) => {}
+        Ok(None) => return f,
+        Err(e) => {
+            note(&mut f, "", e.message);
+            return f;
+        }
+    }
+    let headers = match repo.snapshot_headers().await {
+        Ok(h) => h,
+        Err(e) => {
+            note(&mut f, "", e.message);
+            return f;
+        }
+    };
+    let mut keys: HashMap<String, RepoKey> = HashMap::new();
+    let mut needed: HashMap<String, Vec<String>> = HashMap::new();
+    for (path, header) in headers {
+        let header = match header {
+            Ok(h) => h,
+            Err(e) => {
+                note(&mut f, "", format!("{path}: {}", e.message));
+                continue;
+            }
+        };
+        f.snapshots += 1;
+        let id = header.snapshot.id.clone();
+        if header.snapshot.status == SnapshotStatus::Failed {
+            continue;
+        }
+        if !keys.contains_key(&header.key_id) {
+            match key_for(repo, &header.key_id, host, secret.as_deref()).await {
+                Ok(k) => {
+                    keys.insert(header.key_id.clone(), k);
+                }
+                Err(e) => {
+                    note(&mut f, &id, e.message);
+                    continue;
+                }
+            }
+        }
+        let key = &keys[&header.key_id];
+        match repo.read_snapshot(key, &id).await {
+            Ok((_, tree)) => {
+                let chunks: HashSet<_> = tree
+                    .entries
+                    .iter()
+                    .flat_map(|e| e.chunks.iter().copied())
+                    .collect();
+                needed
+                    .entry(header.key_id.clone())
+                    .or_default()
+                    .push(id.clone());
+                let index = match repo.load_index(key).await {
+                    Ok(i) => i,
+                    Err(e) => {
+                        note(&mut f, &id, e.message);
+                        continue;
+                    }
+                };
+                let missing = chunks
+                    .iter()
+                    .filter(|c| !index.chunks.contains_key(*c))
+                    .count();
+                if missing > 0 {
+                    note(&mut f, &id, format!("{missing} chunk(s) are in no pack"));
+                }
+            }
+            Err(e) => note(&mut f, &id, e.message),
+        }
+    }
+    let stored = match repo.pack_objects().await {
+        Ok(s) => s,
+        Err(e) => {
+            note(&mut f, "", e.message);
+            return f;
+        }
+    };
+    for (key_id, key) in &keys {
+        let Ok(index) = repo.load_index(key).await else {
+            continue;
+        };
+        let _ = key_id;
+        f.packs += index.packs.len();
+        for (id, record) in &index.packs {
+            match stored.get(&pack_path(id)) {
+                None => note(&mut f, "", format!("pack {} is missing", pack_path(id))),
+                Some(size) if *size != record.size => note(
+                    &mut f,
+                    "",
+                    format!(
+                        "pack {} has {size} bytes, the index says {}",
+                        pack_path(id),
+                        record.size
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
+        let (Some(fraction), Some(secret)) = (fraction, &secret) else {
+            continue;
+        };
+        let index = Arc::new(index);
+        let mut packs: Vec<&Arc<str>> = index.packs.keys().collect();
+        packs.sort();
+        let take = ((packs.len() as f64) * fraction).ceil() as usize;
+        // A random sample, so that repeated partial runs cover everything in time.
+        let mut seed = [0u8; 8];
+        let _ = getrandom::fill(&mut seed);
+        let start = if packs.is_empty() {
+            0
+        } else {
+            u64::from_le_bytes(seed) as usize % packs.len()
+        };
+        let sample: Vec<Arc<str>> = packs
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(take.min(packs.len()))
+            .map(|p| (*p).clone())
+            .collect();
+        let mut fetcher = RepoFetcher::new(
+            repo.clone(),
+            index.clone(),
+            key,
+            secret.clone(),
+            tokio::runtime::Handle::current(),
+        );
+        let index2 = index.clone();
+        let problems = tokio::task::spawn_blocking(move || {
+            let mut problems = Vec::new();
+            for pack in sample {
+                let Some(record) = index2.packs.get(&pack) else {
+                    continue;
+                };
+                for c in &record.chunks {
+                    if let Err(e) = fetcher.fetch(&c.id) {
+                        problems.push(e);
+                        break;
+                    }
+                }
+            }
+            problems
+        })
+        .await
+        .unwrap_or_else(|e| vec![e.to_string()]);
+        f.packs_read += take.min(packs.len());
+        for p in problems {
+            note(&mut f, "", p);
+        }
+    }
+    let _ = needed;
+    f
+}

@@ -1,0 +1,151 @@
+//! Repository locks: backups share, prune is exclusive. A lock names its host, pid,
+//! start and expiry; a lock that expired (its holder crashed) is reported by `plan`
+//! and removed by `backplan unlock`, never silently.
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::store::Repo;
+use crate::error::{Code, Failure};
+pub use crate::inventory::{LockInfo, LockKind};
+
+/// How long a lock lasts unless refreshed; a running holder refreshes it.
+pub const TTL_MINUTES: i64 = 30;
+/// How often a holder refreshes its lock.
+pub const REFRESH_SECONDS: u64 = 300;
+
+const EXCLUSIVE: &str = "locks/exclusive";
+
+/// A lock this process holds; refreshed in the background until released.
+#[derive(Debug)]
+pub struct Held {
+    repo: Repo,
+    path: String,
+    refresher: tokio::task::JoinHandle<()>,
+}
+
+fn info(kind: LockKind, now: DateTime<Utc>) -> LockInfo {
+    LockInfo {
+        kind,
+        host: gethostname::gethostname().to_string_lossy().into_owned(),
+        pid: std::process::id(),
+        started: now,
+        expires: now + Duration::minutes(TTL_MINUTES),
+    }
+}
+
+fn describe(l: &LockInfo, now: DateTime<Utc>) -> String {
+    let state = if l.expires < now { "expired" } else { "held" };
+    format!(
+        "{} lock {state} by {} pid {} since {}",
+        match l.kind {
+            LockKind::Shared => "a shared",
+            LockKind::Exclusive => "an exclusive",
+        },
+        l.host,
+        l.pid,
+        l.started.format("%Y-%m-%d %H:%M UTC")
+    )
+}
+
+fn locked(repo: &Repo, l: &LockInfo, now: DateTime<Utc>) -> Failure {
+    let failure = Failure::new(
+        Code::RepositoryLocked,
+        format!("destination {} is locked: {}", repo.name, describe(l, now)),
+    );
+    if l.expires < now {
+        failure.with_help("its holder is gone; check, then remove it with `backplan unlock`")
+    } else {
+        failure.with_help("wait for it to finish, then run again")
+    }
+}
+
+/// Takes a lock of `kind`, or explains who holds the one in the way.
+pub async fn acquire(repo: &Repo, kind: LockKind) -> Result<Held, Failure> {
+    let now = Utc::now();
+    let mine = info(kind, now);
+    let path = match kind {
+        LockKind::Exclusive => EXCLUSIVE.to_string(),
+        LockKind::Shared => {
+            let mut r = [0u8; 8];
+            getrandom::fill(&mut r).map_err(|e| Failure::new(Code::Io, e.to_string()))?;
+            format!(
+                "locks/shared-{}",
+                r.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            )
+        }
+    };
+    if !repo.put_lock(&path, &mine).await? {
+        // Only the exclusive lock has a fixed name.
+        let others = repo.locks().await?;
+        if let Some((_, Ok(l))) = others.iter().find(|(p, _)| p == EXCLUSIVE) {
+            return Err(locked(repo, l, now));
+        }
+        return Err(Failure::new(
+            Code::RepositoryLocked,
+            format!("destination {} is locked", repo.name),
+        ));
+    }
+    // Both sides write first and look second: of two racing writers at least one
+    // sees the other, and neither proceeds past a conflicting lock.
+    for (other, lock) in repo.locks().await? {
+        if other == path {
+            continue;
+        }
+        let Ok(lock) = lock else { continue };
+        let conflicts = match kind {
+            LockKind::Exclusive => true,
+            LockKind::Shared => lock.kind == LockKind::Exclusive,
+        };
+        if conflicts {
+            let _ = repo.delete(&path).await;
+            return Err(locked(repo, &lock, now));
+        }
+    }
+    let refresher = {
+        let repo = repo.clone();
+        let path = path.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(REFRESH_SECONDS)).await;
+                let now = Utc::now();
+                let mut renewed = mine.clone();
+                renewed.expires = now + Duration::minutes(TTL_MINUTES);
+                let _ = repo.refresh_lock(&path, &renewed).await;
+            }
+        })
+    };
+    Ok(Held {
+        repo: repo.clone(),
+        path,
+        refresher,
+    })
+}
+
+impl Held {
+    /// Releases the lock.
+    pub async fn release(self) -> Result<(), Failure> {
+        self.refresher.abort();
+        self.repo.delete(&self.path).await
+    }
+}
+
+/// Removes expired locks (all locks with `all`); returns what was removed.
+pub async fn unlock(repo: &Repo, all: bool) -> Result<Vec<String>, Failure> {
+    let now = Utc::now();
+    let mut removed = Vec::new();
+    for (path, lock) in repo.locks().await? {
+        let remove = match &lock {
+            Ok(l) => all || l.expires < now,
+            // An unreadable lock blocks everyone; it is removed like an expired one.
+            Err(_) => true,
+        };
+        if remove {
+            repo.delete(&path).await?;
+            removed.push(match lock {
+                Ok(l) => format!("{path}: {}", describe(&l, now)),
+                Err(why) => format!("{path}: unreadable ({why})"),
+            });
+        }
+    }
+    Ok(removed)
+}

@@ -1,0 +1,190 @@
+//! Restores: `restore_plan` (pure) picks the snapshots, their order, where to fetch
+//! them and where they go; the command adds what only I/O can tell (which files would
+//! change) and the executor carries the plan out. The executor never re-decides.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Code, Failure};
+use crate::graph::SourceGraph;
+use crate::inventory::{Inventory, SnapshotInfo, SnapshotStatus};
+use crate::policy::{Policy, SourceKind};
+
+/// The version of the restore plan's JSON shape.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What to restore, from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// The newest snapshot of each source at or before this time (default: newest).
+    pub at: Option<DateTime<Utc>>,
+    /// One snapshot by id.
+    pub snapshot: Option<String>,
+    /// Only these sources (default: every source of the policy).
+    pub only: Vec<String>,
+    /// Restore a source somewhere else than where it came from.
+    pub targets: BTreeMap<String, PathBuf>,
+    /// Only entries matching these patterns (files and config sources).
+    pub include: Vec<String>,
+}
+
+/// A restore, step by step, in graph order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestorePlan {
+    pub format_version: u32,
+    pub at: Option<DateTime<Utc>>,
+    pub steps: Vec<Step>,
+    /// Selected sources with no good snapshot at that time.
+    pub missing: Vec<String>,
+    /// Bytes to fetch per destination (stored, encrypted size).
+    pub fetch: BTreeMap<String, u64>,
+    /// Any one of these recipients' secret keys can open the data.
+    pub secret_keys: Vec<String>,
+    pub include: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    pub order: usize,
+    pub source: String,
+    pub source_type: String,
+    pub snapshot: SnapshotInfo,
+    /// Destinations holding it, in the order they are tried.
+    pub from: Vec<String>,
+    pub target: PathBuf,
+    /// Filled in by the command from the target and the snapshot's tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<Preview>,
+}
+
+/// What a step would do to its target.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preview {
+    pub entries: usize,
+    pub bytes: u64,
+    pub create: usize,
+    pub unchanged: usize,
+    /// Existing files that differ and would be overwritten (names only).
+    pub overwrite: Vec<String>,
+    /// Set when the preview could not be made (no key at hand, unreadable tree).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unknown: Option<String>,
+}
+
+/// Chooses what to restore. Pure.
+pub fn restore_plan(
+    policy: &Policy,
+    graph: &SourceGraph,
+    inventory: &Inventory,
+    selection: &Selection,
+    secret_keys: Vec<String>,
+) -> Result<RestorePlan, Failure> {
+    for name in selection.only.iter().chain(selection.targets.keys()) {
+        if !policy.sources.contains_key(name) {
+            return Err(Failure::new(
+                Code::SnapshotNotFound,
+                format!("the policy has no source {name}"),
+            ));
+        }
+    }
+    // Every good snapshot, with the readable destinations that hold it.
+    let mut holders: BTreeMap<&str, (&SnapshotInfo, Vec<String>)> = BTreeMap::new();
+    for (dest, state) in &inventory.destinations {
+        if state.error.is_some() {
+            continue;
+        }
+        for s in &state.snapshots {
+            if s.status == SnapshotStatus::Complete {
+                holders
+                    .entry(&s.id)
+                    .or_insert((s, Vec::new()))
+                    .1
+                    .push(dest.clone());
+            }
+        }
+    }
+    let chosen: Vec<(&SnapshotInfo, Vec<String>)> = match &selection.snapshot {
+        Some(id) => {
+            let (s, d) = holders.get(id.as_str()).ok_or_else(|| {
+                Failure::new(
+                    Code::SnapshotNotFound,
+                    format!("no destination holds a good snapshot {id}"),
+                )
+            })?;
+            vec![(*s, d.clone())]
+        }
+        None => {
+            let mut out = Vec::new();
+            for name in graph.order() {
+                if !selection.only.is_empty() && !selection.only.contains(&name) {
+                    continue;
+                }
+                let best = holders
+                    .values()
+                    .filter(|(s, _)| s.source == name && selection.at.is_none_or(|at| s.time <= at))
+                    .max_by_key(|(s, _)| s.time);
+                if let Some((s, d)) = best {
+                    out.push((*s, d.clone()));
+                }
+            }
+            out
+        }
+    };
+    let wanted: Vec<String> = match &selection.snapshot {
+        Some(_) => chosen.iter().map(|(s, _)| s.source.clone()).collect(),
+        None if selection.only.is_empty() => graph.order(),
+        None => graph
+            .order()
+            .into_iter()
+            .filter(|n| selection.only.contains(n))
+            .collect(),
+    };
+    let missing = wanted
+        .iter()
+        .filter(|n| !chosen.iter().any(|(s, _)| s.source == **n))
+        .cloned()
+        .collect();
+
+    let mut steps = Vec::new();
+    let mut fetch: BTreeMap<String, u64> = BTreeMap::new();
+    for (i, (snapshot, mut from)) in chosen.into_iter().enumerate() {
+        let source = policy.sources.get(&snapshot.source);
+        // Destinations in policy order: the first is fetched from, the rest are
+        // fallbacks.
+        let order: Vec<&String> = policy.file.destinations.keys().collect();
+        from.sort_by_key(|d| order.iter().position(|o| *o == d).unwrap_or(usize::MAX));
+        if let (Some(first), Some(bytes)) = (from.first(), snapshot.bytes_stored) {
+            *fetch.entry(first.clone()).or_default() += bytes;
+        }
+        let target = match (
+            selection.targets.get(&snapshot.source),
+            source.map(|s| &s.kind),
+        ) {
+            (Some(t), _) => t.clone(),
+            (None, Some(SourceKind::Files(f))) => policy.resolve_path(&f.path),
+            // Config entries are absolute paths without their leading `/`.
+            (None, _) => PathBuf::from("/"),
+        };
+        steps.push(Step {
+            order: i + 1,
+            source: snapshot.source.clone(),
+            source_type: source.map_or("unknown", |s| s.type_name).to_string(),
+            snapshot: snapshot.clone(),
+            from,
+            target,
+            preview: None,
+        });
+    }
+    Ok(RestorePlan {
+        format_version: FORMAT_VERSION,
+        at: selection.at,
+        steps,
+        missing,
+        fetch,
+        secret_keys,
+        include: selection.include.clone(),
+    })
+}

@@ -1,0 +1,2007 @@
+//! The `files` and `config` sources: scanning a folder (or named paths) into a
+//! [`Tree`] whose file contents go through a [`ChunkSink`], and writing a tree back.
+//!
+//! Everything here is synchronous and meant to run on a blocking thread.
+//!
+//! Backup:
+//! - entries are in path order (components compared one by one, as [`Path`] orders
+//!   them), a directory before its contents; paths are relative and `/`-separated;
+//! - a regular file whose size, mtime, ctime and inode equal the parent snapshot's
+//!   entry is not read again: its chunk list is reused;
+//! - symlinks are stored, never followed; fifos, sockets and devices are skipped with
+//!   a warning, and so are names that are not UTF-8.
+//!
+//! Restore:
+//! - every entry path of the snapshot is checked before anything is written (no
+//!   absolute paths, no `.`/`..`, no NUL, nothing under a non-directory entry);
+//! - nothing is written through a symlink that exists inside the target;
+//! - files are written to a temporary file in the same directory, then renamed;
+//! - existing files that differ are only overwritten with `force`.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use filetime::FileTime;
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use serde::Serialize;
+
+use super::{ChunkSink, ChunkSource};
+use crate::error::{Code, Failure};
+use crate::repo::format::{Entry, EntryKind, Tree};
+
+/// How many paths an error lists before it says "and N more".
+const LIST_LIMIT: usize = 20;
+
+/// Why a scan or a restore failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanError {
+    pub code: Code,
+    pub message: String,
+}
+
+impl ScanError {
+    fn io(message: impl Into<String>) -> ScanError {
+        ScanError {
+            code: Code::Io,
+            message: message.into(),
+        }
+    }
+
+    fn invalid(message: impl Into<String>) -> ScanError {
+        ScanError {
+            code: Code::InvalidValue,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ScanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ScanError {}
+
+impl From<ScanError> for Failure {
+    fn from(e: ScanError) -> Failure {
+        Failure::new(e.code, e.message)
+    }
+}
+
+/// What a scan found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanReport {
+    pub tree: Tree,
+    /// Bytes read from files (reused files are not read).
+    pub bytes_read: u64,
+    /// Regular files in the tree, read or reused.
+    pub files: u64,
+    /// Regular files whose chunk list came from the parent snapshot unread.
+    pub files_reused: u64,
+    /// Files and directories that could not be read (each has a warning).
+    pub unreadable: u64,
+    pub warnings: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------
+// Backup
+// ---------------------------------------------------------------------------------
+
+/// Backs up the folder `root` (the `files` source). `exclude` holds gitignore-style
+/// patterns relative to `root`. An unreadable file or directory is a warning, or an
+/// error when `fail_on_unreadable`; an unreadable `root` is always an error.
+pub fn backup_folder(
+    root: &Path,
+    exclude: &[String],
+    fail_on_unreadable: bool,
+    parent: Option<&Tree>,
+    sink: &mut dyn ChunkSink,
+) -> Result<ScanReport, ScanError> {
+    let meta = fs::metadata(root)
+        .map_err(|e| ScanError::io(format!("cannot read the folder {}: {e}", root.display())))?;
+    if !meta.is_dir() {
+        return Err(ScanError::io(format!(
+            "{} is not a directory",
+            root.display()
+        )));
+    }
+    let excludes = build_excludes(root, exclude)?;
+    let mut scan = Scanner::new(parent, fail_on_unreadable, Some(excludes));
+    let names = fs::read_dir(root)
+        .and_then(|dir| {
+            dir.map(|d| d.map(|d| d.file_name()))
+                .collect::<io::Result<Vec<_>>>()
+        })
+        .map_err(|e| ScanError::io(format!("cannot list the folder {}: {e}", root.display())))?;
+    scan.walk_names(root, "", names, sink)?;
+    Ok(scan.finish())
+}
+
+/// Backs up named files and folders (the `config` source). Each path is absolute;
+/// its entry path is the absolute path without the leading `/`, and every directory
+/// above it is recorded as a directory entry too. A missing path is an error, and so
+/// is anything unreadable: configuration must be complete.
+pub fn backup_paths(
+    paths: &[PathBuf],
+    parent: Option<&Tree>,
+    sink: &mut dyn ChunkSink,
+) -> Result<ScanReport, ScanError> {
+    let mut scan = Scanner::new(parent, true, None);
+    for path in paths {
+        let parts = config_components(path)?;
+        // The directories above the path, followed like the path itself was resolved.
+        let mut above = PathBuf::from("/");
+        let mut rel = String::new();
+        for part in &parts[..parts.len() - 1] {
+            above.push(part);
+            push_rel(&mut rel, part);
+            if scan.recorded.contains(&rel) {
+                continue;
+            }
+            let meta = fs::metadata(&above).map_err(|e| {
+                ScanError::io(format!(
+                    "cannot read the directory {}: {e}",
+                    above.display()
+                ))
+            })?;
+            if !meta.is_dir() {
+                return Err(ScanError::io(format!(
+                    "{} is not a directory",
+                    above.display()
+                )));
+            }
+            scan.record(make_entry(rel.clone(), EntryKind::Dir, &meta));
+        }
+        let last = parts[parts.len() - 1];
+        push_rel(&mut rel, last);
+        let meta = match fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(ScanError::io(format!(
+                    "the configuration path {} does not exist",
+                    path.display()
+                )));
+            }
+            Err(e) => {
+                return Err(ScanError::io(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )));
+            }
+        };
+        let ft = meta.file_type();
+        if !(ft.is_dir() || ft.is_file() || ft.is_symlink()) {
+            return Err(ScanError::invalid(format!(
+                "the configuration path {} is a {}, not a file or a folder",
+                path.display(),
+                special_kind(&meta)
+            )));
+        }
+        if ft.is_symlink() {
+            let target = fs::read_link(path)
+                .map(|t| t.display().to_string())
+                .unwrap_or_default();
+            scan.warnings.push(format!(
+                "{} is a symlink to {target}: the link is backed up, not what it points to \
+                 (list the target to back it up)",
+                path.display()
+            ));
+        }
+        scan.visit_meta(path, rel, meta, sink)?;
+    }
+    let mut report = scan.finish();
+    report
+        .tree
+        .entries
+        .sort_by(|a, b| Path::new(&a.path).cmp(Path::new(&b.path)));
+    Ok(report)
+}
+
+/// The `/`-free components of an absolute, normal, UTF-8 path.
+fn config_components(path: &Path) -> Result<Vec<&str>, ScanError> {
+    if !path.is_absolute() {
+        return Err(ScanError::invalid(format!(
+            "the configuration path {} is not absolute",
+            path.display()
+        )));
+    }
+    let mut parts = Vec::new();
+    for comp in path.components() {
+        match comp {
+            Component::RootDir => {}
+            Component::Normal(name) => parts.push(name.to_str().ok_or_else(|| {
+                ScanError::invalid(format!(
+                    "the configuration path {} is not valid UTF-8",
+                    path.to_string_lossy()
+                ))
+            })?),
+            _ => {
+                return Err(ScanError::invalid(format!(
+                    "the configuration path {} holds '.' or '..' components",
+                    path.display()
+                )));
+            }
+        }
+    }
+    if parts.is_empty() {
+        return Err(ScanError::invalid(
+            "the configuration path / is the whole filesystem; name files or folders",
+        ));
+    }
+    Ok(parts)
+}
+
+fn push_rel(rel: &mut String, name: &str) {
+    if !rel.is_empty() {
+        rel.push('/');
+    }
+    rel.push_str(name);
+}
+
+fn build_excludes(root: &Path, exclude: &[String]) -> Result<Gitignore, ScanError> {
+    let mut builder = GitignoreBuilder::new(root);
+    for pattern in exclude {
+        builder
+            .add_line(None, pattern)
+            .map_err(|e| ScanError::invalid(format!("bad exclude pattern {pattern:?}: {e}")))?;
+    }
+    builder
+        .build()
+        .map_err(|e| ScanError::invalid(format!("bad exclude patterns: {e}")))
+}
+
+fn make_entry(path: String, kind: EntryKind, meta: &Metadata) -> Entry {
+    Entry {
+        path,
+        kind,
+        mode: meta.mode() & 0o7777,
+        mtime: meta.mtime(),
+        mtime_ns: meta.mtime_nsec() as u32,
+        size: if kind == EntryKind::File {
+            meta.len()
+        } else {
+            0
+        },
+        ino: meta.ino(),
+        ctime: meta.ctime(),
+        ctime_ns: meta.ctime_nsec() as u32,
+        target: None,
+        chunks: Vec::new(),
+    }
+}
+
+fn special_kind(meta: &Metadata) -> &'static str {
+    let ft = meta.file_type();
+    if ft.is_fifo() {
+        "fifo"
+    } else if ft.is_socket() {
+        "socket"
+    } else if ft.is_char_device() {
+        "character device"
+    } else if ft.is_block_device() {
+        "block device"
+    } else {
+        "special file"
+    }
+}
+
+/// Whether a file is unchanged since the parent snapshot's entry.
+fn unchanged(old: &Entry, new: &Entry) -> bool {
+    old.kind == EntryKind::File
+        && old.size == new.size
+        && old.mtime == new.mtime
+        && old.mtime_ns == new.mtime_ns
+        && old.ctime == new.ctime
+        && old.ctime_ns == new.ctime_ns
+        && old.ino == new.ino
+        && (old.size == 0 || !old.chunks.is_empty())
+}
+
+/// A reader that remembers whether the file (rather than the sink) failed.
+struct Tracked<'a> {
+    inner: &'a mut File,
+    error: Option<io::ErrorKind>,
+}
+
+impl Read for Tracked<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            if e.kind() != io::ErrorKind::Interrupted {
+                self.error = Some(e.kind());
+            }
+        })
+    }
+}
+
+struct Scanner<'p> {
+    parent: HashMap<&'p str, &'p Entry>,
+    fail_on_unreadable: bool,
+    excludes: Option<Gitignore>,
+    entries: Vec<Entry>,
+    /// Paths already recorded: named config paths may overlap.
+    recorded: HashSet<String>,
+    /// Directories already walked.
+    walked: HashSet<String>,
+    bytes_read: u64,
+    files: u64,
+    files_reused: u64,
+    unreadable: u64,
+    warnings: Vec<String>,
+}
+
+impl<'p> Scanner<'p> {
+    fn new(
+        parent: Option<&'p Tree>,
+        fail_on_unreadable: bool,
+        excludes: Option<Gitignore>,
+    ) -> Scanner<'p> {
+        let parent = parent
+            .map(|t| t.entries.iter().map(|e| (e.path.as_str(), e)).collect())
+            .unwrap_or_default();
+        Scanner {
+            parent,
+            fail_on_unreadable,
+            excludes,
+            entries: Vec::new(),
+            recorded: HashSet::new(),
+            walked: HashSet::new(),
+            bytes_read: 0,
+            files: 0,
+            files_reused: 0,
+            unreadable: 0,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn finish(self) -> ScanReport {
+        ScanReport {
+            tree: Tree {
+                entries: self.entries,
+            },
+            bytes_read: self.bytes_read,
+            files: self.files,
+            files_reused: self.files_reused,
+            unreadable: self.unreadable,
+            warnings: self.warnings,
+        }
+    }
+
+    /// Records an entry once; false when it was there already.
+    fn record(&mut self, entry: Entry) -> bool {
+        if self.recorded.insert(entry.path.clone()) {
+            self.entries.push(entry);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A warning, or the error when unreadable things are fatal.
+    fn unreadable(&mut self, what: &Path, err: impl fmt::Display) -> Result<(), ScanError> {
+        let message = format!("cannot read {}: {err}", what.display());
+        if self.fail_on_unreadable {
+            return Err(ScanError::io(message));
+        }
+        self.unreadable += 1;
+        self.warnings.push(message);
+        Ok(())
+    }
+
+    fn walk_dir(
+        &mut self,
+        dir: &Path,
+        rel: &str,
+        sink: &mut dyn ChunkSink,
+    ) -> Result<(), ScanError> {
+        if !self.walked.insert(rel.to_string()) {
+            return Ok(());
+        }
+        let names = match fs::read_dir(dir).and_then(|d| {
+            d.map(|d| d.map(|d| d.file_name()))
+                .collect::<io::Result<Vec<_>>>()
+        }) {
+            Ok(names) => names,
+            Err(e) => return self.unreadable(dir, e),
+        };
+        self.walk_names(dir, rel, names, sink)
+    }
+
+    fn walk_names(
+        &mut self,
+        dir: &Path,
+        rel: &str,
+        mut names: Vec<std::ffi::OsString>,
+        sink: &mut dyn ChunkSink,
+    ) -> Result<(), ScanError> {
+        // Byte order on Unix: the same on every run and every machine.
+        names.sort();
+        for name in names {
+            let full = dir.join(&name);
+            let Some(name) = name.to_str() else {
+                self.warnings.push(format!(
+                    "skipped {}: the name is not valid UTF-8",
+                    full.to_string_lossy()
+                ));
+                continue;
+            };
+            let mut child = rel.to_string();
+            push_rel(&mut child, name);
+            self.visit(&full, child, sink)?;
+        }
+        Ok(())
+    }
+
+    fn visit(
+        &mut self,
+        full: &Path,
+        rel: String,
+        sink: &mut dyn ChunkSink,
+    ) -> Result<(), ScanError> {
+        let meta = match fs::symlink_metadata(full) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.warnings
+                    .push(format!("{} vanished during the scan", full.display()));
+                return Ok(());
+            }
+            Err(e) => return self.unreadable(full, e),
+        };
+        if let Some(excludes) = &self.excludes
+            && excludes.matched(&rel, meta.is_dir()).is_ignore()
+        {
+            return Ok(());
+        }
+        self.visit_meta(full, rel, meta, sink)
+    }
+
+    fn visit_meta(
+        &mut self,
+        full: &Path,
+        rel: String,
+        meta: Metadata,
+        sink: &mut dyn ChunkSink,
+    ) -> Result<(), ScanError> {
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            self.record(make_entry(rel.clone(), EntryKind::Dir, &meta));
+            self.walk_dir(full, &rel, sink)
+        } else if ft.is_symlink() {
+            let target = match fs::read_link(full) {
+                Ok(t) => t,
+                Err(e) => return self.unreadable(full, e),
+            };
+            let Some(target) = target.to_str() else {
+                self.warnings.push(format!(
+                    "skipped {}: its symlink target {} is not valid UTF-8",
+                    full.display(),
+                    target.to_string_lossy()
+                ));
+                return Ok(());
+            };
+            let mut entry = make_entry(rel, EntryKind::Symlink, &meta);
+            entry.target = Some(target.to_string());
+            self.record(entry);
+            Ok(())
+        } else if ft.is_file() {
+            self.file(full, rel, &meta, sink)
+        } else {
+            self.warnings.push(format!(
+                "skipped {}: a {} is not backed up",
+                full.display(),
+                special_kind(&meta)
+            ));
+            Ok(())
+        }
+    }
+
+    fn file(
+        &mut self,
+        full: &Path,
+        rel: String,
+        meta: &Metadata,
+        sink: &mut dyn ChunkSink,
+    ) -> Result<(), ScanError> {
+        if self.recorded.contains(&rel) {
+            return Ok(());
+        }
+        let mut entry = make_entry(rel, EntryKind::File, meta);
+        if let Some(old) = self.parent.get(entry.path.as_str())
+            && unchanged(old, &entry)
+        {
+            entry.chunks = old.chunks.clone();
+            self.files += 1;
+            self.files_reused += 1;
+            self.record(entry);
+            return Ok(());
+        }
+        let mut file = match File::open(full) {
+            Ok(f) => f,
+            Err(e) => return self.unreadable(full, e),
+        };
+        // What was opened must be what was looked at (not a swapped-in symlink).
+        match file.metadata() {
+            Ok(m) if m.is_file() && m.ino() == meta.ino() && m.dev() == meta.dev() => {}
+            Ok(_) => {
+                self.warnings.push(format!(
+                    "skipped {}: it was replaced during the scan",
+                    full.display()
+                ));
+                return Ok(());
+            }
+            Err(e) => return self.unreadable(full, e),
+        }
+        let mut reader = Tracked {
+            inner: &mut file,
+            error: None,
+        };
+        match sink.store(&mut reader) {
+            Ok(stored) => {
+                entry.size = stored.bytes;
+                entry.chunks = stored.chunks;
+                self.bytes_read += stored.bytes;
+            }
+            Err(e) if reader.error.is_some() => return self.unreadable(full, e),
+            Err(e) => {
+                return Err(ScanError::io(format!("storing {}: {e}", full.display())));
+            }
+        }
+        if let Ok(after) = file.metadata()
+            && (after.len() != entry.size
+                || after.mtime() != meta.mtime()
+                || after.mtime_nsec() != meta.mtime_nsec())
+        {
+            self.warnings.push(format!(
+                "{} changed while it was read; what was read is kept and the next run reads it again",
+                full.display()
+            ));
+        }
+        self.files += 1;
+        self.record(entry);
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Restore
+// ---------------------------------------------------------------------------------
+
+/// What a restore would do, computed from the tree and the target only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RestorePreview {
+    /// Entries that do not exist in the target yet (and directories above selected
+    /// entries that would be made).
+    pub create: Vec<String>,
+    /// Entries that exist and differ (size, mtime, kind or symlink target): a restore
+    /// needs `force` for them.
+    pub overwrite: Vec<String>,
+    /// Entries that already match and are skipped.
+    pub identical: Vec<String>,
+    /// Bytes of file content a restore would write.
+    pub bytes_to_write: u64,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RestoreReport {
+    pub files_written: u64,
+    pub bytes_written: u64,
+    pub dirs_created: u64,
+    pub symlinks_written: u64,
+    /// Entries that matched already and were left as they were.
+    pub unchanged: u64,
+}
+
+/// Shows what [`restore`] would do; reads nothing but the target's metadata.
+pub fn plan_restore(
+    tree: &Tree,
+    target: &Path,
+    include: &[String],
+) -> Result<RestorePreview, ScanError> {
+    Ok(prepare(tree, target, include)?.preview)
+}
+
+/// Writes the selected entries of `tree` under `target`, fetching file contents from
+/// `source`. Refuses, before writing anything, an unsafe tree and (without `force`)
+/// a restore that would overwrite existing entries that differ.
+pub fn restore(
+    tree: &Tree,
+    target: &Path,
+    include: &[String],
+    force: bool,
+    source: &mut dyn ChunkSource,
+) -> Result<RestoreReport, ScanError> {
+    let prepared = prepare(tree, target, include)?;
+    let blocked: Vec<&str> = prepared
+        .items
+        .iter()
+        .filter(|i| i.existing == Existing::FullDir && i.kind() != EntryKind::Dir)
+        .map(|i| i.path.as_str())
+        .collect();
+    if !blocked.is_empty() {
+        return Err(ScanError::io(format!(
+            "nothing was restored: the target holds non-empty directories where the \
+             snapshot has files or symlinks; move them away first: {}",
+            list(&blocked)
+        )));
+    }
+    if !force && !prepared.preview.overwrite.is_empty() {
+        let paths: Vec<&str> = prepared
+            .preview
+            .overwrite
+            .iter()
+            .map(String::as_str)
+            .collect();
+        return Err(ScanError::io(format!(
+            "nothing was restored: {} existing entr{} in {} differ{} from the snapshot and \
+             would be overwritten (use force to overwrite them): {}",
+            paths.len(),
+            if paths.len() == 1 { "y" } else { "ies" },
+            target.display(),
+            if paths.len() == 1 { "s" } else { "" },
+            list(&paths)
+        )));
+    }
+
+    fs::create_dir_all(target)
+        .map_err(|e| ScanError::io(format!("cannot create {}: {e}", target.display())))?;
+    let mut report = RestoreReport::default();
+    // Directories whose mode and mtime are set once their contents are written.
+    let mut finish_dirs: Vec<(PathBuf, &Entry)> = Vec::new();
+    for item in &prepared.items {
+        let dest = target.join(&item.path);
+        check_parents(target, &item.path)?;
+        let io_err = |what: &str, e: io::Error| {
+            ScanError::io(format!("restoring {}: {what}: {e}", item.path))
+        };
+        match item.kind() {
+            EntryKind::Dir => {
+                match item.action {
+                    Action::Create => {
+                        make_dir(&dest).map_err(|e| io_err("cannot create the directory", e))?;
+                        report.dirs_created += 1;
+                    }
+                    Action::Overwrite => {
+                        // A file or symlink where the snapshot has a directory: the
+                        // link itself is removed, never followed.
+                        fs::remove_file(&dest).map_err(|e| io_err("cannot remove it", e))?;
+                        make_dir(&dest).map_err(|e| io_err("cannot create the directory", e))?;
+                        report.dirs_created += 1;
+                    }
+                    Action::Identical => report.unchanged += 1,
+                    Action::Keep => {}
+                }
+                if let Some(entry) = item.entry
+                    && (item.selected || item.action != Action::Keep)
+                {
+                    finish_dirs.push((dest, entry));
+                }
+            }
+            EntryKind::File => {
+                let Some(entry) = item.entry else { continue };
+                if item.action == Action::Identical {
+                    report.unchanged += 1;
+                    let mode = entry.mode & 0o7777;
+                    if let Ok(m) = fs::symlink_metadata(&dest)
+                        && m.mode() & 0o7777 != mode
+                    {
+                        fs::set_permissions(&dest, fs::Permissions::from_mode(mode))
+                            .map_err(|e| io_err("cannot set its mode", e))?;
+                    }
+                    continue;
+                }
+                if item.existing == Existing::EmptyDir {
+                    fs::remove_dir(&dest).map_err(|e| io_err("cannot remove the directory", e))?;
+                }
+                let written = write_file(&dest, entry, source)?;
+                report.files_written += 1;
+                report.bytes_written += written;
+            }
+            EntryKind::Symlink => {
+                let Some(entry) = item.entry else { continue };
+                if item.action == Action::Identical {
+                    report.unchanged += 1;
+                    continue;
+                }
+                if item.existing == Existing::EmptyDir {
+                    fs::remove_dir(&dest).map_err(|e| io_err("cannot remove the directory", e))?;
+                }
+                write_symlink(&dest, entry)?;
+                report.symlinks_written += 1;
+            }
+        }
+    }
+    // Deepest first: a directory's metadata is set after everything inside it.
+    finish_dirs.sort_by(|a, b| b.0.cmp(&a.0));
+    for (dest, entry) in finish_dirs {
+        let fail = |what: &str, e: io::Error| {
+            ScanError::io(format!("restoring {}: {what}: {e}", entry.path))
+        };
+        fs::set_permissions(&dest, fs::Permissions::from_mode(entry.mode & 0o7777))
+            .map_err(|e| fail("cannot set its mode", e))?;
+        filetime::set_file_mtime(&dest, entry_mtime(entry))
+            .map_err(|e| fail("cannot set its mtime", e))?;
+    }
+    Ok(report)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Create,
+    Overwrite,
+    Identical,
+    /// A directory above a selected entry that exists already: left alone.
+    Keep,
+}
+
+/// What the target holds at an item's path (never looked at through a symlink).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Existing {
+    Nothing,
+    EmptyDir,
+    FullDir,
+    File,
+    Symlink,
+    Other,
+}
+
+#[derive(Debug)]
+struct Item<'t> {
+    path: String,
+    /// `None` for a directory above a selected entry that the tree does not hold.
+    entry: Option<&'t Entry>,
+    selected: bool,
+    action: Action,
+    existing: Existing,
+}
+
+impl Item<'_> {
+    fn kind(&self) -> EntryKind {
+        self.entry.map_or(EntryKind::Dir, |e| e.kind)
+    }
+}
+
+#[derive(Debug)]
+struct Prepared<'t> {
+    /// In path order: a directory before its contents.
+    items: Vec<Item<'t>>,
+    preview: RestorePreview,
+}
+
+fn list(paths: &[&str]) -> String {
+    let mut out = paths
+        .iter()
+        .take(LIST_LIMIT)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if paths.len() > LIST_LIMIT {
+        out.push_str(&format!(" and {} more", paths.len() - LIST_LIMIT));
+    }
+    out
+}
+
+/// Why an entry path is unsafe to restore, if it is.
+fn unsafe_path(path: &str) -> Option<&'static str> {
+    if path.is_empty() {
+        return Some("it is empty");
+    }
+    if path.contains('\0') {
+        return Some("it holds a NUL byte");
+    }
+    if path.starts_with('/') || path.starts_with('\\') {
+        return Some("it is absolute");
+    }
+    for comp in path.split('/') {
+        if comp.is_empty() {
+            return Some("it holds an empty component");
+        }
+        if comp == "." || comp == ".." {
+            return Some("it holds a '.' or '..' component");
+        }
+        if comp.split('\\').any(|part| part == "." || part == "..") {
+            return Some("it holds a backslash-separated '.' or '..'");
+        }
+    }
+    None
+}
+
+/// Checks every entry of the tree, selected or not: a tree with one unsafe entry is
+/// not trusted at all.
+fn check_tree(tree: &Tree) -> Result<HashMap<&str, &Entry>, ScanError> {
+    let mut by_path: HashMap<&str, &Entry> = HashMap::with_capacity(tree.entries.len());
+    for entry in &tree.entries {
+        if let Some(why) = unsafe_path(&entry.path) {
+            return Err(ScanError::invalid(format!(
+                "the snapshot holds the unsafe entry path {:?} ({why}); nothing was restored",
+                entry.path
+            )));
+        }
+        if entry.kind == EntryKind::Symlink {
+            match &entry.target {
+                Some(t) if !t.is_empty() && !t.contains('\0') => {}
+                _ => {
+                    return Err(ScanError::invalid(format!(
+                        "the snapshot's symlink {:?} has no usable target; nothing was restored",
+                        entry.path
+                    )));
+                }
+            }
+        }
+        if by_path.insert(&entry.path, entry).is_some() {
+            return Err(ScanError::invalid(format!(
+                "the snapshot holds the entry {:?} twice; nothing was restored",
+                entry.path
+            )));
+        }
+    }
+    for entry in &tree.entries {
+        for above in ancestors(&entry.path) {
+            if let Some(a) = by_path.get(above)
+                && a.kind != EntryKind::Dir
+            {
+                return Err(ScanError::invalid(format!(
+                    "the snapshot's entry {:?} lies under {:?}, which is not a directory; \
+                     nothing was restored",
+                    entry.path, above
+                )));
+            }
+        }
+    }
+    Ok(by_path)
+}
+
+/// The directories above a relative path, nearest last: `a`, `a/b` for `a/b/c`.
+fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+    path.match_indices('/').map(move |(i, _)| &path[..i])
+}
+
+/// The entries selected by `include` (all when empty).
+fn select<'t>(tree: &'t Tree, include: &[String]) -> Result<Vec<&'t Entry>, ScanError> {
+    if include.is_empty() {
+        return Ok(tree.entries.iter().collect());
+    }
+    let mut builder = GitignoreBuilder::new("/");
+    for pattern in include {
+        builder
+            .add_line(None, pattern)
+            .map_err(|e| ScanError::invalid(format!("bad include pattern {pattern:?}: {e}")))?;
+    }
+    let matcher = builder
+        .build()
+        .map_err(|e| ScanError::invalid(format!("bad include patterns: {e}")))?;
+    // Each positive pattern must select something: a typo must not restore nothing.
+    for pattern in include {
+        let p = pattern.trim();
+        if p.is_empty() || p.starts_with('!') || p.starts_with('#') {
+            continue;
+        }
+        let mut one = GitignoreBuilder::new("/");
+        one.add_line(None, pattern)
+            .map_err(|e| ScanError::invalid(format!("bad include pattern {pattern:?}: {e}")))?;
+        let one = one
+            .build()
+            .map_err(|e| ScanError::invalid(format!("bad include pattern {pattern:?}: {e}")))?;
+        if !tree
+            .entries
+            .iter()
+            .any(|e| one.matched(&e.path, e.kind == EntryKind::Dir).is_ignore())
+        {
+            return Err(ScanError::invalid(format!(
+                "the include pattern {pattern:?} matches nothing in the snapshot"
+            )));
+        }
+    }
+    Ok(tree
+        .entries
+        .iter()
+        .filter(|e| {
+            matcher
+                .matched_path_or_any_parents(&e.path, e.kind == EntryKind::Dir)
+                .is_ignore()
+        })
+        .collect())
+}
+
+fn existing_at(path: &Path) -> Result<(Existing, Option<Metadata>), ScanError> {
+    match fs::symlink_metadata(path) {
+        Ok(m) => {
+            let ft = m.file_type();
+            let existing = if ft.is_symlink() {
+                Existing::Symlink
+            } else if ft.is_dir() {
+                let empty = fs::read_dir(path)
+                    .map(|mut d| d.next().is_none())
+                    .map_err(|e| ScanError::io(format!("cannot list {}: {e}", path.display())))?;
+                if empty {
+                    Existing::EmptyDir
+                } else {
+                    Existing::FullDir
+                }
+            } else if ft.is_file() {
+                Existing::File
+            } else {
+                Existing::Other
+            };
+            Ok((existing, Some(m)))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok((Existing::Nothing, None)),
+        Err(e) => Err(ScanError::io(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+fn prepare<'t>(
+    tree: &'t Tree,
+    target: &Path,
+    include: &[String],
+) -> Result<Prepared<'t>, ScanError> {
+    let by_path = check_tree(tree)?;
+    let selected = select(tree, include)?;
+
+    let mut items: Vec<Item<'t>> = Vec::with_capacity(selected.len());
+    let mut seen: HashSet<&str> = HashSet::with_capacity(selected.len());
+    for entry in &selected {
+        seen.insert(&entry.path);
+    }
+    for entry in &selected {
+        for above in ancestors(&entry.path) {
+            if seen.insert(above) {
+                items.push(Item {
+                    path: above.to_string(),
+                    entry: by_path.get(above).copied(),
+                    selected: false,
+                    action: Action::Keep,
+                    existing: Existing::Nothing,
+                });
+            }
+        }
+        items.push(Item {
+            path: entry.path.clone(),
+            entry: Some(entry),
+            selected: true,
+            action: Action::Create,
+            existing: Existing::Nothing,
+        });
+    }
+    items.sort_by(|a, b| Path::new(&a.path).cmp(Path::new(&b.path)));
+
+    let target_exists = match fs::metadata(target) {
+        Ok(m) if m.is_dir() => true,
+        Ok(_) => {
+            return Err(ScanError::io(format!(
+                "the restore target {} is not a directory",
+                target.display()
+            )));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) => {
+            return Err(ScanError::io(format!(
+                "cannot read the restore target {}: {e}",
+                target.display()
+            )));
+        }
+    };
+
+    let mut preview = RestorePreview::default();
+    // Directories that exist in the target as real directories: only below them is
+    // there anything to look at.
+    let mut real_dirs: HashSet<String> = HashSet::new();
+    for item in &mut items {
+        let parent_real = match item.path.rfind('/') {
+            Some(i) => real_dirs.contains(&item.path[..i]),
+            None => target_exists,
+        };
+        let (existing, meta) = if parent_real {
+            existing_at(&target.join(&item.path))?
+        } else {
+            (Existing::Nothing, None)
+        };
+        item.existing = existing;
+        let is_dir_there = matches!(existing, Existing::EmptyDir | Existing::FullDir);
+        if !item.selected {
+            item.action = match existing {
+                Existing::Nothing => Action::Create,
+                Existing::EmptyDir | Existing::FullDir => Action::Keep,
+                Existing::Symlink => {
+                    return Err(ScanError::io(format!(
+                        "{} is a symlink inside the restore target; a restore never writes \
+                         through symlinks (restore {} too, or remove the link)",
+                        target.join(&item.path).display(),
+                        item.path
+                    )));
+                }
+                _ => {
+                    return Err(ScanError::io(format!(
+                        "{} is not a directory, but the snapshot has entries under it",
+                        target.join(&item.path).display()
+                    )));
+                }
+            };
+            if is_dir_there {
+                real_dirs.insert(item.path.clone());
+            }
+            if item.action == Action::Create {
+                preview.create.push(item.path.clone());
+            }
+            continue;
+        }
+        let entry = item
+            .entry
+            .unwrap_or_else(|| unreachable!("selected items have entries"));
+        item.action = match (entry.kind, existing) {
+            (_, Existing::Nothing) => Action::Create,
+            (EntryKind::Dir, Existing::EmptyDir | Existing::FullDir) => Action::Identical,
+            (EntryKind::Dir, _) => Action::Overwrite,
+            (EntryKind::File, Existing::File) => {
+                let m = meta.as_ref().unwrap_or_else(|| unreachable!("it exists"));
+                if m.len() == entry.size
+                    && m.mtime() == entry.mtime
+                    && m.mtime_nsec() == i64::from(entry.mtime_ns)
+                {
+                    Action::Identical
+                } else {
+                    Action::Overwrite
+                }
+            }
+            (EntryKind::Symlink, Existing::Symlink) => {
+                let now = fs::read_link(target.join(&item.path)).map_err(|e| {
+                    ScanError::io(format!(
+                        "cannot read the symlink {}: {e}",
+                        target.join(&item.path).display()
+                    ))
+                })?;
+                if Some(now.as_os_str()) == entry.target.as_deref().map(std::ffi::OsStr::new) {
+                    Action::Identical
+                } else {
+                    Action::Overwrite
+                }
+            }
+            _ => Action::Overwrite,
+        };
+        if entry.kind == EntryKind::Dir && is_dir_there {
+            real_dirs.insert(item.path.clone());
+        }
+        match item.action {
+            Action::Create => preview.create.push(item.path.clone()),
+            Action::Overwrite => preview.overwrite.push(item.path.clone()),
+            Action::Identical | Action::Keep => preview.identical.push(item.path.clone()),
+        }
+        if entry.kind == EntryKind::File
+            && matches!(item.action, Action::Create | Action::Overwrite)
+        {
+            preview.bytes_to_write += entry.size;
+        }
+    }
+    Ok(Prepared { items, preview })
+}
+
+/// Fails when any directory between `target` and `rel` is a symlink or not a
+/// directory: a restore never writes through a link that lives in the target.
+fn check_parents(target: &Path, rel: &str) -> Result<(), ScanError> {
+    let mut at = target.to_path_buf();
+    for part in ancestors(rel).map(|a| a.rsplit('/').next().unwrap_or(a)) {
+        at.push(part);
+        let meta = fs::symlink_metadata(&at).map_err(|e| {
+            ScanError::io(format!(
+                "restoring {rel}: cannot read {}: {e}",
+                at.display()
+            ))
+        })?;
+        if meta.file_type().is_symlink() {
+            return Err(ScanError::io(format!(
+                "restoring {rel}: {} is a symlink inside the restore target; a restore never \
+                 writes through symlinks",
+                at.display()
+            )));
+        }
+        if !meta.is_dir() {
+            return Err(ScanError::io(format!(
+                "restoring {rel}: {} is not a directory",
+                at.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Makes a directory that only its owner can enter until its own mode is set.
+fn make_dir(path: &Path) -> io::Result<()> {
+    fs::DirBuilder::new().mode(0o700).create(path)
+}
+
+fn entry_mtime(entry: &Entry) -> FileTime {
+    FileTime::from_unix_time(entry.mtime, entry.mtime_ns)
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh name for a temporary file next to `dest`.
+fn temp_name(dest: &Path) -> PathBuf {
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = format!(".backplan-restore-{}-{n}.tmp", std::process::id());
+    dest.with_file_name(name)
+}
+
+/// Writes one file through a temporary file and a rename; returns its size.
+fn write_file(dest: &Path, entry: &Entry, source: &mut dyn ChunkSource) -> Result<u64, ScanError> {
+    let fail = |what: String| ScanError::io(format!("restoring {}: {what}", entry.path));
+    let (tmp, mut file) = loop {
+        let tmp = temp_name(dest);
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+        {
+            Ok(f) => break (tmp, f),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(fail(format!("cannot create a temporary file: {e}"))),
+        }
+    };
+    let result = (|| {
+        let mut written: u64 = 0;
+        for id in &entry.chunks {
+            let bytes = source
+                .fetch(id)
+                .map_err(|e| fail(format!("cannot fetch chunk {}: {e}", id.to_hex())))?;
+            written += bytes.len() as u64;
+            if written > entry.size {
+                return Err(fail(format!(
+                    "its chunks hold more than the {} bytes the snapshot records",
+                    entry.size
+                )));
+            }
+            file.write_all(&bytes)
+                .map_err(|e| fail(format!("cannot write: {e}")))?;
+        }
+        if written != entry.size {
+            return Err(fail(format!(
+                "its chunks hold {written} bytes, the snapshot records {}",
+                entry.size
+            )));
+        }
+        // The mode after the content: writing clears setuid/setgid bits.
+        file.set_permissions(fs::Permissions::from_mode(entry.mode & 0o7777))
+            .map_err(|e| fail(format!("cannot set its mode: {e}")))?;
+        filetime::set_file_handle_times(&file, None, Some(entry_mtime(entry)))
+            .map_err(|e| fail(format!("cannot set its mtime: {e}")))?;
+        drop(file);
+        fs::rename(&tmp, dest).map_err(|e| fail(format!("cannot move it into place: {e}")))?;
+        Ok(written)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Creates a symlink under a temporary name and renames it over `dest`.
+fn write_symlink(dest: &Path, entry: &Entry) -> Result<(), ScanError> {
+    let fail = |what: String| ScanError::io(format!("restoring {}: {what}", entry.path));
+    let target = entry.target.as_deref().unwrap_or_default();
+    let tmp = loop {
+        let tmp = temp_name(dest);
+        match std::os::unix::fs::symlink(target, &tmp) {
+            Ok(()) => break tmp,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(fail(format!("cannot create the symlink: {e}"))),
+        }
+    };
+    let mtime = entry_mtime(entry);
+    let result = filetime::set_symlink_file_times(&tmp, mtime, mtime)
+        .map_err(|e| fail(format!("cannot set its mtime: {e}")))
+        .and_then(|()| {
+            fs::rename(&tmp, dest).map_err(|e| fail(format!("cannot move it into place: {e}")))
+        });
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    use super::*;
+    use crate::repo::keys::ChunkId;
+    use crate::sources::Stored;
+
+    /// Chunks of at most 64 KiB, kept in memory by their BLAKE3 hash.
+    #[derive(Default)]
+    struct MemStore {
+        chunks: HashMap<ChunkId, Vec<u8>>,
+        store_calls: usize,
+    }
+
+    impl ChunkSink for MemStore {
+        fn store(&mut self, reader: &mut dyn Read) -> io::Result<Stored> {
+            self.store_calls += 1;
+            let mut out = Stored::default();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                let id = ChunkId(*blake3::hash(&buf[..n]).as_bytes());
+                self.chunks.insert(id, buf[..n].to_vec());
+                out.chunks.push(id);
+                out.bytes += n as u64;
+            }
+            Ok(out)
+        }
+    }
+
+    impl ChunkSource for MemStore {
+        fn fetch(&mut self, id: &ChunkId) -> Result<Vec<u8>, String> {
+            self.chunks
+                .get(id)
+                .cloned()
+                .ok_or_else(|| format!("no chunk {id:?}"))
+        }
+    }
+
+    fn write(path: &Path, bytes: &[u8]) {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).expect("mkdir");
+        }
+        fs::write(path, bytes).expect("write");
+    }
+
+    fn set_mode(path: &Path, mode: u32) {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+
+    fn paths(report: &ScanReport) -> Vec<&str> {
+        report
+            .tree
+            .entries
+            .iter()
+            .map(|e| e.path.as_str())
+            .collect()
+    }
+
+    fn entry<'a>(report: &'a ScanReport, path: &str) -> &'a Entry {
+        report
+            .tree
+            .entries
+            .iter()
+            .find(|e| e.path == path)
+            .unwrap_or_else(|| panic!("no entry {path}"))
+    }
+
+    /// What must survive a round trip: everything but inode and ctime.
+    fn portable(
+        tree: &Tree,
+    ) -> Vec<(
+        String,
+        EntryKind,
+        u32,
+        i64,
+        u32,
+        u64,
+        Option<String>,
+        Vec<ChunkId>,
+    )> {
+        tree.entries
+            .iter()
+            .map(|e| {
+                (
+                    e.path.clone(),
+                    e.kind,
+                    if e.kind == EntryKind::Symlink {
+                        0
+                    } else {
+                        e.mode
+                    },
+                    e.mtime,
+                    e.mtime_ns,
+                    e.size,
+                    e.target.clone(),
+                    e.chunks.clone(),
+                )
+            })
+            .collect()
+    }
+
+    fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    /// A folder with a bit of everything.
+    fn sample(root: &Path) {
+        write(&root.join("a.txt"), b"alpha");
+        write(&root.join("docs/readme.md"), b"# readme\n");
+        write(&root.join("docs/deep/er/file.bin"), &[0, 1, 2, 255]);
+        write(&root.join("Überraschung 📦.txt"), "überraschung".as_bytes());
+        write(
+            &root.join("big.bin"),
+            &pseudo_random(3 * 1024 * 1024 + 12345, 7),
+        );
+        write(&root.join("empty-file"), b"");
+        fs::create_dir_all(root.join("empty/dir")).expect("mkdir");
+        std::os::unix::fs::symlink("docs/readme.md", root.join("link-rel")).expect("symlink");
+        std::os::unix::fs::symlink("/nonexistent/target", root.join("link-dangling"))
+            .expect("symlink");
+        set_mode(&root.join("a.txt"), 0o640);
+        set_mode(&root.join("docs/deep/er/file.bin"), 0o4755);
+        set_mode(&root.join("docs/deep"), 0o750);
+        set_mode(&root.join("empty/dir"), 0o700);
+        filetime::set_file_mtime(
+            root.join("a.txt"),
+            FileTime::from_unix_time(1_600_000_000, 123_456_789),
+        )
+        .expect("mtime");
+        filetime::set_file_mtime(
+            root.join("empty/dir"),
+            FileTime::from_unix_time(1_500_000_000, 5),
+        )
+        .expect("mtime");
+        filetime::set_file_mtime(
+            root.join("docs"),
+            FileTime::from_unix_time(1_400_000_000, 999),
+        )
+        .expect("mtime");
+        filetime::set_symlink_file_times(
+            root.join("link-rel"),
+            FileTime::from_unix_time(1_300_000_000, 1),
+            FileTime::from_unix_time(1_300_000_000, 1),
+        )
+        .expect("mtime");
+    }
+
+    #[test]
+    fn folder_round_trip_keeps_bytes_modes_mtimes_links_and_empty_dirs() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let src = tmp.path().join("src");
+        sample(&src);
+        let mut store = MemStore::default();
+        let report = backup_folder(&src, &[], false, None, &mut store).expect("backup");
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+        assert_eq!(
+            paths(&report),
+            [
+                "a.txt",
+                "big.bin",
+                "docs",
+                "docs/deep",
+                "docs/deep/er",
+                "docs/deep/er/file.bin",
+                "docs/readme.md",
+                "empty",
+                "empty/dir",
+                "empty-file",
+                "link-dangling",
+                "link-rel",
+                "Überraschung 📦.txt",
+            ]
+        );
+        assert_eq!(report.files, 6);
+        assert_eq!(report.files_reused, 0);
+        assert_eq!(report.bytes_read, 5 + 9 + 4 + 13 + 3 * 1024 * 1024 + 12345);
+        let big = entry(&report, "big.bin");
+        assert!(
+            big.chunks.len() > 40,
+            "streamed in pieces: {}",
+            big.chunks.len()
+        );
+        assert_eq!(entry(&report, "docs/deep/er/file.bin").mode, 0o4755);
+        assert_eq!(entry(&report, "a.txt").mtime_ns, 123_456_789);
+        assert_eq!(
+            entry(&report, "link-rel").target.as_deref(),
+            Some("docs/readme.md")
+        );
+
+        let preview = plan_restore(&report.tree, &tmp.path().join("out"), &[]).expect("plan");
+        assert_eq!(preview.create.len(), report.tree.entries.len());
+        assert!(preview.overwrite.is_empty() && preview.identical.is_empty());
+        assert_eq!(preview.bytes_to_write, report.bytes_read);
+
+        let out = tmp.path().join("out");
+        let done = restore(&report.tree, &out, &[], false, &mut store).expect("restore");
+        assert_eq!(done.files_written, 6);
+        assert_eq!(done.bytes_written, report.bytes_read);
+        assert_eq!(done.symlinks_written, 2);
+        assert_eq!(done.dirs_created, 5);
+
+        // Scanning the restored folder gives the same tree, chunk for chunk.
+        let mut again = MemStore::default();
+        let restored = backup_folder(&out, &[], false, None, &mut again).expect("rescan");
+        assert_eq!(portable(&restored.tree), portable(&report.tree));
+        assert_eq!(
+            fs::read(out.join("big.bin")).expect("read"),
+            fs::read(src.join("big.bin")).expect("read")
+        );
+        assert_eq!(
+            fs::read_link(out.join("link-dangling")).expect("link"),
+            Path::new("/nonexistent/target")
+        );
+        // No temporary files are left behind.
+        assert!(
+            !restored
+                .tree
+                .entries
+                .iter()
+                .any(|e| e.path.contains(".backplan-restore"))
+        );
+
+        // A second restore finds everything identical and needs no force.
+        let preview = plan_restore(&report.tree, &out, &[]).expect("plan");
+        assert!(
+            preview.create.is_empty() && preview.overwrite.is_empty(),
+            "{preview:?}"
+        );
+        assert_eq!(preview.bytes_to_write, 0);
+        let done = restore(&report.tree, &out, &[], false, &mut store).expect("restore again");
+        assert_eq!(done.files_written, 0);
+    }
+
+    #[test]
+    fn excludes_follow_gitignore_rules() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path();
+        for p in [
+            "keep.txt",
+            "x.tmp",
+            "sub/y.tmp",
+            "cache/a",
+            "sub/cache/b",
+            "top-only",
+            "sub/top-only",
+            "sub/keep.tmp",
+        ] {
+            write(&root.join(p), b"x");
+        }
+        write(&root.join("other/cache"), b"a file named cache, not a dir");
+        let excludes: Vec<String> = ["*.tmp", "!sub/keep.tmp", "cache/", "/top-only"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let report =
+            backup_folder(root, &excludes, false, None, &mut MemStore::default()).expect("backup");
+        assert_eq!(
+            paths(&report),
+            [
+                "keep.txt",
+                "other",
+                "other/cache",
+                "sub",
+                "sub/keep.tmp",
+                "sub/top-only"
+            ]
+        );
+        let bad = backup_folder(
+            root,
+            &["[z-a]".to_string()],
+            false,
+            None,
+            &mut MemStore::default(),
+        );
+        assert_eq!(bad.expect_err("bad pattern").code, Code::InvalidValue);
+    }
+
+    #[test]
+    fn unchanged_files_are_not_read_again() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path();
+        write(&root.join("one"), b"one");
+        write(&root.join("two"), b"two");
+        write(&root.join("d/three"), b"three");
+        let mut store = MemStore::default();
+        let first = backup_folder(root, &[], false, None, &mut store).expect("first");
+        assert_eq!(store.store_calls, 3);
+
+        let second =
+            backup_folder(root, &[], false, Some(&first.tree), &mut store).expect("second");
+        assert_eq!(store.store_calls, 3, "nothing re-read");
+        assert_eq!(second.files, 3);
+        assert_eq!(second.files_reused, 3);
+        assert_eq!(second.bytes_read, 0);
+        assert_eq!(second.tree, first.tree);
+
+        // Same size, new content: mtime and ctime tell.
+        write(&root.join("two"), b"TWO");
+        let third = backup_folder(root, &[], false, Some(&second.tree), &mut store).expect("third");
+        assert_eq!(store.store_calls, 4, "only the touched file is read");
+        assert_eq!(third.files_reused, 2);
+        assert_eq!(third.bytes_read, 3);
+        assert_ne!(entry(&third, "two").chunks, entry(&second, "two").chunks);
+
+        // A parent entry with the same path but another kind is no reason to reuse.
+        let mut fake = third.tree.clone();
+        for e in &mut fake.entries {
+            e.kind = EntryKind::Symlink;
+        }
+        backup_folder(root, &[], false, Some(&fake), &mut store).expect("fourth");
+        assert_eq!(store.store_calls, 7);
+    }
+
+    #[test]
+    fn special_files_and_bad_names_are_skipped_with_warnings() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path();
+        write(&root.join("normal"), b"n");
+        let status = std::process::Command::new("mkfifo")
+            .arg(root.join("pipe"))
+            .status()
+            .expect("mkfifo runs");
+        assert!(status.success());
+        let bad = root.join(OsStr::from_bytes(b"bad\xffname"));
+        write(&bad, b"b");
+        let report =
+            backup_folder(root, &[], false, None, &mut MemStore::default()).expect("backup");
+        assert_eq!(paths(&report), ["normal"]);
+        assert_eq!(report.warnings.len(), 2, "{:?}", report.warnings);
+        assert!(
+            report
+                .warnings
+                .iter()
+                .any(|w| w.contains("pipe") && w.contains("fifo"))
+        );
+        assert!(
+            report
+                .warnings
+                .iter()
+                .any(|w| w.contains("bad\u{fffd}name") && w.contains("UTF-8"))
+        );
+    }
+
+    #[test]
+    fn unreadable_files_warn_or_fail() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path();
+        write(&root.join("secret"), b"s");
+        write(&root.join("fine"), b"f");
+        set_mode(&root.join("secret"), 0o000);
+        if File::open(root.join("secret")).is_ok() {
+            // Running as root: permissions do not stop reading.
+            return;
+        }
+        let report =
+            backup_folder(root, &[], false, None, &mut MemStore::default()).expect("backup");
+        assert_eq!(paths(&report), ["fine"]);
+        assert_eq!(report.unreadable, 1);
+        let err =
+            backup_folder(root, &[], true, None, &mut MemStore::default()).expect_err("fatal");
+        assert_eq!(err.code, Code::Io);
+        assert!(err.message.contains("secret"));
+    }
+
+    /// A sink that shrinks the file while it reads it.
+    struct Shrinking {
+        path: PathBuf,
+        inner: MemStore,
+    }
+
+    impl ChunkSink for Shrinking {
+        fn store(&mut self, reader: &mut dyn Read) -> io::Result<Stored> {
+            let mut first = [0u8; 10];
+            reader.read_exact(&mut first)?;
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&self.path)?
+                .set_len(20)?;
+            let mut rest = Vec::new();
+            reader.read_to_end(&mut rest)?;
+            let mut all = first.to_vec();
+            all.extend_from_slice(&rest);
+            self.inner.store(&mut all.as_slice())
+        }
+    }
+
+    #[test]
+    fn a_file_that_shrinks_while_read_records_what_was_read() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("log");
+        write(&path, &[b'x'; 1000]);
+        let mut sink = Shrinking {
+            path: path.clone(),
+            inner: MemStore::default(),
+        };
+        let report = backup_folder(tmp.path(), &[], false, None, &mut sink).expect("backup");
+        assert_eq!(entry(&report, "log").size, 20);
+        assert_eq!(report.bytes_read, 20);
+        assert!(
+            report
+                .warnings
+                .iter()
+                .any(|w| w.contains("changed while it was read"))
+        );
+    }
+
+    #[test]
+    fn a_failing_sink_is_fatal_even_when_unreadable_files_are_not() {
+        struct Broken;
+        impl ChunkSink for Broken {
+            fn store(&mut self, _: &mut dyn Read) -> io::Result<Stored> {
+                Err(io::Error::other("repository full"))
+            }
+        }
+        let tmp = tempfile::tempdir().expect("tempdir");
+        write(&tmp.path().join("f"), b"f");
+        let err = backup_folder(tmp.path(), &[], false, None, &mut Broken).expect_err("fatal");
+        assert!(err.message.contains("repository full"), "{err}");
+    }
+
+    #[test]
+    fn restore_refuses_to_overwrite_changed_files_without_force() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let src = tmp.path().join("src");
+        write(&src.join("conf/app.env"), b"SECRET=original");
+        write(&src.join("conf/other"), b"other");
+        let mut store = MemStore::default();
+        let report = backup_folder(&src, &[], false, None, &mut store).expect("backup");
+        let out = tmp.path().join("out");
+        restore(&report.tree, &out, &[], false, &mut store).expect("restore");
+
+        write(&out.join("conf/app.env"), b"SECRET=changed-locally");
+        let preview = plan_restore(&report.tree, &out, &[]).expect("plan");
+        assert_eq!(preview.overwrite, ["conf/app.env"]);
+        assert_eq!(preview.identical, ["conf", "conf/other"]);
+        assert_eq!(preview.bytes_to_write, 15);
+
+        let err = restore(&report.tree, &out, &[], false, &mut store).expect_err("refused");
+        assert!(err.message.contains("conf/app.env"), "{err}");
+        assert!(
+            !err.message.contains("SECRET"),
+            "never prints contents: {err}"
+        );
+        assert_eq!(
+            fs::read(out.join("conf/app.env")).expect("read"),
+            b"SECRET=changed-locally"
+        );
+
+        let done = restore(&report.tree, &out, &[], true, &mut store).expect("forced");
+        assert_eq!(done.files_written, 1);
+        assert_eq!(done.unchanged, 2);
+        assert_eq!(
+            fs::read(out.join("conf/app.env")).expect("read"),
+            b"SECRET=original"
+        );
+    }
+
+    #[test]
+    fn restore_by_glob_selects_entries_and_their_directories() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let src = tmp.path().join("src");
+        write(&src.join("uploads/2024/a.jpg"), b"a");
+        write(&src.join("uploads/2024/b.png"), b"b");
+        write(&src.join("uploads/2025/c.jpg"), b"c");
+        write(&src.join("notes.txt"), b"n");
+        set_mode(&src.join("uploads/2024"), 0o711);
+        let mut store = MemStore::default();
+        let report = backup_folder(&src, &[], false, None, &mut store).expect("backup");
+
+        let out = tmp.path().join("out");
+        let include = vec!["*.jpg".to_string()];
+        let preview = plan_restore(&report.tree, &out, &include).expect("plan");
+        assert_eq!(
+            preview.create,
+            [
+                "uploads",
+                "uploads/2024",
+                "uploads/2024/a.jpg",
+                "uploads/2025",
+                "uploads/2025/c.jpg"
+            ]
+        );
+        restore(&report.tree, &out, &include, false, &mut store).expect("restore");
+        assert!(out.join("uploads/2025/c.jpg").exists());
+        assert!(!out.join("uploads/2024/b.png").exists());
+        assert!(!out.join("notes.txt").exists());
+        let mode = fs::metadata(out.join("uploads/2024")).expect("stat").mode() & 0o7777;
+        assert_eq!(mode, 0o711, "created parents get their recorded mode");
+
+        let out2 = tmp.path().join("out2");
+        let include = vec!["uploads/2024".to_string()];
+        restore(&report.tree, &out2, &include, false, &mut store).expect("restore");
+        assert!(out2.join("uploads/2024/b.png").exists());
+        assert!(!out2.join("uploads/2025").exists());
+
+        let err = plan_restore(&report.tree, &out, &["*.gif".to_string()]).expect_err("no match");
+        assert!(err.message.contains("*.gif"), "{err}");
+    }
+
+    fn file_entry(path: &str, store: &mut MemStore, bytes: &[u8]) -> Entry {
+        let stored = store.store(&mut &bytes[..]).expect("store");
+        Entry {
+            path: path.to_string(),
+            kind: EntryKind::File,
+            mode: 0o644,
+            mtime: 1_700_000_000,
+            mtime_ns: 0,
+            size: stored.bytes,
+            ino: 0,
+            ctime: 0,
+            ctime_ns: 0,
+            target: None,
+            chunks: stored.chunks,
+        }
+    }
+
+    fn listing(dir: &Path) -> Vec<PathBuf> {
+        let mut names: Vec<PathBuf> = fs::read_dir(dir)
+            .expect("list")
+            .map(|d| d.expect("entry").path())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn unsafe_entry_paths_fail_before_anything_is_written() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut store = MemStore::default();
+        let before = listing(tmp.path());
+        for bad in [
+            "../escape",
+            "/etc/passwd",
+            "",
+            "a/../../escape",
+            "a/./b",
+            "a//b",
+            "a/",
+            "..\\..\\escape",
+            "a/..\\b",
+            "\\etc\\passwd",
+            "nul\0byte",
+        ] {
+            let tree = Tree {
+                entries: vec![
+                    file_entry("fine.txt", &mut store, b"fine"),
+                    file_entry(bad, &mut store, b"evil"),
+                ],
+            };
+            let target = tmp.path().join("target");
+            let err = plan_restore(&tree, &target, &[]).expect_err(bad);
+            assert_eq!(err.code, Code::InvalidValue, "{bad:?}: {err}");
+            let err = restore(&tree, &target, &[], true, &mut store).expect_err(bad);
+            assert_eq!(err.code, Code::InvalidValue);
+            assert!(err.message.contains(&format!("{bad:?}")), "{bad:?}: {err}");
+            assert!(
+                !target.exists(),
+                "{bad:?}: nothing written, not even the target"
+            );
+            assert_eq!(listing(tmp.path()), before);
+        }
+        assert_eq!(
+            fs::read_to_string("/etc/passwd")
+                .map(|s| s.contains("evil"))
+                .unwrap_or(false),
+            false
+        );
+    }
+
+    #[test]
+    fn entries_under_a_symlink_entry_are_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let outside = tmp.path().join("outside");
+        fs::create_dir(&outside).expect("mkdir");
+        let mut store = MemStore::default();
+        let mut link = file_entry("link", &mut store, b"");
+        link.kind = EntryKind::Symlink;
+        link.target = Some(outside.display().to_string());
+        link.chunks.clear();
+        let tree = Tree {
+            entries: vec![link, file_entry("link/planted", &mut store, b"evil")],
+        };
+        let target = tmp.path().join("target");
+        let err = restore(&tree, &target, &[], true, &mut store).expect_err("refused");
+        assert!(err.message.contains("link/planted"), "{err}");
+        assert!(!target.exists());
+        assert!(listing(&outside).is_empty());
+    }
+
+    #[test]
+    fn symlinks_inside_the_target_are_never_written_through() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let outside = tmp.path().join("outside");
+        fs::create_dir(&outside).expect("mkdir");
+        let target = tmp.path().join("target");
+        fs::create_dir(&target).expect("mkdir");
+        std::os::unix::fs::symlink(&outside, target.join("dir")).expect("symlink");
+        let mut store = MemStore::default();
+
+        // The tree has no entry for `dir`: the link is in the way.
+        let tree = Tree {
+            entries: vec![file_entry("dir/file.txt", &mut store, b"data")],
+        };
+        let err = plan_restore(&tree, &target, &[]).expect_err("refused");
+        assert!(err.message.contains("symlink"), "{err}");
+        let err = restore(&tree, &target, &[], true, &mut store).expect_err("refused");
+        assert!(err.message.contains("symlink"), "{err}");
+        assert!(listing(&outside).is_empty());
+
+        // With a directory entry for `dir`, the link is an overwrite: refused without
+        // force, and with force the link itself is replaced, not followed.
+        let mut dir = file_entry("dir", &mut store, b"");
+        dir.kind = EntryKind::Dir;
+        dir.mode = 0o755;
+        dir.chunks.clear();
+        let tree = Tree {
+            entries: vec![dir, file_entry("dir/file.txt", &mut store, b"data")],
+        };
+        let preview = plan_restore(&tree, &target, &[]).expect("plan");
+        assert_eq!(preview.overwrite, ["dir"]);
+        assert_eq!(preview.create, ["dir/file.txt"]);
+        restore(&tree, &target, &[], false, &mut store).expect_err("needs force");
+        restore(&tree, &target, &[], true, &mut store).expect("forced");
+        assert!(listing(&outside).is_empty());
+        assert!(
+            fs::symlink_metadata(target.join("dir"))
+                .expect("stat")
+                .is_dir()
+        );
+        assert_eq!(
+            fs::read(target.join("dir/file.txt")).expect("read"),
+            b"data"
+        );
+
+        // A symlink entry replaces an existing symlink only with force.
+        std::os::unix::fs::symlink("old-target", target.join("l")).expect("symlink");
+        let mut l = file_entry("l", &mut store, b"");
+        l.kind = EntryKind::Symlink;
+        l.target = Some("new-target".into());
+        l.chunks.clear();
+        let tree = Tree { entries: vec![l] };
+        restore(&tree, &target, &[], false, &mut store).expect_err("needs force");
+        assert_eq!(
+            fs::read_link(target.join("l")).expect("link"),
+            Path::new("old-target")
+        );
+        restore(&tree, &target, &[], true, &mut store).expect("forced");
+        assert_eq!(
+            fs::read_link(target.join("l")).expect("link"),
+            Path::new("new-target")
+        );
+    }
+
+    #[test]
+    fn a_file_whose_chunks_do_not_add_up_is_an_error() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut store = MemStore::default();
+        let mut short = file_entry("short.bin", &mut store, b"twelve bytes");
+        short.size = 100;
+        let target = tmp.path().join("t");
+        let err = restore(
+            &Tree {
+                entries: vec![short],
+            },
+            &target,
+            &[],
+            false,
+            &mut store,
+        )
+        .expect_err("short");
+        assert!(err.message.contains("short.bin"), "{err}");
+        assert!(listing(&target).is_empty(), "the temporary file is removed");
+
+        let mut long = file_entry("long.bin", &mut store, b"twelve bytes");
+        long.size = 5;
+        let err = restore(
+            &Tree {
+                entries: vec![long],
+            },
+            &target,
+            &[],
+            false,
+            &mut store,
+        )
+        .expect_err("long");
+        assert!(err.message.contains("long.bin"), "{err}");
+
+        let mut missing = file_entry("missing.bin", &mut store, b"x");
+        missing.chunks = vec![ChunkId([9; 32])];
+        let err = restore(
+            &Tree {
+                entries: vec![missing],
+            },
+            &target,
+            &[],
+            false,
+            &mut store,
+        )
+        .expect_err("missing");
+        assert!(err.message.contains("missing.bin"), "{err}");
+        assert!(listing(&target).is_empty());
+    }
+
+    #[test]
+    fn config_paths_round_trip_into_a_scratch_target() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let app = tmp.path().join("srv/app");
+        write(&app.join(".env"), b"DATABASE_URL=postgres://x");
+        write(&app.join("docker-compose.yml"), b"services: {}\n");
+        write(&app.join("tls/key.pem"), b"-----BEGIN KEY-----");
+        write(&app.join("tls/cert.pem"), b"-----BEGIN CERT-----");
+        set_mode(&app.join(".env"), 0o600);
+        set_mode(&app.join("tls"), 0o700);
+        set_mode(&app, 0o750);
+        let paths = vec![app.join(".env"), app.join("tls"), app.join("tls/key.pem")];
+        let mut store = MemStore::default();
+        let report = backup_paths(&paths, None, &mut store).expect("backup");
+        let rel = |p: &Path| {
+            p.to_str()
+                .expect("utf-8")
+                .trim_start_matches('/')
+                .to_string()
+        };
+        let app_rel = rel(&app);
+        let got = paths_of(&report);
+        assert!(got.contains(&format!("{app_rel}/.env")));
+        assert!(got.contains(&format!("{app_rel}/tls/cert.pem")));
+        assert!(!got.iter().any(|p| p.ends_with("docker-compose.yml")));
+        // Every directory above is an entry, before what it holds; no duplicates.
+        for (i, p) in got.iter().enumerate() {
+            for above in ancestors(p) {
+                let at = got
+                    .iter()
+                    .position(|q| q == above)
+                    .unwrap_or_else(|| panic!("{above} missing"));
+                assert!(at < i);
+            }
+        }
+        assert_eq!(got.iter().collect::<HashSet<_>>().len(), got.len());
+        assert_eq!(report.files, 3);
+        assert_eq!(entry(&report, &app_rel).mode, 0o750);
+
+        let scratch = tmp.path().join("scratch");
+        restore(&report.tree, &scratch, &[], false, &mut store).expect("restore");
+        let back = scratch.join(&app_rel);
+        assert_eq!(
+            fs::read(back.join(".env")).expect("read"),
+            b"DATABASE_URL=postgres://x"
+        );
+        assert_eq!(
+            fs::read(back.join("tls/key.pem")).expect("read"),
+            b"-----BEGIN KEY-----"
+        );
+        assert_eq!(
+            fs::metadata(back.join(".env")).expect("stat").mode() & 0o7777,
+            0o600
+        );
+        assert_eq!(
+            fs::metadata(back.join("tls")).expect("stat").mode() & 0o7777,
+            0o700
+        );
+        assert_eq!(fs::metadata(&back).expect("stat").mode() & 0o7777, 0o750);
+
+        // Incremental like the files source.
+        let calls = store.store_calls;
+        let again = backup_paths(&paths, Some(&report.tree), &mut store).expect("again");
+        assert_eq!(store.store_calls, calls);
+        assert_eq!(again.files_reused, 3);
+
+        // A missing path is an error, and so is a relative one.
+        let err = backup_paths(&[app.join("missing.env")], None, &mut store).expect_err("missing");
+        assert!(err.message.contains("missing.env") && err.message.contains("does not exist"));
+        let err = backup_paths(&[PathBuf::from("relative/.env")], None, &mut store)
+            .expect_err("relative");
+        assert_eq!(err.code, Code::InvalidValue);
+    }
+
+    fn paths_of(report: &ScanReport) -> Vec<String> {
+        report.tree.entries.iter().map(|e| e.path.clone()).collect()
+    }
+}
