@@ -52,6 +52,22 @@ impl ScanError {
         }
     }
 
+    /// A restore that would be unsafe or lose data: nothing is written.
+    fn refused(message: impl Into<String>) -> ScanError {
+        ScanError {
+            code: Code::RestoreRefused,
+            message: message.into(),
+        }
+    }
+
+    /// The source cannot be read as a whole: the snapshot fails.
+    fn source(message: impl Into<String>) -> ScanError {
+        ScanError {
+            code: Code::SourceFailed,
+            message: message.into(),
+        }
+    }
+
     fn invalid(message: impl Into<String>) -> ScanError {
         ScanError {
             code: Code::InvalidValue,
@@ -103,10 +119,11 @@ pub fn backup_folder(
     parent: Option<&Tree>,
     sink: &mut dyn ChunkSink,
 ) -> Result<ScanReport, ScanError> {
-    let meta = fs::metadata(root)
-        .map_err(|e| ScanError::io(format!("cannot read the folder {}: {e}", root.display())))?;
+    let meta = fs::metadata(root).map_err(|e| {
+        ScanError::source(format!("cannot read the folder {}: {e}", root.display()))
+    })?;
     if !meta.is_dir() {
-        return Err(ScanError::io(format!(
+        return Err(ScanError::source(format!(
             "{} is not a directory",
             root.display()
         )));
@@ -118,7 +135,9 @@ pub fn backup_folder(
             dir.map(|d| d.map(|d| d.file_name()))
                 .collect::<io::Result<Vec<_>>>()
         })
-        .map_err(|e| ScanError::io(format!("cannot list the folder {}: {e}", root.display())))?;
+        .map_err(|e| {
+            ScanError::source(format!("cannot list the folder {}: {e}", root.display()))
+        })?;
     scan.walk_names(root, "", names, sink)?;
     Ok(scan.finish())
 }
@@ -145,13 +164,13 @@ pub fn backup_paths(
                 continue;
             }
             let meta = fs::metadata(&above).map_err(|e| {
-                ScanError::io(format!(
+                ScanError::source(format!(
                     "cannot read the directory {}: {e}",
                     above.display()
                 ))
             })?;
             if !meta.is_dir() {
-                return Err(ScanError::io(format!(
+                return Err(ScanError::source(format!(
                     "{} is not a directory",
                     above.display()
                 )));
@@ -163,13 +182,13 @@ pub fn backup_paths(
         let meta = match fs::symlink_metadata(path) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(ScanError::io(format!(
+                return Err(ScanError::source(format!(
                     "the configuration path {} does not exist",
                     path.display()
                 )));
             }
             Err(e) => {
-                return Err(ScanError::io(format!(
+                return Err(ScanError::source(format!(
                     "cannot read {}: {e}",
                     path.display()
                 )));
@@ -624,7 +643,7 @@ pub fn restore(
         .map(|i| i.path.as_str())
         .collect();
     if !blocked.is_empty() {
-        return Err(ScanError::io(format!(
+        return Err(ScanError::refused(format!(
             "nothing was restored: the target holds non-empty directories where the \
              snapshot has files or symlinks; move them away first: {}",
             list(&blocked)
@@ -637,7 +656,7 @@ pub fn restore(
             .iter()
             .map(String::as_str)
             .collect();
-        return Err(ScanError::io(format!(
+        return Err(ScanError::refused(format!(
             "nothing was restored: {} existing entr{} in {} differ{} from the snapshot and \
              would be overwritten (use force to overwrite them): {}",
             paths.len(),
@@ -663,14 +682,16 @@ pub fn restore(
             EntryKind::Dir => {
                 match item.action {
                     Action::Create => {
-                        make_dir(&dest).map_err(|e| io_err("cannot create the directory", e))?;
+                        make_dir(&dest, item.entry.is_some())
+                            .map_err(|e| io_err("cannot create the directory", e))?;
                         report.dirs_created += 1;
                     }
                     Action::Overwrite => {
                         // A file or symlink where the snapshot has a directory: the
                         // link itself is removed, never followed.
                         fs::remove_file(&dest).map_err(|e| io_err("cannot remove it", e))?;
-                        make_dir(&dest).map_err(|e| io_err("cannot create the directory", e))?;
+                        make_dir(&dest, item.entry.is_some())
+                            .map_err(|e| io_err("cannot create the directory", e))?;
                         report.dirs_created += 1;
                     }
                     Action::Identical => report.unchanged += 1,
@@ -817,7 +838,7 @@ fn check_tree(tree: &Tree) -> Result<HashMap<&str, &Entry>, ScanError> {
     let mut by_path: HashMap<&str, &Entry> = HashMap::with_capacity(tree.entries.len());
     for entry in &tree.entries {
         if let Some(why) = unsafe_path(&entry.path) {
-            return Err(ScanError::invalid(format!(
+            return Err(ScanError::refused(format!(
                 "the snapshot holds the unsafe entry path {:?} ({why}); nothing was restored",
                 entry.path
             )));
@@ -826,7 +847,7 @@ fn check_tree(tree: &Tree) -> Result<HashMap<&str, &Entry>, ScanError> {
             match &entry.target {
                 Some(t) if !t.is_empty() && !t.contains('\0') => {}
                 _ => {
-                    return Err(ScanError::invalid(format!(
+                    return Err(ScanError::refused(format!(
                         "the snapshot's symlink {:?} has no usable target; nothing was restored",
                         entry.path
                     )));
@@ -834,7 +855,7 @@ fn check_tree(tree: &Tree) -> Result<HashMap<&str, &Entry>, ScanError> {
             }
         }
         if by_path.insert(&entry.path, entry).is_some() {
-            return Err(ScanError::invalid(format!(
+            return Err(ScanError::refused(format!(
                 "the snapshot holds the entry {:?} twice; nothing was restored",
                 entry.path
             )));
@@ -845,7 +866,7 @@ fn check_tree(tree: &Tree) -> Result<HashMap<&str, &Entry>, ScanError> {
             if let Some(a) = by_path.get(above)
                 && a.kind != EntryKind::Dir
             {
-                return Err(ScanError::invalid(format!(
+                return Err(ScanError::refused(format!(
                     "the snapshot's entry {:?} lies under {:?}, which is not a directory; \
                      nothing was restored",
                     entry.path, above
@@ -908,16 +929,21 @@ fn select<'t>(tree: &'t Tree, include: &[String]) -> Result<Vec<&'t Entry>, Scan
         .collect())
 }
 
-fn existing_at(path: &Path) -> Result<(Existing, Option<Metadata>), ScanError> {
+/// What the target holds at `path`; whether a directory is empty is only looked at
+/// when `check_empty`.
+fn existing_at(path: &Path, check_empty: bool) -> Result<(Existing, Option<Metadata>), ScanError> {
     match fs::symlink_metadata(path) {
         Ok(m) => {
             let ft = m.file_type();
             let existing = if ft.is_symlink() {
                 Existing::Symlink
             } else if ft.is_dir() {
-                let empty = fs::read_dir(path)
-                    .map(|mut d| d.next().is_none())
-                    .map_err(|e| ScanError::io(format!("cannot list {}: {e}", path.display())))?;
+                let empty = check_empty
+                    && fs::read_dir(path)
+                        .map(|mut d| d.next().is_none())
+                        .map_err(|e| {
+                            ScanError::io(format!("cannot list {}: {e}", path.display()))
+                        })?;
                 if empty {
                     Existing::EmptyDir
                 } else {
@@ -1000,7 +1026,7 @@ fn prepare<'t>(
             None => target_exists,
         };
         let (existing, meta) = if parent_real {
-            existing_at(&target.join(&item.path))?
+            existing_at(&target.join(&item.path), item.kind() != EntryKind::Dir)?
         } else {
             (Existing::Nothing, None)
         };
@@ -1112,9 +1138,12 @@ fn check_parents(target: &Path, rel: &str) -> Result<(), ScanError> {
     Ok(())
 }
 
-/// Makes a directory that only its owner can enter until its own mode is set.
-fn make_dir(path: &Path) -> io::Result<()> {
-    fs::DirBuilder::new().mode(0o700).create(path)
+/// Makes a directory. One whose mode the tree records starts out private and gets its
+/// mode once its contents are written; one the tree does not hold (above a selected
+/// entry) gets the default mode.
+fn make_dir(path: &Path, recorded: bool) -> io::Result<()> {
+    let mode = if recorded { 0o700 } else { 0o777 };
+    fs::DirBuilder::new().mode(mode).create(path)
 }
 
 fn entry_mtime(entry: &Entry) -> FileTime {
@@ -1284,35 +1313,19 @@ mod tests {
     }
 
     /// What must survive a round trip: everything but inode and ctime.
-    fn portable(
-        tree: &Tree,
-    ) -> Vec<(
-        String,
-        EntryKind,
-        u32,
-        i64,
-        u32,
-        u64,
-        Option<String>,
-        Vec<ChunkId>,
-    )> {
+    fn portable(tree: &Tree) -> Vec<Entry> {
         tree.entries
             .iter()
-            .map(|e| {
-                (
-                    e.path.clone(),
-                    e.kind,
-                    if e.kind == EntryKind::Symlink {
-                        0
-                    } else {
-                        e.mode
-                    },
-                    e.mtime,
-                    e.mtime_ns,
-                    e.size,
-                    e.target.clone(),
-                    e.chunks.clone(),
-                )
+            .map(|e| Entry {
+                mode: if e.kind == EntryKind::Symlink {
+                    0
+                } else {
+                    e.mode
+                },
+                ino: 0,
+                ctime: 0,
+                ctime_ns: 0,
+                ..e.clone()
             })
             .collect()
     }
@@ -1775,9 +1788,9 @@ mod tests {
             };
             let target = tmp.path().join("target");
             let err = plan_restore(&tree, &target, &[]).expect_err(bad);
-            assert_eq!(err.code, Code::InvalidValue, "{bad:?}: {err}");
+            assert_eq!(err.code, Code::RestoreRefused, "{bad:?}: {err}");
             let err = restore(&tree, &target, &[], true, &mut store).expect_err(bad);
-            assert_eq!(err.code, Code::InvalidValue);
+            assert_eq!(err.code, Code::RestoreRefused);
             assert!(err.message.contains(&format!("{bad:?}")), "{bad:?}: {err}");
             assert!(
                 !target.exists(),
@@ -1785,12 +1798,7 @@ mod tests {
             );
             assert_eq!(listing(tmp.path()), before);
         }
-        assert_eq!(
-            fs::read_to_string("/etc/passwd")
-                .map(|s| s.contains("evil"))
-                .unwrap_or(false),
-            false
-        );
+        assert!(!fs::read_to_string("/etc/passwd").is_ok_and(|s| s.contains("evil")));
     }
 
     #[test]
@@ -1999,6 +2007,44 @@ mod tests {
         let err = backup_paths(&[PathBuf::from("relative/.env")], None, &mut store)
             .expect_err("relative");
         assert_eq!(err.code, Code::InvalidValue);
+    }
+
+    #[test]
+    fn kind_changes_need_force_and_never_remove_a_full_directory() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let target = tmp.path().join("t");
+        write(&target.join("x/keep-me"), b"precious");
+        write(
+            &target.join("d"),
+            b"a file where the snapshot has a directory",
+        );
+        let mut store = MemStore::default();
+        let mut d = file_entry("d", &mut store, b"");
+        d.kind = EntryKind::Dir;
+        d.chunks.clear();
+        let tree = Tree {
+            entries: vec![
+                d,
+                file_entry("d/inner", &mut store, b"inner"),
+                file_entry("x", &mut store, b"a file where a full directory is"),
+            ],
+        };
+        let preview = plan_restore(&tree, &target, &[]).expect("plan");
+        assert_eq!(preview.overwrite, ["d", "x"]);
+        let err = restore(&tree, &target, &[], true, &mut store).expect_err("blocked");
+        assert!(err.message.contains('x'), "{err}");
+        assert_eq!(
+            fs::read(target.join("x/keep-me")).expect("read"),
+            b"precious"
+        );
+        assert!(fs::metadata(target.join("d")).expect("stat").is_file());
+
+        let tree = Tree {
+            entries: tree.entries[..2].to_vec(),
+        };
+        restore(&tree, &target, &[], false, &mut store).expect_err("needs force");
+        restore(&tree, &target, &[], true, &mut store).expect("forced");
+        assert_eq!(fs::read(target.join("d/inner")).expect("read"), b"inner");
     }
 
     fn paths_of(report: &ScanReport) -> Vec<String> {
