@@ -138,16 +138,15 @@ impl StorageExecutor {
                 )),
             };
             let flushed = sink.finish();
-            let new: Vec<u64> = sink.targets.iter().map(|t| t.bytes_new).collect();
+            // Dropping the sink closes the upload channels.
             drop(sink);
-            let report = match (report, flushed) {
+            match (report, flushed) {
                 (Ok(r), Ok(())) => Ok(r),
                 (Err(e), _) => Err(e),
                 (Ok(_), Err(e)) => Err(e.to_string()),
-            };
-            (report, new)
+            }
         });
-        let (report, new_bytes) = scan
+        let report = scan
             .await
             .map_err(|e| Failure::new(Code::SourceFailed, format!("the scan stopped: {e}")))?;
         let mut records = Vec::new();
@@ -191,7 +190,7 @@ impl StorageExecutor {
         };
         info.bytes_read = Some(report.bytes_read);
         let mut stored_first = None;
-        for ((repo, packs), new) in repos.iter().zip(records).zip(&new_bytes) {
+        for (repo, packs) in repos.iter().zip(records) {
             let stored: u64 = packs.iter().map(|p| p.size).sum();
             stored_first.get_or_insert(stored);
             if !packs.is_empty() {
@@ -199,7 +198,6 @@ impl StorageExecutor {
             }
             let mut info = info.clone();
             info.bytes_stored = Some(stored);
-            let _ = new;
             repo.put_snapshot(&self.key, &info, &report.tree).await?;
         }
         let mut detail = format!("{} files, {} unchanged", report.files, report.files_reused);
@@ -354,12 +352,11 @@ impl StorageExecutor {
 pub async fn gc(repo: &Repo, key: &RepoKey) -> Result<usize, Failure> {
     let index: Index = repo.load_index(key).await?;
     let mut referenced = HashSet::new();
-    for (path, header) in repo.snapshot_headers().await? {
+    for (_, header) in repo.snapshot_headers().await? {
         let header = header?;
         if header.key_id != key.id() {
             // A snapshot under another key: its references cannot be read, so no
             // pack may be collected.
-            let _ = path;
             return Ok(0);
         }
         let (_, tree) = repo.read_snapshot(key, &header.snapshot.id).await?;

@@ -92,8 +92,11 @@ pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
     let now = chrono::Utc::now();
     let repos = open_all(&policy)?;
     for repo in &repos {
-        // A destination seen for the first time gets its repository now.
-        rt.block_on(repo.init(&key, &recipients, now))?;
+        // A destination seen for the first time gets its repository now. One that
+        // cannot be reached fails its own actions, not the others'.
+        if let Err(f) = rt.block_on(repo.init(&key, &recipients, now)) {
+            eprintln!("{:?}", miette::Report::new(f));
+        }
     }
     let executor = StorageExecutor::new(policy.clone(), key, recipients, repos, now);
     let report = rt.block_on(crate::apply::apply(

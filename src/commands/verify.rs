@@ -16,7 +16,7 @@ use crate::inventory::SnapshotStatus;
 use crate::pipeline::fetch::RepoFetcher;
 use crate::repo::format::pack_path;
 use crate::repo::keys::RepoKey;
-use crate::repo::store::Repo;
+use crate::repo::store::{Index, Repo};
 use crate::repo::{open_all, repository_key};
 use crate::sources::ChunkSource;
 
@@ -126,8 +126,8 @@ async fn verify_repo(
             return f;
         }
     };
-    let mut keys: HashMap<String, RepoKey> = HashMap::new();
-    let mut needed: HashMap<String, Vec<String>> = HashMap::new();
+    // One key and one index per repository key id the snapshots name.
+    let mut opened: HashMap<String, (RepoKey, Arc<Index>)> = HashMap::new();
     for (path, header) in headers {
         let header = match header {
             Ok(h) => h,
@@ -141,10 +141,16 @@ async fn verify_repo(
         if header.snapshot.status == SnapshotStatus::Failed {
             continue;
         }
-        if !keys.contains_key(&header.key_id) {
-            match key_for(repo, &header.key_id, host, secret.as_deref()).await {
-                Ok(k) => {
-                    keys.insert(header.key_id.clone(), k);
+        if !opened.contains_key(&header.key_id) {
+            let result = async {
+                let key = key_for(repo, &header.key_id, host, secret.as_deref()).await?;
+                let index = repo.load_index(&key).await?;
+                Ok::<_, Failure>((key, Arc::new(index)))
+            }
+            .await;
+            match result {
+                Ok(pair) => {
+                    opened.insert(header.key_id.clone(), pair);
                 }
                 Err(e) => {
                     note(&mut f, &id, e.message);
@@ -152,28 +158,14 @@ async fn verify_repo(
                 }
             }
         }
-        let key = &keys[&header.key_id];
+        let (key, index) = &opened[&header.key_id];
         match repo.read_snapshot(key, &id).await {
             Ok((_, tree)) => {
-                let chunks: HashSet<_> = tree
-                    .entries
-                    .iter()
-                    .flat_map(|e| e.chunks.iter().copied())
-                    .collect();
-                needed
-                    .entry(header.key_id.clone())
-                    .or_default()
-                    .push(id.clone());
-                let index = match repo.load_index(key).await {
-                    Ok(i) => i,
-                    Err(e) => {
-                        note(&mut f, &id, e.message);
-                        continue;
-                    }
-                };
+                let chunks: HashSet<_> =
+                    tree.entries.iter().flat_map(|e| e.chunks.iter()).collect();
                 let missing = chunks
                     .iter()
-                    .filter(|c| !index.chunks.contains_key(*c))
+                    .filter(|c| !index.chunks.contains_key(**c))
                     .count();
                 if missing > 0 {
                     note(&mut f, &id, format!("{missing} chunk(s) are in no pack"));
@@ -189,11 +181,7 @@ async fn verify_repo(
             return f;
         }
     };
-    for (key_id, key) in &keys {
-        let Ok(index) = repo.load_index(key).await else {
-            continue;
-        };
-        let _ = key_id;
+    for (key, index) in opened.values() {
         f.packs += index.packs.len();
         for (id, record) in &index.packs {
             match stored.get(&pack_path(id)) {
@@ -213,7 +201,6 @@ async fn verify_repo(
         let (Some(fraction), Some(secret)) = (fraction, &secret) else {
             continue;
         };
-        let index = Arc::new(index);
         let mut packs: Vec<&Arc<str>> = index.packs.keys().collect();
         packs.sort();
         let take = ((packs.len() as f64) * fraction).ceil() as usize;
@@ -262,6 +249,5 @@ async fn verify_repo(
             note(&mut f, "", p);
         }
     }
-    let _ = needed;
     f
 }

@@ -24,8 +24,6 @@ pub struct Target {
     known: HashSet<ChunkId>,
     builder: PackBuilder,
     tx: mpsc::Sender<PackUpload>,
-    /// Plaintext bytes of the chunks this destination lacked.
-    pub bytes_new: u64,
 }
 
 impl Target {
@@ -35,7 +33,6 @@ impl Target {
             known,
             builder: PackBuilder::default(),
             tx,
-            bytes_new: 0,
         }
     }
 
@@ -113,7 +110,6 @@ impl ChunkSink for RepoSink {
                     t.builder
                         .add(id, &self.key_set.packets, p, chunk.length as u32);
                     t.known.insert(id);
-                    t.bytes_new += chunk.length as u64;
                     if t.builder.len() >= PACK_TARGET {
                         t.flush()?;
                     }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use opendal::{ErrorKind, Operator};
 
 use super::format::{
@@ -93,10 +93,6 @@ impl Repo {
             name: name.into(),
             op,
         }
-    }
-
-    pub fn operator(&self) -> &Operator {
-        &self.op
     }
 
     async fn read(&self, path: &str) -> Result<Vec<u8>, Failure> {
@@ -224,16 +220,6 @@ impl Repo {
                     ),
                 )
             })
-    }
-
-    /// The ids of the repository keys stored here.
-    pub async fn key_ids(&self) -> Result<Vec<String>, Failure> {
-        Ok(self
-            .list("keys/")
-            .await?
-            .into_iter()
-            .filter_map(|p| p.rsplit('/').next().map(str::to_string))
-            .collect())
     }
 
     /// What `plan` needs, with no key; with the repository key the applied policy's
@@ -507,15 +493,6 @@ impl Repo {
         }
     }
 
-    /// The size of one object, or `None` when it is missing.
-    pub async fn size_of(&self, path: &str) -> Result<Option<u64>, Failure> {
-        match self.op.stat(path).await {
-            Ok(m) => Ok(Some(m.content_length())),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(storage(&self.name, &format!("reading {path}"), e)),
-        }
-    }
-
     /// Every lock, parsed.
     pub async fn locks(&self) -> Result<Vec<(String, Result<LockInfo, String>)>, Failure> {
         let paths = self.list("locks/").await?;
@@ -555,39 +532,6 @@ impl Repo {
     /// Every index object path (for a compaction to delete).
     pub async fn index_objects(&self) -> Result<Vec<String>, Failure> {
         self.list("index/").await
-    }
-
-    /// Every object under `packs/`, `index/`, `trees/`, `snapshots/`: for tests that
-    /// look at what the storage provider sees.
-    pub async fn all_objects(&self) -> Result<Vec<String>, Failure> {
-        let entries = self
-            .op
-            .list_with("")
-            .recursive(true)
-            .await
-            .map_err(|e| storage(&self.name, "listing", e))?;
-        Ok(entries
-            .into_iter()
-            .filter(|e| e.metadata().is_file())
-            .map(|e| e.path().to_string())
-            .collect())
-    }
-
-    /// Streams an object's bytes (for large packs read whole).
-    pub async fn stream(&self, path: &str) -> Result<Vec<u8>, Failure> {
-        let reader = self
-            .op
-            .reader(path)
-            .await
-            .map_err(|e| storage(&self.name, &format!("reading {path}"), e))?;
-        let chunks: Vec<opendal::Buffer> = reader
-            .into_stream(..)
-            .await
-            .map_err(|e| storage(&self.name, &format!("reading {path}"), e))?
-            .try_collect()
-            .await
-            .map_err(|e| storage(&self.name, &format!("reading {path}"), e))?;
-        Ok(chunks.into_iter().flat_map(|b| b.to_vec()).collect())
     }
 }
 
