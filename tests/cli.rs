@@ -166,25 +166,76 @@ fn plan_out_saves_the_plan_as_json() {
 // --- apply --------------------------------------------------------------------------
 
 #[test]
-fn apply_carries_out_a_saved_plan_and_exits_3_because_this_build_cannot_back_up() {
-    let sandbox = Sandbox::new();
-    sandbox.write("inventory.json", &day_old_inventory());
+fn apply_carries_out_a_saved_plan_and_then_refuses_it_as_stale() {
+    let sandbox = Sandbox::with_example_data();
+    sandbox.run(&["init"]).check();
+    sandbox.run(&["plan", "--out", "plan.json"]).check();
     sandbox
-        .run(&planning(&["plan", "--out", "plan.json"]))
+        .run(&["apply", "plan.json"])
+        .stdout("✓ backup config → local")
+        .stdout("✓ backup uploads → local")
+        .stdout("Apply: 2 done, 0 failed, 0 skipped.")
+        .stderr_lacks("BP")
+        .check();
+    // The destination holds the snapshots now: the saved plan is out of date.
+    sandbox
+        .run(&["apply", "plan.json"])
+        .status(1)
+        .stderr("BP203")
+        .stderr("destinations changed")
         .check();
     sandbox
-        .run(&["apply", "plan.json", "--inventory", "inventory.json"])
+        .run(&["plan", "--detailed-exitcode"])
+        .stdout("No changes")
+        .check();
+}
+
+#[test]
+fn apply_without_a_repository_key_fails_with_bp223_and_writes_nothing() {
+    let sandbox = Sandbox::new().example_data();
+    sandbox
+        .run(&["apply"])
+        .status(1)
+        .stderr("BP223")
+        .stderr("repository key")
+        .stderr("backplan init")
+        .check();
+    assert!(
+        !sandbox.path("backups").exists(),
+        "apply wrote a repository"
+    );
+}
+
+/// [`POLICY`] with a repository key and a postgres source, which this build cannot
+/// back up yet; `uploads` depends on it.
+fn policy_with_postgres() -> String {
+    let policy = common::with_repository_key(POLICY)
+        .replace("    depends_on: [config]\n", "    depends_on: [db]\n");
+    format!("{policy}  db:\n    type: postgres\n    url: postgres://backup@127.0.0.1:5432/app\n")
+}
+
+#[test]
+fn apply_exits_3_when_a_source_type_is_not_part_of_this_build() {
+    let sandbox = Sandbox::with_policy(&policy_with_postgres()).example_data();
+    sandbox.run(&["init"]).check();
+    sandbox.run(&["plan", "--out", "plan.json"]).check();
+    sandbox
+        .run(&["apply", "plan.json"])
         .status(3)
-        .stdout("✗ backup config → local")
+        .stdout("✓ backup config → local")
+        .stdout("✗ backup db → local")
         .stdout("BP207")
+        .stdout("not part of this build yet")
+        .stderr("BP205")
         .check();
 }
 
 #[test]
 fn apply_exits_3_when_actions_fail_and_the_report_says_why() {
-    let sandbox = Sandbox::new();
+    let sandbox = Sandbox::with_policy(&policy_with_postgres()).example_data();
+    sandbox.run(&["init"]).check();
     let run = sandbox.run(&["apply"]).status(3).check();
-    // config fails (this build has no repository writer); uploads depends on it.
+    // db fails (no postgres in this build); uploads depends on it; config succeeds.
     assert!(
         run.stdout.contains("failed: BP207"),
         "the report names the code:\n{}",
@@ -192,35 +243,50 @@ fn apply_exits_3_when_actions_fail_and_the_report_says_why() {
     );
     assert!(
         run.stdout
-            .contains("skipped: its dependency config was not backed up"),
+            .contains("skipped: its dependency db was not backed up"),
         "{}",
         run.stdout
     );
     assert!(
-        run.stdout.contains("Apply: 0 done, 1 failed, 1 skipped."),
+        run.stdout.contains("Apply: 1 done, 1 failed, 1 skipped."),
         "{}",
         run.stdout
+    );
+    assert!(
+        run.stderr.contains("1 of 3 actions failed"),
+        "{}",
+        run.stderr
     );
 }
 
 #[test]
 fn apply_format_json_reports_every_outcome() {
-    let sandbox = Sandbox::new();
+    let sandbox = Sandbox::with_policy(&policy_with_postgres()).example_data();
+    sandbox.run(&["init"]).check();
     let run = sandbox
         .run(&["apply", "--format", "json"])
         .status(3)
         .check();
     let report: Value = serde_json::from_str(&run.stdout)
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", run.stdout));
-    let statuses: Vec<&str> = report["outcomes"]
-        .as_array()
-        .expect("outcomes is a list")
+    let outcomes = report["outcomes"].as_array().expect("outcomes is a list");
+    let by_source: Vec<(&str, &str)> = outcomes
         .iter()
-        .filter_map(|o| o["status"].as_str())
+        .filter_map(|o| Some((o["action"]["source"].as_str()?, o["status"].as_str()?)))
         .collect();
-    assert_eq!(statuses, ["failed", "skipped"]);
-    let error = report["outcomes"][0]["error"].as_str().expect("an error");
+    assert_eq!(
+        by_source,
+        [("config", "done"), ("db", "failed"), ("uploads", "skipped")],
+        "{}",
+        run.stdout
+    );
+    let error = outcomes[1]["error"].as_str().expect("an error");
     assert!(error.starts_with("BP207"), "{error}");
+    assert!(
+        outcomes[0]["bytes_read"].as_u64().is_some_and(|n| n > 0),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]
@@ -344,7 +410,7 @@ fn plan_only_warns_about_an_unset_variable() {
 // --- the other commands -------------------------------------------------------------
 
 #[test]
-fn init_writes_a_starter_policy_and_refuses_to_overwrite_it() {
+fn init_writes_a_starter_policy_and_never_overwrites_it() {
     let sandbox = Sandbox::new();
     sandbox
         .run(&["init", "-p", "new.yaml"])
@@ -354,24 +420,68 @@ fn init_writes_a_starter_policy_and_refuses_to_overwrite_it() {
     let written = sandbox.read("new.yaml");
     assert!(written.contains("version: 1"), "{written}");
 
+    // On an existing file init sets up its repositories; a file that is not a
+    // policy is reported, and left as it is.
     sandbox.write("new.yaml", "# edited by hand\n");
     sandbox
         .run(&["init", "-p", "new.yaml"])
         .status(1)
-        .stderr("never overwrites")
+        .stderr("BP103")
         .check();
     assert_eq!(sandbox.read("new.yaml"), "# edited by hand\n");
 }
 
 #[test]
-fn init_refuses_to_overwrite_the_default_policy() {
+fn init_on_a_policy_without_a_repository_key_fails_with_bp223() {
     let sandbox = Sandbox::new();
     sandbox
         .run(&["init"])
         .status(1)
-        .stderr("backplan.yaml exists already")
+        .stderr("BP223")
+        .stderr("repository_key_file")
         .check();
     assert_eq!(sandbox.read("backplan.yaml"), POLICY);
+    assert!(!sandbox.path("backups").exists(), "init made a repository");
+}
+
+#[test]
+fn init_on_an_existing_policy_makes_the_key_and_the_repository_once() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let sandbox = Sandbox::with_example_data();
+    let policy = sandbox.read("backplan.yaml");
+    sandbox
+        .run(&["init"])
+        .stdout("Made repository key")
+        .stdout("repo.key")
+        .stdout("local: repository created")
+        .check();
+    let key = sandbox.read("repo.key");
+    assert_eq!(key.trim().len(), 64, "{key}");
+    assert!(key.trim().chars().all(|c| c.is_ascii_hexdigit()), "{key}");
+    let mode = std::fs::metadata(sandbox.path("repo.key"))
+        .expect("key file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the key file is private");
+    assert!(sandbox.path("backups/backplan.json").is_file());
+    let copies: Vec<_> = std::fs::read_dir(sandbox.path("backups/keys"))
+        .expect("the key's copy")
+        .collect();
+    assert_eq!(copies.len(), 1, "one copy of the repository key");
+
+    // Again: nothing new, the key stays, the policy is untouched.
+    let run = sandbox
+        .run(&["init"])
+        .stdout("local: repository exists; key copy checked")
+        .check();
+    assert!(
+        !run.stdout.contains("Made repository key"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(sandbox.read("repo.key"), key);
+    assert_eq!(sandbox.read("backplan.yaml"), policy);
 }
 
 #[test]

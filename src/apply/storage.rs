@@ -118,7 +118,7 @@ impl StorageExecutor {
                     parent.as_ref(),
                     &mut sink,
                 )
-                .map_err(|e| e.to_string()),
+                .map_err(|e| Failure::new(Code::SourceFailed, e.message)),
                 SourceKind::Config(c) => {
                     let paths: Vec<PathBuf> = c
                         .paths
@@ -129,12 +129,14 @@ impl StorageExecutor {
                         })
                         .collect();
                     files::backup_paths(&paths, parent.as_ref(), &mut sink)
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| Failure::new(Code::SourceFailed, e.message))
                 }
-                other => Err(format!(
-                    "{}: backing up {} sources is not part of this build yet",
-                    Code::NoExecutor.id(),
-                    other.type_name()
+                other => Err(Failure::new(
+                    Code::NoExecutor,
+                    format!(
+                        "backing up {} sources is not part of this build yet",
+                        other.type_name()
+                    ),
                 )),
             };
             let flushed = sink.finish();
@@ -143,7 +145,7 @@ impl StorageExecutor {
             match (report, flushed) {
                 (Ok(r), Ok(())) => Ok(r),
                 (Err(e), _) => Err(e),
-                (Ok(_), Err(e)) => Err(e.to_string()),
+                (Ok(_), Err(e)) => Err(Failure::new(Code::SourceFailed, e.to_string())),
             }
         });
         let report = scan
@@ -179,9 +181,9 @@ impl StorageExecutor {
         };
         let report = match (report, upload_error) {
             (Ok(r), None) => r,
-            (Err(why), _) => {
+            (Err(f), _) => {
                 self.record_failure(repos, &mut info).await;
-                return Err(Failure::new(Code::SourceFailed, why));
+                return Err(f);
             }
             (Ok(_), Some(f)) => {
                 self.record_failure(repos, &mut info).await;

@@ -99,12 +99,14 @@ pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
         }
     }
     let executor = StorageExecutor::new(policy.clone(), key, recipients, repos, now);
+    let progress = render::progress::Progress::for_terminal();
     let report = rt.block_on(crate::apply::apply(
         &plan,
         &executor,
         args.parallel,
-        &|_| {},
+        &|event| progress.event(event),
     ));
+
     if report.done() > 0 {
         rt.block_on(executor.record_policy(chrono::Utc::now()))?;
     }

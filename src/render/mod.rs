@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod graph;
 pub mod plan;
+pub mod progress;
 pub mod restore;
 pub mod snapshots;
 

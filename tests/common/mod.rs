@@ -45,6 +45,23 @@ sources:
     depends_on: [config]
 "#;
 
+/// The secret key of the demo recipient, for restores and `verify --read-data`.
+pub fn secret_key() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys/demo-recipient.secret.asc")
+}
+
+/// `policy` with `repository_key_file: repo.key` under its recipients, so that
+/// `init` makes the key and `apply` can back up.
+pub fn with_repository_key(policy: &str) -> String {
+    let recipients = "    - keys/demo-recipient.asc\n";
+    assert!(policy.contains(recipients), "the policy names the demo key");
+    policy.replacen(
+        recipients,
+        &format!("{recipients}  repository_key_file: repo.key\n"),
+        1,
+    )
+}
+
 /// A temporary working folder for the binary.
 #[derive(Debug)]
 pub struct Sandbox {
@@ -67,6 +84,30 @@ impl Sandbox {
         sandbox.write("keys/demo-recipient.asc", &key);
         sandbox.write("backplan.yaml", policy);
         sandbox
+    }
+
+    /// [`POLICY`] with a repository key file and the files its sources name.
+    pub fn with_example_data() -> Sandbox {
+        Sandbox::with_policy(&with_repository_key(POLICY)).example_data()
+    }
+
+    /// Writes the files [`POLICY`]'s sources back up (one of them excluded).
+    pub fn example_data(self) -> Sandbox {
+        self.write(
+            "example-data/config/app.env",
+            "APP_URL=https://media.example.invalid\nSESSION_SECRET=demo-not-a-secret\n",
+        )
+        .write(
+            "example-data/uploads/2026/11/hello.txt",
+            "hello, backplan\n",
+        )
+        .write("example-data/uploads/upload.tmp", "half an upload\n");
+        self
+    }
+
+    /// The sandbox folder itself.
+    pub fn root(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn path(&self, relative: &str) -> PathBuf {
@@ -108,7 +149,7 @@ impl Sandbox {
             sandbox: self,
             args: args.iter().map(|a| a.to_string()).collect(),
             env_remove: Vec::new(),
-            status: 0,
+            status: Some(0),
             stdout: Vec::new(),
             stderr: Vec::new(),
             stderr_lacks: Vec::new(),
@@ -123,7 +164,8 @@ pub struct Cmd<'a> {
     sandbox: &'a Sandbox,
     args: Vec<String>,
     env_remove: Vec<String>,
-    status: i32,
+    /// `None`: any status but 0.
+    status: Option<i32>,
     stdout: Vec<String>,
     stderr: Vec<String>,
     stderr_lacks: Vec<String>,
@@ -131,7 +173,13 @@ pub struct Cmd<'a> {
 
 impl Cmd<'_> {
     pub fn status(mut self, status: i32) -> Self {
-        self.status = status;
+        self.status = Some(status);
+        self
+    }
+
+    /// The command must fail, with any non-zero status.
+    pub fn fails(mut self) -> Self {
+        self.status = None;
         self
     }
 
@@ -177,12 +225,19 @@ impl Cmd<'_> {
                 run.stderr
             )
         };
-        assert_eq!(
-            run.status,
-            Some(self.status),
-            "unexpected exit status\n{}",
-            show()
-        );
+        match self.status {
+            Some(status) => assert_eq!(
+                run.status,
+                Some(status),
+                "unexpected exit status\n{}",
+                show()
+            ),
+            None => assert!(
+                run.status.is_some_and(|s| s != 0),
+                "expected a failure\n{}",
+                show()
+            ),
+        }
         for text in &self.stdout {
             assert!(
                 run.stdout.contains(text.as_str()),
@@ -204,7 +259,7 @@ impl Cmd<'_> {
                 show()
             );
         }
-        if self.status != 101 {
+        if self.status != Some(101) {
             assert!(!run.stderr.contains("panicked"), "{}", show());
         }
         run
@@ -217,6 +272,13 @@ pub struct Run {
     pub status: Option<i32>,
     pub stdout: String,
     pub stderr: String,
+}
+
+impl Run {
+    /// Both streams, for checks that do not care where a message went.
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
 }
 
 impl From<Output> for Run {
