@@ -58,6 +58,7 @@ pub enum Code {
     RestoreRefused,
     SourceFailed,
     VerifyFailed,
+    DatabaseError,
     Io,
 }
 
@@ -107,6 +108,7 @@ impl Code {
         Code::RestoreRefused,
         Code::SourceFailed,
         Code::VerifyFailed,
+        Code::DatabaseError,
         Code::Io,
     ];
 
@@ -341,6 +343,11 @@ impl Code {
                 "BP228",
                 "verify-failed",
                 "the named objects are missing or damaged; copy them back from another destination or take a new backup",
+            ),
+            Code::DatabaseError => (
+                "BP229",
+                "database-error",
+                "the database server refused or failed a request; the message carries its own words",
             ),
             Code::Io => ("BP299", "io", "check the path and its permissions"),
         }

@@ -206,24 +206,24 @@ fn apply_without_a_repository_key_fails_with_bp223_and_writes_nothing() {
     );
 }
 
-/// [`POLICY`] with a repository key and a postgres source, which this build cannot
+/// [`POLICY`] with a repository key and a redis source, which this build cannot
 /// back up yet; `uploads` depends on it.
-fn policy_with_postgres() -> String {
+fn policy_with_redis() -> String {
     let policy = common::with_repository_key(POLICY)
-        .replace("    depends_on: [config]\n", "    depends_on: [db]\n");
-    format!("{policy}  db:\n    type: postgres\n    url: postgres://backup@127.0.0.1:5432/app\n")
+        .replace("    depends_on: [config]\n", "    depends_on: [cache]\n");
+    format!("{policy}  cache:\n    type: redis\n    url: redis://127.0.0.1:6379\n")
 }
 
 #[test]
 fn apply_exits_3_when_a_source_type_is_not_part_of_this_build() {
-    let sandbox = Sandbox::with_policy(&policy_with_postgres()).example_data();
+    let sandbox = Sandbox::with_policy(&policy_with_redis()).example_data();
     sandbox.run(&["init"]).check();
     sandbox.run(&["plan", "--out", "plan.json"]).check();
     sandbox
         .run(&["apply", "plan.json"])
         .status(3)
         .stdout("✓ backup config → local")
-        .stdout("✗ backup db → local")
+        .stdout("✗ backup cache → local")
         .stdout("BP207")
         .stdout("not part of this build yet")
         .stderr("BP205")
@@ -232,10 +232,10 @@ fn apply_exits_3_when_a_source_type_is_not_part_of_this_build() {
 
 #[test]
 fn apply_exits_3_when_actions_fail_and_the_report_says_why() {
-    let sandbox = Sandbox::with_policy(&policy_with_postgres()).example_data();
+    let sandbox = Sandbox::with_policy(&policy_with_redis()).example_data();
     sandbox.run(&["init"]).check();
     let run = sandbox.run(&["apply"]).status(3).check();
-    // db fails (no postgres in this build); uploads depends on it; config succeeds.
+    // cache fails (no redis in this build); uploads depends on it; config succeeds.
     assert!(
         run.stdout.contains("failed: BP207"),
         "the report names the code:\n{}",
@@ -243,7 +243,7 @@ fn apply_exits_3_when_actions_fail_and_the_report_says_why() {
     );
     assert!(
         run.stdout
-            .contains("skipped: its dependency db was not backed up"),
+            .contains("skipped: its dependency cache was not backed up"),
         "{}",
         run.stdout
     );
@@ -261,7 +261,7 @@ fn apply_exits_3_when_actions_fail_and_the_report_says_why() {
 
 #[test]
 fn apply_format_json_reports_every_outcome() {
-    let sandbox = Sandbox::with_policy(&policy_with_postgres()).example_data();
+    let sandbox = Sandbox::with_policy(&policy_with_redis()).example_data();
     sandbox.run(&["init"]).check();
     let run = sandbox
         .run(&["apply", "--format", "json"])
@@ -270,20 +270,33 @@ fn apply_format_json_reports_every_outcome() {
     let report: Value = serde_json::from_str(&run.stdout)
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", run.stdout));
     let outcomes = report["outcomes"].as_array().expect("outcomes is a list");
-    let by_source: Vec<(&str, &str)> = outcomes
+    let mut by_source: Vec<(&str, &str)> = outcomes
         .iter()
         .filter_map(|o| Some((o["action"]["source"].as_str()?, o["status"].as_str()?)))
         .collect();
+    by_source.sort();
     assert_eq!(
         by_source,
-        [("config", "done"), ("db", "failed"), ("uploads", "skipped")],
+        [
+            ("cache", "failed"),
+            ("config", "done"),
+            ("uploads", "skipped")
+        ],
         "{}",
         run.stdout
     );
-    let error = outcomes[1]["error"].as_str().expect("an error");
+    let outcome = |source: &str| {
+        outcomes
+            .iter()
+            .find(|o| o["action"]["source"] == source)
+            .unwrap_or_else(|| panic!("no outcome for {source}"))
+    };
+    let error = outcome("cache")["error"].as_str().expect("an error");
     assert!(error.starts_with("BP207"), "{error}");
     assert!(
-        outcomes[0]["bytes_read"].as_u64().is_some_and(|n| n > 0),
+        outcome("config")["bytes_read"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
         "{}",
         run.stdout
     );

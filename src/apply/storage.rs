@@ -21,7 +21,7 @@ use crate::repo::format::{PackBuilder, PackRecord, Tree};
 use crate::repo::keys::RepoKey;
 use crate::repo::lock;
 use crate::repo::store::{Index, Repo};
-use crate::sources::files;
+use crate::sources::{files, postgres};
 
 /// How many finished packs may wait for upload per destination.
 const UPLOAD_QUEUE: usize = 2;
@@ -107,6 +107,22 @@ impl StorageExecutor {
             .map_err(|e| Failure::new(Code::KeyFileUnreadable, e.0))?;
         let sink = RepoSink::new(&self.key, key_set, self.policy.compression, targets);
         let kind = source.kind.clone();
+        // A database is probed (version, databases) before anything is read.
+        let prepared = match &kind {
+            SourceKind::Postgres(pg) => match postgres::prepare(pg, &self.policy).await {
+                Ok(p) => Some(p),
+                Err(f) => {
+                    drop(sink);
+                    for u in uploads {
+                        let _ = u.await;
+                    }
+                    let mut info = self.snapshot_info(action, source, &id, started);
+                    self.record_failure(repos, &mut info).await;
+                    return Err(f);
+                }
+            },
+            _ => None,
+        };
         let policy = self.policy.clone();
         let scan = tokio::task::spawn_blocking(move || {
             let mut sink = sink;
@@ -131,6 +147,13 @@ impl StorageExecutor {
                     files::backup_paths(&paths, parent.as_ref(), &mut sink)
                         .map_err(|e| Failure::new(Code::SourceFailed, e.message))
                 }
+                SourceKind::Postgres(_) => match &prepared {
+                    Some(p) => postgres::backup(p, parent.as_ref(), &mut sink),
+                    None => Err(Failure::new(
+                        Code::SourceFailed,
+                        "the database was not probed",
+                    )),
+                },
                 other => Err(Failure::new(
                     Code::NoExecutor,
                     format!(
@@ -166,19 +189,7 @@ impl StorageExecutor {
                 }
             }
         }
-        let finished = Utc::now();
-        let mut info = SnapshotInfo {
-            id,
-            source: action.source.clone(),
-            run_id: self.run_id.clone(),
-            time: started,
-            finished: Some(finished),
-            status: SnapshotStatus::Complete,
-            bytes_read: None,
-            bytes_stored: None,
-            source_digest: Some(source.digest.clone()),
-            policy_digest: Some(self.policy.digest.clone()),
-        };
+        let mut info = self.snapshot_info(action, source, &id, started);
         let report = match (report, upload_error) {
             (Ok(r), None) => r,
             (Err(f), _) => {
@@ -217,7 +228,29 @@ impl StorageExecutor {
         })
     }
 
+    fn snapshot_info(
+        &self,
+        action: &Backup,
+        source: &crate::policy::ResolvedSource,
+        id: &str,
+        started: DateTime<Utc>,
+    ) -> SnapshotInfo {
+        SnapshotInfo {
+            id: id.to_string(),
+            source: action.source.clone(),
+            run_id: self.run_id.clone(),
+            time: started,
+            finished: Some(Utc::now()),
+            status: SnapshotStatus::Complete,
+            bytes_read: None,
+            bytes_stored: None,
+            source_digest: Some(source.digest.clone()),
+            policy_digest: Some(self.policy.digest.clone()),
+        }
+    }
+
     /// A failed source is recorded as a failed snapshot, so that `plan` knows and
+
     /// retention keeps the last good ones.
     async fn record_failure(&self, repos: &[Repo], info: &mut SnapshotInfo) {
         info.status = SnapshotStatus::Failed;

@@ -182,6 +182,16 @@ pub struct RestoreArgs {
     /// Overwrite files that differ from the snapshot.
     #[arg(long)]
     pub force: bool,
+    /// Databases: replace the contents of a non-empty target database.
+    #[arg(long)]
+    pub clean: bool,
+    /// Databases: restore only this table (repeatable).
+    #[arg(long, value_name = "TABLE")]
+    pub table: Vec<String>,
+    /// Databases: restore only this schema (repeatable).
+    #[arg(long, value_name = "SCHEMA")]
+    pub schema: Vec<String>,
+
     #[command(flatten)]
     pub secret: SecretKeyArgs,
     #[arg(long, value_enum, default_value_t = Format::Human)]

@@ -10,13 +10,13 @@ use crate::error::{Code, Failure};
 use crate::graph::SourceGraph;
 use crate::pipeline::crypto::{Recipients, SecretKeys};
 use crate::pipeline::fetch::RepoFetcher;
-use crate::policy::SourceKind;
+use crate::policy::{Policy, SourceKind};
 use crate::render;
 use crate::repo::keys::RepoKey;
 use crate::repo::store::Repo;
 use crate::repo::{open_all, repository_key};
-use crate::restore::{Preview, RestorePlan, Selection, restore_plan};
-use crate::sources::files;
+use crate::restore::{Preview, RestorePlan, Selection, Step, restore_plan};
+use crate::sources::{files, postgres};
 
 /// The repository key that opens objects written under `key_id`: the host's own, or
 /// recovered from the repository's copy with a recipient's secret key.
@@ -52,10 +52,13 @@ pub(crate) async fn key_for(
 fn selection(args: &RestoreArgs) -> Result<Selection, Failure> {
     let mut targets = BTreeMap::new();
     for t in &args.target {
-        let (name, path) = t.split_once('=').ok_or_else(|| {
-            Failure::new(Code::InvalidValue, format!("--target {t}: write NAME=PATH"))
+        let (name, place) = t.split_once('=').ok_or_else(|| {
+            Failure::new(
+                Code::InvalidValue,
+                format!("--target {t}: write NAME=PATH or NAME=postgres://…"),
+            )
         })?;
-        targets.insert(name.to_string(), PathBuf::from(path));
+        targets.insert(name.to_string(), place.to_string());
     }
     Ok(Selection {
         at: args.at.as_deref().map(parse_time).transpose()?,
@@ -66,6 +69,14 @@ fn selection(args: &RestoreArgs) -> Result<Selection, Failure> {
     })
 }
 
+/// Everything a step needs besides the plan.
+struct Context<'a> {
+    policy: &'a Policy,
+    args: &'a RestoreArgs,
+    selection: &'a Selection,
+    host: Option<&'a RepoKey>,
+}
+
 pub fn run(path: &Path, args: &RestoreArgs) -> miette::Result<Exit> {
     let loaded = load_policy(path)?;
     let policy = &loaded.policy;
@@ -74,7 +85,8 @@ pub fn run(path: &Path, args: &RestoreArgs) -> miette::Result<Exit> {
     let fingerprints = Recipients::load(&policy.recipients)
         .map(|r| r.fingerprints())
         .unwrap_or_default();
-    let mut plan = restore_plan(policy, &graph, &inventory, &selection(args)?, fingerprints)?;
+    let selection = selection(args)?;
+    let mut plan = restore_plan(policy, &graph, &inventory, &selection, fingerprints)?;
     let host_key = repository_key(policy)?;
     let secret = secret_keys(&args.secret)?;
     let repos: BTreeMap<String, Repo> = open_all(policy)?
@@ -82,13 +94,14 @@ pub fn run(path: &Path, args: &RestoreArgs) -> miette::Result<Exit> {
         .map(|r| (r.name.clone(), r))
         .collect();
     let rt = runtime()?;
+    let cx = Context {
+        policy,
+        args,
+        selection: &selection,
+        host: host_key.as_ref(),
+    };
 
-    rt.block_on(preview(
-        &mut plan,
-        &repos,
-        host_key.as_ref(),
-        secret.as_deref(),
-    ));
+    rt.block_on(preview(&cx, &mut plan, &repos, secret.as_deref()));
     if args.plan {
         print(&match args.format {
             Format::Json => render::json(&plan),
@@ -128,41 +141,16 @@ pub fn run(path: &Path, args: &RestoreArgs) -> miette::Result<Exit> {
     }
     let mut out = String::new();
     for step in &plan.steps {
-        if !matches!(
-            policy.sources.get(&step.source).map(|s| &s.kind),
-            Some(SourceKind::Files(_)) | Some(SourceKind::Config(_)) | None
-        ) {
-            return Err(Failure::new(
-                Code::NoExecutor,
-                format!(
-                    "restoring {} sources is not part of this build yet",
-                    step.source_type
-                ),
-            )
-            .into());
-        }
         let mut last_error = None;
         for dest in &step.from {
             let Some(repo) = repos.get(dest) else {
                 continue;
             };
-            let result = rt.block_on(restore_step(
-                repo,
-                &step.snapshot.id,
-                host_key.as_ref(),
-                secret.clone(),
-                &step.target,
-                &plan.include,
-                args.force,
-            ));
-            match result {
-                Ok(report) => {
+            match rt.block_on(restore_step(&cx, step, repo, secret.clone())) {
+                Ok(done) => {
                     out.push_str(&format!(
-                        "  ✓ {} → {}   {} entries, {} from {dest}\n",
-                        step.source,
-                        step.target.display(),
-                        report.0,
-                        render::bytes(report.1)
+                        "  ✓ {} → {}   {done} from {dest}\n",
+                        step.source, step.target
                     ));
                     last_error = None;
                     break;
@@ -182,61 +170,206 @@ pub fn run(path: &Path, args: &RestoreArgs) -> miette::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-/// Restores one snapshot from one repository. Returns (entries, bytes fetched).
-async fn restore_step(
+/// The snapshot's tree and a fetcher for its chunks.
+async fn open_snapshot(
+    cx: &Context<'_>,
     repo: &Repo,
-    snapshot: &str,
-    host: Option<&RepoKey>,
+    id: &str,
+    secret: Option<Arc<SecretKeys>>,
+) -> Result<(RepoKey, crate::repo::format::Tree, Option<RepoFetcher>), Failure> {
+    let (header, _) = repo.snapshot_objects(id).await?;
+    let key = key_for(repo, &header.key_id, cx.host, secret.as_deref()).await?;
+    let (_, tree) = repo.read_snapshot(&key, id).await?;
+    let fetcher = match secret {
+        Some(secret) => Some(RepoFetcher::new(
+            repo.clone(),
+            Arc::new(repo.load_index(&key).await?),
+            &key,
+            secret,
+            tokio::runtime::Handle::current(),
+        )),
+        None => None,
+    };
+    Ok((key, tree, fetcher))
+}
+
+/// Restores one step from one repository; returns a line for the report.
+async fn restore_step(
+    cx: &Context<'_>,
+    step: &Step,
+    repo: &Repo,
     secret: Arc<SecretKeys>,
-    target: &Path,
-    include: &[String],
-    force: bool,
-) -> Result<(usize, u64), Failure> {
-    let (header, _) = repo.snapshot_objects(snapshot).await?;
-    let key = key_for(repo, &header.key_id, host, Some(&secret)).await?;
-    let (_, tree) = repo.read_snapshot(&key, snapshot).await?;
-    let index = Arc::new(repo.load_index(&key).await?);
-    let mut fetcher = RepoFetcher::new(
-        repo.clone(),
-        index,
-        &key,
-        secret,
-        tokio::runtime::Handle::current(),
-    );
-    let target = target.to_path_buf();
-    let include = include.to_vec();
-    tokio::task::spawn_blocking(move || {
-        let report = files::restore(&tree, &target, &include, force, &mut fetcher);
-        report.map(|_| (tree.entries.len(), fetcher.bytes_fetched))
-    })
-    .await
-    .map_err(|e| Failure::new(Code::Io, format!("the restore stopped: {e}")))?
-    .map_err(|e| Failure::new(e.code, e.message))
+) -> Result<String, Failure> {
+    let kind = cx.policy.sources.get(&step.source).map(|s| s.kind.clone());
+    let (_, tree, fetcher) = open_snapshot(cx, repo, &step.snapshot.id, Some(secret)).await?;
+    let Some(mut fetcher) = fetcher else {
+        return Err(Failure::new(
+            Code::SecretKeyUnusable,
+            "restoring needs a recipient's secret key",
+        ));
+    };
+    match kind {
+        Some(SourceKind::Postgres(pg)) => {
+            let targets = pg_targets(cx, &step.source, &pg, &tree)?;
+            let tools = postgres::find_tools(
+                pg.bin_dir
+                    .as_ref()
+                    .map(|d| cx.policy.resolve_path(d))
+                    .as_deref(),
+                0,
+            )?;
+            let mut restored = Vec::new();
+            for (entry, target) in &targets {
+                postgres::ready_target(target).await?;
+                let (entry, target, tools) = (entry.clone(), target.clone(), tools.clone());
+                let globals = tree
+                    .entries
+                    .iter()
+                    .find(|e| e.path == postgres::GLOBALS)
+                    .cloned();
+                let moved = tokio::task::spawn_blocking(move || {
+                    let mut fetcher = fetcher;
+                    if let Some(g) = &globals {
+                        postgres::restore_globals(&target, &tools, g, &mut fetcher)?;
+                    }
+                    postgres::restore_database(&target, &tools, &entry, &mut fetcher)?;
+                    Ok::<_, Failure>((fetcher, target))
+                })
+                .await
+                .map_err(|e| Failure::new(Code::Io, format!("the restore stopped: {e}")))??;
+                fetcher = moved.0;
+                postgres::analyze(&moved.1).await?;
+                restored.push(moved.1.database.clone());
+            }
+            Ok(format!(
+                "database{} {} restored",
+                if restored.len() == 1 { "" } else { "s" },
+                restored.join(", ")
+            ))
+        }
+        Some(SourceKind::Redis(_)) => Err(Failure::new(
+            Code::NoExecutor,
+            "restoring redis sources is not part of this build yet",
+        )),
+        _ => {
+            let target = PathBuf::from(&step.target);
+            let include = cx.selection.include.clone();
+            let force = cx.args.force;
+            let entries = tree.entries.len();
+            let (report, fetched) = tokio::task::spawn_blocking(move || {
+                let r = files::restore(&tree, &target, &include, force, &mut fetcher);
+                (r, fetcher.bytes_fetched)
+            })
+            .await
+            .map_err(|e| Failure::new(Code::Io, format!("the restore stopped: {e}")))?;
+            report.map_err(Failure::from)?;
+            Ok(format!(
+                "{entries} entries, {} fetched",
+                render::bytes(fetched)
+            ))
+        }
+    }
+}
+
+/// The database restores of a postgres snapshot: each `DB.dump` entry with where it
+/// goes (the same database on the source's server, or `--target NAME=URL`).
+fn pg_targets(
+    cx: &Context<'_>,
+    name: &str,
+    pg: &crate::policy::model::PostgresSource,
+    tree: &crate::repo::format::Tree,
+) -> Result<Vec<(crate::repo::format::Entry, postgres::RestoreTarget)>, Failure> {
+    let dumps: Vec<_> = tree
+        .entries
+        .iter()
+        .filter(|e| e.path.ends_with(postgres::DUMP_SUFFIX))
+        .collect();
+    let source = postgres::Connection::new(pg, cx.policy)?;
+    let given = cx.selection.targets.get(name);
+    if given.is_some() && dumps.len() > 1 {
+        return Err(Failure::new(
+            Code::InvalidValue,
+            "this snapshot holds several databases; --target restores one: use --snapshot with a one-database source",
+        ));
+    }
+    let mut out = Vec::new();
+    for entry in dumps {
+        let db = entry
+            .path
+            .trim_end_matches(postgres::DUMP_SUFFIX)
+            .to_string();
+        let (conn, database) = match given {
+            Some(url) => {
+                let conn = postgres::Connection::from_url(url, None)?;
+                let database = conn.database().map(str::to_string).unwrap_or(db.clone());
+                (conn, database)
+            }
+            None => (source.clone(), db),
+        };
+        out.push((
+            entry.clone(),
+            postgres::RestoreTarget {
+                conn,
+                database,
+                clean: cx.args.clean,
+                tables: cx.args.table.clone(),
+                schemas: cx.args.schema.clone(),
+            },
+        ));
+    }
+    Ok(out)
 }
 
 /// Fills each step's preview: what restoring it would do to its target.
 async fn preview(
+    cx: &Context<'_>,
     plan: &mut RestorePlan,
     repos: &BTreeMap<String, Repo>,
-    host: Option<&RepoKey>,
     secret: Option<&SecretKeys>,
 ) {
+    let include = plan.include.clone();
     for step in &mut plan.steps {
         let Some(repo) = step.from.first().and_then(|d| repos.get(d)) else {
             continue;
         };
         let result: Result<Preview, Failure> = async {
             let (header, _) = repo.snapshot_objects(&step.snapshot.id).await?;
-            let key = key_for(repo, &header.key_id, host, secret).await?;
+            let key = key_for(repo, &header.key_id, cx.host, secret).await?;
             let (_, tree) = repo.read_snapshot(&key, &step.snapshot.id).await?;
-            let p = files::plan_restore(&tree, &step.target, &plan.include)
-                .map_err(|e| Failure::new(e.code, e.message))?;
+            let kind = cx.policy.sources.get(&step.source).map(|s| s.kind.clone());
+            if let Some(SourceKind::Postgres(pg)) = kind {
+                let mut notes = Vec::new();
+                for (entry, target) in pg_targets(cx, &step.source, &pg, &tree)? {
+                    let note = match postgres::target_state(&target.conn, &target.database).await {
+                        Ok((false, _)) => format!("{} will be created", target.database),
+                        Ok((true, 0)) => format!("{} exists and is empty", target.database),
+                        Ok((true, n)) if target.clean => format!(
+                            "{} holds {n} tables: --clean replaces them",
+                            target.database
+                        ),
+                        Ok((true, n)) => {
+                            format!("{} holds {n} tables: needs --clean", target.database)
+                        }
+                        Err(f) => format!("{}: {}", target.database, f.message),
+                    };
+                    notes.push(format!("{}: {note}", entry.path));
+                }
+                return Ok(Preview {
+                    entries: tree.entries.len(),
+                    bytes: tree.entries.iter().map(|e| e.size).sum(),
+                    notes,
+                    ..Preview::default()
+                });
+            }
+            let p = files::plan_restore(&tree, Path::new(&step.target), &include)
+                .map_err(Failure::from)?;
             Ok(Preview {
                 entries: p.create.len() + p.overwrite.len() + p.identical.len(),
                 bytes: p.bytes_to_write,
                 create: p.create.len(),
                 unchanged: p.identical.len(),
                 overwrite: p.overwrite,
+                notes: Vec::new(),
                 unknown: None,
             })
         }

@@ -10,6 +10,14 @@ fn preview_text(p: &Preview) -> String {
     if let Some(why) = &p.unknown {
         return format!("contents unknown: {why}");
     }
+    if !p.notes.is_empty() {
+        return format!(
+            "{} entries, {}; {}",
+            p.entries,
+            bytes(p.bytes),
+            p.notes.join("; ")
+        );
+    }
     let mut parts = vec![format!("{} entries, {}", p.entries, bytes(p.bytes))];
     parts.push(format!("{} new", p.create));
     if p.unchanged > 0 {
@@ -45,7 +53,7 @@ pub fn human(plan: &RestorePlan) -> String {
             "  {} {:<w$} → {}   snapshot {} of {} from {}",
             step.order,
             step.source,
-            step.target.display(),
+            step.target,
             step.snapshot.id,
             time(step.snapshot.time),
             step.from.join(", then "),

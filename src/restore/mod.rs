@@ -3,7 +3,6 @@
 //! change) and the executor carries the plan out. The executor never re-decides.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -11,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Code, Failure};
 use crate::graph::SourceGraph;
 use crate::inventory::{Inventory, SnapshotInfo, SnapshotStatus};
+use crate::policy::secret::redact_url_password;
 use crate::policy::{Policy, SourceKind};
 
 /// The version of the restore plan's JSON shape.
@@ -25,8 +25,9 @@ pub struct Selection {
     pub snapshot: Option<String>,
     /// Only these sources (default: every source of the policy).
     pub only: Vec<String>,
-    /// Restore a source somewhere else than where it came from.
-    pub targets: BTreeMap<String, PathBuf>,
+    /// Restore a source somewhere else than where it came from: a folder, or for a
+    /// database source a PostgreSQL URL.
+    pub targets: BTreeMap<String, String>,
     /// Only entries matching these patterns (files and config sources).
     pub include: Vec<String>,
 }
@@ -54,7 +55,8 @@ pub struct Step {
     pub snapshot: SnapshotInfo,
     /// Destinations holding it, in the order they are tried.
     pub from: Vec<String>,
-    pub target: PathBuf,
+    /// A folder, or a database URL (its password, if any, redacted).
+    pub target: String,
     /// Filled in by the command from the target and the snapshot's tree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview: Option<Preview>,
@@ -69,6 +71,9 @@ pub struct Preview {
     pub unchanged: usize,
     /// Existing files that differ and would be overwritten (names only).
     pub overwrite: Vec<String>,
+    /// What else the restore would do or needs (a database created, `--clean`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// Set when the preview could not be made (no key at hand, unreadable tree).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unknown: Option<String>,
@@ -163,10 +168,14 @@ pub fn restore_plan(
             selection.targets.get(&snapshot.source),
             source.map(|s| &s.kind),
         ) {
-            (Some(t), _) => t.clone(),
-            (None, Some(SourceKind::Files(f))) => policy.resolve_path(&f.path),
+            (Some(t), _) => redact_url_password(t),
+            (None, Some(SourceKind::Files(f))) => {
+                policy.resolve_path(&f.path).display().to_string()
+            }
+            (None, Some(SourceKind::Postgres(pg))) => pg.url.to_string(),
+            (None, Some(SourceKind::Redis(r))) => r.url.to_string(),
             // Config entries are absolute paths without their leading `/`.
-            (None, _) => PathBuf::from("/"),
+            (None, _) => "/".to_string(),
         };
         steps.push(Step {
             order: i + 1,

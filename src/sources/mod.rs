@@ -4,6 +4,7 @@
 //! business.
 
 pub mod files;
+pub mod postgres;
 
 use std::io::Read;
 

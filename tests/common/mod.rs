@@ -7,6 +7,10 @@
 
 #![allow(dead_code)] // each test file uses its own part of the harness
 
+pub mod pg;
+
+pub mod s3;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 

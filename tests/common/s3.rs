@@ -1,0 +1,250 @@
+//! A local S3-compatible server for tests: moto's `moto_server`, one per [`S3Server`],
+//! on a free loopback port, killed when the handle is dropped.
+//!
+//! `scripts/install-deps` installs moto into `target/moto-venv`; a `moto_server` on
+//! PATH or named by `BACKPLAN_MOTO_SERVER` is used as well. Without one, [`S3Server::start`]
+//! fails the test when `CI` is set and otherwise skips it (returns `None`) loudly.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+/// Credentials the tests hand to backplan; moto accepts any.
+pub const ACCESS_KEY_ID: &str = "backplan-test-key";
+pub const SECRET_ACCESS_KEY: &str = "backplan-test-secret";
+/// moto's default region.
+pub const REGION: &str = "us-east-1";
+
+/// How long moto may take to start (it imports a lot of Python; two cores, tests in
+/// parallel).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How many ports are tried when moto cannot bind the one picked.
+const START_ATTEMPTS: usize = 5;
+/// How much of moto's log is kept for failure messages.
+const LOG_KEEP: usize = 64 * 1024;
+
+/// A running `moto_server`; killed on drop.
+#[derive(Debug)]
+pub struct S3Server {
+    child: Child,
+    port: u16,
+    log: Arc<Mutex<String>>,
+}
+
+/// Whether this is a CI run (the variable `CI` is set and not empty).
+fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+}
+
+/// Where `moto_server` is: `$BACKPLAN_MOTO_SERVER`, the venv `scripts/install-deps`
+/// makes, or PATH.
+pub fn moto_server_path() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("BACKPLAN_MOTO_SERVER").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/moto-venv/bin/moto_server");
+    if venv.is_file() {
+        return Some(venv);
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join("moto_server"))
+        .find(|p| p.is_file())
+}
+
+impl S3Server {
+    /// Starts a server and waits until it answers. `None` (after a loud message) when
+    /// no `moto_server` can be found and this is not CI; the test should then return.
+    pub fn start() -> Option<S3Server> {
+        let Some(program) = moto_server_path() else {
+            let why = "moto_server not found (not at $BACKPLAN_MOTO_SERVER, target/moto-venv/bin \
+                       or on PATH); run scripts/install-deps to install it";
+            if in_ci() {
+                panic!("S3 tests need a local S3 server: {why}");
+            }
+            eprintln!("\n!!! SKIPPING an S3 test: {why} !!!\n");
+            return None;
+        };
+        let mut failures = Vec::new();
+        for _ in 0..START_ATTEMPTS {
+            match S3Server::spawn(&program) {
+                Ok(server) => return Some(server),
+                Err(why) => failures.push(why),
+            }
+        }
+        panic!(
+            "{} did not start:\n{}",
+            program.display(),
+            failures.join("\n---\n")
+        );
+    }
+
+    fn spawn(program: &Path) -> Result<S3Server, String> {
+        let port = free_port();
+        let mut child = Command::new(program)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("PYTHONUNBUFFERED", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+        let log = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let stderr = child.stderr.take().expect("piped stderr");
+        {
+            // Drains the log for as long as the server lives (a full pipe would stall
+            // it), keeping its tail; says when the server listens on our port.
+            let log = log.clone();
+            let listening = format!("Running on http://127.0.0.1:{port}");
+            std::thread::spawn(move || {
+                let mut ready = Some(ready_tx);
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if line.contains(&listening)
+                        && let Some(tx) = ready.take()
+                    {
+                        let _ = tx.send(());
+                    }
+                    let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+                    log.push_str(&line);
+                    log.push('\n');
+                    if log.len() > LOG_KEEP {
+                        let cut = log.len() - LOG_KEEP / 2;
+                        let cut = (cut..log.len())
+                            .find(|&i| log.is_char_boundary(i))
+                            .unwrap_or(log.len());
+                        log.drain(..cut);
+                    }
+                }
+            });
+        }
+        let mut server = S3Server { child, port, log };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            match ready_rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(()) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                // The log ended: the server exited.
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(format!(
+                        "moto_server on port {port} exited:\n{}",
+                        server.log()
+                    ));
+                }
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!(
+                    "moto_server on port {port} exited with {status}:\n{}",
+                    server.log()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "moto_server on port {port} did not listen within {START_TIMEOUT:?}:\n{}",
+                    server.log()
+                ));
+            }
+        }
+        // It said it listens; it must also answer.
+        while let Err(e) = server.request("GET", "/") {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "moto_server on port {port} does not answer: {e}\n{}",
+                    server.log()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(server)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The endpoint URL, for a policy's `endpoint:` or an OpenDAL builder.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// What the server has logged (its tail).
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A new bucket with a name unique in this process (`prefix` plus a counter).
+    pub fn bucket(&self, prefix: &str) -> String {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        self.create_bucket(&name);
+        name
+    }
+
+    /// Creates a bucket (moto takes an unsigned `PUT /bucket`).
+    pub fn create_bucket(&self, name: &str) {
+        match self.request("PUT", &format!("/{name}")) {
+            Ok(200) => {}
+            Ok(status) => panic!("creating bucket {name}: HTTP {status}\n{}", self.log()),
+            Err(e) => panic!("creating bucket {name}: {e}\n{}", self.log()),
+        }
+    }
+
+    /// An OpenDAL operator on `bucket` (under `root`), as backplan's `s3`
+    /// destination makes one.
+    pub fn operator(&self, bucket: &str, root: &str) -> opendal::Operator {
+        let builder = opendal::services::S3::default()
+            .bucket(bucket)
+            .root(root)
+            .region(REGION)
+            .endpoint(&self.endpoint())
+            .access_key_id(ACCESS_KEY_ID)
+            .secret_access_key(SECRET_ACCESS_KEY);
+        opendal::Operator::new(builder).expect("an S3 operator")
+    }
+
+    /// One plain HTTP/1.1 request with an empty body; returns the status code.
+    fn request(&self, method: &str, path: &str) -> std::io::Result<u16> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response)?;
+        let head = String::from_utf8_lossy(&response);
+        head.split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .filter(|_| head.starts_with("HTTP/"))
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("not an HTTP response: {:?}", head.lines().next()),
+                )
+            })
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port nobody listens on right now (moto may still lose it to another
+/// process; [`S3Server::start`] then tries another).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}

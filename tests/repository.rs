@@ -1,0 +1,1054 @@
+//! End-to-end tests of the repository through the binary: what `apply` writes, what
+//! `restore` gives back, what the storage provider sees, and what survives damage and
+//! crashes. Every test runs in its own temporary folder (see `common`), with the
+//! debug binary, the demo recipient and its published secret key.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use chrono::{SecondsFormat, Utc};
+use common::{Run, Sandbox, secret_key};
+use filetime::FileTime;
+use serde_json::Value;
+
+// --- policies -----------------------------------------------------------------------
+
+/// A policy with a repository key, `retention`, the given destinations and sources
+/// (both YAML blocks indented as under their keys).
+fn policy_with(retention: &str, destinations: &str, sources: &str) -> String {
+    format!(
+        r#"version: 1
+
+encryption:
+  recipients:
+    - keys/demo-recipient.asc
+  repository_key_file: repo.key
+
+defaults:
+  schedule: "@daily"
+  timezone: UTC
+  retention:
+{retention}
+destinations:
+{destinations}
+sources:
+{sources}"#
+    )
+}
+
+const RETENTION: &str = "    keep_daily: 7\n    min_keep: 3\n";
+const LOCAL: &str = "  local:\n    type: fs\n    root: backups\n";
+
+/// One `local` destination and the usual retention.
+fn policy(sources: &str) -> String {
+    policy_with(RETENTION, LOCAL, sources)
+}
+
+/// A `files` source named `name` over the folder `path`.
+fn files_source(name: &str, path: &str) -> String {
+    format!("  {name}:\n    type: files\n    path: {path}\n")
+}
+
+/// A `config` source named `name` over one file.
+fn config_source(name: &str, path: &str) -> String {
+    format!("  {name}:\n    type: config\n    paths:\n      - {path}\n")
+}
+
+/// A sandbox with `policy` whose repository `init` has made.
+fn initialised(policy: &str) -> Sandbox {
+    let sandbox = Sandbox::with_policy(policy);
+    sandbox.run(&["init"]).stdout("repository created").check();
+    sandbox
+}
+
+fn secret() -> String {
+    secret_key().display().to_string()
+}
+
+/// An RFC 3339 time `hours` from now: `--now` for a backup that is due again.
+fn hours_from_now(hours: i64) -> String {
+    (Utc::now() + chrono::Duration::hours(hours)).to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+// --- data ---------------------------------------------------------------------------
+
+/// `n` random bytes from the kernel: incompressible, and new on every run.
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; n];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("read /dev/urandom");
+    bytes
+}
+
+fn write_bytes(path: &Path, bytes: &[u8]) {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).expect("create folder");
+    }
+    fs::write(path, bytes).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// Streams `n` random bytes into `path`.
+fn write_random(path: &Path, n: u64) {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).expect("create folder");
+    }
+    let mut out = fs::File::create(path).expect("create file");
+    let copied = io::copy(
+        &mut fs::File::open("/dev/urandom")
+            .expect("open /dev/urandom")
+            .take(n),
+        &mut out,
+    )
+    .expect("copy random bytes");
+    assert_eq!(copied, n);
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("set mode");
+}
+
+/// A fixed time in the past, with nanoseconds.
+fn past(seconds: i64, nanos: u32) -> FileTime {
+    FileTime::from_unix_time(seconds, nanos)
+}
+
+/// What a restore must reproduce of one entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Node {
+    Dir {
+        mode: u32,
+        mtime: (i64, i64),
+    },
+    File {
+        mode: u32,
+        mtime: (i64, i64),
+        size: u64,
+        blake3: String,
+    },
+    Symlink {
+        target: PathBuf,
+        mtime: (i64, i64),
+    },
+}
+
+/// Every entry under `root` (not `root` itself), by relative path.
+fn nodes(root: &Path) -> BTreeMap<String, Node> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Node>) {
+        let entries = fs::read_dir(dir).unwrap_or_else(|e| panic!("list {}: {e}", dir.display()));
+        for entry in entries {
+            let path = entry.expect("directory entry").path();
+            let meta = fs::symlink_metadata(&path).expect("metadata");
+            let rel = path
+                .strip_prefix(root)
+                .expect("under the root")
+                .to_string_lossy()
+                .into_owned();
+            let mtime = (meta.mtime(), meta.mtime_nsec());
+            let mode = meta.mode() & 0o7777;
+            let node = if meta.file_type().is_symlink() {
+                Node::Symlink {
+                    target: fs::read_link(&path).expect("read link"),
+                    mtime,
+                }
+            } else if meta.is_dir() {
+                walk(root, &path, out);
+                Node::Dir { mode, mtime }
+            } else {
+                let bytes = fs::read(&path).expect("read file");
+                Node::File {
+                    mode,
+                    mtime,
+                    size: bytes.len() as u64,
+                    blake3: blake3::hash(&bytes).to_hex().to_string(),
+                }
+            };
+            out.insert(rel, node);
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// Asserts that `restored` holds exactly what `original` holds, entry by entry.
+fn assert_same_tree(original: &Path, restored: &Path) {
+    let want = nodes(original);
+    let got = nodes(restored);
+    assert!(!want.is_empty(), "{} is empty", original.display());
+    let want_paths: BTreeSet<&String> = want.keys().collect();
+    let got_paths: BTreeSet<&String> = got.keys().collect();
+    assert_eq!(
+        want_paths, got_paths,
+        "the restore holds other entries than the original"
+    );
+    for (path, node) in &want {
+        assert_eq!(
+            Some(node),
+            got.get(path),
+            "{path} differs after the restore"
+        );
+    }
+}
+
+/// Every file below `dir`.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries {
+        let path = entry.expect("directory entry").path();
+        let meta = fs::symlink_metadata(&path).expect("metadata");
+        if meta.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The path of an object relative to its destination folder (`packs/ab/ab…`).
+fn object_name(destination: &Path, object: &Path) -> String {
+    object
+        .strip_prefix(destination)
+        .expect("inside the destination")
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Flips one bit of the byte in the middle of a file.
+fn flip_a_byte(path: &Path) {
+    let mut bytes = fs::read(path).expect("read object");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    fs::write(path, bytes).expect("write object");
+}
+
+/// The inventory as `snapshots --format json` prints it.
+fn inventory(sandbox: &Sandbox) -> Value {
+    let run = sandbox.run(&["snapshots", "--format", "json"]).check();
+    serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("snapshots is not JSON ({e}):\n{}", run.stdout))
+}
+
+/// The snapshots of one destination in the inventory.
+fn snapshots_of<'a>(inventory: &'a Value, destination: &str) -> &'a [Value] {
+    inventory["destinations"][destination]["snapshots"]
+        .as_array()
+        .map_or(&[], Vec::as_slice)
+}
+
+/// The `(source, status)` of every snapshot of one destination, sorted.
+fn sources_and_statuses(inventory: &Value, destination: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = snapshots_of(inventory, destination)
+        .iter()
+        .map(|s| {
+            (
+                s["source"].as_str().unwrap_or_default().to_string(),
+                s["status"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn verify_read_data(sandbox: &Sandbox) -> Run {
+    sandbox
+        .run(&["verify", "--read-data", "--secret-key", &secret()])
+        .check()
+}
+
+// --- the quick start round trip -----------------------------------------------------
+
+/// A folder with what a restore must keep: nested and empty directories, symlinks
+/// with relative and absolute targets, Unicode names, modes, mtimes with
+/// nanoseconds, a 5 MiB random file and an empty file.
+fn make_rich_folder(root: &Path) {
+    let files: &[(&str, &[u8], u32)] = &[
+        ("docs/reports/2025/q3-summary.txt", b"revenue up\n", 0o640),
+        ("docs/readme.md", b"# readme\n", 0o644),
+        ("bin/run-me.sh", b"#!/bin/sh\necho hi\n", 0o755),
+        ("secrets/private-notes.txt", b"only for me\n", 0o600),
+        ("Überraschung 📦.txt", "Überraschung!\n".as_bytes(), 0o644),
+        ("日本語/ファイル", "こんにちは\n".as_bytes(), 0o640),
+        ("zero-bytes.dat", b"", 0o644),
+    ];
+    for (rel, bytes, mode) in files {
+        let path = root.join(rel);
+        write_bytes(&path, bytes);
+        set_mode(&path, *mode);
+    }
+    let big = root.join("media/random-5mib.bin");
+    write_bytes(&big, &random_bytes(5 << 20));
+    set_mode(&big, 0o600);
+    fs::create_dir_all(root.join("docs/reports/empty-folder")).expect("empty folder");
+    fs::create_dir_all(root.join("links")).expect("links folder");
+    symlink(
+        "../docs/reports/2025/q3-summary.txt",
+        root.join("links/relative-link"),
+    )
+    .expect("relative symlink");
+    symlink(
+        "/nonexistent-backplan-target/absolute/file",
+        root.join("links/absolute-link"),
+    )
+    .expect("absolute symlink");
+    set_mode(&root.join("secrets"), 0o700);
+    set_mode(&root.join("docs/reports/empty-folder"), 0o750);
+
+    // Fixed past mtimes, each with its own nanoseconds; directories last, deepest
+    // first, since writing into a directory changes its mtime.
+    let mut all = nodes(root).into_keys().collect::<Vec<_>>();
+    all.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
+    for (i, rel) in all.iter().enumerate() {
+        let path = root.join(rel);
+        let time = past(1_500_000_000 + 86_400 * i as i64, 123_456_789 + i as u32);
+        let meta = fs::symlink_metadata(&path).expect("metadata");
+        if meta.file_type().is_symlink() {
+            filetime::set_symlink_file_times(&path, time, time).expect("symlink mtime");
+        } else if !meta.is_dir() {
+            filetime::set_file_mtime(&path, time).expect("file mtime");
+        }
+    }
+    for (i, rel) in all.iter().enumerate() {
+        let path = root.join(rel);
+        if fs::symlink_metadata(&path).expect("metadata").is_dir() {
+            let time = past(1_400_000_000 + 86_400 * i as i64, 987_654_321 - i as u32);
+            filetime::set_file_mtime(&path, time).expect("directory mtime");
+        }
+    }
+}
+
+#[test]
+fn quick_start_round_trip_restores_bytes_modes_mtimes_symlinks_and_empty_dirs() {
+    let sources = format!(
+        "{}{}",
+        config_source("config", "config/app.env"),
+        files_source("data", "data")
+    );
+    let sandbox = Sandbox::with_policy(&policy(&sources));
+    sandbox.write(
+        "config/app.env",
+        "APP_URL=https://example.invalid\nSESSION_SECRET=round-trip\n",
+    );
+    make_rich_folder(&sandbox.path("data"));
+    // The config file's recorded mtime is checked too.
+    filetime::set_file_mtime(sandbox.path("config/app.env"), past(1_600_000_000, 42))
+        .expect("mtime");
+
+    sandbox.run(&["init"]).stdout("Made repository key").check();
+    sandbox
+        .run(&["plan", "--detailed-exitcode"])
+        .status(2)
+        .stdout("never backed up")
+        .stdout("Plan: 2 backups")
+        .check();
+    sandbox
+        .run(&["apply"])
+        .stdout("✓ backup config → local")
+        .stdout("✓ backup data → local")
+        .stdout("Apply: 2 done, 0 failed, 0 skipped.")
+        .check();
+    sandbox
+        .run(&["plan", "--detailed-exitcode"])
+        .stdout("No changes")
+        .check();
+    let inv = inventory(&sandbox);
+    assert_eq!(
+        sources_and_statuses(&inv, "local"),
+        [
+            ("config".to_string(), "complete".to_string()),
+            ("data".to_string(), "complete".to_string())
+        ]
+    );
+    sandbox.run(&["verify"]).stdout("✓ local").check();
+    verify_read_data(&sandbox);
+    sandbox
+        .run(&[
+            "restore",
+            "--plan",
+            "--target",
+            "data=restored/data",
+            "--target",
+            "config=restored/config",
+        ])
+        .stdout("data")
+        .stdout("restored/data")
+        .check();
+    assert!(
+        !sandbox.path("restored").exists(),
+        "restore --plan wrote something"
+    );
+
+    sandbox
+        .run(&[
+            "restore",
+            "--secret-key",
+            &secret(),
+            "--target",
+            "data=restored/data",
+            "--target",
+            "config=restored/config",
+        ])
+        .stdout("Restore: 2 step(s) done.")
+        .check();
+    assert_same_tree(&sandbox.path("data"), &sandbox.path("restored/data"));
+
+    // A config source keeps the absolute path of each file under its target.
+    let original = fs::canonicalize(sandbox.path("config/app.env")).expect("config path");
+    let restored = sandbox
+        .path("restored/config")
+        .join(original.strip_prefix("/").expect("absolute"));
+    assert_eq!(
+        fs::read(&restored).expect("restored config file"),
+        fs::read(&original).expect("config file")
+    );
+    let mtime = FileTime::from_last_modification_time(&fs::metadata(&restored).expect("meta"));
+    assert_eq!(mtime, past(1_600_000_000, 42));
+}
+
+// --- incremental --------------------------------------------------------------------
+
+#[test]
+fn a_second_apply_reads_only_the_changed_file_and_its_restore_has_the_change() {
+    let sandbox = initialised(&policy(&files_source("data", "data")));
+    for (i, name) in ["one.txt", "two.txt", "three.txt", "four.bin"]
+        .iter()
+        .enumerate()
+    {
+        write_bytes(
+            &sandbox.path(&format!("data/{name}")),
+            &random_bytes(4096 * (i + 1)),
+        );
+    }
+    sandbox
+        .run(&["apply"])
+        .stdout("4 files, 0 unchanged")
+        .check();
+
+    let changed = b"a new second file, longer than before? no: different.\n";
+    write_bytes(&sandbox.path("data/two.txt"), changed);
+    let tomorrow = hours_from_now(25);
+    let run = sandbox
+        .run(&["apply", "--now", &tomorrow, "--format", "json"])
+        .check();
+    let report: Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("the report is not JSON ({e}):\n{}", run.stdout));
+    let outcome = &report["outcomes"][0];
+    assert_eq!(outcome["status"], "done", "{}", run.stdout);
+    assert_eq!(
+        outcome["detail"], "4 files, 3 unchanged",
+        "the three others were not read again"
+    );
+    assert_eq!(
+        outcome["bytes_read"].as_u64(),
+        Some(changed.len() as u64),
+        "only the changed file was read"
+    );
+
+    let inv = inventory(&sandbox);
+    assert_eq!(snapshots_of(&inv, "local").len(), 2);
+    sandbox
+        .run(&[
+            "restore",
+            "--secret-key",
+            &secret(),
+            "--target",
+            "data=restored",
+        ])
+        .check();
+    assert_eq!(
+        fs::read(sandbox.path("restored/two.txt")).expect("restored file"),
+        changed
+    );
+    assert_same_tree(&sandbox.path("data"), &sandbox.path("restored"));
+}
+
+// --- what the storage provider sees --------------------------------------------------
+
+#[test]
+fn the_repository_holds_no_file_names_no_config_plaintext_and_no_data_path() {
+    const SECRET_LINE: &str = "SESSION_SECRET=s3cr3t-7c9e1f42-d00d-4e8a-unique";
+    const CONTENT_LINE: &str = "plaintext-marker-b4c0ffee-in-a-data-file";
+    let sources = format!(
+        "{}{}",
+        config_source("settings", "cfg-folder-91ab/production-settings.env"),
+        files_source("vault", "confidential-vault-8d1e")
+    );
+    let sandbox = initialised(&policy(&sources));
+    sandbox.write(
+        "cfg-folder-91ab/production-settings.env",
+        &format!("APP_URL=https://payroll.example.invalid\n{SECRET_LINE}\n"),
+    );
+    let names = [
+        "payroll-2026-Q4-board.xlsx",
+        "merger-plans-zeta",
+        "Überraschung 📦.txt",
+        "日本語",
+        "ファイル",
+        "employee-reviews.docx",
+    ];
+    let data = sandbox.path("confidential-vault-8d1e");
+    write_bytes(
+        &data.join("payroll-2026-Q4-board.xlsx"),
+        CONTENT_LINE.as_bytes(),
+    );
+    write_bytes(
+        &data.join("merger-plans-zeta/employee-reviews.docx"),
+        &random_bytes(100_000),
+    );
+    write_bytes(&data.join("Überraschung 📦.txt"), b"surprise\n");
+    write_bytes(&data.join("日本語/ファイル"), "中身\n".as_bytes());
+    sandbox
+        .run(&["apply"])
+        .stdout("Apply: 2 done, 0 failed, 0 skipped.")
+        .check();
+
+    let data_path = fs::canonicalize(&data).expect("data path");
+    let config_path = fs::canonicalize(sandbox.path("cfg-folder-91ab")).expect("config path");
+    let mut needles: Vec<(String, Vec<u8>)> = names
+        .iter()
+        .map(|n| (format!("file name {n:?}"), n.as_bytes().to_vec()))
+        .collect();
+    for (what, text) in [
+        ("the config file name", "production-settings.env"),
+        ("the config secret", SECRET_LINE),
+        (
+            "the config secret's value",
+            "s3cr3t-7c9e1f42-d00d-4e8a-unique",
+        ),
+        ("a data file's content", CONTENT_LINE),
+        ("the data folder's name", "confidential-vault-8d1e"),
+        ("the config folder's name", "cfg-folder-91ab"),
+    ] {
+        needles.push((what.to_string(), text.as_bytes().to_vec()));
+    }
+    for (what, path) in [
+        ("the data folder's path", &data_path),
+        ("the config folder's path", &config_path),
+    ] {
+        needles.push((what.to_string(), path.to_string_lossy().as_bytes().to_vec()));
+    }
+
+    // The search itself works: the data holds what is looked for.
+    let plain = fs::read(data.join("payroll-2026-Q4-board.xlsx")).expect("data file");
+    assert!(contains(&plain, CONTENT_LINE.as_bytes()));
+
+    let destination = sandbox.path("backups");
+    let objects = files_under(&destination);
+    assert!(
+        objects
+            .iter()
+            .any(|p| object_name(&destination, p).starts_with("packs/")),
+        "the apply wrote packs: {objects:?}"
+    );
+    for object in &objects {
+        let bytes = fs::read(object).expect("read object");
+        let name = object_name(&destination, object);
+        for (what, needle) in &needles {
+            assert!(
+                !contains(&bytes, needle),
+                "{name} holds {what} in plain text"
+            );
+            assert!(
+                !contains(name.as_bytes(), needle),
+                "the object name {name} holds {what}"
+            );
+        }
+    }
+}
+
+// --- damage -------------------------------------------------------------------------
+
+/// A backed-up sandbox with a config source and a data folder of a few files.
+fn backed_up() -> Sandbox {
+    let sources = format!(
+        "{}{}",
+        config_source("config", "config/app.env"),
+        files_source("data", "data")
+    );
+    let sandbox = initialised(&policy(&sources));
+    sandbox.write("config/app.env", "SESSION_SECRET=damage-tests\n");
+    write_bytes(&sandbox.path("data/big.bin"), &random_bytes(1 << 20));
+    write_bytes(&sandbox.path("data/small.txt"), b"small\n");
+    sandbox.run(&["apply"]).check();
+    verify_read_data(&sandbox);
+    sandbox
+}
+
+/// The objects of one kind (`packs`, `snapshots`, `trees`, `index`), largest first.
+fn objects(sandbox: &Sandbox, kind: &str) -> Vec<PathBuf> {
+    let mut found = files_under(&sandbox.path("backups").join(kind));
+    found.sort_by_key(|p| std::cmp::Reverse(fs::metadata(p).map(|m| m.len()).unwrap_or(0)));
+    assert!(!found.is_empty(), "no {kind} objects");
+    found
+}
+
+/// The data source's object of a per-snapshot kind (`snapshots`, `trees`).
+fn data_object(sandbox: &Sandbox, kind: &str) -> PathBuf {
+    objects(sandbox, kind)
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains("-data-"))
+        .unwrap_or_else(|| panic!("no {kind} object of the data source"))
+}
+
+/// `verify --read-data` fails and names `object`.
+fn verify_names(sandbox: &Sandbox, object: &str) {
+    let run = sandbox
+        .run(&["verify", "--read-data", "--secret-key", &secret()])
+        .fails()
+        .stderr("BP228")
+        .check();
+    assert!(
+        run.all().contains(object),
+        "verify does not name {object}:\n{}",
+        run.all()
+    );
+}
+
+/// A restore of everything into scratch targets fails and names `object`.
+fn restore_names(sandbox: &Sandbox, object: &str) {
+    let run = sandbox
+        .run(&[
+            "restore",
+            "--secret-key",
+            &secret(),
+            "--target",
+            "data=restored/data",
+            "--target",
+            "config=restored/config",
+        ])
+        .fails()
+        .check();
+    assert!(
+        run.all().contains(object),
+        "restore does not name {object}:\n{}",
+        run.all()
+    );
+}
+
+#[test]
+fn a_flipped_byte_in_a_pack_is_named_by_verify_and_restore() {
+    let sandbox = backed_up();
+    // The largest pack holds the 1 MiB file.
+    let pack = objects(&sandbox, "packs").remove(0);
+    let name = object_name(&sandbox.path("backups"), &pack);
+    flip_a_byte(&pack);
+    verify_names(&sandbox, &name);
+    restore_names(&sandbox, &name);
+}
+
+#[test]
+fn a_flipped_byte_in_a_snapshot_header_is_named_by_verify_and_plan() {
+    let sandbox = backed_up();
+    let header = data_object(&sandbox, "snapshots");
+    let name = object_name(&sandbox.path("backups"), &header);
+    flip_a_byte(&header);
+    verify_names(&sandbox, &name);
+    let run = sandbox.run(&["plan"]).check();
+    assert!(
+        run.all().contains(&name) && run.all().contains("BP220"),
+        "plan does not warn about {name}:\n{}",
+        run.all()
+    );
+}
+
+#[test]
+fn a_flipped_byte_in_a_tree_is_named_by_verify_and_restore() {
+    let sandbox = backed_up();
+    let tree = data_object(&sandbox, "trees");
+    let name = object_name(&sandbox.path("backups"), &tree);
+    flip_a_byte(&tree);
+    verify_names(&sandbox, &name);
+    restore_names(&sandbox, &name);
+}
+
+#[test]
+fn a_flipped_byte_in_an_index_object_is_named_by_verify_and_restore() {
+    let sandbox = backed_up();
+    let index = objects(&sandbox, "index").remove(0);
+    let name = object_name(&sandbox.path("backups"), &index);
+    flip_a_byte(&index);
+    verify_names(&sandbox, &name);
+    restore_names(&sandbox, &name);
+}
+
+// --- crashes ------------------------------------------------------------------------
+
+/// When a kill lands.
+#[derive(Debug, Clone, Copy)]
+enum KillPoint {
+    /// This long after the start.
+    After(Duration),
+    /// Once the run has started writing this many packs.
+    Packs(usize),
+}
+
+fn count_files(dir: &Path) -> usize {
+    files_under(dir).len()
+}
+
+#[test]
+fn kill_9_during_apply_leaves_no_half_snapshot_and_the_next_apply_completes() {
+    const BIG_FILES: u64 = 25;
+    const BIG_FILE_SIZE: u64 = 8 << 20; // 200 MiB in all
+    let sources = format!(
+        "{}{}",
+        files_source("big", "big"),
+        files_source("notes", "notes")
+    );
+    let sandbox = initialised(&policy(&sources));
+    for i in 0..BIG_FILES {
+        write_random(
+            &sandbox.path(&format!("big/part-{i:02}.bin")),
+            BIG_FILE_SIZE,
+        );
+    }
+    sandbox.write("notes/todo.txt", "water the plants\n");
+    let packs = sandbox.path("backups/packs");
+    let locks = sandbox.path("backups/locks");
+
+    let points = [
+        KillPoint::After(Duration::from_millis(50)),
+        KillPoint::Packs(1),
+        KillPoint::Packs(5),
+    ];
+    let mut pids = Vec::new();
+    for point in points {
+        let packs_before = count_files(&packs);
+        let mut child = sandbox
+            .command(&["apply"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start apply");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("poll apply") {
+                panic!("the apply ended ({status}) before the kill at {point:?}");
+            }
+            let due = match point {
+                KillPoint::After(d) => started.elapsed() >= d,
+                KillPoint::Packs(n) => count_files(&packs) >= packs_before + n,
+            };
+            if due {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "the kill point {point:?} never came"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        child.kill().expect("SIGKILL");
+        let status = child.wait().expect("reap apply");
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "the apply at {point:?} was killed, not finished: {status}"
+        );
+        let pid = child.id();
+        pids.push(pid);
+
+        // No snapshot of the killed source; whatever else is listed is complete.
+        let inv = inventory(&sandbox);
+        for (source, status) in sources_and_statuses(&inv, "local") {
+            assert_ne!(source, "big", "a killed backup left a snapshot ({point:?})");
+            assert_eq!(status, "complete", "{source} after the kill at {point:?}");
+        }
+        assert!(
+            inv["destinations"]["local"]["damaged"].is_null(),
+            "damaged objects after the kill at {point:?}: {inv}"
+        );
+        sandbox.run(&["verify"]).check();
+        verify_read_data(&sandbox);
+
+        // The killed process's lock stays until an operator removes it; once it has
+        // expired, plan says so.
+        let lock_left = count_files(&locks) > 0;
+        if let KillPoint::Packs(_) = point {
+            assert!(lock_left, "the backup wrote packs without a lock");
+        }
+        if lock_left {
+            sandbox
+                .run(&["plan", "--now", &hours_from_now(1)])
+                .stdout("BP211")
+                .stdout("expired shared lock")
+                .stdout(&format!("pid {pid}"))
+                .check();
+            sandbox.run(&["unlock"]).stdout("no lock to remove").check();
+            sandbox
+                .run(&["unlock", "--all"])
+                .stdout("removed locks/shared-")
+                .stdout(&format!("pid {pid}"))
+                .check();
+            assert_eq!(count_files(&locks), 0, "unlock --all left a lock");
+        }
+    }
+    assert!(
+        count_files(&packs) > 0,
+        "no kill landed while packs were written"
+    );
+
+    sandbox
+        .run(&["apply"])
+        .stdout("✓ backup big → local")
+        .stdout("0 failed")
+        .check();
+    let inv = inventory(&sandbox);
+    assert_eq!(
+        sources_and_statuses(&inv, "local"),
+        [
+            ("big".to_string(), "complete".to_string()),
+            ("notes".to_string(), "complete".to_string())
+        ]
+    );
+    assert_eq!(count_files(&locks), 0, "the apply released its lock");
+    verify_read_data(&sandbox);
+    sandbox
+        .run(&[
+            "restore",
+            "--secret-key",
+            &secret(),
+            "--target",
+            "big=restored/big",
+            "--target",
+            "notes=restored/notes",
+        ])
+        .check();
+    assert_same_tree(&sandbox.path("big"), &sandbox.path("restored/big"));
+    assert_same_tree(&sandbox.path("notes"), &sandbox.path("restored/notes"));
+}
+
+// --- retention ----------------------------------------------------------------------
+
+#[test]
+fn prune_deletes_the_old_snapshot_collects_its_packs_and_keeps_the_new_one_restorable() {
+    let sandbox = initialised(&policy_with(
+        "    keep_last: 1\n    min_keep: 1\n",
+        LOCAL,
+        &files_source("data", "data"),
+    ));
+    write_bytes(&sandbox.path("data/a.bin"), &random_bytes(300_000));
+    write_bytes(&sandbox.path("data/b/c.bin"), &random_bytes(200_000));
+    sandbox.run(&["apply"]).check();
+    let packs = sandbox.path("backups/packs");
+    let first = count_files(&packs);
+    assert!(first > 0);
+
+    // Everything changes: the first snapshot's packs hold nothing the second needs.
+    write_bytes(&sandbox.path("data/a.bin"), &random_bytes(300_000));
+    write_bytes(&sandbox.path("data/b/c.bin"), &random_bytes(200_000));
+    sandbox
+        .run(&["apply", "--now", &hours_from_now(25)])
+        .stdout("✓ backup data → local")
+        .check();
+    let both = count_files(&packs);
+    assert!(both > first, "the second backup wrote packs");
+    let inv = inventory(&sandbox);
+    let mut ids: Vec<(String, String)> = snapshots_of(&inv, "local")
+        .iter()
+        .map(|s| {
+            (
+                s["time"].as_str().unwrap_or_default().to_string(),
+                s["id"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(ids.len(), 2);
+    let (old, new) = (ids[0].1.clone(), ids[1].1.clone());
+
+    sandbox
+        .run(&["plan", "--detailed-exitcode"])
+        .status(2)
+        .stdout("- prune   data")
+        .stdout("outside keep_last 1")
+        .stdout("Plan: 0 backups, 0 copies, 1 prune")
+        .check();
+    sandbox
+        .run(&["apply", "--max-deletes", "1"])
+        .stdout("✓ prune data")
+        .stdout("1 snapshots deleted")
+        .check();
+    let after = count_files(&packs);
+    assert!(
+        after < both,
+        "the prune collected no pack ({both} before, {after} after)"
+    );
+    let inv = inventory(&sandbox);
+    let left: Vec<&str> = snapshots_of(&inv, "local")
+        .iter()
+        .filter_map(|s| s["id"].as_str())
+        .collect();
+    assert_eq!(left, [new.as_str()], "the old snapshot {old} went");
+    assert!(!sandbox.path(&format!("backups/trees/{old}")).exists());
+    sandbox
+        .run(&["plan", "--detailed-exitcode"])
+        .stdout("No changes")
+        .check();
+    verify_read_data(&sandbox);
+    sandbox
+        .run(&[
+            "restore",
+            "--secret-key",
+            &secret(),
+            "--target",
+            "data=restored",
+        ])
+        .check();
+    assert_same_tree(&sandbox.path("data"), &sandbox.path("restored"));
+}
+
+// --- repair -------------------------------------------------------------------------
+
+#[test]
+fn a_snapshot_missing_on_one_destination_is_copied_back_from_the_other() {
+    let destinations = "  one:\n    type: fs\n    root: one\n  two:\n    type: fs\n    root: two\n";
+    let sources = format!(
+        "{}{}",
+        config_source("config", "config/app.env"),
+        files_source("data", "data")
+    );
+    let sandbox = initialised(&policy_with(RETENTION, destinations, &sources));
+    sandbox.write("config/app.env", "SESSION_SECRET=repair\n");
+    write_bytes(&sandbox.path("data/photo.jpg"), &random_bytes(700_000));
+    write_bytes(&sandbox.path("data/notes/today.txt"), b"repair me\n");
+    sandbox
+        .run(&["apply"])
+        .stdout("✓ backup data → one, two")
+        .check();
+
+    let header = files_under(&sandbox.path("two/snapshots"))
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains("-data-"))
+        .expect("the data snapshot on two");
+    let id = header
+        .file_name()
+        .expect("a name")
+        .to_string_lossy()
+        .into_owned();
+    fs::remove_file(&header).expect("delete the header");
+    fs::remove_file(sandbox.path(&format!("two/trees/{id}"))).expect("delete the tree");
+
+    sandbox
+        .run(&["plan", "--detailed-exitcode"])
+        .status(2)
+        .stdout("> copy    data")
+        .stdout("one → two")
+        .stdout("missing on two")
+        .stdout("Plan: 0 backups, 1 copy, 0 prunes.")
+        .check();
+    sandbox
+        .run(&["apply"])
+        .stdout("✓ copy data")
+        .stdout("Apply: 1 done, 0 failed, 0 skipped.")
+        .check();
+    sandbox
+        .run(&["plan", "--detailed-exitcode"])
+        .stdout("No changes")
+        .check();
+    assert!(sandbox.path(&format!("two/snapshots/{id}")).is_file());
+    let verified = verify_read_data(&sandbox);
+    for destination in ["one", "two"] {
+        assert!(
+            verified
+                .stdout
+                .contains(&format!("✓ {destination}: 2 snapshots")),
+            "{destination} does not verify clean:\n{}",
+            verified.stdout
+        );
+    }
+
+    let inv = inventory(&sandbox);
+    let ids = |d: &str| -> BTreeSet<String> {
+        snapshots_of(&inv, d)
+            .iter()
+            .filter_map(|s| s["id"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(ids("one"), ids("two"));
+    assert!(ids("two").contains(&id));
+}
+
+// --- failures -----------------------------------------------------------------------
+
+#[test]
+fn a_source_that_fails_is_a_failed_snapshot_and_the_others_succeed() {
+    let sources = format!(
+        "{}{}{}",
+        config_source("config", "config/app.env"),
+        files_source("data", "data"),
+        files_source("ghost", "no-such-folder")
+    );
+    let sandbox = initialised(&policy(&sources));
+    sandbox.write("config/app.env", "SESSION_SECRET=failures\n");
+    sandbox.write("data/file.txt", "here\n");
+
+    let run = sandbox
+        .run(&["apply"])
+        .status(3)
+        .stdout("✓ backup config → local")
+        .stdout("✓ backup data → local")
+        .stdout("✗ backup ghost → local")
+        .stdout("BP227")
+        .stdout("no-such-folder")
+        .stdout("Apply: 2 done, 1 failed, 0 skipped.")
+        .stderr("BP205")
+        .check();
+    assert!(!run.stdout.contains("panicked"));
+
+    let inv = inventory(&sandbox);
+    assert_eq!(
+        sources_and_statuses(&inv, "local"),
+        [
+            ("config".to_string(), "complete".to_string()),
+            ("data".to_string(), "complete".to_string()),
+            ("ghost".to_string(), "failed".to_string())
+        ]
+    );
+    let table = sandbox.run(&["snapshots"]).check();
+    let ghost = table
+        .stdout
+        .lines()
+        .find(|l| l.contains("ghost"))
+        .unwrap_or_else(|| panic!("no ghost snapshot:\n{}", table.stdout));
+    assert!(ghost.contains("FAILED"), "{ghost}");
+
+    sandbox
+        .run(&["plan", "--detailed-exitcode"])
+        .status(2)
+        .stdout("+ backup  ghost")
+        .stdout("last backup failed")
+        .stdout("Plan: 1 backup")
+        .check();
+    // The sources that worked are restorable.
+    sandbox
+        .run(&[
+            "restore",
+            "--only",
+            "data",
+            "--secret-key",
+            &secret(),
+            "--target",
+            "data=restored",
+        ])
+        .check();
+    assert_eq!(sandbox.read("restored/file.txt"), "here\n");
+}

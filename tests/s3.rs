@@ -1,0 +1,572 @@
+//! backplan on real S3: moto's S3 server on loopback (tests/common/s3.rs). A round
+//! trip through the binary, concurrent applies on one repository, and the exclusive
+//! lock's reliance on S3's conditional writes (`If-None-Match: *`).
+//!
+//! Each test starts its own server; without `moto_server` they fail under CI and are
+//! skipped (loudly) elsewhere.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use backplan::error::Code;
+use backplan::repo::lock::{self, LockKind};
+use backplan::repo::store::Repo;
+use common::s3::{ACCESS_KEY_ID, REGION, S3Server, SECRET_ACCESS_KEY};
+use common::{Run, Sandbox};
+use opendal::{ErrorKind, Operator};
+
+/// The variables the policies' `${env:…}` references name.
+const KEY_ID_VAR: &str = "BACKPLAN_TEST_S3_ACCESS_KEY_ID";
+const SECRET_VAR: &str = "BACKPLAN_TEST_S3_SECRET_ACCESS_KEY";
+/// Where repositories sit inside their bucket.
+const ROOT: &str = "/backups/repo";
+
+/// A policy whose one destination is `bucket` on `server`, with `sources` (YAML, at
+/// the `sources:` level).
+fn policy(server: &S3Server, bucket: &str, sources: &str) -> String {
+    format!(
+        r#"version: 1
+
+encryption:
+  recipients:
+    - keys/demo-recipient.asc
+  repository_key_file: repository.key
+
+defaults:
+  schedule: "@daily"
+  timezone: UTC
+  retention:
+    keep_daily: 7
+    min_keep: 2
+
+destinations:
+  s3:
+    type: s3
+    bucket: {bucket}
+    region: {REGION}
+    endpoint: {endpoint}
+    root: {ROOT}
+    access_key_id: ${{env:{KEY_ID_VAR}}}
+    secret_access_key: ${{env:{SECRET_VAR}}}
+
+sources:
+{sources}"#,
+        endpoint = server.endpoint(),
+    )
+}
+
+const DATA_SOURCE: &str = "  data:
+    type: files
+    path: data
+";
+
+const CONFIG_SOURCE: &str = "  config:
+    type: config
+    paths:
+      - app.env
+";
+
+fn secret_key() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys/demo-recipient.secret.asc")
+}
+
+/// The binary in the sandbox, with the S3 credentials the policy refers to and none
+/// of the caller's AWS settings.
+fn backplan(sandbox: &Sandbox, args: &[&str]) -> Command {
+    let mut command = sandbox.command(args);
+    command
+        .env(KEY_ID_VAR, ACCESS_KEY_ID)
+        .env(SECRET_VAR, SECRET_ACCESS_KEY);
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ENDPOINT_URL",
+        "AWS_CONFIG_FILE",
+        "AWS_SHARED_CREDENTIALS_FILE",
+    ] {
+        command.env_remove(var);
+    }
+    command
+}
+
+fn show(args: &[&str], run: &Run, server: &S3Server) -> String {
+    let log = server.log();
+    let tail: Vec<&str> = log.lines().rev().take(30).collect();
+    format!(
+        "backplan {}\n--- status: {:?}\n--- stdout:\n{}\n--- stderr:\n{}\n--- moto (last lines):\n{}",
+        args.join(" "),
+        run.status,
+        run.stdout,
+        run.stderr,
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    )
+}
+
+/// Runs the binary and expects success.
+fn ok(sandbox: &Sandbox, server: &S3Server, args: &[&str]) -> Run {
+    let run = Run::from(backplan(sandbox, args).output().expect("run backplan"));
+    assert_eq!(run.status, Some(0), "{}", show(args, &run, server));
+    assert!(
+        !run.stderr.contains("panicked"),
+        "{}",
+        show(args, &run, server)
+    );
+    run
+}
+
+/// Deterministic incompressible bytes (xorshift64*).
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn put(sandbox: &Sandbox, relative: &str, bytes: &[u8]) {
+    let path = sandbox.path(relative);
+    std::fs::create_dir_all(path.parent().expect("a parent")).expect("create folder");
+    std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// What a folder holds, as restore must reproduce it.
+#[derive(Debug, PartialEq, Eq)]
+enum Entry {
+    Dir,
+    File(Vec<u8>),
+    Symlink(PathBuf),
+}
+
+fn tree(root: &Path) -> BTreeMap<PathBuf, Entry> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Entry>) {
+        let entries =
+            std::fs::read_dir(dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display()));
+        for entry in entries {
+            let path = entry.expect("a folder entry").path();
+            let relative = path.strip_prefix(root).expect("inside root").to_path_buf();
+            let meta = std::fs::symlink_metadata(&path).expect("metadata");
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path).expect("a link target");
+                out.insert(relative, Entry::Symlink(target));
+            } else if meta.is_dir() {
+                out.insert(relative, Entry::Dir);
+                walk(root, &path, out);
+            } else {
+                out.insert(relative, Entry::File(std::fs::read(&path).expect("read")));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// Asserts that `restored` holds exactly what `original` holds, byte for byte.
+fn assert_same_tree(original: &Path, restored: &Path) {
+    let (a, b) = (tree(original), tree(restored));
+    let names = |t: &BTreeMap<PathBuf, Entry>| t.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(
+        names(&a),
+        names(&b),
+        "{} and {} hold different entries",
+        original.display(),
+        restored.display()
+    );
+    for (path, entry) in &a {
+        assert!(
+            b.get(path) == Some(entry),
+            "{} differs after the restore",
+            path.display()
+        );
+    }
+}
+
+/// Object keys under the repository's root, via OpenDAL.
+fn objects(server: &S3Server, bucket: &str, under: &str) -> Vec<String> {
+    let op = server.operator(bucket, ROOT);
+    runtime().block_on(async {
+        op.list_with(under)
+            .recursive(true)
+            .await
+            .unwrap_or_else(|e| panic!("list {under}: {e}"))
+            .into_iter()
+            .filter(|e| e.metadata().is_file())
+            .map(|e| e.path().to_string())
+            .collect()
+    })
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+#[test]
+fn s3_round_trip_init_apply_snapshots_restore_verify() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let bucket = server.bucket("round-trip");
+    let sources = format!("{CONFIG_SOURCE}{DATA_SOURCE}");
+    let sandbox = Sandbox::with_policy(&policy(&server, &bucket, &sources));
+    sandbox.write("app.env", "DATABASE_URL=postgres://app:hunter2@db/app\n");
+    put(&sandbox, "data/big.bin", &noise(1, 2_500_000));
+    put(&sandbox, "data/nested/deeper/small.txt", b"hello S3\n");
+    put(&sandbox, "data/nested/empty-file", b"");
+    put(&sandbox, "data/photos/a.jpg", &noise(2, 300_000));
+    // The same content twice: stored once.
+    put(&sandbox, "data/photos/a-copy.jpg", &noise(2, 300_000));
+    std::fs::create_dir_all(sandbox.path("data/empty-dir")).expect("create folder");
+    std::os::unix::fs::symlink("nested/deeper/small.txt", sandbox.path("data/link"))
+        .expect("symlink");
+
+    let init = ok(&sandbox, &server, &["init"]);
+    assert!(
+        init.stdout.contains("s3: repository created"),
+        "{}",
+        init.stdout
+    );
+    assert!(
+        objects(&server, &bucket, "").contains(&"backplan.json".to_string()),
+        "the repository's marker is not in the bucket under {ROOT}"
+    );
+
+    let apply = ok(&sandbox, &server, &["apply"]);
+    for expected in ["✓ backup config → s3", "✓ backup data → s3", "0 failed"] {
+        assert!(apply.stdout.contains(expected), "apply: {}", apply.stdout);
+    }
+
+    let snapshots = ok(&sandbox, &server, &["snapshots", "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&snapshots.stdout).expect("JSON");
+    let list = json["destinations"]["s3"]["snapshots"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no snapshots for s3: {json}"));
+    let mut sources: Vec<&str> = list.iter().filter_map(|s| s["source"].as_str()).collect();
+    sources.sort();
+    assert_eq!(sources, ["config", "data"], "{json}");
+    assert!(list.iter().all(|s| s["status"] == "complete"), "{json}");
+
+    // The storage provider sees neither file names nor contents.
+    let stored = objects(&server, &bucket, "");
+    for name in ["big.bin", "small.txt", "app.env", "photos"] {
+        assert!(
+            !stored.iter().any(|o| o.contains(name)),
+            "an object key names {name}: {stored:?}"
+        );
+    }
+
+    let key = secret_key();
+    let key = key.to_str().expect("a UTF-8 path");
+    ok(
+        &sandbox,
+        &server,
+        &[
+            "restore",
+            "--target",
+            "data=restored/data",
+            "--target",
+            "config=restored/config",
+            "--secret-key",
+            key,
+        ],
+    );
+    assert_same_tree(&sandbox.path("data"), &sandbox.path("restored/data"));
+    // A config source restores its files under their absolute paths.
+    let config = tree(&sandbox.path("restored/config"));
+    let env: Vec<_> = config
+        .iter()
+        .filter(|(p, _)| p.file_name().is_some_and(|n| n == "app.env"))
+        .collect();
+    assert_eq!(env.len(), 1, "restored config: {:?}", config.keys());
+    assert_eq!(
+        env[0].1,
+        &Entry::File(b"DATABASE_URL=postgres://app:hunter2@db/app\n".to_vec())
+    );
+
+    let verify = ok(
+        &sandbox,
+        &server,
+        &["verify", "--read-data", "--secret-key", key],
+    );
+    assert!(verify.stdout.contains("✓ s3"), "verify: {}", verify.stdout);
+}
+
+/// The action lines of an apply that failed, and every error code it printed.
+fn failures_and_codes(run: &Run) -> (Vec<String>, Vec<String>) {
+    let failed = run
+        .stdout
+        .lines()
+        .filter(|l| l.contains("failed:"))
+        .map(str::to_string)
+        .collect();
+    let text = format!("{}\n{}", run.stdout, run.stderr);
+    let mut codes = Vec::new();
+    for (i, _) in text.match_indices("BP") {
+        let code = &text[i..(i + 5).min(text.len())];
+        if code.len() == 5 && code[2..].bytes().all(|b| b.is_ascii_digit()) {
+            codes.push(code.to_string());
+        }
+    }
+    codes.sort();
+    codes.dedup();
+    (failed, codes)
+}
+
+#[test]
+fn concurrent_applies_on_one_s3_repository_never_corrupt_it() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let bucket = server.bucket("concurrent");
+    let sandbox = Sandbox::with_policy(&policy(&server, &bucket, DATA_SOURCE));
+    put(&sandbox, "data/base.bin", &noise(10, 2_000_000));
+    put(&sandbox, "data/docs/readme.txt", b"concurrent applies\n");
+    ok(&sandbox, &server, &["init"]);
+    let key = secret_key();
+    let key = key.to_str().expect("a UTF-8 path");
+
+    let mut contended = 0;
+    for round in 1..=3i64 {
+        // New and changed data each round, so both applies really upload.
+        put(
+            &sandbox,
+            &format!("data/round-{round}.bin"),
+            &noise(100 + round as u64, 1_000_000),
+        );
+        put(
+            &sandbox,
+            "data/docs/readme.txt",
+            format!("round {round}\n").as_bytes(),
+        );
+        // A later day each round: backups are due, and retention prunes the same
+        // day's extra snapshots, so an exclusive lock meets shared ones.
+        let now = (chrono::Utc::now() + chrono::Duration::days(round))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let args = ["apply", "--now", now.as_str()];
+        let children: Vec<_> = (0..2)
+            .map(|_| {
+                backplan(&sandbox, &args)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("start backplan apply")
+            })
+            .collect();
+        let runs: Vec<Run> = children
+            .into_iter()
+            .map(|c| {
+                let output: Output = c.wait_with_output().expect("wait for backplan apply");
+                Run::from(output)
+            })
+            .collect();
+        let mut backed_up = 0;
+        for run in &runs {
+            let context = || format!("round {round}:\n{}", show(&args, run, &server));
+            assert!(!run.stderr.contains("panicked"), "{}", context());
+            let (failed, codes) = failures_and_codes(run);
+            // Failing cleanly: only because the repository was locked.
+            for line in &failed {
+                assert!(line.contains("BP222"), "{}", context());
+            }
+            for code in &codes {
+                assert!(
+                    code == "BP222" || code == "BP205",
+                    "unexpected {code}\n{}",
+                    context()
+                );
+            }
+            if run.status != Some(0) {
+                assert!(!failed.is_empty(), "{}", context());
+                contended += 1;
+            }
+            if run.stdout.contains("✓ backup data") {
+                backed_up += 1;
+            }
+        }
+        assert!(
+            backed_up >= 1,
+            "round {round}: neither apply backed up\n{}\n{}",
+            show(&args, &runs[0], &server),
+            show(&args, &runs[1], &server)
+        );
+
+        let locks = objects(&server, &bucket, "locks/");
+        assert!(locks.is_empty(), "round {round}: locks left: {locks:?}");
+        let verify = ok(
+            &sandbox,
+            &server,
+            &["verify", "--read-data", "--secret-key", key],
+        );
+        assert!(
+            verify.stdout.contains("✓ s3"),
+            "round {round}: {}",
+            verify.stdout
+        );
+        let target = format!("data=restored-{round}");
+        ok(
+            &sandbox,
+            &server,
+            &[
+                "restore",
+                "--only",
+                "data",
+                "--target",
+                &target,
+                "--secret-key",
+                key,
+            ],
+        );
+        assert_same_tree(
+            &sandbox.path("data"),
+            &sandbox.path(&format!("restored-{round}")),
+        );
+    }
+    eprintln!("concurrent applies: {contended} of 6 failed cleanly on a lock");
+}
+
+/// A repository handle with its own operator (its own connections), like another
+/// process's.
+fn repo(server: &S3Server, bucket: &str) -> Repo {
+    Repo::new("s3", server.operator(bucket, ROOT))
+}
+
+#[test]
+fn moto_honours_opendal_conditional_writes() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let bucket = server.bucket("conditional");
+    let op = server.operator(&bucket, ROOT);
+    assert!(op.info().capability().write_with_if_not_exists);
+    runtime().block_on(async {
+        op.write_with("probe", b"first".to_vec())
+            .if_not_exists(true)
+            .await
+            .expect("the first conditional write");
+        let err = op
+            .write_with("probe", b"second".to_vec())
+            .if_not_exists(true)
+            .await
+            .expect_err("a conditional write over an existing object must fail");
+        assert_eq!(err.kind(), ErrorKind::ConditionNotMatch, "{err}");
+        let kept = op.read("probe").await.expect("read").to_vec();
+        assert_eq!(kept, b"first", "the losing write replaced the object");
+
+        // Racing writers, each with its own connections: exactly one wins each key.
+        // (Lock-sized bodies: moto checks and stores without a lock of its own, so
+        // bodies big enough to release Python's GIL in between can all "win".)
+        let ops: Vec<Operator> = (0..6).map(|_| server.operator(&bucket, ROOT)).collect();
+        for round in 0..20 {
+            let path = format!("race/{round}");
+            let results = futures::future::join_all(ops.iter().enumerate().map(|(i, op)| {
+                op.write_with(&path, format!("writer {i}").into_bytes())
+                    .if_not_exists(true)
+                    .into_future()
+            }))
+            .await;
+            let wins = results.iter().filter(|r| r.is_ok()).count();
+            for r in &results {
+                if let Err(e) = r {
+                    assert_eq!(e.kind(), ErrorKind::ConditionNotMatch, "{e}");
+                }
+            }
+            assert_eq!(wins, 1, "round {round}: {results:?}");
+        }
+    });
+}
+
+#[test]
+fn the_exclusive_s3_lock_has_at_most_one_holder() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let bucket = server.bucket("locks");
+    let repos: Vec<Repo> = (0..4).map(|_| repo(&server, &bucket)).collect();
+    runtime().block_on(async {
+        // Several exclusive acquirers at once: exactly one wins, the others are told
+        // the repository is locked.
+        for round in 0..15 {
+            let results = futures::future::join_all(
+                repos.iter().map(|r| lock::acquire(r, LockKind::Exclusive)),
+            )
+            .await;
+            let mut held = Vec::new();
+            for result in results {
+                match result {
+                    Ok(h) => held.push(h),
+                    Err(f) => assert_eq!(f.code, Code::RepositoryLocked, "{}", f.message),
+                }
+            }
+            assert_eq!(
+                held.len(),
+                1,
+                "round {round}: {} exclusive holders",
+                held.len()
+            );
+            for h in held {
+                h.release().await.expect("release");
+            }
+            let left = repos[0].locks().await.expect("list locks");
+            assert!(left.is_empty(), "round {round}: locks left: {left:?}");
+        }
+
+        // A shared and an exclusive acquirer at once: never both.
+        for round in 0..15 {
+            let (shared, exclusive) = futures::join!(
+                lock::acquire(&repos[0], LockKind::Shared),
+                lock::acquire(&repos[1], LockKind::Exclusive)
+            );
+            assert!(
+                !(shared.is_ok() && exclusive.is_ok()),
+                "round {round}: a shared and an exclusive lock were both granted"
+            );
+            for f in [shared.as_ref().err(), exclusive.as_ref().err()]
+                .into_iter()
+                .flatten()
+            {
+                assert_eq!(f.code, Code::RepositoryLocked, "{}", f.message);
+            }
+            for h in [shared.ok(), exclusive.ok()].into_iter().flatten() {
+                h.release().await.expect("release");
+            }
+            let left = repos[0].locks().await.expect("list locks");
+            assert!(left.is_empty(), "round {round}: locks left: {left:?}");
+        }
+
+        // Held exclusively: everyone else is refused and told by whom, until released.
+        let held = lock::acquire(&repos[0], LockKind::Exclusive)
+            .await
+            .expect("an exclusive lock on a free repository");
+        for kind in [LockKind::Shared, LockKind::Exclusive] {
+            let f = lock::acquire(&repos[1], kind)
+                .await
+                .expect_err("a second lock while an exclusive one is held");
+            assert_eq!(f.code, Code::RepositoryLocked);
+            assert!(
+                f.message.contains("an exclusive lock held by"),
+                "{}",
+                f.message
+            );
+        }
+        held.release().await.expect("release");
+        let shared = lock::acquire(&repos[1], LockKind::Shared)
+            .await
+            .expect("a shared lock once the exclusive one is gone");
+        shared.release().await.expect("release");
+    });
+}
