@@ -250,7 +250,6 @@ impl StorageExecutor {
     }
 
     /// A failed source is recorded as a failed snapshot, so that `plan` knows and
-
     /// retention keeps the last good ones.
     async fn record_failure(&self, repos: &[Repo], info: &mut SnapshotInfo) {
         info.status = SnapshotStatus::Failed;
