@@ -59,6 +59,7 @@ pub enum Code {
     SourceFailed,
     VerifyFailed,
     DatabaseError,
+    UncoveredDatabase,
     Io,
 }
 
@@ -109,6 +110,7 @@ impl Code {
         Code::SourceFailed,
         Code::VerifyFailed,
         Code::DatabaseError,
+        Code::UncoveredDatabase,
         Code::Io,
     ];
 
@@ -348,6 +350,11 @@ impl Code {
                 "BP229",
                 "database-error",
                 "the database server refused or failed a request; the message carries its own words",
+            ),
+            Code::UncoveredDatabase => (
+                "BP230",
+                "uncovered-database",
+                "add the database to a postgres source's `databases`, or accept that it is not backed up",
             ),
             Code::Io => ("BP299", "io", "check the path and its permissions"),
         }

@@ -12,10 +12,12 @@ pub fn run(path: &Path, args: &PlanArgs) -> miette::Result<Exit> {
     let planning = args.planning.resolve()?;
     let inventory = inventory(&loaded.policy, planning.inventory.as_deref())?;
     let graph = SourceGraph::new(&loaded.policy);
-    let plan = crate::plan::plan(
+    let probes = super::runtime()?.block_on(crate::sources::probe_all(&loaded.policy));
+    let plan = crate::plan::plan_with(
         &loaded.policy,
         &graph,
         &inventory,
+        &probes,
         planning.now,
         planning.settings,
     );

@@ -226,6 +226,41 @@ pub fn plan(
     now: DateTime<Utc>,
     settings: Settings,
 ) -> Plan {
+    plan_with(policy, graph, inventory, &Probes::default(), now, settings)
+}
+
+/// What the sources' servers said when asked before planning (sizes, databases no
+/// source covers, problems). Gathered by the command; the plan stays pure.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probes {
+    pub sources: BTreeMap<String, SourceProbe>,
+    /// Warnings about servers rather than one source (e.g. uncovered databases).
+    pub warnings: Vec<Warning>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceProbe {
+    /// What a backup would read now, as the server reports it.
+    pub estimated_bytes: Option<u64>,
+    pub warnings: Vec<Warning>,
+}
+
+impl Warning {
+    /// A warning about `source`, for probes.
+    pub fn about(code: Code, source: Option<&str>, message: String) -> Warning {
+        Warning::new(code, source, message)
+    }
+}
+
+/// [`plan`] with what the probes found.
+pub fn plan_with(
+    policy: &Policy,
+    graph: &SourceGraph,
+    inventory: &Inventory,
+    probes: &Probes,
+    now: DateTime<Utc>,
+    settings: Settings,
+) -> Plan {
     let empty = DestinationState::default();
     let mut warnings = Vec::new();
     let mut backups = Vec::new();
@@ -294,13 +329,21 @@ pub fn plan(
                     level: level.level,
                     depends_on: source.depends_on.clone(),
                     reason,
-                    estimated_bytes: view.last_good().and_then(|s| s.bytes_read),
+                    estimated_bytes: probes
+                        .sources
+                        .get(name)
+                        .and_then(|p| p.estimated_bytes)
+                        .or_else(|| view.last_good().and_then(|s| s.bytes_read)),
                 }));
             }
             retain(source, &view, &mut copies, &mut prunes, &mut warnings);
         }
     }
     uncovered(policy, inventory, &mut warnings);
+    for probe in probes.sources.values() {
+        warnings.extend(probe.warnings.iter().cloned());
+    }
+    warnings.extend(probes.warnings.iter().cloned());
 
     let deletes: usize = prunes
         .iter()
