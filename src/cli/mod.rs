@@ -204,6 +204,10 @@ pub struct VerifyArgs {
     /// against its name, each chunk decrypted and re-hashed (needs a secret key).
     #[arg(long, value_name = "FRACTION", num_args = 0..=1, default_missing_value = "1")]
     pub read_data: Option<f64>,
+    /// Restore the newest snapshot of every postgres source into a scratch database
+    /// on its server, compare row counts with those taken at backup time, drop it.
+    #[arg(long)]
+    pub restore_test: bool,
     #[command(flatten)]
     pub secret: SecretKeyArgs,
     #[arg(long, value_enum, default_value_t = Format::Human)]

@@ -27,6 +27,8 @@ struct Findings {
     snapshots: usize,
     packs: usize,
     packs_read: usize,
+    /// Restore tests that ran (`--restore-test`).
+    restore_tests: Vec<String>,
     /// Problems per snapshot id ("" for problems of no single snapshot).
     problems: BTreeMap<String, Vec<String>>,
 }
@@ -36,10 +38,10 @@ pub fn run(path: &Path, args: &VerifyArgs) -> miette::Result<Exit> {
     let policy = &loaded.policy;
     let host = repository_key(policy)?;
     let secret = secret_keys(&args.secret)?;
-    if args.read_data.is_some() && secret.is_none() {
+    if (args.read_data.is_some() || args.restore_test) && secret.is_none() {
         return Err(Failure::new(
             Code::SecretKeyUnusable,
-            "--read-data decrypts every chunk it reads, which needs a recipient's secret key",
+            "--read-data and --restore-test decrypt what they read, which needs a recipient's secret key",
         )
         .into());
     }
@@ -47,7 +49,18 @@ pub fn run(path: &Path, args: &VerifyArgs) -> miette::Result<Exit> {
     let rt = runtime()?;
     let mut all = Vec::new();
     for repo in open_all(policy)? {
-        let findings = rt.block_on(verify_repo(&repo, host.as_ref(), secret.clone(), fraction));
+        let mut findings = rt.block_on(verify_repo(&repo, host.as_ref(), secret.clone(), fraction));
+        if args.restore_test
+            && let Some(secret) = &secret
+        {
+            rt.block_on(restore_tests(
+                policy,
+                &repo,
+                host.as_ref(),
+                secret.clone(),
+                &mut findings,
+            ));
+        }
         all.push(findings);
     }
     let bad: usize = all
@@ -85,6 +98,9 @@ fn human(all: &[Findings]) -> String {
                 format!(", {n} problem(s)")
             },
         ));
+        for t in &f.restore_tests {
+            out.push_str(&format!("    restore test: {t}\n"));
+        }
         for (snapshot, problems) in &f.problems {
             for p in problems {
                 if snapshot.is_empty() {
@@ -250,4 +266,100 @@ async fn verify_repo(
         }
     }
     f
+}
+
+/// `--restore-test`: the newest good snapshot of each postgres source, restored into
+/// a scratch database and compared by row counts.
+async fn restore_tests(
+    policy: &crate::policy::Policy,
+    repo: &Repo,
+    host: Option<&RepoKey>,
+    secret: Arc<crate::pipeline::crypto::SecretKeys>,
+    f: &mut Findings,
+) {
+    use crate::policy::SourceKind;
+    use crate::sources::postgres;
+
+    let Ok(headers) = repo.snapshot_headers().await else {
+        return;
+    };
+    for (name, source) in &policy.sources {
+        let SourceKind::Postgres(pg) = &source.kind else {
+            continue;
+        };
+        let newest = headers
+            .iter()
+            .filter_map(|(_, h)| h.as_ref().ok())
+            .filter(|h| h.snapshot.source == *name && h.snapshot.status == SnapshotStatus::Complete)
+            .max_by_key(|h| h.snapshot.time);
+        let Some(header) = newest else { continue };
+        let id = header.snapshot.id.clone();
+        let result: Result<Vec<String>, Failure> = async {
+            let key = key_for(repo, &header.key_id, host, Some(&secret)).await?;
+            let (_, tree) = repo.read_snapshot(&key, &id).await?;
+            let index = Arc::new(repo.load_index(&key).await?);
+            let mut fetcher = RepoFetcher::new(
+                repo.clone(),
+                index,
+                &key,
+                secret.clone(),
+                tokio::runtime::Handle::current(),
+            );
+            let conn = postgres::Connection::new(pg, policy)?;
+            let tools = postgres::find_tools(
+                pg.bin_dir
+                    .as_ref()
+                    .map(|d| policy.resolve_path(d))
+                    .as_deref(),
+                0,
+            )?;
+            let mut diffs = Vec::new();
+            for dump in tree
+                .entries
+                .iter()
+                .filter(|e| e.path.ends_with(postgres::DUMP_SUFFIX))
+            {
+                let db = dump.path.trim_end_matches(postgres::DUMP_SUFFIX);
+                let counts_entry = tree
+                    .entries
+                    .iter()
+                    .find(|e| e.path == format!("{db}{}", postgres::COUNTS_SUFFIX));
+                let recorded: std::collections::BTreeMap<String, i64> = match counts_entry {
+                    Some(e) => {
+                        let mut bytes = Vec::new();
+                        for c in &e.chunks {
+                            bytes.extend(
+                                tokio::task::block_in_place(|| fetcher.fetch(c))
+                                    .map_err(|e| Failure::new(Code::CorruptObject, e))?,
+                            );
+                        }
+                        serde_json::from_slice(&bytes).unwrap_or_default()
+                    }
+                    None => Default::default(),
+                };
+                for d in
+                    postgres::restore_test(&conn, &tools, dump, &recorded, &mut fetcher).await?
+                {
+                    diffs.push(format!("{db}: {d}"));
+                }
+            }
+            Ok(diffs)
+        }
+        .await;
+        match result {
+            Ok(diffs) => {
+                for d in diffs {
+                    f.problems.entry(id.clone()).or_default().push(d);
+                }
+                f.restore_tests.push(format!(
+                    "{name} ({id}): restored into a scratch database and counted"
+                ));
+            }
+            Err(e) => f
+                .problems
+                .entry(id.clone())
+                .or_default()
+                .push(format!("restore test: {}", e.message)),
+        }
+    }
 }

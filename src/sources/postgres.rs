@@ -28,6 +28,84 @@ use crate::sources::files::ScanReport;
 pub const GLOBALS: &str = "globals.sql";
 /// The suffix of a database's entry (`medianest.dump`).
 pub const DUMP_SUFFIX: &str = ".dump";
+/// The suffix of the entry with a database's row counts at backup time.
+pub const COUNTS_SUFFIX: &str = ".counts.json";
+
+/// Exact row counts of every user table (`schema.table` → rows).
+pub async fn row_counts(
+    client: &tokio_postgres::Client,
+) -> Result<BTreeMap<String, i64>, tokio_postgres::Error> {
+    let tables = client
+        .query(
+            "SELECT n.nspname, c.relname, quote_ident(n.nspname) || '.' || quote_ident(c.relname) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+             AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1, 2",
+            &[],
+        )
+        .await?;
+    let mut counts = BTreeMap::new();
+    for t in tables {
+        let (schema, table, quoted): (String, String, String) = (t.get(0), t.get(1), t.get(2));
+        let n: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {quoted}"), &[])
+            .await?
+            .get(0);
+        counts.insert(format!("{schema}.{table}"), n);
+    }
+    Ok(counts)
+}
+
+/// Restores a dump into a scratch database on the same server, compares its row
+/// counts with those recorded at backup time, and drops it. Returns the differences
+/// (empty when all match).
+pub async fn restore_test(
+    conn: &Connection,
+    tools: &Tools,
+    dump: &Entry,
+    recorded: &BTreeMap<String, i64>,
+    source: &mut (dyn ChunkSource + Send),
+) -> Result<Vec<String>, Failure> {
+    let mut r = [0u8; 4];
+    let _ = getrandom::fill(&mut r);
+    let scratch = format!(
+        "backplan_verify_{}",
+        r.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    );
+    let target = RestoreTarget {
+        conn: conn.clone(),
+        database: scratch.clone(),
+        clean: false,
+        tables: Vec::new(),
+        schemas: Vec::new(),
+    };
+    ready_target(&target).await?;
+    let restored = tokio::task::block_in_place(|| restore_database(&target, tools, dump, source));
+    let result = match restored {
+        Ok(_) => {
+            let client = conn.with_database(&scratch).client().await?;
+            let counts = row_counts(&client).await.map_err(|e| db_error(conn, &e))?;
+            drop(client);
+            let mut diffs = Vec::new();
+            for (table, want) in recorded {
+                match counts.get(table) {
+                    Some(got) if got == want => {}
+                    Some(got) => diffs.push(format!(
+                        "{table}: {got} rows restored, {want} at backup time"
+                    )),
+                    None => diffs.push(format!("{table}: missing after the restore")),
+                }
+            }
+            Ok(diffs)
+        }
+        Err(f) => Err(f),
+    };
+    let maintenance = conn.with_database("postgres").client().await?;
+    let _ = maintenance
+        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{scratch}\""))
+        .await;
+    result
+}
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -467,12 +545,41 @@ pub fn backup(
         report.bytes_read += stored.bytes;
         report.tree.entries.push(entry(GLOBALS.into(), stored));
     }
+    let runtime = tokio::runtime::Handle::current();
     for db in &p.databases {
+        // One snapshot for the dump and the row counts: pg_dump imports the snapshot
+        // this transaction exports, and the counts are read in it afterwards.
+        let conn = p.conn.with_database(db);
+        let client = runtime.block_on(conn.client())?;
+        let snapshot: String = runtime
+            .block_on(async {
+                client
+                    .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await?;
+                client
+                    .query_one("SELECT pg_export_snapshot()", &[])
+                    .await
+                    .map(|r| r.get(0))
+            })
+            .map_err(|e| db_error(&conn, &e))?;
         let mut cmd = p.conn.command(&p.tools.tool("pg_dump"));
         cmd.args(["-Fc", "-Z0", "--no-password"])
             .arg(format!("--lock-wait-timeout={}", p.lock_wait_timeout))
+            .arg(format!("--snapshot={snapshot}"))
             .args(["-d", db]);
         let stored = stream(cmd, &format!("pg_dump of {db}"), b"PGDMP", sink)?;
+        let counts = runtime
+            .block_on(row_counts(&client))
+            .map_err(|e| db_error(&conn, &e))?;
+        let _ = runtime.block_on(client.batch_execute("COMMIT"));
+        let json = serde_json::to_vec_pretty(&counts).unwrap_or_default();
+        let counted = sink
+            .store(&mut &json[..])
+            .map_err(|e| failed(format!("storing the row counts of {db}: {e}")))?;
+        report
+            .tree
+            .entries
+            .push(entry(format!("{db}{COUNTS_SUFFIX}"), counted));
         let name = format!("{db}{DUMP_SUFFIX}");
         if let Some(before) = parent.and_then(|t| t.entries.iter().find(|e| e.path == name))
             && (stored.bytes as f64) < before.size as f64 * p.min_size_ratio
