@@ -13,7 +13,7 @@ use crate::repo::store::{Index, Repo};
 use crate::sources::ChunkSource;
 
 /// How many whole packs are kept in memory.
-const PACK_CACHE: usize = 2;
+const PACK_CACHE: usize = 6;
 
 /// Reads, decrypts and checks chunks of one repository.
 #[derive(Debug)]
