@@ -525,12 +525,16 @@ fn the_exclusive_s3_lock_has_at_most_one_holder() {
             assert!(left.is_empty(), "round {round}: locks left: {left:?}");
         }
 
-        // A shared and an exclusive acquirer at once: never both.
-        for round in 0..15 {
-            let (shared, exclusive) = futures::join!(
-                lock::acquire(&repos[0], LockKind::Shared),
-                lock::acquire(&repos[1], LockKind::Exclusive)
-            );
+        // A shared and an exclusive acquirer at once, each first in turn: never both.
+        for round in 0..16 {
+            let shared = lock::acquire(&repos[0], LockKind::Shared);
+            let exclusive = lock::acquire(&repos[1], LockKind::Exclusive);
+            let (shared, exclusive) = if round % 2 == 0 {
+                futures::join!(shared, exclusive)
+            } else {
+                let (exclusive, shared) = futures::join!(exclusive, shared);
+                (shared, exclusive)
+            };
             assert!(
                 !(shared.is_ok() && exclusive.is_ok()),
                 "round {round}: a shared and an exclusive lock were both granted"

@@ -77,17 +77,34 @@ impl StorageExecutor {
         Ok(())
     }
 
-    async fn backup_locked(&self, action: &Backup, repos: &[Repo]) -> Result<Done, Failure> {
+    /// Backs a source up; whatever goes wrong, a failed snapshot records it, so that
+    /// `plan` knows and retention keeps the last good ones.
+    async fn backup_recorded(&self, action: &Backup, repos: &[Repo]) -> Result<Done, Failure> {
         let source = self.policy.sources.get(&action.source).ok_or_else(|| {
             Failure::new(Code::SourceFailed, format!("no source {}", action.source))
         })?;
         let started = Utc::now();
-        let id = format!(
-            "{}-{}-{}",
-            started.format("%Y%m%dT%H%M%SZ"),
-            action.source,
-            random_hex(2)
-        );
+        let result = self.backup_locked(action, source, repos, started).await;
+        if result.is_err() {
+            // Its own id: a destination may hold this run's complete snapshot already.
+            let id = snapshot_id(started, &action.source);
+            let mut info = self.snapshot_info(action, source, &id, started);
+            info.status = SnapshotStatus::Failed;
+            for repo in repos {
+                let _ = repo.put_snapshot(&self.key, &info, &Tree::default()).await;
+            }
+        }
+        result
+    }
+
+    async fn backup_locked(
+        &self,
+        action: &Backup,
+        source: &crate::policy::ResolvedSource,
+        repos: &[Repo],
+        started: DateTime<Utc>,
+    ) -> Result<Done, Failure> {
+        let id = snapshot_id(started, &action.source);
         let mut indexes = Vec::new();
         for repo in repos {
             indexes.push(repo.load_index(&self.key).await?);
@@ -116,8 +133,6 @@ impl StorageExecutor {
                     for u in uploads {
                         let _ = u.await;
                     }
-                    let mut info = self.snapshot_info(action, source, &id, started);
-                    self.record_failure(repos, &mut info).await;
                     return Err(f);
                 }
             },
@@ -192,14 +207,7 @@ impl StorageExecutor {
         let mut info = self.snapshot_info(action, source, &id, started);
         let report = match (report, upload_error) {
             (Ok(r), None) => r,
-            (Err(f), _) => {
-                self.record_failure(repos, &mut info).await;
-                return Err(f);
-            }
-            (Ok(_), Some(f)) => {
-                self.record_failure(repos, &mut info).await;
-                return Err(f);
-            }
+            (Err(f), _) | (Ok(_), Some(f)) => return Err(f),
         };
         info.bytes_read = Some(report.bytes_read);
         let mut stored_first = None;
@@ -246,16 +254,6 @@ impl StorageExecutor {
             bytes_stored: None,
             source_digest: Some(source.digest.clone()),
             policy_digest: Some(self.policy.digest.clone()),
-        }
-    }
-
-    /// A failed source is recorded as a failed snapshot, so that `plan` knows and
-    /// retention keeps the last good ones.
-    async fn record_failure(&self, repos: &[Repo], info: &mut SnapshotInfo) {
-        info.status = SnapshotStatus::Failed;
-        info.finished = Some(Utc::now());
-        for repo in repos {
-            let _ = repo.put_snapshot(&self.key, info, &Tree::default()).await;
         }
     }
 
@@ -409,7 +407,7 @@ pub async fn gc(repo: &Repo, key: &RepoKey) -> Result<usize, Failure> {
     }
     // Packs that no index lists: left by a crashed backup. Only when every index
     // could be read is it safe to say a pack is listed nowhere.
-    let all_read = index.objects.len() == repo.index_objects().await?.len();
+    let all_read = index.damaged.is_empty() && index.foreign.is_empty();
     let mut orphans = Vec::new();
     if all_read {
         for path in repo.pack_objects().await?.into_keys() {
@@ -450,6 +448,14 @@ async fn upload(
     Ok(records)
 }
 
+fn snapshot_id(started: DateTime<Utc>, source: &str) -> String {
+    format!(
+        "{}-{source}-{}",
+        started.format("%Y%m%dT%H%M%SZ"),
+        random_hex(2)
+    )
+}
+
 fn random_hex(bytes: usize) -> String {
     let mut r = vec![0u8; bytes];
     let _ = getrandom::fill(&mut r);
@@ -478,7 +484,7 @@ impl Executor for StorageExecutor {
                 }
             }
         }
-        let result = self.backup_locked(action, &repos).await;
+        let result = self.backup_recorded(action, &repos).await;
         for h in held {
             let _ = h.release().await;
         }

@@ -198,6 +198,9 @@ async fn verify_repo(
         }
     };
     for (key, index) in opened.values() {
+        for d in &index.damaged {
+            note(&mut f, "", format!("index object {d}"));
+        }
         f.packs += index.packs.len();
         for (id, record) in &index.packs {
             match stored.get(&pack_path(id)) {

@@ -109,6 +109,9 @@ impl Inventory {
     pub fn digest(&self) -> String {
         let mut canonical = self.clone();
         for state in canonical.destinations.values_mut() {
+            // Locks come and go (a running backup refreshes its own): they do not
+            // make a plan stale.
+            state.locks.clear();
             state
                 .snapshots
                 .sort_by(|a, b| (&a.source, a.time, &a.id).cmp(&(&b.source, b.time, &b.id)));

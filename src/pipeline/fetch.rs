@@ -77,8 +77,13 @@ impl ChunkSource for RepoFetcher {
     fn fetch(&mut self, id: &ChunkId) -> Result<Vec<u8>, String> {
         let index = self.index.clone();
         let loc = index.chunks.get(id).ok_or_else(|| {
+            let damaged = if index.damaged.is_empty() {
+                String::new()
+            } else {
+                format!(" (damaged index objects: {})", index.damaged.join("; "))
+            };
             format!(
-                "BP228: chunk {} is in no pack of {}",
+                "BP228: chunk {} is in no pack of {}{damaged}",
                 id.to_hex(),
                 self.repo.name
             )

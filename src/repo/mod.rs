@@ -145,14 +145,36 @@ pub fn repository_key(policy: &Policy) -> Result<Option<keys::RepoKey>, Failure>
     })
 }
 
-/// Opens every destination of the policy as a repository handle.
+/// Opens every destination of the policy as a repository handle, for writing.
 pub fn open_all(policy: &Policy) -> Result<Vec<store::Repo>, Failure> {
     policy
         .file
         .destinations
         .iter()
-        .map(|(name, dest)| {
-            operator(name, dest, policy).map(|op| store::Repo::new(name.clone(), op))
-        })
+        .map(|(name, dest)| open(name, dest, policy))
         .collect()
+}
+
+/// Opens one destination for writing. A local folder writes its objects through a
+/// temporary file in `.tmp/` and a rename, so that a crash never leaves a truncated
+/// object under its final name.
+pub fn open(name: &str, dest: &Destination, policy: &Policy) -> Result<store::Repo, Failure> {
+    let repo = store::Repo::new(name, operator(name, dest, policy)?);
+    let Destination::Fs { root } = dest else {
+        return Ok(repo);
+    };
+    let root = policy.resolve_path(root);
+    let root = std::path::absolute(&root).unwrap_or(root);
+    let data = Operator::new(
+        services::Fs::default()
+            .root(&root.to_string_lossy())
+            .atomic_write_dir(&root.join(".tmp").to_string_lossy()),
+    )
+    .map_err(|e| {
+        Failure::new(
+            Code::DestinationUnreadable,
+            format!("destination {name}: {e}"),
+        )
+    })?;
+    Ok(repo.with_data_operator(data))
 }

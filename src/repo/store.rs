@@ -29,6 +29,9 @@ const READ_CONCURRENCY: usize = 32;
 pub struct Repo {
     pub name: String,
     op: Operator,
+    /// For a local folder: the same folder, writing through a temporary file and a
+    /// rename, so a crash never leaves a truncated object under its final name.
+    data_op: Option<Operator>,
 }
 
 /// Where a chunk is stored.
@@ -48,6 +51,10 @@ pub struct Index {
     pub packs: HashMap<Arc<str>, PackRecord>,
     /// The `index/` objects read, so a compaction can delete them afterwards.
     pub objects: Vec<String>,
+    /// Index objects written under another repository key.
+    pub foreign: Vec<String>,
+    /// Index objects that could not be read, with why.
+    pub damaged: Vec<String>,
 }
 
 impl Index {
@@ -92,7 +99,15 @@ impl Repo {
         Repo {
             name: name.into(),
             op,
+            data_op: None,
         }
+    }
+
+    /// Writes data objects through `op` (an fs operator with an atomic write dir).
+    /// Locks keep the plain operator: their exclusive create must not be a rename.
+    pub fn with_data_operator(mut self, op: Operator) -> Repo {
+        self.data_op = Some(op);
+        self
     }
 
     async fn read(&self, path: &str) -> Result<Vec<u8>, Failure> {
@@ -136,6 +151,15 @@ impl Repo {
 
     /// Writes an object that must not exist yet (content-addressed or unique name).
     async fn create(&self, path: &str, bytes: Vec<u8>) -> Result<(), Failure> {
+        if let Some(data) = &self.data_op {
+            // Every data object is content-addressed or uniquely named: replacing
+            // one by the same bytes is harmless, and the rename makes it whole.
+            return data
+                .write(path, bytes)
+                .await
+                .map(|_| ())
+                .map_err(|e| storage(&self.name, &format!("writing {path}"), e));
+        }
         match self.op.write_with(path, bytes).if_not_exists(true).await {
             Ok(_) => Ok(()),
             // The same content-addressed object is there already: nothing to do.
@@ -341,25 +365,33 @@ impl Repo {
         let mut index = Index::default();
         for (path, bytes) in bodies {
             let bytes = bytes?;
-            let (header, body) = object::decode::<SealedHeader>(&bytes)
-                .map_err(|d| damaged(&self.name, &path, &d.0))?;
-            if header.key_id != key.id() {
-                // Written under another repository key: its chunk ids live in another
-                // id space, so they cannot be reused; the packs stay for restores.
-                index.objects.push(path);
-                continue;
+            let opened = object::decode::<SealedHeader>(&bytes)
+                .map_err(|d| d.0)
+                .and_then(|(header, body)| {
+                    if header.key_id != key.id() {
+                        return Ok(None);
+                    }
+                    let plain = key.open(body).map_err(|e| e.0)?;
+                    let plain = zstd::decode_all(&plain[..]).map_err(|e| e.to_string())?;
+                    serde_json::from_slice::<IndexBody>(&plain)
+                        .map(Some)
+                        .map_err(|e| e.to_string())
+                });
+            match opened {
+                Ok(Some(body)) => {
+                    for pack in body.packs {
+                        index.add(pack);
+                    }
+                    index.objects.push(path);
+                }
+                // Written under another repository key: its chunk ids live in
+                // another id space and cannot be reused; its packs stay for restores.
+                Ok(None) => index.foreign.push(path),
+                // A damaged index object must not stop backups: its chunks are
+                // stored again, `verify` names it, and no prune collects a pack
+                // while an index cannot be read.
+                Err(why) => index.damaged.push(format!("{path}: {why}")),
             }
-            let plain = key
-                .open(body)
-                .map_err(|e| damaged(&self.name, &path, &e.0))?;
-            let plain = zstd::decode_all(&plain[..])
-                .map_err(|e| damaged(&self.name, &path, &e.to_string()))?;
-            let body: IndexBody = serde_json::from_slice(&plain)
-                .map_err(|e| damaged(&self.name, &path, &e.to_string()))?;
-            for pack in body.packs {
-                index.add(pack);
-            }
-            index.objects.push(path);
         }
         Ok(index)
     }
@@ -527,11 +559,6 @@ impl Repo {
             .await
             .map(|_| ())
             .map_err(|e| storage(&self.name, &format!("writing {path}"), e))
-    }
-
-    /// Every index object path (for a compaction to delete).
-    pub async fn index_objects(&self) -> Result<Vec<String>, Failure> {
-        self.list("index/").await
     }
 }
 
