@@ -1,0 +1,127 @@
+//! The repository on OpenDAL's in-memory service, driven through the library (a
+//! memory store lives as long as its operator, so not across processes): plan, apply,
+//! restore and deduplication end to end.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use backplan::apply::storage::StorageExecutor;
+use backplan::graph::SourceGraph;
+use backplan::inventory::Inventory;
+use backplan::pipeline::crypto::{Recipients, SecretKeys};
+use backplan::pipeline::fetch::RepoFetcher;
+use backplan::plan::{Action, Settings};
+use backplan::repo::keys::RepoKey;
+use backplan::repo::store::Repo;
+use backplan::sources::files;
+
+fn policy_text(data: &Path) -> String {
+    format!(
+        r#"version: 1
+encryption:
+  recipients: [keys/demo-recipient.asc]
+destinations:
+  mem: {{ type: memory }}
+sources:
+  data: {{ type: files, path: "{}" }}
+"#,
+        data.display()
+    )
+}
+
+async fn inventory(repos: &[Repo], key: &RepoKey) -> Inventory {
+    let mut inv = Inventory::default();
+    for r in repos {
+        inv.destinations
+            .insert(r.name.clone(), r.read_state(Some(key)).await);
+    }
+    inv
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_destination_backs_up_deduplicates_and_restores() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(data.join("sub")).expect("mkdir");
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(data.join("big.bin"), &big).expect("write");
+    std::fs::write(data.join("sub/copy.bin"), &big).expect("write");
+    std::fs::write(data.join("small.txt"), "hello").expect("write");
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let loaded = backplan::policy::load_str(&policy_text(&data), &dir.join("mem.yaml"), &dir)
+        .expect("policy");
+    let policy = Arc::new(loaded.policy);
+    let key = RepoKey::generate().expect("key");
+    let recipients = Recipients::load(&policy.recipients).expect("recipients");
+    let repos = backplan::repo::open_all(&policy).expect("repos");
+    for r in &repos {
+        r.init(&key, &recipients, chrono::Utc::now())
+            .await
+            .expect("init");
+    }
+
+    let graph = SourceGraph::new(&policy);
+    let now = chrono::Utc::now();
+    let plan = backplan::plan::plan(
+        &policy,
+        &graph,
+        &inventory(&repos, &key).await,
+        now,
+        Settings::default(),
+    );
+    assert!(
+        matches!(plan.actions.as_slice(), [Action::Backup(_)]),
+        "{plan:?}"
+    );
+
+    let executor =
+        StorageExecutor::new(policy.clone(), key.clone(), recipients, repos.clone(), now);
+    let report = backplan::apply::apply(&plan, &executor, 2, &|_| {}).await;
+    assert_eq!(report.done(), 1, "{report:?}");
+
+    // The same 3 MB twice is stored once: well under two copies' worth.
+    let inv = inventory(&repos, &key).await;
+    let snap = &inv.destinations["mem"].snapshots[0];
+    assert_eq!(snap.bytes_read, Some(2 * big.len() as u64 + 5));
+    let stored = snap.bytes_stored.expect("stored");
+    assert!(stored < big.len() as u64 + 100_000, "stored {stored} bytes");
+
+    // Nothing is due any more.
+    let again = backplan::plan::plan(&policy, &graph, &inv, now, Settings::default());
+    assert!(!again.has_changes(), "{again:?}");
+
+    // Restore with the recipient's secret key and compare bytes.
+    let repo = &repos[0];
+    let (_, tree) = repo.read_snapshot(&key, &snap.id).await.expect("tree");
+    let secret = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys/demo-recipient.secret.asc"),
+    )
+    .expect("secret key");
+    let secret = Arc::new(SecretKeys::from_bytes(&secret).expect("secret"));
+    let index = Arc::new(repo.load_index(&key).await.expect("index"));
+    let mut fetcher = RepoFetcher::new(
+        repo.clone(),
+        index,
+        &key,
+        secret,
+        tokio::runtime::Handle::current(),
+    );
+    let target = tmp.path().join("restored");
+    let target2 = target.clone();
+    tokio::task::spawn_blocking(move || files::restore(&tree, &target2, &[], false, &mut fetcher))
+        .await
+        .expect("join")
+        .expect("restore");
+    assert_eq!(std::fs::read(target.join("big.bin")).expect("read"), big);
+    assert_eq!(
+        std::fs::read(target.join("sub/copy.bin")).expect("read"),
+        big
+    );
+    assert_eq!(
+        std::fs::read_to_string(target.join("small.txt")).expect("read"),
+        "hello"
+    );
+}
