@@ -449,10 +449,12 @@ async fn upload(
 }
 
 fn snapshot_id(started: DateTime<Utc>, source: &str) -> String {
+    // Four random bytes: two applies starting in the same second never collide in
+    // practice, and a snapshot's objects are never shared by two runs.
     format!(
         "{}-{source}-{}",
         started.format("%Y%m%dT%H%M%SZ"),
-        random_hex(2)
+        random_hex(4)
     )
 }
 

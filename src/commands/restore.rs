@@ -165,8 +165,22 @@ pub fn run(path: &Path, args: &RestoreArgs) -> miette::Result<Exit> {
             return Err(f.into());
         }
     }
+    for m in &plan.missing {
+        out.push_str(&format!("  ✗ {m}: no good snapshot to restore\n"));
+    }
     out.push_str(&format!("\nRestore: {} step(s) done.\n", plan.steps.len()));
     print(&out)?;
+    // A source asked for and not restored is not a success.
+    if !plan.missing.is_empty() {
+        return Err(Failure::new(
+            Code::SnapshotNotFound,
+            format!(
+                "nothing restored for {}: no good snapshot",
+                plan.missing.join(", ")
+            ),
+        )
+        .into());
+    }
     Ok(Exit::Ok)
 }
 
@@ -218,6 +232,10 @@ async fn restore_step(
                     .as_deref(),
                 0,
             )?;
+            // Every target first: a refusal must leave all of them untouched.
+            for (_, target) in &targets {
+                postgres::check_target(target).await?;
+            }
             let mut restored = Vec::new();
             for (entry, target) in &targets {
                 postgres::ready_target(target).await?;
@@ -284,6 +302,15 @@ fn pg_targets(
         .iter()
         .filter(|e| e.path.ends_with(postgres::DUMP_SUFFIX))
         .collect();
+    // pg_restore matches --table by name alone: `media.files` would restore nothing,
+    // and succeed.
+    if let Some((schema, table)) = cx.args.table.iter().find_map(|t| t.split_once('.')) {
+        return Err(Failure::new(
+            Code::InvalidValue,
+            format!("--table {schema}.{table}: pg_restore takes a table name without its schema"),
+        )
+        .with_help(format!("write --schema {schema} --table {table}")));
+    }
     let source = postgres::Connection::new(pg, cx.policy)?;
     let given = cx.selection.targets.get(name);
     if given.is_some() && dumps.len() > 1 {

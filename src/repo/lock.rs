@@ -20,6 +20,7 @@ const EXCLUSIVE: &str = "locks/exclusive";
 pub struct Held {
     repo: Repo,
     path: String,
+    mine: LockInfo,
     refresher: tokio::task::JoinHandle<()>,
 }
 
@@ -104,6 +105,7 @@ pub async fn acquire(repo: &Repo, kind: LockKind) -> Result<Held, Failure> {
     let refresher = {
         let repo = repo.clone();
         let path = path.clone();
+        let mine = mine.clone();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(std::time::Duration::from_secs(REFRESH_SECONDS)).await;
@@ -117,6 +119,7 @@ pub async fn acquire(repo: &Repo, kind: LockKind) -> Result<Held, Failure> {
     Ok(Held {
         repo: repo.clone(),
         path,
+        mine,
         refresher,
     })
 }
@@ -125,7 +128,20 @@ impl Held {
     /// Releases the lock.
     pub async fn release(self) -> Result<(), Failure> {
         self.refresher.abort();
-        self.repo.delete(&self.path).await
+        // Only our own lock: if ours expired and was removed, another holder's lock
+        // may sit under the same name now.
+        let ours = self.repo.locks().await?.into_iter().any(|(p, l)| {
+            p == self.path
+                && l.is_ok_and(|l| {
+                    l.host == self.mine.host
+                        && l.pid == self.mine.pid
+                        && l.started == self.mine.started
+                })
+        });
+        if ours {
+            self.repo.delete(&self.path).await?;
+        }
+        Ok(())
     }
 }
 

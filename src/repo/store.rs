@@ -286,14 +286,17 @@ impl Repo {
         let paths = self.list("snapshots/").await?;
         let results: Vec<(String, Result<SnapshotHeader, Failure>)> = futures::stream::iter(paths)
             .map(|path| async move {
-                let result = match self.read(&path).await {
-                    Ok(bytes) => object::header::<SnapshotHeader>(&bytes)
+                let result = match self.read_opt(&path).await {
+                    Ok(Some(bytes)) => object::header::<SnapshotHeader>(&bytes)
                         .map_err(|d| damaged(&self.name, &path, &d.0)),
+                    // Deleted (pruned) between the listing and the read: not damaged.
+                    Ok(None) => return None,
                     Err(f) => Err(f),
                 };
-                (path, result)
+                Some((path, result))
             })
             .buffer_unordered(READ_CONCURRENCY)
+            .filter_map(std::future::ready)
             .collect()
             .await;
         Ok(results)

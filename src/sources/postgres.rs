@@ -115,9 +115,11 @@ fn failed(message: impl Into<String>) -> Failure {
 
 /// A server's error, with the server's own message where it gave one.
 fn db_error(conn: &Connection, e: &tokio_postgres::Error) -> Failure {
-    let detail = match e.as_db_error() {
-        Some(d) => d.message().to_string(),
-        None => e.to_string(),
+    // tokio-postgres's own text leaves out the cause ("error connecting to server").
+    let detail = match (e.as_db_error(), std::error::Error::source(e)) {
+        (Some(d), _) => d.message().to_string(),
+        (None, Some(cause)) => format!("{e}: {cause}"),
+        (None, None) => e.to_string(),
     };
     Failure::new(
         Code::DatabaseError,
@@ -487,6 +489,10 @@ fn stream(
         seen: Vec::new(),
     };
     let stored = sink.store(&mut reader);
+    let seen = reader.seen.len();
+    // Close our end before waiting: when the store stopped early (not an archive, a
+    // storage error), a tool still writing gets SIGPIPE instead of blocking forever.
+    drop(reader);
     let status = child.wait().map_err(|e| failed(format!("{what}: {e}")))?;
     let errors = errors.join().unwrap_or_default();
     let tail: String = errors
@@ -498,6 +504,8 @@ fn stream(
         .rev()
         .collect::<Vec<_>>()
         .join("; ");
+    // Our own reason first: a tool killed by the closed pipe only says SIGPIPE.
+    let stored = stored.map_err(|e| failed(format!("{what}: {e}")))?;
     if !status.success() {
         return Err(failed(format!(
             "{what} failed ({status}){}",
@@ -508,8 +516,7 @@ fn stream(
             }
         )));
     }
-    let stored = stored.map_err(|e| failed(format!("{what}: {e}")))?;
-    if magic.len() > reader.seen.len() {
+    if magic.len() > seen {
         return Err(failed(format!("{what} produced no archive")));
     }
     Ok(stored)
@@ -656,15 +663,22 @@ pub async fn target_state(conn: &Connection, db: &str) -> Result<(bool, i64), Fa
 
 /// Creates the database when missing; refuses a non-empty one without `clean`.
 pub async fn ready_target(t: &RestoreTarget) -> Result<(), Failure> {
-    let (exists, tables) = target_state(&t.conn, &t.database).await?;
-    if !exists {
+    if !check_target(t).await? {
         let client = t.conn.with_database("postgres").client().await?;
         let quoted = format!("\"{}\"", t.database.replace('"', "\"\""));
         client
             .batch_execute(&format!("CREATE DATABASE {quoted}"))
             .await
             .map_err(|e| db_error(&t.conn, &e))?;
-    } else if tables > 0 && !t.clean {
+    }
+    Ok(())
+}
+
+/// Refuses a non-empty database without `clean`; returns whether it exists. Changes
+/// nothing, so that every target of a restore is checked before any is touched.
+pub async fn check_target(t: &RestoreTarget) -> Result<bool, Failure> {
+    let (exists, tables) = target_state(&t.conn, &t.database).await?;
+    if exists && tables > 0 && !t.clean {
         return Err(Failure::new(
             Code::RestoreRefused,
             format!(
@@ -677,7 +691,7 @@ pub async fn ready_target(t: &RestoreTarget) -> Result<(), Failure> {
             "restore into another database with --target, or replace its contents with --clean",
         ));
     }
-    Ok(())
+    Ok(exists)
 }
 
 /// Restores the globals (roles may exist already: their errors are reported, not
@@ -750,24 +764,66 @@ fn run_fed(
         }
         text
     });
-    let fed = {
-        let mut stdin = child
+    let mut stdin = Pipe {
+        inner: child
             .stdin
             .take()
-            .ok_or_else(|| failed(format!("{what}: no input")))?;
-        feed(entry, source, &mut stdin)
+            .ok_or_else(|| failed(format!("{what}: no input")))?,
+        broken: false,
     };
+    let fed = feed(entry, source, &mut stdin);
+    let broken = stdin.broken;
+    drop(stdin);
     let status = child.wait().map_err(|e| failed(format!("{what}: {e}")))?;
     let errors = errors.join().unwrap_or_default();
-    fed?;
+    // The tool's own reason first: when it stops at an error, feeding it fails with a
+    // broken pipe, which says nothing.
     if strict && !status.success() {
-        let tail: Vec<&str> = errors.lines().rev().take(3).collect();
+        // pg_restore ends with the failed command, often many lines: its error line
+        // says more.
+        let mut tail: Vec<&str> = errors
+            .lines()
+            .filter(|l| l.contains("error:") || l.contains("ERROR:"))
+            .take(3)
+            .collect();
+        if tail.is_empty() {
+            tail = errors.lines().rev().take(3).collect();
+            tail.reverse();
+        }
         return Err(failed(format!(
             "{what} failed ({status}): {}",
-            tail.into_iter().rev().collect::<Vec<_>>().join("; ")
+            tail.join("; ")
         )));
     }
+    match fed {
+        // A partial restore (`--table`, `--schema`) may finish without reading the
+        // rest of the archive.
+        Err(_) if broken && status.success() => {}
+        other => {
+            other?;
+        }
+    }
     Ok(errors)
+}
+
+/// A tool's standard input that remembers whether the tool closed it.
+struct Pipe<W> {
+    inner: W,
+    broken: bool,
+}
+
+impl<W: Write> Write for Pipe<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let r = self.inner.write(buf);
+        if matches!(&r, Err(e) if e.kind() == io::ErrorKind::BrokenPipe) {
+            self.broken = true;
+        }
+        r
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// `ANALYZE` after a restore, so the planner has statistics at once.

@@ -4,6 +4,10 @@
 //! `scripts/install-deps` installs moto into `target/moto-venv`; a `moto_server` on
 //! PATH or named by `BACKPLAN_MOTO_SERVER` is used as well. Without one, [`S3Server::start`]
 //! fails the test when `CI` is set and otherwise skips it (returns `None`) loudly.
+//!
+//! moto is patched at start (see [`SITECUSTOMIZE`]) so that conditional writes are
+//! atomic, as they are on S3: unpatched, two racing `If-None-Match: *` writers can both
+//! win.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -27,12 +31,41 @@ const START_ATTEMPTS: usize = 5;
 /// How much of moto's log is kept for failure messages.
 const LOG_KEEP: usize = 64 * 1024;
 
+/// Loaded by the server's Python at start (from `PYTHONPATH`). moto checks S3's
+/// conditional-write headers (`If-None-Match: *`, `If-Match`) and stores the object in
+/// separate steps, in a threaded server, so two racing writers can both pass the check
+/// (seen with moto 5.2 under load, even with 8-byte bodies). S3 decides a conditional
+/// write atomically and backplan's locks rely on it: here every object request is
+/// handled under one lock (the request body is read before, outside it).
+const SITECUSTOMIZE: &str = r#"import sys
+import threading
+
+try:
+    from moto.s3.responses import S3Response
+
+    _lock = threading.Lock()
+    _key_response = S3Response._key_response
+
+    def _serialised(self, *args, **kwargs):
+        with _lock:
+            return _key_response(self, *args, **kwargs)
+
+    S3Response._key_response = _serialised
+    print("backplan-tests: moto S3 object requests serialised", file=sys.stderr, flush=True)
+except Exception as e:
+    print(f"backplan-tests: cannot patch moto: {e!r}", file=sys.stderr, flush=True)
+"#;
+/// What the patch prints once it is in place.
+const PATCHED: &str = "backplan-tests: moto S3 object requests serialised";
+
 /// A running `moto_server`; killed on drop.
 #[derive(Debug)]
 pub struct S3Server {
     child: Child,
     port: u16,
     log: Arc<Mutex<String>>,
+    /// Holds the patch ([`SITECUSTOMIZE`]); removed after the server is gone.
+    _python: tempfile::TempDir,
 }
 
 /// Whether this is a CI run (the variable `CI` is set and not empty).
@@ -65,7 +98,9 @@ impl S3Server {
             if in_ci() {
                 panic!("S3 tests need a local S3 server: {why}");
             }
-            eprintln!("\n!!! SKIPPING an S3 test: {why} !!!\n");
+            // Straight to stderr: the test harness would swallow an `eprintln!` of a
+            // passing test.
+            let _ = writeln!(std::io::stderr(), "\n!!! SKIPPING an S3 test: {why} !!!\n");
             return None;
         };
         let mut failures = Vec::new();
@@ -84,9 +119,20 @@ impl S3Server {
 
     fn spawn(program: &Path) -> Result<S3Server, String> {
         let port = free_port();
+        let python = tempfile::tempdir().expect("create a temporary folder");
+        std::fs::write(python.path().join("sitecustomize.py"), SITECUSTOMIZE)
+            .expect("write sitecustomize.py");
+        let mut python_path = vec![python.path().to_path_buf()];
+        if let Some(old) = std::env::var_os("PYTHONPATH") {
+            python_path.extend(std::env::split_paths(&old));
+        }
         let mut child = Command::new(program)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .env("PYTHONUNBUFFERED", "1")
+            .env(
+                "PYTHONPATH",
+                std::env::join_paths(python_path).expect("a PYTHONPATH"),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -122,7 +168,12 @@ impl S3Server {
                 }
             });
         }
-        let mut server = S3Server { child, port, log };
+        let mut server = S3Server {
+            child,
+            port,
+            log,
+            _python: python,
+        };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             match ready_rx.recv_timeout(Duration::from_millis(50)) {
@@ -148,6 +199,14 @@ impl S3Server {
                     server.log()
                 ));
             }
+        }
+        if !server.log().contains(PATCHED) {
+            panic!(
+                "{} could not be made to decide conditional writes atomically (see \
+                 SITECUSTOMIZE in tests/common/s3.rs); its log:\n{}",
+                program.display(),
+                server.log()
+            );
         }
         // It said it listens; it must also answer.
         while let Err(e) = server.request("GET", "/") {

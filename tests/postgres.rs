@@ -1,0 +1,728 @@
+//! End-to-end tests of the `postgres` source through the binary, against throwaway
+//! PostgreSQL servers that each test starts itself (see `common::pg`): the round trip
+//! (also onto another server), refusals and `--clean`, partial restores, tool-version
+//! matching, uncovered databases in `plan`, dumps that fail (killed, far smaller, not an
+//! archive, an unreachable server) and `verify --restore-test`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{SecondsFormat, Utc};
+use common::pg::{self, PgServer};
+use common::{Run, Sandbox, secret_key};
+use serde_json::Value;
+
+// --- helpers ------------------------------------------------------------------------
+
+/// A policy with one `local` destination and the source `db` backing up `app` of the
+/// server at `url`; `extra_db` is appended under `db` (indented four spaces) and
+/// `sources` under `sources:` (indented two).
+fn policy(url: &str, extra_db: &str, sources: &str) -> String {
+    format!(
+        r#"version: 1
+encryption:
+  recipients:
+    - keys/demo-recipient.asc
+  repository_key_file: repo.key
+destinations:
+  local:
+    type: fs
+    root: backups
+sources:
+  db:
+    type: postgres
+    url: "{url}"
+    databases: [app]
+{extra_db}{sources}"#
+    )
+}
+
+/// A server whose database `app` holds the fixture.
+fn server_with_fixture() -> PgServer {
+    let server = PgServer::start();
+    server.createdb("app");
+    pg::populate_fixture(&server, "app");
+    server
+}
+
+/// A sandbox with `policy`, its repository made by `init`.
+fn initialised(policy: &str) -> Sandbox {
+    let sandbox = Sandbox::with_policy(policy);
+    sandbox.run(&["init"]).stdout("repository created").check();
+    sandbox
+}
+
+/// A sandbox backing up `app` of `server`, after one successful apply.
+fn backed_up(server: &PgServer) -> Sandbox {
+    let sandbox = initialised(&policy(&server.url("app"), "", ""));
+    sandbox
+        .run(&["apply"])
+        .stdout("✓ backup db → local")
+        .check();
+    sandbox
+}
+
+fn secret() -> String {
+    secret_key().display().to_string()
+}
+
+/// `backplan restore --only db --secret-key KEY` followed by `args`.
+fn restore_args(args: &[&str]) -> Vec<String> {
+    let mut all: Vec<String> = ["restore", "--only", "db", "--secret-key", &secret()]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    all.extend(args.iter().map(|s| s.to_string()));
+    all
+}
+
+fn restore<'a>(sandbox: &'a Sandbox, args: &[&str]) -> common::Cmd<'a> {
+    let all = restore_args(args);
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    sandbox.run(&all)
+}
+
+/// `--target db=URL` for database `db` of `server`.
+fn target(server: &PgServer, db: &str) -> String {
+    format!("db={}", server.url(db))
+}
+
+/// An RFC 3339 time `hours` from now: `--now` for a backup that is due again.
+fn hours_from_now(hours: i64) -> String {
+    (Utc::now() + chrono::Duration::hours(hours)).to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// The snapshots of `local`, as `snapshots --format json` lists them.
+fn snapshots(sandbox: &Sandbox) -> Vec<Value> {
+    let run = sandbox.run(&["snapshots", "--format", "json"]).check();
+    let json: Value = serde_json::from_str(&run.stdout).expect("snapshots prints JSON");
+    json["destinations"]["local"]["snapshots"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The snapshots of `source` with `status`.
+fn snapshots_of(sandbox: &Sandbox, source: &str, status: &str) -> Vec<Value> {
+    snapshots(sandbox)
+        .into_iter()
+        .filter(|s| s["source"] == source && s["status"] == status)
+        .collect()
+}
+
+/// The entries (path → size) of a snapshot's tree, read through the library with the
+/// sandbox's repository key.
+fn tree_entries(sandbox: &Sandbox, id: &str) -> BTreeMap<String, u64> {
+    let loaded = backplan::policy::load_file(&sandbox.path("backplan.yaml"))
+        .unwrap_or_else(|e| panic!("load the policy: {e:?}"));
+    let key = backplan::repo::repository_key(&loaded.policy)
+        .expect("read the repository key")
+        .expect("the policy names a repository key");
+    let repos = backplan::repo::open_all(&loaded.policy).expect("open the destinations");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let (_, tree) = runtime
+        .block_on(repos[0].read_snapshot(&key, id))
+        .unwrap_or_else(|e| panic!("read snapshot {id}: {e:?}"));
+    tree.entries
+        .iter()
+        .map(|e| (e.path.clone(), e.size))
+        .collect()
+}
+
+fn role_exists(server: &PgServer, role: &str) -> bool {
+    server
+        .psql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{role}';"),
+        )
+        .trim()
+        == "1"
+}
+
+fn databases(server: &PgServer) -> Vec<String> {
+    server
+        .psql(
+            "postgres",
+            "SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY 1;",
+        )
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The server's major version (`15`).
+fn server_major(server: &PgServer) -> u32 {
+    let num: u32 = server
+        .psql("postgres", "SHOW server_version_num;")
+        .trim()
+        .parse()
+        .expect("a version number");
+    num / 10_000
+}
+
+/// Writes an executable script.
+fn script(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+/// A folder `name` in the sandbox with the real client tools of `server` symlinked
+/// into it, except those in `except` (the test writes its own).
+fn tool_folder(sandbox: &Sandbox, server: &PgServer, name: &str, except: &[&str]) {
+    let dir = sandbox.path(name);
+    std::fs::create_dir_all(&dir).expect("create the tool folder");
+    for tool in ["pg_dump", "pg_dumpall", "pg_restore", "psql"] {
+        if !except.contains(&tool) {
+            symlink(server.bin_dir().join(tool), dir.join(tool)).expect("symlink a tool");
+        }
+    }
+}
+
+fn assert_identical(a: (&PgServer, &str), b: (&PgServer, &str)) {
+    assert_eq!(
+        pg::table_row_counts(a.0, a.1),
+        pg::table_row_counts(b.0, b.1),
+        "row counts of {} and {}",
+        a.1,
+        b.1
+    );
+    let (left, right) = (
+        pg::dump_schema_and_data(a.0, a.1),
+        pg::dump_schema_and_data(b.0, b.1),
+    );
+    if left != right {
+        let only_right: Vec<&str> = right.lines().filter(|l| !left.contains(l)).collect();
+        let only_left: Vec<&str> = left.lines().filter(|l| !right.contains(l)).collect();
+        panic!(
+            "the dumps of {} and {} differ\n--- only in {}:\n{}\n--- only in {}:\n{}",
+            a.1,
+            b.1,
+            a.1,
+            only_left.join("\n"),
+            b.1,
+            only_right.join("\n")
+        );
+    }
+}
+
+/// Runs backplan like [`Sandbox::run`], but kills it (this child only) when it runs
+/// past `limit`, so that a hang fails the test instead of stalling the suite.
+fn run_within(sandbox: &Sandbox, args: &[&str], limit: Duration) -> Run {
+    let mut child = sandbox
+        .command(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run backplan");
+    let started = Instant::now();
+    while child.try_wait().expect("poll backplan").is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let run = Run::from(child.wait_with_output().expect("wait for backplan"));
+            panic!("backplan {args:?} still ran after {limit:?}\n{}", run.all());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Run::from(child.wait_with_output().expect("wait for backplan"))
+}
+
+/// Lines of `text` holding `needle`.
+fn lines_with<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
+    text.lines().filter(|l| l.contains(needle)).collect()
+}
+
+// --- round trips --------------------------------------------------------------------
+
+#[test]
+fn a_backup_restores_identically_on_the_same_server_and_on_another_with_its_roles() {
+    let (server, other) = std::thread::scope(|scope| {
+        let server = scope.spawn(server_with_fixture);
+        let other = scope.spawn(PgServer::start);
+        (server.join().expect("server"), other.join().expect("other"))
+    });
+    let sandbox = backed_up(&server);
+
+    // The snapshot holds the globals, the dump and the row counts.
+    let complete = snapshots_of(&sandbox, "db", "complete");
+    assert_eq!(complete.len(), 1, "{complete:?}");
+    let id = complete[0]["id"].as_str().expect("an id");
+    let entries = tree_entries(&sandbox, id);
+    assert_eq!(
+        entries.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["app.counts.json", "app.dump", "globals.sql"]
+    );
+    assert!(entries["app.dump"] > 100_000, "{entries:?}");
+    assert!(entries["globals.sql"] > 0, "{entries:?}");
+    assert_eq!(
+        complete[0]["bytes_read"].as_u64(),
+        Some(entries["app.dump"] + entries["globals.sql"]),
+        "bytes_read counts the dump and the globals"
+    );
+
+    // The restore plan says what will happen, and changes nothing.
+    let plan = restore(
+        &sandbox,
+        &[
+            "--plan",
+            "--format",
+            "json",
+            "--target",
+            &target(&server, "app_restored"),
+        ],
+    )
+    .check();
+    let plan: Value = serde_json::from_str(&plan.stdout).expect("the restore plan is JSON");
+    let preview = &plan["steps"][0]["preview"];
+    assert_eq!(preview["entries"], 3, "{plan:#}");
+    assert_eq!(
+        preview["notes"][0], "app.dump: app_restored will be created",
+        "{plan:#}"
+    );
+    assert!(!databases(&server).contains(&"app_restored".to_string()));
+
+    // Into a new database of the same server.
+    restore(&sandbox, &["--target", &target(&server, "app_restored")])
+        .stdout("database app_restored restored")
+        .check();
+    assert_identical((&server, "app"), (&server, "app_restored"));
+
+    // Onto another server: the role the grants name comes with the globals.
+    assert!(!role_exists(&other, "media_reader"));
+    restore(&sandbox, &["--target", &target(&other, "app")])
+        .stdout("database app restored")
+        .check();
+    assert!(role_exists(&other, "media_reader"));
+    assert_identical((&server, "app"), (&other, "app"));
+    // ANALYZE ran afterwards.
+    assert_eq!(
+        other
+            .psql(
+                "app",
+                "SELECT count(*) FROM pg_stat_user_tables WHERE last_analyze IS NULL \
+                 AND last_autoanalyze IS NULL;"
+            )
+            .trim(),
+        "0"
+    );
+}
+
+#[test]
+fn restore_refuses_a_non_empty_database_without_clean_and_replaces_it_with_clean() {
+    let server = server_with_fixture();
+    let sandbox = backed_up(&server);
+    let at_backup = pg::dump_schema_and_data(&server, "app");
+    let counts_at_backup = pg::table_row_counts(&server, "app");
+
+    // The database changes after the backup.
+    server.psql(
+        "app",
+        "UPDATE public.accounts SET balance = 0 WHERE id < 50;
+         DELETE FROM media.files WHERE id > 2990;
+         INSERT INTO public.accounts (email, created_at, updated_at)
+             VALUES ('late@example.invalid', now(), now());
+         DROP VIEW public.account_usage;
+         SELECT setval('media.invoice_number', 99999);",
+    );
+    let changed = pg::dump_schema_and_data(&server, "app");
+    assert_ne!(changed, at_backup);
+
+    // In place, without --clean: refused, nothing touched.
+    restore(&sandbox, &["--plan"])
+        .stdout("needs --clean")
+        .check();
+    let refused = restore(&sandbox, &[])
+        .status(1)
+        .stderr("BP226")
+        .stderr("not empty")
+        .stderr("--clean")
+        .check();
+    assert!(!refused.stdout.contains("restored"), "{}", refused.stdout);
+    assert_eq!(pg::dump_schema_and_data(&server, "app"), changed);
+
+    // With --clean: the database is as it was at backup time.
+    restore(&sandbox, &["--clean"])
+        .stdout("database app restored")
+        .check();
+    assert_eq!(pg::table_row_counts(&server, "app"), counts_at_backup);
+    assert_eq!(pg::dump_schema_and_data(&server, "app"), at_backup);
+}
+
+#[test]
+fn restore_checks_every_database_before_restoring_any() {
+    let server = server_with_fixture();
+    server.createdb("analytics");
+    server.psql(
+        "analytics",
+        "CREATE TABLE events (id int PRIMARY KEY); INSERT INTO events VALUES (1), (2);",
+    );
+    let sandbox =
+        initialised(&policy(&server.url("app"), "", "").replace("[app]", "[app, analytics]"));
+    sandbox.run(&["apply"]).check();
+    let app = pg::dump_schema_and_data(&server, "app");
+    let analytics = pg::dump_schema_and_data(&server, "analytics");
+    server.psql("postgres", "DROP DATABASE app;");
+    server.psql("analytics", "INSERT INTO events VALUES (3);");
+
+    // `app` could be restored, `analytics` not: neither is touched.
+    restore(&sandbox, &[])
+        .status(1)
+        .stderr("BP226")
+        .stderr("database analytics")
+        .check();
+    assert!(!databases(&server).contains(&"app".to_string()));
+
+    restore(&sandbox, &["--clean"])
+        .stdout("databases app, analytics restored")
+        .check();
+    assert_eq!(pg::dump_schema_and_data(&server, "app"), app);
+    assert_eq!(pg::dump_schema_and_data(&server, "analytics"), analytics);
+}
+
+#[test]
+fn restore_with_table_restores_only_that_table_into_an_empty_database() {
+    let server = server_with_fixture();
+    let sandbox = backed_up(&server);
+    server.createdb("partial");
+
+    restore(
+        &sandbox,
+        &[
+            "--table",
+            "accounts",
+            "--target",
+            &target(&server, "partial"),
+        ],
+    )
+    .stdout("database partial restored")
+    .check();
+    assert_eq!(
+        pg::table_row_counts(&server, "partial"),
+        BTreeMap::from([("public.accounts".to_string(), 501)])
+    );
+    let rows = "SELECT * FROM public.accounts ORDER BY id;";
+    assert_eq!(server.psql("partial", rows), server.psql("app", rows));
+    // Nothing else came along: no other schema, view or large object.
+    assert_eq!(
+        server
+            .psql(
+                "partial",
+                "SELECT count(*) FROM pg_namespace WHERE nspname = 'media';"
+            )
+            .trim(),
+        "0"
+    );
+    assert_eq!(
+        server
+            .psql("partial", "SELECT count(*) FROM pg_largeobject_metadata;")
+            .trim(),
+        "0"
+    );
+}
+
+#[test]
+fn restore_refuses_a_schema_qualified_table_that_pg_restore_would_not_match() {
+    let server = server_with_fixture();
+    let sandbox = backed_up(&server);
+
+    // pg_restore matches --table by name alone: `public.accounts` would restore
+    // nothing and still succeed.
+    restore(
+        &sandbox,
+        &[
+            "--table",
+            "public.accounts",
+            "--target",
+            &target(&server, "partial"),
+        ],
+    )
+    .status(1)
+    .stderr("--schema public --table accounts")
+    .check();
+    assert!(!databases(&server).contains(&"partial".to_string()));
+}
+
+#[test]
+fn a_failing_pg_restore_is_reported_with_its_own_error() {
+    let server = server_with_fixture();
+    let sandbox = backed_up(&server);
+    // No table, so not refused; but the schema the archive creates is there.
+    server.createdb("taken");
+    server.psql("taken", "CREATE SCHEMA media;");
+
+    let run = restore(&sandbox, &["--target", &target(&server, "taken")])
+        .status(1)
+        .stderr("pg_restore into taken failed")
+        .stderr("already exists")
+        .check();
+    assert!(!run.stderr.contains("Broken pipe"), "{}", run.stderr);
+}
+
+// --- plan and tool versions ---------------------------------------------------------
+
+#[test]
+fn a_pg_dump_older_than_the_server_fails_with_the_version_needed_and_plan_warns_first() {
+    let server = PgServer::start();
+    server.createdb("app");
+    let major = server_major(&server);
+    let sandbox = initialised(&policy(&server.url("app"), "    bin_dir: oldbin\n", ""));
+    std::fs::create_dir_all(sandbox.path("oldbin")).expect("mkdir");
+    for tool in ["pg_dump", "pg_dumpall"] {
+        script(
+            &sandbox.path(&format!("oldbin/{tool}")),
+            &format!(
+                "#!/bin/sh\nif [ \"$1\" = --version ]; then echo '{tool} (PostgreSQL) 9.6.0'; exit 0; fi\nexit 1\n"
+            ),
+        );
+    }
+
+    // Before any apply, plan says so.
+    let plan = sandbox.run(&["plan"]).check();
+    let warnings = lines_with(&plan.stdout, "BP227");
+    assert_eq!(warnings.len(), 1, "{}", plan.stdout);
+    assert!(
+        warnings[0].contains(&format!("PostgreSQL {major}"))
+            && warnings[0].contains(&format!("version {major} or newer")),
+        "{}",
+        plan.stdout
+    );
+
+    let run = sandbox.run(&["apply"]).status(3).check();
+    let all = run.all();
+    assert!(all.contains("BP227"), "{all}");
+    assert!(
+        all.contains(&format!("no pg_dump of version {major} or newer")),
+        "{all}"
+    );
+    assert!(all.contains("found: 9"), "{all}");
+    assert!(snapshots_of(&sandbox, "db", "complete").is_empty());
+}
+
+#[test]
+fn plan_warns_about_databases_that_no_source_covers() {
+    let server = PgServer::start();
+    server.createdb("app");
+    server.createdb("analytics");
+    let sandbox = initialised(&policy(&server.url("app"), "", ""));
+
+    let plan = sandbox.run(&["plan"]).check();
+    let warnings = lines_with(&plan.stdout, "BP230");
+    assert_eq!(warnings.len(), 1, "{}", plan.stdout);
+    assert!(warnings[0].contains("\"analytics\""), "{}", plan.stdout);
+    assert!(!plan.stdout.contains("\"postgres\""), "{}", plan.stdout);
+    assert!(!plan.stdout.contains("\"app\""), "{}", plan.stdout);
+
+    // Covered by a second source, the warning goes.
+    let sandbox = initialised(&policy(
+        &server.url("app"),
+        "",
+        &format!(
+            "  analytics:\n    type: postgres\n    url: \"{}\"\n",
+            server.url("analytics")
+        ),
+    ));
+    let plan = sandbox.run(&["plan"]).check();
+    assert!(!plan.stdout.contains("BP230"), "{}", plan.stdout);
+}
+
+// --- failing dumps ------------------------------------------------------------------
+
+#[test]
+fn a_pg_dump_killed_midway_leaves_no_snapshot_and_the_next_apply_succeeds() {
+    let server = server_with_fixture();
+    let sandbox = initialised(&policy(&server.url("app"), "    bin_dir: cutbin\n", ""));
+    tool_folder(&sandbox, &server, "cutbin", &["pg_dump"]);
+    let real = server.bin_dir().join("pg_dump");
+    let wrapper = sandbox.path("cutbin/pg_dump");
+    script(
+        &wrapper,
+        &format!(
+            "#!/bin/bash\nREAL_BIN='{}'\n\"$REAL_BIN/pg_dump\" \"$@\" | head -c 4096; exit ${{PIPESTATUS[0]}}\n",
+            server.bin_dir().display()
+        ),
+    );
+    let version = |tool: &Path| Command::new(tool).arg("--version").output().expect("run");
+    let (wrapped, unwrapped) = (version(&wrapper), version(&real));
+    assert!(wrapped.status.success());
+    assert_eq!(wrapped.stdout, unwrapped.stdout, "--version passes through");
+
+    let run = sandbox.run(&["apply"]).status(3).check();
+    assert!(run.stdout.contains("✗ backup db"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("pg_dump of app failed"),
+        "{}",
+        run.stdout
+    );
+    let failed = snapshots_of(&sandbox, "db", "failed");
+    assert_eq!(failed.len(), 1, "{:?}", snapshots(&sandbox));
+    assert!(snapshots_of(&sandbox, "db", "complete").is_empty());
+    // The failed snapshot holds nothing.
+    let id = failed[0]["id"].as_str().expect("an id");
+    assert!(tree_entries(&sandbox, id).is_empty());
+    let table = sandbox.run(&["snapshots"]).check();
+    assert!(
+        lines_with(&table.stdout, " db ")
+            .iter()
+            .all(|l| l.contains("FAILED")),
+        "{}",
+        table.stdout
+    );
+    sandbox
+        .run(&["plan"])
+        .stdout("+ backup  db → local   last backup failed")
+        .check();
+    // Nothing to restore, and restore says so.
+    restore(&sandbox, &["--target", &target(&server, "app_restored")])
+        .status(1)
+        .stdout("db: no good snapshot to restore")
+        .stderr("BP224")
+        .check();
+    assert!(!databases(&server).contains(&"app_restored".to_string()));
+
+    // With the real tools the next apply succeeds, and restores identically.
+    sandbox.write("backplan.yaml", &policy(&server.url("app"), "", ""));
+    sandbox
+        .run(&["apply"])
+        .stdout("✓ backup db → local")
+        .check();
+    assert_eq!(snapshots_of(&sandbox, "db", "complete").len(), 1);
+    restore(&sandbox, &["--target", &target(&server, "app_restored")]).check();
+    assert_identical((&server, "app"), (&server, "app_restored"));
+}
+
+#[test]
+fn a_pg_dump_that_prints_no_archive_fails_without_hanging() {
+    let server = PgServer::start();
+    server.createdb("app");
+    let sandbox = initialised(&policy(&server.url("app"), "    bin_dir: junkbin\n", ""));
+    tool_folder(&sandbox, &server, "junkbin", &["pg_dump"]);
+    // Far more than a pipe holds: the tool blocks unless backplan closes its end.
+    script(
+        &sandbox.path("junkbin/pg_dump"),
+        &format!(
+            "#!/bin/bash\nif [ \"$1\" = --version ]; then exec '{}' \"$@\"; fi\nhead -c 50000000 /dev/zero\n",
+            server.bin_dir().join("pg_dump").display()
+        ),
+    );
+    let run = run_within(&sandbox, &["apply"], Duration::from_secs(30));
+    assert_eq!(run.status, Some(3), "{}", run.all());
+    assert!(
+        run.stdout.contains("does not start like a pg_dump archive"),
+        "{}",
+        run.all()
+    );
+    assert!(snapshots_of(&sandbox, "db", "complete").is_empty());
+}
+
+#[test]
+fn a_dump_far_smaller_than_the_last_good_one_fails_unless_the_ratio_allows_it() {
+    let server = server_with_fixture();
+    let sandbox = backed_up(&server);
+    server.psql(
+        "app",
+        "DELETE FROM media.audit_log;
+         DELETE FROM media.files WHERE id > 20;
+         VACUUM FULL;",
+    );
+
+    let run = sandbox
+        .run(&["apply", "--now", &hours_from_now(25)])
+        .status(3)
+        .check();
+    assert!(run.stdout.contains("far smaller"), "{}", run.stdout);
+    assert!(run.stdout.contains("BP227"), "{}", run.stdout);
+    assert_eq!(snapshots_of(&sandbox, "db", "complete").len(), 1);
+    assert_eq!(snapshots_of(&sandbox, "db", "failed").len(), 1);
+
+    sandbox.write(
+        "backplan.yaml",
+        &policy(&server.url("app"), "    min_size_ratio: 0.0\n", ""),
+    );
+    sandbox
+        .run(&["apply", "--now", &hours_from_now(50)])
+        .stdout("✓ backup db → local")
+        .check();
+    assert_eq!(snapshots_of(&sandbox, "db", "complete").len(), 2);
+    restore(&sandbox, &["--target", &target(&server, "app_restored")]).check();
+    assert_identical((&server, "app"), (&server, "app_restored"));
+}
+
+#[test]
+fn an_unreachable_server_fails_its_source_with_a_code_and_the_others_succeed() {
+    let server = PgServer::start();
+    server.createdb("app");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let sandbox = Sandbox::with_policy(&policy(
+        &server.url("app"),
+        "",
+        &format!(
+            "  down:\n    type: postgres\n    url: \"postgres://postgres@127.0.0.1:{closed}/app\"\n  \
+             uploads:\n    type: files\n    path: uploads\n"
+        ),
+    ));
+    sandbox.write("uploads/hello.txt", "hello\n");
+    sandbox.run(&["init"]).check();
+
+    let plan = sandbox.run(&["plan"]).check();
+    assert!(
+        lines_with(&plan.stdout, "BP229")
+            .iter()
+            .any(|l| l.contains("down")),
+        "{}",
+        plan.stdout
+    );
+
+    let run = sandbox
+        .run(&["apply", "--format", "json"])
+        .status(3)
+        .check();
+    let report: Value = serde_json::from_str(&run.stdout).expect("apply prints JSON");
+    let outcomes: BTreeMap<&str, &Value> = report["outcomes"]
+        .as_array()
+        .expect("outcomes")
+        .iter()
+        .map(|o| (o["action"]["source"].as_str().expect("a source"), o))
+        .collect();
+    assert_eq!(outcomes["db"]["status"], "done", "{report:#}");
+    assert_eq!(outcomes["uploads"]["status"], "done", "{report:#}");
+    assert_eq!(outcomes["down"]["status"], "failed", "{report:#}");
+    let error = outcomes["down"]["error"].as_str().expect("an error");
+    assert!(error.starts_with("BP229: "), "{error}");
+    assert!(error.contains(&format!("127.0.0.1:{closed}")), "{error}");
+    assert!(error.contains("refused"), "the cause is named: {error}");
+    assert_eq!(snapshots_of(&sandbox, "down", "failed").len(), 1);
+    assert!(snapshots_of(&sandbox, "down", "complete").is_empty());
+    assert_eq!(snapshots_of(&sandbox, "db", "complete").len(), 1);
+    assert_eq!(snapshots_of(&sandbox, "uploads", "complete").len(), 1);
+}
+
+// --- verify --------------------------------------------------------------------------
+
+#[test]
+fn verify_restore_test_restores_into_a_scratch_database_and_drops_it() {
+    let server = server_with_fixture();
+    let sandbox = backed_up(&server);
+    let before = databases(&server);
+
+    sandbox
+        .run(&["verify", "--restore-test", "--secret-key", &secret()])
+        .stdout("restore test: db")
+        .stdout("restored into a scratch database and counted")
+        .check();
+    assert_eq!(databases(&server), before);
+    assert!(
+        !databases(&server)
+            .iter()
+            .any(|d| d.starts_with("backplan_verify_"))
+    );
+}
