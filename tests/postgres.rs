@@ -716,7 +716,7 @@ fn verify_restore_test_restores_into_a_scratch_database_and_drops_it() {
 
     sandbox
         .run(&["verify", "--restore-test", "--secret-key", &secret()])
-        .stdout("restore test: db")
+        .stdout("database check: db")
         .stdout("restored into a scratch database and counted")
         .check();
     assert_eq!(databases(&server), before);

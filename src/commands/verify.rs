@@ -50,14 +50,15 @@ pub fn run(path: &Path, args: &VerifyArgs) -> miette::Result<Exit> {
     let mut all = Vec::new();
     for repo in open_all(policy)? {
         let mut findings = rt.block_on(verify_repo(&repo, host.as_ref(), secret.clone(), fraction));
-        if args.restore_test
+        if (args.restore_test || args.read_data.is_some())
             && let Some(secret) = &secret
         {
-            rt.block_on(restore_tests(
+            rt.block_on(database_checks(
                 policy,
                 &repo,
                 host.as_ref(),
                 secret.clone(),
+                args.restore_test,
                 &mut findings,
             ));
         }
@@ -99,7 +100,7 @@ fn human(all: &[Findings]) -> String {
             },
         ));
         for t in &f.restore_tests {
-            out.push_str(&format!("    restore test: {t}\n"));
+            out.push_str(&format!("    database check: {t}\n"));
         }
         for (snapshot, problems) in &f.problems {
             for p in problems {
@@ -273,11 +274,12 @@ async fn verify_repo(
 
 /// `--restore-test`: the newest good snapshot of each postgres source, restored into
 /// a scratch database and compared by row counts.
-async fn restore_tests(
+async fn database_checks(
     policy: &crate::policy::Policy,
     repo: &Repo,
     host: Option<&RepoKey>,
     secret: Arc<crate::pipeline::crypto::SecretKeys>,
+    restore: bool,
     f: &mut Findings,
 ) {
     use crate::policy::SourceKind;
@@ -323,6 +325,10 @@ async fn restore_tests(
                 .filter(|e| e.path.ends_with(postgres::DUMP_SUFFIX))
             {
                 let db = dump.path.trim_end_matches(postgres::DUMP_SUFFIX);
+                tokio::task::block_in_place(|| postgres::list_archive(&tools, dump, &mut fetcher))?;
+                if !restore {
+                    continue;
+                }
                 let counts_entry = tree
                     .entries
                     .iter()
@@ -354,15 +360,17 @@ async fn restore_tests(
                 for d in diffs {
                     f.problems.entry(id.clone()).or_default().push(d);
                 }
-                f.restore_tests.push(format!(
-                    "{name} ({id}): restored into a scratch database and counted"
-                ));
+                f.restore_tests.push(if restore {
+                    format!("{name} ({id}): archive listed, restored into a scratch database and counted")
+                } else {
+                    format!("{name} ({id}): archive listed by pg_restore")
+                });
             }
             Err(e) => f
                 .problems
                 .entry(id.clone())
                 .or_default()
-                .push(format!("restore test: {}", e.message)),
+                .push(format!("database check: {}", e.message)),
         }
     }
 }

@@ -716,6 +716,25 @@ pub fn restore_globals(
     run_fed(cmd, "psql (globals)", entry, source, false)
 }
 
+/// Reads an archive's table of contents with `pg_restore --list`: it is a whole,
+/// readable pg_dump archive. Needs no server.
+pub fn list_archive(
+    tools: &Tools,
+    entry: &Entry,
+    source: &mut dyn ChunkSource,
+) -> Result<(), Failure> {
+    let mut cmd = Command::new(tools.tool("pg_restore"));
+    cmd.arg("--list");
+    run_fed(
+        cmd,
+        &format!("pg_restore --list of {}", entry.path),
+        entry,
+        source,
+        true,
+    )
+    .map(|_| ())
+}
+
 /// Restores one database archive with pg_restore reading from its standard input.
 pub fn restore_database(
     t: &RestoreTarget,
