@@ -221,7 +221,19 @@ impl StorageExecutor {
             info.bytes_stored = Some(stored);
             repo.put_snapshot(&self.key, &info, &report.tree).await?;
         }
-        let mut detail = format!("{} files, {} unchanged", report.files, report.files_reused);
+        let mut detail = match &source.kind {
+            SourceKind::Postgres(_) => format!(
+                "{} database{}",
+                report.files,
+                crate::plan::plural(report.files as usize)
+            ),
+            _ => format!(
+                "{} file{}, {} unchanged",
+                report.files,
+                crate::plan::plural(report.files as usize),
+                report.files_reused
+            ),
+        };
         if !report.warnings.is_empty() {
             detail.push_str(&format!(
                 ", {} warnings: {}",

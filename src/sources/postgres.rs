@@ -81,11 +81,20 @@ pub async fn restore_test(
     };
     ready_target(&target).await?;
     let restored = tokio::task::block_in_place(|| restore_database(&target, tools, dump, source));
-    let result = match restored {
-        Ok(_) => {
-            let client = conn.with_database(&scratch).client().await?;
-            let counts = row_counts(&client).await.map_err(|e| db_error(conn, &e))?;
-            drop(client);
+    let counted = match restored {
+        Ok(_) => match conn.with_database(&scratch).client().await {
+            Ok(client) => row_counts(&client).await.map_err(|e| db_error(conn, &e)),
+            Err(f) => Err(f),
+        },
+        Err(f) => Err(f),
+    };
+    // The scratch database goes whatever happened above.
+    let maintenance = conn.with_database("postgres").client().await?;
+    let _ = maintenance
+        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{scratch}\""))
+        .await;
+    let result = match counted {
+        Ok(counts) => {
             let mut diffs = Vec::new();
             for (table, want) in recorded {
                 match counts.get(table) {
@@ -100,10 +109,6 @@ pub async fn restore_test(
         }
         Err(f) => Err(f),
     };
-    let maintenance = conn.with_database("postgres").client().await?;
-    let _ = maintenance
-        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{scratch}\""))
-        .await;
     result
 }
 
