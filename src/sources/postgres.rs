@@ -93,7 +93,7 @@ pub async fn restore_test(
     let _ = maintenance
         .batch_execute(&format!("DROP DATABASE IF EXISTS \"{scratch}\""))
         .await;
-    let result = match counted {
+    match counted {
         Ok(counts) => {
             let mut diffs = Vec::new();
             for (table, want) in recorded {
@@ -108,8 +108,7 @@ pub async fn restore_test(
             Ok(diffs)
         }
         Err(f) => Err(f),
-    };
-    result
+    }
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
