@@ -547,6 +547,18 @@ impl Repo {
 
     pub async fn put_lock(&self, path: &str, lock: &LockInfo) -> Result<bool, Failure> {
         let bytes = serde_json::to_vec(lock).unwrap_or_default();
+        // A shared lock has a random name of its own: it can go through the atomic
+        // rename, so a killed backup never leaves a truncated lock. The exclusive
+        // lock needs create-if-absent, which a rename would not give.
+        if lock.kind == crate::inventory::LockKind::Shared
+            && let Some(data) = &self.data_op
+        {
+            return data
+                .write(path, bytes)
+                .await
+                .map(|_| true)
+                .map_err(|e| storage(&self.name, &format!("writing {path}"), e));
+        }
         match self.op.write_with(path, bytes).if_not_exists(true).await {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == ErrorKind::ConditionNotMatch => Ok(false),
@@ -557,7 +569,10 @@ impl Repo {
     /// Rewrites the caller's own lock (to push its expiry out).
     pub async fn refresh_lock(&self, path: &str, lock: &LockInfo) -> Result<(), Failure> {
         let bytes = serde_json::to_vec(lock).unwrap_or_default();
-        self.op
+        // Through the atomic rename where there is one: a reader never sees half.
+        self.data_op
+            .as_ref()
+            .unwrap_or(&self.op)
             .write(path, bytes)
             .await
             .map(|_| ())
