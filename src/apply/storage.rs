@@ -122,7 +122,8 @@ impl StorageExecutor {
             .recipients
             .key_set()
             .map_err(|e| Failure::new(Code::KeyFileUnreadable, e.0))?;
-        let sink = RepoSink::new(&self.key, key_set, self.policy.compression, targets);
+        let sink = RepoSink::new(&self.key, key_set, self.policy.compression, targets)
+            .map_err(|e| Failure::new(Code::Io, format!("zstd: {e}")))?;
         let kind = source.kind.clone();
         // A database is probed (version, databases) before anything is read.
         let prepared = match &kind {

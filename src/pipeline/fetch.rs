@@ -16,7 +16,6 @@ use crate::sources::ChunkSource;
 const PACK_CACHE: usize = 6;
 
 /// Reads, decrypts and checks chunks of one repository.
-#[derive(Debug)]
 pub struct RepoFetcher {
     repo: Repo,
     index: Arc<Index>,
@@ -24,8 +23,19 @@ pub struct RepoFetcher {
     secret: Arc<SecretKeys>,
     runtime: tokio::runtime::Handle,
     cache: VecDeque<(Arc<str>, Vec<u8>)>,
+    /// One decompression context for every chunk.
+    decompressor: zstd::bulk::Decompressor<'static>,
     /// Encrypted bytes read from storage.
     pub bytes_fetched: u64,
+}
+
+impl std::fmt::Debug for RepoFetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepoFetcher")
+            .field("repo", &self.repo.name)
+            .field("bytes_fetched", &self.bytes_fetched)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RepoFetcher {
@@ -44,6 +54,7 @@ impl RepoFetcher {
             secret,
             runtime,
             cache: VecDeque::new(),
+            decompressor: zstd::bulk::Decompressor::new().expect("a zstd context"),
             bytes_fetched: 0,
         }
     }
@@ -108,12 +119,15 @@ impl ChunkSource for RepoFetcher {
                 loc.pack
             )
         })?;
-        let plain = zstd::bulk::decompress(&compressed, loc.raw_length as usize).map_err(|e| {
-            format!(
-                "BP220: destination {name}: a chunk of pack {} does not decompress: {e}",
-                loc.pack
-            )
-        })?;
+        let plain = self
+            .decompressor
+            .decompress(&compressed, loc.raw_length as usize)
+            .map_err(|e| {
+                format!(
+                    "BP220: destination {name}: a chunk of pack {} does not decompress: {e}",
+                    loc.pack
+                )
+            })?;
         if self.hasher.id(&plain) != *id {
             return Err(format!(
                 "BP220: destination {name}: chunk {} of pack {} does not match its id",

@@ -48,26 +48,40 @@ impl Target {
 }
 
 /// Chunks, deduplicates, compresses, encrypts and packs for several destinations.
-#[derive(Debug)]
 pub struct RepoSink {
     hasher: ChunkHasher,
     seed: u64,
-    level: i32,
+    /// One compression context for the whole stream, not one per chunk.
+    compressor: zstd::bulk::Compressor<'static>,
     key_set: KeySet,
     pub targets: Vec<Target>,
     pub bytes_read: u64,
 }
 
+impl std::fmt::Debug for RepoSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepoSink")
+            .field("targets", &self.targets.len())
+            .field("bytes_read", &self.bytes_read)
+            .finish_non_exhaustive()
+    }
+}
+
 impl RepoSink {
-    pub fn new(key: &RepoKey, key_set: KeySet, level: i32, targets: Vec<Target>) -> RepoSink {
-        RepoSink {
+    pub fn new(
+        key: &RepoKey,
+        key_set: KeySet,
+        level: i32,
+        targets: Vec<Target>,
+    ) -> io::Result<RepoSink> {
+        Ok(RepoSink {
             hasher: key.chunk_id(),
             seed: key.chunker_seed(),
-            level,
+            compressor: zstd::bulk::Compressor::new(level)?,
             key_set,
             targets,
             bytes_read: 0,
-        }
+        })
     }
 
     /// Sends the last partial packs; dropping the sink then closes the channels.
@@ -99,7 +113,7 @@ impl ChunkSink for RepoSink {
                     continue;
                 }
                 if packet.is_none() {
-                    let compressed = zstd::bulk::compress(&chunk.data, self.level)?;
+                    let compressed = self.compressor.compress(&chunk.data)?;
                     packet = Some(
                         self.key_set
                             .encrypt(&compressed)
