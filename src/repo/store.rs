@@ -410,17 +410,7 @@ impl Repo {
         key: &RepoKey,
         packs: Vec<PackRecord>,
     ) -> Result<String, Failure> {
-        let json = serde_json::to_vec(&IndexBody { packs }).unwrap_or_default();
-        let compressed =
-            zstd::encode_all(&json[..], 3).map_err(|e| Failure::new(Code::Io, e.to_string()))?;
-        let body = key
-            .seal(&compressed)
-            .map_err(|e| Failure::new(Code::Io, e.0))?;
-        let header = SealedHeader {
-            format: FORMAT_VERSION,
-            key_id: key.id(),
-        };
-        let bytes = object::encode(&header, &body);
+        let bytes = seal_json(key, &IndexBody { packs })?;
         let path = format!("index/{}", blake3::hash(&bytes).to_hex());
         self.create(&path, bytes).await?;
         Ok(path)
@@ -582,7 +572,13 @@ impl Repo {
 
 /// Encodes a tree object: zstd-compressed JSON, sealed with the repository key.
 pub fn encode_tree(key: &RepoKey, tree: &Tree) -> Result<Vec<u8>, Failure> {
-    let json = serde_json::to_vec(tree).unwrap_or_default();
+    seal_json(key, tree)
+}
+
+/// A sealed object: `value` as zstd-compressed JSON, sealed with the repository key,
+/// in the envelope whose public header names the key.
+fn seal_json<T: serde::Serialize>(key: &RepoKey, value: &T) -> Result<Vec<u8>, Failure> {
+    let json = serde_json::to_vec(value).unwrap_or_default();
     let compressed =
         zstd::encode_all(&json[..], 3).map_err(|e| Failure::new(Code::Io, e.to_string()))?;
     let body = key

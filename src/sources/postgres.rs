@@ -461,6 +461,18 @@ impl<R: Read> Read for Checked<R> {
     }
 }
 
+/// Reads a child's stderr on the side, so a chatty tool cannot block on a full pipe.
+fn collect_stderr(child: &mut Child) -> std::thread::JoinHandle<String> {
+    let mut stderr = child.stderr.take();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(e) = stderr.as_mut() {
+            let _ = e.read_to_string(&mut text);
+        }
+        text
+    })
+}
+
 /// Runs a tool whose stdout is stored through `sink`; fails on a non-zero exit.
 fn stream(
     mut cmd: Command,
@@ -478,15 +490,7 @@ fn stream(
         .stdout
         .take()
         .ok_or_else(|| failed(format!("{what}: no output")))?;
-    let mut stderr = child.stderr.take();
-    // Read stderr on the side, so a chatty tool cannot block on a full pipe.
-    let errors = std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(e) = stderr.as_mut() {
-            let _ = e.read_to_string(&mut text);
-        }
-        text
-    });
+    let errors = collect_stderr(&mut child);
     let mut reader = Checked {
         inner: stdout,
         magic,
@@ -779,14 +783,7 @@ fn run_fed(
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| failed(format!("cannot run {what}: {e}")))?;
-    let mut stderr = child.stderr.take();
-    let errors = std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(e) = stderr.as_mut() {
-            let _ = e.read_to_string(&mut text);
-        }
-        text
-    });
+    let errors = collect_stderr(&mut child);
     let mut stdin = Pipe {
         inner: child
             .stdin
