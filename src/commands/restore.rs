@@ -185,26 +185,23 @@ pub fn run(path: &Path, args: &RestoreArgs) -> miette::Result<Exit> {
 }
 
 /// The snapshot's tree and a fetcher for its chunks.
-async fn open_snapshot(
-    cx: &Context<'_>,
+pub(crate) async fn open_snapshot(
     repo: &Repo,
     id: &str,
-    secret: Option<Arc<SecretKeys>>,
-) -> Result<(RepoKey, crate::repo::format::Tree, Option<RepoFetcher>), Failure> {
+    host: Option<&RepoKey>,
+    secret: Arc<SecretKeys>,
+) -> Result<(crate::repo::format::Tree, RepoFetcher), Failure> {
     let (header, _) = repo.snapshot_objects(id).await?;
-    let key = key_for(repo, &header.key_id, cx.host, secret.as_deref()).await?;
+    let key = key_for(repo, &header.key_id, host, Some(&secret)).await?;
     let (_, tree) = repo.read_snapshot(&key, id).await?;
-    let fetcher = match secret {
-        Some(secret) => Some(RepoFetcher::new(
-            repo.clone(),
-            Arc::new(repo.load_index(&key).await?),
-            &key,
-            secret,
-            tokio::runtime::Handle::current(),
-        )),
-        None => None,
-    };
-    Ok((key, tree, fetcher))
+    let fetcher = RepoFetcher::new(
+        repo.clone(),
+        Arc::new(repo.load_index(&key).await?),
+        &key,
+        secret,
+        tokio::runtime::Handle::current(),
+    );
+    Ok((tree, fetcher))
 }
 
 /// Restores one step from one repository; returns a line for the report.
@@ -215,13 +212,7 @@ async fn restore_step(
     secret: Arc<SecretKeys>,
 ) -> Result<String, Failure> {
     let kind = cx.policy.sources.get(&step.source).map(|s| s.kind.clone());
-    let (_, tree, fetcher) = open_snapshot(cx, repo, &step.snapshot.id, Some(secret)).await?;
-    let Some(mut fetcher) = fetcher else {
-        return Err(Failure::new(
-            Code::SecretKeyUnusable,
-            "restoring needs a recipient's secret key",
-        ));
-    };
+    let (tree, mut fetcher) = open_snapshot(repo, &step.snapshot.id, cx.host, secret).await?;
     match kind {
         Some(SourceKind::Postgres(pg)) => {
             let targets = pg_targets(cx, &step.source, &pg, &tree)?;

@@ -300,16 +300,8 @@ async fn database_checks(
         let Some(header) = newest else { continue };
         let id = header.snapshot.id.clone();
         let result: Result<Vec<String>, Failure> = async {
-            let key = key_for(repo, &header.key_id, host, Some(&secret)).await?;
-            let (_, tree) = repo.read_snapshot(&key, &id).await?;
-            let index = Arc::new(repo.load_index(&key).await?);
-            let mut fetcher = RepoFetcher::new(
-                repo.clone(),
-                index,
-                &key,
-                secret.clone(),
-                tokio::runtime::Handle::current(),
-            );
+            let (tree, mut fetcher) =
+                super::restore::open_snapshot(repo, &id, host, secret.clone()).await?;
             let conn = postgres::Connection::new(pg, policy)?;
             let tools = postgres::find_tools(
                 pg.bin_dir
