@@ -60,6 +60,9 @@ pub enum Code {
     VerifyFailed,
     DatabaseError,
     UncoveredDatabase,
+    NotPointInTime,
+    PersistenceUnhealthy,
+    ConfigRefused,
     Io,
 }
 
@@ -111,6 +114,9 @@ impl Code {
         Code::VerifyFailed,
         Code::DatabaseError,
         Code::UncoveredDatabase,
+        Code::NotPointInTime,
+        Code::PersistenceUnhealthy,
+        Code::ConfigRefused,
         Code::Io,
     ];
 
@@ -355,6 +361,21 @@ impl Code {
                 "BP230",
                 "uncovered-database",
                 "add the database to a postgres source's `databases`, or accept that it is not backed up",
+            ),
+            Code::NotPointInTime => (
+                "BP231",
+                "not-point-in-time",
+                "grant the backup user +sync +replconf (or use a server that allows SYNC) for point-in-time snapshots, or accept the logical scan",
+            ),
+            Code::PersistenceUnhealthy => (
+                "BP232",
+                "persistence-unhealthy",
+                "look at the server's log: a failed background save or AOF write means it is not persisting what it holds",
+            ),
+            Code::ConfigRefused => (
+                "BP233",
+                "config-refused",
+                "allow CONFIG GET/SET/REWRITE for the backup user, or drop `persistence` from the source and manage it in redis.conf",
             ),
             Code::Io => ("BP299", "io", "check the path and its permissions"),
         }

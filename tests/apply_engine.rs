@@ -12,8 +12,8 @@ use backplan::apply::{Done, Event, Executor, Report, Status, apply};
 use backplan::graph::SourceGraph;
 use backplan::inventory::Inventory;
 use backplan::plan::{
-    Action, Backup, BackupReason, Copy, FORMAT_VERSION, Plan, PolicyRef, Prune, PruneReason,
-    Settings, SnapshotRef, Summary,
+    Action, Backup, BackupReason, Configure, Copy, FORMAT_VERSION, Plan, PolicyRef, Prune,
+    PruneReason, SettingChange, Settings, SnapshotRef, Summary,
 };
 use chrono::{DateTime, TimeZone, Utc};
 
@@ -62,7 +62,7 @@ impl Recorder {
             started,
             finished,
         });
-        if kind == "backup" && self.fail.contains(source) {
+        if matches!(kind, "backup" | "configure") && self.fail.contains(source) {
             Err(format!("{source} exploded"))
         } else {
             Ok(Done {
@@ -99,6 +99,10 @@ impl Executor for Recorder {
         self.work("backup", &action.source).await
     }
 
+    async fn configure(&self, action: &Configure) -> Result<Done, String> {
+        self.work("configure", &action.source).await
+    }
+
     async fn copy(&self, action: &Copy) -> Result<Done, String> {
         self.work("copy", &action.source).await
     }
@@ -123,6 +127,19 @@ fn backup(source: &str, level: usize, depends_on: &[&str]) -> Action {
         depends_on: depends_on.iter().map(|d| d.to_string()).collect(),
         reason: BackupReason::NeverBackedUp,
         estimated_bytes: None,
+        mode: None,
+    })
+}
+
+fn configure(source: &str) -> Action {
+    Action::Configure(Configure {
+        source: source.into(),
+        source_type: "redis".into(),
+        changes: vec![SettingChange {
+            name: "appendonly".into(),
+            from: "no".into(),
+            to: "yes".into(),
+        }],
     })
 }
 
@@ -206,6 +223,7 @@ fn status_of<'a>(report: &'a Report, kind: &str, source: &str) -> &'a Status {
         .iter()
         .find(|o| match &o.action {
             Action::Backup(b) => kind == "backup" && b.source == source,
+            Action::Configure(c) => kind == "configure" && c.source == source,
             Action::Copy(c) => kind == "copy" && c.source == source,
             Action::Prune(p) => kind == "prune" && p.source == source,
         })
@@ -474,4 +492,37 @@ async fn every_action_the_executor_runs_is_announced_and_every_outcome_reported(
     assert_eq!(finished, vec![0, 1, 2, 3, 4]);
     assert_eq!(executor.calls().len(), started.len());
     assert_eq!(report.outcomes.len(), 5);
+}
+
+#[tokio::test]
+async fn settings_are_changed_before_any_backup_and_a_refused_change_stops_nothing() {
+    let plan = plan_of(vec![
+        configure("cache"),
+        configure("sessions"),
+        backup("cache", 0, &[]),
+        backup("db", 0, &[]),
+    ]);
+    let executor = Recorder::failing(&["sessions"]);
+    let report = run(&plan, &executor, 2).await;
+    let first_backup = executor
+        .calls()
+        .iter()
+        .filter(|c| c.kind == "backup")
+        .map(|c| c.started)
+        .min()
+        .expect("backups ran");
+    for source in ["cache", "sessions"] {
+        assert!(executor.call("configure", source).finished < first_backup);
+    }
+    assert!(matches!(
+        status_of(&report, "configure", "sessions"),
+        Status::Failed { .. }
+    ));
+    for source in ["cache", "db"] {
+        assert!(matches!(
+            status_of(&report, "backup", source),
+            Status::Done(_)
+        ));
+    }
+    assert_eq!(report.failed(), 1);
 }

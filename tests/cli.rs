@@ -206,16 +206,16 @@ fn apply_without_a_repository_key_fails_with_bp223_and_writes_nothing() {
     );
 }
 
-/// [`POLICY`] with a repository key and a redis source, which this build cannot
-/// back up yet; `uploads` depends on it.
+/// [`POLICY`] with a repository key and a redis source whose server cannot be reached
+/// (nothing listens on port 1); `uploads` depends on it.
 fn policy_with_redis() -> String {
     let policy = common::with_repository_key(POLICY)
         .replace("    depends_on: [config]\n", "    depends_on: [cache]\n");
-    format!("{policy}  cache:\n    type: redis\n    url: redis://127.0.0.1:6379\n")
+    format!("{policy}  cache:\n    type: redis\n    url: redis://127.0.0.1:1\n")
 }
 
 #[test]
-fn apply_exits_3_when_a_source_type_is_not_part_of_this_build() {
+fn apply_of_a_saved_plan_exits_3_when_a_source_cannot_be_reached() {
     let sandbox = Sandbox::with_policy(&policy_with_redis()).example_data();
     sandbox.run(&["init"]).check();
     sandbox.run(&["plan", "--out", "plan.json"]).check();
@@ -224,8 +224,8 @@ fn apply_exits_3_when_a_source_type_is_not_part_of_this_build() {
         .status(3)
         .stdout("✓ backup config → local")
         .stdout("✗ backup cache → local")
-        .stdout("BP207")
-        .stdout("not part of this build yet")
+        .stdout("BP229")
+        .stdout("cannot connect")
         .stderr("BP205")
         .check();
 }
@@ -235,9 +235,9 @@ fn apply_exits_3_when_actions_fail_and_the_report_says_why() {
     let sandbox = Sandbox::with_policy(&policy_with_redis()).example_data();
     sandbox.run(&["init"]).check();
     let run = sandbox.run(&["apply"]).status(3).check();
-    // cache fails (no redis in this build); uploads depends on it; config succeeds.
+    // cache fails (its server is not there); uploads depends on it; config succeeds.
     assert!(
-        run.stdout.contains("failed: BP207"),
+        run.stdout.contains("failed: BP229"),
         "the report names the code:\n{}",
         run.stdout
     );
@@ -292,7 +292,7 @@ fn apply_format_json_reports_every_outcome() {
             .unwrap_or_else(|| panic!("no outcome for {source}"))
     };
     let error = outcome("cache")["error"].as_str().expect("an error");
-    assert!(error.starts_with("BP207"), "{error}");
+    assert!(error.starts_with("BP229"), "{error}");
     assert!(
         outcome("config")["bytes_read"]
             .as_u64()

@@ -1146,3 +1146,109 @@ fn plan_is_deterministic_and_inventory_order_does_not_matter() {
     }
     assert_ne!(fewer.digest(), inv.digest());
 }
+
+// ---------------------------------------------------------------------------------
+// Server settings
+// ---------------------------------------------------------------------------------
+
+/// One redis source `cache` declaring persistence, and what its probe found.
+fn redis_case(current_save: &str, current_aof: &str) -> (Policy, plan::Probes) {
+    let policy = policy(
+        r#"version: 1
+encryption:
+  recipients: [keys/demo-recipient.asc]
+defaults:
+  schedule: "0 3 * * *"
+  timezone: UTC
+destinations:
+  local:
+    type: memory
+sources:
+  cache:
+    type: redis
+    url: redis://cache:6379
+    persistence:
+      save: "3600 1  300 100"
+      appendonly: true
+"#,
+    );
+    let mut probes = plan::Probes::default();
+    probes.sources.insert(
+        "cache".into(),
+        plan::SourceProbe {
+            mode: Some("sync, point in time (1200 keys in 2 databases)".into()),
+            settings: [
+                ("save".to_string(), current_save.to_string()),
+                ("appendonly".to_string(), current_aof.to_string()),
+            ]
+            .into(),
+            ..plan::SourceProbe::default()
+        },
+    );
+    (policy, probes)
+}
+
+fn run_probed(policy: &Policy, probes: &plan::Probes, inventory: &Inventory) -> Plan {
+    plan::plan_with(
+        policy,
+        &SourceGraph::new(policy),
+        inventory,
+        probes,
+        t("2026-11-25T12:00:00Z"),
+        Settings::default(),
+    )
+}
+
+#[test]
+fn persistence_that_differs_from_the_policy_is_a_change_before_the_backups() {
+    let (policy, probes) = redis_case("", "no");
+    let plan = run_probed(&policy, &probes, &Inventory::default());
+    let Some(Action::Configure(change)) = plan.actions.first() else {
+        panic!("the first action is the change: {:?}", plan.actions);
+    };
+    assert_eq!(change.source, "cache");
+    let changes: Vec<(&str, &str, &str)> = change
+        .changes
+        .iter()
+        .map(|c| (c.name.as_str(), c.from.as_str(), c.to.as_str()))
+        .collect();
+    // Save points as the server writes them: single spaces.
+    assert_eq!(
+        changes,
+        [("appendonly", "no", "yes"), ("save", "", "3600 1 300 100")]
+    );
+    assert_eq!(plan.summary.changes, 1);
+    assert_eq!(
+        backup_of(&plan, "cache").mode.as_deref(),
+        Some("sync, point in time (1200 keys in 2 databases)")
+    );
+    insta::assert_snapshot!("redis_drift_human", render::plan::human(&plan));
+}
+
+#[test]
+fn persistence_that_matches_the_policy_is_no_change() {
+    let (policy, probes) = redis_case("3600 1 300 100", "yes");
+    let inv = inventory(vec![("local", daily("cache", "2026-11-16", 10, 3))]);
+    let plan = run_probed(&policy, &probes, &inv);
+    assert!(!plan.has_changes(), "{:?}", plan.actions);
+    assert_eq!(plan.summary.changes, 0);
+    // A plan without changes says nothing about them in JSON either.
+    assert!(!render::json(&plan).contains("\"changes\""));
+}
+
+#[test]
+fn persistence_the_server_did_not_report_is_not_guessed() {
+    let (policy, mut probes) = redis_case("", "no");
+    if let Some(p) = probes.sources.get_mut("cache") {
+        p.settings.clear();
+    }
+    let plan = run_probed(&policy, &probes, &Inventory::default());
+    assert!(
+        !plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Configure(_))),
+        "{:?}",
+        plan.actions
+    );
+}

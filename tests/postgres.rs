@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
 use common::pg::{self, PgServer};
-use common::{Run, Sandbox, secret_key};
+use common::{LOCAL_POLICY_HEAD, Run, Sandbox, secret_key};
 use serde_json::Value;
 
 // --- helpers ------------------------------------------------------------------------
@@ -24,17 +24,7 @@ use serde_json::Value;
 /// `sources` under `sources:` (indented two).
 fn policy(url: &str, extra_db: &str, sources: &str) -> String {
     format!(
-        r#"version: 1
-encryption:
-  recipients:
-    - keys/demo-recipient.asc
-  repository_key_file: repo.key
-destinations:
-  local:
-    type: fs
-    root: backups
-sources:
-  db:
+        r#"{LOCAL_POLICY_HEAD}  db:
     type: postgres
     url: "{url}"
     databases: [app]
@@ -50,16 +40,9 @@ fn server_with_fixture() -> PgServer {
     server
 }
 
-/// A sandbox with `policy`, its repository made by `init`.
-fn initialised(policy: &str) -> Sandbox {
-    let sandbox = Sandbox::with_policy(policy);
-    sandbox.run(&["init"]).stdout("repository created").check();
-    sandbox
-}
-
 /// A sandbox backing up `app` of `server`, after one successful apply.
 fn backed_up(server: &PgServer) -> Sandbox {
-    let sandbox = initialised(&policy(&server.url("app"), "", ""));
+    let sandbox = Sandbox::initialised(&policy(&server.url("app"), "", ""));
     sandbox
         .run(&["apply"])
         .stdout("✓ backup db → local")
@@ -363,8 +346,9 @@ fn restore_checks_every_database_before_restoring_any() {
         "analytics",
         "CREATE TABLE events (id int PRIMARY KEY); INSERT INTO events VALUES (1), (2);",
     );
-    let sandbox =
-        initialised(&policy(&server.url("app"), "", "").replace("[app]", "[app, analytics]"));
+    let sandbox = Sandbox::initialised(
+        &policy(&server.url("app"), "", "").replace("[app]", "[app, analytics]"),
+    );
     sandbox.run(&["apply"]).check();
     let app = pg::dump_schema_and_data(&server, "app");
     let analytics = pg::dump_schema_and_data(&server, "analytics");
@@ -472,7 +456,7 @@ fn a_pg_dump_older_than_the_server_fails_with_the_version_needed_and_plan_warns_
     let server = PgServer::start();
     server.createdb("app");
     let major = server_major(&server);
-    let sandbox = initialised(&policy(&server.url("app"), "    bin_dir: oldbin\n", ""));
+    let sandbox = Sandbox::initialised(&policy(&server.url("app"), "    bin_dir: oldbin\n", ""));
     std::fs::create_dir_all(sandbox.path("oldbin")).expect("mkdir");
     for tool in ["pg_dump", "pg_dumpall"] {
         script(
@@ -510,7 +494,7 @@ fn plan_warns_about_databases_that_no_source_covers() {
     let server = PgServer::start();
     server.createdb("app");
     server.createdb("analytics");
-    let sandbox = initialised(&policy(&server.url("app"), "", ""));
+    let sandbox = Sandbox::initialised(&policy(&server.url("app"), "", ""));
 
     let plan = sandbox.run(&["plan"]).check();
     let warnings = lines_with(&plan.stdout, "BP230");
@@ -520,7 +504,7 @@ fn plan_warns_about_databases_that_no_source_covers() {
     assert!(!plan.stdout.contains("\"app\""), "{}", plan.stdout);
 
     // Covered by a second source, the warning goes.
-    let sandbox = initialised(&policy(
+    let sandbox = Sandbox::initialised(&policy(
         &server.url("app"),
         "",
         &format!(
@@ -537,7 +521,7 @@ fn plan_warns_about_databases_that_no_source_covers() {
 #[test]
 fn a_pg_dump_killed_midway_leaves_no_snapshot_and_the_next_apply_succeeds() {
     let server = server_with_fixture();
-    let sandbox = initialised(&policy(&server.url("app"), "    bin_dir: cutbin\n", ""));
+    let sandbox = Sandbox::initialised(&policy(&server.url("app"), "    bin_dir: cutbin\n", ""));
     tool_folder(&sandbox, &server, "cutbin", &["pg_dump"]);
     let real = server.bin_dir().join("pg_dump");
     let wrapper = sandbox.path("cutbin/pg_dump");
@@ -601,7 +585,7 @@ fn a_pg_dump_killed_midway_leaves_no_snapshot_and_the_next_apply_succeeds() {
 fn a_pg_dump_that_prints_no_archive_fails_without_hanging() {
     let server = PgServer::start();
     server.createdb("app");
-    let sandbox = initialised(&policy(&server.url("app"), "    bin_dir: junkbin\n", ""));
+    let sandbox = Sandbox::initialised(&policy(&server.url("app"), "    bin_dir: junkbin\n", ""));
     tool_folder(&sandbox, &server, "junkbin", &["pg_dump"]);
     // Far more than a pipe holds: the tool blocks unless backplan closes its end.
     script(

@@ -62,13 +62,6 @@ fn config_source(name: &str, path: &str) -> String {
     format!("  {name}:\n    type: config\n    paths:\n      - {path}\n")
 }
 
-/// A sandbox with `policy` whose repository `init` has made.
-fn initialised(policy: &str) -> Sandbox {
-    let sandbox = Sandbox::with_policy(policy);
-    sandbox.run(&["init"]).stdout("repository created").check();
-    sandbox
-}
-
 fn secret() -> String {
     secret_key().display().to_string()
 }
@@ -440,7 +433,7 @@ fn quick_start_round_trip_restores_bytes_modes_mtimes_symlinks_and_empty_dirs() 
 
 #[test]
 fn a_second_apply_reads_only_the_changed_file_and_its_restore_has_the_change() {
-    let sandbox = initialised(&policy(&files_source("data", "data")));
+    let sandbox = Sandbox::initialised(&policy(&files_source("data", "data")));
     for (i, name) in ["one.txt", "two.txt", "three.txt", "four.bin"]
         .iter()
         .enumerate()
@@ -504,7 +497,7 @@ fn the_repository_holds_no_file_names_no_config_plaintext_and_no_data_path() {
         config_source("settings", "cfg-folder-91ab/production-settings.env"),
         files_source("vault", "confidential-vault-8d1e")
     );
-    let sandbox = initialised(&policy(&sources));
+    let sandbox = Sandbox::initialised(&policy(&sources));
     sandbox.write(
         "cfg-folder-91ab/production-settings.env",
         &format!("APP_URL=https://payroll.example.invalid\n{SECRET_LINE}\n"),
@@ -596,7 +589,7 @@ fn backed_up() -> Sandbox {
         config_source("config", "config/app.env"),
         files_source("data", "data")
     );
-    let sandbox = initialised(&policy(&sources));
+    let sandbox = Sandbox::initialised(&policy(&sources));
     sandbox.write("config/app.env", "SESSION_SECRET=damage-tests\n");
     write_bytes(&sandbox.path("data/big.bin"), &random_bytes(1 << 20));
     write_bytes(&sandbox.path("data/small.txt"), b"small\n");
@@ -726,7 +719,7 @@ fn kill_9_during_apply_leaves_no_half_snapshot_and_the_next_apply_completes() {
         files_source("big", "big"),
         files_source("notes", "notes")
     );
-    let sandbox = initialised(&policy(&sources));
+    let sandbox = Sandbox::initialised(&policy(&sources));
     for i in 0..BIG_FILES {
         write_random(
             &sandbox.path(&format!("big/part-{i:02}.bin")),
@@ -853,7 +846,7 @@ fn kill_9_during_apply_leaves_no_half_snapshot_and_the_next_apply_completes() {
 
 #[test]
 fn prune_deletes_the_old_snapshot_collects_its_packs_and_keeps_the_new_one_restorable() {
-    let sandbox = initialised(&policy_with(
+    let sandbox = Sandbox::initialised(&policy_with(
         "    keep_last: 1\n    min_keep: 1\n",
         LOCAL,
         &files_source("data", "data"),
@@ -939,7 +932,7 @@ fn a_snapshot_missing_on_one_destination_is_copied_back_from_the_other() {
         config_source("config", "config/app.env"),
         files_source("data", "data")
     );
-    let sandbox = initialised(&policy_with(RETENTION, destinations, &sources));
+    let sandbox = Sandbox::initialised(&policy_with(RETENTION, destinations, &sources));
     sandbox.write("config/app.env", "SESSION_SECRET=repair\n");
     write_bytes(&sandbox.path("data/photo.jpg"), &random_bytes(700_000));
     write_bytes(&sandbox.path("data/notes/today.txt"), b"repair me\n");
@@ -1010,7 +1003,7 @@ fn a_source_that_fails_is_a_failed_snapshot_and_the_others_succeed() {
         files_source("data", "data"),
         files_source("ghost", "no-such-folder")
     );
-    let sandbox = initialised(&policy(&sources));
+    let sandbox = Sandbox::initialised(&policy(&sources));
     sandbox.write("config/app.env", "SESSION_SECRET=failures\n");
     sandbox.write("data/file.txt", "here\n");
 

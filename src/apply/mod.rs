@@ -1,6 +1,7 @@
 //! Executing a plan. Apply never re-decides: it carries out the plan's actions through
-//! an [`Executor`] (the repository and the sources plug in there), in graph order, the
-//! backups of one level in parallel up to a bound. A failing action does not stop the
+//! an [`Executor`] (the repository and the sources plug in there): server settings
+//! first, then backups in graph order, the backups of one level in parallel up to a
+//! bound. A failing action does not stop the
 //! independent ones; what depends on it is skipped, and so are the prunes of a source
 //! whose backup failed.
 
@@ -13,11 +14,12 @@ use std::future::Future;
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::plan::{Action, Backup, Copy, Plan, Prune};
+use crate::plan::{Action, Backup, Configure, Copy, Plan, Prune};
 
 /// What carries out each kind of action.
 pub trait Executor: Sync {
     fn backup(&self, action: &Backup) -> impl Future<Output = Result<Done, String>> + Send;
+    fn configure(&self, action: &Configure) -> impl Future<Output = Result<Done, String>> + Send;
     fn copy(&self, action: &Copy) -> impl Future<Output = Result<Done, String>> + Send;
     fn prune(&self, action: &Prune) -> impl Future<Output = Result<Done, String>> + Send;
 }
@@ -93,6 +95,21 @@ pub async fn apply<E: Executor>(
     let mut outcomes: Vec<Outcome> = Vec::new();
     // Sources whose backup did not succeed in this apply.
     let mut unhealthy: BTreeSet<String> = BTreeSet::new();
+
+    // Settings first and one at a time: a failed one fails only itself.
+    for (index, action) in plan.actions.iter().enumerate() {
+        let Action::Configure(configure) = action else {
+            continue;
+        };
+        on_event(Event::Started { index, action });
+        let outcome = Outcome {
+            index,
+            action: action.clone(),
+            status: status_of(executor.configure(configure).await),
+        };
+        on_event(Event::Finished { outcome: &outcome });
+        outcomes.push(outcome);
+    }
 
     let backups: Vec<(usize, &Backup)> = plan
         .actions

@@ -1,5 +1,5 @@
 //! The executor that carries actions out against the destinations' repositories:
-//! backups of the `files` and `config` sources, copies between destinations, and
+//! backups of every source type, server settings, copies between destinations, and
 //! prunes with garbage collection. Data first, manifest last: a crash at any point
 //! leaves unreferenced data for the next prune, never a half snapshot.
 
@@ -15,13 +15,13 @@ use crate::error::{Code, Failure};
 use crate::inventory::{LockKind, SnapshotInfo, SnapshotStatus};
 use crate::pipeline::crypto::Recipients;
 use crate::pipeline::sink::{PackUpload, RepoSink, Target};
-use crate::plan::{Backup, Copy, Prune};
+use crate::plan::{Backup, Configure, Copy, Prune};
 use crate::policy::{Policy, SourceKind};
 use crate::repo::format::{PackBuilder, PackRecord, Tree};
 use crate::repo::keys::RepoKey;
 use crate::repo::lock;
 use crate::repo::store::{Index, Repo};
-use crate::sources::{files, postgres};
+use crate::sources::{files, postgres, redis};
 
 /// How many finished packs may wait for upload per destination.
 const UPLOAD_QUEUE: usize = 2;
@@ -170,13 +170,7 @@ impl StorageExecutor {
                         "the database was not probed",
                     )),
                 },
-                other => Err(Failure::new(
-                    Code::NoExecutor,
-                    format!(
-                        "backing up {} sources is not part of this build yet",
-                        other.type_name()
-                    ),
-                )),
+                SourceKind::Redis(r) => redis::backup(r, &policy, parent.as_ref(), &mut sink),
             };
             let flushed = sink.finish();
             // Dropping the sink closes the upload channels.
@@ -222,13 +216,14 @@ impl StorageExecutor {
             info.bytes_stored = Some(stored);
             repo.put_snapshot(&self.key, &info, &report.tree).await?;
         }
-        let mut detail = match &source.kind {
-            SourceKind::Postgres(_) => format!(
+        let mut detail = match (&report.summary, &source.kind) {
+            (Some(summary), _) => summary.clone(),
+            (None, SourceKind::Postgres(_)) => format!(
                 "{} database{}",
                 report.files,
                 crate::plan::plural(report.files as usize)
             ),
-            _ => format!(
+            (None, _) => format!(
                 "{} file{}, {} unchanged",
                 report.files,
                 crate::plan::plural(report.files as usize),
@@ -504,6 +499,31 @@ impl Executor for StorageExecutor {
             let _ = h.release().await;
         }
         result.map_err(message)
+    }
+
+    async fn configure(&self, action: &Configure) -> Result<Done, String> {
+        let source = self.policy.sources.get(&action.source);
+        let Some(SourceKind::Redis(r)) = source.map(|s| s.kind.clone()) else {
+            return Err(message(Failure::new(
+                Code::NoExecutor,
+                format!("{} has no settings backplan can change", action.source),
+            )));
+        };
+        let settings: Vec<(String, String)> = action
+            .changes
+            .iter()
+            .map(|c| (c.name.clone(), c.to.clone()))
+            .collect();
+        let policy = self.policy.clone();
+        let detail = tokio::task::spawn_blocking(move || redis::configure(&r, &policy, &settings))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(message)?;
+        Ok(Done {
+            bytes_read: None,
+            bytes_stored: None,
+            detail: Some(detail),
+        })
     }
 
     async fn copy(&self, action: &Copy) -> Result<Done, String> {

@@ -191,6 +191,13 @@ pub struct RestoreArgs {
     /// Databases: restore only this schema (repeatable).
     #[arg(long, value_name = "SCHEMA")]
     pub schema: Vec<String>,
+    /// Redis: empty a target server that holds keys (FLUSHALL) before restoring.
+    #[arg(long)]
+    pub flush: bool,
+    /// Redis: write `dump.rdb` into DIR for a cold start instead of restoring into a
+    /// running server.
+    #[arg(long, value_name = "DIR")]
+    pub as_file: Option<std::path::PathBuf>,
 
     #[command(flatten)]
     pub secret: SecretKeyArgs,

@@ -66,10 +66,12 @@ pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
             check_fresh(&saved, &loaded.policy, &inventory)?;
             saved
         }
-        None => crate::plan::plan(
+        // The same plan `backplan plan` shows, servers asked included.
+        None => crate::plan::plan_with(
             &loaded.policy,
             &SourceGraph::new(&loaded.policy),
             &inventory,
+            &runtime()?.block_on(crate::sources::probe_all(&loaded.policy)),
             planning.now,
             planning.settings,
         ),

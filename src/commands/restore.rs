@@ -16,7 +16,7 @@ use crate::repo::keys::RepoKey;
 use crate::repo::store::Repo;
 use crate::repo::{open_all, repository_key};
 use crate::restore::{Preview, RestorePlan, Selection, Step, restore_plan};
-use crate::sources::{files, postgres};
+use crate::sources::{files, postgres, redis};
 
 /// The repository key that opens objects written under `key_id`: the host's own, or
 /// recovered from the repository's copy with a recipient's secret key.
@@ -66,6 +66,7 @@ fn selection(args: &RestoreArgs) -> Result<Selection, Failure> {
         only: args.only.clone(),
         targets,
         include: args.include.clone(),
+        as_file: args.as_file.as_ref().map(|d| d.display().to_string()),
     })
 }
 
@@ -101,7 +102,7 @@ pub fn run(path: &Path, args: &RestoreArgs) -> miette::Result<Exit> {
         host: host_key.as_ref(),
     };
 
-    rt.block_on(preview(&cx, &mut plan, &repos, secret.as_deref()));
+    rt.block_on(preview(&cx, &mut plan, &repos, secret.clone()));
     if args.plan {
         print(&match args.format {
             Format::Json => render::json(&plan),
@@ -137,6 +138,16 @@ pub fn run(path: &Path, args: &RestoreArgs) -> miette::Result<Exit> {
                 ),
             )
             .into());
+        }
+    }
+    // Servers are checked before anything is restored: a refusal leaves every target
+    // untouched.
+    for step in &plan.steps {
+        if let Some(SourceKind::Redis(r)) = policy.sources.get(&step.source).map(|s| &s.kind)
+            && args.as_file.is_none()
+        {
+            let endpoint = redis_target(&cx, &step.source, r)?;
+            redis::check_target(&endpoint, args.flush)?;
         }
     }
     let mut out = String::new();
@@ -256,10 +267,39 @@ async fn restore_step(
                 restored.join(", ")
             ))
         }
-        Some(SourceKind::Redis(_)) => Err(Failure::new(
-            Code::NoExecutor,
-            "restoring redis sources is not part of this build yet",
-        )),
+        Some(SourceKind::Redis(r)) => {
+            let (force, flush) = (cx.args.force, cx.args.flush);
+            let into = match &cx.args.as_file {
+                Some(dir) => RedisInto::File(dir.clone()),
+                None => RedisInto::Server(redis_target(cx, &step.source, &r)?),
+            };
+            tokio::task::spawn_blocking(move || match into {
+                RedisInto::File(dir) => {
+                    let (path, n) = redis::restore_file(&dir, force, &tree, &mut fetcher)?;
+                    Ok(format!("{} written ({})", path.display(), render::bytes(n)))
+                }
+                RedisInto::Server(endpoint) => {
+                    let done = redis::restore(&endpoint, flush, &tree, &mut fetcher)?;
+                    Ok(format!(
+                        "{} keys restored{}, {} already expired and skipped{}",
+                        done.keys,
+                        if done.split > 0 {
+                            format!(" ({} too large for RESTORE, as commands)", done.split)
+                        } else {
+                            String::new()
+                        },
+                        done.expired,
+                        if done.functions > 0 {
+                            format!(", {} function libraries", done.functions)
+                        } else {
+                            String::new()
+                        }
+                    ))
+                }
+            })
+            .await
+            .map_err(|e| Failure::new(Code::Io, format!("the restore stopped: {e}")))?
+        }
         _ => {
             let target = PathBuf::from(&step.target);
             let include = cx.selection.include.clone();
@@ -278,6 +318,73 @@ async fn restore_step(
             ))
         }
     }
+}
+
+/// Where a redis snapshot goes: a running server, or a `dump.rdb` in a folder.
+enum RedisInto {
+    Server(redis::resp::Endpoint),
+    File(PathBuf),
+}
+
+/// Where a redis source is restored: `--target NAME=redis://…` (with its own
+/// credentials only), or the source's own server.
+fn redis_target(
+    cx: &Context<'_>,
+    name: &str,
+    r: &crate::policy::model::RedisSource,
+) -> Result<redis::resp::Endpoint, Failure> {
+    match cx.selection.targets.get(name) {
+        Some(url) => redis::target_endpoint(url, r, cx.policy),
+        None => redis::endpoint(r, cx.policy),
+    }
+}
+
+/// What restoring a redis snapshot would do: what it holds, and what the target
+/// holds now.
+fn redis_notes(
+    cx: &Context<'_>,
+    step: &Step,
+    r: &crate::policy::model::RedisSource,
+    tree: &crate::repo::format::Tree,
+    fetcher: Option<&mut RepoFetcher>,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(fetcher) = fetcher {
+        match tokio::task::block_in_place(|| redis::read_meta(tree, fetcher)) {
+            Ok(meta) => notes.push(format!(
+                "{} keys in {} database{} from Redis {}, {}",
+                meta.total_keys(),
+                meta.keys.len(),
+                crate::plan::plural(meta.keys.len()),
+                meta.redis_version,
+                match meta.mode {
+                    redis::Taken::Sync => "one point in time (sync)",
+                    redis::Taken::Scan => "not one point in time (scan)",
+                }
+            )),
+            Err(f) => notes.push(f.message),
+        }
+    }
+    if let Some(dir) = &cx.args.as_file {
+        let file = dir.join(redis::DUMP);
+        notes.push(if !file.exists() {
+            format!("writes {} for a cold start", file.display())
+        } else if cx.args.force {
+            format!("overwrites {} (--force)", file.display())
+        } else {
+            format!("{} exists: needs --force", file.display())
+        });
+        return notes;
+    }
+    let state = redis_target(cx, &step.source, r)
+        .and_then(|e| tokio::task::block_in_place(|| redis::target_keys(&e)));
+    notes.push(match state {
+        Ok(0) => "the target holds no keys; RESTORE … REPLACE ABSTTL per key".to_string(),
+        Ok(n) if cx.args.flush => format!("the target holds {n} keys: --flush empties it first"),
+        Ok(n) => format!("the target holds {n} keys: needs --flush"),
+        Err(f) => f.message,
+    });
+    notes
 }
 
 /// The database restores of a postgres snapshot: each `DB.dump` entry with where it
@@ -343,7 +450,7 @@ async fn preview(
     cx: &Context<'_>,
     plan: &mut RestorePlan,
     repos: &BTreeMap<String, Repo>,
-    secret: Option<&SecretKeys>,
+    secret: Option<Arc<SecretKeys>>,
 ) {
     let include = plan.include.clone();
     for step in &mut plan.steps {
@@ -352,9 +459,25 @@ async fn preview(
         };
         let result: Result<Preview, Failure> = async {
             let (header, _) = repo.snapshot_objects(&step.snapshot.id).await?;
-            let key = key_for(repo, &header.key_id, cx.host, secret).await?;
+            let key = key_for(repo, &header.key_id, cx.host, secret.as_deref()).await?;
             let (_, tree) = repo.read_snapshot(&key, &step.snapshot.id).await?;
             let kind = cx.policy.sources.get(&step.source).map(|s| s.kind.clone());
+            if let Some(SourceKind::Redis(r)) = &kind {
+                let mut fetcher = match &secret {
+                    Some(s) => Some(
+                        open_snapshot(repo, &step.snapshot.id, cx.host, s.clone())
+                            .await?
+                            .1,
+                    ),
+                    None => None,
+                };
+                return Ok(Preview {
+                    entries: tree.entries.len(),
+                    bytes: tree.entries.iter().map(|e| e.size).sum(),
+                    notes: redis_notes(cx, step, r, &tree, fetcher.as_mut()),
+                    ..Preview::default()
+                });
+            }
             if let Some(SourceKind::Postgres(pg)) = kind {
                 let mut notes = Vec::new();
                 for (entry, target) in pg_targets(cx, &step.source, &pg, &tree)? {

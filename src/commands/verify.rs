@@ -272,8 +272,10 @@ async fn verify_repo(
     f
 }
 
-/// `--restore-test`: the newest good snapshot of each postgres source, restored into
-/// a scratch database and compared by row counts.
+/// The newest good snapshot of each database source, read as its server would read
+/// it: a postgres archive listed by `pg_restore --list` (and with `--restore-test`
+/// restored into a scratch database and compared by row counts), a Redis RDB parsed
+/// whole, its checksum checked and its keys counted against those recorded.
 async fn database_checks(
     policy: &crate::policy::Policy,
     repo: &Repo,
@@ -289,8 +291,13 @@ async fn database_checks(
         return;
     };
     for (name, source) in &policy.sources {
-        let SourceKind::Postgres(pg) = &source.kind else {
-            continue;
+        let pg = match &source.kind {
+            SourceKind::Postgres(pg) => pg,
+            SourceKind::Redis(_) => {
+                redis_check(repo, &headers, name, host, secret.clone(), f).await;
+                continue;
+            }
+            _ => continue,
         };
         let newest = headers
             .iter()
@@ -364,5 +371,69 @@ async fn database_checks(
                 .or_default()
                 .push(format!("database check: {}", e.message)),
         }
+    }
+}
+
+/// The newest good snapshot of a redis source: its RDB parsed whole (structure and
+/// checksum) and its keys per database compared with those recorded at backup.
+async fn redis_check(
+    repo: &Repo,
+    headers: &[(String, Result<crate::repo::format::SnapshotHeader, Failure>)],
+    name: &str,
+    host: Option<&RepoKey>,
+    secret: Arc<crate::pipeline::crypto::SecretKeys>,
+    f: &mut Findings,
+) {
+    use crate::sources::redis;
+
+    let newest = headers
+        .iter()
+        .filter_map(|(_, h)| h.as_ref().ok())
+        .filter(|h| h.snapshot.source == name && h.snapshot.status == SnapshotStatus::Complete)
+        .max_by_key(|h| h.snapshot.time);
+    let Some(header) = newest else { return };
+    let id = header.snapshot.id.clone();
+    let result: Result<(u64, Vec<String>), Failure> = async {
+        let (tree, mut fetcher) = super::restore::open_snapshot(repo, &id, host, secret).await?;
+        tokio::task::block_in_place(|| {
+            let meta = redis::read_meta(&tree, &mut fetcher)?;
+            let found = redis::check_rdb(&tree, &mut fetcher)?;
+            let mut diffs = Vec::new();
+            let dbs: std::collections::BTreeSet<u64> = found
+                .keys()
+                .copied()
+                .chain(meta.keys.keys().map(|d| u64::from(*d)))
+                .collect();
+            for db in dbs {
+                let got = found.get(&db).copied().unwrap_or(0);
+                let want = u32::try_from(db)
+                    .ok()
+                    .and_then(|d| meta.keys.get(&d))
+                    .copied()
+                    .unwrap_or(0);
+                if got != want {
+                    diffs.push(format!(
+                        "db {db}: the RDB holds {got} keys, {want} were recorded at backup"
+                    ));
+                }
+            }
+            Ok((found.values().sum(), diffs))
+        })
+    }
+    .await;
+    match result {
+        Ok((keys, diffs)) => {
+            for d in diffs {
+                f.problems.entry(id.clone()).or_default().push(d);
+            }
+            f.restore_tests.push(format!(
+                "{name} ({id}): RDB read whole, checksum right, {keys} keys"
+            ));
+        }
+        Err(e) => f
+            .problems
+            .entry(id.clone())
+            .or_default()
+            .push(format!("RDB check: {}", e.message)),
     }
 }

@@ -76,8 +76,26 @@ pub struct DestinationSummary {
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
     Backup(Backup),
+    Configure(Configure),
     Copy(Copy),
     Prune(Prune),
+}
+
+/// Bring a source's server settings in line with what the policy declares (a Redis
+/// server's persistence).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Configure {
+    pub source: String,
+    pub source_type: String,
+    pub changes: Vec<SettingChange>,
+}
+
+/// One setting that differs: as the server has it, and as the policy wants it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingChange {
+    pub name: String,
+    pub from: String,
+    pub to: String,
 }
 
 /// Take a new snapshot of a source and write it to its destinations.
@@ -96,6 +114,10 @@ pub struct Backup {
     /// Bytes the last good snapshot read, as an estimate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimated_bytes: Option<u64>,
+    /// How the backup will run, where the server decides it (a Redis source's sync or
+    /// scan mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -189,6 +211,9 @@ impl Warning {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     pub backups: usize,
+    /// Servers whose settings will be changed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub changes: usize,
     pub copies: usize,
     /// Snapshots that will be deleted (a snapshot on two destinations counts twice).
     pub prunes: usize,
@@ -202,6 +227,7 @@ impl Summary {
         for action in actions {
             match action {
                 Action::Backup(_) => s.backups += 1,
+                Action::Configure(_) => s.changes += 1,
                 Action::Copy(_) => s.copies += 1,
                 Action::Prune(p) if p.held => s.held_prunes += p.snapshots.len(),
                 Action::Prune(p) => s.prunes += p.snapshots.len(),
@@ -243,6 +269,16 @@ pub struct SourceProbe {
     /// What a backup would read now, as the server reports it.
     pub estimated_bytes: Option<u64>,
     pub warnings: Vec<Warning>,
+    /// How a backup would run, where the server decides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// The server's current values of the settings the policy declares.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, String>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Warning {
@@ -264,6 +300,7 @@ pub fn plan_with(
     let empty = DestinationState::default();
     let mut warnings = Vec::new();
     let mut backups = Vec::new();
+    let mut configures = Vec::new();
     let mut copies = Vec::new();
     let mut prunes = Vec::new();
 
@@ -334,7 +371,30 @@ pub fn plan_with(
                         .get(name)
                         .and_then(|p| p.estimated_bytes)
                         .or_else(|| view.last_good().and_then(|s| s.bytes_read)),
+                    mode: probes.sources.get(name).and_then(|p| p.mode.clone()),
                 }));
+            }
+            if let Some(probe) = probes.sources.get(name) {
+                let changes: Vec<SettingChange> = source
+                    .kind
+                    .declared_settings()
+                    .into_iter()
+                    .filter_map(|(setting, to)| {
+                        let from = probe.settings.get(&setting)?;
+                        (*from != to).then(|| SettingChange {
+                            name: setting,
+                            from: from.clone(),
+                            to,
+                        })
+                    })
+                    .collect();
+                if !changes.is_empty() {
+                    configures.push(Action::Configure(Configure {
+                        source: name.clone(),
+                        source_type: source.type_name.to_string(),
+                        changes,
+                    }));
+                }
             }
             retain(source, &view, &mut copies, &mut prunes, &mut warnings);
         }
@@ -368,7 +428,8 @@ pub fn plan_with(
         ));
     }
 
-    let mut actions = backups;
+    let mut actions = configures;
+    actions.extend(backups);
     actions.extend(copies);
     actions.extend(prunes);
     let policy_change = diff::policy_change(policy, inventory, &actions);

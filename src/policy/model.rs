@@ -226,6 +226,31 @@ pub enum SourceKind {
 }
 
 impl SourceKind {
+    /// Server settings the policy declares for this source, in the server's own form
+    /// (a Redis server's `save` and `appendonly` as `CONFIG GET` reports them).
+    pub fn declared_settings(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        if let SourceKind::Redis(RedisSource {
+            persistence: Some(p),
+            ..
+        }) = self
+        {
+            if let Some(save) = &p.save {
+                out.insert(
+                    "save".to_string(),
+                    save.split_whitespace().collect::<Vec<_>>().join(" "),
+                );
+            }
+            if let Some(aof) = p.appendonly {
+                out.insert(
+                    "appendonly".to_string(),
+                    if aof { "yes" } else { "no" }.to_string(),
+                );
+            }
+        }
+        out
+    }
+
     pub fn type_name(&self) -> &'static str {
         match self {
             SourceKind::Postgres(_) => "postgres",
@@ -278,10 +303,17 @@ pub struct RedisSource {
     /// A file holding the password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
+    /// A PEM file of the CA that signed the server's certificate, for `rediss://`
+    /// servers the system does not trust.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<PathBuf>,
     /// `sync` (point in time, over replication), `scan` (logical, for managed Redis)
     /// or `auto` (sync, falling back to scan). Default `auto`.
     #[serde(default)]
     pub mode: RedisMode,
+    /// An RDB smaller than this fraction of the last good one fails. Default 0.5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_size_ratio: Option<f64>,
     /// The persistence the server should have; `plan` shows drift, `apply` fixes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistence: Option<RedisPersistence>,

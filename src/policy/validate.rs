@@ -384,6 +384,21 @@ impl Checker<'_> {
         }
     }
 
+    /// `min_size_ratio` is a fraction.
+    fn ratio(&mut self, ratio: Option<f64>, base: &str) {
+        if let Some(ratio) = ratio
+            && !(0.0..=1.0).contains(&ratio)
+        {
+            self.error_value(
+                Problem::error(
+                    Code::InvalidValue,
+                    format!("min_size_ratio {ratio} is outside 0.0..=1.0"),
+                ),
+                &join(base, "min_size_ratio"),
+            );
+        }
+    }
+
     fn kind(&mut self, kind: &SourceKind, base: &str) {
         match kind {
             SourceKind::Postgres(pg) => {
@@ -391,17 +406,7 @@ impl Checker<'_> {
                 if let Some(p) = &pg.password {
                     self.secret(p, &join(base, "password"));
                 }
-                if let Some(ratio) = pg.min_size_ratio
-                    && !(0.0..=1.0).contains(&ratio)
-                {
-                    self.error_value(
-                        Problem::error(
-                            Code::InvalidValue,
-                            format!("min_size_ratio {ratio} is outside 0.0..=1.0"),
-                        ),
-                        &join(base, "min_size_ratio"),
-                    );
-                }
+                self.ratio(pg.min_size_ratio, base);
                 if let Some(t) = &pg.lock_wait_timeout
                     && let Err(message) = super::parse_duration(t)
                 {
@@ -415,6 +420,24 @@ impl Checker<'_> {
                 self.secret(&r.url, &join(base, "url"));
                 if let Some(p) = &r.password {
                     self.secret(p, &join(base, "password"));
+                }
+                self.ratio(r.min_size_ratio, base);
+                if let Some(save) = r.persistence.as_ref().and_then(|p| p.save.as_ref()) {
+                    let fields: Vec<&str> = save.split_whitespace().collect();
+                    if fields.len() % 2 == 1 || fields.iter().any(|f| f.parse::<u64>().is_err()) {
+                        self.error_value(
+                            Problem::error(
+                                Code::InvalidValue,
+                                format!(
+                                    "save {save:?} is not a list of \"SECONDS CHANGES\" pairs"
+                                ),
+                            )
+                            .with_help(
+                                "write save points as in redis.conf, e.g. \"3600 1 300 100 60 10000\", or \"\" for none",
+                            ),
+                            &join(&join(base, "persistence"), "save"),
+                        );
+                    }
                 }
             }
             SourceKind::Files(f) => {

@@ -10,6 +10,7 @@ use super::bytes;
 fn label(action: &Action) -> String {
     match action {
         Action::Backup(b) => format!("backup {} → {}", b.source, b.destinations.join(", ")),
+        Action::Configure(c) => format!("configure {}", c.source),
         Action::Copy(c) => format!(
             "copy {} {} {} → {}",
             c.source,

@@ -69,12 +69,38 @@ fn lines(plan: &Plan) -> Vec<Line> {
                     .estimated_bytes
                     .map(|n| format!("; est. {} read", bytes(n)))
                     .unwrap_or_default();
+                let mode = b
+                    .mode
+                    .as_ref()
+                    .map(|m| format!("; {m}"))
+                    .unwrap_or_default();
                 out.push(Line {
                     symbol: '+',
                     verb: "backup",
                     source: b.source.clone(),
                     what: format!("→ {}", b.destinations.join(", ")),
-                    why: format!("{why}{est}"),
+                    why: format!("{why}{est}{mode}"),
+                });
+                i += 1;
+            }
+            Action::Configure(c) => {
+                out.push(Line {
+                    symbol: '~',
+                    verb: "config",
+                    source: c.source.clone(),
+                    what: c
+                        .changes
+                        .iter()
+                        .map(|s| format!("{} {:?} → {:?}", s.name, s.from, s.to))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    why: format!(
+                        "the server differs from the policy's {}",
+                        match c.source_type.as_str() {
+                            "redis" => "persistence",
+                            _ => "settings",
+                        }
+                    ),
                 });
                 i += 1;
             }
@@ -134,15 +160,18 @@ fn lines(plan: &Plan) -> Vec<Line> {
 
 /// "Plan: 3 backups, 1 copy, 15 prunes."
 pub fn summary_line(s: &Summary) -> String {
-    let mut parts = vec![
-        format!("{} backup{}", s.backups, plural(s.backups)),
+    let mut parts = vec![format!("{} backup{}", s.backups, plural(s.backups))];
+    if s.changes > 0 {
+        parts.push(format!("{} change{}", s.changes, plural(s.changes)));
+    }
+    parts.extend([
         format!(
             "{} cop{}",
             s.copies,
             if s.copies == 1 { "y" } else { "ies" }
         ),
         format!("{} prune{}", s.prunes, plural(s.prunes)),
-    ];
+    ]);
     if s.held_prunes > 0 {
         parts.push(format!("{} held", s.held_prunes));
     }

@@ -21,6 +21,7 @@ pub struct Progress {
 fn label(action: &Action) -> String {
     match action {
         Action::Backup(b) => format!("backup {} → {}", b.source, b.destinations.join(", ")),
+        Action::Configure(c) => format!("configure {}", c.source),
         Action::Copy(c) => format!("copy {} {} → {}", c.source, c.from, c.to),
         Action::Prune(p) => format!("prune {} on {}", p.source, p.destination),
     }

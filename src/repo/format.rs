@@ -155,6 +155,31 @@ pub struct Entry {
     pub chunks: Vec<ChunkId>,
 }
 
+impl Entry {
+    /// A regular file entry for a stream that a source produced rather than read from a
+    /// file (a database dump, an RDB), private (`0600`) and stamped `at`.
+    pub fn stream(
+        path: impl Into<String>,
+        size: u64,
+        chunks: Vec<ChunkId>,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Entry {
+        Entry {
+            path: path.into(),
+            kind: EntryKind::File,
+            mode: 0o600,
+            mtime: at.timestamp(),
+            mtime_ns: at.timestamp_subsec_nanos(),
+            size,
+            ino: 0,
+            ctime: 0,
+            ctime_ns: 0,
+            target: None,
+            chunks,
+        }
+    }
+}
+
 /// Splits a pack into its key sets and the byte range after them.
 pub fn parse_pack_header(bytes: &[u8]) -> Result<Vec<(u64, u32)>, String> {
     if bytes.len() < 10 || &bytes[..8] != PACK_MAGIC {

@@ -30,6 +30,8 @@ pub struct Selection {
     pub targets: BTreeMap<String, String>,
     /// Only entries matching these patterns (files and config sources).
     pub include: Vec<String>,
+    /// Redis sources go into `DIR/dump.rdb` instead of a running server.
+    pub as_file: Option<String>,
 }
 
 /// A restore, step by step, in graph order.
@@ -168,6 +170,15 @@ pub fn restore_plan(
             selection.targets.get(&snapshot.source),
             source.map(|s| &s.kind),
         ) {
+            (_, Some(SourceKind::Redis(_))) if selection.as_file.is_some() => format!(
+                "{}/{}",
+                selection
+                    .as_file
+                    .as_deref()
+                    .unwrap_or_default()
+                    .trim_end_matches('/'),
+                crate::sources::redis::DUMP
+            ),
             (Some(t), _) => redact_url_password(t),
             (None, Some(SourceKind::Files(f))) => {
                 policy.resolve_path(&f.path).display().to_string()

@@ -5,9 +5,15 @@
 
 pub mod files;
 pub mod postgres;
+pub mod redis;
 
 use std::io::Read;
+use std::path::PathBuf;
 
+use crate::error::{Code, Failure};
+use crate::policy::Policy;
+use crate::policy::secret::Secret;
+use crate::repo::format::Entry;
 use crate::repo::keys::ChunkId;
 
 /// Where a source's bytes go: chunked, deduplicated, compressed, encrypted, packed.
@@ -30,6 +36,95 @@ pub trait ChunkSource {
     fn fetch(&mut self, id: &ChunkId) -> Result<Vec<u8>, String>;
 }
 
+/// A password from a `${env:…}` reference or a file (its trailing newline dropped);
+/// `what` names it in messages ("postgres password"), which never quote it.
+pub fn password(
+    secret: Option<&Secret>,
+    file: Option<&PathBuf>,
+    policy: &Policy,
+    what: &str,
+) -> Result<Option<String>, Failure> {
+    if let Some(secret) = secret {
+        return secret
+            .resolve()
+            .map(|r| Some(r.expose().to_string()))
+            .map_err(|e| Failure::new(Code::SecretUnresolved, format!("{what}: {e}")));
+    }
+    if let Some(file) = file {
+        let path = policy.resolve_path(file);
+        return std::fs::read_to_string(&path)
+            .map(|t| Some(t.trim_end_matches(['\n', '\r']).to_string()))
+            .map_err(|e| {
+                Failure::new(
+                    Code::SecretUnresolved,
+                    format!("{what}: cannot read {}: {e}", path.display()),
+                )
+            });
+    }
+    Ok(None)
+}
+
+/// An entry's bytes as a stream, chunk by chunk from a [`ChunkSource`] (each chunk
+/// checked against its id there); a total that differs from the entry's size is an
+/// error at the end.
+pub struct EntryReader<'a> {
+    entry: &'a Entry,
+    source: &'a mut dyn ChunkSource,
+    next: usize,
+    chunk: Vec<u8>,
+    at: usize,
+    total: u64,
+}
+
+impl std::fmt::Debug for EntryReader<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EntryReader({}, {} bytes)", self.entry.path, self.total)
+    }
+}
+
+impl<'a> EntryReader<'a> {
+    pub fn new(entry: &'a Entry, source: &'a mut dyn ChunkSource) -> Self {
+        EntryReader {
+            entry,
+            source,
+            next: 0,
+            chunk: Vec::new(),
+            at: 0,
+            total: 0,
+        }
+    }
+}
+
+impl Read for EntryReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.chunk.len() {
+            let Some(id) = self.entry.chunks.get(self.next) else {
+                if self.total != self.entry.size {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "{}: {} bytes restored, the snapshot says {}",
+                            self.entry.path, self.total, self.entry.size
+                        ),
+                    ));
+                }
+                return Ok(0);
+            };
+            self.chunk = self
+                .source
+                .fetch(id)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            self.next += 1;
+            self.at = 0;
+            self.total += self.chunk.len() as u64;
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
 /// Asks every source's server what `plan` should know: sizes, databases no source
 /// covers, whether the tools fit. A server that does not answer is a warning here;
 /// its backup will fail on its own.
@@ -44,6 +139,13 @@ pub async fn probe_all(policy: &crate::policy::Policy) -> crate::plan::Probes {
     // Per server: every database it has, and the ones some source covers.
     let mut servers: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
     for (name, source) in &policy.sources {
+        if let SourceKind::Redis(r) = &source.kind {
+            let probe = tokio::task::block_in_place(|| redis::probe(r, policy));
+            probes
+                .sources
+                .insert(name.clone(), redis_probe(name, source, r, probe));
+            continue;
+        }
         let SourceKind::Postgres(pg) = &source.kind else {
             continue;
         };
@@ -117,4 +219,90 @@ pub async fn probe_all(policy: &crate::policy::Policy) -> crate::plan::Probes {
         }
     }
     probes
+}
+
+/// What `plan` shows of a Redis server: the mode, key counts, persistence drift and
+/// health.
+fn redis_probe(
+    name: &str,
+    source: &crate::policy::ResolvedSource,
+    r: &crate::policy::model::RedisSource,
+    probe: Result<redis::Probe, Failure>,
+) -> crate::plan::SourceProbe {
+    use crate::plan::{SourceProbe, Warning};
+    use crate::policy::model::RedisMode;
+
+    let mut sp = SourceProbe::default();
+    let warn = |sp: &mut SourceProbe, code: Code, message: String| {
+        sp.warnings.push(Warning::about(code, Some(name), message));
+    };
+    let probe = match probe {
+        Ok(p) => p,
+        Err(f) => {
+            warn(
+                &mut sp,
+                f.code,
+                format!(
+                    "{name}: {}; its backup will fail unless the server answers",
+                    f.message
+                ),
+            );
+            return sp;
+        }
+    };
+    let keys: u64 = probe.keys.values().sum();
+    let counted = format!(
+        "{keys} keys in {} database{}",
+        probe.keys.len(),
+        crate::plan::plural(probe.keys.len())
+    );
+    sp.mode = Some(match (&probe.scan_because, r.mode) {
+        (None, _) => format!("sync, point in time ({counted})"),
+        (Some(_), RedisMode::Scan) => format!("scan, not point in time ({counted})"),
+        (Some(why), RedisMode::Auto) => {
+            warn(
+                &mut sp,
+                Code::NotPointInTime,
+                format!(
+                    "{name}: {why}; the backup falls back to SCAN + DUMP, which is not point in time"
+                ),
+            );
+            format!("scan, not point in time ({counted})")
+        }
+        (Some(why), RedisMode::Sync) => {
+            warn(
+                &mut sp,
+                Code::SourceFailed,
+                format!("{name}: {why}; with `mode: sync` its backup will fail"),
+            );
+            format!("sync, refused ({counted})")
+        }
+    });
+    let declared = source.kind.declared_settings();
+    if !declared.is_empty() {
+        match probe.persistence {
+            Ok(current) => {
+                sp.settings = current
+                    .into_iter()
+                    .filter(|(k, _)| declared.contains_key(k))
+                    .collect();
+            }
+            Err(why) => warn(
+                &mut sp,
+                Code::ConfigRefused,
+                format!("{name}: cannot read its persistence settings ({why}); drift is unknown"),
+            ),
+        }
+    }
+    for problem in probe.unhealthy {
+        warn(
+            &mut sp,
+            Code::PersistenceUnhealthy,
+            format!(
+                "{name}: Redis {} reports that {problem}",
+                probe.redis_version
+            ),
+        );
+    }
+    sp
 }

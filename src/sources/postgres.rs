@@ -21,7 +21,7 @@ use super::{ChunkSink, ChunkSource};
 use crate::error::{Code, Failure};
 use crate::policy::Policy;
 use crate::policy::model::PostgresSource;
-use crate::repo::format::{Entry, EntryKind, Tree};
+use crate::repo::format::{Entry, Tree};
 use crate::sources::files::ScanReport;
 
 /// The entry that holds roles and tablespaces.
@@ -246,24 +246,12 @@ impl Connection {
 }
 
 fn password(pg: &PostgresSource, policy: &Policy) -> Result<Option<String>, Failure> {
-    if let Some(secret) = &pg.password {
-        return secret
-            .resolve()
-            .map(|r| Some(r.expose().to_string()))
-            .map_err(|e| Failure::new(Code::SecretUnresolved, format!("postgres password: {e}")));
-    }
-    if let Some(file) = &pg.password_file {
-        let path = policy.resolve_path(file);
-        return std::fs::read_to_string(&path)
-            .map(|t| Some(t.trim_end_matches(['\n', '\r']).to_string()))
-            .map_err(|e| {
-                Failure::new(
-                    Code::SecretUnresolved,
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            });
-    }
-    Ok(None)
+    super::password(
+        pg.password.as_ref(),
+        pg.password_file.as_ref(),
+        policy,
+        "postgres password",
+    )
 }
 
 /// What the server says about itself.
@@ -539,19 +527,8 @@ pub fn backup(
 ) -> Result<ScanReport, Failure> {
     let mut report = ScanReport::default();
     let now = Utc::now();
-    let entry = |path: String, stored: super::Stored| Entry {
-        path,
-        kind: EntryKind::File,
-        mode: 0o600,
-        mtime: now.timestamp(),
-        mtime_ns: now.timestamp_subsec_nanos(),
-        size: stored.bytes,
-        ino: 0,
-        ctime: 0,
-        ctime_ns: 0,
-        target: None,
-        chunks: stored.chunks,
-    };
+    let entry =
+        |path: String, stored: super::Stored| Entry::stream(path, stored.bytes, stored.chunks, now);
     if p.globals {
         let mut cmd = p.conn.command(&p.tools.tool("pg_dumpall"));
         cmd.args(["--globals-only", "--no-password", "-l"])

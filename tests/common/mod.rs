@@ -8,6 +8,7 @@
 #![allow(dead_code)] // each test file uses its own part of the harness
 
 pub mod pg;
+pub mod redis;
 
 pub mod s3;
 
@@ -49,6 +50,20 @@ sources:
     depends_on: [config]
 "#;
 
+/// The head of a policy with the demo recipient, a repository key file and one `fs`
+/// destination `local`: sources follow, indented two spaces.
+pub const LOCAL_POLICY_HEAD: &str = r#"version: 1
+encryption:
+  recipients:
+    - keys/demo-recipient.asc
+  repository_key_file: repo.key
+destinations:
+  local:
+    type: fs
+    root: backups
+sources:
+"#;
+
 /// The secret key of the demo recipient, for restores and `verify --read-data`.
 pub fn secret_key() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys/demo-recipient.secret.asc")
@@ -87,6 +102,13 @@ impl Sandbox {
         let key = std::fs::read_to_string(&key).expect("read the demo recipient key");
         sandbox.write("keys/demo-recipient.asc", &key);
         sandbox.write("backplan.yaml", policy);
+        sandbox
+    }
+
+    /// A sandbox with `policy` whose repository `init` has made.
+    pub fn initialised(policy: &str) -> Sandbox {
+        let sandbox = Sandbox::with_policy(policy);
+        sandbox.run(&["init"]).stdout("repository created").check();
         sandbox
     }
 
