@@ -1058,3 +1058,79 @@ fn a_source_that_fails_is_a_failed_snapshot_and_the_others_succeed() {
         .check();
     assert_eq!(sandbox.read("restored/file.txt"), "here\n");
 }
+
+// --- the snapshot catalog -------------------------------------------------------------
+
+/// Ids of the snapshots `snapshots --format json` lists on `local`.
+fn listed_ids(sandbox: &Sandbox) -> BTreeSet<String> {
+    let run = sandbox.run(&["snapshots", "--format", "json"]).check();
+    let v: Value = serde_json::from_str(&run.stdout).expect("snapshots JSON");
+    v["destinations"]["local"]["snapshots"]
+        .as_array()
+        .expect("a list of snapshots")
+        .iter()
+        .map(|s| s["id"].as_str().expect("an id").to_string())
+        .collect()
+}
+
+fn catalogs(sandbox: &Sandbox) -> Vec<std::path::PathBuf> {
+    match std::fs::read_dir(sandbox.path("backups/catalog")) {
+        Ok(dir) => dir.map(|e| e.expect("entry").path()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[test]
+fn the_catalog_stands_in_for_the_snapshot_headers_and_the_listing_stays_the_truth() {
+    // 70 sources: one apply makes enough snapshots to write a catalog.
+    let mut sources = String::new();
+    for i in 0..70 {
+        sources.push_str(&config_source(&format!("c{i:02}"), &format!("c{i:02}.txt")));
+    }
+    let sandbox = Sandbox::initialised(&policy(&sources));
+    for i in 0..70 {
+        sandbox.write(&format!("c{i:02}.txt"), &format!("config {i}\n"));
+    }
+    sandbox.run(&["apply"]).check();
+    let first = listed_ids(&sandbox);
+    assert_eq!(first.len(), 70);
+    assert_eq!(catalogs(&sandbox).len(), 1, "one apply of 70 writes a catalog");
+
+    // A snapshot deleted behind the catalog's back is gone from the inventory; the
+    // catalog's entry for it does not bring it back.
+    let gone = first.iter().next().expect("a snapshot").clone();
+    std::fs::remove_file(sandbox.path(&format!("backups/snapshots/{gone}"))).expect("remove");
+    let after = listed_ids(&sandbox);
+    assert_eq!(after.len(), 69);
+    assert!(!after.contains(&gone));
+
+    // Snapshots made after the catalog are read one by one, alongside it.
+    let tomorrow = (Utc::now() + chrono::Duration::days(1)).to_rfc3339_opts(SecondsFormat::Secs, true);
+    sandbox.run(&["apply", "--now", &tomorrow]).check();
+    let both = listed_ids(&sandbox);
+    assert_eq!(both.len(), 139);
+    assert!(after.is_subset(&both));
+    // The second apply folded them into one new catalog.
+    let written = catalogs(&sandbox);
+    assert_eq!(written.len(), 1, "{written:?}");
+
+    // A damaged catalog is named by plan and ignored: nothing goes missing.
+    let path = &written[0];
+    let mut bytes = std::fs::read(path).expect("read the catalog");
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(path, bytes).expect("damage the catalog");
+    assert_eq!(listed_ids(&sandbox), both);
+    sandbox.run(&["plan"]).stdout("BP220").stdout("catalog/").check();
+    let secret = secret_key().display().to_string();
+    sandbox
+        .run(&["verify", "--secret-key", &secret])
+        .fails()
+        .stdout("catalog/")
+        .check();
+    // The next apply rewrites it, and verify is clean again.
+    let later = (Utc::now() + chrono::Duration::days(2)).to_rfc3339_opts(SecondsFormat::Secs, true);
+    sandbox.run(&["apply", "--now", &later]).check();
+    assert_eq!(listed_ids(&sandbox).len(), 209);
+    sandbox.run(&["verify", "--read-data", "--secret-key", &secret]).check();
+}

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
+use tokio::sync::{OnceCell, mpsc};
 
 use super::{Done, Executor};
 use crate::error::{Code, Failure};
@@ -34,6 +34,10 @@ pub struct StorageExecutor {
     recipients: Recipients,
     repos: HashMap<String, Repo>,
     run_id: String,
+    /// Each destination's snapshot headers as this apply found them, read once for
+    /// every backup's parent (a source's newest snapshot does not change while its
+    /// one backup of this apply runs).
+    headers: HashMap<String, OnceCell<Vec<crate::repo::format::SnapshotHeader>>>,
 }
 
 impl StorageExecutor {
@@ -48,6 +52,10 @@ impl StorageExecutor {
             policy,
             key,
             recipients,
+            headers: repos
+                .iter()
+                .map(|r| (r.name.clone(), OnceCell::new()))
+                .collect(),
             repos: repos.into_iter().map(|r| (r.name.clone(), r)).collect(),
             run_id: format!("{}-{}", now.format("%Y%m%dT%H%M%SZ"), random_hex(2)),
         }
@@ -75,6 +83,19 @@ impl StorageExecutor {
             }
         }
         Ok(())
+    }
+
+    /// Rewrites each destination's snapshot catalog where it has fallen behind, so
+    /// that the next inventory reads one object rather than one per snapshot. A
+    /// failure costs only speed; it is returned for the operator to see.
+    pub async fn compact_catalogs(&self) -> Vec<Failure> {
+        let mut problems = Vec::new();
+        for repo in self.repos.values() {
+            if let Err(f) = repo.compact_catalog().await {
+                problems.push(f);
+            }
+        }
+        problems
     }
 
     /// Backs a source up; whatever goes wrong, a failed snapshot records it, so that
@@ -270,14 +291,28 @@ impl StorageExecutor {
     async fn parent_tree(&self, source: &str, repos: &[Repo]) -> Result<Option<Tree>, Failure> {
         for repo in repos {
             let mut best: Option<SnapshotInfo> = None;
-            for (_, header) in repo.snapshot_headers().await? {
-                let Ok(h) = header else { continue };
+            let headers = match self.headers.get(&repo.name) {
+                Some(cell) => {
+                    cell.get_or_try_init(|| async {
+                        Ok::<_, Failure>(
+                            repo.snapshot_headers()
+                                .await?
+                                .into_iter()
+                                .filter_map(|(_, h)| h.ok())
+                                .collect(),
+                        )
+                    })
+                    .await?
+                }
+                None => continue,
+            };
+            for h in headers {
                 if h.snapshot.source == source
                     && h.snapshot.status == SnapshotStatus::Complete
                     && h.key_id == self.key.id()
                     && best.as_ref().is_none_or(|b| h.snapshot.time > b.time)
                 {
-                    best = Some(h.snapshot);
+                    best = Some(h.snapshot.clone());
                 }
             }
             if let Some(best) = best {

@@ -136,8 +136,13 @@ async fn verify_repo(
             return f;
         }
     }
-    let headers = match repo.snapshot_headers().await {
-        Ok(h) => h,
+    let headers = match repo.scan_headers().await {
+        Ok(scan) => {
+            for (path, why) in scan.damaged_catalogs {
+                note(&mut f, "", format!("{path} is damaged: {why}; the next apply rewrites it"));
+            }
+            scan.headers
+        }
         Err(e) => {
             note(&mut f, "", e.message);
             return f;
@@ -177,6 +182,11 @@ async fn verify_repo(
         }
         let (key, index) = &opened[&header.key_id];
         match repo.read_snapshot(key, &id).await {
+            Ok((actual, _)) if actual != header => note(
+                &mut f,
+                &id,
+                format!("the snapshot catalog's copy of snapshots/{id} differs from the object"),
+            ),
             Ok((_, tree)) => {
                 let chunks: HashSet<_> =
                     tree.entries.iter().flat_map(|e| e.chunks.iter()).collect();

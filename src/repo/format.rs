@@ -109,6 +109,17 @@ pub struct SnapshotHeader {
     pub tree_hash: String,
 }
 
+/// The public header of `catalog/<hash>`: copies of snapshot headers, so that reading
+/// the inventory takes one object instead of one per snapshot. Only a cache: the
+/// `snapshots/` objects stay the truth, and an entry counts only while its snapshot
+/// object is listed (a pruned snapshot's entry is ignored until the next rewrite).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatalogHeader {
+    pub format: u32,
+    /// Snapshot object path (`snapshots/<id>`) → that object's header.
+    pub snapshots: std::collections::BTreeMap<String, SnapshotHeader>,
+}
+
 /// The public header of `policies/<name>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyHeader {

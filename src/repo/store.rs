@@ -9,7 +9,8 @@ use futures::StreamExt;
 use opendal::{ErrorKind, Operator};
 
 use super::format::{
-    FORMAT_VERSION, IndexBody, Marker, PackRecord, PolicyHeader, SealedHeader, SnapshotHeader, Tree,
+    CatalogHeader, FORMAT_VERSION, IndexBody, Marker, PackRecord, PolicyHeader, SealedHeader,
+    SnapshotHeader, Tree,
 };
 use super::keys::{ChunkId, RepoKey};
 use super::lock::LockInfo;
@@ -23,6 +24,27 @@ pub const MARKER: &str = "backplan.json";
 
 /// How many objects are read at once when listing snapshots.
 const READ_CONCURRENCY: usize = 32;
+
+/// Where the snapshot catalogs live.
+const CATALOG_DIR: &str = "catalog/";
+/// The catalog is rewritten once this many listed snapshots are missing from it, or
+/// this many of its entries name snapshots that are gone.
+const CATALOG_SLACK: usize = 64;
+
+/// Every snapshot header, and how the catalogs covered them.
+#[derive(Debug, Default)]
+pub struct HeaderScan {
+    pub headers: Vec<(String, Result<SnapshotHeader, Failure>)>,
+    /// The catalog objects read.
+    catalogs: Vec<String>,
+    /// Catalog objects that could not be read, and why (their snapshots were read
+    /// one by one instead).
+    pub damaged_catalogs: Vec<(String, String)>,
+    /// Listed snapshots no catalog holds.
+    uncatalogued: usize,
+    /// Catalog entries whose snapshot is no longer listed.
+    stale: usize,
+}
 
 /// A repository in one destination.
 #[derive(Debug, Clone)]
@@ -119,7 +141,19 @@ impl Repo {
     }
 
     async fn read_opt(&self, path: &str) -> Result<Option<Vec<u8>>, Failure> {
-        match self.op.read(path).await {
+        self.read_sized(path, 0).await
+    }
+
+    /// Reads an object whose size a listing gave (0: unknown). A bounded read asks
+    /// the backend for exactly that many bytes; an unbounded one makes some (a local
+    /// folder) fill a 2 MiB buffer for a 600-byte header.
+    async fn read_sized(&self, path: &str, size: u64) -> Result<Option<Vec<u8>>, Failure> {
+        let read = if size > 0 {
+            self.op.read_with(path).range(0..size).await
+        } else {
+            self.op.read(path).await
+        };
+        match read {
             Ok(b) => Ok(Some(b.to_vec())),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(storage(&self.name, &format!("reading {path}"), e)),
@@ -169,11 +203,21 @@ impl Repo {
     }
 
     async fn list(&self, dir: &str) -> Result<Vec<String>, Failure> {
+        Ok(self
+            .list_sized(dir)
+            .await?
+            .into_iter()
+            .map(|(path, _)| path)
+            .collect())
+    }
+
+    /// The objects under `dir` with the size the listing gives (0 where it gives none).
+    async fn list_sized(&self, dir: &str) -> Result<Vec<(String, u64)>, Failure> {
         match self.op.list_with(dir).recursive(true).await {
             Ok(entries) => Ok(entries
                 .into_iter()
                 .filter(|e| e.metadata().is_file())
-                .map(|e| e.path().to_string())
+                .map(|e| (e.path().to_string(), e.metadata().content_length()))
                 .collect()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(storage(&self.name, &format!("listing {dir}"), e)),
@@ -263,12 +307,18 @@ impl Repo {
             return Ok(DestinationState::default());
         }
         let mut state = DestinationState::default();
-        for (path, result) in self.snapshot_headers().await? {
+        let scan = self.scan_headers().await?;
+        for (path, result) in scan.headers {
             match result {
                 Ok(h) => state.snapshots.push(h.snapshot),
                 Err(f) => state.damaged.push(format!("{path}: {}", f.message)),
             }
         }
+        state.damaged.extend(
+            scan.damaged_catalogs
+                .into_iter()
+                .map(|(path, why)| format!("{path}: {why} (its snapshots were read one by one)")),
+        );
         state.applied_policy = self.applied_policy(key).await?;
         for (path, result) in self.locks().await? {
             match result {
@@ -279,14 +329,49 @@ impl Repo {
         Ok(state)
     }
 
-    /// Every snapshot header, read concurrently.
+    /// Every snapshot header: from the catalogs where they hold it, the rest read
+    /// concurrently.
     pub async fn snapshot_headers(
         &self,
     ) -> Result<Vec<(String, Result<SnapshotHeader, Failure>)>, Failure> {
-        let paths = self.list("snapshots/").await?;
-        let results: Vec<(String, Result<SnapshotHeader, Failure>)> = futures::stream::iter(paths)
-            .map(|path| async move {
-                let result = match self.read_opt(&path).await {
+        Ok(self.scan_headers().await?.headers)
+    }
+
+    /// [`Repo::snapshot_headers`], with the catalogs that could not be read.
+    pub async fn scan_headers(&self) -> Result<HeaderScan, Failure> {
+        let listed = self.list_sized("snapshots/").await?;
+        let mut scan = HeaderScan::default();
+        let mut cached: HashMap<String, SnapshotHeader> = HashMap::new();
+        for (path, size) in self.list_sized(CATALOG_DIR).await? {
+            // Deleted by a rewrite since the listing: its successor is listed too,
+            // or the snapshots are read one by one.
+            let Some(bytes) = self.read_sized(&path, size).await? else {
+                continue;
+            };
+            match object::header::<CatalogHeader>(&bytes) {
+                Ok(catalog) => {
+                    cached.extend(catalog.snapshots);
+                    scan.catalogs.push(path);
+                }
+                Err(d) => scan.damaged_catalogs.push((path, d.0)),
+            }
+        }
+        let mut missing = Vec::new();
+        let mut seen = 0;
+        for (path, size) in listed {
+            match cached.get(&path) {
+                Some(header) => {
+                    seen += 1;
+                    scan.headers.push((path, Ok(header.clone())));
+                }
+                None => missing.push((path, size)),
+            }
+        }
+        scan.stale = cached.len() - seen;
+        scan.uncatalogued = missing.len();
+        let read: Vec<(String, Result<SnapshotHeader, Failure>)> = futures::stream::iter(missing)
+            .map(|(path, size)| async move {
+                let result = match self.read_sized(&path, size).await {
                     Ok(Some(bytes)) => object::header::<SnapshotHeader>(&bytes)
                         .map_err(|d| damaged(&self.name, &path, &d.0)),
                     // Deleted (pruned) between the listing and the read: not damaged.
@@ -299,7 +384,45 @@ impl Repo {
             .filter_map(std::future::ready)
             .collect()
             .await;
-        Ok(results)
+        scan.headers.extend(read);
+        Ok(scan)
+    }
+
+    /// Rewrites the snapshot catalog when it has fallen behind: one new object with
+    /// every readable header, then the old catalogs deleted (write new, then delete
+    /// old). Racing rewrites leave two catalogs, which readers merge; the next rewrite
+    /// folds them. Returns whether it wrote one.
+    pub async fn compact_catalog(&self) -> Result<bool, Failure> {
+        let scan = self.scan_headers().await?;
+        if scan.uncatalogued < CATALOG_SLACK
+            && scan.stale < CATALOG_SLACK
+            && scan.catalogs.len() <= 1
+            && scan.damaged_catalogs.is_empty()
+        {
+            return Ok(false);
+        }
+        let catalog = CatalogHeader {
+            format: FORMAT_VERSION,
+            snapshots: scan
+                .headers
+                .into_iter()
+                .filter_map(|(path, h)| Some((path, h.ok()?)))
+                .collect(),
+        };
+        let bytes = object::encode(&catalog, &[]);
+        let name = format!("{CATALOG_DIR}{}", blake3::hash(&bytes).to_hex());
+        self.create(&name, bytes).await?;
+        let old = self.list(CATALOG_DIR).await?;
+        for path in old.into_iter().filter(|p| *p != name) {
+            // Only those this rewrite read, or that were damaged: a catalog another
+            // rewrite wrote meanwhile may hold snapshots this one did not see.
+            let read = scan.catalogs.contains(&path)
+                || scan.damaged_catalogs.iter().any(|(d, _)| *d == path);
+            if read {
+                self.delete(&path).await?;
+            }
+        }
+        Ok(true)
     }
 
     async fn applied_policy(
