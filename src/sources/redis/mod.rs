@@ -187,6 +187,11 @@ pub fn probe(r: &RedisSource, policy: &Policy) -> Result<Probe, Failure> {
     {
         unhealthy.push("its last AOF rewrite failed (aof_last_bgrewrite_status:err)".into());
     }
+    if let Ok(config) = &persistence
+        && let Some(overdue) = save_overdue(config, &state, Utc::now().timestamp())
+    {
+        unhealthy.push(overdue);
+    }
     Ok(Probe {
         redis_version: server.get("redis_version").cloned().unwrap_or_default(),
         keys,
@@ -197,6 +202,34 @@ pub fn probe(r: &RedisSource, policy: &Policy) -> Result<Probe, Failure> {
         persistence,
         unhealthy,
     })
+}
+
+/// Whether the server's save points should have saved long ago: changes are pending
+/// and the last save is more than twice the longest save interval old, with no
+/// save running. Redis then says nothing itself when the save never starts.
+fn save_overdue(
+    config: &BTreeMap<String, String>,
+    state: &BTreeMap<String, String>,
+    now: i64,
+) -> Option<String> {
+    let points: Vec<u64> = config
+        .get("save")?
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let longest = points.chunks(2).map(|p| p[0]).max()?;
+    let number = |k: &str| state.get(k).and_then(|v| v.parse::<i64>().ok());
+    let changes = number("rdb_changes_since_last_save")?;
+    let last = number("rdb_last_save_time")?;
+    let age = now - last;
+    (changes > 0 && number("rdb_bgsave_in_progress") == Some(0) && age > 2 * longest as i64)
+        .then(|| {
+            format!(
+                "its last save was {} ago with {changes} changes since, though its save points are \"{}\"",
+                humantime::format_duration(std::time::Duration::from_secs(age.max(0) as u64)),
+                config.get("save").map(String::as_str).unwrap_or_default()
+            )
+        })
 }
 
 /// Why `SYNC` would be refused, without starting one: the command is gone (renamed
@@ -943,6 +976,30 @@ mod tests {
         assert_eq!(rdb_version_for("7.2.4"), 11);
         assert_eq!(rdb_version_for("7.4.1"), 12);
         assert_eq!(rdb_version_for("8.0.0"), 12);
+    }
+
+    #[test]
+    fn a_save_long_overdue_with_pending_changes_is_unhealthy() {
+        let config: BTreeMap<String, String> =
+            [("save".to_string(), "3600 1 300 100".to_string())].into();
+        let state = |changes: &str, last: i64, running: &str| -> BTreeMap<String, String> {
+            [
+                ("rdb_changes_since_last_save".to_string(), changes.to_string()),
+                ("rdb_last_save_time".to_string(), last.to_string()),
+                ("rdb_bgsave_in_progress".to_string(), running.to_string()),
+            ]
+            .into()
+        };
+        let now = 1_800_000_000;
+        let overdue = save_overdue(&config, &state("12", now - 3 * 3600, "0"), now);
+        assert!(overdue.is_some_and(|m| m.contains("3h") && m.contains("12 changes")));
+        // Within twice the longest interval, nothing pending, or a save running: fine.
+        assert_eq!(save_overdue(&config, &state("12", now - 3600, "0"), now), None);
+        assert_eq!(save_overdue(&config, &state("0", now - 9 * 3600, "0"), now), None);
+        assert_eq!(save_overdue(&config, &state("12", now - 9 * 3600, "1"), now), None);
+        // No save points: the server is not meant to save.
+        let none: BTreeMap<String, String> = [("save".to_string(), String::new())].into();
+        assert_eq!(save_overdue(&none, &state("12", now - 9 * 3600, "0"), now), None);
     }
 
     #[test]
