@@ -5,6 +5,8 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::thread::Scope;
 
 use crate::pipeline::crypto::SecretKeys;
 use crate::repo::format::pack_path;
@@ -136,5 +138,55 @@ impl ChunkSource for RepoFetcher {
             ));
         }
         Ok(plain)
+    }
+}
+
+/// Chunks fetched ahead of a restore (each up to the largest chunk, 4 MiB).
+const AHEAD: usize = 8;
+
+/// Fetches chunks on a thread of its own, in the order a restore will ask for them,
+/// so that decrypting, decompressing and checking the next chunks overlaps with
+/// writing this one. The restore must ask in exactly that order.
+#[derive(Debug)]
+pub struct Prefetch {
+    rx: Receiver<(ChunkId, Result<Vec<u8>, String>)>,
+}
+
+impl Prefetch {
+    /// Starts fetching `order` from `source` on a thread of `scope`; the thread stops
+    /// at the first error, or when this value is dropped.
+    pub fn start<'scope, 'env>(
+        scope: &'scope Scope<'scope, 'env>,
+        source: &'env mut (dyn ChunkSource + Send),
+        order: Vec<ChunkId>,
+    ) -> Prefetch {
+        let (tx, rx) = sync_channel(AHEAD);
+        scope.spawn(move || {
+            for id in order {
+                let fetched = source.fetch(&id);
+                let failed = fetched.is_err();
+                if tx.send((id, fetched)).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Prefetch { rx }
+    }
+}
+
+impl ChunkSource for Prefetch {
+    fn fetch(&mut self, id: &ChunkId) -> Result<Vec<u8>, String> {
+        match self.rx.recv() {
+            Ok((got, fetched)) if got == *id => fetched,
+            Ok((got, _)) => Err(format!(
+                "the restore asked for chunk {} where {} was fetched ahead",
+                id.to_hex(),
+                got.to_hex()
+            )),
+            Err(_) => Err(format!(
+                "chunk {} was not among those fetched ahead",
+                id.to_hex()
+            )),
+        }
     }
 }

@@ -3,9 +3,16 @@
 //! that lacks it — compresses it with zstd, encrypts it once to the recipients and
 //! adds it to that destination's pack. Full packs go to an uploader over a bounded
 //! channel, so memory stays at a few packs whatever the size of the data.
+//!
+//! Two threads share the work: the caller's reads, chunks and hashes (and decides,
+//! in stream order, which destination needs which chunk); a sealer thread
+//! compresses, encrypts and packs. They are joined by a channel of a few chunks.
 
 use std::collections::HashSet;
 use std::io::{self, Read};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 
 use fastcdc::v2020::{Normalization, StreamCDC};
 use tokio::sync::mpsc;
@@ -18,53 +25,99 @@ use crate::sources::{ChunkSink, Stored};
 /// A finished pack on its way to storage.
 pub type PackUpload = (Vec<u8>, PackRecord);
 
+/// Chunks waiting for the sealer: enough to keep it busy while the next is cut.
+const SEAL_QUEUE: usize = 4;
+
 /// One destination's side of the sink.
 #[derive(Debug)]
 pub struct Target {
     known: HashSet<ChunkId>,
-    builder: PackBuilder,
     tx: mpsc::Sender<PackUpload>,
 }
 
 impl Target {
     /// `known`: the chunks the destination's index already lists.
     pub fn new(known: HashSet<ChunkId>, tx: mpsc::Sender<PackUpload>) -> Target {
-        Target {
-            known,
-            builder: PackBuilder::default(),
-            tx,
-        }
+        Target { known, tx }
     }
+}
 
-    fn flush(&mut self) -> io::Result<()> {
-        if self.builder.is_empty() {
-            return Ok(());
-        }
-        let (bytes, record) = std::mem::take(&mut self.builder).finish();
-        self.tx
-            .blocking_send((bytes, record))
-            .map_err(|_| io::Error::other("the upload of a pack failed"))
-    }
+/// A chunk to seal, and the destinations (by position) that need it.
+struct Work {
+    id: ChunkId,
+    data: Vec<u8>,
+    targets: Vec<usize>,
 }
 
 /// Chunks, deduplicates, compresses, encrypts and packs for several destinations.
 pub struct RepoSink {
     hasher: ChunkHasher,
     seed: u64,
-    /// One compression context for the whole stream, not one per chunk.
-    compressor: zstd::bulk::Compressor<'static>,
-    key_set: KeySet,
-    pub targets: Vec<Target>,
+    /// Per destination, the chunks it holds or has been sent: decided here, so the
+    /// sealer never sees a chunk twice for one destination.
+    known: Vec<HashSet<ChunkId>>,
+    work: Option<std::sync::mpsc::SyncSender<Work>>,
+    sealer: Option<JoinHandle<io::Result<()>>>,
+    /// Set when the sink is dropped unfinished: the sealer then uploads nothing more.
+    abandoned: Arc<AtomicBool>,
+    /// Reused for streams shorter than the smallest chunk.
+    short: Vec<u8>,
     pub bytes_read: u64,
 }
 
 impl std::fmt::Debug for RepoSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RepoSink")
-            .field("targets", &self.targets.len())
+            .field("targets", &self.known.len())
             .field("bytes_read", &self.bytes_read)
             .finish_non_exhaustive()
     }
+}
+
+/// The sealer's side: one compression context for the whole backup, the key set,
+/// and each destination's pack in the making.
+struct Sealer {
+    compressor: zstd::bulk::Compressor<'static>,
+    key_set: KeySet,
+    packs: Vec<(PackBuilder, mpsc::Sender<PackUpload>)>,
+}
+
+impl Sealer {
+    fn run(
+        mut self,
+        work: std::sync::mpsc::Receiver<Work>,
+        abandoned: &AtomicBool,
+    ) -> io::Result<()> {
+        for w in work {
+            let compressed = self.compressor.compress(&w.data)?;
+            let packet = self
+                .key_set
+                .encrypt(&compressed)
+                .map_err(|e| io::Error::other(e.0))?;
+            for t in w.targets {
+                let (builder, tx) = &mut self.packs[t];
+                builder.add(w.id, &self.key_set.packets, &packet, w.data.len() as u32);
+                if builder.len() >= PACK_TARGET {
+                    flush(builder, tx)?;
+                }
+            }
+        }
+        if !abandoned.load(Ordering::SeqCst) {
+            for (builder, tx) in &mut self.packs {
+                flush(builder, tx)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn flush(builder: &mut PackBuilder, tx: &mpsc::Sender<PackUpload>) -> io::Result<()> {
+    if builder.is_empty() {
+        return Ok(());
+    }
+    let (bytes, record) = std::mem::take(builder).finish();
+    tx.blocking_send((bytes, record))
+        .map_err(|_| io::Error::other("the upload of a pack failed"))
 }
 
 impl RepoSink {
@@ -74,30 +127,113 @@ impl RepoSink {
         level: i32,
         targets: Vec<Target>,
     ) -> io::Result<RepoSink> {
+        let mut known = Vec::new();
+        let mut packs = Vec::new();
+        for t in targets {
+            known.push(t.known);
+            packs.push((PackBuilder::default(), t.tx));
+        }
+        let sealer = Sealer {
+            compressor: zstd::bulk::Compressor::new(level)?,
+            key_set,
+            packs,
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel(SEAL_QUEUE);
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let flag = abandoned.clone();
+        let handle = std::thread::Builder::new()
+            .name("backplan-sealer".into())
+            .spawn(move || sealer.run(rx, &flag))?;
         Ok(RepoSink {
             hasher: key.chunk_id(),
             seed: key.chunker_seed(),
-            compressor: zstd::bulk::Compressor::new(level)?,
-            key_set,
-            targets,
+            known,
+            work: Some(tx),
+            sealer: Some(handle),
+            abandoned,
+            short: Vec::new(),
             bytes_read: 0,
         })
     }
 
-    /// Sends the last partial packs; dropping the sink then closes the channels.
+    /// Seals what is queued and sends the last partial packs; the upload channels
+    /// close when this returns.
     pub fn finish(&mut self) -> io::Result<()> {
-        for t in &mut self.targets {
-            t.flush()?;
+        self.work = None;
+        self.join()
+    }
+
+    /// Waits for the sealer and returns how it ended.
+    fn join(&mut self) -> io::Result<()> {
+        match self.sealer.take() {
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the sealer thread panicked"))),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Names a chunk and hands it to the sealer for the destinations that lack it.
+    fn chunk(&mut self, data: Vec<u8>, stored: &mut Stored) -> io::Result<()> {
+        let id = self.hasher.id(&data);
+        stored.chunks.push(id);
+        stored.bytes += data.len() as u64;
+        let targets: Vec<usize> = self
+            .known
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, k)| k.insert(id).then_some(i))
+            .collect();
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let sent = match &self.work {
+            Some(tx) => tx.send(Work { id, data, targets }).is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        // The sealer stopped: its own error says why.
+        self.work = None;
+        Err(match self.join() {
+            Err(e) => e,
+            Ok(()) => io::Error::other("the sink is finished"),
+        })
+    }
+}
+
+impl Drop for RepoSink {
+    fn drop(&mut self) {
+        if self.sealer.is_some() {
+            self.abandoned.store(true, Ordering::SeqCst);
+            self.work = None;
+            let _ = self.join();
+        }
     }
 }
 
 impl ChunkSink for RepoSink {
     fn store(&mut self, reader: &mut dyn Read) -> io::Result<Stored> {
         let mut stored = Stored::default();
+        // A stream shorter than the smallest chunk is one chunk, exactly as the
+        // chunker would cut it, without the chunker's buffer of the largest chunk
+        // (4 MiB, zeroed for every small file).
+        let mut short = std::mem::take(&mut self.short);
+        short.clear();
+        (&mut *reader)
+            .take(u64::from(CHUNK_MIN))
+            .read_to_end(&mut short)?;
+        if short.len() < CHUNK_MIN as usize {
+            if !short.is_empty() {
+                self.chunk(short.clone(), &mut stored)?;
+            }
+            self.short = short;
+            self.bytes_read += stored.bytes;
+            return Ok(stored);
+        }
         let chunker = StreamCDC::with_level_and_seed(
-            reader,
+            (&short[..]).chain(reader),
             CHUNK_MIN as usize,
             CHUNK_AVG as usize,
             CHUNK_MAX as usize,
@@ -106,32 +242,9 @@ impl ChunkSink for RepoSink {
         );
         for chunk in chunker {
             let chunk = chunk.map_err(io::Error::from)?;
-            let id = self.hasher.id(&chunk.data);
-            let mut packet = None;
-            for t in &mut self.targets {
-                if t.known.contains(&id) {
-                    continue;
-                }
-                if packet.is_none() {
-                    let compressed = self.compressor.compress(&chunk.data)?;
-                    packet = Some(
-                        self.key_set
-                            .encrypt(&compressed)
-                            .map_err(|e| io::Error::other(e.0))?,
-                    );
-                }
-                if let Some(p) = &packet {
-                    t.builder
-                        .add(id, &self.key_set.packets, p, chunk.length as u32);
-                    t.known.insert(id);
-                    if t.builder.len() >= PACK_TARGET {
-                        t.flush()?;
-                    }
-                }
-            }
-            stored.chunks.push(id);
-            stored.bytes += chunk.length as u64;
+            self.chunk(chunk.data, &mut stored)?;
         }
+        self.short = short;
         self.bytes_read += stored.bytes;
         Ok(stored)
     }

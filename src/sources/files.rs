@@ -32,7 +32,9 @@ use serde::Serialize;
 
 use super::{ChunkSink, ChunkSource};
 use crate::error::{Code, Failure};
+use crate::pipeline::fetch::Prefetch;
 use crate::repo::format::{Entry, EntryKind, Tree};
+use crate::repo::keys::ChunkId;
 
 /// How many paths an error lists before it says "and N more".
 const LIST_LIMIT: usize = 20;
@@ -637,7 +639,7 @@ pub fn restore(
     target: &Path,
     include: &[String],
     force: bool,
-    source: &mut dyn ChunkSource,
+    source: &mut (dyn ChunkSource + Send),
 ) -> Result<RestoreReport, ScanError> {
     let prepared = prepare(tree, target, include)?;
     let blocked: Vec<&str> = prepared
@@ -673,6 +675,27 @@ pub fn restore(
 
     fs::create_dir_all(target)
         .map_err(|e| ScanError::io(format!("cannot create {}: {e}", target.display())))?;
+    // The chunks in the order the loop below writes them, fetched ahead on a thread
+    // of their own.
+    let order: Vec<ChunkId> = prepared
+        .items
+        .iter()
+        .filter(|i| i.kind() == EntryKind::File && i.action != Action::Identical)
+        .filter_map(|i| i.entry)
+        .flat_map(|e| e.chunks.iter().copied())
+        .collect();
+    std::thread::scope(|scope| {
+        let mut ahead = Prefetch::start(scope, source, order);
+        write_items(&prepared, target, &mut ahead)
+    })
+}
+
+/// Writes the prepared items, then sets the directories' metadata.
+fn write_items(
+    prepared: &Prepared<'_>,
+    target: &Path,
+    source: &mut dyn ChunkSource,
+) -> Result<RestoreReport, ScanError> {
     let mut report = RestoreReport::default();
     // Directories whose mode and mtime are set once their contents are written.
     let mut finish_dirs: Vec<(PathBuf, &Entry)> = Vec::new();
