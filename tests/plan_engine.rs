@@ -37,9 +37,9 @@ fn policy(text: &str) -> Policy {
     }
 }
 
-/// One postgres source `db` on one destination `local`, daily at 03:00 UTC, with the
-/// given retention (a YAML flow mapping).
-fn db_policy(retention: &str) -> Policy {
+/// `sources` (YAML indented as under `sources:`) on one destination `local`, daily at
+/// 03:00 UTC.
+fn daily_policy(sources: &str) -> Policy {
     policy(&format!(
         r#"version: 1
 encryption:
@@ -51,11 +51,15 @@ destinations:
   local:
     type: memory
 sources:
-  db:
-    type: postgres
-    url: postgres://backup@db:5432/app
-    retention: {retention}
-"#
+{sources}"#
+    ))
+}
+
+/// One postgres source `db` on one destination `local`, daily at 03:00 UTC, with the
+/// given retention (a YAML flow mapping).
+fn db_policy(retention: &str) -> Policy {
+    daily_policy(&format!(
+        "  db:\n    type: postgres\n    url: postgres://backup@db:5432/app\n    retention: {retention}\n"
     ))
 }
 
@@ -1153,18 +1157,8 @@ fn plan_is_deterministic_and_inventory_order_does_not_matter() {
 
 /// One redis source `cache` declaring persistence, and what its probe found.
 fn redis_case(current_save: &str, current_aof: &str) -> (Policy, plan::Probes) {
-    let policy = policy(
-        r#"version: 1
-encryption:
-  recipients: [keys/demo-recipient.asc]
-defaults:
-  schedule: "0 3 * * *"
-  timezone: UTC
-destinations:
-  local:
-    type: memory
-sources:
-  cache:
+    let policy = daily_policy(
+        r#"  cache:
     type: redis
     url: redis://cache:6379
     persistence:

@@ -1094,7 +1094,11 @@ fn the_catalog_stands_in_for_the_snapshot_headers_and_the_listing_stays_the_trut
     sandbox.run(&["apply"]).check();
     let first = listed_ids(&sandbox);
     assert_eq!(first.len(), 70);
-    assert_eq!(catalogs(&sandbox).len(), 1, "one apply of 70 writes a catalog");
+    assert_eq!(
+        catalogs(&sandbox).len(),
+        1,
+        "one apply of 70 writes a catalog"
+    );
 
     // A snapshot deleted behind the catalog's back is gone from the inventory; the
     // catalog's entry for it does not bring it back.
@@ -1105,7 +1109,8 @@ fn the_catalog_stands_in_for_the_snapshot_headers_and_the_listing_stays_the_trut
     assert!(!after.contains(&gone));
 
     // Snapshots made after the catalog are read one by one, alongside it.
-    let tomorrow = (Utc::now() + chrono::Duration::days(1)).to_rfc3339_opts(SecondsFormat::Secs, true);
+    let tomorrow =
+        (Utc::now() + chrono::Duration::days(1)).to_rfc3339_opts(SecondsFormat::Secs, true);
     sandbox.run(&["apply", "--now", &tomorrow]).check();
     let both = listed_ids(&sandbox);
     assert_eq!(both.len(), 139);
@@ -1121,7 +1126,11 @@ fn the_catalog_stands_in_for_the_snapshot_headers_and_the_listing_stays_the_trut
     bytes[at] ^= 0x01;
     std::fs::write(path, bytes).expect("damage the catalog");
     assert_eq!(listed_ids(&sandbox), both);
-    sandbox.run(&["plan"]).stdout("BP220").stdout("catalog/").check();
+    sandbox
+        .run(&["plan"])
+        .stdout("BP220")
+        .stdout("catalog/")
+        .check();
     let secret = secret_key().display().to_string();
     sandbox
         .run(&["verify", "--secret-key", &secret])
@@ -1132,5 +1141,7 @@ fn the_catalog_stands_in_for_the_snapshot_headers_and_the_listing_stays_the_trut
     let later = (Utc::now() + chrono::Duration::days(2)).to_rfc3339_opts(SecondsFormat::Secs, true);
     sandbox.run(&["apply", "--now", &later]).check();
     assert_eq!(listed_ids(&sandbox).len(), 209);
-    sandbox.run(&["verify", "--read-data", "--secret-key", &secret]).check();
+    sandbox
+        .run(&["verify", "--read-data", "--secret-key", &secret])
+        .check();
 }

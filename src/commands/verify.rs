@@ -139,7 +139,11 @@ async fn verify_repo(
     let headers = match repo.scan_headers().await {
         Ok(scan) => {
             for (path, why) in scan.damaged_catalogs {
-                note(&mut f, "", format!("{path} is damaged: {why}; the next apply rewrites it"));
+                note(
+                    &mut f,
+                    "",
+                    format!("{path} is damaged: {why}; the next apply rewrites it"),
+                );
             }
             scan.headers
         }

@@ -984,7 +984,10 @@ mod tests {
             [("save".to_string(), "3600 1 300 100".to_string())].into();
         let state = |changes: &str, last: i64, running: &str| -> BTreeMap<String, String> {
             [
-                ("rdb_changes_since_last_save".to_string(), changes.to_string()),
+                (
+                    "rdb_changes_since_last_save".to_string(),
+                    changes.to_string(),
+                ),
                 ("rdb_last_save_time".to_string(), last.to_string()),
                 ("rdb_bgsave_in_progress".to_string(), running.to_string()),
             ]
@@ -994,12 +997,24 @@ mod tests {
         let overdue = save_overdue(&config, &state("12", now - 3 * 3600, "0"), now);
         assert!(overdue.is_some_and(|m| m.contains("3h") && m.contains("12 changes")));
         // Within twice the longest interval, nothing pending, or a save running: fine.
-        assert_eq!(save_overdue(&config, &state("12", now - 3600, "0"), now), None);
-        assert_eq!(save_overdue(&config, &state("0", now - 9 * 3600, "0"), now), None);
-        assert_eq!(save_overdue(&config, &state("12", now - 9 * 3600, "1"), now), None);
+        assert_eq!(
+            save_overdue(&config, &state("12", now - 3600, "0"), now),
+            None
+        );
+        assert_eq!(
+            save_overdue(&config, &state("0", now - 9 * 3600, "0"), now),
+            None
+        );
+        assert_eq!(
+            save_overdue(&config, &state("12", now - 9 * 3600, "1"), now),
+            None
+        );
         // No save points: the server is not meant to save.
         let none: BTreeMap<String, String> = [("save".to_string(), String::new())].into();
-        assert_eq!(save_overdue(&none, &state("12", now - 9 * 3600, "0"), now), None);
+        assert_eq!(
+            save_overdue(&none, &state("12", now - 9 * 3600, "0"), now),
+            None
+        );
     }
 
     #[test]
