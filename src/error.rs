@@ -63,6 +63,7 @@ pub enum Code {
     NotPointInTime,
     PersistenceUnhealthy,
     ConfigRefused,
+    NoSpace,
     Io,
 }
 
@@ -117,6 +118,7 @@ impl Code {
         Code::NotPointInTime,
         Code::PersistenceUnhealthy,
         Code::ConfigRefused,
+        Code::NoSpace,
         Code::Io,
     ];
 
@@ -376,6 +378,11 @@ impl Code {
                 "BP233",
                 "config-refused",
                 "allow CONFIG GET/SET/REWRITE for the backup user, or drop `persistence` from the source and manage it in redis.conf",
+            ),
+            Code::NoSpace => (
+                "BP234",
+                "no-space",
+                "free space in the spool folder, or spool elsewhere: `restore --spool DIR`, or the source's `spool_dir`; `restore --plan` shows what is needed",
             ),
             Code::Io => ("BP299", "io", "check the path and its permissions"),
         }

@@ -710,3 +710,299 @@ fn verify_restore_test_restores_into_a_scratch_database_and_drops_it() {
             .any(|d| d.starts_with("backplan_verify_"))
     );
 }
+
+// --- parallel dumps and restores ----------------------------------------------------
+
+/// What a folder holds (names), for checking that a spool was removed.
+fn folder_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|e| {
+            e.expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// A `bin_dir` named `name` whose `pg_restore` appends its arguments to
+/// `name/pg_restore.log` and runs the real one.
+fn logging_pg_restore(sandbox: &Sandbox, server: &PgServer, name: &str) -> std::path::PathBuf {
+    tool_folder(sandbox, server, name, &["pg_restore"]);
+    let log = sandbox.path(&format!("{name}/pg_restore.log"));
+    script(
+        &sandbox.path(&format!("{name}/pg_restore")),
+        &format!(
+            "#!/bin/sh\nif [ \"$1\" != --version ]; then echo \"$@\" >> '{}'; fi\nexec '{}' \"$@\"\n",
+            log.display(),
+            server.bin_dir().join("pg_restore").display()
+        ),
+    );
+    log
+}
+
+/// Restores `db` with `args` (and `env`) into database `into` of `server`, which
+/// then equals `app`, and checks that the restore left nothing in `spool`.
+fn restores_identically_through(
+    sandbox: &Sandbox,
+    server: &PgServer,
+    into: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    spool: &Path,
+) {
+    let target = target(server, into);
+    let mut all = args.to_vec();
+    all.extend(["--target", &target]);
+    let mut cmd = restore(sandbox, &all).stdout(&format!("database {into} restored"));
+    for (name, value) in env {
+        cmd = cmd.env(name, value);
+    }
+    cmd.check();
+    assert_identical((server, "app"), (server, into));
+    assert_eq!(folder_names(spool), Vec::<String>::new());
+}
+
+#[test]
+fn a_parallel_dump_stores_each_file_of_a_directory_archive_and_restores_identically() {
+    let server = server_with_fixture();
+    let sandbox = Sandbox::initialised(&policy(
+        &server.url("app"),
+        "    jobs: 2\n    spool_dir: spool\n    bin_dir: logbin\n",
+        "",
+    ));
+    let log = logging_pg_restore(&sandbox, &server, "logbin");
+    sandbox
+        .run(&["apply"])
+        .stdout("✓ backup db → local")
+        .stdout("pg_dump -j 2 in directory format")
+        .check();
+    // The dump went through a fresh folder under spool_dir, which is gone.
+    assert_eq!(folder_names(&sandbox.path("spool")), Vec::<String>::new());
+
+    // Each file of the folder is an entry of its own; there is no custom archive.
+    let complete = snapshots_of(&sandbox, "db", "complete");
+    assert_eq!(complete.len(), 1, "{complete:?}");
+    let id = complete[0]["id"].as_str().expect("an id");
+    let entries = tree_entries(&sandbox, id);
+    assert!(entries.contains_key("app.dir/toc.dat"), "{entries:?}");
+    assert!(entries.contains_key("app.counts.json"), "{entries:?}");
+    assert!(entries.contains_key("globals.sql"), "{entries:?}");
+    assert!(!entries.contains_key("app.dump"), "{entries:?}");
+    // One data file per table with rows (accounts, files, audit_log, attachments,
+    // …) and the large objects.
+    let data: Vec<&String> = entries
+        .keys()
+        .filter(|k| k.starts_with("app.dir/") && k.ends_with(".dat") && *k != "app.dir/toc.dat")
+        .collect();
+    assert!(data.len() >= 5, "{entries:?}");
+    let archive: u64 = entries
+        .iter()
+        .filter(|(k, _)| k.starts_with("app.dir/"))
+        .map(|(_, v)| v)
+        .sum();
+    assert!(archive > 100_000, "{entries:?}");
+
+    // The restore plan says that a directory-format archive needs a spool, and how
+    // much room; it changes nothing.
+    restore(
+        &sandbox,
+        &[
+            "--plan",
+            "--spool",
+            "restore-spool",
+            "--target",
+            &target(&server, "app_restored"),
+        ],
+    )
+    .stdout("app.dir/: app_restored will be created")
+    .stdout("app.dir/: pg_restore -j 1 from a spool in restore-spool (needs ")
+    .stdout("a directory-format archive")
+    .check();
+    assert!(!sandbox.path("restore-spool").exists());
+
+    // Without --jobs, from a spool all the same; the spool goes afterwards.
+    restores_identically_through(
+        &sandbox,
+        &server,
+        "app_restored",
+        &["--spool", "restore-spool"],
+        &[],
+        &sandbox.path("restore-spool"),
+    );
+
+    // With --jobs 2, spooled in the temporary folder by default.
+    std::fs::create_dir_all(sandbox.path("tmp")).expect("mkdir tmp");
+    let tmp = sandbox.path("tmp").display().to_string();
+    restores_identically_through(
+        &sandbox,
+        &server,
+        "app_jobs",
+        &["--jobs", "2"],
+        &[("TMPDIR", &tmp)],
+        &sandbox.path("tmp"),
+    );
+    let calls = std::fs::read_to_string(&log).expect("the pg_restore log");
+    let restores: Vec<&str> = lines_with(&calls, " -d ");
+    assert_eq!(restores.len(), 2, "{calls}");
+    assert!(
+        restores[0].contains("--jobs=1") && restores[0].contains(" -Fd "),
+        "{calls}"
+    );
+    assert!(
+        restores[1].contains("--jobs=2") && restores[1].contains(&tmp),
+        "{calls}"
+    );
+
+    // verify reads the archive with pg_restore --list and restores it for a count.
+    let before = databases(&server);
+    sandbox
+        .run(&[
+            "verify",
+            "--read-data",
+            "--restore-test",
+            "--secret-key",
+            &secret(),
+        ])
+        .stdout("restored into a scratch database and counted")
+        .check();
+    let calls = std::fs::read_to_string(&log).expect("the pg_restore log");
+    assert_eq!(lines_with(&calls, "--list").len(), 1, "{calls}");
+    assert_eq!(databases(&server), before);
+    assert_eq!(folder_names(&sandbox.path("spool")), Vec::<String>::new());
+}
+
+#[test]
+fn restore_with_jobs_spools_a_streamed_dump_and_runs_pg_restore_in_parallel() {
+    let server = server_with_fixture();
+    let sandbox = Sandbox::initialised(&policy(&server.url("app"), "    bin_dir: logbin\n", ""));
+    let log = logging_pg_restore(&sandbox, &server, "logbin");
+    sandbox
+        .run(&["apply"])
+        .stdout("✓ backup db → local")
+        .check();
+    let id = snapshots_of(&sandbox, "db", "complete")[0]["id"]
+        .as_str()
+        .expect("an id")
+        .to_string();
+    let size = tree_entries(&sandbox, &id)["app.dump"];
+
+    // The plan names the jobs, the spool, what it needs and what is there.
+    let plan = restore(
+        &sandbox,
+        &[
+            "--plan",
+            "--format",
+            "json",
+            "--jobs",
+            "2",
+            "--spool",
+            "spool",
+            "--target",
+            &target(&server, "app_restored"),
+        ],
+    )
+    .check();
+    let plan: Value = serde_json::from_str(&plan.stdout).expect("the restore plan is JSON");
+    let notes = &plan["steps"][0]["preview"]["notes"];
+    assert_eq!(
+        notes[0], "app.dump: app_restored will be created",
+        "{plan:#}"
+    );
+    let spool = notes[1].as_str().expect("a spool note");
+    let needs = backplan::render::bytes(size.div_ceil(4096) * 4096);
+    assert!(
+        spool.starts_with(&format!(
+            "app.dump: pg_restore -j 2 from a spool in spool (needs {needs} free, "
+        )) && spool.contains(" available)"),
+        "{spool}"
+    );
+    // Without --jobs the archive streams: no spool, no note.
+    let streamed = restore(
+        &sandbox,
+        &["--plan", "--target", &target(&server, "app_restored")],
+    )
+    .check();
+    assert!(!streamed.stdout.contains("spool"), "{}", streamed.stdout);
+
+    restores_identically_through(
+        &sandbox,
+        &server,
+        "app_restored",
+        &["--jobs", "2", "--spool", "spool"],
+        &[],
+        &sandbox.path("spool"),
+    );
+    let calls = std::fs::read_to_string(&log).expect("the pg_restore log");
+    assert!(
+        calls.contains("--jobs=2") && calls.contains("/archive.dump"),
+        "{calls}"
+    );
+
+    // A restore that fails still removes its spool.
+    server.createdb("taken");
+    server.psql("taken", "CREATE SCHEMA media;");
+    restore(
+        &sandbox,
+        &[
+            "--jobs",
+            "2",
+            "--spool",
+            "spool",
+            "--target",
+            &target(&server, "taken"),
+        ],
+    )
+    .status(1)
+    .stderr("pg_restore -j 2 into taken failed")
+    .check();
+    assert_eq!(folder_names(&sandbox.path("spool")), Vec::<String>::new());
+}
+
+// --- .pgpass ------------------------------------------------------------------------
+
+#[test]
+fn plan_and_apply_read_the_password_from_pgpass_and_ignore_one_others_may_read() {
+    let server = PgServer::start();
+    server.createdb("app");
+    // A password with the characters .pgpass escapes.
+    server.require_password("backup", "s3cr:et\\pw");
+    let sandbox = Sandbox::initialised(&policy(&server.url_as("backup", "app"), "", ""));
+    let pgpass = sandbox.path("pgpass");
+    sandbox.write(
+        "pgpass",
+        &format!(
+            "# backplan's test\n127.0.0.1:{}:*:backup:s3cr\\:et\\\\pw\n",
+            server.port()
+        ),
+    );
+    let file = pgpass.display().to_string();
+    let plan = |sandbox: &Sandbox| sandbox.run(&["plan"]).env("PGPASSFILE", &file).check();
+
+    // Readable by others, libpq ignores the file, and so does the probe.
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let ignored = plan(&sandbox);
+    let failures = lines_with(&ignored.stdout, "BP229");
+    assert_eq!(failures.len(), 1, "{}", ignored.stdout);
+    assert!(failures[0].contains("password"), "{}", ignored.stdout);
+
+    // 0600: the probe logs in with the file's password.
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let probed = plan(&sandbox);
+    assert!(!probed.stdout.contains("BP229"), "{}", probed.stdout);
+    assert!(
+        probed.stdout.contains("+ backup  db → local"),
+        "{}",
+        probed.stdout
+    );
+    // And apply (the probe, the exported snapshot and pg_dump) backs up with it.
+    sandbox
+        .run(&["apply"])
+        .env("PGPASSFILE", &file)
+        .stdout("✓ backup db → local")
+        .check();
+    assert_eq!(snapshots_of(&sandbox, "db", "complete").len(), 1);
+}

@@ -270,6 +270,31 @@ fn an_inline_password_in_a_postgres_url_is_flagged() {
     assert!(!warning.problem.message.contains("hunter2"));
 }
 
+#[test]
+fn a_parallel_dump_without_a_spool_dir_and_zero_jobs_point_at_jobs() {
+    let base = format!("{SECRETS_BASE}    url: postgres://backup@db/app\n");
+    let text = format!("{base}    jobs: 4\n");
+    let Err(err) = load_str(&text, Path::new("j.yaml"), &root().join("policies")) else {
+        panic!("jobs above 1 without spool_dir is an error");
+    };
+    assert_eq!(codes(&err.problems), ["BP104"]);
+    let problem = &err.problems[0];
+    assert!(problem.problem.message.contains("spool_dir"), "{problem:?}");
+    assert_eq!(position(&text, problem), (10, 5));
+
+    let text = format!("{base}    jobs: 0\n");
+    let Err(err) = load_str(&text, Path::new("j.yaml"), &root().join("policies")) else {
+        panic!("jobs 0 is an error");
+    };
+    assert_eq!(codes(&err.problems), ["BP103"]);
+    assert_eq!(position(&text, &err.problems[0]), (10, 11));
+
+    let text = format!("{base}    jobs: 4\n    spool_dir: /var/tmp/backplan\n");
+    let loaded = load_str(&text, Path::new("j.yaml"), &root().join("policies"))
+        .unwrap_or_else(|e| panic!("jobs with a spool_dir is fine: {:?}", e.problems));
+    assert!(loaded.warnings.is_empty(), "{:?}", codes(&loaded.warnings));
+}
+
 // --- the binary's rendering ---
 
 fn validate(args: &[&str]) -> std::process::Output {

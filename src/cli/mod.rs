@@ -191,6 +191,16 @@ pub struct RestoreArgs {
     /// Databases: restore only this schema (repeatable).
     #[arg(long, value_name = "SCHEMA")]
     pub schema: Vec<String>,
+    /// Databases: restore with N parallel pg_restore jobs (`pg_restore -j N`) from a
+    /// copy of the archive spooled to disk; without it a custom-format archive streams
+    /// into pg_restore and no disk is used.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: Option<u32>,
+    /// Databases: where a spooled archive is written (a fresh folder in DIR, removed
+    /// afterwards); default the system's temporary folder ($TMPDIR or /tmp). It holds
+    /// decrypted data while the restore runs.
+    #[arg(long, value_name = "DIR")]
+    pub spool: Option<PathBuf>,
     /// Redis: empty a target server that holds keys (FLUSHALL) before restoring.
     #[arg(long)]
     pub flush: bool,

@@ -166,9 +166,11 @@ pub fn run(path: &Path, args: &RestoreArgs) -> miette::Result<Exit> {
                     last_error = None;
                     break;
                 }
-                // A refusal is about the target, not the copy: another copy would
-                // be refused just the same.
-                Err(f) if f.code == Code::RestoreRefused => return Err(f.into()),
+                // A refusal is about the target, and a spool without room about this
+                // machine, not the copy: another copy would fail just the same.
+                Err(f) if matches!(f.code, Code::RestoreRefused | Code::NoSpace) => {
+                    return Err(f.into());
+                }
                 Err(f) => last_error = Some(f),
             }
         }
@@ -234,14 +236,19 @@ async fn restore_step(
                     .as_deref(),
                 0,
             )?;
-            // Every target first: a refusal must leave all of them untouched.
-            for (_, target) in &targets {
+            // Every target and every spool first: a refusal must leave all of them
+            // untouched.
+            for (archive, target) in &targets {
                 postgres::check_target(target).await?;
+                if let postgres::Feed::Spool { dir, .. } = pg_feed(cx, archive) {
+                    postgres::check_space(archive, &dir)?;
+                }
             }
             let mut restored = Vec::new();
-            for (entry, target) in &targets {
+            for (archive, target) in &targets {
                 postgres::ready_target(target).await?;
-                let (entry, target, tools) = (entry.clone(), target.clone(), tools.clone());
+                let feed = pg_feed(cx, archive);
+                let (archive, target, tools) = (archive.clone(), target.clone(), tools.clone());
                 let globals = tree
                     .entries
                     .iter()
@@ -252,7 +259,7 @@ async fn restore_step(
                     if let Some(g) = &globals {
                         postgres::restore_globals(&target, &tools, g, &mut fetcher)?;
                     }
-                    postgres::restore_database(&target, &tools, &entry, &mut fetcher)?;
+                    postgres::restore_database(&target, &tools, &archive, &feed, &mut fetcher)?;
                     Ok::<_, Failure>((fetcher, target))
                 })
                 .await
@@ -387,19 +394,54 @@ fn redis_notes(
     notes
 }
 
-/// The database restores of a postgres snapshot: each `DB.dump` entry with where it
-/// goes (the same database on the source's server, or `--target NAME=URL`).
+/// How pg_restore reads `archive`: streamed, or from a spool (`--jobs`, `--spool`, or
+/// a directory-format archive).
+fn pg_feed(cx: &Context<'_>, archive: &postgres::Archive) -> postgres::Feed {
+    postgres::Feed::choose(archive, cx.args.jobs, cx.args.spool.as_deref())
+}
+
+/// What the restore plan says of a spool: the jobs, where, what it needs and what is
+/// there; `None` for a streamed restore.
+fn spool_note(archive: &postgres::Archive, feed: &postgres::Feed) -> Option<String> {
+    let postgres::Feed::Spool { dir, jobs } = feed else {
+        return None;
+    };
+    let why = if archive.needs_spool() {
+        ", a directory-format archive"
+    } else {
+        ""
+    };
+    Some(match postgres::space_for(archive, dir) {
+        Ok(space) => format!(
+            "pg_restore -j {jobs} from a spool in {} (needs {} free, {} available{why}){}",
+            dir.display(),
+            render::bytes(space.needed),
+            render::bytes(space.available),
+            if space.fits() {
+                ""
+            } else {
+                ": not enough space, the restore would stop (BP234)"
+            }
+        ),
+        Err(f) => format!(
+            "pg_restore -j {jobs} from a spool in {} (needs {} free{why}): {}",
+            dir.display(),
+            render::bytes(archive.spool_bytes()),
+            f.message
+        ),
+    })
+}
+
+/// The database restores of a postgres snapshot: each database's archive (`DB.dump`
+/// or `DB.dir/…`) with where it goes (the same database on the source's server, or
+/// `--target NAME=URL`).
 fn pg_targets(
     cx: &Context<'_>,
     name: &str,
     pg: &crate::policy::model::PostgresSource,
     tree: &crate::repo::format::Tree,
-) -> Result<Vec<(crate::repo::format::Entry, postgres::RestoreTarget)>, Failure> {
-    let dumps: Vec<_> = tree
-        .entries
-        .iter()
-        .filter(|e| e.path.ends_with(postgres::DUMP_SUFFIX))
-        .collect();
+) -> Result<Vec<(postgres::Archive, postgres::RestoreTarget)>, Failure> {
+    let dumps = postgres::archives(tree);
     // pg_restore matches --table by name alone: `media.files` would restore nothing,
     // and succeed.
     if let Some((schema, table)) = cx.args.table.iter().find_map(|t| t.split_once('.')) {
@@ -418,11 +460,8 @@ fn pg_targets(
         ));
     }
     let mut out = Vec::new();
-    for entry in dumps {
-        let db = entry
-            .path
-            .trim_end_matches(postgres::DUMP_SUFFIX)
-            .to_string();
+    for archive in dumps {
+        let db = archive.database.clone();
         let (conn, database) = match given {
             Some(url) => {
                 let conn = postgres::Connection::from_url(url, None)?;
@@ -432,7 +471,7 @@ fn pg_targets(
             None => (source.clone(), db),
         };
         out.push((
-            entry.clone(),
+            archive,
             postgres::RestoreTarget {
                 conn,
                 database,
@@ -480,7 +519,7 @@ async fn preview(
             }
             if let Some(SourceKind::Postgres(pg)) = kind {
                 let mut notes = Vec::new();
-                for (entry, target) in pg_targets(cx, &step.source, &pg, &tree)? {
+                for (archive, target) in pg_targets(cx, &step.source, &pg, &tree)? {
                     let note = match postgres::target_state(&target.conn, &target.database).await {
                         Ok((false, _)) => format!("{} will be created", target.database),
                         Ok((true, 0)) => format!("{} exists and is empty", target.database),
@@ -493,7 +532,10 @@ async fn preview(
                         }
                         Err(f) => format!("{}: {}", target.database, f.message),
                     };
-                    notes.push(format!("{}: {note}", entry.path));
+                    notes.push(format!("{}: {note}", archive.name()));
+                    if let Some(spool) = spool_note(&archive, &pg_feed(cx, &archive)) {
+                        notes.push(format!("{}: {spool}", archive.name()));
+                    }
                 }
                 return Ok(Preview {
                     entries: tree.entries.len(),

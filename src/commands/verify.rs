@@ -331,14 +331,18 @@ async fn database_checks(
                     .as_deref(),
                 0,
             )?;
+            // A directory-format archive is read from a spool: under the source's
+            // `spool_dir`, which has room for its dumps, else the temporary folder.
+            let spool = pg
+                .spool_dir
+                .as_ref()
+                .map_or_else(std::env::temp_dir, |d| policy.resolve_path(d));
             let mut diffs = Vec::new();
-            for dump in tree
-                .entries
-                .iter()
-                .filter(|e| e.path.ends_with(postgres::DUMP_SUFFIX))
-            {
-                let db = dump.path.trim_end_matches(postgres::DUMP_SUFFIX);
-                tokio::task::block_in_place(|| postgres::list_archive(&tools, dump, &mut fetcher))?;
+            for archive in postgres::archives(&tree) {
+                let db = archive.database.as_str();
+                tokio::task::block_in_place(|| {
+                    postgres::list_archive(&tools, &archive, &spool, &mut fetcher)
+                })?;
                 if !restore {
                     continue;
                 }
@@ -359,8 +363,15 @@ async fn database_checks(
                     }
                     None => Default::default(),
                 };
+                // A custom-format archive streams in; a directory-format one is
+                // restored from a spool, with the source's own parallelism.
+                let feed = match archive.needs_spool() {
+                    true => postgres::Feed::choose(&archive, pg.jobs, Some(&spool)),
+                    false => postgres::Feed::Stream,
+                };
                 for d in
-                    postgres::restore_test(&conn, &tools, dump, &recorded, &mut fetcher).await?
+                    postgres::restore_test(&conn, &tools, &archive, &feed, &recorded, &mut fetcher)
+                        .await?
                 {
                     diffs.push(format!("{db}: {d}"));
                 }

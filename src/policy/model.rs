@@ -287,6 +287,17 @@ pub struct PostgresSource {
     /// The folder holding pg_dump and pg_restore; default: searched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bin_dir: Option<PathBuf>,
+    /// Parallel pg_dump workers per database. Default 1: `pg_dump -Fc` streamed, no
+    /// disk used. Above 1, a directory-format dump (`pg_dump -Fd -j N`) is written
+    /// into `spool_dir` first, each of its files then stored, the folder removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub jobs: Option<u32>,
+    /// Where a parallel dump is written before it is stored (unencrypted, in a fresh
+    /// folder only the backup user can read); required when `jobs` is above 1.
+    /// Relative paths start at the policy's folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -399,6 +399,34 @@ impl Checker<'_> {
         }
     }
 
+    /// `jobs` is at least 1, and a parallel dump (`jobs` above 1) has a `spool_dir`
+    /// to be written into: a directory-format dump cannot be streamed.
+    fn parallel_dump(&mut self, jobs: Option<u32>, spool_dir: Option<&Path>, base: &str) {
+        match jobs {
+            Some(0) => self.error_value(
+                Problem::error(Code::InvalidValue, "jobs 0: give 1 or more pg_dump workers")
+                    .with_help("1 (the default) streams the dump; above 1 dumps in parallel into `spool_dir`"),
+                &join(base, "jobs"),
+            ),
+            Some(n) if n > 1 && spool_dir.is_none() => self.error(
+                Problem::error(
+                    Code::MissingField,
+                    format!("jobs {n} needs a `spool_dir`: a parallel dump is written to disk before it is stored"),
+                )
+                .with_help("add `spool_dir: /var/tmp/backplan` (a folder with room for the largest database's dump), or drop `jobs` to stream the dump"),
+                &join(base, "jobs"),
+            ),
+            _ => {}
+        }
+        if spool_dir.is_some_and(|d| d.as_os_str().is_empty()) {
+            self.error(
+                Problem::error(Code::InvalidValue, "`spool_dir` is empty")
+                    .with_help("name the folder a parallel dump is written into"),
+                &join(base, "spool_dir"),
+            );
+        }
+    }
+
     fn kind(&mut self, kind: &SourceKind, base: &str) {
         match kind {
             SourceKind::Postgres(pg) => {
@@ -415,6 +443,7 @@ impl Checker<'_> {
                         &join(base, "lock_wait_timeout"),
                     );
                 }
+                self.parallel_dump(pg.jobs, pg.spool_dir.as_deref(), base);
             }
             SourceKind::Redis(r) => {
                 self.secret(&r.url, &join(base, "url"));

@@ -4,6 +4,7 @@
 //! business.
 
 pub mod files;
+pub mod pgpass;
 pub mod postgres;
 pub mod redis;
 

@@ -4,7 +4,15 @@
 //! repository, globals first, `ANALYZE` afterwards.
 //!
 //! The password reaches the tools through `PGPASSWORD` in their environment, never on
-//! a command line; messages name hosts and databases, never the password.
+//! a command line; messages name hosts and databases, never the password. Without one
+//! in the policy, the tools read `.pgpass` themselves and backplan's own connections
+//! read it the same way (see [`super::pgpass`]).
+//!
+//! With `jobs` above 1 a database is dumped in directory format (`pg_dump -Fd -j N`)
+//! into a fresh folder under the source's `spool_dir`, and each file of it is stored as
+//! its own entry (`DB.dir/toc.dat`, `DB.dir/1234.dat`); the folder goes afterwards.
+//! A restore writes an archive to a spool when `pg_restore` needs a file or a folder
+//! (`--jobs N`, or any directory-format archive), after checking that it fits.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -28,6 +36,9 @@ use crate::sources::files::ScanReport;
 pub const GLOBALS: &str = "globals.sql";
 /// The suffix of a database's entry (`medianest.dump`).
 pub const DUMP_SUFFIX: &str = ".dump";
+/// The suffix of the folder of a database's directory-format archive: its files are
+/// the entries `medianest.dir/toc.dat`, `medianest.dir/1234.dat`, ….
+pub const DIR_SUFFIX: &str = ".dir";
 /// The suffix of the entry with a database's row counts at backup time.
 pub const COUNTS_SUFFIX: &str = ".counts.json";
 
@@ -56,13 +67,14 @@ pub async fn row_counts(
     Ok(counts)
 }
 
-/// Restores a dump into a scratch database on the same server, compares its row
-/// counts with those recorded at backup time, and drops it. Returns the differences
-/// (empty when all match).
+/// Restores an archive into a scratch database on the same server (as `feed` says),
+/// compares its row counts with those recorded at backup time, and drops it. Returns
+/// the differences (empty when all match).
 pub async fn restore_test(
     conn: &Connection,
     tools: &Tools,
-    dump: &Entry,
+    archive: &Archive,
+    feed: &Feed,
     recorded: &BTreeMap<String, i64>,
     source: &mut (dyn ChunkSource + Send),
 ) -> Result<Vec<String>, Failure> {
@@ -80,7 +92,8 @@ pub async fn restore_test(
         schemas: Vec::new(),
     };
     ready_target(&target).await?;
-    let restored = tokio::task::block_in_place(|| restore_database(&target, tools, dump, source));
+    let restored =
+        tokio::task::block_in_place(|| restore_database(&target, tools, archive, feed, source));
     let counted = match restored {
         Ok(_) => match conn.with_database(&scratch).client().await {
             Ok(client) => row_counts(&client).await.map_err(|e| db_error(conn, &e)),
@@ -232,9 +245,30 @@ impl Connection {
         cmd
     }
 
+    /// The password libpq would find in `$PGPASSFILE` or `~/.pgpass` for this host,
+    /// port, database and user; the tools read the file themselves, tokio-postgres
+    /// does not.
+    fn pgpass_password(&self) -> Option<String> {
+        let file = super::pgpass::default_path()?;
+        let wanted = super::pgpass::Wanted {
+            host: &self.host,
+            port: self.port,
+            database: self.config.get_dbname().unwrap_or(&self.user),
+            user: &self.user,
+        };
+        super::pgpass::lookup(&file, &wanted)
+    }
+
+    /// A client connection; without a password from the policy or the URL, with the
+    /// one `.pgpass` gives, as `pg_dump` would use.
     async fn client(&self) -> Result<tokio_postgres::Client, Failure> {
-        let (client, connection) = self
-            .config
+        let mut config = self.config.clone();
+        if self.password.is_none()
+            && let Some(p) = self.pgpass_password()
+        {
+            config.password(p);
+        }
+        let (client, connection) = config
             .connect(NoTls)
             .await
             .map_err(|e| db_error(self, &e))?;
@@ -387,6 +421,11 @@ pub struct Prepared {
     pub lock_wait_timeout: String,
     pub min_size_ratio: f64,
     pub probe: Probe,
+    /// pg_dump workers per database: 1 streams `-Fc`; more dump `-Fd -j N` into a
+    /// fresh folder under `spool_dir`.
+    pub jobs: u32,
+    /// The source's `spool_dir`, resolved against the policy's folder.
+    pub spool_dir: Option<PathBuf>,
 }
 
 /// Connects, checks versions and picks the databases.
@@ -423,6 +462,8 @@ pub async fn prepare(pg: &PostgresSource, policy: &Policy) -> Result<Prepared, F
         lock_wait_timeout: format!("{lock_wait_timeout}ms"),
         min_size_ratio: pg.min_size_ratio.unwrap_or(0.5),
         probe,
+        jobs: pg.jobs.unwrap_or(1).max(1),
+        spool_dir: pg.spool_dir.as_ref().map(|d| policy.resolve_path(d)),
     })
 }
 
@@ -461,6 +502,53 @@ fn collect_stderr(child: &mut Child) -> std::thread::JoinHandle<String> {
     })
 }
 
+/// The last lines of a tool's stderr, for a message: the lines saying `error:` when
+/// there are any (pg_restore ends with the failed command, often many lines), else the
+/// last three.
+fn stderr_tail(errors: &str) -> String {
+    let mut tail: Vec<&str> = errors
+        .lines()
+        .filter(|l| l.contains("error:") || l.contains("ERROR:"))
+        .take(3)
+        .collect();
+    if tail.is_empty() {
+        tail = errors.lines().rev().take(3).collect();
+        tail.reverse();
+    }
+    tail.join("; ")
+}
+
+/// `WHAT failed (STATUS): TAIL`.
+fn tool_failed(what: &str, status: std::process::ExitStatus, errors: &str) -> Failure {
+    let tail = stderr_tail(errors);
+    failed(format!(
+        "{what} failed ({status}){}",
+        if tail.is_empty() {
+            String::new()
+        } else {
+            format!(": {tail}")
+        }
+    ))
+}
+
+/// Runs a tool that reads and writes files itself (no stdin, stdout discarded);
+/// fails on a non-zero exit with the tool's own reason. Returns its stderr.
+fn run_tool(mut cmd: Command, what: &str) -> Result<String, Failure> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| failed(format!("cannot run {what}: {e}")))?;
+    let errors = collect_stderr(&mut child);
+    let status = child.wait().map_err(|e| failed(format!("{what}: {e}")))?;
+    let errors = errors.join().unwrap_or_default();
+    if !status.success() {
+        return Err(tool_failed(what, status, &errors));
+    }
+    Ok(errors)
+}
+
 /// Runs a tool whose stdout is stored through `sink`; fails on a non-zero exit.
 fn stream(
     mut cmd: Command,
@@ -491,26 +579,10 @@ fn stream(
     drop(reader);
     let status = child.wait().map_err(|e| failed(format!("{what}: {e}")))?;
     let errors = errors.join().unwrap_or_default();
-    let tail: String = errors
-        .lines()
-        .rev()
-        .take(3)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect::<Vec<_>>()
-        .join("; ");
     // Our own reason first: a tool killed by the closed pipe only says SIGPIPE.
     let stored = stored.map_err(|e| failed(format!("{what}: {e}")))?;
     if !status.success() {
-        return Err(failed(format!(
-            "{what} failed ({status}){}",
-            if tail.is_empty() {
-                String::new()
-            } else {
-                format!(": {tail}")
-            }
-        )));
+        return Err(tool_failed(what, status, &errors));
     }
     if magic.len() > seen {
         return Err(failed(format!("{what} produced no archive")));
@@ -518,7 +590,84 @@ fn stream(
     Ok(stored)
 }
 
-/// Dumps the globals and every database into a tree: `globals.sql`, `DB.dump`.
+/// The first bytes of every pg_dump archive (custom format, and a directory-format
+/// archive's `toc.dat`).
+const ARCHIVE_MAGIC: &[u8] = b"PGDMP";
+
+/// Dumps `db` in directory format with `p.jobs` workers into a fresh folder under the
+/// spool folder, in the exported `snapshot`, and stores each of its files as an entry
+/// `DB.dir/NAME`. The folder is removed whatever happens (also when a store fails).
+/// Returns the entries and their bytes.
+fn dump_directory(
+    p: &Prepared,
+    db: &str,
+    snapshot: &str,
+    sink: &mut dyn ChunkSink,
+    now: chrono::DateTime<Utc>,
+) -> Result<(Vec<Entry>, u64), Failure> {
+    let what = format!("pg_dump -j {} of {db}", p.jobs);
+    let dir = p.spool_dir.as_deref().ok_or_else(|| {
+        failed(format!(
+            "{what}: a parallel dump needs `spool_dir` on the source"
+        ))
+    })?;
+    let spool = Spool::new(dir, "backplan-dump-").map_err(|e| failed(format!("{what}: {e}")))?;
+    let out = spool.path().join("archive");
+    let mut cmd = p.conn.command(&p.tools.tool("pg_dump"));
+    cmd.args(["-Fd", "-Z0", "--no-password"])
+        .arg(format!("--jobs={}", p.jobs))
+        .arg(format!("--lock-wait-timeout={}", p.lock_wait_timeout))
+        .arg(format!("--snapshot={snapshot}"))
+        .arg("-f")
+        .arg(&out)
+        .args(["-d", db]);
+    run_tool(cmd, &what)?;
+    let mut names = Vec::new();
+    for item in std::fs::read_dir(&out).map_err(|e| failed(format!("{what}: {e}")))? {
+        let item = item.map_err(|e| failed(format!("{what}: {e}")))?;
+        let name = item
+            .file_name()
+            .into_string()
+            .map_err(|n| failed(format!("{what}: a file name that is not UTF-8: {n:?}")))?;
+        if !item.file_type().is_ok_and(|t| t.is_file()) || !plain_file_name(&name) {
+            return Err(failed(format!(
+                "{what}: {name} in the archive folder is not a plain file"
+            )));
+        }
+        names.push(name);
+    }
+    names.sort();
+    let mut toc = [0u8; ARCHIVE_MAGIC.len()];
+    let magic_ok = std::fs::File::open(out.join("toc.dat"))
+        .and_then(|mut f| f.read_exact(&mut toc))
+        .is_ok_and(|()| toc == ARCHIVE_MAGIC);
+    if !magic_ok {
+        return Err(failed(format!("{what} produced no archive (no toc.dat)")));
+    }
+    let (mut entries, mut bytes) = (Vec::new(), 0);
+    for name in names {
+        let path = out.join(&name);
+        let mut file = std::fs::File::open(&path)
+            .map_err(|e| failed(format!("{what}: {}: {e}", path.display())))?;
+        let stored = sink
+            .store(&mut file)
+            .map_err(|e| failed(format!("{what}: storing {name}: {e}")))?;
+        bytes += stored.bytes;
+        entries.push(Entry::stream(
+            format!("{db}{DIR_SUFFIX}/{name}"),
+            stored.bytes,
+            stored.chunks,
+            now,
+        ));
+    }
+    spool
+        .remove()
+        .map_err(|e| failed(format!("{what}: removing the spool folder: {e}")))?;
+    Ok((entries, bytes))
+}
+
+/// Dumps the globals and every database into a tree: `globals.sql`, and per database
+/// `DB.dump` (streamed) or, with `jobs` above 1, `DB.dir/…`, plus `DB.counts.json`.
 /// A dump far smaller than the same database's in `parent` fails the snapshot.
 pub fn backup(
     p: &Prepared,
@@ -537,10 +686,12 @@ pub fn backup(
         report.bytes_read += stored.bytes;
         report.tree.entries.push(entry(GLOBALS.into(), stored));
     }
+    let before = parent.map(archives).unwrap_or_default();
     let runtime = tokio::runtime::Handle::current();
     for db in &p.databases {
-        // One snapshot for the dump and the row counts: pg_dump imports the snapshot
-        // this transaction exports, and the counts are read in it afterwards.
+        // One snapshot for the dump and the row counts: pg_dump (each of its workers,
+        // in parallel) imports the snapshot this transaction exports, and the counts
+        // are read in it afterwards.
         let conn = p.conn.with_database(db);
         let client = runtime.block_on(conn.client())?;
         let snapshot: String = runtime
@@ -554,12 +705,18 @@ pub fn backup(
                     .map(|r| r.get(0))
             })
             .map_err(|e| db_error(&conn, &e))?;
-        let mut cmd = p.conn.command(&p.tools.tool("pg_dump"));
-        cmd.args(["-Fc", "-Z0", "--no-password"])
-            .arg(format!("--lock-wait-timeout={}", p.lock_wait_timeout))
-            .arg(format!("--snapshot={snapshot}"))
-            .args(["-d", db]);
-        let stored = stream(cmd, &format!("pg_dump of {db}"), b"PGDMP", sink)?;
+        let (dumped, bytes) = if p.jobs > 1 {
+            dump_directory(p, db, &snapshot, sink, now)?
+        } else {
+            let mut cmd = p.conn.command(&p.tools.tool("pg_dump"));
+            cmd.args(["-Fc", "-Z0", "--no-password"])
+                .arg(format!("--lock-wait-timeout={}", p.lock_wait_timeout))
+                .arg(format!("--snapshot={snapshot}"))
+                .args(["-d", db]);
+            let stored = stream(cmd, &format!("pg_dump of {db}"), ARCHIVE_MAGIC, sink)?;
+            let bytes = stored.bytes;
+            (vec![entry(format!("{db}{DUMP_SUFFIX}"), stored)], bytes)
+        };
         let counts = runtime
             .block_on(row_counts(&client))
             .map_err(|e| db_error(&conn, &e))?;
@@ -572,20 +729,285 @@ pub fn backup(
             .tree
             .entries
             .push(entry(format!("{db}{COUNTS_SUFFIX}"), counted));
-        let name = format!("{db}{DUMP_SUFFIX}");
-        if let Some(before) = parent.and_then(|t| t.entries.iter().find(|e| e.path == name))
-            && (stored.bytes as f64) < before.size as f64 * p.min_size_ratio
+        // Either format against either: both are uncompressed archives of one database.
+        if let Some(last) = before.iter().find(|a| a.database == *db)
+            && (bytes as f64) < last.bytes() as f64 * p.min_size_ratio
         {
             return Err(failed(format!(
-                "the dump of {db} is {} bytes, far smaller than the last good one ({} bytes; min_size_ratio {})",
-                stored.bytes, before.size, p.min_size_ratio
+                "the dump of {db} is {bytes} bytes, far smaller than the last good one ({} bytes; min_size_ratio {})",
+                last.bytes(),
+                p.min_size_ratio
             )));
         }
-        report.bytes_read += stored.bytes;
+        report.bytes_read += bytes;
         report.files += 1;
-        report.tree.entries.push(entry(name, stored));
+        report.tree.entries.extend(dumped);
+    }
+    if p.jobs > 1 {
+        report.summary = Some(format!(
+            "{} database{}, pg_dump -j {} in directory format",
+            p.databases.len(),
+            crate::plan::plural(p.databases.len()),
+            p.jobs
+        ));
     }
     Ok(report)
+}
+
+// --- archives in a snapshot, and spools ------------------------------------------
+
+/// One database's archive in a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Archive {
+    pub database: String,
+    pub format: ArchiveFormat,
+}
+
+/// How an archive was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchiveFormat {
+    /// `DB.dump`: one `pg_dump -Fc` stream, which pg_restore can read from its stdin.
+    Custom(Entry),
+    /// `DB.dir/…`: the files of a `pg_dump -Fd` folder, each its own entry; pg_restore
+    /// reads it only from a folder.
+    Directory(Vec<Entry>),
+}
+
+impl Archive {
+    /// `DB.dump` or `DB.dir/`, for messages and notes.
+    pub fn name(&self) -> String {
+        match &self.format {
+            ArchiveFormat::Custom(e) => e.path.clone(),
+            ArchiveFormat::Directory(_) => format!("{}{DIR_SUFFIX}/", self.database),
+        }
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        match &self.format {
+            ArchiveFormat::Custom(e) => std::slice::from_ref(e),
+            ArchiveFormat::Directory(files) => files,
+        }
+    }
+
+    /// The archive's bytes.
+    pub fn bytes(&self) -> u64 {
+        self.entries().iter().map(|e| e.size).sum()
+    }
+
+    /// What a spool of it takes on disk: each file rounded up to whole 4 KiB blocks.
+    pub fn spool_bytes(&self) -> u64 {
+        self.entries()
+            .iter()
+            .map(|e| e.size.div_ceil(4096) * 4096)
+            .sum()
+    }
+
+    /// Whether pg_restore can read it only from disk.
+    pub fn needs_spool(&self) -> bool {
+        matches!(self.format, ArchiveFormat::Directory(_))
+    }
+}
+
+/// The database archives of a snapshot's tree, in the order the tree holds them.
+pub fn archives(tree: &Tree) -> Vec<Archive> {
+    let mut out: Vec<Archive> = Vec::new();
+    for e in &tree.entries {
+        if let Some(db) = e.path.strip_suffix(DUMP_SUFFIX) {
+            out.push(Archive {
+                database: db.to_string(),
+                format: ArchiveFormat::Custom(e.clone()),
+            });
+            continue;
+        }
+        // A database name may hold `/`; the archive's own file names never do.
+        let Some((db, _)) = e
+            .path
+            .rsplit_once('/')
+            .and_then(|(folder, file)| Some((folder.strip_suffix(DIR_SUFFIX)?, file)))
+        else {
+            continue;
+        };
+        match out.iter_mut().find(|a| a.database == db) {
+            Some(Archive {
+                format: ArchiveFormat::Directory(files),
+                ..
+            }) => files.push(e.clone()),
+            Some(_) => {}
+            None => out.push(Archive {
+                database: db.to_string(),
+                format: ArchiveFormat::Directory(vec![e.clone()]),
+            }),
+        }
+    }
+    out
+}
+
+/// A file name pg_dump writes into a directory-format folder (`toc.dat`, `1234.dat`,
+/// `blobs.toc`): no separator, not `.` or `..`, so a spool never writes outside its
+/// folder whatever a tree says.
+fn plain_file_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
+}
+
+/// A fresh folder (mode 0700) under a spool folder, removed when dropped, so that an
+/// error or a panic anywhere still removes it: it holds database contents in plain.
+/// Its name is unique (`PREFIX` and random characters), so two runs never collide.
+#[derive(Debug)]
+pub struct Spool {
+    dir: tempfile::TempDir,
+}
+
+impl Spool {
+    /// Creates `parent` when missing, and a fresh folder in it.
+    pub fn new(parent: &Path, prefix: &str) -> io::Result<Spool> {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", parent.display())))?;
+        // tempfile leaves the mode to the umask: ask for the owner only.
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir_in(parent)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", parent.display())))?;
+        Ok(Spool { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Removes the folder now, reporting a failure (dropping removes it silently).
+    pub fn remove(self) -> io::Result<()> {
+        self.dir.close()
+    }
+}
+
+/// Bytes available to this user on the filesystem holding `dir` (or, when it does
+/// not exist yet, its nearest existing parent).
+pub fn available_space(dir: &Path) -> Result<u64, Failure> {
+    let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let existing = absolute
+        .ancestors()
+        .find(|d| d.exists())
+        .unwrap_or(Path::new("/"));
+    let stat = rustix::fs::statvfs(existing).map_err(|e| {
+        Failure::new(
+            Code::Io,
+            format!("cannot tell the free space of {}: {e}", existing.display()),
+        )
+    })?;
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+/// How pg_restore reads an archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Feed {
+    /// From its standard input, fed chunk by chunk: no disk used.
+    Stream,
+    /// From a copy in a fresh folder under `dir`, with `jobs` workers.
+    Spool { dir: PathBuf, jobs: u32 },
+}
+
+impl Feed {
+    /// A spool when pg_restore needs a file: more than one job, or an archive that
+    /// only a folder holds; the spool goes under `spool` (default: the system's
+    /// temporary folder, `$TMPDIR`).
+    pub fn choose(archive: &Archive, jobs: Option<u32>, spool: Option<&Path>) -> Feed {
+        let jobs = jobs.unwrap_or(1).max(1);
+        if jobs > 1 || archive.needs_spool() {
+            Feed::Spool {
+                dir: spool.map_or_else(std::env::temp_dir, Path::to_path_buf),
+                jobs,
+            }
+        } else {
+            Feed::Stream
+        }
+    }
+}
+
+/// What a spool of `archive` in `dir` needs and what is available there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpaceCheck {
+    pub needed: u64,
+    pub available: u64,
+}
+
+impl SpaceCheck {
+    pub fn fits(&self) -> bool {
+        self.needed <= self.available
+    }
+}
+
+/// Measures the room for a spool of `archive` in `dir`.
+pub fn space_for(archive: &Archive, dir: &Path) -> Result<SpaceCheck, Failure> {
+    Ok(SpaceCheck {
+        needed: archive.spool_bytes(),
+        available: available_space(dir)?,
+    })
+}
+
+/// Refuses a spool that would not fit, before anything is written.
+pub fn check_space(archive: &Archive, dir: &Path) -> Result<(), Failure> {
+    let space = space_for(archive, dir)?;
+    if space.fits() {
+        return Ok(());
+    }
+    Err(Failure::new(
+        Code::NoSpace,
+        format!(
+            "the spool for {} needs {} in {}, which has {} available; nothing was restored",
+            archive.name(),
+            crate::render::bytes(space.needed),
+            dir.display(),
+            crate::render::bytes(space.available)
+        ),
+    ))
+}
+
+/// Writes `archive` into a fresh spool folder under `dir` (after checking that it
+/// fits): `archive.dump`, or the folder `archive/` with the directory format's files.
+/// Returns the spool (removed when dropped) and the path to give pg_restore.
+fn spool_archive(
+    archive: &Archive,
+    dir: &Path,
+    source: &mut dyn ChunkSource,
+) -> Result<(Spool, PathBuf), Failure> {
+    check_space(archive, dir)?;
+    let io_failed = |what: &str, e: io::Error| {
+        Failure::new(
+            Code::Io,
+            format!("spooling {} ({what}): {e}", archive.name()),
+        )
+    };
+    let spool = Spool::new(dir, "backplan-restore-").map_err(|e| io_failed("folder", e))?;
+    let write = |path: &Path, entry: &Entry, source: &mut dyn ChunkSource| {
+        let file = std::fs::File::create(path).map_err(|e| io_failed(&entry.path, e))?;
+        let mut out = io::BufWriter::with_capacity(1 << 20, file);
+        feed(entry, source, &mut out)?;
+        out.flush().map_err(|e| io_failed(&entry.path, e))
+    };
+    let path = match &archive.format {
+        ArchiveFormat::Custom(entry) => {
+            let path = spool.path().join("archive.dump");
+            write(&path, entry, source)?;
+            path
+        }
+        ArchiveFormat::Directory(files) => {
+            let folder = spool.path().join("archive");
+            std::fs::create_dir(&folder).map_err(|e| io_failed("folder", e))?;
+            for entry in files {
+                let name = entry.path.rsplit('/').next().unwrap_or_default();
+                if !plain_file_name(name) {
+                    return Err(Failure::new(
+                        Code::CorruptObject,
+                        format!("{}: not a file name of a pg_dump folder", entry.path),
+                    ));
+                }
+                write(&folder.join(name), entry, source)?;
+            }
+            folder
+        }
+    };
+    Ok((spool, path))
 }
 
 /// Feeds an entry's chunks into `writer`.
@@ -702,29 +1124,38 @@ pub fn restore_globals(
 }
 
 /// Reads an archive's table of contents with `pg_restore --list`: it is a whole,
-/// readable pg_dump archive. Needs no server.
+/// readable pg_dump archive. Needs no server. A custom-format archive streams in; a
+/// directory-format one is spooled into a fresh folder under `spool` first.
 pub fn list_archive(
     tools: &Tools,
-    entry: &Entry,
+    archive: &Archive,
+    spool: &Path,
     source: &mut dyn ChunkSource,
 ) -> Result<(), Failure> {
     let mut cmd = Command::new(tools.tool("pg_restore"));
     cmd.arg("--list");
-    run_fed(
-        cmd,
-        &format!("pg_restore --list of {}", entry.path),
-        entry,
-        source,
-        true,
-    )
-    .map(|_| ())
+    let what = format!("pg_restore --list of {}", archive.name());
+    match &archive.format {
+        ArchiveFormat::Custom(entry) => run_fed(cmd, &what, entry, source, true).map(|_| ()),
+        ArchiveFormat::Directory(_) => {
+            let (spooled, path) = spool_archive(archive, spool, source)?;
+            cmd.arg("-Fd").arg(&path);
+            run_tool(cmd, &what)?;
+            spooled
+                .remove()
+                .map_err(|e| failed(format!("{what}: removing the spool folder: {e}")))
+        }
+    }
 }
 
-/// Restores one database archive with pg_restore reading from its standard input.
+/// Restores one database archive with pg_restore: fed through its standard input, or
+/// from a spool (`-j N`, `-Fd` for a directory-format archive) that is removed
+/// afterwards whatever happens.
 pub fn restore_database(
     t: &RestoreTarget,
     tools: &Tools,
-    entry: &Entry,
+    archive: &Archive,
+    feed: &Feed,
     source: &mut dyn ChunkSource,
 ) -> Result<String, Failure> {
     let mut cmd = t.conn.command(&tools.tool("pg_restore"));
@@ -738,13 +1169,29 @@ pub fn restore_database(
     for schema in &t.schemas {
         cmd.args(["--schema", schema]);
     }
-    run_fed(
-        cmd,
-        &format!("pg_restore into {}", t.database),
-        entry,
-        source,
-        true,
-    )
+    let what = format!("pg_restore into {}", t.database);
+    match (feed, &archive.format) {
+        (Feed::Stream, ArchiveFormat::Custom(entry)) => run_fed(cmd, &what, entry, source, true),
+        (Feed::Stream, ArchiveFormat::Directory(_)) => Err(failed(format!(
+            "{what}: {} is a directory-format archive, which pg_restore reads only from a spool",
+            archive.name()
+        ))),
+        (Feed::Spool { dir, jobs }, format) => {
+            let (spool, path) = spool_archive(archive, dir, source)?;
+            cmd.arg(format!("--jobs={jobs}"));
+            if matches!(format, ArchiveFormat::Directory(_)) {
+                cmd.arg("-Fd");
+            }
+            cmd.arg(&path);
+            let done = run_tool(cmd, &format!("pg_restore -j {jobs} into {}", t.database));
+            // The restore's own failure first; a spool that cannot be removed after a
+            // good restore is a failure too: it holds the database in plain.
+            let removed = spool.remove();
+            let errors = done?;
+            removed.map_err(|e| failed(format!("{what}: removing the spool folder: {e}")))?;
+            Ok(errors)
+        }
+    }
 }
 
 fn run_fed(
@@ -776,21 +1223,7 @@ fn run_fed(
     // The tool's own reason first: when it stops at an error, feeding it fails with a
     // broken pipe, which says nothing.
     if strict && !status.success() {
-        // pg_restore ends with the failed command, often many lines: its error line
-        // says more.
-        let mut tail: Vec<&str> = errors
-            .lines()
-            .filter(|l| l.contains("error:") || l.contains("ERROR:"))
-            .take(3)
-            .collect();
-        if tail.is_empty() {
-            tail = errors.lines().rev().take(3).collect();
-            tail.reverse();
-        }
-        return Err(failed(format!(
-            "{what} failed ({status}): {}",
-            tail.join("; ")
-        )));
+        return Err(tool_failed(what, status, &errors));
     }
     match fed {
         // A partial restore (`--table`, `--schema`) may finish without reading the
@@ -830,4 +1263,119 @@ pub async fn analyze(t: &RestoreTarget) -> Result<(), Failure> {
         .batch_execute("ANALYZE")
         .await
         .map_err(|e| db_error(&t.conn, &e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, size: u64) -> Entry {
+        Entry::stream(path, size, Vec::new(), Utc::now())
+    }
+
+    fn tree(paths: &[(&str, u64)]) -> Tree {
+        Tree {
+            entries: paths.iter().map(|(p, s)| entry(p, *s)).collect(),
+        }
+    }
+
+    #[test]
+    fn archives_are_found_in_both_formats_in_tree_order_and_names_may_hold_slashes() {
+        let t = tree(&[
+            (GLOBALS, 10),
+            ("app.counts.json", 5),
+            ("app.dump", 1000),
+            ("a/b.dir/toc.dat", 100),
+            ("a/b.dir/3001.dat", 5000),
+            ("a/b.counts.json", 5),
+            ("a/b.dir/3002.dat", 1),
+        ]);
+        let found = archives(&t);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0].database, "app");
+        assert_eq!(found[0].name(), "app.dump");
+        assert!(!found[0].needs_spool());
+        assert_eq!(found[1].database, "a/b");
+        assert_eq!(found[1].name(), "a/b.dir/");
+        assert!(found[1].needs_spool());
+        assert_eq!(found[1].entries().len(), 3);
+        assert_eq!(found[1].bytes(), 5101);
+        // Each file takes whole 4 KiB blocks in a spool.
+        assert_eq!(found[1].spool_bytes(), 4096 + 8192 + 4096);
+    }
+
+    #[test]
+    fn a_spool_is_used_for_jobs_or_a_directory_archive_and_goes_where_asked() {
+        let custom = archives(&tree(&[("app.dump", 1)])).remove(0);
+        let directory = archives(&tree(&[("app.dir/toc.dat", 1)])).remove(0);
+        assert_eq!(Feed::choose(&custom, None, None), Feed::Stream);
+        assert_eq!(Feed::choose(&custom, Some(1), None), Feed::Stream);
+        assert_eq!(
+            Feed::choose(&custom, Some(4), Some(Path::new("/srv/spool"))),
+            Feed::Spool {
+                dir: PathBuf::from("/srv/spool"),
+                jobs: 4
+            }
+        );
+        assert_eq!(
+            Feed::choose(&directory, None, None),
+            Feed::Spool {
+                dir: std::env::temp_dir(),
+                jobs: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_spool_that_does_not_fit_is_refused_before_anything_is_written() {
+        struct NoChunks;
+        impl ChunkSource for NoChunks {
+            fn fetch(&mut self, _: &crate::repo::keys::ChunkId) -> Result<Vec<u8>, String> {
+                Err("nothing may be fetched".into())
+            }
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let huge = archives(&tree(&[("app.dump", u64::MAX / 2)])).remove(0);
+        let spool = dir.path().join("spool");
+        let err = spool_archive(&huge, &spool, &mut NoChunks).expect_err("it cannot fit");
+        assert_eq!(err.code, Code::NoSpace);
+        assert!(err.message.contains("app.dump needs "), "{}", err.message);
+        assert!(err.message.contains(" available"), "{}", err.message);
+        assert!(!spool.exists(), "nothing was created");
+        // A small one fits, in a folder that does not exist yet.
+        let small = archives(&tree(&[("app.dump", 1)])).remove(0);
+        assert!(space_for(&small, &spool).expect("measured").fits());
+    }
+
+    #[test]
+    fn only_plain_names_are_written_into_a_spool_folder() {
+        for good in ["toc.dat", "3001.dat", "blobs.toc", "blob_16384.dat"] {
+            assert!(plain_file_name(good), "{good}");
+        }
+        for bad in ["", ".", "..", "../x", "a/b", "a\\b"] {
+            assert!(!plain_file_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_spool_folder_is_private_unique_and_removed_when_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let parent = dir.path().join("missing/spool");
+        let (a, b) = (
+            Spool::new(&parent, "backplan-test-").expect("a spool"),
+            Spool::new(&parent, "backplan-test-").expect("another"),
+        );
+        assert_ne!(a.path(), b.path());
+        let mode = std::fs::metadata(a.path()).expect("meta").permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o700
+        );
+        std::fs::write(a.path().join("toc.dat"), b"PGDMP").expect("write");
+        let path = a.path().to_path_buf();
+        drop(a);
+        assert!(!path.exists());
+        b.remove().expect("removed");
+        assert_eq!(std::fs::read_dir(&parent).expect("read").count(), 0);
+    }
 }

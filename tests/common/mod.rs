@@ -174,6 +174,7 @@ impl Sandbox {
         Cmd {
             sandbox: self,
             args: args.iter().map(|a| a.to_string()).collect(),
+            env: Vec::new(),
             env_remove: Vec::new(),
             status: Some(0),
             stdout: Vec::new(),
@@ -189,6 +190,7 @@ impl Sandbox {
 pub struct Cmd<'a> {
     sandbox: &'a Sandbox,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     env_remove: Vec<String>,
     /// `None`: any status but 0.
     status: Option<i32>,
@@ -206,6 +208,12 @@ impl Cmd<'_> {
     /// The command must fail, with any non-zero status.
     pub fn fails(mut self) -> Self {
         self.status = None;
+        self
+    }
+
+    /// Sets an environment variable for the command.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.into(), value.into()));
         self
     }
 
@@ -239,6 +247,9 @@ impl Cmd<'_> {
         let mut command = self.sandbox.command(&args);
         for name in &self.env_remove {
             command.env_remove(name);
+        }
+        for (name, value) in &self.env {
+            command.env(name, value);
         }
         let output = command.output().expect("run backplan");
         let run = Run::from(output);

@@ -202,6 +202,58 @@ impl PgServer {
         String::from_utf8(output.stdout).expect("psql prints UTF-8")
     }
 
+    /// Makes `role` a superuser that logs in with `password` only: scram-sha-256 for
+    /// it over TCP, trust for everyone else as before (so the harness's own tools
+    /// still connect as `postgres`), and the server reloads its configuration.
+    pub fn require_password(&self, role: &str, password: &str) {
+        self.psql(
+            "postgres",
+            &format!(
+                "SET password_encryption = 'scram-sha-256';
+                 CREATE ROLE {} LOGIN SUPERUSER PASSWORD '{}';",
+                quote_ident(role),
+                password.replace('\'', "''")
+            ),
+        );
+        let hba = self.data_dir().join("pg_hba.conf");
+        // The first matching line wins. Written in place, the file keeps its owner.
+        std::fs::write(
+            &hba,
+            format!(
+                "host all {role} 127.0.0.1/32 scram-sha-256\n\
+                 host all all 127.0.0.1/32 trust\n\
+                 local all all trust\n"
+            ),
+        )
+        .unwrap_or_else(|e| panic!("write {}: {e}", hba.display()));
+        assert_eq!(
+            self.psql("postgres", "SELECT pg_reload_conf();").trim(),
+            "t"
+        );
+        // The reload is asynchronous: wait until a login without the password fails.
+        let started = std::time::Instant::now();
+        loop {
+            let output = self
+                .tool("psql")
+                .args(["-X", "-w", "-U", role, "-d", "postgres", "-c", "SELECT 1"])
+                .output()
+                .expect("run psql");
+            if !output.status.success() {
+                break;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "the server still lets {role} in without a password"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// `postgres://ROLE@127.0.0.1:PORT/DB`, without a password.
+    pub fn url_as(&self, role: &str, db: &str) -> String {
+        format!("postgres://{role}@127.0.0.1:{}/{db}", self.port)
+    }
+
     /// `CREATE DATABASE name`.
     pub fn createdb(&self, name: &str) {
         self.psql(
