@@ -4,9 +4,10 @@
 //! adds it to that destination's pack. Full packs go to an uploader over a bounded
 //! channel, so memory stays at a few packs whatever the size of the data.
 //!
-//! Two threads share the work: the caller's reads, chunks and hashes (and decides,
-//! in stream order, which destination needs which chunk); a sealer thread
-//! compresses, encrypts and packs. They are joined by a channel of a few chunks.
+//! The work is shared: the caller's thread reads, chunks and hashes (and decides, in
+//! stream order, which destination needs which chunk); sealer threads, one per core,
+//! take chunks from a channel of a few and compress, encrypt and pack them, each
+//! into packs of its own (a pack's chunks need not be neighbours in any stream).
 
 use std::collections::HashSet;
 use std::io::{self, Read};
@@ -25,8 +26,10 @@ use crate::sources::{ChunkSink, Stored};
 /// A finished pack on its way to storage.
 pub type PackUpload = (Vec<u8>, PackRecord);
 
-/// Chunks waiting for the sealer: enough to keep it busy while the next is cut.
+/// Chunks waiting for the sealers: enough to keep them busy while the next is cut.
 const SEAL_QUEUE: usize = 4;
+/// At most this many sealer threads, whatever the cores.
+const MAX_SEALERS: usize = 4;
 
 /// One destination's side of the sink.
 #[derive(Debug)]
@@ -54,11 +57,11 @@ pub struct RepoSink {
     hasher: ChunkHasher,
     seed: u64,
     /// Per destination, the chunks it holds or has been sent: decided here, so the
-    /// sealer never sees a chunk twice for one destination.
+    /// sealers never see a chunk twice for one destination.
     known: Vec<HashSet<ChunkId>>,
     work: Option<std::sync::mpsc::SyncSender<Work>>,
-    sealer: Option<JoinHandle<io::Result<()>>>,
-    /// Set when the sink is dropped unfinished: the sealer then uploads nothing more.
+    sealers: Vec<JoinHandle<io::Result<()>>>,
+    /// Set when the sink is dropped unfinished: the sealers then upload nothing more.
     abandoned: Arc<AtomicBool>,
     /// Reused for streams shorter than the smallest chunk.
     short: Vec<u8>,
@@ -74,21 +77,26 @@ impl std::fmt::Debug for RepoSink {
     }
 }
 
-/// The sealer's side: one compression context for the whole backup, the key set,
-/// and each destination's pack in the making.
+/// One sealer's side: a compression context for the whole backup, the shared key
+/// set, and its own pack in the making for each destination.
 struct Sealer {
     compressor: zstd::bulk::Compressor<'static>,
-    key_set: KeySet,
+    key_set: Arc<KeySet>,
     packs: Vec<(PackBuilder, mpsc::Sender<PackUpload>)>,
 }
 
+/// The sealers' end of the work channel.
+type WorkQueue = Arc<std::sync::Mutex<std::sync::mpsc::Receiver<Work>>>;
+
 impl Sealer {
-    fn run(
-        mut self,
-        work: std::sync::mpsc::Receiver<Work>,
-        abandoned: &AtomicBool,
-    ) -> io::Result<()> {
-        for w in work {
+    fn run(mut self, work: WorkQueue, abandoned: &AtomicBool) -> io::Result<()> {
+        loop {
+            // The lock is held only to take one chunk.
+            let next = match work.lock() {
+                Ok(rx) => rx.recv(),
+                Err(_) => return Err(io::Error::other("another sealer panicked")),
+            };
+            let Ok(w) = next else { break };
             let compressed = self.compressor.compress(&w.data)?;
             let packet = self
                 .key_set
@@ -128,28 +136,41 @@ impl RepoSink {
         targets: Vec<Target>,
     ) -> io::Result<RepoSink> {
         let mut known = Vec::new();
-        let mut packs = Vec::new();
+        let mut senders = Vec::new();
         for t in targets {
             known.push(t.known);
-            packs.push((PackBuilder::default(), t.tx));
+            senders.push(t.tx);
         }
-        let sealer = Sealer {
-            compressor: zstd::bulk::Compressor::new(level)?,
-            key_set,
-            packs,
-        };
+        let key_set = Arc::new(key_set);
         let (tx, rx) = std::sync::mpsc::sync_channel(SEAL_QUEUE);
+        let queue: WorkQueue = Arc::new(std::sync::Mutex::new(rx));
         let abandoned = Arc::new(AtomicBool::new(false));
-        let flag = abandoned.clone();
-        let handle = std::thread::Builder::new()
-            .name("backplan-sealer".into())
-            .spawn(move || sealer.run(rx, &flag))?;
+        let count = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .clamp(1, MAX_SEALERS);
+        let mut sealers = Vec::new();
+        for i in 0..count {
+            let sealer = Sealer {
+                compressor: zstd::bulk::Compressor::new(level)?,
+                key_set: key_set.clone(),
+                packs: senders
+                    .iter()
+                    .map(|s| (PackBuilder::default(), s.clone()))
+                    .collect(),
+            };
+            let (queue, flag) = (queue.clone(), abandoned.clone());
+            sealers.push(
+                std::thread::Builder::new()
+                    .name(format!("backplan-sealer-{i}"))
+                    .spawn(move || sealer.run(queue, &flag))?,
+            );
+        }
         Ok(RepoSink {
             hasher: key.chunk_id(),
             seed: key.chunker_seed(),
             known,
             work: Some(tx),
-            sealer: Some(handle),
+            sealers,
             abandoned,
             short: Vec::new(),
             bytes_read: 0,
@@ -163,17 +184,21 @@ impl RepoSink {
         self.join()
     }
 
-    /// Waits for the sealer and returns how it ended.
+    /// Waits for the sealers and returns how they ended (the first error).
     fn join(&mut self) -> io::Result<()> {
-        match self.sealer.take() {
-            Some(h) => h
+        let mut result = Ok(());
+        for h in self.sealers.drain(..) {
+            let ended = h
                 .join()
-                .unwrap_or_else(|_| Err(io::Error::other("the sealer thread panicked"))),
-            None => Ok(()),
+                .unwrap_or_else(|_| Err(io::Error::other("a sealer thread panicked")));
+            if result.is_ok() {
+                result = ended;
+            }
         }
+        result
     }
 
-    /// Names a chunk and hands it to the sealer for the destinations that lack it.
+    /// Names a chunk and hands it to the sealers for the destinations that lack it.
     fn chunk(&mut self, data: Vec<u8>, stored: &mut Stored) -> io::Result<()> {
         let id = self.hasher.id(&data);
         stored.chunks.push(id);
@@ -194,7 +219,7 @@ impl RepoSink {
         if sent {
             return Ok(());
         }
-        // The sealer stopped: its own error says why.
+        // The sealers stopped: their own error says why.
         self.work = None;
         Err(match self.join() {
             Err(e) => e,
@@ -205,7 +230,7 @@ impl RepoSink {
 
 impl Drop for RepoSink {
     fn drop(&mut self) {
-        if self.sealer.is_some() {
+        if !self.sealers.is_empty() {
             self.abandoned.store(true, Ordering::SeqCst);
             self.work = None;
             let _ = self.join();
