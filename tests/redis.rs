@@ -129,6 +129,23 @@ fn no_sync_user() -> Vec<String> {
 const AS_BACKUP: &str = "    username: backup\n    password_file: redis.pass\n";
 
 #[test]
+fn the_scan_mode_of_a_server_without_functions_or_keys_in_some_databases_restores_it() {
+    let source = RedisServer::start();
+    let mut c = source.connect();
+    for i in 0..500 {
+        c.cmd(&["SET", &format!("plain:{i}"), &format!("v{i}")]);
+    }
+    c.cmd(&["SELECT", "3"]);
+    c.cmd(&["HSET", "in-db-3", "f", "v"]);
+    let sandbox = Sandbox::initialised(&policy(&source.url(), "    mode: scan\n", ""));
+    sandbox.run(&["apply"]).stdout("501 keys in 2 databases").check();
+    let target = RedisServer::start();
+    restore_into(&sandbox, &target, &[]);
+    assert_eq!(source.digest(), target.digest());
+    assert_eq!(target.keys(), [(0, 500), (3, 1)].into());
+}
+
+#[test]
 fn a_user_that_may_not_sync_falls_back_to_scan_and_the_plan_says_it_is_not_point_in_time() {
     let source = RedisServer::with(Options {
         config: no_sync_user(),

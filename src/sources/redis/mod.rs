@@ -588,8 +588,11 @@ fn scan_to_rdb(
         }
         Ok(())
     };
-    // Functions first, as a server writes them.
-    if let Value::Bulk(payload) = conn.cmd(&[b"FUNCTION", b"DUMP"])? {
+    // Functions first, as a server writes them. A server without any answers with
+    // the footer alone.
+    if let Value::Bulk(payload) = conn.cmd(&[b"FUNCTION", b"DUMP"])?
+        && payload.len() > rdb::DUMP_FOOTER_LEN
+    {
         let (_, version) =
             rdb::check_dump_payload(&payload).map_err(|e| failed(format!("FUNCTION DUMP: {e}")))?;
         open(&mut writer, version)?;
