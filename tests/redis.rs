@@ -138,7 +138,10 @@ fn the_scan_mode_of_a_server_without_functions_or_keys_in_some_databases_restore
     c.cmd(&["SELECT", "3"]);
     c.cmd(&["HSET", "in-db-3", "f", "v"]);
     let sandbox = Sandbox::initialised(&policy(&source.url(), "    mode: scan\n", ""));
-    sandbox.run(&["apply"]).stdout("501 keys in 2 databases").check();
+    sandbox
+        .run(&["apply"])
+        .stdout("501 keys in 2 databases")
+        .check();
     let target = RedisServer::start();
     restore_into(&sandbox, &target, &[]);
     assert_eq!(source.digest(), target.digest());
