@@ -922,6 +922,78 @@ fn prune_deletes_the_old_snapshot_collects_its_packs_and_keeps_the_new_one_resto
     assert_same_tree(&sandbox.path("data"), &sandbox.path("restored"));
 }
 
+#[test]
+fn prune_repacks_packs_whose_chunks_are_mostly_unreferenced_and_loses_nothing() {
+    let sandbox = Sandbox::initialised(&policy_with(
+        "    keep_last: 1\n    min_keep: 1\n",
+        LOCAL,
+        &files_source("data", "data"),
+    ));
+    // Big files the next snapshot replaces, small ones it keeps, interleaved so that
+    // every pack of the first backup holds both.
+    let bigs = |sandbox: &Sandbox| {
+        for i in 0..12 {
+            write_bytes(
+                &sandbox.path(&format!("data/{i:02}-a.bin")),
+                &random_bytes(400_000),
+            );
+        }
+    };
+    bigs(&sandbox);
+    for i in 0..12 {
+        write_bytes(
+            &sandbox.path(&format!("data/{i:02}-b.txt")),
+            &random_bytes(3_000),
+        );
+    }
+    sandbox.run(&["apply"]).check();
+    let packs = sandbox.path("backups/packs");
+    let first: BTreeSet<_> = files_under(&packs).into_iter().collect();
+
+    bigs(&sandbox);
+    sandbox
+        .run(&["apply", "--now", &hours_from_now(25)])
+        .check();
+    let size = |paths: &BTreeSet<PathBuf>| -> u64 {
+        paths
+            .iter()
+            .map(|p| fs::metadata(p).expect("a pack").len())
+            .sum()
+    };
+    let before = size(&files_under(&packs).into_iter().collect());
+    let run = sandbox
+        .run(&["apply", "--max-deletes", "1"])
+        .stdout("1 snapshots deleted")
+        .stdout("repacked into 1)")
+        .check();
+    assert!(
+        !run.stdout.contains("(0 of them repacked"),
+        "{}",
+        run.stdout
+    );
+    let after: BTreeSet<_> = files_under(&packs).into_iter().collect();
+    assert!(
+        after.is_disjoint(&first),
+        "every pack of the first backup is gone"
+    );
+    assert!(
+        size(&after) + 4_000_000 < before,
+        "the replaced files' chunks were freed ({before} before, {} after)",
+        size(&after)
+    );
+    verify_read_data(&sandbox);
+    sandbox
+        .run(&[
+            "restore",
+            "--secret-key",
+            &secret(),
+            "--target",
+            "data=restored",
+        ])
+        .check();
+    assert_same_tree(&sandbox.path("data"), &sandbox.path("restored"));
+}
+
 // --- repair -------------------------------------------------------------------------
 
 #[test]

@@ -335,10 +335,8 @@ impl StorageExecutor {
         })?;
         let source_index = from.load_index(&self.key).await?;
         let target_index = to.load_index(&self.key).await?;
-        let mut builder = PackBuilder::default();
-        let mut packs: Vec<PackRecord> = Vec::new();
+        let mut mover = ChunkMover::default();
         let mut copied = HashSet::new();
-        let mut key_sets: HashMap<(Arc<str>, u16), Vec<u8>> = HashMap::new();
         for entry in &tree.entries {
             for id in &entry.chunks {
                 if target_index.chunks.contains_key(id) || !copied.insert(*id) {
@@ -355,42 +353,10 @@ impl StorageExecutor {
                         ),
                     )
                 })?;
-                let set_key = (loc.pack.clone(), loc.key_set);
-                if !key_sets.contains_key(&set_key) {
-                    let (off, len) = source_index.key_set(loc).ok_or_else(|| {
-                        Failure::new(
-                            Code::CorruptObject,
-                            format!(
-                                "{}: pack {} has no key set {}",
-                                from.name, loc.pack, loc.key_set
-                            ),
-                        )
-                    })?;
-                    let bytes = from
-                        .read_range(&crate::repo::format::pack_path(&loc.pack), off, len)
-                        .await?;
-                    key_sets.insert(set_key.clone(), bytes);
-                }
-                let packet = from
-                    .read_range(
-                        &crate::repo::format::pack_path(&loc.pack),
-                        loc.offset,
-                        loc.length,
-                    )
-                    .await?;
-                builder.add(*id, &key_sets[&set_key], &packet, loc.raw_length);
-                if builder.len() >= crate::repo::format::PACK_TARGET {
-                    let (bytes, record) = std::mem::take(&mut builder).finish();
-                    to.put_pack(bytes, &record).await?;
-                    packs.push(record);
-                }
+                mover.add(from, &source_index, *id, loc, to).await?;
             }
         }
-        if !builder.is_empty() {
-            let (bytes, record) = builder.finish();
-            to.put_pack(bytes, &record).await?;
-            packs.push(record);
-        }
+        let packs = mover.finish(to).await?;
         let stored: u64 = packs.iter().map(|p| p.size).sum();
         if !packs.is_empty() {
             to.put_index(&self.key, packs).await?;
@@ -414,17 +380,91 @@ impl StorageExecutor {
             bytes_read: None,
             bytes_stored: None,
             detail: Some(format!(
-                "{} snapshots deleted, {} packs removed",
+                "{} snapshots deleted, {} packs removed ({} of them repacked into {})",
                 action.snapshots.len(),
-                freed
+                freed.removed,
+                freed.repacked,
+                freed.written
             )),
         })
     }
 }
 
-/// Deletes packs no snapshot refers to and compacts the index into one object.
-/// Writes the new index before deleting the old ones. Returns how many packs went.
-pub async fn gc(repo: &Repo, key: &RepoKey) -> Result<usize, Failure> {
+/// Moves encrypted chunks from the packs of one repository into new packs of another
+/// (or the same), without decrypting: a chunk's SEIPD packet and the key set it needs
+/// are copied as they are.
+#[derive(Debug, Default)]
+struct ChunkMover {
+    builder: PackBuilder,
+    written: Vec<PackRecord>,
+    key_sets: HashMap<(Arc<str>, u16), Vec<u8>>,
+}
+
+impl ChunkMover {
+    async fn add(
+        &mut self,
+        from: &Repo,
+        index: &Index,
+        id: crate::repo::keys::ChunkId,
+        loc: &crate::repo::store::Location,
+        to: &Repo,
+    ) -> Result<(), Failure> {
+        let pack = crate::repo::format::pack_path(&loc.pack);
+        let set_key = (loc.pack.clone(), loc.key_set);
+        if !self.key_sets.contains_key(&set_key) {
+            let (off, len) = index.key_set(loc).ok_or_else(|| {
+                Failure::new(
+                    Code::CorruptObject,
+                    format!(
+                        "{}: pack {} has no key set {}",
+                        from.name, loc.pack, loc.key_set
+                    ),
+                )
+            })?;
+            let bytes = from.read_range(&pack, off, len).await?;
+            self.key_sets.insert(set_key.clone(), bytes);
+        }
+        let packet = from.read_range(&pack, loc.offset, loc.length).await?;
+        self.builder
+            .add(id, &self.key_sets[&set_key], &packet, loc.raw_length);
+        if self.builder.len() >= crate::repo::format::PACK_TARGET {
+            let (bytes, record) = std::mem::take(&mut self.builder).finish();
+            to.put_pack(bytes, &record).await?;
+            self.written.push(record);
+        }
+        Ok(())
+    }
+
+    /// Writes the last pack; returns every pack written.
+    async fn finish(mut self, to: &Repo) -> Result<Vec<PackRecord>, Failure> {
+        if !self.builder.is_empty() {
+            let (bytes, record) = self.builder.finish();
+            to.put_pack(bytes, &record).await?;
+            self.written.push(record);
+        }
+        Ok(self.written)
+    }
+}
+
+/// What a garbage collection did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Collected {
+    /// Packs deleted (repacked ones included).
+    pub removed: usize,
+    /// Packs whose live chunks moved into new packs.
+    pub repacked: usize,
+    /// New packs those chunks went into.
+    pub written: usize,
+}
+
+/// A pack whose chunks still in use are less than this share of its bytes is
+/// repacked by prune: its live chunks move to a new pack and it goes.
+const REPACK_BELOW: f64 = 0.5;
+
+/// Deletes packs no snapshot refers to, repacks those mostly unreferenced, and
+/// compacts the index into one object. New packs and the new index are written before
+/// anything old is deleted.
+pub async fn gc(repo: &Repo, key: &RepoKey) -> Result<Collected, Failure> {
     let index: Index = repo.load_index(key).await?;
     let mut referenced = HashSet::new();
     for (_, header) in repo.snapshot_headers().await? {
@@ -432,7 +472,7 @@ pub async fn gc(repo: &Repo, key: &RepoKey) -> Result<usize, Failure> {
         if header.key_id != key.id() {
             // A snapshot under another key: its references cannot be read, so no
             // pack may be collected.
-            return Ok(0);
+            return Ok(Collected::default());
         }
         let (_, tree) = repo.read_snapshot(key, &header.snapshot.id).await?;
         for e in tree.entries {
@@ -441,27 +481,49 @@ pub async fn gc(repo: &Repo, key: &RepoKey) -> Result<usize, Failure> {
     }
     let mut keep = Vec::new();
     let mut drop_packs = Vec::new();
+    let mut mover = ChunkMover::default();
+    let mut repacked = 0;
     for (id, record) in &index.packs {
-        if record.chunks.iter().any(|c| referenced.contains(&c.id)) {
-            keep.push(record.clone());
-        } else {
+        let total: u64 = record.chunks.iter().map(|c| u64::from(c.length)).sum();
+        let live: u64 = record
+            .chunks
+            .iter()
+            .filter(|c| referenced.contains(&c.id))
+            .map(|c| u64::from(c.length))
+            .sum();
+        if live == 0 {
             drop_packs.push(id.clone());
+        } else if (live as f64) < total as f64 * REPACK_BELOW {
+            for c in record.chunks.iter().filter(|c| referenced.contains(&c.id)) {
+                if let Some(loc) = index.chunks.get(&c.id).filter(|l| l.pack == *id) {
+                    mover.add(repo, &index, c.id, loc, repo).await?;
+                }
+            }
+            drop_packs.push(id.clone());
+            repacked += 1;
+        } else {
+            keep.push(record.clone());
         }
     }
+    let written = mover.finish(repo).await?;
+    let new_packs = written.len();
+    keep.extend(written);
     // Packs that no index lists: left by a crashed backup. Only when every index
     // could be read is it safe to say a pack is listed nowhere.
     let all_read = index.damaged.is_empty() && index.foreign.is_empty();
     let mut orphans = Vec::new();
     if all_read {
+        // The packs just repacked into are in no index yet, and no orphans.
+        let kept: HashSet<&str> = keep.iter().map(|r| r.id.as_str()).collect();
         for path in repo.pack_objects().await?.into_keys() {
             let id = path.rsplit('/').next().unwrap_or_default();
-            if !index.packs.contains_key(id) {
+            if !index.packs.contains_key(id) && !kept.contains(id) {
                 orphans.push(path);
             }
         }
     }
     if drop_packs.is_empty() && orphans.is_empty() && index.objects.len() <= 1 {
-        return Ok(0);
+        return Ok(Collected::default());
     }
     keep.sort_by(|a, b| a.id.cmp(&b.id));
     let new_index = repo.put_index(key, keep).await?;
@@ -476,7 +538,11 @@ pub async fn gc(repo: &Repo, key: &RepoKey) -> Result<usize, Failure> {
     for path in &orphans {
         repo.delete(path).await?;
     }
-    Ok(drop_packs.len() + orphans.len())
+    Ok(Collected {
+        removed: drop_packs.len() + orphans.len(),
+        repacked,
+        written: new_packs,
+    })
 }
 
 async fn upload(
