@@ -314,7 +314,7 @@ async fn restore_step(
             let entries = tree.entries.len();
             let (report, fetched) = tokio::task::spawn_blocking(move || {
                 let r = files::restore(&tree, &target, &include, force, &mut fetcher);
-                (r, fetcher.bytes_fetched)
+                (r, fetcher.bytes_fetched())
             })
             .await
             .map_err(|e| Failure::new(Code::Io, format!("the restore stopped: {e}")))?;

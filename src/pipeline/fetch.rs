@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::thread::Scope;
 
@@ -16,6 +17,9 @@ use crate::sources::ChunkSource;
 
 /// How many whole packs are kept in memory.
 const PACK_CACHE: usize = 6;
+/// How many each of several twins keeps: lanes take alternate chunks of the same
+/// packs, so each needs the pack at hand and the next.
+const TWIN_PACK_CACHE: usize = 2;
 
 /// Reads, decrypts and checks chunks of one repository.
 pub struct RepoFetcher {
@@ -25,17 +29,19 @@ pub struct RepoFetcher {
     secret: Arc<SecretKeys>,
     runtime: tokio::runtime::Handle,
     cache: VecDeque<(Arc<str>, Vec<u8>)>,
+    /// Packs this fetcher keeps: [`PACK_CACHE`], or [`TWIN_PACK_CACHE`] with twins.
+    cache_size: usize,
     /// One decompression context for every chunk.
     decompressor: zstd::bulk::Decompressor<'static>,
-    /// Encrypted bytes read from storage.
-    pub bytes_fetched: u64,
+    /// Encrypted bytes read from storage, by this fetcher and its twins.
+    fetched: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for RepoFetcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RepoFetcher")
             .field("repo", &self.repo.name)
-            .field("bytes_fetched", &self.bytes_fetched)
+            .field("bytes_fetched", &self.bytes_fetched())
             .finish_non_exhaustive()
     }
 }
@@ -56,9 +62,15 @@ impl RepoFetcher {
             secret,
             runtime,
             cache: VecDeque::new(),
+            cache_size: PACK_CACHE,
             decompressor: zstd::bulk::Decompressor::new().expect("a zstd context"),
-            bytes_fetched: 0,
+            fetched: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Encrypted bytes read from storage, by this fetcher and its twins.
+    pub fn bytes_fetched(&self) -> u64 {
+        self.fetched.load(Ordering::Relaxed)
     }
 
     /// A whole pack, checked against its name (its BLAKE3).
@@ -71,14 +83,15 @@ impl RepoFetcher {
             .runtime
             .block_on(self.repo.read_whole(&path))
             .map_err(|f| format!("{}: {}", f.code.id(), f.message))?;
-        self.bytes_fetched += bytes.len() as u64;
+        self.fetched
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         if blake3::hash(&bytes).to_hex().as_str() != &**id {
             return Err(format!(
                 "BP220: destination {}: object {path} is damaged: its content does not match its name",
                 self.repo.name
             ));
         }
-        if self.cache.len() >= PACK_CACHE {
+        if self.cache.len() >= self.cache_size {
             self.cache.pop_front();
         }
         self.cache.push_back((id.clone(), bytes));
@@ -87,6 +100,26 @@ impl RepoFetcher {
 }
 
 impl ChunkSource for RepoFetcher {
+    /// A fetcher of the same repository with a cache of its own; this one and each
+    /// twin then keep [`TWIN_PACK_CACHE`] packs.
+    fn twin(&mut self) -> Option<Box<dyn ChunkSource + Send>> {
+        self.cache_size = TWIN_PACK_CACHE;
+        while self.cache.len() > self.cache_size {
+            self.cache.pop_front();
+        }
+        Some(Box::new(RepoFetcher {
+            repo: self.repo.clone(),
+            index: self.index.clone(),
+            hasher: self.hasher.clone(),
+            secret: self.secret.clone(),
+            runtime: self.runtime.clone(),
+            cache: VecDeque::new(),
+            cache_size: TWIN_PACK_CACHE,
+            decompressor: zstd::bulk::Decompressor::new().ok()?,
+            fetched: self.fetched.clone(),
+        }))
+    }
+
     fn fetch(&mut self, id: &ChunkId) -> Result<Vec<u8>, String> {
         let index = self.index.clone();
         let loc = index.chunks.get(id).ok_or_else(|| {
@@ -141,42 +174,77 @@ impl ChunkSource for RepoFetcher {
     }
 }
 
-/// Chunks fetched ahead of a restore (each up to the largest chunk, 4 MiB).
-const AHEAD: usize = 8;
+/// Chunks fetched ahead of a restore, per lane (each up to the largest chunk, 4 MiB).
+const AHEAD: usize = 4;
+/// At most this many lanes fetch at once, whatever the cores.
+const MAX_LANES: usize = 4;
 
-/// Fetches chunks on a thread of its own, in the order a restore will ask for them,
+/// Fetches chunks on threads of their own, in the order a restore will ask for them,
 /// so that decrypting, decompressing and checking the next chunks overlaps with
-/// writing this one. The restore must ask in exactly that order.
+/// writing this one. With a source that has twins, one lane per core (less one for
+/// the writer, at least two) takes every n-th chunk. The restore must ask in exactly
+/// that order.
 #[derive(Debug)]
 pub struct Prefetch {
-    rx: Receiver<(ChunkId, Result<Vec<u8>, String>)>,
+    lanes: Vec<Receiver<Fetched>>,
+    next: usize,
 }
 
 impl Prefetch {
-    /// Starts fetching `order` from `source` on a thread of `scope`; the thread stops
-    /// at the first error, or when this value is dropped.
+    /// Starts fetching `order` from `source` (and its twins) on threads of `scope`;
+    /// each stops at its first error, or when this value is dropped.
     pub fn start<'scope, 'env>(
         scope: &'scope Scope<'scope, 'env>,
         source: &'env mut (dyn ChunkSource + Send),
         order: Vec<ChunkId>,
     ) -> Prefetch {
-        let (tx, rx) = sync_channel(AHEAD);
-        scope.spawn(move || {
-            for id in order {
-                let fetched = source.fetch(&id);
-                let failed = fetched.is_err();
-                if tx.send((id, fetched)).is_err() || failed {
-                    return;
-                }
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let wanted = cores.saturating_sub(1).clamp(2, MAX_LANES);
+        let mut twins: Vec<Box<dyn ChunkSource + Send>> = Vec::new();
+        while twins.len() + 1 < wanted {
+            match source.twin() {
+                Some(t) => twins.push(t),
+                None => break,
             }
-        });
-        Prefetch { rx }
+        }
+        let count = twins.len() + 1;
+        // Lane k fetches chunks k, k + count, k + 2·count, …
+        let ids =
+            |k: usize| -> Vec<ChunkId> { order.iter().skip(k).step_by(count).copied().collect() };
+        let mut lanes = vec![lane(scope, move |id| source.fetch(id), ids(0))];
+        for (k, mut twin) in twins.into_iter().enumerate() {
+            lanes.push(lane(scope, move |id| twin.fetch(id), ids(k + 1)));
+        }
+        Prefetch { lanes, next: 0 }
     }
+}
+
+type Fetched = (ChunkId, Result<Vec<u8>, String>);
+
+/// One lane: a thread that fetches `ids` in order into a bounded channel.
+fn lane<'scope>(
+    scope: &'scope Scope<'scope, '_>,
+    mut fetch: impl FnMut(&ChunkId) -> Result<Vec<u8>, String> + Send + 'scope,
+    ids: Vec<ChunkId>,
+) -> Receiver<Fetched> {
+    let (tx, rx) = sync_channel(AHEAD);
+    scope.spawn(move || {
+        for id in ids {
+            let fetched = fetch(&id);
+            let failed = fetched.is_err();
+            if tx.send((id, fetched)).is_err() || failed {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 impl ChunkSource for Prefetch {
     fn fetch(&mut self, id: &ChunkId) -> Result<Vec<u8>, String> {
-        match self.rx.recv() {
+        let lane = self.next % self.lanes.len();
+        self.next += 1;
+        match self.lanes[lane].recv() {
             Ok((got, fetched)) if got == *id => fetched,
             Ok((got, _)) => Err(format!(
                 "the restore asked for chunk {} where {} was fetched ahead",

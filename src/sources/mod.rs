@@ -35,6 +35,13 @@ pub struct Stored {
 /// their id.
 pub trait ChunkSource {
     fn fetch(&mut self, id: &ChunkId) -> Result<Vec<u8>, String>;
+
+    /// Another source reading the same chunks, for a second thread; `None` where the
+    /// source cannot be shared (the default). The source may shrink its own caches
+    /// to share memory with its twins.
+    fn twin(&mut self) -> Option<Box<dyn ChunkSource + Send>> {
+        None
+    }
 }
 
 /// A password from a `${env:…}` reference or a file (its trailing newline dropped);
