@@ -842,6 +842,22 @@ fn kill_9_during_apply_leaves_no_half_snapshot_and_the_next_apply_completes() {
     assert_same_tree(&sandbox.path("notes"), &sandbox.path("restored/notes"));
 }
 
+/// `verify --read-data` is clean, and restoring source `name` (backed up from the
+/// folder of the same name) into `restored` gives the same tree.
+fn verify_and_restore_identically(sandbox: &Sandbox, name: &str) {
+    verify_read_data(sandbox);
+    sandbox
+        .run(&[
+            "restore",
+            "--secret-key",
+            &secret(),
+            "--target",
+            &format!("{name}=restored"),
+        ])
+        .check();
+    assert_same_tree(&sandbox.path(name), &sandbox.path("restored"));
+}
+
 // --- retention ----------------------------------------------------------------------
 
 #[test]
@@ -909,17 +925,7 @@ fn prune_deletes_the_old_snapshot_collects_its_packs_and_keeps_the_new_one_resto
         .run(&["plan", "--detailed-exitcode"])
         .stdout("No changes")
         .check();
-    verify_read_data(&sandbox);
-    sandbox
-        .run(&[
-            "restore",
-            "--secret-key",
-            &secret(),
-            "--target",
-            "data=restored",
-        ])
-        .check();
-    assert_same_tree(&sandbox.path("data"), &sandbox.path("restored"));
+    verify_and_restore_identically(&sandbox, "data");
 }
 
 #[test]
@@ -981,17 +987,7 @@ fn prune_repacks_packs_whose_chunks_are_mostly_unreferenced_and_loses_nothing() 
         "the replaced files' chunks were freed ({before} before, {} after)",
         size(&after)
     );
-    verify_read_data(&sandbox);
-    sandbox
-        .run(&[
-            "restore",
-            "--secret-key",
-            &secret(),
-            "--target",
-            "data=restored",
-        ])
-        .check();
-    assert_same_tree(&sandbox.path("data"), &sandbox.path("restored"));
+    verify_and_restore_identically(&sandbox, "data");
 }
 
 // --- repair -------------------------------------------------------------------------
