@@ -101,14 +101,7 @@ pub async fn apply<E: Executor>(
         let Action::Configure(configure) = action else {
             continue;
         };
-        on_event(Event::Started { index, action });
-        let outcome = Outcome {
-            index,
-            action: action.clone(),
-            status: status_of(executor.configure(configure).await),
-        };
-        on_event(Event::Finished { outcome: &outcome });
-        outcomes.push(outcome);
+        outcomes.push(carry_out(index, action, on_event, executor.configure(configure)).await);
     }
 
     let backups: Vec<(usize, &Backup)> = plan
@@ -129,33 +122,24 @@ pub async fn apply<E: Executor>(
             match backup.depends_on.iter().find(|d| unhealthy.contains(*d)) {
                 Some(dep) => {
                     unhealthy.insert(backup.source.clone());
-                    let outcome = Outcome {
-                        index: *index,
-                        action: plan.actions[*index].clone(),
-                        status: Status::Skipped {
-                            why: format!("its dependency {dep} was not backed up"),
-                        },
-                    };
-                    on_event(Event::Finished { outcome: &outcome });
-                    outcomes.push(outcome);
+                    outcomes.push(skipped(
+                        *index,
+                        &plan.actions[*index],
+                        on_event,
+                        format!("its dependency {dep} was not backed up"),
+                    ));
                 }
                 None => runnable.push((*index, *backup)),
             }
         }
         let finished: Vec<Outcome> = futures::stream::iter(runnable)
             .map(|(index, backup)| {
-                let action = &plan.actions[index];
-                async move {
-                    on_event(Event::Started { index, action });
-                    let status = status_of(executor.backup(backup).await);
-                    let outcome = Outcome {
-                        index,
-                        action: action.clone(),
-                        status,
-                    };
-                    on_event(Event::Finished { outcome: &outcome });
-                    outcome
-                }
+                carry_out(
+                    index,
+                    &plan.actions[index],
+                    on_event,
+                    executor.backup(backup),
+                )
             })
             .buffer_unordered(parallelism)
             .collect()
@@ -180,19 +164,7 @@ pub async fn apply<E: Executor>(
         })
         .collect();
     let finished: Vec<Outcome> = futures::stream::iter(copies)
-        .map(|(index, copy)| {
-            let action = &plan.actions[index];
-            async move {
-                on_event(Event::Started { index, action });
-                let outcome = Outcome {
-                    index,
-                    action: action.clone(),
-                    status: status_of(executor.copy(copy).await),
-                };
-                on_event(Event::Finished { outcome: &outcome });
-                outcome
-            }
-        })
+        .map(|(index, copy)| carry_out(index, &plan.actions[index], on_event, executor.copy(copy)))
         .buffer_unordered(parallelism)
         .collect()
         .await;
@@ -203,29 +175,52 @@ pub async fn apply<E: Executor>(
         let Action::Prune(prune) = action else {
             continue;
         };
-        let status = if prune.held {
-            Status::Skipped {
-                why: "held back by --max-deletes".into(),
-            }
+        let outcome = if prune.held {
+            skipped(index, action, on_event, "held back by --max-deletes".into())
         } else if unhealthy.contains(&prune.source) {
-            Status::Skipped {
-                why: format!("the backup of {} failed in this apply", prune.source),
-            }
+            let why = format!("the backup of {} failed in this apply", prune.source);
+            skipped(index, action, on_event, why)
         } else {
-            on_event(Event::Started { index, action });
-            status_of(executor.prune(prune).await)
+            carry_out(index, action, on_event, executor.prune(prune)).await
         };
-        let outcome = Outcome {
-            index,
-            action: action.clone(),
-            status,
-        };
-        on_event(Event::Finished { outcome: &outcome });
         outcomes.push(outcome);
     }
 
     outcomes.sort_by_key(|o| o.index);
     Report { outcomes }
+}
+
+/// Runs one action between its `Started` and `Finished` events.
+async fn carry_out<'a>(
+    index: usize,
+    action: &'a Action,
+    on_event: &(dyn Fn(Event<'_>) + Sync),
+    work: impl Future<Output = Result<Done, String>>,
+) -> Outcome {
+    on_event(Event::Started { index, action });
+    let outcome = Outcome {
+        index,
+        action: action.clone(),
+        status: status_of(work.await),
+    };
+    on_event(Event::Finished { outcome: &outcome });
+    outcome
+}
+
+/// An action not run, and why; announced as finished.
+fn skipped(
+    index: usize,
+    action: &Action,
+    on_event: &(dyn Fn(Event<'_>) + Sync),
+    why: String,
+) -> Outcome {
+    let outcome = Outcome {
+        index,
+        action: action.clone(),
+        status: Status::Skipped { why },
+    };
+    on_event(Event::Finished { outcome: &outcome });
+    outcome
 }
 
 fn status_of(result: Result<Done, String>) -> Status {
