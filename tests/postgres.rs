@@ -162,7 +162,7 @@ fn script(path: &Path, text: &str) {
 fn tool_folder(sandbox: &Sandbox, server: &PgServer, name: &str, except: &[&str]) {
     let dir = sandbox.path(name);
     std::fs::create_dir_all(&dir).expect("create the tool folder");
-    for tool in ["pg_dump", "pg_dumpall", "pg_restore", "psql"] {
+    for tool in ["pg_dump", "pg_dumpall", "pg_restore", "psql", "vacuumdb"] {
         if !except.contains(&tool) {
             symlink(server.bin_dir().join(tool), dir.join(tool)).expect("symlink a tool");
         }
@@ -820,7 +820,7 @@ fn a_parallel_dump_stores_each_file_of_a_directory_archive_and_restores_identica
     )
     .stdout("app.dir/: app_restored will be created")
     .stdout("app.dir/: pg_restore -j 1 from a spool in restore-spool (needs ")
-    .stdout("a directory-format archive")
+    .stdout("a directory-format archive, restored by sections")
     .check();
     assert!(!sandbox.path("restore-spool").exists());
 
@@ -845,20 +845,76 @@ fn a_parallel_dump_stores_each_file_of_a_directory_archive_and_restores_identica
         &[("TMPDIR", &tmp)],
         &sandbox.path("tmp"),
     );
+    // Each restore went by sections: the schema, the data in batches of whole files
+    // (one here: the files are small), the indexes and constraints with the jobs.
     let calls = std::fs::read_to_string(&log).expect("the pg_restore log");
-    let restores: Vec<&str> = lines_with(&calls, " -d ");
-    assert_eq!(restores.len(), 2, "{calls}");
-    assert!(
-        restores[0].contains("--jobs=1") && restores[0].contains(" -Fd "),
-        "{calls}"
+    for (db, jobs, spool) in [("app_restored", 1, "restore-spool"), ("app_jobs", 2, "tmp")] {
+        let runs: Vec<&str> = lines_with(&calls, &format!(" -d {db} "));
+        assert_eq!(runs.len(), 3, "{calls}");
+        assert!(
+            runs.iter()
+                .all(|r| r.contains(" -Fd ") && r.contains(spool)),
+            "{calls}"
+        );
+        assert!(runs[0].contains("--section=pre-data"), "{calls}");
+        assert!(
+            runs[1].contains("--section=data") && runs[1].contains(" -L "),
+            "{calls}"
+        );
+        assert!(
+            runs[2].contains("--section=post-data") && runs[2].contains(&format!("--jobs={jobs}")),
+            "{calls}"
+        );
+    }
+
+    // A table whose COPY fails (here the server refuses its rows) stops the restore
+    // with the server's reason and the table's file; the table holds none of its
+    // rows, and the spool goes all the same.
+    let failing = sandbox.path("logbin/pg_restore.real");
+    std::fs::rename(sandbox.path("logbin/pg_restore"), &failing).expect("move the logger");
+    script(
+        &sandbox.path("logbin/pg_restore"),
+        &format!(
+            "#!/bin/sh\n'{real}' \"$@\" || exit $?\n\
+             case \"$*\" in *'-d app_failed --section=pre-data'*)\n\
+             '{psql}' -X -q -h 127.0.0.1 -p {port} -U postgres -d app_failed \\\n\
+             -c 'ALTER TABLE media.files ADD CONSTRAINT refused CHECK (false) NOT VALID';;\nesac\n",
+            real = failing.display(),
+            psql = server.bin_dir().join("psql").display(),
+            port = server.port(),
+        ),
     );
-    assert!(
-        restores[1].contains("--jobs=2") && restores[1].contains(&tmp),
-        "{calls}"
+    restore(
+        &sandbox,
+        &[
+            "--jobs",
+            "2",
+            "--spool",
+            "restore-spool",
+            "--target",
+            &target(&server, "app_failed"),
+        ],
+    )
+    .status(1)
+    .stderr("app.dir/")
+    .stderr("violates check constraint")
+    .check();
+    assert_eq!(
+        server
+            .psql("app_failed", "SELECT count(*) FROM media.files;")
+            .trim(),
+        "0"
     );
+    assert_eq!(
+        folder_names(&sandbox.path("restore-spool")),
+        Vec::<String>::new()
+    );
+    std::fs::rename(&failing, sandbox.path("logbin/pg_restore")).expect("restore the logger");
 
     // verify reads the archive with pg_restore --list and restores it for a count.
     let before = databases(&server);
+    let calls = std::fs::read_to_string(&log).expect("the pg_restore log");
+    let lists_before = lines_with(&calls, "--list").len();
     sandbox
         .run(&[
             "verify",
@@ -870,7 +926,12 @@ fn a_parallel_dump_stores_each_file_of_a_directory_archive_and_restores_identica
         .stdout("restored into a scratch database and counted")
         .check();
     let calls = std::fs::read_to_string(&log).expect("the pg_restore log");
-    assert_eq!(lines_with(&calls, "--list").len(), 1, "{calls}");
+    // Once to check the archive, once for the restore test's sections.
+    assert_eq!(
+        lines_with(&calls, "--list").len(),
+        lists_before + 2,
+        "{calls}"
+    );
     assert_eq!(databases(&server), before);
     assert_eq!(folder_names(&sandbox.path("spool")), Vec::<String>::new());
 }

@@ -241,7 +241,8 @@ async fn restore_step(
             for (archive, target) in &targets {
                 postgres::check_target(target).await?;
                 if let postgres::Feed::Spool { dir, .. } = pg_feed(cx, archive) {
-                    postgres::check_space(archive, &dir)?;
+                    let files = postgres::spool_files(archive, target);
+                    postgres::check_space(archive, files, &dir)?;
                 }
             }
             let mut restored = Vec::new();
@@ -260,12 +261,12 @@ async fn restore_step(
                         postgres::restore_globals(&target, &tools, g, &mut fetcher)?;
                     }
                     postgres::restore_database(&target, &tools, &archive, &feed, &mut fetcher)?;
+                    postgres::analyze(&target, &tools, feed.jobs())?;
                     Ok::<_, Failure>((fetcher, target))
                 })
                 .await
                 .map_err(|e| Failure::new(Code::Io, format!("the restore stopped: {e}")))??;
                 fetcher = moved.0;
-                postgres::analyze(&moved.1).await?;
                 restored.push(moved.1.database.clone());
             }
             Ok(format!(
@@ -402,16 +403,23 @@ fn pg_feed(cx: &Context<'_>, archive: &postgres::Archive) -> postgres::Feed {
 
 /// What the restore plan says of a spool: the jobs, where, what it needs and what is
 /// there; `None` for a streamed restore.
-fn spool_note(archive: &postgres::Archive, feed: &postgres::Feed) -> Option<String> {
+fn spool_note(
+    archive: &postgres::Archive,
+    target: &postgres::RestoreTarget,
+    feed: &postgres::Feed,
+) -> Option<String> {
     let postgres::Feed::Spool { dir, jobs } = feed else {
         return None;
     };
-    let why = if archive.needs_spool() {
+    let why = if postgres::by_sections(archive, target) {
+        ", a directory-format archive, restored by sections: each table loads as soon as its file is written"
+    } else if archive.needs_spool() {
         ", a directory-format archive"
     } else {
         ""
     };
-    Some(match postgres::space_for(archive, dir) {
+    let files = postgres::spool_files(archive, target);
+    Some(match postgres::space_for(archive, files, dir) {
         Ok(space) => format!(
             "pg_restore -j {jobs} from a spool in {} (needs {} free, {} available{why}){}",
             dir.display(),
@@ -426,7 +434,7 @@ fn spool_note(archive: &postgres::Archive, feed: &postgres::Feed) -> Option<Stri
         Err(f) => format!(
             "pg_restore -j {jobs} from a spool in {} (needs {} free{why}): {}",
             dir.display(),
-            render::bytes(archive.spool_bytes()),
+            render::bytes(archive.spool_bytes(files)),
             f.message
         ),
     })
@@ -533,7 +541,7 @@ async fn preview(
                         Err(f) => format!("{}: {}", target.database, f.message),
                     };
                     notes.push(format!("{}: {note}", archive.name()));
-                    if let Some(spool) = spool_note(&archive, &pg_feed(cx, &archive)) {
+                    if let Some(spool) = spool_note(&archive, &target, &pg_feed(cx, &archive)) {
                         notes.push(format!("{}: {spool}", archive.name()));
                     }
                 }

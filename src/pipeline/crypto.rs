@@ -256,7 +256,8 @@ fn decrypt<H: VerificationHelper + DecryptionHelper>(
         .map_err(err("decrypt"))?
         .with_policy(&policy, None, helper)
         .map_err(err("decrypt"))?;
-    let mut out = Vec::new();
+    // The plaintext is a little shorter than the ciphertext: one allocation.
+    let mut out = Vec::with_capacity(ciphertext.len());
     reader
         .read_to_end(&mut out)
         .map_err(|e| CryptoError(format!("decrypt: {e}")))?;

@@ -1,12 +1,13 @@
 //! The restore side of the pipeline: a [`ChunkSource`] that reads packs from a
 //! repository, checks each pack against its name, decrypts chunks with a recipient's
 //! secret key, decompresses them and checks each against its keyed hash. It keeps the
-//! last few packs in memory (tree order follows pack order), so memory stays bounded.
+//! last few packs in memory (tree order follows pack order), shared with its twins,
+//! so memory stays bounded and each pack is read once.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Scope;
 
 use crate::pipeline::crypto::SecretKeys;
@@ -17,9 +18,49 @@ use crate::sources::ChunkSource;
 
 /// How many whole packs are kept in memory.
 const PACK_CACHE: usize = 6;
-/// How many each of several twins keeps: lanes take alternate chunks of the same
-/// packs, so each needs the pack at hand and the next.
-const TWIN_PACK_CACHE: usize = 2;
+/// How many a fetcher and its twins keep between them: lanes take alternate chunks
+/// of the same packs, so they need the pack at hand and the next ones.
+const SHARED_PACK_CACHE: usize = 4;
+
+type Loaded = Result<Arc<Vec<u8>>, String>;
+/// A pack's slot: filled once, by whichever lane wants it first.
+type Slot = (Arc<str>, Arc<OnceLock<Loaded>>);
+
+/// The last packs read, shared by a fetcher and its twins, so that each pack is read
+/// and checked once however many lanes take chunks of it. A pack being read by one
+/// lane is waited for by the others, not read again.
+struct PackCache {
+    slots: Mutex<VecDeque<Slot>>,
+    size: AtomicUsize,
+}
+
+impl PackCache {
+    fn new(size: usize) -> PackCache {
+        PackCache {
+            slots: Mutex::new(VecDeque::new()),
+            size: AtomicUsize::new(size),
+        }
+    }
+
+    /// The pack `id`, read with `load` unless it is at hand or being read.
+    fn get(&self, id: &Arc<str>, load: impl FnOnce() -> Loaded) -> Loaded {
+        let cell = {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            match slots.iter().find(|(p, _)| p == id) {
+                Some((_, cell)) => cell.clone(),
+                None => {
+                    let cell = Arc::new(OnceLock::new());
+                    while slots.len() >= self.size.load(Ordering::Relaxed).max(1) {
+                        slots.pop_front();
+                    }
+                    slots.push_back((id.clone(), cell.clone()));
+                    cell
+                }
+            }
+        };
+        cell.get_or_init(load).clone()
+    }
+}
 
 /// Reads, decrypts and checks chunks of one repository.
 pub struct RepoFetcher {
@@ -28,9 +69,8 @@ pub struct RepoFetcher {
     hasher: ChunkHasher,
     secret: Arc<SecretKeys>,
     runtime: tokio::runtime::Handle,
-    cache: VecDeque<(Arc<str>, Vec<u8>)>,
-    /// Packs this fetcher keeps: [`PACK_CACHE`], or [`TWIN_PACK_CACHE`] with twins.
-    cache_size: usize,
+    /// Shared with the twins.
+    cache: Arc<PackCache>,
     /// One decompression context for every chunk.
     decompressor: zstd::bulk::Decompressor<'static>,
     /// Encrypted bytes read from storage, by this fetcher and its twins.
@@ -61,8 +101,7 @@ impl RepoFetcher {
             hasher: key.chunk_id(),
             secret,
             runtime,
-            cache: VecDeque::new(),
-            cache_size: PACK_CACHE,
+            cache: Arc::new(PackCache::new(PACK_CACHE)),
             decompressor: zstd::bulk::Decompressor::new().expect("a zstd context"),
             fetched: Arc::new(AtomicU64::new(0)),
         }
@@ -74,47 +113,38 @@ impl RepoFetcher {
     }
 
     /// A whole pack, checked against its name (its BLAKE3).
-    fn pack(&mut self, id: &Arc<str>) -> Result<&[u8], String> {
-        if let Some(pos) = self.cache.iter().position(|(p, _)| p == id) {
-            return Ok(&self.cache[pos].1);
-        }
-        let path = pack_path(id);
-        let bytes = self
-            .runtime
-            .block_on(self.repo.read_whole(&path))
-            .map_err(|f| format!("{}: {}", f.code.id(), f.message))?;
-        self.fetched
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        if blake3::hash(&bytes).to_hex().as_str() != &**id {
-            return Err(format!(
-                "BP220: destination {}: object {path} is damaged: its content does not match its name",
-                self.repo.name
-            ));
-        }
-        if self.cache.len() >= self.cache_size {
-            self.cache.pop_front();
-        }
-        self.cache.push_back((id.clone(), bytes));
-        Ok(&self.cache.back().map(|(_, b)| b).expect("just pushed")[..])
+    fn pack(&self, id: &Arc<str>) -> Loaded {
+        self.cache.get(id, || {
+            let path = pack_path(id);
+            let bytes = self
+                .runtime
+                .block_on(self.repo.read_whole(&path))
+                .map_err(|f| format!("{}: {}", f.code.id(), f.message))?;
+            self.fetched
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            if blake3::hash(&bytes).to_hex().as_str() != &**id {
+                return Err(format!(
+                    "BP220: destination {}: object {path} is damaged: its content does not match its name",
+                    self.repo.name
+                ));
+            }
+            Ok(Arc::new(bytes))
+        })
     }
 }
 
 impl ChunkSource for RepoFetcher {
-    /// A fetcher of the same repository with a cache of its own; this one and each
-    /// twin then keep [`TWIN_PACK_CACHE`] packs.
+    /// A fetcher of the same repository sharing this one's packs, which then keep
+    /// [`SHARED_PACK_CACHE`] packs between them.
     fn twin(&mut self) -> Option<Box<dyn ChunkSource + Send>> {
-        self.cache_size = TWIN_PACK_CACHE;
-        while self.cache.len() > self.cache_size {
-            self.cache.pop_front();
-        }
+        self.cache.size.store(SHARED_PACK_CACHE, Ordering::Relaxed);
         Some(Box::new(RepoFetcher {
             repo: self.repo.clone(),
             index: self.index.clone(),
             hasher: self.hasher.clone(),
             secret: self.secret.clone(),
             runtime: self.runtime.clone(),
-            cache: VecDeque::new(),
-            cache_size: TWIN_PACK_CACHE,
+            cache: self.cache.clone(),
             decompressor: zstd::bulk::Decompressor::new().ok()?,
             fetched: self.fetched.clone(),
         }))
@@ -140,6 +170,7 @@ impl ChunkSource for RepoFetcher {
         let secret = self.secret.clone();
         let name = self.repo.name.clone();
         let pack = self.pack(&loc.pack)?;
+        let pack = pack.as_slice();
         let slice = |off: u64, len: u32| pack.get(off as usize..off as usize + len as usize);
         let (Some(key_set), Some(packet)) = (slice(ks_off, ks_len), slice(loc.offset, loc.length))
         else {

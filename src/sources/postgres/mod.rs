@@ -1,7 +1,7 @@
 //! The `postgres` source: `pg_dump -Fc -Z0` streamed into the sink (compression is the
 //! pipeline's), `pg_dumpall --globals-only` as its own entry, a `pg_dump` whose major
 //! version is at least the server's; restore with `pg_restore` fed from the
-//! repository, globals first, `ANALYZE` afterwards.
+//! repository, globals first, `ANALYZE` afterwards (`vacuumdb`, as parallel as the restore).
 //!
 //! The password reaches the tools through `PGPASSWORD` in their environment, never on
 //! a command line; messages name hosts and databases, never the password. Without one
@@ -31,6 +31,8 @@ use crate::policy::Policy;
 use crate::policy::model::PostgresSource;
 use crate::repo::format::{Entry, Tree};
 use crate::sources::files::ScanReport;
+
+mod sections;
 
 /// The entry that holds roles and tablespaces.
 pub const GLOBALS: &str = "globals.sql";
@@ -794,10 +796,16 @@ impl Archive {
         self.entries().iter().map(|e| e.size).sum()
     }
 
-    /// What a spool of it takes on disk: each file rounded up to whole 4 KiB blocks.
-    pub fn spool_bytes(&self) -> u64 {
+    /// What a spool of `files` of it takes on disk: each file rounded up to whole
+    /// 4 KiB blocks.
+    pub fn spool_bytes(&self, files: Files) -> u64 {
         self.entries()
             .iter()
+            .filter(|e| {
+                files == Files::All
+                    || !self.needs_spool()
+                    || sections::data_file_id(file_name(e)).is_none()
+            })
             .map(|e| e.size.div_ceil(4096) * 4096)
             .sum()
     }
@@ -847,6 +855,11 @@ pub fn archives(tree: &Tree) -> Vec<Archive> {
 /// folder whatever a tree says.
 fn plain_file_name(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
+}
+
+/// The file name of an entry of a directory-format archive (`toc.dat`, `1234.dat`).
+fn file_name(entry: &Entry) -> &str {
+    entry.path.rsplit('/').next().unwrap_or_default()
 }
 
 /// A fresh folder (mode 0700) under a spool folder, removed when dropped, so that an
@@ -924,6 +937,16 @@ impl Feed {
     }
 }
 
+impl Feed {
+    /// pg_restore's workers.
+    pub fn jobs(&self) -> u32 {
+        match self {
+            Feed::Stream => 1,
+            Feed::Spool { jobs, .. } => *jobs,
+        }
+    }
+}
+
 /// What a spool of `archive` in `dir` needs and what is available there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpaceCheck {
@@ -938,16 +961,16 @@ impl SpaceCheck {
 }
 
 /// Measures the room for a spool of `archive` in `dir`.
-pub fn space_for(archive: &Archive, dir: &Path) -> Result<SpaceCheck, Failure> {
+pub fn space_for(archive: &Archive, files: Files, dir: &Path) -> Result<SpaceCheck, Failure> {
     Ok(SpaceCheck {
-        needed: archive.spool_bytes(),
+        needed: archive.spool_bytes(files),
         available: available_space(dir)?,
     })
 }
 
 /// Refuses a spool that would not fit, before anything is written.
-pub fn check_space(archive: &Archive, dir: &Path) -> Result<(), Failure> {
-    let space = space_for(archive, dir)?;
+pub fn check_space(archive: &Archive, files: Files, dir: &Path) -> Result<(), Failure> {
+    let space = space_for(archive, files, dir)?;
     if space.fits() {
         return Ok(());
     }
@@ -963,15 +986,36 @@ pub fn check_space(archive: &Archive, dir: &Path) -> Result<(), Failure> {
     ))
 }
 
+/// Which files of a directory-format archive a spool holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Files {
+    All,
+    /// All but the tables' data files (`1234.dat`): what `pg_restore --list` and a
+    /// restore by sections need.
+    TablesOfContents,
+}
+
+/// An archive written into a fresh spool folder by [`spool_archive`].
+struct Spooled {
+    /// Removed when dropped.
+    spool: Spool,
+    /// What to give pg_restore: `archive.dump`, or the folder `archive/`.
+    path: PathBuf,
+    /// The data files not written out ([`Files::TablesOfContents`]), each with the
+    /// path it goes to.
+    deferred: Vec<(Entry, PathBuf)>,
+}
+
 /// Writes `archive` into a fresh spool folder under `dir` (after checking that it
-/// fits): `archive.dump`, or the folder `archive/` with the directory format's files.
-/// Returns the spool (removed when dropped) and the path to give pg_restore.
+/// fits): `archive.dump`, or the folder `archive/` with the directory format's files
+/// that `files` asks for.
 fn spool_archive(
     archive: &Archive,
     dir: &Path,
+    files: Files,
     source: &mut dyn ChunkSource,
-) -> Result<(Spool, PathBuf), Failure> {
-    check_space(archive, dir)?;
+) -> Result<Spooled, Failure> {
+    check_space(archive, files, dir)?;
     let io_failed = |what: &str, e: io::Error| {
         Failure::new(
             Code::Io,
@@ -979,35 +1023,53 @@ fn spool_archive(
         )
     };
     let spool = Spool::new(dir, "backplan-restore-").map_err(|e| io_failed("folder", e))?;
-    let write = |path: &Path, entry: &Entry, source: &mut dyn ChunkSource| {
-        let file = std::fs::File::create(path).map_err(|e| io_failed(&entry.path, e))?;
-        let mut out = io::BufWriter::with_capacity(1 << 20, file);
-        feed(entry, source, &mut out)?;
-        out.flush().map_err(|e| io_failed(&entry.path, e))
-    };
+    let mut deferred = Vec::new();
     let path = match &archive.format {
         ArchiveFormat::Custom(entry) => {
             let path = spool.path().join("archive.dump");
-            write(&path, entry, source)?;
+            write_file(&path, entry, source, &mut || Ok(()))?;
             path
         }
-        ArchiveFormat::Directory(files) => {
+        ArchiveFormat::Directory(entries) => {
             let folder = spool.path().join("archive");
             std::fs::create_dir(&folder).map_err(|e| io_failed("folder", e))?;
-            for entry in files {
-                let name = entry.path.rsplit('/').next().unwrap_or_default();
+            for entry in entries {
+                let name = file_name(entry);
                 if !plain_file_name(name) {
                     return Err(Failure::new(
                         Code::CorruptObject,
                         format!("{}: not a file name of a pg_dump folder", entry.path),
                     ));
                 }
-                write(&folder.join(name), entry, source)?;
+                let path = folder.join(name);
+                if files == Files::TablesOfContents && sections::data_file_id(name).is_some() {
+                    deferred.push((entry.clone(), path));
+                } else {
+                    write_file(&path, entry, source, &mut || Ok(()))?;
+                }
             }
             folder
         }
     };
-    Ok((spool, path))
+    Ok(Spooled {
+        spool,
+        path,
+        deferred,
+    })
+}
+
+/// Writes an entry into a new file at `path`, calling `tick` after each chunk.
+fn write_file(
+    path: &Path,
+    entry: &Entry,
+    source: &mut dyn ChunkSource,
+    tick: &mut dyn FnMut() -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    let io_failed = |e: io::Error| Failure::new(Code::Io, format!("spooling {}: {e}", entry.path));
+    let file = std::fs::File::create(path).map_err(io_failed)?;
+    let mut out = io::BufWriter::with_capacity(1 << 20, file);
+    feed_with(entry, source, &mut out, tick)?;
+    out.flush().map_err(io_failed)
 }
 
 /// Feeds an entry's chunks into `writer`.
@@ -1015,6 +1077,16 @@ fn feed(
     entry: &Entry,
     source: &mut dyn ChunkSource,
     writer: &mut dyn Write,
+) -> Result<u64, Failure> {
+    feed_with(entry, source, writer, &mut || Ok(()))
+}
+
+/// [`feed`], calling `tick` after each chunk (a failure there stops it).
+fn feed_with(
+    entry: &Entry,
+    source: &mut dyn ChunkSource,
+    writer: &mut dyn Write,
+    tick: &mut dyn FnMut() -> Result<(), Failure>,
 ) -> Result<u64, Failure> {
     let mut n = 0u64;
     for id in &entry.chunks {
@@ -1025,6 +1097,7 @@ fn feed(
         writer
             .write_all(&bytes)
             .map_err(|e| failed(format!("writing {}: {e}", entry.path)))?;
+        tick()?;
     }
     if n != entry.size {
         return Err(Failure::new(
@@ -1138,13 +1211,30 @@ pub fn list_archive(
     match &archive.format {
         ArchiveFormat::Custom(entry) => run_fed(cmd, &what, entry, source, true).map(|_| ()),
         ArchiveFormat::Directory(_) => {
-            let (spooled, path) = spool_archive(archive, spool, source)?;
-            cmd.arg("-Fd").arg(&path);
+            let spooled = spool_archive(archive, spool, Files::TablesOfContents, source)?;
+            cmd.arg("-Fd").arg(&spooled.path);
             run_tool(cmd, &what)?;
             spooled
+                .spool
                 .remove()
                 .map_err(|e| failed(format!("{what}: removing the spool folder: {e}")))
         }
+    }
+}
+
+/// Whether `archive` is restored into `t` section by section, each table loading as
+/// soon as its data file is written out (see [`sections`]): a directory-format
+/// archive, restored whole (not `--clean`, `--table` or `--schema`).
+pub fn by_sections(archive: &Archive, t: &RestoreTarget) -> bool {
+    matches!(archive.format, ArchiveFormat::Directory(_)) && sections::possible(t)
+}
+
+/// What a restore of `archive` into `t` writes into its spool.
+pub fn spool_files(archive: &Archive, t: &RestoreTarget) -> Files {
+    if by_sections(archive, t) {
+        Files::TablesOfContents
+    } else {
+        Files::All
     }
 }
 
@@ -1177,16 +1267,21 @@ pub fn restore_database(
             archive.name()
         ))),
         (Feed::Spool { dir, jobs }, format) => {
-            let (spool, path) = spool_archive(archive, dir, source)?;
-            cmd.arg(format!("--jobs={jobs}"));
-            if matches!(format, ArchiveFormat::Directory(_)) {
-                cmd.arg("-Fd");
-            }
-            cmd.arg(&path);
-            let done = run_tool(cmd, &format!("pg_restore -j {jobs} into {}", t.database));
+            let by_sections = by_sections(archive, t);
+            let spooled = spool_archive(archive, dir, spool_files(archive, t), source)?;
+            let done = if by_sections {
+                sections::restore(t, tools, &spooled, *jobs, source)
+            } else {
+                cmd.arg(format!("--jobs={jobs}"));
+                if matches!(format, ArchiveFormat::Directory(_)) {
+                    cmd.arg("-Fd");
+                }
+                cmd.arg(&spooled.path);
+                run_tool(cmd, &format!("pg_restore -j {jobs} into {}", t.database))
+            };
             // The restore's own failure first; a spool that cannot be removed after a
             // good restore is a failure too: it holds the database in plain.
-            let removed = spool.remove();
+            let removed = spooled.spool.remove();
             let errors = done?;
             removed.map_err(|e| failed(format!("{what}: removing the spool folder: {e}")))?;
             Ok(errors)
@@ -1256,13 +1351,14 @@ impl<W: Write> Write for Pipe<W> {
     }
 }
 
-/// `ANALYZE` after a restore, so the planner has statistics at once.
-pub async fn analyze(t: &RestoreTarget) -> Result<(), Failure> {
-    let client = t.conn.with_database(&t.database).client().await?;
-    client
-        .batch_execute("ANALYZE")
-        .await
-        .map_err(|e| db_error(&t.conn, &e))
+/// `ANALYZE` after a restore, so the planner has statistics at once: `vacuumdb
+/// --analyze-only` with `jobs` connections, each analyzing its share of the tables.
+pub fn analyze(t: &RestoreTarget, tools: &Tools, jobs: u32) -> Result<(), Failure> {
+    let mut cmd = t.conn.command(&tools.tool("vacuumdb"));
+    cmd.args(["--no-password", "--analyze-only", "--quiet"])
+        .arg(format!("--jobs={}", jobs.max(1)))
+        .args(["-d", &t.database]);
+    run_tool(cmd, &format!("ANALYZE of {} (vacuumdb)", t.database)).map(|_| ())
 }
 
 #[cfg(test)]
@@ -1301,7 +1397,9 @@ mod tests {
         assert_eq!(found[1].entries().len(), 3);
         assert_eq!(found[1].bytes(), 5101);
         // Each file takes whole 4 KiB blocks in a spool.
-        assert_eq!(found[1].spool_bytes(), 4096 + 8192 + 4096);
+        assert_eq!(found[1].spool_bytes(Files::All), 4096 + 8192 + 4096);
+        // Restored by sections, only the table of contents goes there.
+        assert_eq!(found[1].spool_bytes(Files::TablesOfContents), 4096);
     }
 
     #[test]
@@ -1337,14 +1435,20 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let huge = archives(&tree(&[("app.dump", u64::MAX / 2)])).remove(0);
         let spool = dir.path().join("spool");
-        let err = spool_archive(&huge, &spool, &mut NoChunks).expect_err("it cannot fit");
+        let err = spool_archive(&huge, &spool, Files::All, &mut NoChunks)
+            .err()
+            .expect("it cannot fit");
         assert_eq!(err.code, Code::NoSpace);
         assert!(err.message.contains("app.dump needs "), "{}", err.message);
         assert!(err.message.contains(" available"), "{}", err.message);
         assert!(!spool.exists(), "nothing was created");
         // A small one fits, in a folder that does not exist yet.
         let small = archives(&tree(&[("app.dump", 1)])).remove(0);
-        assert!(space_for(&small, &spool).expect("measured").fits());
+        assert!(
+            space_for(&small, Files::All, &spool)
+                .expect("measured")
+                .fits()
+        );
     }
 
     #[test]

@@ -1,0 +1,413 @@
+//! A directory-format archive restored section by section, its tables' data copied
+//! straight from the repository into the server, several tables at once.
+//!
+//! `pg_restore -Fd -j N` needs the whole folder on disk before it starts, and it
+//! reads only whole regular files (it refuses named pipes), so writing the archive
+//! out and then restoring it makes the two phases add up. Here pg_restore does what
+//! it does best, the schema and the indexes, and the tables' data never touch the
+//! disk:
+//!
+//! 1. the tables of contents (`toc.dat`, the large objects' files) go into a fresh
+//!    spool, with an empty placeholder for each table's data file;
+//! 2. `pg_restore --section=pre-data` makes the schema;
+//! 3. `pg_restore --section=data -f -` of the placeholders prints the SQL it would
+//!    run for each table: its session settings and its `COPY … FROM stdin`. Up to
+//!    `jobs` connections run those statements, largest table first, each fed with
+//!    the table's data file chunk by chunk as it is fetched and checked. A `COPY` is
+//!    one statement: a table gets all its rows or none. Beside them one
+//!    `pg_restore --section=data` restores the data entries without a data file of
+//!    their own (sequence values, large objects);
+//! 4. `pg_restore --section=post-data -j N` builds the indexes and constraints.
+//!
+//! Should pg_restore's script not match the archive's tables one for one, the data
+//! files are written out instead and `pg_restore --section=data -j N` reads them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::SinkExt;
+
+use super::{
+    RestoreTarget, Spooled, Tools, collect_stderr, db_error, failed, file_name, run_tool,
+    tool_failed, write_file,
+};
+use crate::error::{Code, Failure};
+use crate::repo::format::Entry;
+use crate::sources::ChunkSource;
+
+/// Whether a restore of a directory-format archive can go by sections: a whole
+/// restore. `--clean` (whose drops must run in one pass, in dependency order),
+/// `--table` and `--schema` go through one `pg_restore -j` of the whole folder.
+pub(super) fn possible(t: &RestoreTarget) -> bool {
+    !t.clean && t.tables.is_empty() && t.schemas.is_empty()
+}
+
+/// The dump id of a line of `pg_restore --list` (`3545; 0 16390 TABLE DATA …`);
+/// `None` for a comment.
+fn dump_id(line: &str) -> Option<u32> {
+    if line.starts_with(';') {
+        return None;
+    }
+    line.split(';').next()?.trim().parse().ok()
+}
+
+/// The dump id of a table's data file (`3545.dat`).
+pub(super) fn data_file_id(name: &str) -> Option<u32> {
+    name.strip_suffix(".dat")?.parse().ok()
+}
+
+/// One table's part of pg_restore's data script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Copy {
+    /// The statements before it (the session settings, for the first).
+    prelude: String,
+    /// `COPY … FROM stdin;`
+    statement: String,
+}
+
+/// Splits pg_restore's data script into its `COPY` statements, each with the SQL
+/// before it. Comments and psql's meta-commands (`\restrict`, the `\.` that ends a
+/// table's rows) are left out; the placeholders hold no rows.
+fn copies(script: &str) -> Vec<Copy> {
+    let mut out = Vec::new();
+    let mut prelude = String::new();
+    let mut statement: Option<String> = None;
+    for line in script.lines() {
+        if let Some(s) = &mut statement {
+            s.push('\n');
+            s.push_str(line);
+        } else if line.starts_with("COPY ") {
+            statement = Some(line.to_string());
+        } else if !(line.is_empty() || line.starts_with("--") || line.starts_with('\\')) {
+            prelude.push_str(line);
+            prelude.push('\n');
+        }
+        if statement
+            .as_ref()
+            .is_some_and(|s| s.ends_with(" FROM stdin;"))
+        {
+            out.push(Copy {
+                prelude: std::mem::take(&mut prelude),
+                statement: statement.take().unwrap_or_default(),
+            });
+        }
+    }
+    out
+}
+
+/// Runs a tool that reads the spool and prints to its stdout; returns what it printed.
+fn output(mut cmd: Command, what: &str) -> Result<String, Failure> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| failed(format!("cannot run {what}: {e}")))?;
+    if !out.status.success() {
+        let errors = String::from_utf8_lossy(&out.stderr);
+        return Err(tool_failed(what, out.status, &errors));
+    }
+    String::from_utf8(out.stdout).map_err(|_| failed(format!("{what}: its output is not UTF-8")))
+}
+
+/// The restore of one archive into one database.
+struct Sections<'a> {
+    t: &'a RestoreTarget,
+    tools: &'a Tools,
+    folder: &'a Path,
+}
+
+impl Sections<'_> {
+    /// `pg_restore` of `section` of the spool into the database.
+    fn pg_restore(&self, section: &str) -> Command {
+        let mut cmd = self.t.conn.command(&self.tools.tool("pg_restore"));
+        cmd.args(["--no-password", "--exit-on-error", "-d", &self.t.database])
+            .arg(format!("--section={section}"))
+            .arg("-Fd");
+        cmd
+    }
+
+    fn what(&self, section: &str) -> String {
+        format!("pg_restore --section={section} into {}", self.t.database)
+    }
+
+    /// Writes `lines` of the archive's listing into a list file for `-L`.
+    fn list_file(&self, name: &str, lines: &[&str]) -> Result<PathBuf, Failure> {
+        let path = self.folder.with_file_name(name);
+        std::fs::write(&path, lines.join("\n") + "\n")
+            .map_err(|e| Failure::new(Code::Io, format!("{}: {e}", path.display())))?;
+        Ok(path)
+    }
+}
+
+/// One table to copy: its data file's entry and its statements.
+struct Table<'e> {
+    entry: &'e Entry,
+    copy: Copy,
+}
+
+/// Restores a directory-format archive whose tables of contents `spooled` holds
+/// (its data files deferred) into `t` by sections (see the module's documentation).
+pub(super) fn restore(
+    t: &RestoreTarget,
+    tools: &Tools,
+    spooled: &Spooled,
+    jobs: u32,
+    source: &mut dyn ChunkSource,
+) -> Result<String, Failure> {
+    let jobs = jobs.max(1);
+    let s = Sections {
+        t,
+        tools,
+        folder: &spooled.path,
+    };
+    // Largest first, as pg_restore -j would: the longest load starts first.
+    let mut data: Vec<(&Entry, u32, &Path)> = spooled
+        .deferred
+        .iter()
+        .filter_map(|(e, p)| Some((e, data_file_id(file_name(e))?, p.as_path())))
+        .collect();
+    data.sort_by_key(|d| std::cmp::Reverse(d.0.size));
+    for (_, _, path) in &data {
+        std::fs::File::create(path)
+            .map_err(|e| Failure::new(Code::Io, format!("{}: {e}", path.display())))?;
+    }
+
+    let mut list = Command::new(tools.tool("pg_restore"));
+    list.arg("--list").arg("-Fd").arg(s.folder);
+    let listing = output(list, "pg_restore --list")?;
+    let listing: Vec<(Option<u32>, &str)> = listing
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| (dump_id(l), l))
+        .collect();
+    // The tables' data in the order above, and every other entry (the data section
+    // keeps its sequence values and large objects).
+    let mut tables: Vec<&str> = Vec::new();
+    for (_, id, _) in &data {
+        tables.extend(
+            listing
+                .iter()
+                .filter(|(i, _)| *i == Some(*id))
+                .map(|(_, l)| *l),
+        );
+    }
+    let rest: Vec<&str> = listing
+        .iter()
+        .filter(|(i, _)| !i.is_some_and(|i| data.iter().any(|(_, id, _)| *id == i)))
+        .map(|(_, l)| *l)
+        .collect();
+
+    let mut pre = s.pg_restore("pre-data");
+    pre.arg(s.folder);
+    run_tool(pre, &s.what("pre-data"))?;
+
+    let tables_list = s.list_file("tables.list", &tables)?;
+    let mut script = Command::new(tools.tool("pg_restore"));
+    script
+        .args(["--section=data", "-f", "-", "-Fd", "-L"])
+        .arg(&tables_list)
+        .arg(s.folder);
+    let copies = copies(&output(script, "pg_restore --section=data -f -")?);
+
+    let rest_list = s.list_file("rest.list", &rest)?;
+    let mut others = s.pg_restore("data");
+    others.arg("-L").arg(&rest_list).arg(s.folder);
+    let mut others = others
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| failed(format!("cannot run {}: {e}", s.what("data"))))?;
+    let others_errors = collect_stderr(&mut others);
+
+    let loaded = if copies.len() == data.len() && tables.len() == data.len() {
+        let tables = data
+            .iter()
+            .zip(copies)
+            .map(|((entry, _, _), copy)| Table { entry, copy })
+            .collect();
+        copy_tables(t, tables, jobs as usize, source)
+    } else {
+        // Not one COPY per data file: let pg_restore read the files.
+        (|| {
+            for (entry, _, path) in &data {
+                write_file(path, entry, source, &mut || Ok(()))?;
+            }
+            let mut load = s.pg_restore("data");
+            load.arg(format!("--jobs={jobs}"))
+                .arg("-L")
+                .arg(&tables_list)
+                .arg(s.folder);
+            run_tool(load, &s.what("data")).map(|_| ())
+        })()
+    };
+    if loaded.is_err() {
+        let _ = others.kill();
+    }
+    let status = others.wait();
+    let errors = others_errors.join().unwrap_or_default();
+    loaded?;
+    match status {
+        Ok(status) if status.success() => {}
+        Ok(status) => return Err(tool_failed(&s.what("data"), status, &errors)),
+        Err(e) => return Err(failed(format!("{}: {e}", s.what("data")))),
+    }
+
+    let mut post = s.pg_restore("post-data");
+    post.arg(format!("--jobs={jobs}")).arg(s.folder);
+    run_tool(post, &s.what("post-data"))
+}
+
+/// Copies `tables` into the database on up to `jobs` connections, each table's rows
+/// fetched from the repository as they are sent (by a twin of `source` per
+/// connection; one connection when the source has no twins).
+fn copy_tables(
+    t: &RestoreTarget,
+    tables: Vec<Table<'_>>,
+    jobs: usize,
+    source: &mut dyn ChunkSource,
+) -> Result<(), Failure> {
+    let Some(header) = tables.first().map(|t| t.copy.prelude.clone()) else {
+        return Ok(());
+    };
+    let mut twins = Vec::new();
+    while twins.len() + 1 < jobs.min(tables.len()) {
+        match source.twin() {
+            Some(twin) => twins.push(twin),
+            None => break,
+        }
+    }
+    let queue = Mutex::new(tables.into_iter());
+    let stop = AtomicBool::new(false);
+    let runtime = tokio::runtime::Handle::current();
+    let connection = |source: &mut dyn ChunkSource| -> Result<(), Failure> {
+        let conn = t.conn.with_database(&t.database);
+        let client = runtime.block_on(conn.client())?;
+        runtime
+            .block_on(client.batch_execute(&header))
+            .map_err(|e| db_error(&t.conn, &e))?;
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+            let Some(table) = next else {
+                return Ok(());
+            };
+            let copied = copy_table(&runtime, &t.conn, &client, &table, source, &stop);
+            copied.map_err(|f| {
+                stop.store(true, Ordering::Relaxed);
+                Failure {
+                    message: format!("{}: {}", table.entry.path, f.message),
+                    ..f
+                }
+            })?;
+        }
+    };
+    std::thread::scope(|scope| {
+        let others: Vec<_> = twins
+            .into_iter()
+            .map(|mut twin| scope.spawn(move || connection(twin.as_mut())))
+            .collect();
+        let mine = connection(source);
+        let mut first = mine.err();
+        for handle in others {
+            let done = handle
+                .join()
+                .unwrap_or_else(|_| Err(failed("a copying thread stopped")));
+            if let Err(f) = done {
+                first.get_or_insert(f);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    })
+}
+
+/// Runs one table's statements and sends its data file's chunks through `COPY`. A
+/// `COPY` that is not finished is aborted by the server: nothing of it stays.
+fn copy_table(
+    runtime: &tokio::runtime::Handle,
+    conn: &super::Connection,
+    client: &tokio_postgres::Client,
+    table: &Table<'_>,
+    source: &mut dyn ChunkSource,
+    stop: &AtomicBool,
+) -> Result<(), Failure> {
+    let server = |e: tokio_postgres::Error| db_error(conn, &e);
+    if !table.copy.prelude.is_empty() {
+        runtime
+            .block_on(client.batch_execute(&table.copy.prelude))
+            .map_err(server)?;
+    }
+    let sink = runtime
+        .block_on(client.copy_in::<_, bytes::Bytes>(&table.copy.statement))
+        .map_err(server)?;
+    let mut sink = Box::pin(sink);
+    let mut n = 0u64;
+    for id in &table.entry.chunks {
+        if stop.load(Ordering::Relaxed) {
+            return Err(failed("stopped: another table failed"));
+        }
+        let bytes = source
+            .fetch(id)
+            .map_err(|e| Failure::new(Code::CorruptObject, e))?;
+        n += bytes.len() as u64;
+        runtime
+            .block_on(sink.send(bytes::Bytes::from(bytes)))
+            .map_err(server)?;
+    }
+    if n != table.entry.size {
+        return Err(Failure::new(
+            Code::CorruptObject,
+            format!("{n} bytes restored, the snapshot says {}", table.entry.size),
+        ));
+    }
+    runtime.block_on(sink.as_mut().finish()).map_err(server)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dump_ids_are_read_from_list_lines_and_comments_have_none() {
+        assert_eq!(
+            dump_id("3545; 0 16390 TABLE DATA public accounts postgres"),
+            Some(3545)
+        );
+        assert_eq!(dump_id(";     Format: DIRECTORY"), None);
+        assert_eq!(dump_id("; 3545 is not an entry"), None);
+        assert_eq!(data_file_id("3545.dat"), Some(3545));
+        assert_eq!(data_file_id("toc.dat"), None);
+        assert_eq!(data_file_id("blob_16401.dat"), None);
+    }
+
+    #[test]
+    fn the_data_script_splits_into_copies_with_their_settings_and_no_meta_commands() {
+        let script = "--\n-- PostgreSQL database dump\n--\n\n\\restrict abc\n\n\
+            SET statement_timeout = 0;\nSET client_encoding = 'UTF8';\n\
+            SELECT pg_catalog.set_config('search_path', '', false);\n\n\
+            --\n-- Data for Name: accounts; Type: TABLE DATA; Schema: public; Owner: postgres\n--\n\n\
+            COPY public.accounts (id, name) FROM stdin;\n\\.\n\n\n\
+            --\n-- Data for Name: a \"b\"; Type: TABLE DATA\n--\n\n\
+            COPY public.\"odd\n name\" (id) FROM stdin;\n\\.\n\n\\unrestrict abc\n";
+        let found = copies(script);
+        assert_eq!(
+            found,
+            vec![
+                Copy {
+                    prelude: "SET statement_timeout = 0;\nSET client_encoding = 'UTF8';\n\
+                        SELECT pg_catalog.set_config('search_path', '', false);\n"
+                        .into(),
+                    statement: "COPY public.accounts (id, name) FROM stdin;".into(),
+                },
+                Copy {
+                    prelude: String::new(),
+                    statement: "COPY public.\"odd\n name\" (id) FROM stdin;".into(),
+                },
+            ]
+        );
+    }
+}
