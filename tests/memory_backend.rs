@@ -5,13 +5,16 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use backplan::apply::Executor;
 use backplan::apply::storage::StorageExecutor;
 use backplan::graph::SourceGraph;
 use backplan::inventory::Inventory;
 use backplan::pipeline::crypto::{Recipients, SecretKeys};
 use backplan::pipeline::fetch::RepoFetcher;
-use backplan::plan::{Action, Settings};
+use backplan::plan::{Action, Prune, PruneReason, Settings, SnapshotRef};
+use backplan::policy::Policy;
 use backplan::repo::keys::RepoKey;
+use backplan::repo::lock::{self, LockKind};
 use backplan::repo::store::Repo;
 use backplan::sources::files;
 
@@ -38,6 +41,23 @@ async fn inventory(repos: &[Repo], key: &RepoKey) -> Inventory {
     inv
 }
 
+/// A policy over `data`, a fresh repository key, the recipients, and the policy's
+/// memory repositories, initialised.
+async fn memory_repositories(policy: &str) -> (Arc<Policy>, RepoKey, Recipients, Vec<Repo>) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let loaded = backplan::policy::load_str(policy, &dir.join("mem.yaml"), &dir).expect("policy");
+    let policy = Arc::new(loaded.policy);
+    let key = RepoKey::generate().expect("key");
+    let recipients = Recipients::load(&policy.recipients).expect("recipients");
+    let repos = backplan::repo::open_all(&policy).expect("repos");
+    for r in &repos {
+        r.init(&key, &recipients, chrono::Utc::now())
+            .await
+            .expect("init");
+    }
+    (policy, key, recipients, repos)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_destination_backs_up_deduplicates_and_restores() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -50,18 +70,7 @@ async fn memory_destination_backs_up_deduplicates_and_restores() {
     std::fs::write(data.join("sub/copy.bin"), &big).expect("write");
     std::fs::write(data.join("small.txt"), "hello").expect("write");
 
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-    let loaded = backplan::policy::load_str(&policy_text(&data), &dir.join("mem.yaml"), &dir)
-        .expect("policy");
-    let policy = Arc::new(loaded.policy);
-    let key = RepoKey::generate().expect("key");
-    let recipients = Recipients::load(&policy.recipients).expect("recipients");
-    let repos = backplan::repo::open_all(&policy).expect("repos");
-    for r in &repos {
-        r.init(&key, &recipients, chrono::Utc::now())
-            .await
-            .expect("init");
-    }
+    let (policy, key, recipients, repos) = memory_repositories(&policy_text(&data)).await;
 
     let graph = SourceGraph::new(&policy);
     let now = chrono::Utc::now();
@@ -123,5 +132,89 @@ async fn memory_destination_backs_up_deduplicates_and_restores() {
     assert_eq!(
         std::fs::read_to_string(target.join("small.txt")).expect("read"),
         "hello"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readers_shared_lock_on_memory_makes_a_prune_fail_until_it_is_released() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    std::fs::write(data.join("a.txt"), "read me while I am pruned").expect("write");
+    let (policy, key, recipients, repos) = memory_repositories(&policy_text(&data)).await;
+    let now = chrono::Utc::now();
+    let plan = backplan::plan::plan(
+        &policy,
+        &SourceGraph::new(&policy),
+        &inventory(&repos, &key).await,
+        now,
+        Settings::default(),
+    );
+    let executor =
+        StorageExecutor::new(policy.clone(), key.clone(), recipients, repos.clone(), now);
+    assert_eq!(
+        backplan::apply::apply(&plan, &executor, 1, &|_| {})
+            .await
+            .done(),
+        1
+    );
+    let repo = &repos[0];
+    let snap = inventory(&repos, &key).await.destinations["mem"].snapshots[0].clone();
+    let prune = Prune {
+        source: "data".into(),
+        destination: "mem".into(),
+        snapshots: vec![SnapshotRef {
+            id: snap.id.clone(),
+            time: snap.time,
+            bytes_stored: snap.bytes_stored,
+        }],
+        reason: PruneReason::OutsideRetention {
+            rules: "keep_last 0".into(),
+        },
+        held: false,
+    };
+
+    // While a reader (a restore, a verify) holds its lock, the prune is refused.
+    let refused = lock::reading(repo, executor.prune(&prune))
+        .await
+        .expect("a shared lock on a free repository");
+    let why = refused.expect_err("a prune under a reader's lock");
+    assert!(
+        why.contains("BP222") && why.contains("a shared lock held by"),
+        "{why}"
+    );
+    assert!(
+        repo.locks().await.expect("locks").is_empty(),
+        "the reader's lock stayed"
+    );
+    assert_eq!(
+        inventory(&repos, &key).await.destinations["mem"]
+            .snapshots
+            .len(),
+        1
+    );
+
+    // And a reader is refused while a prune holds the repository.
+    let reader = lock::holding(&[repo], LockKind::Exclusive, lock::reading(repo, async {}))
+        .await
+        .expect("an exclusive lock on a free repository");
+    let f = reader.expect_err("a reader under an exclusive lock");
+    assert_eq!(
+        f.code,
+        backplan::error::Code::RepositoryLocked,
+        "{}",
+        f.message
+    );
+    assert!(
+        repo.locks().await.expect("locks").is_empty(),
+        "a lock stayed"
+    );
+
+    // Alone, the prune runs.
+    executor.prune(&prune).await.expect("the prune");
+    assert!(
+        inventory(&repos, &key).await.destinations["mem"]
+            .snapshots
+            .is_empty()
     );
 }

@@ -1061,6 +1061,247 @@ fn a_snapshot_missing_on_one_destination_is_copied_back_from_the_other() {
     assert!(ids("two").contains(&id));
 }
 
+// --- locks --------------------------------------------------------------------------
+
+/// The lock objects of the `local` destination.
+fn lock_files(sandbox: &Sandbox) -> Vec<PathBuf> {
+    files_under(&sandbox.path("backups/locks"))
+}
+
+/// Every file of the `local` destination with its bytes: what a command that must
+/// change nothing leaves as it found it.
+fn destination_files(sandbox: &Sandbox) -> BTreeMap<PathBuf, Vec<u8>> {
+    files_under(&sandbox.path("backups"))
+        .into_iter()
+        .map(|p| {
+            let bytes = fs::read(&p).expect("read an object");
+            (p, bytes)
+        })
+        .collect()
+}
+
+/// Writes the exclusive lock a running prune of another host holds.
+fn hold_exclusive_lock(sandbox: &Sandbox) {
+    let now = Utc::now();
+    let lock = serde_json::json!({
+        "kind": "exclusive",
+        "host": "prune-host",
+        "pid": 4242,
+        "started": now.to_rfc3339_opts(SecondsFormat::Secs, true),
+        "expires": (now + chrono::Duration::minutes(30)).to_rfc3339_opts(SecondsFormat::Secs, true),
+    });
+    sandbox.write("backups/locks/exclusive", &lock.to_string());
+}
+
+/// `restore` of both sources of [`backed_up`] into `restored/`, with `extra` flags.
+fn restore_args<'a>(secret: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "restore",
+        "--secret-key",
+        secret,
+        "--target",
+        "data=restored/data",
+        "--target",
+        "config=restored/config",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+#[test]
+fn restore_and_verify_leave_no_lock_behind_when_they_succeed_and_when_they_fail() {
+    let sandbox = backed_up();
+    let secret = secret();
+    sandbox.run(&["verify"]).check();
+    assert_eq!(lock_files(&sandbox), Vec::<PathBuf>::new(), "after verify");
+    sandbox.run(&restore_args(&secret, &[])).check();
+    assert_same_tree(&sandbox.path("data"), &sandbox.path("restored/data"));
+    assert_eq!(lock_files(&sandbox), Vec::<PathBuf>::new(), "after restore");
+
+    // Refused before anything is written: a restored file changed since.
+    sandbox.write("restored/data/small.txt", "changed since\n");
+    sandbox
+        .run(&restore_args(&secret, &[]))
+        .fails()
+        .stderr("BP226")
+        .check();
+    assert_eq!(
+        lock_files(&sandbox),
+        Vec::<PathBuf>::new(),
+        "after a refusal"
+    );
+
+    // Failing midway: a damaged pack.
+    fs::remove_dir_all(sandbox.path("restored")).expect("remove the restore");
+    flip_a_byte(&objects(&sandbox, "packs")[0]);
+    sandbox
+        .run(&restore_args(&secret, &["--force"]))
+        .fails()
+        .check();
+    assert_eq!(
+        lock_files(&sandbox),
+        Vec::<PathBuf>::new(),
+        "after a failed restore"
+    );
+    sandbox
+        .run(&["verify", "--read-data", "--secret-key", &secret])
+        .fails()
+        .stderr("BP228")
+        .check();
+    assert_eq!(
+        lock_files(&sandbox),
+        Vec::<PathBuf>::new(),
+        "after a failed verify"
+    );
+}
+
+#[test]
+fn an_exclusive_lock_makes_restore_and_verify_fail_with_bp222_and_change_nothing() {
+    let sandbox = backed_up();
+    let secret = secret();
+    hold_exclusive_lock(&sandbox);
+    let before = destination_files(&sandbox);
+
+    for args in [
+        restore_args(&secret, &[]),
+        vec!["verify"],
+        vec!["verify", "--read-data", "--secret-key", &secret],
+    ] {
+        let run = sandbox
+            .run(&args)
+            .fails()
+            .stderr("BP222")
+            .stderr("an exclusive lock held by prune-host pid 4242")
+            .stderr("wait for it to finish")
+            .check();
+        assert_eq!(
+            destination_files(&sandbox),
+            before,
+            "`{}` changed the destination",
+            args.join(" ")
+        );
+        assert!(!run.stdout.contains('✓'), "{}", run.stdout);
+    }
+    assert!(
+        !sandbox.path("restored").exists(),
+        "the refused restore wrote its target"
+    );
+
+    // The preview reads without a lock, and writes none.
+    sandbox
+        .run(&["restore", "--plan", "--secret-key", &secret])
+        .stdout("data")
+        .check();
+    assert_eq!(destination_files(&sandbox), before, "restore --plan wrote");
+
+    // Once the prune is gone, both work again.
+    fs::remove_file(sandbox.path("backups/locks/exclusive")).expect("remove the lock");
+    sandbox.run(&["verify"]).check();
+    sandbox.run(&restore_args(&secret, &[])).check();
+    assert_same_tree(&sandbox.path("data"), &sandbox.path("restored/data"));
+}
+
+#[test]
+fn restore_plan_of_a_missing_destination_folder_creates_nothing() {
+    let sources = files_source("data", "data");
+    let two =
+        "  local:\n    type: fs\n    root: backups\n  spare:\n    type: fs\n    root: spare\n";
+    let sandbox = Sandbox::initialised(&policy_with(RETENTION, two, &sources));
+    write_bytes(&sandbox.path("data/a.txt"), b"a\n");
+    sandbox.run(&["apply"]).check();
+    fs::remove_dir_all(sandbox.path("spare")).expect("remove spare");
+    sandbox
+        .run(&["restore", "--plan", "--secret-key", &secret()])
+        .check();
+    assert!(
+        !sandbox.path("spare").exists(),
+        "restore --plan created spare/"
+    );
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to a process.
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+#[test]
+fn a_running_restore_or_verify_makes_a_prune_fail_with_bp222_as_a_backup_does() {
+    let sandbox = Sandbox::initialised(&policy_with(
+        "    keep_last: 1\n    min_keep: 1\n",
+        LOCAL,
+        &files_source("data", "data"),
+    ));
+    write_random(&sandbox.path("data/old.bin"), 1 << 20);
+    sandbox.run(&["apply"]).check();
+    // Enough data that the restore is still reading when it is stopped.
+    fs::remove_file(sandbox.path("data/old.bin")).expect("remove");
+    write_random(&sandbox.path("data/big.bin"), 48 << 20);
+    sandbox
+        .run(&["apply", "--now", &hours_from_now(25)])
+        .check();
+    let secret = secret();
+
+    for reader in [
+        vec![
+            "restore",
+            "--secret-key",
+            &secret,
+            "--target",
+            "data=restored",
+        ],
+        vec!["verify", "--read-data", "--secret-key", &secret],
+    ] {
+        let mut child = sandbox
+            .command(&reader)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the reader");
+        let started = Instant::now();
+        while lock_files(&sandbox).is_empty() {
+            assert!(
+                child.try_wait().expect("poll").is_none(),
+                "`{}` ended before it was seen holding its lock",
+                reader.join(" ")
+            );
+            assert!(started.elapsed() < Duration::from_secs(60), "no lock came");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        signal(child.id(), "STOP");
+        assert!(
+            child.try_wait().expect("poll").is_none(),
+            "`{}` ended before it could be stopped",
+            reader.join(" ")
+        );
+        sandbox
+            .run(&["apply", "--max-deletes", "1"])
+            .status(3)
+            .stdout("✗ prune data")
+            .stdout("BP222")
+            .stdout("a shared lock held by")
+            .stdout(&format!("pid {}", child.id()))
+            .check();
+        assert_eq!(snapshots_of(&inventory(&sandbox), "local").len(), 2);
+        signal(child.id(), "CONT");
+        let status = child.wait().expect("wait for the reader");
+        assert!(status.success(), "`{}`: {status}", reader.join(" "));
+        assert_eq!(lock_files(&sandbox), Vec::<PathBuf>::new());
+    }
+    assert_same_tree(&sandbox.path("data"), &sandbox.path("restored"));
+    fs::remove_dir_all(sandbox.path("restored")).expect("remove the restore");
+
+    // With the readers gone, the prune runs.
+    sandbox
+        .run(&["apply", "--max-deletes", "1"])
+        .stdout("✓ prune data")
+        .check();
+    verify_and_restore_identically(&sandbox, "data");
+}
+
 // --- failures -----------------------------------------------------------------------
 
 #[test]

@@ -588,6 +588,53 @@ fn the_exclusive_s3_lock_has_at_most_one_holder() {
 }
 
 #[test]
+fn restore_and_verify_on_s3_refuse_an_exclusive_lock_with_bp222_and_leave_no_lock() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let bucket = server.bucket("reader-locks");
+    let sandbox = Sandbox::with_policy(&policy(&server, &bucket, DATA_SOURCE));
+    put(&sandbox, "data/file.bin", &noise(7, 600_000));
+    ok(&sandbox, &server, &["init"]);
+    ok(&sandbox, &server, &["apply"]);
+    let key = secret_key();
+    let key = key.to_str().expect("a UTF-8 path");
+    let restore = ["restore", "--target", "data=restored", "--secret-key", key];
+
+    let prune = repo(&server, &bucket);
+    let rt = runtime();
+    let held = rt
+        .block_on(lock::acquire(&prune, LockKind::Exclusive))
+        .expect("an exclusive lock on a free repository");
+    for args in [&restore[..], &["verify"]] {
+        let run = Run::from(backplan(&sandbox, args).output().expect("run backplan"));
+        let context = show(args, &run, &server);
+        assert_ne!(run.status, Some(0), "{context}");
+        assert!(run.stderr.contains("BP222"), "{context}");
+        assert!(
+            run.stderr.contains("an exclusive lock held by"),
+            "{context}"
+        );
+        assert_eq!(
+            objects(&server, &bucket, "locks/"),
+            ["locks/exclusive"],
+            "{context}"
+        );
+    }
+    assert!(!sandbox.path("restored").exists());
+    rt.block_on(held.release()).expect("release");
+
+    ok(&sandbox, &server, &restore);
+    assert_same_tree(&sandbox.path("data"), &sandbox.path("restored"));
+    ok(
+        &sandbox,
+        &server,
+        &["verify", "--read-data", "--secret-key", key],
+    );
+    assert!(objects(&server, &bucket, "locks/").is_empty());
+}
+
+#[test]
 fn listing_snapshots_while_a_prune_deletes_them_reports_nothing_damaged() {
     let Some(server) = S3Server::start() else {
         return;

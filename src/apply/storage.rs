@@ -583,23 +583,15 @@ impl Executor for StorageExecutor {
         for d in &action.destinations {
             repos.push(self.repo(d).map_err(message)?.clone());
         }
-        let mut held = Vec::new();
-        for repo in &repos {
-            match lock::acquire(repo, LockKind::Shared).await {
-                Ok(h) => held.push(h),
-                Err(f) => {
-                    for h in held {
-                        let _ = h.release().await;
-                    }
-                    return Err(message(f));
-                }
-            }
-        }
-        let result = self.backup_recorded(action, &repos).await;
-        for h in held {
-            let _ = h.release().await;
-        }
-        result.map_err(message)
+        let locked: Vec<&Repo> = repos.iter().collect();
+        lock::holding(
+            &locked,
+            LockKind::Shared,
+            self.backup_recorded(action, &repos),
+        )
+        .await
+        .and_then(|r| r)
+        .map_err(message)
     }
 
     async fn configure(&self, action: &Configure) -> Result<Done, String> {
@@ -630,21 +622,26 @@ impl Executor for StorageExecutor {
     async fn copy(&self, action: &Copy) -> Result<Done, String> {
         let from = self.repo(&action.from).map_err(message)?.clone();
         let to = self.repo(&action.to).map_err(message)?.clone();
-        let held = lock::acquire(&to, LockKind::Shared)
-            .await
-            .map_err(message)?;
-        let result = self.copy_locked(action, &from, &to).await;
-        let _ = held.release().await;
-        result.map_err(message)
+        // Both ends: no prune may delete the packs being read either.
+        lock::holding(
+            &[&to, &from],
+            LockKind::Shared,
+            self.copy_locked(action, &from, &to),
+        )
+        .await
+        .and_then(|r| r)
+        .map_err(message)
     }
 
     async fn prune(&self, action: &Prune) -> Result<Done, String> {
         let repo = self.repo(&action.destination).map_err(message)?.clone();
-        let held = lock::acquire(&repo, LockKind::Exclusive)
-            .await
-            .map_err(message)?;
-        let result = self.prune_locked(action, &repo).await;
-        let _ = held.release().await;
-        result.map_err(message)
+        lock::holding(
+            &[&repo],
+            LockKind::Exclusive,
+            self.prune_locked(action, &repo),
+        )
+        .await
+        .and_then(|r| r)
+        .map_err(message)
     }
 }

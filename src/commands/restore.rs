@@ -1,6 +1,6 @@
 //! `backplan restore [--plan]`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -13,8 +13,9 @@ use crate::pipeline::fetch::RepoFetcher;
 use crate::policy::{Policy, SourceKind};
 use crate::render;
 use crate::repo::keys::RepoKey;
+use crate::repo::lock;
+use crate::repo::repository_key;
 use crate::repo::store::Repo;
-use crate::repo::{open_all, repository_key};
 use crate::restore::{Preview, RestorePlan, Selection, Step, restore_plan};
 use crate::sources::{files, postgres, redis};
 
@@ -90,10 +91,15 @@ pub fn run(path: &Path, args: &RestoreArgs) -> miette::Result<Exit> {
     let mut plan = restore_plan(policy, &graph, &inventory, &selection, fingerprints)?;
     let host_key = repository_key(policy)?;
     let secret = secret_keys(&args.secret)?;
-    let repos: BTreeMap<String, Repo> = open_all(policy)?
-        .into_iter()
-        .map(|r| (r.name.clone(), r))
-        .collect();
+    // Only the destinations the restore reads from: opening a local folder that does
+    // not exist would create it.
+    let mut repos: BTreeMap<String, Repo> = BTreeMap::new();
+    for name in plan.steps.iter().flat_map(|s| &s.from) {
+        if let (false, Some(dest)) = (repos.contains_key(name), policy.file.destinations.get(name))
+        {
+            repos.insert(name.clone(), crate::repo::open(name, dest, policy)?);
+        }
+    }
     let rt = runtime()?;
     let cx = Context {
         policy,
@@ -102,8 +108,9 @@ pub fn run(path: &Path, args: &RestoreArgs) -> miette::Result<Exit> {
         host: host_key.as_ref(),
     };
 
-    rt.block_on(preview(&cx, &mut plan, &repos, secret.clone()));
     if args.plan {
+        // A preview only: it takes no lock and writes nothing.
+        rt.block_on(preview(&cx, &mut plan, &repos, secret.clone()));
         print(&match args.format {
             Format::Json => render::json(&plan),
             Format::Human | Format::Markdown => render::restore::human(&plan),
@@ -117,6 +124,75 @@ pub fn run(path: &Path, args: &RestoreArgs) -> miette::Result<Exit> {
         )
         .into());
     };
+    let held = if args.no_lock {
+        Vec::new()
+    } else {
+        let (held, refused) = rt.block_on(lock_sources(&mut plan, &repos))?;
+        for (dest, f) in refused {
+            let others: BTreeSet<&String> = plan.steps.iter().flat_map(|s| &s.from).collect();
+            let others: Vec<&str> = others.into_iter().map(String::as_str).collect();
+            eprintln!(
+                "{:?}",
+                miette::Report::new(f.with_help(format!(
+                    "nothing is read from {dest}; the restore reads from {}",
+                    others.join(", ")
+                )))
+            );
+        }
+        held
+    };
+    let result = restore_locked(&rt, &cx, &mut plan, &repos, secret);
+    rt.block_on(lock::release_all(held));
+    result
+}
+
+/// Takes a shared lock on every destination the restore may read, as a backup does,
+/// so that no prune deletes what it reads. A destination that cannot be locked is
+/// dropped from the steps' fallbacks and returned with why; a step left with no
+/// destination fails the restore before anything is read or written.
+async fn lock_sources(
+    plan: &mut RestorePlan,
+    repos: &BTreeMap<String, Repo>,
+) -> Result<(Vec<lock::Held>, BTreeMap<String, Failure>), Failure> {
+    let wanted: BTreeSet<String> = plan.steps.iter().flat_map(|s| s.from.clone()).collect();
+    let mut held = Vec::new();
+    let mut refused = BTreeMap::new();
+    for dest in wanted {
+        let Some(repo) = repos.get(&dest) else {
+            continue;
+        };
+        match lock::acquire_for_reading(repo).await {
+            Ok(h) => held.push(h),
+            Err(f) => {
+                refused.insert(dest, f);
+            }
+        }
+    }
+    for step in &mut plan.steps {
+        let first = step.from.first().cloned();
+        step.from.retain(|d| !refused.contains_key(d));
+        if step.from.is_empty()
+            && let Some(f) = first.and_then(|d| refused.remove(&d))
+        {
+            lock::release_all(held).await;
+            return Err(f);
+        }
+    }
+    Ok((held, refused))
+}
+
+/// The restore proper, under the locks `run` took: the preview, the checks that must
+/// pass before anything is written, then every step.
+fn restore_locked(
+    rt: &tokio::runtime::Runtime,
+    cx: &Context<'_>,
+    plan: &mut RestorePlan,
+    repos: &BTreeMap<String, Repo>,
+    secret: Arc<SecretKeys>,
+) -> miette::Result<Exit> {
+    let args = cx.args;
+    let policy = cx.policy;
+    rt.block_on(preview(cx, plan, repos, Some(secret.clone())));
     for step in &plan.steps {
         if let Some(p) = &step.preview
             && !p.overwrite.is_empty()
@@ -146,7 +222,7 @@ pub fn run(path: &Path, args: &RestoreArgs) -> miette::Result<Exit> {
         if let Some(SourceKind::Redis(r)) = policy.sources.get(&step.source).map(|s| &s.kind)
             && args.as_file.is_none()
         {
-            let endpoint = redis_target(&cx, &step.source, r)?;
+            let endpoint = redis_target(cx, &step.source, r)?;
             redis::check_target(&endpoint, args.flush)?;
         }
     }
@@ -157,7 +233,7 @@ pub fn run(path: &Path, args: &RestoreArgs) -> miette::Result<Exit> {
             let Some(repo) = repos.get(dest) else {
                 continue;
             };
-            match rt.block_on(restore_step(&cx, step, repo, secret.clone())) {
+            match rt.block_on(restore_step(cx, step, repo, secret.clone())) {
                 Ok(done) => {
                     out.push_str(&format!(
                         "  ✓ {} → {}   {done} from {dest}\n",

@@ -16,6 +16,7 @@ use crate::inventory::SnapshotStatus;
 use crate::pipeline::fetch::RepoFetcher;
 use crate::repo::format::pack_path;
 use crate::repo::keys::RepoKey;
+use crate::repo::lock;
 use crate::repo::store::{Index, Repo};
 use crate::repo::{open_all, repository_key};
 use crate::sources::ChunkSource;
@@ -31,6 +32,9 @@ struct Findings {
     restore_tests: Vec<String>,
     /// Problems per snapshot id ("" for problems of no single snapshot).
     problems: BTreeMap<String, Vec<String>>,
+    /// Why the destination was not verified at all (its lock could not be taken).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    not_verified: Option<String>,
 }
 
 pub fn run(path: &Path, args: &VerifyArgs) -> miette::Result<Exit> {
@@ -48,20 +52,43 @@ pub fn run(path: &Path, args: &VerifyArgs) -> miette::Result<Exit> {
     let fraction = args.read_data.map(|f| f.clamp(0.0, 1.0));
     let rt = runtime()?;
     let mut all = Vec::new();
+    let mut refused = Vec::new();
     for repo in open_all(policy)? {
-        let mut findings = rt.block_on(verify_repo(&repo, host.as_ref(), secret.clone(), fraction));
-        if (args.restore_test || args.read_data.is_some())
-            && let Some(secret) = &secret
-        {
-            rt.block_on(database_checks(
-                policy,
-                &repo,
-                host.as_ref(),
-                secret.clone(),
-                args.restore_test,
-                &mut findings,
-            ));
-        }
+        let work = async {
+            let mut findings = verify_repo(&repo, host.as_ref(), secret.clone(), fraction).await;
+            if (args.restore_test || args.read_data.is_some())
+                && let Some(secret) = &secret
+            {
+                database_checks(
+                    policy,
+                    &repo,
+                    host.as_ref(),
+                    secret.clone(),
+                    args.restore_test,
+                    &mut findings,
+                )
+                .await;
+            }
+            findings
+        };
+        // A destination without a repository has nothing to verify, and gets no lock.
+        let holds_one = matches!(rt.block_on(repo.marker()), Ok(Some(_)));
+        let findings = if args.no_lock || !holds_one {
+            rt.block_on(work)
+        } else {
+            match rt.block_on(lock::reading(&repo, work)) {
+                Ok(findings) => findings,
+                Err(f) => {
+                    all.push(Findings {
+                        destination: repo.name.clone(),
+                        not_verified: Some(f.message.clone()),
+                        ..Findings::default()
+                    });
+                    refused.push(f);
+                    continue;
+                }
+            }
+        };
         all.push(findings);
     }
     let bad: usize = all
@@ -73,7 +100,14 @@ pub fn run(path: &Path, args: &VerifyArgs) -> miette::Result<Exit> {
         Format::Human | Format::Markdown => human(&all),
     })?;
     if bad > 0 {
-        return Err(Failure::new(Code::VerifyFailed, format!("{bad} problem(s) found")).into());
+        let mut message = format!("{bad} problem(s) found");
+        if !refused.is_empty() {
+            message.push_str(&format!("; {} destination(s) not verified", refused.len()));
+        }
+        return Err(Failure::new(Code::VerifyFailed, message).into());
+    }
+    if let Some(f) = refused.into_iter().next() {
+        return Err(f.into());
     }
     Ok(Exit::Ok)
 }
@@ -81,6 +115,10 @@ pub fn run(path: &Path, args: &VerifyArgs) -> miette::Result<Exit> {
 fn human(all: &[Findings]) -> String {
     let mut out = String::new();
     for f in all {
+        if let Some(why) = &f.not_verified {
+            out.push_str(&format!("✗ {}: not verified: {why}\n", f.destination));
+            continue;
+        }
         let n: usize = f.problems.values().map(Vec::len).sum();
         out.push_str(&format!(
             "{} {}: {} snapshots, {} packs{}{}\n",
