@@ -14,41 +14,10 @@ use crate::policy::{Policy, SourceKind};
 use crate::render;
 use crate::repo::keys::RepoKey;
 use crate::repo::lock;
-use crate::repo::repository_key;
 use crate::repo::store::Repo;
+use crate::repo::{key_for, repository_key};
 use crate::restore::{Preview, RestorePlan, Selection, Step, restore_plan};
 use crate::sources::{files, postgres, redis};
-
-/// The repository key that opens objects written under `key_id`: the host's own, or
-/// recovered from the repository's copy with a recipient's secret key.
-pub(crate) async fn key_for(
-    repo: &Repo,
-    key_id: &str,
-    host: Option<&RepoKey>,
-    secret: Option<&SecretKeys>,
-) -> Result<RepoKey, Failure> {
-    if let Some(k) = host.filter(|k| k.id() == key_id) {
-        return Ok(k.clone());
-    }
-    let Some(secret) = secret else {
-        return Err(Failure::new(
-            Code::SecretKeyUnusable,
-            format!(
-                "opening data written under repository key {key_id} needs a recipient's secret key"
-            ),
-        ));
-    };
-    let copy = repo.key_copy(key_id).await?;
-    RepoKey::unwrap(&copy, secret).map_err(|e| {
-        Failure::new(
-            Code::SecretKeyUnusable,
-            format!(
-                "the secret key does not open repository key {key_id} on {}: {e}",
-                repo.name
-            ),
-        )
-    })
-}
 
 fn selection(args: &RestoreArgs) -> Result<Selection, Failure> {
     let mut targets = BTreeMap::new();
