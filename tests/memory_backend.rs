@@ -9,11 +9,13 @@ use backplan::apply::Executor;
 use backplan::apply::storage::StorageExecutor;
 use backplan::graph::SourceGraph;
 use backplan::inventory::Inventory;
+use backplan::inventory::{Lost, LostPack, PackState};
 use backplan::pipeline::crypto::{Recipients, SecretKeys};
 use backplan::pipeline::fetch::RepoFetcher;
 use backplan::plan::{Action, Prune, PruneReason, Settings, SnapshotRef};
 use backplan::policy::Policy;
-use backplan::repo::keys::RepoKey;
+use backplan::repo::format::{ChunkRecord, IndexBody, PackRecord};
+use backplan::repo::keys::{ChunkId, RepoKey};
 use backplan::repo::lock::{self, LockKind};
 use backplan::repo::store::Repo;
 use backplan::sources::files;
@@ -217,4 +219,64 @@ async fn a_readers_shared_lock_on_memory_makes_a_prune_fail_until_it_is_released
             .snapshots
             .is_empty()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_whose_pack_is_lost_or_retired_is_read_from_its_new_pack() {
+    let op = opendal::Operator::new(opendal::services::Memory::default()).expect("memory");
+    let repo = Repo::new("mem", op);
+    let key = RepoKey::generate().expect("key");
+    let now = chrono::Utc::now();
+    let chunk = ChunkId([7; 32]);
+    let record = |id: &str, offset: u64| PackRecord {
+        id: id.to_string(),
+        size: offset + 5,
+        key_sets: vec![(10, 4)],
+        chunks: vec![ChunkRecord {
+            id: chunk,
+            key_set: 0,
+            offset,
+            length: 5,
+            raw_length: 5,
+        }],
+    };
+    let (old, new) = ("aa".repeat(32), "bb".repeat(32));
+    // The old pack, and the new one a repair wrote, each in an index object of its own.
+    repo.put_index(&key, vec![record(&old, 14)])
+        .await
+        .expect("index");
+    repo.put_index(&key, vec![record(&new, 20)])
+        .await
+        .expect("index");
+
+    // Recorded lost: the chunk is found in the new pack, the old one stays listed.
+    let lost = Lost {
+        found: Some(now),
+        packs: vec![LostPack {
+            id: old.clone(),
+            state: PackState::Missing,
+            why: "it is missing".into(),
+        }],
+        snapshots: Vec::new(),
+    };
+    let path = repo.put_lost(&lost, now).await.expect("a lost record");
+    let index = repo.load_index(&key).await.expect("load");
+    assert_eq!(&*index.chunks[&chunk].pack, new.as_str());
+    assert_eq!(index.chunks[&chunk].offset, 20);
+    assert!(index.packs.contains_key(old.as_str()));
+    assert_eq!(index.lost, lost);
+    assert_eq!(index.lost_objects, std::slice::from_ref(&path));
+    assert!(index.lost_chunks().contains_key(&chunk));
+
+    // Retired by the repair's index, with the record gone: the old pack is ignored.
+    repo.delete(&path).await.expect("remove the record");
+    let retiring = IndexBody {
+        packs: Vec::new(),
+        retired: vec![old.clone()],
+    };
+    repo.put_index_body(&key, &retiring).await.expect("index");
+    let index = repo.load_index(&key).await.expect("load");
+    assert_eq!(&*index.chunks[&chunk].pack, new.as_str());
+    assert!(!index.packs.contains_key(old.as_str()));
+    assert!(index.lost.is_empty());
 }

@@ -1302,6 +1302,71 @@ fn a_running_restore_or_verify_makes_a_prune_fail_with_bp222_as_a_backup_does() 
     verify_and_restore_identically(&sandbox, "data");
 }
 
+#[test]
+fn verify_records_a_lost_pack_once_and_removes_the_record_when_the_pack_is_back() {
+    let sandbox = backed_up();
+    let pack = objects(&sandbox, "packs").remove(0);
+    let name = object_name(&sandbox.path("backups"), &pack);
+    let bytes = fs::read(&pack).expect("read the pack");
+    fs::remove_file(&pack).expect("lose the pack");
+    let lost = || files_under(&sandbox.path("backups/lost"));
+
+    // Without its lock, verify writes nothing.
+    sandbox
+        .run(&["verify", "--no-lock"])
+        .fails()
+        .stdout(&format!("pack {name} is missing"))
+        .check();
+    assert_eq!(lost(), Vec::<PathBuf>::new());
+
+    let run = sandbox
+        .run(&["verify"])
+        .fails()
+        .stderr("BP228")
+        .stdout("recorded in lost/")
+        .check();
+    assert!(
+        names(&run, &format!("pack {name} is missing")),
+        "{}",
+        run.stdout
+    );
+    let recorded = lost();
+    assert_eq!(recorded.len(), 1);
+    let inv = inventory(&sandbox);
+    let record = &inv["destinations"]["local"]["lost"];
+    assert_eq!(record["packs"][0]["state"], "missing", "{inv}");
+    assert_eq!(
+        record["snapshots"].as_array().map(Vec::len),
+        Some(1),
+        "{inv}"
+    );
+    // The same finding is not recorded twice, and keeps the time it was first found.
+    let again = sandbox.run(&["verify"]).fails().check();
+    assert!(!again.stdout.contains("recorded"), "{}", again.stdout);
+    assert_eq!(lost(), recorded);
+
+    // No chunk is read from a lost pack: the restore says which pack is lost.
+    let restore = sandbox
+        .run(&restore_args(&secret(), &[]))
+        .fails()
+        .stderr("verify found packs lost on local")
+        .check();
+    assert!(
+        names(&restore, &format!("{name} (missing)")),
+        "{}",
+        restore.all()
+    );
+
+    fs::write(&pack, bytes).expect("put the pack back");
+    sandbox
+        .run(&["verify"])
+        .stdout("nothing is lost any more: the earlier record is removed")
+        .check();
+    assert_eq!(lost(), Vec::<PathBuf>::new());
+    assert!(inventory(&sandbox)["destinations"]["local"]["lost"].is_null());
+    verify_read_data(&sandbox);
+}
+
 // --- failures -----------------------------------------------------------------------
 
 #[test]

@@ -130,7 +130,19 @@ impl StorageExecutor {
         for repo in repos {
             indexes.push(repo.load_index(&self.key).await?);
         }
-        let parent = self.parent_tree(&action.source, repos).await?;
+        let mut parent = self.parent_tree(&action.source, repos).await?;
+        // A file whose chunks a destination lost (`verify` found their packs missing
+        // or damaged) is read again rather than its parent's chunk list reused: its
+        // chunks are then stored again.
+        if let (Some(tree), SourceKind::Files(_) | SourceKind::Config(_)) =
+            (parent.as_mut(), &source.kind)
+        {
+            tree.entries.retain(|e| {
+                e.chunks
+                    .iter()
+                    .all(|c| indexes.iter().all(|i| i.chunks.contains_key(c)))
+            });
+        }
 
         let mut uploads = Vec::new();
         let mut targets = Vec::new();
@@ -493,6 +505,10 @@ pub async fn gc(repo: &Repo, key: &RepoKey) -> Result<Collected, Failure> {
             .sum();
         if live == 0 {
             drop_packs.push(id.clone());
+        } else if index.is_lost(id) {
+            // Lost but still needed: it stays for a repair, and for salvage when no
+            // other destination has its chunks.
+            keep.push(record.clone());
         } else if (live as f64) < total as f64 * REPACK_BELOW {
             for c in record.chunks.iter().filter(|c| referenced.contains(&c.id)) {
                 if let Some(loc) = index.chunks.get(&c.id).filter(|l| l.pack == *id) {

@@ -8,10 +8,12 @@ use super::{Exit, inventory, load_policy, print, runtime, secret_keys};
 use crate::cli::{Format, RestoreArgs, parse_time};
 use crate::error::{Code, Failure};
 use crate::graph::SourceGraph;
+use crate::inventory::{Inventory, PackState};
 use crate::pipeline::crypto::{Recipients, SecretKeys};
 use crate::pipeline::fetch::RepoFetcher;
 use crate::policy::{Policy, SourceKind};
 use crate::render;
+use crate::repo::format::pack_path;
 use crate::repo::keys::RepoKey;
 use crate::repo::lock;
 use crate::repo::store::Repo;
@@ -46,6 +48,7 @@ struct Context<'a> {
     args: &'a RestoreArgs,
     selection: &'a Selection,
     host: Option<&'a RepoKey>,
+    inventory: &'a Inventory,
 }
 
 pub fn run(path: &Path, args: &RestoreArgs) -> miette::Result<Exit> {
@@ -75,6 +78,7 @@ pub fn run(path: &Path, args: &RestoreArgs) -> miette::Result<Exit> {
         args,
         selection: &selection,
         host: host_key.as_ref(),
+        inventory: &inventory,
     };
 
     if args.plan {
@@ -216,7 +220,7 @@ fn restore_locked(
                 Err(f) if matches!(f.code, Code::RestoreRefused | Code::NoSpace) => {
                     return Err(f.into());
                 }
-                Err(f) => last_error = Some(f),
+                Err(f) => last_error = Some(lost_help(cx, dest, f)),
             }
         }
         if let Some(f) = last_error {
@@ -240,6 +244,35 @@ fn restore_locked(
         .into());
     }
     Ok(Exit::Ok)
+}
+
+/// A failed step's failure, with what `verify` recorded lost on `dest`: the likely
+/// cause when a chunk is in no pack there.
+fn lost_help(cx: &Context<'_>, dest: &str, f: Failure) -> Failure {
+    let Some(lost) = cx.inventory.destinations.get(dest).map(|d| &d.lost) else {
+        return f;
+    };
+    if lost.packs.is_empty() {
+        return f;
+    }
+    let packs: Vec<String> = lost
+        .packs
+        .iter()
+        .take(3)
+        .map(|p| {
+            let state = match p.state {
+                PackState::Missing => "missing",
+                PackState::Damaged => "damaged",
+            };
+            format!("{} ({state})", pack_path(&p.id))
+        })
+        .collect();
+    let more = lost.packs.len().saturating_sub(packs.len());
+    f.with_help(format!(
+        "verify found packs lost on {dest}: {}{}; restore from a destination that holds the snapshot whole, or repair {dest} from one: `backplan plan` shows the repair",
+        packs.join(", "),
+        if more > 0 { format!(" and {more} more") } else { String::new() }
+    ))
 }
 
 /// The snapshot's tree and a fetcher for its chunks.

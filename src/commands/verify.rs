@@ -14,7 +14,7 @@ use crate::repo::lock;
 use crate::repo::store::Repo;
 use crate::repo::{open_all, repository_key};
 use crate::sources::ChunkSource;
-use crate::verify::{Findings, check};
+use crate::verify::{Findings, check, record};
 
 pub fn run(path: &Path, args: &VerifyArgs) -> miette::Result<Exit> {
     let loaded = load_policy(path)?;
@@ -32,9 +32,13 @@ pub fn run(path: &Path, args: &VerifyArgs) -> miette::Result<Exit> {
     let rt = runtime()?;
     let mut all = Vec::new();
     let mut refused = Vec::new();
+    let now = chrono::Utc::now();
     for repo in open_all(policy)? {
+        // A destination without a repository has nothing to verify, and gets no lock.
+        let holds_one = matches!(rt.block_on(repo.marker()), Ok(Some(_)));
+        let locked = holds_one && !args.no_lock;
         let work = async {
-            let mut findings = check(&repo, host.as_ref(), secret.clone(), fraction).await;
+            let mut findings = check(&repo, host.as_ref(), secret.clone(), fraction, now).await;
             if (args.restore_test || args.read_data.is_some())
                 && let Some(secret) = &secret
             {
@@ -48,21 +52,26 @@ pub fn run(path: &Path, args: &VerifyArgs) -> miette::Result<Exit> {
                 )
                 .await;
             }
+            // Only under the lock: without one, verify writes nothing.
+            if locked && let Err(e) = record(&repo, &mut findings, now).await {
+                findings
+                    .problems
+                    .entry(String::new())
+                    .or_default()
+                    .push(format!(
+                        "what was found could not be recorded for a repair: {}",
+                        e.message
+                    ));
+            }
             findings
         };
-        // A destination without a repository has nothing to verify, and gets no lock.
-        let holds_one = matches!(rt.block_on(repo.marker()), Ok(Some(_)));
-        let findings = if args.no_lock || !holds_one {
+        let findings = if !locked {
             rt.block_on(work)
         } else {
             match rt.block_on(lock::reading(&repo, work)) {
                 Ok(findings) => findings,
                 Err(f) => {
-                    all.push(Findings {
-                        destination: repo.name.clone(),
-                        not_verified: Some(f.message.clone()),
-                        ..Findings::default()
-                    });
+                    all.push(Findings::not_verified(&repo.name, &f.message));
                     refused.push(f);
                     continue;
                 }

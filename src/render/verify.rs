@@ -40,6 +40,9 @@ pub fn human(all: &[Findings]) -> String {
                 }
             }
         }
+        if let Some(recorded) = &f.recorded {
+            out.push_str(&format!("    {recorded}\n"));
+        }
     }
     out
 }
