@@ -60,6 +60,29 @@ async fn memory_repositories(policy: &str) -> (Arc<Policy>, RepoKey, Recipients,
     (policy, key, recipients, repos)
 }
 
+/// Restores snapshot `id` of `repo` into `target` with the recipient's secret key.
+async fn restore(repo: &Repo, key: &RepoKey, id: &str, target: &Path) {
+    let (_, tree) = repo.read_snapshot(key, id).await.expect("tree");
+    let secret = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys/demo-recipient.secret.asc"),
+    )
+    .expect("secret key");
+    let secret = Arc::new(SecretKeys::from_bytes(&secret).expect("secret"));
+    let index = Arc::new(repo.load_index(key).await.expect("index"));
+    let mut fetcher = RepoFetcher::new(
+        repo.clone(),
+        index,
+        key,
+        secret,
+        tokio::runtime::Handle::current(),
+    );
+    let target = target.to_path_buf();
+    tokio::task::spawn_blocking(move || files::restore(&tree, &target, &[], false, &mut fetcher))
+        .await
+        .expect("join")
+        .expect("restore");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_destination_backs_up_deduplicates_and_restores() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -105,27 +128,8 @@ async fn memory_destination_backs_up_deduplicates_and_restores() {
     assert!(!again.has_changes(), "{again:?}");
 
     // Restore with the recipient's secret key and compare bytes.
-    let repo = &repos[0];
-    let (_, tree) = repo.read_snapshot(&key, &snap.id).await.expect("tree");
-    let secret = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys/demo-recipient.secret.asc"),
-    )
-    .expect("secret key");
-    let secret = Arc::new(SecretKeys::from_bytes(&secret).expect("secret"));
-    let index = Arc::new(repo.load_index(&key).await.expect("index"));
-    let mut fetcher = RepoFetcher::new(
-        repo.clone(),
-        index,
-        &key,
-        secret,
-        tokio::runtime::Handle::current(),
-    );
     let target = tmp.path().join("restored");
-    let target2 = target.clone();
-    tokio::task::spawn_blocking(move || files::restore(&tree, &target2, &[], false, &mut fetcher))
-        .await
-        .expect("join")
-        .expect("restore");
+    restore(&repos[0], &key, &snap.id, &target).await;
     assert_eq!(std::fs::read(target.join("big.bin")).expect("read"), big);
     assert_eq!(
         std::fs::read(target.join("sub/copy.bin")).expect("read"),
@@ -279,4 +283,91 @@ async fn a_chunk_whose_pack_is_lost_or_retired_is_read_from_its_new_pack() {
     assert_eq!(&*index.chunks[&chunk].pack, new.as_str());
     assert!(!index.packs.contains_key(old.as_str()));
     assert!(index.lost.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pack_lost_on_a_memory_destination_is_repaired_from_the_other() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    let big: Vec<u8> = (0..2_500_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    std::fs::write(data.join("big.bin"), &big).expect("write");
+    std::fs::write(data.join("small.txt"), "small").expect("write");
+    let text = format!(
+        r#"version: 1
+encryption:
+  recipients: [keys/demo-recipient.asc]
+destinations:
+  a: {{ type: memory, root: /a }}
+  b: {{ type: memory, root: /b }}
+sources:
+  data: {{ type: files, path: "{}" }}
+"#,
+        data.display()
+    );
+    let (policy, key, recipients, repos) = memory_repositories(&text).await;
+    let graph = SourceGraph::new(&policy);
+    let now = chrono::Utc::now();
+    let executor =
+        StorageExecutor::new(policy.clone(), key.clone(), recipients, repos.clone(), now);
+    let plan_now =
+        |inv: &Inventory| backplan::plan::plan(&policy, &graph, inv, now, Settings::default());
+    let first = plan_now(&inventory(&repos, &key).await);
+    assert_eq!(
+        backplan::apply::apply(&first, &executor, 2, &|_| {})
+            .await
+            .done(),
+        1
+    );
+    let a = &repos[0];
+    assert_eq!(a.name, "a");
+
+    let packs = a.pack_objects().await.expect("packs");
+    let (largest, _) = packs.iter().max_by_key(|(_, size)| **size).expect("a pack");
+    a.delete(largest).await.expect("lose a pack");
+    let mut found = backplan::verify::check(a, Some(&key), None, None, now).await;
+    assert_eq!(found.lost.packs.len(), 1, "{found:?}");
+    assert_eq!(found.lost.packs[0].state, PackState::Missing);
+    assert_eq!(found.lost.snapshots.len(), 1);
+    backplan::verify::record(a, &mut found, now)
+        .await
+        .expect("record");
+    assert!(found.recorded.is_some());
+
+    let inv = inventory(&repos, &key).await;
+    assert_eq!(inv.destinations["a"].lost, found.lost);
+    let repair = plan_now(&inv);
+    match repair.actions.as_slice() {
+        [Action::Repair(r)] => {
+            assert_eq!(r.destination, "a");
+            assert_eq!(r.from, ["b"]);
+            assert_eq!(r.snapshots.len(), 1);
+        }
+        other => panic!("not one repair: {other:?}"),
+    }
+    let report = backplan::apply::apply(&repair, &executor, 2, &|_| {}).await;
+    assert_eq!(report.done(), 1, "{report:?}");
+
+    let mut clean = backplan::verify::check(a, Some(&key), None, None, now).await;
+    assert!(clean.problems.is_empty(), "{:?}", clean.problems);
+    backplan::verify::record(a, &mut clean, now)
+        .await
+        .expect("record");
+    assert!(
+        inventory(&repos, &key).await.destinations["a"]
+            .lost
+            .is_empty()
+    );
+    assert!(!plan_now(&inventory(&repos, &key).await).has_changes());
+
+    // From a alone, the same bytes.
+    let target = tmp.path().join("restored");
+    restore(a, &key, &inv.destinations["a"].snapshots[0].id, &target).await;
+    assert_eq!(std::fs::read(target.join("big.bin")).expect("read"), big);
+    assert_eq!(
+        std::fs::read_to_string(target.join("small.txt")).expect("read"),
+        "small"
+    );
 }

@@ -710,6 +710,34 @@ fn count_files(dir: &Path) -> usize {
     files_under(dir).len()
 }
 
+/// Starts `args` in the background and returns it once `due` holds (given the time
+/// since the start); fails when the command ends first, or after two minutes.
+fn spawn_until(
+    sandbox: &Sandbox,
+    args: &[&str],
+    what: &str,
+    mut due: impl FnMut(Duration) -> bool,
+) -> std::process::Child {
+    let mut child = sandbox
+        .command(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start backplan");
+    let started = Instant::now();
+    while !due(started.elapsed()) {
+        if let Some(status) = child.try_wait().expect("poll backplan") {
+            panic!("`{}` ended ({status}) before {what}", args.join(" "));
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{what} never came"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child
+}
+
 #[test]
 fn kill_9_during_apply_leaves_no_half_snapshot_and_the_next_apply_completes() {
     const BIG_FILES: u64 = 25;
@@ -738,30 +766,15 @@ fn kill_9_during_apply_leaves_no_half_snapshot_and_the_next_apply_completes() {
     let mut pids = Vec::new();
     for point in points {
         let packs_before = count_files(&packs);
-        let mut child = sandbox
-            .command(&["apply"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start apply");
-        let started = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().expect("poll apply") {
-                panic!("the apply ended ({status}) before the kill at {point:?}");
-            }
-            let due = match point {
-                KillPoint::After(d) => started.elapsed() >= d,
+        let mut child = spawn_until(
+            &sandbox,
+            &["apply"],
+            &format!("the kill at {point:?}"),
+            |elapsed| match point {
+                KillPoint::After(d) => elapsed >= d,
                 KillPoint::Packs(n) => count_files(&packs) >= packs_before + n,
-            };
-            if due {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(120),
-                "the kill point {point:?} never came"
-            );
-            std::thread::sleep(Duration::from_millis(2));
-        }
+            },
+        );
         child.kill().expect("SIGKILL");
         let status = child.wait().expect("reap apply");
         assert_eq!(
@@ -992,22 +1005,30 @@ fn prune_repacks_packs_whose_chunks_are_mostly_unreferenced_and_loses_nothing() 
 
 // --- repair -------------------------------------------------------------------------
 
-#[test]
-fn a_snapshot_missing_on_one_destination_is_copied_back_from_the_other() {
-    let destinations = "  one:\n    type: fs\n    root: one\n  two:\n    type: fs\n    root: two\n";
+const ONE_AND_TWO: &str =
+    "  one:\n    type: fs\n    root: one\n  two:\n    type: fs\n    root: two\n";
+
+/// Config and data backed up to `one` and `two` (the same packs on both).
+fn backed_up_twice() -> Sandbox {
     let sources = format!(
         "{}{}",
         config_source("config", "config/app.env"),
         files_source("data", "data")
     );
-    let sandbox = Sandbox::initialised(&policy_with(RETENTION, destinations, &sources));
-    sandbox.write("config/app.env", "SESSION_SECRET=repair\n");
-    write_bytes(&sandbox.path("data/photo.jpg"), &random_bytes(700_000));
-    write_bytes(&sandbox.path("data/notes/today.txt"), b"repair me\n");
+    let sandbox = Sandbox::initialised(&policy_with(RETENTION, ONE_AND_TWO, &sources));
+    sandbox.write("config/app.env", "SESSION_SECRET=lost-packs\n");
+    write_bytes(&sandbox.path("data/big.bin"), &random_bytes(3 << 20));
+    write_bytes(&sandbox.path("data/notes/small.txt"), b"small\n");
     sandbox
         .run(&["apply"])
         .stdout("✓ backup data → one, two")
         .check();
+    sandbox
+}
+
+#[test]
+fn a_snapshot_missing_on_one_destination_is_copied_back_from_the_other() {
+    let sandbox = backed_up_twice();
 
     let header = files_under(&sandbox.path("two/snapshots"))
         .into_iter()
@@ -1255,22 +1276,9 @@ fn a_running_restore_or_verify_makes_a_prune_fail_with_bp222_as_a_backup_does() 
         ],
         vec!["verify", "--read-data", "--secret-key", &secret],
     ] {
-        let mut child = sandbox
-            .command(&reader)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the reader");
-        let started = Instant::now();
-        while lock_files(&sandbox).is_empty() {
-            assert!(
-                child.try_wait().expect("poll").is_none(),
-                "`{}` ended before it was seen holding its lock",
-                reader.join(" ")
-            );
-            assert!(started.elapsed() < Duration::from_secs(60), "no lock came");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        let mut child = spawn_until(&sandbox, &reader, "its lock", |_| {
+            !lock_files(&sandbox).is_empty()
+        });
         signal(child.id(), "STOP");
         assert!(
             child.try_wait().expect("poll").is_none(),
@@ -1302,6 +1310,251 @@ fn a_running_restore_or_verify_makes_a_prune_fail_with_bp222_as_a_backup_does() 
     verify_and_restore_identically(&sandbox, "data");
 }
 
+// --- repair of lost packs ----------------------------------------------------------
+
+/// The packs of destination `dest`, largest first.
+fn packs_of(sandbox: &Sandbox, dest: &str) -> Vec<PathBuf> {
+    let mut found = files_under(&sandbox.path(dest).join("packs"));
+    found.sort_by_key(|p| std::cmp::Reverse(fs::metadata(p).map(|m| m.len()).unwrap_or(0)));
+    found
+}
+
+/// `args` (a verify) fails with `BP228`, names `problem` and records what it found.
+fn verify_records(sandbox: &Sandbox, args: &[&str], problem: &str) -> Run {
+    let run = sandbox
+        .run(args)
+        .fails()
+        .stderr("BP228")
+        .stdout("recorded in lost/")
+        .check();
+    assert!(names(&run, problem), "no {problem:?}:\n{}", run.stdout);
+    run
+}
+
+/// The `lost/` records of destination `dest`.
+fn lost_records(sandbox: &Sandbox, dest: &str) -> Vec<PathBuf> {
+    files_under(&sandbox.path(dest).join("lost"))
+}
+
+/// After a repair of `two`: the plan has nothing to do, `verify --read-data` is clean
+/// and has nothing to record, and with `one` gone a restore of `sources` (each from
+/// the folder of its name, into `restored/NAME`) from `two` alone gives the same
+/// bytes.
+fn repaired_and_restorable_from_two_alone(sandbox: &Sandbox, sources: &[&str]) {
+    sandbox
+        .run(&["plan", "--detailed-exitcode"])
+        .stdout("No changes")
+        .check();
+    let verified = verify_read_data(sandbox);
+    assert!(verified.stdout.contains("✓ two: "), "{}", verified.stdout);
+    assert!(!verified.stdout.contains("recorded"), "{}", verified.stdout);
+    assert_eq!(lost_records(sandbox, "two"), Vec::<PathBuf>::new());
+    fs::remove_dir_all(sandbox.path("one")).expect("remove one");
+    let secret = secret();
+    let mut args = vec!["restore", "--secret-key", secret.as_str()];
+    let targets: Vec<String> = sources
+        .iter()
+        .map(|s| format!("{s}=restored/{s}"))
+        .collect();
+    for (s, t) in sources.iter().zip(&targets) {
+        args.extend(["--only", s, "--target", t]);
+    }
+    let run = sandbox.run(&args).check();
+    assert!(!run.stdout.contains("from one"), "{}", run.stdout);
+    for s in sources {
+        assert_same_tree(&sandbox.path(s), &sandbox.path(&format!("restored/{s}")));
+    }
+}
+
+/// The plan of [`backed_up_twice`] after verify found one pack of its data lost on
+/// `two` is that repair, and apply carries it out: `two` is whole again.
+fn the_plan_repairs_two_from_one(sandbox: &Sandbox) {
+    sandbox
+        .run(&["plan", "--detailed-exitcode"])
+        .status(2)
+        .stdout("~ repair  data")
+        .stdout("1 pack lost on two (found by verify at ")
+        .stdout("copied from one")
+        .stdout("need")
+        .stdout("Plan: 0 backups, 1 repair, 0 copies, 0 prunes.")
+        .check();
+    sandbox
+        .run(&["apply"])
+        .stdout("✓ repair two from one")
+        .stdout("Apply: 1 done, 0 failed, 0 skipped.")
+        .check();
+    repaired_and_restorable_from_two_alone(sandbox, &["data"]);
+}
+
+#[test]
+fn a_pack_lost_on_one_destination_is_copied_back_from_the_other_and_restores_identically() {
+    let sandbox = backed_up_twice();
+    let lost = packs_of(&sandbox, "two").remove(0);
+    let name = object_name(&sandbox.path("two"), &lost);
+    fs::remove_file(&lost).expect("lose a pack");
+
+    let run = verify_records(&sandbox, &["verify"], &format!("pack {name} is missing"));
+    assert!(run.stdout.contains("✓ one: ") && run.stdout.contains("✗ two: "));
+    assert!(
+        run.stdout
+            .contains("chunk(s) are in missing or damaged packs")
+    );
+    assert_eq!(lost_records(&sandbox, "two").len(), 1);
+    the_plan_repairs_two_from_one(&sandbox);
+}
+
+#[test]
+fn a_damaged_pack_found_by_verify_read_data_is_repaired_the_same_way() {
+    let sandbox = backed_up_twice();
+    let damaged = packs_of(&sandbox, "two").remove(0);
+    let name = object_name(&sandbox.path("two"), &damaged);
+    flip_a_byte(&damaged);
+
+    // Its size is right: only reading it tells.
+    sandbox.run(&["verify"]).check();
+    let read_data = ["verify", "--read-data", "--secret-key", &secret()];
+    let damaged = format!("pack {name} is damaged: its content does not match its name");
+    let run = verify_records(&sandbox, &read_data, &damaged);
+    assert!(run.stdout.contains("✓ one: "), "{}", run.stdout);
+    the_plan_repairs_two_from_one(&sandbox);
+}
+
+#[test]
+fn kill_9_during_a_repair_leaves_the_destination_no_worse_and_the_next_apply_completes_it() {
+    // Two sources backed up side by side store their common file twice: the packs
+    // the repair writes cannot all be the ones that were lost.
+    let sources = format!("{}{}", files_source("a", "a"), files_source("b", "b"));
+    let sandbox = Sandbox::initialised(&policy_with(RETENTION, ONE_AND_TWO, &sources));
+    write_random(&sandbox.path("a/big.bin"), 40 << 20);
+    let common = random_bytes(600_000);
+    write_bytes(&sandbox.path("a/common.bin"), &common);
+    write_bytes(&sandbox.path("b/common.bin"), &common);
+    write_bytes(&sandbox.path("b/own.txt"), b"b alone\n");
+    sandbox.run(&["apply"]).check();
+    let lost = packs_of(&sandbox, "two").len();
+    assert!(lost >= 2, "{lost} packs");
+    fs::remove_dir_all(sandbox.path("two/packs")).expect("lose every pack");
+    sandbox
+        .run(&["verify"])
+        .fails()
+        .stdout("recorded in lost/")
+        .check();
+    sandbox
+        .run(&["plan"])
+        .stdout(&format!("~ repair  a, b {lost} packs lost on two"))
+        .stdout("2 snapshots need them")
+        .check();
+
+    let mut child = spawn_until(&sandbox, &["apply"], "the repair's first pack", |_| {
+        !packs_of(&sandbox, "two").is_empty()
+    });
+    child.kill().expect("SIGKILL");
+    assert_eq!(child.wait().expect("reap").signal(), Some(9));
+    sandbox.run(&["unlock", "--all"]).check();
+
+    // No worse: nothing damaged, the same loss recorded, one untouched.
+    let inv = inventory(&sandbox);
+    assert!(inv["destinations"]["two"]["damaged"].is_null(), "{inv}");
+    assert_eq!(
+        inv["destinations"]["two"]["lost"]["packs"]
+            .as_array()
+            .map(Vec::len),
+        Some(lost),
+        "{inv}"
+    );
+    sandbox
+        .run(&["plan"])
+        .stdout(&format!("{lost} packs lost on two"))
+        .check();
+    let verified = sandbox.run(&["verify"]).fails().check();
+    assert!(verified.stdout.contains("✓ one: "), "{}", verified.stdout);
+
+    let run = sandbox
+        .run(&["apply"])
+        .stdout("✓ repair two from one")
+        .stdout("0 failed")
+        .check();
+    let retired = run
+        .stdout
+        .split(" lost pack")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse::<usize>().ok());
+    assert!(
+        retired.is_some_and(|n| n >= 1),
+        "no lost pack retired: {}",
+        run.stdout
+    );
+    repaired_and_restorable_from_two_alone(&sandbox, &["a", "b"]);
+}
+
+#[test]
+fn a_lost_pack_that_no_other_destination_holds_is_reported_and_nothing_is_deleted() {
+    let sandbox = backed_up();
+    let damaged = objects(&sandbox, "packs").remove(0);
+    flip_a_byte(&damaged);
+    let bytes = fs::read(&damaged).expect("read the damaged pack");
+    verify_names(&sandbox, &object_name(&sandbox.path("backups"), &damaged));
+    let inv = inventory(&sandbox);
+    let affected = inv["destinations"]["local"]["lost"]["snapshots"].clone();
+    assert_eq!(affected.as_array().map(Vec::len), Some(1), "{inv}");
+    let snapshot = affected[0].as_str().expect("a snapshot id").to_string();
+
+    let plan = sandbox
+        .run(&["plan", "--detailed-exitcode"])
+        .stdout("BP235")
+        .stdout(&format!(
+            "local: snapshot {snapshot} needs lost chunks that no other destination holds"
+        ))
+        .stdout("nothing is deleted")
+        .check();
+    assert!(!plan.stdout.contains("repair"), "{}", plan.stdout);
+    sandbox.run(&["apply"]).check();
+    assert_eq!(fs::read(&damaged).expect("the damaged pack"), bytes);
+    assert_eq!(snapshots_of(&inventory(&sandbox), "local").len(), 2);
+
+    // The next backup reads the lost file again and stores its chunks anew: the new
+    // snapshot is whole, and so is the old one, whose chunks are the same.
+    sandbox
+        .run(&["apply", "--now", &hours_from_now(25)])
+        .stdout("✓ backup data → local")
+        .check();
+    let run = sandbox
+        .run(&["verify", "--read-data", "--secret-key", &secret()])
+        .fails()
+        .stdout("is damaged")
+        .stdout("recorded in lost/")
+        .check();
+    assert!(!run.stdout.contains("snapshot "), "{}", run.stdout);
+    // The pack no snapshot needs any more is retired; it stays in storage until a
+    // prune collects it.
+    sandbox
+        .run(&["plan"])
+        .stdout("~ repair  -")
+        .stdout("1 pack lost on local (found by verify at ")
+        .stdout("retired   no snapshot needs them")
+        .check();
+    sandbox
+        .run(&["apply"])
+        .stdout("✓ repair local")
+        .stdout("1 lost pack retired")
+        .check();
+    assert_eq!(fs::read(&damaged).expect("the damaged pack"), bytes);
+    verify_read_data(&sandbox);
+    sandbox
+        .run(&[
+            "restore",
+            "--snapshot",
+            &snapshot,
+            "--secret-key",
+            &secret(),
+            "--target",
+            "data=restored",
+        ])
+        .check();
+    assert_same_tree(&sandbox.path("data"), &sandbox.path("restored"));
+}
+
 #[test]
 fn verify_records_a_lost_pack_once_and_removes_the_record_when_the_pack_is_back() {
     let sandbox = backed_up();
@@ -1319,17 +1572,7 @@ fn verify_records_a_lost_pack_once_and_removes_the_record_when_the_pack_is_back(
         .check();
     assert_eq!(lost(), Vec::<PathBuf>::new());
 
-    let run = sandbox
-        .run(&["verify"])
-        .fails()
-        .stderr("BP228")
-        .stdout("recorded in lost/")
-        .check();
-    assert!(
-        names(&run, &format!("pack {name} is missing")),
-        "{}",
-        run.stdout
-    );
+    verify_records(&sandbox, &["verify"], &format!("pack {name} is missing"));
     let recorded = lost();
     assert_eq!(recorded.len(), 1);
     let inv = inventory(&sandbox);
