@@ -64,6 +64,7 @@ pub enum Code {
     PersistenceUnhealthy,
     ConfigRefused,
     NoSpace,
+    Unrepairable,
     Io,
 }
 
@@ -119,6 +120,7 @@ impl Code {
         Code::PersistenceUnhealthy,
         Code::ConfigRefused,
         Code::NoSpace,
+        Code::Unrepairable,
         Code::Io,
     ];
 
@@ -383,6 +385,11 @@ impl Code {
                 "BP234",
                 "no-space",
                 "free space in the spool folder, or spool elsewhere: `restore --spool DIR`, or the source's `spool_dir`; `restore --plan` shows what is needed",
+            ),
+            Code::Unrepairable => (
+                "BP235",
+                "unrepairable",
+                "no other destination holds these snapshots whole: nothing is deleted; restore what is whole, let the next backup store again what still exists, and add a second destination",
             ),
             Code::Io => ("BP299", "io", "check the path and its permissions"),
         }

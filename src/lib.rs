@@ -18,3 +18,4 @@ pub mod render;
 pub mod repo;
 pub mod restore;
 pub mod sources;
+pub mod verify;

@@ -13,7 +13,7 @@ use backplan::graph::SourceGraph;
 use backplan::inventory::Inventory;
 use backplan::plan::{
     Action, Backup, BackupReason, Configure, Copy, FORMAT_VERSION, Plan, PolicyRef, Prune,
-    PruneReason, SettingChange, Settings, SnapshotRef, Summary,
+    PruneReason, Repair, SettingChange, Settings, SnapshotRef, Summary,
 };
 use chrono::{DateTime, TimeZone, Utc};
 
@@ -107,6 +107,10 @@ impl Executor for Recorder {
         self.work("copy", &action.source).await
     }
 
+    async fn repair(&self, action: &Repair) -> Result<Done, String> {
+        self.work("repair", &action.destination).await
+    }
+
     async fn prune(&self, action: &Prune) -> Result<Done, String> {
         self.work("prune", &action.source).await
     }
@@ -172,6 +176,17 @@ fn copy(source: &str) -> Action {
     })
 }
 
+fn repair(destination: &str) -> Action {
+    Action::Repair(Repair {
+        destination: destination.into(),
+        found: t(24),
+        packs: Vec::new(),
+        snapshots: vec![snapshot("db", 20)],
+        sources: vec!["db".into()],
+        from: vec!["local".into()],
+    })
+}
+
 /// A plan holding exactly `actions`, in that order.
 fn plan_of(actions: Vec<Action>) -> Plan {
     Plan {
@@ -225,10 +240,19 @@ fn status_of<'a>(report: &'a Report, kind: &str, source: &str) -> &'a Status {
             Action::Backup(b) => kind == "backup" && b.source == source,
             Action::Configure(c) => kind == "configure" && c.source == source,
             Action::Copy(c) => kind == "copy" && c.source == source,
+            Action::Repair(r) => kind == "repair" && r.destination == source,
             Action::Prune(p) => kind == "prune" && p.source == source,
         })
         .map(|o| &o.status)
         .unwrap_or_else(|| panic!("no {kind} of {source} in the report"))
+}
+
+/// What the recorder reports of an action it carried out.
+fn done(detail: &str) -> Status {
+    Status::Done(Done {
+        detail: Some(detail.into()),
+        ..Done::default()
+    })
 }
 
 fn skipped_why(status: &Status) -> &str {
@@ -455,12 +479,21 @@ async fn copies_run() {
     let report = run(&plan, &executor, 2).await;
     assert!(executor.called("copy", "db"));
     assert!(executor.called("copy", "media"));
+    assert_eq!(status_of(&report, "copy", "media"), &done("copy media"));
+    assert_eq!(report.done(), 3);
+}
+
+#[tokio::test]
+async fn repairs_run_after_the_backups_and_before_the_copies() {
+    let plan = plan_of(vec![copy("db"), repair("offsite"), backup("db", 0, &[])]);
+    let executor = Recorder::default();
+    let report = run(&plan, &executor, 4).await;
+    let repair = executor.call("repair", "offsite");
+    assert!(executor.call("backup", "db").finished < repair.started);
+    assert!(repair.finished < executor.call("copy", "db").started);
     assert_eq!(
-        status_of(&report, "copy", "media"),
-        &Status::Done(Done {
-            detail: Some("copy media".into()),
-            ..Done::default()
-        })
+        status_of(&report, "repair", "offsite"),
+        &done("repair offsite")
     );
     assert_eq!(report.done(), 3);
 }

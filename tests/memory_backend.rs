@@ -5,13 +5,18 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use backplan::apply::Executor;
 use backplan::apply::storage::StorageExecutor;
 use backplan::graph::SourceGraph;
 use backplan::inventory::Inventory;
+use backplan::inventory::{Lost, LostPack, PackState};
 use backplan::pipeline::crypto::{Recipients, SecretKeys};
 use backplan::pipeline::fetch::RepoFetcher;
-use backplan::plan::{Action, Settings};
-use backplan::repo::keys::RepoKey;
+use backplan::plan::{Action, Prune, PruneReason, Settings, SnapshotRef};
+use backplan::policy::Policy;
+use backplan::repo::format::{ChunkRecord, IndexBody, PackRecord};
+use backplan::repo::keys::{ChunkId, RepoKey};
+use backplan::repo::lock::{self, LockKind};
 use backplan::repo::store::Repo;
 use backplan::sources::files;
 
@@ -38,6 +43,46 @@ async fn inventory(repos: &[Repo], key: &RepoKey) -> Inventory {
     inv
 }
 
+/// A policy over `data`, a fresh repository key, the recipients, and the policy's
+/// memory repositories, initialised.
+async fn memory_repositories(policy: &str) -> (Arc<Policy>, RepoKey, Recipients, Vec<Repo>) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let loaded = backplan::policy::load_str(policy, &dir.join("mem.yaml"), &dir).expect("policy");
+    let policy = Arc::new(loaded.policy);
+    let key = RepoKey::generate().expect("key");
+    let recipients = Recipients::load(&policy.recipients).expect("recipients");
+    let repos = backplan::repo::open_all(&policy).expect("repos");
+    for r in &repos {
+        r.init(&key, &recipients, chrono::Utc::now())
+            .await
+            .expect("init");
+    }
+    (policy, key, recipients, repos)
+}
+
+/// Restores snapshot `id` of `repo` into `target` with the recipient's secret key.
+async fn restore(repo: &Repo, key: &RepoKey, id: &str, target: &Path) {
+    let (_, tree) = repo.read_snapshot(key, id).await.expect("tree");
+    let secret = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys/demo-recipient.secret.asc"),
+    )
+    .expect("secret key");
+    let secret = Arc::new(SecretKeys::from_bytes(&secret).expect("secret"));
+    let index = Arc::new(repo.load_index(key).await.expect("index"));
+    let mut fetcher = RepoFetcher::new(
+        repo.clone(),
+        index,
+        key,
+        secret,
+        tokio::runtime::Handle::current(),
+    );
+    let target = target.to_path_buf();
+    tokio::task::spawn_blocking(move || files::restore(&tree, &target, &[], false, &mut fetcher))
+        .await
+        .expect("join")
+        .expect("restore");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_destination_backs_up_deduplicates_and_restores() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -50,18 +95,7 @@ async fn memory_destination_backs_up_deduplicates_and_restores() {
     std::fs::write(data.join("sub/copy.bin"), &big).expect("write");
     std::fs::write(data.join("small.txt"), "hello").expect("write");
 
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-    let loaded = backplan::policy::load_str(&policy_text(&data), &dir.join("mem.yaml"), &dir)
-        .expect("policy");
-    let policy = Arc::new(loaded.policy);
-    let key = RepoKey::generate().expect("key");
-    let recipients = Recipients::load(&policy.recipients).expect("recipients");
-    let repos = backplan::repo::open_all(&policy).expect("repos");
-    for r in &repos {
-        r.init(&key, &recipients, chrono::Utc::now())
-            .await
-            .expect("init");
-    }
+    let (policy, key, recipients, repos) = memory_repositories(&policy_text(&data)).await;
 
     let graph = SourceGraph::new(&policy);
     let now = chrono::Utc::now();
@@ -94,27 +128,8 @@ async fn memory_destination_backs_up_deduplicates_and_restores() {
     assert!(!again.has_changes(), "{again:?}");
 
     // Restore with the recipient's secret key and compare bytes.
-    let repo = &repos[0];
-    let (_, tree) = repo.read_snapshot(&key, &snap.id).await.expect("tree");
-    let secret = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys/demo-recipient.secret.asc"),
-    )
-    .expect("secret key");
-    let secret = Arc::new(SecretKeys::from_bytes(&secret).expect("secret"));
-    let index = Arc::new(repo.load_index(&key).await.expect("index"));
-    let mut fetcher = RepoFetcher::new(
-        repo.clone(),
-        index,
-        &key,
-        secret,
-        tokio::runtime::Handle::current(),
-    );
     let target = tmp.path().join("restored");
-    let target2 = target.clone();
-    tokio::task::spawn_blocking(move || files::restore(&tree, &target2, &[], false, &mut fetcher))
-        .await
-        .expect("join")
-        .expect("restore");
+    restore(&repos[0], &key, &snap.id, &target).await;
     assert_eq!(std::fs::read(target.join("big.bin")).expect("read"), big);
     assert_eq!(
         std::fs::read(target.join("sub/copy.bin")).expect("read"),
@@ -123,5 +138,236 @@ async fn memory_destination_backs_up_deduplicates_and_restores() {
     assert_eq!(
         std::fs::read_to_string(target.join("small.txt")).expect("read"),
         "hello"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readers_shared_lock_on_memory_makes_a_prune_fail_until_it_is_released() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    std::fs::write(data.join("a.txt"), "read me while I am pruned").expect("write");
+    let (policy, key, recipients, repos) = memory_repositories(&policy_text(&data)).await;
+    let now = chrono::Utc::now();
+    let plan = backplan::plan::plan(
+        &policy,
+        &SourceGraph::new(&policy),
+        &inventory(&repos, &key).await,
+        now,
+        Settings::default(),
+    );
+    let executor =
+        StorageExecutor::new(policy.clone(), key.clone(), recipients, repos.clone(), now);
+    assert_eq!(
+        backplan::apply::apply(&plan, &executor, 1, &|_| {})
+            .await
+            .done(),
+        1
+    );
+    let repo = &repos[0];
+    let snap = inventory(&repos, &key).await.destinations["mem"].snapshots[0].clone();
+    let prune = Prune {
+        source: "data".into(),
+        destination: "mem".into(),
+        snapshots: vec![SnapshotRef {
+            id: snap.id.clone(),
+            time: snap.time,
+            bytes_stored: snap.bytes_stored,
+        }],
+        reason: PruneReason::OutsideRetention {
+            rules: "keep_last 0".into(),
+        },
+        held: false,
+    };
+
+    // While a reader (a restore, a verify) holds its lock, the prune is refused.
+    let refused = lock::reading(repo, executor.prune(&prune))
+        .await
+        .expect("a shared lock on a free repository");
+    let why = refused.expect_err("a prune under a reader's lock");
+    assert!(
+        why.contains("BP222") && why.contains("a shared lock held by"),
+        "{why}"
+    );
+    assert!(
+        repo.locks().await.expect("locks").is_empty(),
+        "the reader's lock stayed"
+    );
+    assert_eq!(
+        inventory(&repos, &key).await.destinations["mem"]
+            .snapshots
+            .len(),
+        1
+    );
+
+    // And a reader is refused while a prune holds the repository.
+    let reader = lock::holding(&[repo], LockKind::Exclusive, lock::reading(repo, async {}))
+        .await
+        .expect("an exclusive lock on a free repository");
+    let f = reader.expect_err("a reader under an exclusive lock");
+    assert_eq!(
+        f.code,
+        backplan::error::Code::RepositoryLocked,
+        "{}",
+        f.message
+    );
+    assert!(
+        repo.locks().await.expect("locks").is_empty(),
+        "a lock stayed"
+    );
+
+    // Alone, the prune runs.
+    executor.prune(&prune).await.expect("the prune");
+    assert!(
+        inventory(&repos, &key).await.destinations["mem"]
+            .snapshots
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_whose_pack_is_lost_or_retired_is_read_from_its_new_pack() {
+    let op = opendal::Operator::new(opendal::services::Memory::default()).expect("memory");
+    let repo = Repo::new("mem", op);
+    let key = RepoKey::generate().expect("key");
+    let now = chrono::Utc::now();
+    let chunk = ChunkId([7; 32]);
+    let record = |id: &str, offset: u64| PackRecord {
+        id: id.to_string(),
+        size: offset + 5,
+        key_sets: vec![(10, 4)],
+        chunks: vec![ChunkRecord {
+            id: chunk,
+            key_set: 0,
+            offset,
+            length: 5,
+            raw_length: 5,
+        }],
+    };
+    let (old, new) = ("aa".repeat(32), "bb".repeat(32));
+    // The old pack, and the new one a repair wrote, each in an index object of its own.
+    repo.put_index(&key, vec![record(&old, 14)])
+        .await
+        .expect("index");
+    repo.put_index(&key, vec![record(&new, 20)])
+        .await
+        .expect("index");
+
+    // Recorded lost: the chunk is found in the new pack, the old one stays listed.
+    let lost = Lost {
+        found: Some(now),
+        packs: vec![LostPack {
+            id: old.clone(),
+            state: PackState::Missing,
+            why: "it is missing".into(),
+        }],
+        snapshots: Vec::new(),
+    };
+    let path = repo.put_lost(&lost, now).await.expect("a lost record");
+    let index = repo.load_index(&key).await.expect("load");
+    assert_eq!(&*index.chunks[&chunk].pack, new.as_str());
+    assert_eq!(index.chunks[&chunk].offset, 20);
+    assert!(index.packs.contains_key(old.as_str()));
+    assert_eq!(index.lost, lost);
+    assert_eq!(index.lost_objects, std::slice::from_ref(&path));
+    assert!(index.lost_chunks().contains_key(&chunk));
+
+    // Retired by the repair's index, with the record gone: the old pack is ignored.
+    repo.delete(&path).await.expect("remove the record");
+    let retiring = IndexBody {
+        packs: Vec::new(),
+        retired: vec![old.clone()],
+    };
+    repo.put_index_body(&key, &retiring).await.expect("index");
+    let index = repo.load_index(&key).await.expect("load");
+    assert_eq!(&*index.chunks[&chunk].pack, new.as_str());
+    assert!(!index.packs.contains_key(old.as_str()));
+    assert!(index.lost.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pack_lost_on_a_memory_destination_is_repaired_from_the_other() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    let big: Vec<u8> = (0..2_500_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    std::fs::write(data.join("big.bin"), &big).expect("write");
+    std::fs::write(data.join("small.txt"), "small").expect("write");
+    let text = format!(
+        r#"version: 1
+encryption:
+  recipients: [keys/demo-recipient.asc]
+destinations:
+  a: {{ type: memory, root: /a }}
+  b: {{ type: memory, root: /b }}
+sources:
+  data: {{ type: files, path: "{}" }}
+"#,
+        data.display()
+    );
+    let (policy, key, recipients, repos) = memory_repositories(&text).await;
+    let graph = SourceGraph::new(&policy);
+    let now = chrono::Utc::now();
+    let executor =
+        StorageExecutor::new(policy.clone(), key.clone(), recipients, repos.clone(), now);
+    let plan_now =
+        |inv: &Inventory| backplan::plan::plan(&policy, &graph, inv, now, Settings::default());
+    let first = plan_now(&inventory(&repos, &key).await);
+    assert_eq!(
+        backplan::apply::apply(&first, &executor, 2, &|_| {})
+            .await
+            .done(),
+        1
+    );
+    let a = &repos[0];
+    assert_eq!(a.name, "a");
+
+    let packs = a.pack_objects().await.expect("packs");
+    let (largest, _) = packs.iter().max_by_key(|(_, size)| **size).expect("a pack");
+    a.delete(largest).await.expect("lose a pack");
+    let mut found = backplan::verify::check(a, Some(&key), None, None, now).await;
+    assert_eq!(found.lost.packs.len(), 1, "{found:?}");
+    assert_eq!(found.lost.packs[0].state, PackState::Missing);
+    assert_eq!(found.lost.snapshots.len(), 1);
+    backplan::verify::record(a, &mut found, now)
+        .await
+        .expect("record");
+    assert!(found.recorded.is_some());
+
+    let inv = inventory(&repos, &key).await;
+    assert_eq!(inv.destinations["a"].lost, found.lost);
+    let repair = plan_now(&inv);
+    match repair.actions.as_slice() {
+        [Action::Repair(r)] => {
+            assert_eq!(r.destination, "a");
+            assert_eq!(r.from, ["b"]);
+            assert_eq!(r.snapshots.len(), 1);
+        }
+        other => panic!("not one repair: {other:?}"),
+    }
+    let report = backplan::apply::apply(&repair, &executor, 2, &|_| {}).await;
+    assert_eq!(report.done(), 1, "{report:?}");
+
+    let mut clean = backplan::verify::check(a, Some(&key), None, None, now).await;
+    assert!(clean.problems.is_empty(), "{:?}", clean.problems);
+    backplan::verify::record(a, &mut clean, now)
+        .await
+        .expect("record");
+    assert!(
+        inventory(&repos, &key).await.destinations["a"]
+            .lost
+            .is_empty()
+    );
+    assert!(!plan_now(&inventory(&repos, &key).await).has_changes());
+
+    // From a alone, the same bytes.
+    let target = tmp.path().join("restored");
+    restore(a, &key, &inv.destinations["a"].snapshots[0].id, &target).await;
+    assert_eq!(std::fs::read(target.join("big.bin")).expect("read"), big);
+    assert_eq!(
+        std::fs::read_to_string(target.join("small.txt")).expect("read"),
+        "small"
     );
 }

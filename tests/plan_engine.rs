@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 
 use backplan::graph::SourceGraph;
 use backplan::inventory::{
-    AppliedPolicy, DestinationState, Inventory, SnapshotInfo, SnapshotStatus,
+    AppliedPolicy, DestinationState, Inventory, Lost, LostPack, PackState, SnapshotInfo,
+    SnapshotStatus,
 };
 use backplan::plan::{
-    self, Action, Backup, BackupReason, Copy, Plan, Prune, PruneReason, Settings,
+    self, Action, Backup, BackupReason, Copy, Plan, Prune, PruneReason, Repair, Settings,
 };
 use backplan::policy::{Policy, load_str};
 use backplan::render;
@@ -887,6 +888,128 @@ fn copies_touching(plan: &Plan, destination: &str) -> usize {
 }
 
 // ---------------------------------------------------------------------------------
+// 9b. Repair of lost packs
+// ---------------------------------------------------------------------------------
+
+/// `repair_case`'s destinations with every snapshot on both readable ones, and what
+/// verify recorded lost on local: one pack, needed by the 24 Nov snapshot.
+fn lost_case() -> (Policy, Inventory) {
+    let (policy, _) = repair_case();
+    let all = daily("db", "2026-11-18", 8, 3);
+    let mut inv = inventory(vec![("local", all.clone()), ("offsite", all)]);
+    inv.destinations.insert(
+        "archive".into(),
+        DestinationState {
+            error: Some("403 Forbidden: access denied".into()),
+            ..DestinationState::default()
+        },
+    );
+    let local = inv.destinations.get_mut("local").expect("local");
+    local.lost = Lost {
+        found: Some(t("2026-11-25T04:10:00Z")),
+        packs: vec![LostPack {
+            id: "3f9c".repeat(16),
+            state: PackState::Missing,
+            why: "it is missing".into(),
+        }],
+        snapshots: vec!["db-20261124T0300Z".into()],
+    };
+    (policy, inv)
+}
+
+fn repairs(plan: &Plan) -> Vec<&Repair> {
+    plan.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Repair(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn packs_lost_on_one_destination_are_repaired_from_another_that_holds_their_snapshots() {
+    let (policy, inv) = lost_case();
+    let plan = run(&policy, &inv, "2026-11-25T12:00:00Z", 100);
+    let repairs = repairs(&plan);
+    assert_eq!(repairs.len(), 1, "{plan:?}");
+    let r = repairs[0];
+    assert_eq!(r.destination, "local");
+    assert_eq!(r.from, ["offsite"], "never the unreadable archive");
+    assert_eq!(r.found, t("2026-11-25T04:10:00Z"));
+    assert_eq!(r.sources, ["db"]);
+    let ids: Vec<&str> = r.snapshots.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["db-20261124T0300Z"]);
+    assert_eq!(plan.summary.repairs, 1);
+    assert!(plan.has_changes());
+    assert_eq!(warning_codes(&plan), ["BP209"]);
+
+    insta::assert_snapshot!("lost_packs_human", render::plan::human(&plan));
+    insta::assert_json_snapshot!("lost_packs_json", plan);
+}
+
+#[test]
+fn lost_chunks_no_other_destination_holds_are_a_warning_and_no_action() {
+    let (policy, mut inv) = lost_case();
+    // offsite lost the same snapshot: no destination holds it whole.
+    let offsite = inv.destinations.get_mut("offsite").expect("offsite");
+    offsite.lost = Lost {
+        found: Some(t("2026-11-25T04:12:00Z")),
+        packs: Vec::new(),
+        snapshots: vec!["db-20261124T0300Z".into()],
+    };
+    let plan = run(&policy, &inv, "2026-11-25T12:00:00Z", 100);
+    assert!(repairs(&plan).is_empty(), "{plan:?}");
+    assert_eq!(warning_codes(&plan), ["BP209", "BP235", "BP235"]);
+    let text = render::plan::human(&plan);
+    assert!(
+        text.contains(
+            "local: snapshot db-20261124T0300Z needs lost chunks that no other destination holds; it is kept as it is, and nothing is deleted"
+        ),
+        "{text}"
+    );
+    assert!(
+        prunes(&plan)
+            .iter()
+            .all(|p| p.snapshots.iter().all(|s| s.id != "db-20261124T0300Z"))
+    );
+}
+
+#[test]
+fn lost_packs_no_snapshot_needs_are_retired_with_nothing_copied() {
+    let (policy, mut inv) = lost_case();
+    let local = inv.destinations.get_mut("local").expect("local");
+    // The snapshot that needed them was pruned since.
+    local.snapshots.retain(|s| s.id != "db-20261124T0300Z");
+    let plan = run(&policy, &inv, "2026-11-25T12:00:00Z", 100);
+    let repairs = repairs(&plan);
+    assert_eq!(repairs.len(), 1, "{plan:?}");
+    assert!(repairs[0].from.is_empty() && repairs[0].snapshots.is_empty());
+    let text = render::plan::human(&plan);
+    assert!(
+        text.contains("~ repair  -  1 pack lost on local (found by verify at 2026-11-25 04:10 UTC), retired   no snapshot needs them"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_copy_is_never_made_from_a_destination_that_lost_chunks_of_the_snapshot() {
+    let (policy, mut inv) = lost_case();
+    // offsite lacks the snapshot local lost chunks of: nothing whole to copy from.
+    let offsite = inv.destinations.get_mut("offsite").expect("offsite");
+    offsite.snapshots.retain(|s| s.id != "db-20261124T0300Z");
+    let plan = run(&policy, &inv, "2026-11-25T12:00:00Z", 100);
+    assert!(
+        copies(&plan)
+            .iter()
+            .all(|c| c.snapshot.id != "db-20261124T0300Z"),
+        "{plan:?}"
+    );
+    assert!(repairs(&plan).is_empty());
+    assert!(warning_codes(&plan).contains(&"BP235"));
+}
+
+// ---------------------------------------------------------------------------------
 // 10. The policy changed since the last apply
 // ---------------------------------------------------------------------------------
 
@@ -1102,6 +1225,8 @@ fn json_round_trips_to_the_same_plan_and_the_same_human_view() {
     plans.push(run(&p, &i, "2026-11-25T12:00:00Z", 10)); // held prunes, diff
     let (p, i) = repair_case();
     plans.push(run(&p, &i, "2026-11-25T12:00:00Z", 100)); // copies, unreadable
+    let (p, i) = lost_case();
+    plans.push(run(&p, &i, "2026-11-25T12:00:00Z", 100)); // a repair of lost packs
     let (p, i) = failed_newest_case();
     plans.push(run(&p, &i, "2026-11-25T12:00:00Z", 100)); // last_failed
     let p = db_policy("{ keep_daily: 7, min_keep: 3 }");

@@ -710,6 +710,34 @@ fn count_files(dir: &Path) -> usize {
     files_under(dir).len()
 }
 
+/// Starts `args` in the background and returns it once `due` holds (given the time
+/// since the start); fails when the command ends first, or after two minutes.
+fn spawn_until(
+    sandbox: &Sandbox,
+    args: &[&str],
+    what: &str,
+    mut due: impl FnMut(Duration) -> bool,
+) -> std::process::Child {
+    let mut child = sandbox
+        .command(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start backplan");
+    let started = Instant::now();
+    while !due(started.elapsed()) {
+        if let Some(status) = child.try_wait().expect("poll backplan") {
+            panic!("`{}` ended ({status}) before {what}", args.join(" "));
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{what} never came"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child
+}
+
 #[test]
 fn kill_9_during_apply_leaves_no_half_snapshot_and_the_next_apply_completes() {
     const BIG_FILES: u64 = 25;
@@ -738,30 +766,15 @@ fn kill_9_during_apply_leaves_no_half_snapshot_and_the_next_apply_completes() {
     let mut pids = Vec::new();
     for point in points {
         let packs_before = count_files(&packs);
-        let mut child = sandbox
-            .command(&["apply"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start apply");
-        let started = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().expect("poll apply") {
-                panic!("the apply ended ({status}) before the kill at {point:?}");
-            }
-            let due = match point {
-                KillPoint::After(d) => started.elapsed() >= d,
+        let mut child = spawn_until(
+            &sandbox,
+            &["apply"],
+            &format!("the kill at {point:?}"),
+            |elapsed| match point {
+                KillPoint::After(d) => elapsed >= d,
                 KillPoint::Packs(n) => count_files(&packs) >= packs_before + n,
-            };
-            if due {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(120),
-                "the kill point {point:?} never came"
-            );
-            std::thread::sleep(Duration::from_millis(2));
-        }
+            },
+        );
         child.kill().expect("SIGKILL");
         let status = child.wait().expect("reap apply");
         assert_eq!(
@@ -992,22 +1005,30 @@ fn prune_repacks_packs_whose_chunks_are_mostly_unreferenced_and_loses_nothing() 
 
 // --- repair -------------------------------------------------------------------------
 
-#[test]
-fn a_snapshot_missing_on_one_destination_is_copied_back_from_the_other() {
-    let destinations = "  one:\n    type: fs\n    root: one\n  two:\n    type: fs\n    root: two\n";
+const ONE_AND_TWO: &str =
+    "  one:\n    type: fs\n    root: one\n  two:\n    type: fs\n    root: two\n";
+
+/// Config and data backed up to `one` and `two` (the same packs on both).
+fn backed_up_twice() -> Sandbox {
     let sources = format!(
         "{}{}",
         config_source("config", "config/app.env"),
         files_source("data", "data")
     );
-    let sandbox = Sandbox::initialised(&policy_with(RETENTION, destinations, &sources));
-    sandbox.write("config/app.env", "SESSION_SECRET=repair\n");
-    write_bytes(&sandbox.path("data/photo.jpg"), &random_bytes(700_000));
-    write_bytes(&sandbox.path("data/notes/today.txt"), b"repair me\n");
+    let sandbox = Sandbox::initialised(&policy_with(RETENTION, ONE_AND_TWO, &sources));
+    sandbox.write("config/app.env", "SESSION_SECRET=lost-packs\n");
+    write_bytes(&sandbox.path("data/big.bin"), &random_bytes(3 << 20));
+    write_bytes(&sandbox.path("data/notes/small.txt"), b"small\n");
     sandbox
         .run(&["apply"])
         .stdout("✓ backup data → one, two")
         .check();
+    sandbox
+}
+
+#[test]
+fn a_snapshot_missing_on_one_destination_is_copied_back_from_the_other() {
+    let sandbox = backed_up_twice();
 
     let header = files_under(&sandbox.path("two/snapshots"))
         .into_iter()
@@ -1059,6 +1080,534 @@ fn a_snapshot_missing_on_one_destination_is_copied_back_from_the_other() {
     };
     assert_eq!(ids("one"), ids("two"));
     assert!(ids("two").contains(&id));
+}
+
+// --- locks --------------------------------------------------------------------------
+
+/// The lock objects of the `local` destination.
+fn lock_files(sandbox: &Sandbox) -> Vec<PathBuf> {
+    files_under(&sandbox.path("backups/locks"))
+}
+
+/// Every file of the `local` destination with its bytes: what a command that must
+/// change nothing leaves as it found it.
+fn destination_files(sandbox: &Sandbox) -> BTreeMap<PathBuf, Vec<u8>> {
+    files_under(&sandbox.path("backups"))
+        .into_iter()
+        .map(|p| {
+            let bytes = fs::read(&p).expect("read an object");
+            (p, bytes)
+        })
+        .collect()
+}
+
+/// Writes the exclusive lock a running prune of another host holds.
+fn hold_exclusive_lock(sandbox: &Sandbox) {
+    let now = Utc::now();
+    let lock = serde_json::json!({
+        "kind": "exclusive",
+        "host": "prune-host",
+        "pid": 4242,
+        "started": now.to_rfc3339_opts(SecondsFormat::Secs, true),
+        "expires": (now + chrono::Duration::minutes(30)).to_rfc3339_opts(SecondsFormat::Secs, true),
+    });
+    sandbox.write("backups/locks/exclusive", &lock.to_string());
+}
+
+/// `restore` of both sources of [`backed_up`] into `restored/`, with `extra` flags.
+fn restore_args<'a>(secret: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "restore",
+        "--secret-key",
+        secret,
+        "--target",
+        "data=restored/data",
+        "--target",
+        "config=restored/config",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+#[test]
+fn restore_and_verify_leave_no_lock_behind_when_they_succeed_and_when_they_fail() {
+    let sandbox = backed_up();
+    let secret = secret();
+    sandbox.run(&["verify"]).check();
+    assert_eq!(lock_files(&sandbox), Vec::<PathBuf>::new(), "after verify");
+    sandbox.run(&restore_args(&secret, &[])).check();
+    assert_same_tree(&sandbox.path("data"), &sandbox.path("restored/data"));
+    assert_eq!(lock_files(&sandbox), Vec::<PathBuf>::new(), "after restore");
+
+    // Refused before anything is written: a restored file changed since.
+    sandbox.write("restored/data/small.txt", "changed since\n");
+    sandbox
+        .run(&restore_args(&secret, &[]))
+        .fails()
+        .stderr("BP226")
+        .check();
+    assert_eq!(
+        lock_files(&sandbox),
+        Vec::<PathBuf>::new(),
+        "after a refusal"
+    );
+
+    // Failing midway: a damaged pack.
+    fs::remove_dir_all(sandbox.path("restored")).expect("remove the restore");
+    flip_a_byte(&objects(&sandbox, "packs")[0]);
+    sandbox
+        .run(&restore_args(&secret, &["--force"]))
+        .fails()
+        .check();
+    assert_eq!(
+        lock_files(&sandbox),
+        Vec::<PathBuf>::new(),
+        "after a failed restore"
+    );
+    sandbox
+        .run(&["verify", "--read-data", "--secret-key", &secret])
+        .fails()
+        .stderr("BP228")
+        .check();
+    assert_eq!(
+        lock_files(&sandbox),
+        Vec::<PathBuf>::new(),
+        "after a failed verify"
+    );
+}
+
+#[test]
+fn an_exclusive_lock_makes_restore_and_verify_fail_with_bp222_and_change_nothing() {
+    let sandbox = backed_up();
+    let secret = secret();
+    hold_exclusive_lock(&sandbox);
+    let before = destination_files(&sandbox);
+
+    for args in [
+        restore_args(&secret, &[]),
+        vec!["verify"],
+        vec!["verify", "--read-data", "--secret-key", &secret],
+    ] {
+        let run = sandbox
+            .run(&args)
+            .fails()
+            .stderr("BP222")
+            .stderr("an exclusive lock held by prune-host pid 4242")
+            .stderr("wait for it to finish")
+            .check();
+        assert_eq!(
+            destination_files(&sandbox),
+            before,
+            "`{}` changed the destination",
+            args.join(" ")
+        );
+        assert!(!run.stdout.contains('✓'), "{}", run.stdout);
+    }
+    assert!(
+        !sandbox.path("restored").exists(),
+        "the refused restore wrote its target"
+    );
+
+    // The preview reads without a lock, and writes none.
+    sandbox
+        .run(&["restore", "--plan", "--secret-key", &secret])
+        .stdout("data")
+        .check();
+    assert_eq!(destination_files(&sandbox), before, "restore --plan wrote");
+
+    // Once the prune is gone, both work again.
+    fs::remove_file(sandbox.path("backups/locks/exclusive")).expect("remove the lock");
+    sandbox.run(&["verify"]).check();
+    sandbox.run(&restore_args(&secret, &[])).check();
+    assert_same_tree(&sandbox.path("data"), &sandbox.path("restored/data"));
+}
+
+#[test]
+fn restore_plan_of_a_missing_destination_folder_creates_nothing() {
+    let sources = files_source("data", "data");
+    let two =
+        "  local:\n    type: fs\n    root: backups\n  spare:\n    type: fs\n    root: spare\n";
+    let sandbox = Sandbox::initialised(&policy_with(RETENTION, two, &sources));
+    write_bytes(&sandbox.path("data/a.txt"), b"a\n");
+    sandbox.run(&["apply"]).check();
+    fs::remove_dir_all(sandbox.path("spare")).expect("remove spare");
+    sandbox
+        .run(&["restore", "--plan", "--secret-key", &secret()])
+        .check();
+    assert!(
+        !sandbox.path("spare").exists(),
+        "restore --plan created spare/"
+    );
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to a process.
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+#[test]
+fn a_running_restore_or_verify_makes_a_prune_fail_with_bp222_as_a_backup_does() {
+    let sandbox = Sandbox::initialised(&policy_with(
+        "    keep_last: 1\n    min_keep: 1\n",
+        LOCAL,
+        &files_source("data", "data"),
+    ));
+    write_random(&sandbox.path("data/old.bin"), 1 << 20);
+    sandbox.run(&["apply"]).check();
+    // Enough data that the restore is still reading when it is stopped.
+    fs::remove_file(sandbox.path("data/old.bin")).expect("remove");
+    write_random(&sandbox.path("data/big.bin"), 48 << 20);
+    sandbox
+        .run(&["apply", "--now", &hours_from_now(25)])
+        .check();
+    let secret = secret();
+
+    for reader in [
+        vec![
+            "restore",
+            "--secret-key",
+            &secret,
+            "--target",
+            "data=restored",
+        ],
+        vec!["verify", "--read-data", "--secret-key", &secret],
+    ] {
+        let mut child = spawn_until(&sandbox, &reader, "its lock", |_| {
+            !lock_files(&sandbox).is_empty()
+        });
+        signal(child.id(), "STOP");
+        assert!(
+            child.try_wait().expect("poll").is_none(),
+            "`{}` ended before it could be stopped",
+            reader.join(" ")
+        );
+        sandbox
+            .run(&["apply", "--max-deletes", "1"])
+            .status(3)
+            .stdout("✗ prune data")
+            .stdout("BP222")
+            .stdout("a shared lock held by")
+            .stdout(&format!("pid {}", child.id()))
+            .check();
+        assert_eq!(snapshots_of(&inventory(&sandbox), "local").len(), 2);
+        signal(child.id(), "CONT");
+        let status = child.wait().expect("wait for the reader");
+        assert!(status.success(), "`{}`: {status}", reader.join(" "));
+        assert_eq!(lock_files(&sandbox), Vec::<PathBuf>::new());
+    }
+    assert_same_tree(&sandbox.path("data"), &sandbox.path("restored"));
+    fs::remove_dir_all(sandbox.path("restored")).expect("remove the restore");
+
+    // With the readers gone, the prune runs.
+    sandbox
+        .run(&["apply", "--max-deletes", "1"])
+        .stdout("✓ prune data")
+        .check();
+    verify_and_restore_identically(&sandbox, "data");
+}
+
+// --- repair of lost packs ----------------------------------------------------------
+
+/// The packs of destination `dest`, largest first.
+fn packs_of(sandbox: &Sandbox, dest: &str) -> Vec<PathBuf> {
+    let mut found = files_under(&sandbox.path(dest).join("packs"));
+    found.sort_by_key(|p| std::cmp::Reverse(fs::metadata(p).map(|m| m.len()).unwrap_or(0)));
+    found
+}
+
+/// `args` (a verify) fails with `BP228`, names `problem` and records what it found.
+fn verify_records(sandbox: &Sandbox, args: &[&str], problem: &str) -> Run {
+    let run = sandbox
+        .run(args)
+        .fails()
+        .stderr("BP228")
+        .stdout("recorded in lost/")
+        .check();
+    assert!(names(&run, problem), "no {problem:?}:\n{}", run.stdout);
+    run
+}
+
+/// The `lost/` records of destination `dest`.
+fn lost_records(sandbox: &Sandbox, dest: &str) -> Vec<PathBuf> {
+    files_under(&sandbox.path(dest).join("lost"))
+}
+
+/// After a repair of `two`: the plan has nothing to do, `verify --read-data` is clean
+/// and has nothing to record, and with `one` gone a restore of `sources` (each from
+/// the folder of its name, into `restored/NAME`) from `two` alone gives the same
+/// bytes.
+fn repaired_and_restorable_from_two_alone(sandbox: &Sandbox, sources: &[&str]) {
+    sandbox
+        .run(&["plan", "--detailed-exitcode"])
+        .stdout("No changes")
+        .check();
+    let verified = verify_read_data(sandbox);
+    assert!(verified.stdout.contains("✓ two: "), "{}", verified.stdout);
+    assert!(!verified.stdout.contains("recorded"), "{}", verified.stdout);
+    assert_eq!(lost_records(sandbox, "two"), Vec::<PathBuf>::new());
+    fs::remove_dir_all(sandbox.path("one")).expect("remove one");
+    let secret = secret();
+    let mut args = vec!["restore", "--secret-key", secret.as_str()];
+    let targets: Vec<String> = sources
+        .iter()
+        .map(|s| format!("{s}=restored/{s}"))
+        .collect();
+    for (s, t) in sources.iter().zip(&targets) {
+        args.extend(["--only", s, "--target", t]);
+    }
+    let run = sandbox.run(&args).check();
+    assert!(!run.stdout.contains("from one"), "{}", run.stdout);
+    for s in sources {
+        assert_same_tree(&sandbox.path(s), &sandbox.path(&format!("restored/{s}")));
+    }
+}
+
+/// The plan of [`backed_up_twice`] after verify found one pack of its data lost on
+/// `two` is that repair, and apply carries it out: `two` is whole again.
+fn the_plan_repairs_two_from_one(sandbox: &Sandbox) {
+    sandbox
+        .run(&["plan", "--detailed-exitcode"])
+        .status(2)
+        .stdout("~ repair  data")
+        .stdout("1 pack lost on two (found by verify at ")
+        .stdout("copied from one")
+        .stdout("need")
+        .stdout("Plan: 0 backups, 1 repair, 0 copies, 0 prunes.")
+        .check();
+    sandbox
+        .run(&["apply"])
+        .stdout("✓ repair two from one")
+        .stdout("Apply: 1 done, 0 failed, 0 skipped.")
+        .check();
+    repaired_and_restorable_from_two_alone(sandbox, &["data"]);
+}
+
+#[test]
+fn a_pack_lost_on_one_destination_is_copied_back_from_the_other_and_restores_identically() {
+    let sandbox = backed_up_twice();
+    let lost = packs_of(&sandbox, "two").remove(0);
+    let name = object_name(&sandbox.path("two"), &lost);
+    fs::remove_file(&lost).expect("lose a pack");
+
+    let run = verify_records(&sandbox, &["verify"], &format!("pack {name} is missing"));
+    assert!(run.stdout.contains("✓ one: ") && run.stdout.contains("✗ two: "));
+    assert!(
+        run.stdout
+            .contains("chunk(s) are in missing or damaged packs")
+    );
+    assert_eq!(lost_records(&sandbox, "two").len(), 1);
+    the_plan_repairs_two_from_one(&sandbox);
+}
+
+#[test]
+fn a_damaged_pack_found_by_verify_read_data_is_repaired_the_same_way() {
+    let sandbox = backed_up_twice();
+    let damaged = packs_of(&sandbox, "two").remove(0);
+    let name = object_name(&sandbox.path("two"), &damaged);
+    flip_a_byte(&damaged);
+
+    // Its size is right: only reading it tells.
+    sandbox.run(&["verify"]).check();
+    let read_data = ["verify", "--read-data", "--secret-key", &secret()];
+    let damaged = format!("pack {name} is damaged: its content does not match its name");
+    let run = verify_records(&sandbox, &read_data, &damaged);
+    assert!(run.stdout.contains("✓ one: "), "{}", run.stdout);
+    the_plan_repairs_two_from_one(&sandbox);
+}
+
+#[test]
+fn kill_9_during_a_repair_leaves_the_destination_no_worse_and_the_next_apply_completes_it() {
+    // Two sources backed up side by side store their common file twice: the packs
+    // the repair writes cannot all be the ones that were lost.
+    let sources = format!("{}{}", files_source("a", "a"), files_source("b", "b"));
+    let sandbox = Sandbox::initialised(&policy_with(RETENTION, ONE_AND_TWO, &sources));
+    write_random(&sandbox.path("a/big.bin"), 40 << 20);
+    let common = random_bytes(600_000);
+    write_bytes(&sandbox.path("a/common.bin"), &common);
+    write_bytes(&sandbox.path("b/common.bin"), &common);
+    write_bytes(&sandbox.path("b/own.txt"), b"b alone\n");
+    sandbox.run(&["apply"]).check();
+    let lost = packs_of(&sandbox, "two").len();
+    assert!(lost >= 2, "{lost} packs");
+    fs::remove_dir_all(sandbox.path("two/packs")).expect("lose every pack");
+    sandbox
+        .run(&["verify"])
+        .fails()
+        .stdout("recorded in lost/")
+        .check();
+    sandbox
+        .run(&["plan"])
+        .stdout(&format!("~ repair  a, b {lost} packs lost on two"))
+        .stdout("2 snapshots need them")
+        .check();
+
+    let mut child = spawn_until(&sandbox, &["apply"], "the repair's first pack", |_| {
+        !packs_of(&sandbox, "two").is_empty()
+    });
+    child.kill().expect("SIGKILL");
+    assert_eq!(child.wait().expect("reap").signal(), Some(9));
+    sandbox.run(&["unlock", "--all"]).check();
+
+    // No worse: nothing damaged, the same loss recorded, one untouched.
+    let inv = inventory(&sandbox);
+    assert!(inv["destinations"]["two"]["damaged"].is_null(), "{inv}");
+    assert_eq!(
+        inv["destinations"]["two"]["lost"]["packs"]
+            .as_array()
+            .map(Vec::len),
+        Some(lost),
+        "{inv}"
+    );
+    sandbox
+        .run(&["plan"])
+        .stdout(&format!("{lost} packs lost on two"))
+        .check();
+    let verified = sandbox.run(&["verify"]).fails().check();
+    assert!(verified.stdout.contains("✓ one: "), "{}", verified.stdout);
+
+    let run = sandbox
+        .run(&["apply"])
+        .stdout("✓ repair two from one")
+        .stdout("0 failed")
+        .check();
+    let retired = run
+        .stdout
+        .split(" lost pack")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse::<usize>().ok());
+    assert!(
+        retired.is_some_and(|n| n >= 1),
+        "no lost pack retired: {}",
+        run.stdout
+    );
+    repaired_and_restorable_from_two_alone(&sandbox, &["a", "b"]);
+}
+
+#[test]
+fn a_lost_pack_that_no_other_destination_holds_is_reported_and_nothing_is_deleted() {
+    let sandbox = backed_up();
+    let damaged = objects(&sandbox, "packs").remove(0);
+    flip_a_byte(&damaged);
+    let bytes = fs::read(&damaged).expect("read the damaged pack");
+    verify_names(&sandbox, &object_name(&sandbox.path("backups"), &damaged));
+    let inv = inventory(&sandbox);
+    let affected = inv["destinations"]["local"]["lost"]["snapshots"].clone();
+    assert_eq!(affected.as_array().map(Vec::len), Some(1), "{inv}");
+    let snapshot = affected[0].as_str().expect("a snapshot id").to_string();
+
+    let plan = sandbox
+        .run(&["plan", "--detailed-exitcode"])
+        .stdout("BP235")
+        .stdout(&format!(
+            "local: snapshot {snapshot} needs lost chunks that no other destination holds"
+        ))
+        .stdout("nothing is deleted")
+        .check();
+    assert!(!plan.stdout.contains("repair"), "{}", plan.stdout);
+    sandbox.run(&["apply"]).check();
+    assert_eq!(fs::read(&damaged).expect("the damaged pack"), bytes);
+    assert_eq!(snapshots_of(&inventory(&sandbox), "local").len(), 2);
+
+    // The next backup reads the lost file again and stores its chunks anew: the new
+    // snapshot is whole, and so is the old one, whose chunks are the same.
+    sandbox
+        .run(&["apply", "--now", &hours_from_now(25)])
+        .stdout("✓ backup data → local")
+        .check();
+    let run = sandbox
+        .run(&["verify", "--read-data", "--secret-key", &secret()])
+        .fails()
+        .stdout("is damaged")
+        .stdout("recorded in lost/")
+        .check();
+    assert!(!run.stdout.contains("snapshot "), "{}", run.stdout);
+    // The pack no snapshot needs any more is retired; it stays in storage until a
+    // prune collects it.
+    sandbox
+        .run(&["plan"])
+        .stdout("~ repair  -")
+        .stdout("1 pack lost on local (found by verify at ")
+        .stdout("retired   no snapshot needs them")
+        .check();
+    sandbox
+        .run(&["apply"])
+        .stdout("✓ repair local")
+        .stdout("1 lost pack retired")
+        .check();
+    assert_eq!(fs::read(&damaged).expect("the damaged pack"), bytes);
+    verify_read_data(&sandbox);
+    sandbox
+        .run(&[
+            "restore",
+            "--snapshot",
+            &snapshot,
+            "--secret-key",
+            &secret(),
+            "--target",
+            "data=restored",
+        ])
+        .check();
+    assert_same_tree(&sandbox.path("data"), &sandbox.path("restored"));
+}
+
+#[test]
+fn verify_records_a_lost_pack_once_and_removes_the_record_when_the_pack_is_back() {
+    let sandbox = backed_up();
+    let pack = objects(&sandbox, "packs").remove(0);
+    let name = object_name(&sandbox.path("backups"), &pack);
+    let bytes = fs::read(&pack).expect("read the pack");
+    fs::remove_file(&pack).expect("lose the pack");
+    let lost = || files_under(&sandbox.path("backups/lost"));
+
+    // Without its lock, verify writes nothing.
+    sandbox
+        .run(&["verify", "--no-lock"])
+        .fails()
+        .stdout(&format!("pack {name} is missing"))
+        .check();
+    assert_eq!(lost(), Vec::<PathBuf>::new());
+
+    verify_records(&sandbox, &["verify"], &format!("pack {name} is missing"));
+    let recorded = lost();
+    assert_eq!(recorded.len(), 1);
+    let inv = inventory(&sandbox);
+    let record = &inv["destinations"]["local"]["lost"];
+    assert_eq!(record["packs"][0]["state"], "missing", "{inv}");
+    assert_eq!(
+        record["snapshots"].as_array().map(Vec::len),
+        Some(1),
+        "{inv}"
+    );
+    // The same finding is not recorded twice, and keeps the time it was first found.
+    let again = sandbox.run(&["verify"]).fails().check();
+    assert!(!again.stdout.contains("recorded"), "{}", again.stdout);
+    assert_eq!(lost(), recorded);
+
+    // No chunk is read from a lost pack: the restore says which pack is lost.
+    let restore = sandbox
+        .run(&restore_args(&secret(), &[]))
+        .fails()
+        .stderr("verify found packs lost on local")
+        .check();
+    assert!(
+        names(&restore, &format!("{name} (missing)")),
+        "{}",
+        restore.all()
+    );
+
+    fs::write(&pack, bytes).expect("put the pack back");
+    sandbox
+        .run(&["verify"])
+        .stdout("nothing is lost any more: the earlier record is removed")
+        .check();
+    assert_eq!(lost(), Vec::<PathBuf>::new());
+    assert!(inventory(&sandbox)["destinations"]["local"]["lost"].is_null());
+    verify_read_data(&sandbox);
 }
 
 // --- failures -----------------------------------------------------------------------

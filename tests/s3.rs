@@ -588,6 +588,129 @@ fn the_exclusive_s3_lock_has_at_most_one_holder() {
 }
 
 #[test]
+fn restore_and_verify_on_s3_refuse_an_exclusive_lock_with_bp222_and_leave_no_lock() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let bucket = server.bucket("reader-locks");
+    let sandbox = Sandbox::with_policy(&policy(&server, &bucket, DATA_SOURCE));
+    put(&sandbox, "data/file.bin", &noise(7, 600_000));
+    ok(&sandbox, &server, &["init"]);
+    ok(&sandbox, &server, &["apply"]);
+    let key = secret_key();
+    let key = key.to_str().expect("a UTF-8 path");
+    let restore = ["restore", "--target", "data=restored", "--secret-key", key];
+
+    let prune = repo(&server, &bucket);
+    let rt = runtime();
+    let held = rt
+        .block_on(lock::acquire(&prune, LockKind::Exclusive))
+        .expect("an exclusive lock on a free repository");
+    for args in [&restore[..], &["verify"]] {
+        let run = Run::from(backplan(&sandbox, args).output().expect("run backplan"));
+        let context = show(args, &run, &server);
+        assert_ne!(run.status, Some(0), "{context}");
+        assert!(run.stderr.contains("BP222"), "{context}");
+        assert!(
+            run.stderr.contains("an exclusive lock held by"),
+            "{context}"
+        );
+        assert_eq!(
+            objects(&server, &bucket, "locks/"),
+            ["locks/exclusive"],
+            "{context}"
+        );
+    }
+    assert!(!sandbox.path("restored").exists());
+    rt.block_on(held.release()).expect("release");
+
+    ok(&sandbox, &server, &restore);
+    assert_same_tree(&sandbox.path("data"), &sandbox.path("restored"));
+    ok(
+        &sandbox,
+        &server,
+        &["verify", "--read-data", "--secret-key", key],
+    );
+    assert!(objects(&server, &bucket, "locks/").is_empty());
+}
+
+#[test]
+fn a_damaged_s3_pack_is_replaced_by_a_repair_from_a_local_folder() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let bucket = server.bucket("repair");
+    // The S3 destination first, then a local folder that holds the same snapshots.
+    let text = policy(&server, &bucket, DATA_SOURCE).replace(
+        "\nsources:\n",
+        "  local:\n    type: fs\n    root: local\n\nsources:\n",
+    );
+    let sandbox = Sandbox::with_policy(&text);
+    put(&sandbox, "data/big.bin", &noise(11, 1_500_000));
+    put(&sandbox, "data/small.txt", b"repaired on S3\n");
+    ok(&sandbox, &server, &["init"]);
+    ok(&sandbox, &server, &["apply"]);
+    let key = secret_key();
+    let key = key.to_str().expect("a UTF-8 path");
+
+    // One changed byte in the largest pack on S3: its size stays.
+    let op = server.operator(&bucket, ROOT);
+    let rt = runtime();
+    let listed = objects(&server, &bucket, "packs/");
+    let pack = rt.block_on(async {
+        let mut packs = Vec::new();
+        for path in listed {
+            let size = op.stat(&path).await.expect("stat").content_length();
+            packs.push((size, path));
+        }
+        packs.sort();
+        let (_, path) = packs.pop().expect("a pack on S3");
+        let mut bytes = op.read(&path).await.expect("read").to_vec();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        op.write(&path, bytes).await.expect("write");
+        path
+    });
+    let found = Run::from(
+        backplan(&sandbox, &["verify", "--read-data", "--secret-key", key])
+            .output()
+            .expect("run backplan"),
+    );
+    let context = show(&["verify"], &found, &server);
+    assert_ne!(found.status, Some(0), "{context}");
+    assert!(found.stdout.contains(&pack), "{context}");
+    assert!(found.stdout.contains("recorded in lost/"), "{context}");
+    let plan = ok(&sandbox, &server, &["plan"]);
+    assert!(
+        plan.stdout.contains("1 pack lost on s3") && plan.stdout.contains("copied from local"),
+        "{}",
+        plan.stdout
+    );
+    let apply = ok(&sandbox, &server, &["apply"]);
+    assert!(
+        apply.stdout.contains("✓ repair s3 from local"),
+        "{}",
+        apply.stdout
+    );
+
+    // The pack of that name holds the right bytes again, and S3 alone restores.
+    let verified = ok(
+        &sandbox,
+        &server,
+        &["verify", "--read-data", "--secret-key", key],
+    );
+    assert!(verified.stdout.contains("✓ s3: "), "{}", verified.stdout);
+    assert!(objects(&server, &bucket, "lost/").is_empty());
+    std::fs::remove_dir_all(sandbox.path("local")).expect("remove local");
+    ok(
+        &sandbox,
+        &server,
+        &["restore", "--target", "data=restored", "--secret-key", key],
+    );
+    assert_same_tree(&sandbox.path("data"), &sandbox.path("restored"));
+}
+
+#[test]
 fn listing_snapshots_while_a_prune_deletes_them_reports_nothing_damaged() {
     let Some(server) = S3Server::start() else {
         return;

@@ -1,7 +1,7 @@
 //! Executing a plan. Apply never re-decides: it carries out the plan's actions through
 //! an [`Executor`] (the repository and the sources plug in there): server settings
 //! first, then backups in graph order, the backups of one level in parallel up to a
-//! bound. A failing action does not stop the
+//! bound, then repairs, copies and prunes. A failing action does not stop the
 //! independent ones; what depends on it is skipped, and so are the prunes of a source
 //! whose backup failed.
 
@@ -14,13 +14,14 @@ use std::future::Future;
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::plan::{Action, Backup, Configure, Copy, Plan, Prune};
+use crate::plan::{Action, Backup, Configure, Copy, Plan, Prune, Repair};
 
 /// What carries out each kind of action.
 pub trait Executor: Sync {
     fn backup(&self, action: &Backup) -> impl Future<Output = Result<Done, String>> + Send;
     fn configure(&self, action: &Configure) -> impl Future<Output = Result<Done, String>> + Send;
     fn copy(&self, action: &Copy) -> impl Future<Output = Result<Done, String>> + Send;
+    fn repair(&self, action: &Repair) -> impl Future<Output = Result<Done, String>> + Send;
     fn prune(&self, action: &Prune) -> impl Future<Output = Result<Done, String>> + Send;
 }
 
@@ -154,21 +155,17 @@ pub async fn apply<E: Executor>(
         }
     }
 
-    let copies: Vec<(usize, &Copy)> = plan
-        .actions
-        .iter()
-        .enumerate()
-        .filter_map(|(i, a)| match a {
-            Action::Copy(c) => Some((i, c)),
-            _ => None,
-        })
-        .collect();
-    let finished: Vec<Outcome> = futures::stream::iter(copies)
-        .map(|(index, copy)| carry_out(index, &plan.actions[index], on_event, executor.copy(copy)))
-        .buffer_unordered(parallelism)
-        .collect()
-        .await;
-    outcomes.extend(finished);
+    // Repairs before copies: a copy may read from a destination a repair completes.
+    let repairs = plan.actions.iter().map(|a| match a {
+        Action::Repair(r) => Some(executor.repair(r)),
+        _ => None,
+    });
+    outcomes.extend(in_parallel(plan, repairs, parallelism, on_event).await);
+    let copies = plan.actions.iter().map(|a| match a {
+        Action::Copy(c) => Some(executor.copy(c)),
+        _ => None,
+    });
+    outcomes.extend(in_parallel(plan, copies, parallelism, on_event).await);
 
     // Prunes take the destination's exclusive lock: one at a time.
     for (index, action) in plan.actions.iter().enumerate() {
@@ -188,6 +185,25 @@ pub async fn apply<E: Executor>(
 
     outcomes.sort_by_key(|o| o.index);
     Report { outcomes }
+}
+
+/// Carries out, `parallelism` at a time, the work given for some of the plan's
+/// actions (`works` has one item per action, `None` for the others).
+async fn in_parallel<F: Future<Output = Result<Done, String>>>(
+    plan: &Plan,
+    works: impl Iterator<Item = Option<F>>,
+    parallelism: usize,
+    on_event: &(dyn Fn(Event<'_>) + Sync),
+) -> Vec<Outcome> {
+    let runnable: Vec<(usize, F)> = works
+        .enumerate()
+        .filter_map(|(i, w)| w.map(|w| (i, w)))
+        .collect();
+    futures::stream::iter(runnable)
+        .map(|(index, work)| carry_out(index, &plan.actions[index], on_event, work))
+        .buffer_unordered(parallelism)
+        .collect()
+        .await
 }
 
 /// Runs one action between its `Started` and `Finished` events.

@@ -1,7 +1,8 @@
 //! The executor that carries actions out against the destinations' repositories:
-//! backups of every source type, server settings, copies between destinations, and
-//! prunes with garbage collection. Data first, manifest last: a crash at any point
-//! leaves unreferenced data for the next prune, never a half snapshot.
+//! backups of every source type, server settings, copies between destinations,
+//! repairs of lost packs from other destinations, and prunes with garbage
+//! collection. Data first, manifest last: a crash at any point leaves unreferenced
+//! data for the next prune, never a half snapshot.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -12,15 +13,15 @@ use tokio::sync::{OnceCell, mpsc};
 
 use super::{Done, Executor};
 use crate::error::{Code, Failure};
-use crate::inventory::{LockKind, SnapshotInfo, SnapshotStatus};
+use crate::inventory::{LockKind, Lost, PackState, SnapshotInfo, SnapshotStatus};
 use crate::pipeline::crypto::Recipients;
 use crate::pipeline::sink::{PackUpload, RepoSink, Target};
-use crate::plan::{Backup, Configure, Copy, Prune};
+use crate::plan::{Backup, Configure, Copy, Prune, Repair};
 use crate::policy::{Policy, SourceKind};
-use crate::repo::format::{PackBuilder, PackRecord, Tree};
-use crate::repo::keys::RepoKey;
+use crate::repo::format::{IndexBody, PackBuilder, PackRecord, Tree};
+use crate::repo::keys::{ChunkId, RepoKey};
 use crate::repo::lock;
-use crate::repo::store::{Index, Repo};
+use crate::repo::store::{Index, Location, PackRead, Repo};
 use crate::sources::{files, postgres, redis};
 
 /// How many finished packs may wait for upload per destination.
@@ -130,7 +131,19 @@ impl StorageExecutor {
         for repo in repos {
             indexes.push(repo.load_index(&self.key).await?);
         }
-        let parent = self.parent_tree(&action.source, repos).await?;
+        let mut parent = self.parent_tree(&action.source, repos).await?;
+        // A file whose chunks a destination lost (`verify` found their packs missing
+        // or damaged) is read again rather than its parent's chunk list reused: its
+        // chunks are then stored again.
+        if let (Some(tree), SourceKind::Files(_) | SourceKind::Config(_)) =
+            (parent.as_mut(), &source.kind)
+        {
+            tree.entries.retain(|e| {
+                e.chunks
+                    .iter()
+                    .all(|c| indexes.iter().all(|i| i.chunks.contains_key(c)))
+            });
+        }
 
         let mut uploads = Vec::new();
         let mut targets = Vec::new();
@@ -335,8 +348,8 @@ impl StorageExecutor {
         })?;
         let source_index = from.load_index(&self.key).await?;
         let target_index = to.load_index(&self.key).await?;
-        let mut mover = ChunkMover::default();
         let mut copied = HashSet::new();
+        let mut moves = Vec::new();
         for entry in &tree.entries {
             for id in &entry.chunks {
                 if target_index.chunks.contains_key(id) || !copied.insert(*id) {
@@ -353,8 +366,14 @@ impl StorageExecutor {
                         ),
                     )
                 })?;
-                mover.add(from, &source_index, *id, loc, to).await?;
+                moves.push((*id, loc));
             }
+        }
+        // Pack by pack: each source pack is read once, whole, and checked.
+        by_pack(&mut moves);
+        let mut mover = ChunkMover::checked(HashSet::new());
+        for (id, loc) in moves {
+            mover.add(from, &source_index, id, loc, to).await?;
         }
         let packs = mover.finish(to).await?;
         let stored: u64 = packs.iter().map(|p| p.size).sum();
@@ -369,6 +388,168 @@ impl StorageExecutor {
             bytes_stored: Some(stored),
             detail: Some(format!("{} chunks copied", copied.len())),
         })
+    }
+
+    /// Copies back into `to` the chunks its snapshots need and its index cannot give
+    /// (they were in packs `verify` found missing or damaged), each from the first of
+    /// `from` that holds it intact; then retires the lost packs nothing needs any
+    /// more, and replaces the `lost/` records with what is still lost. Data first:
+    /// the new packs, then the index that lists them and retires the old, then the
+    /// records. Nothing is deleted but a damaged pack that a new one of the same name
+    /// (the bytes it should have had) replaces.
+    async fn repair_locked(&self, to: &Repo, from: &[Repo]) -> Result<Done, Failure> {
+        let index = to.load_index(&self.key).await?;
+        // What each snapshot needs that the index cannot give.
+        let mut needed: HashSet<ChunkId> = HashSet::new();
+        let mut needers: Vec<(String, Vec<ChunkId>)> = Vec::new();
+        for (_, header) in to.snapshot_headers().await? {
+            let Ok(header) = header else { continue };
+            if header.key_id != self.key.id() || header.snapshot.status != SnapshotStatus::Complete
+            {
+                continue;
+            }
+            // A tree that cannot be read is verify's to report; no chunk copy mends it.
+            let Ok((_, tree)) = to.read_snapshot(&self.key, &header.snapshot.id).await else {
+                continue;
+            };
+            let mine: Vec<ChunkId> = tree
+                .entries
+                .iter()
+                .flat_map(|e| e.chunks.iter().copied())
+                .filter(|c| !index.chunks.contains_key(c))
+                .collect();
+            if !mine.is_empty() {
+                needed.extend(mine.iter().copied());
+                needers.push((header.snapshot.id, mine));
+            }
+        }
+
+        let damaged: HashSet<String> = index
+            .lost
+            .packs
+            .iter()
+            .filter(|p| p.state == PackState::Damaged)
+            .map(|p| p.id.clone())
+            .collect();
+        let mut mover = ChunkMover::checked(damaged);
+        let mut copied: HashSet<ChunkId> = HashSet::new();
+        let mut notes: Vec<String> = Vec::new();
+        for source in from {
+            let wanted: Vec<ChunkId> = needed.difference(&copied).copied().collect();
+            if wanted.is_empty() {
+                break;
+            }
+            let source_index = match source.load_index(&self.key).await {
+                Ok(i) => i,
+                Err(f) => {
+                    notes.push(f.message);
+                    continue;
+                }
+            };
+            let mut moves: Vec<(ChunkId, &Location)> = wanted
+                .iter()
+                .filter_map(|c| source_index.chunks.get(c).map(|l| (*c, l)))
+                .collect();
+            by_pack(&mut moves);
+            // A source pack that is itself lost is skipped; the next source may have it.
+            let mut unreadable: HashSet<Arc<str>> = HashSet::new();
+            for (id, loc) in moves {
+                if unreadable.contains(&loc.pack) {
+                    continue;
+                }
+                match mover.take(source, &source_index, id, loc).await {
+                    Ok(()) => {
+                        copied.insert(id);
+                        mover.flush_full(to).await?;
+                    }
+                    Err(f) => {
+                        unreadable.insert(loc.pack.clone());
+                        notes.push(f.message);
+                    }
+                }
+            }
+        }
+        let packs = mover.finish(to).await?;
+        let stored: u64 = packs.iter().map(|p| p.size).sum();
+        let still: HashSet<ChunkId> = needed.difference(&copied).copied().collect();
+        // A lost pack whose very bytes were written anew is whole again, not retired.
+        let rewritten: HashSet<String> = packs.iter().map(|p| p.id.clone()).collect();
+        let retired: Vec<String> = index
+            .lost
+            .packs
+            .iter()
+            .filter(|p| !rewritten.contains(&p.id))
+            .filter(|p| {
+                index
+                    .packs
+                    .get(p.id.as_str())
+                    .is_some_and(|r| r.chunks.iter().all(|c| !still.contains(&c.id)))
+            })
+            .map(|p| p.id.clone())
+            .collect();
+        if !packs.is_empty() || !retired.is_empty() {
+            let body = IndexBody {
+                packs,
+                retired: retired.clone(),
+            };
+            to.put_index_body(&self.key, &body).await?;
+        }
+
+        // What is still lost replaces the records: the new one first.
+        let mut left_snapshots: Vec<String> = needers
+            .into_iter()
+            .filter(|(_, chunks)| chunks.iter().any(|c| still.contains(c)))
+            .map(|(id, _)| id)
+            .collect();
+        left_snapshots.sort();
+        let left = Lost {
+            found: index.lost.found,
+            packs: index
+                .lost
+                .packs
+                .iter()
+                .filter(|p| index.packs.contains_key(p.id.as_str()))
+                .filter(|p| !retired.contains(&p.id) && !rewritten.contains(&p.id))
+                .cloned()
+                .collect(),
+            snapshots: left_snapshots,
+        };
+        let record = match left.is_empty() {
+            true => None,
+            false => Some(to.put_lost(&left, Utc::now()).await?),
+        };
+        for old in &index.lost_objects {
+            if Some(old) != record.as_ref() {
+                to.delete(old).await?;
+            }
+        }
+        let detail = format!(
+            "{} chunk{} copied into {} pack{}, {} lost pack{} retired",
+            copied.len(),
+            crate::plan::plural(copied.len()),
+            rewritten.len(),
+            crate::plan::plural(rewritten.len()),
+            retired.len(),
+            crate::plan::plural(retired.len())
+        );
+        if still.is_empty() {
+            return Ok(Done {
+                bytes_read: None,
+                bytes_stored: Some(stored),
+                detail: Some(detail),
+            });
+        }
+        let mut message = format!(
+            "{}: {} chunk{} of {} are on no other destination intact; {detail}",
+            to.name,
+            still.len(),
+            crate::plan::plural(still.len()),
+            left.snapshots.join(", "),
+        );
+        for n in notes {
+            message.push_str(&format!("; {n}"));
+        }
+        Err(Failure::new(Code::Unrepairable, message))
     }
 
     async fn prune_locked(&self, action: &Prune, repo: &Repo) -> Result<Done, Failure> {
@@ -390,6 +571,12 @@ impl StorageExecutor {
     }
 }
 
+/// Orders chunk moves pack by pack, in each pack by offset: a mover that reads whole
+/// packs then reads each once.
+fn by_pack(moves: &mut [(ChunkId, &Location)]) {
+    moves.sort_by(|a, b| (&a.1.pack, a.1.offset).cmp(&(&b.1.pack, b.1.offset)));
+}
+
 /// Moves encrypted chunks from the packs of one repository into new packs of another
 /// (or the same), without decrypting: a chunk's SEIPD packet and the key set it needs
 /// are copied as they are.
@@ -398,49 +585,137 @@ struct ChunkMover {
     builder: PackBuilder,
     written: Vec<PackRecord>,
     key_sets: HashMap<(Arc<str>, u16), Vec<u8>>,
+    /// Read source packs whole, each checked against its name, rather than byte
+    /// ranges: what goes to another destination is then known to be intact. Chunks
+    /// should come pack by pack: one pack is kept at a time.
+    whole: bool,
+    /// The source pack read last, when reading whole.
+    pack: Option<(Arc<str>, Vec<u8>)>,
+    /// Packs damaged on the target: a new pack of the same name (the same bytes as
+    /// the pack should have had) replaces them.
+    replace: HashSet<String>,
 }
 
 impl ChunkMover {
+    /// A mover between destinations: source packs read whole and checked.
+    fn checked(replace: HashSet<String>) -> ChunkMover {
+        ChunkMover {
+            whole: true,
+            replace,
+            ..ChunkMover::default()
+        }
+    }
+
     async fn add(
         &mut self,
         from: &Repo,
         index: &Index,
-        id: crate::repo::keys::ChunkId,
-        loc: &crate::repo::store::Location,
+        id: ChunkId,
+        loc: &Location,
         to: &Repo,
     ) -> Result<(), Failure> {
-        let pack = crate::repo::format::pack_path(&loc.pack);
-        let set_key = (loc.pack.clone(), loc.key_set);
-        if !self.key_sets.contains_key(&set_key) {
-            let (off, len) = index.key_set(loc).ok_or_else(|| {
-                Failure::new(
+        self.take(from, index, id, loc).await?;
+        self.flush_full(to).await
+    }
+
+    /// Reads a chunk's packet and key set into the pack in the making. A source pack
+    /// that cannot be read fails here, before anything of it is added.
+    async fn take(
+        &mut self,
+        from: &Repo,
+        index: &Index,
+        id: ChunkId,
+        loc: &Location,
+    ) -> Result<(), Failure> {
+        let path = crate::repo::format::pack_path(&loc.pack);
+        let (off, len) = index.key_set(loc).ok_or_else(|| {
+            Failure::new(
+                Code::CorruptObject,
+                format!(
+                    "{}: pack {} has no key set {}",
+                    from.name, loc.pack, loc.key_set
+                ),
+            )
+        })?;
+        if !self.whole {
+            let set_key = (loc.pack.clone(), loc.key_set);
+            if !self.key_sets.contains_key(&set_key) {
+                let bytes = from.read_range(&path, off, len).await?;
+                self.key_sets.insert(set_key.clone(), bytes);
+            }
+            let packet = from.read_range(&path, loc.offset, loc.length).await?;
+            self.builder
+                .add(id, &self.key_sets[&set_key], &packet, loc.raw_length);
+            return Ok(());
+        }
+        if self.pack.as_ref().is_none_or(|(p, _)| *p != loc.pack) {
+            let why = match from.read_pack(&loc.pack).await? {
+                PackRead::Intact(bytes) => {
+                    self.pack = Some((loc.pack.clone(), bytes));
+                    None
+                }
+                PackRead::Missing => Some("it is missing".to_string()),
+                PackRead::Damaged(why) => Some(why),
+            };
+            if let Some(why) = why {
+                return Err(Failure::new(
                     Code::CorruptObject,
                     format!(
-                        "{}: pack {} has no key set {}",
-                        from.name, loc.pack, loc.key_set
+                        "destination {}: pack {path} cannot be copied: {why}",
+                        from.name
                     ),
-                )
-            })?;
-            let bytes = from.read_range(&pack, off, len).await?;
-            self.key_sets.insert(set_key.clone(), bytes);
+                ));
+            }
         }
-        let packet = from.read_range(&pack, loc.offset, loc.length).await?;
-        self.builder
-            .add(id, &self.key_sets[&set_key], &packet, loc.raw_length);
+        let bytes = self
+            .pack
+            .as_ref()
+            .map(|(_, b)| b.as_slice())
+            .unwrap_or_default();
+        let slice = |o: u64, l: u32| bytes.get(o as usize..o as usize + l as usize);
+        let (Some(key_set), Some(packet)) = (slice(off, len), slice(loc.offset, loc.length)) else {
+            return Err(Failure::new(
+                Code::CorruptObject,
+                format!(
+                    "destination {}: object {path} is damaged: it is shorter than the index says",
+                    from.name
+                ),
+            ));
+        };
+        self.builder.add(id, key_set, packet, loc.raw_length);
+        Ok(())
+    }
+
+    /// Writes the pack in the making once it is full.
+    async fn flush_full(&mut self, to: &Repo) -> Result<(), Failure> {
         if self.builder.len() >= crate::repo::format::PACK_TARGET {
             let (bytes, record) = std::mem::take(&mut self.builder).finish();
-            to.put_pack(bytes, &record).await?;
-            self.written.push(record);
+            self.write(to, bytes, record).await?;
         }
+        Ok(())
+    }
+
+    async fn write(
+        &mut self,
+        to: &Repo,
+        bytes: Vec<u8>,
+        record: PackRecord,
+    ) -> Result<(), Failure> {
+        if self.replace.contains(&record.id) {
+            // Its bytes are not what it is named after: no reader can use them, and
+            // a write that must not overwrite would keep them.
+            to.delete(&record.path()).await?;
+        }
+        to.put_pack(bytes, &record).await?;
+        self.written.push(record);
         Ok(())
     }
 
     /// Writes the last pack; returns every pack written.
     async fn finish(mut self, to: &Repo) -> Result<Vec<PackRecord>, Failure> {
         if !self.builder.is_empty() {
-            let (bytes, record) = self.builder.finish();
-            to.put_pack(bytes, &record).await?;
-            self.written.push(record);
+            let (bytes, record) = std::mem::take(&mut self.builder).finish();
+            self.write(to, bytes, record).await?;
         }
         Ok(self.written)
     }
@@ -493,6 +768,10 @@ pub async fn gc(repo: &Repo, key: &RepoKey) -> Result<Collected, Failure> {
             .sum();
         if live == 0 {
             drop_packs.push(id.clone());
+        } else if index.is_lost(id) {
+            // Lost but still needed: it stays for a repair, and for salvage when no
+            // other destination has its chunks.
+            keep.push(record.clone());
         } else if (live as f64) < total as f64 * REPACK_BELOW {
             for c in record.chunks.iter().filter(|c| referenced.contains(&c.id)) {
                 if let Some(loc) = index.chunks.get(&c.id).filter(|l| l.pack == *id) {
@@ -583,23 +862,15 @@ impl Executor for StorageExecutor {
         for d in &action.destinations {
             repos.push(self.repo(d).map_err(message)?.clone());
         }
-        let mut held = Vec::new();
-        for repo in &repos {
-            match lock::acquire(repo, LockKind::Shared).await {
-                Ok(h) => held.push(h),
-                Err(f) => {
-                    for h in held {
-                        let _ = h.release().await;
-                    }
-                    return Err(message(f));
-                }
-            }
-        }
-        let result = self.backup_recorded(action, &repos).await;
-        for h in held {
-            let _ = h.release().await;
-        }
-        result.map_err(message)
+        let locked: Vec<&Repo> = repos.iter().collect();
+        lock::holding(
+            &locked,
+            LockKind::Shared,
+            self.backup_recorded(action, &repos),
+        )
+        .await
+        .and_then(|r| r)
+        .map_err(message)
     }
 
     async fn configure(&self, action: &Configure) -> Result<Done, String> {
@@ -630,21 +901,40 @@ impl Executor for StorageExecutor {
     async fn copy(&self, action: &Copy) -> Result<Done, String> {
         let from = self.repo(&action.from).map_err(message)?.clone();
         let to = self.repo(&action.to).map_err(message)?.clone();
-        let held = lock::acquire(&to, LockKind::Shared)
+        // Both ends: no prune may delete the packs being read either.
+        lock::holding(
+            &[&to, &from],
+            LockKind::Shared,
+            self.copy_locked(action, &from, &to),
+        )
+        .await
+        .and_then(|r| r)
+        .map_err(message)
+    }
+
+    async fn repair(&self, action: &Repair) -> Result<Done, String> {
+        let to = self.repo(&action.destination).map_err(message)?.clone();
+        let mut from = Vec::new();
+        for d in &action.from {
+            from.push(self.repo(d).map_err(message)?.clone());
+        }
+        // The repaired destination and every source: no prune may run under it.
+        let locked: Vec<&Repo> = std::iter::once(&to).chain(&from).collect();
+        lock::holding(&locked, LockKind::Shared, self.repair_locked(&to, &from))
             .await
-            .map_err(message)?;
-        let result = self.copy_locked(action, &from, &to).await;
-        let _ = held.release().await;
-        result.map_err(message)
+            .and_then(|r| r)
+            .map_err(message)
     }
 
     async fn prune(&self, action: &Prune) -> Result<Done, String> {
         let repo = self.repo(&action.destination).map_err(message)?.clone();
-        let held = lock::acquire(&repo, LockKind::Exclusive)
-            .await
-            .map_err(message)?;
-        let result = self.prune_locked(action, &repo).await;
-        let _ = held.release().await;
-        result.map_err(message)
+        lock::holding(
+            &[&repo],
+            LockKind::Exclusive,
+            self.prune_locked(action, &repo),
+        )
+        .await
+        .and_then(|r| r)
+        .map_err(message)
     }
 }

@@ -208,6 +208,10 @@ pub struct RestoreArgs {
     /// running server.
     #[arg(long, value_name = "DIR")]
     pub as_file: Option<std::path::PathBuf>,
+    /// Read without taking the destinations' shared lock, for read-only access to the
+    /// storage; a prune that runs meanwhile may delete what the restore reads.
+    #[arg(long)]
+    pub no_lock: bool,
 
     #[command(flatten)]
     pub secret: SecretKeyArgs,
@@ -225,6 +229,11 @@ pub struct VerifyArgs {
     /// on its server, compare row counts with those taken at backup time, drop it.
     #[arg(long)]
     pub restore_test: bool,
+    /// Read without taking each destination's shared lock, for read-only access to the
+    /// storage: nothing is written, so what is found is not recorded for a repair, and
+    /// a prune that runs meanwhile may delete what verify reads.
+    #[arg(long)]
+    pub no_lock: bool,
     #[command(flatten)]
     pub secret: SecretKeyArgs,
     #[arg(long, value_enum, default_value_t = Format::Human)]

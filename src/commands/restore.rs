@@ -1,6 +1,6 @@
 //! `backplan restore [--plan]`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -8,46 +8,18 @@ use super::{Exit, inventory, load_policy, print, runtime, secret_keys};
 use crate::cli::{Format, RestoreArgs, parse_time};
 use crate::error::{Code, Failure};
 use crate::graph::SourceGraph;
+use crate::inventory::{Inventory, PackState};
 use crate::pipeline::crypto::{Recipients, SecretKeys};
 use crate::pipeline::fetch::RepoFetcher;
 use crate::policy::{Policy, SourceKind};
 use crate::render;
+use crate::repo::format::pack_path;
 use crate::repo::keys::RepoKey;
+use crate::repo::lock;
 use crate::repo::store::Repo;
-use crate::repo::{open_all, repository_key};
+use crate::repo::{key_for, repository_key};
 use crate::restore::{Preview, RestorePlan, Selection, Step, restore_plan};
 use crate::sources::{files, postgres, redis};
-
-/// The repository key that opens objects written under `key_id`: the host's own, or
-/// recovered from the repository's copy with a recipient's secret key.
-pub(crate) async fn key_for(
-    repo: &Repo,
-    key_id: &str,
-    host: Option<&RepoKey>,
-    secret: Option<&SecretKeys>,
-) -> Result<RepoKey, Failure> {
-    if let Some(k) = host.filter(|k| k.id() == key_id) {
-        return Ok(k.clone());
-    }
-    let Some(secret) = secret else {
-        return Err(Failure::new(
-            Code::SecretKeyUnusable,
-            format!(
-                "opening data written under repository key {key_id} needs a recipient's secret key"
-            ),
-        ));
-    };
-    let copy = repo.key_copy(key_id).await?;
-    RepoKey::unwrap(&copy, secret).map_err(|e| {
-        Failure::new(
-            Code::SecretKeyUnusable,
-            format!(
-                "the secret key does not open repository key {key_id} on {}: {e}",
-                repo.name
-            ),
-        )
-    })
-}
 
 fn selection(args: &RestoreArgs) -> Result<Selection, Failure> {
     let mut targets = BTreeMap::new();
@@ -76,6 +48,7 @@ struct Context<'a> {
     args: &'a RestoreArgs,
     selection: &'a Selection,
     host: Option<&'a RepoKey>,
+    inventory: &'a Inventory,
 }
 
 pub fn run(path: &Path, args: &RestoreArgs) -> miette::Result<Exit> {
@@ -90,20 +63,27 @@ pub fn run(path: &Path, args: &RestoreArgs) -> miette::Result<Exit> {
     let mut plan = restore_plan(policy, &graph, &inventory, &selection, fingerprints)?;
     let host_key = repository_key(policy)?;
     let secret = secret_keys(&args.secret)?;
-    let repos: BTreeMap<String, Repo> = open_all(policy)?
-        .into_iter()
-        .map(|r| (r.name.clone(), r))
-        .collect();
+    // Only the destinations the restore reads from: opening a local folder that does
+    // not exist would create it.
+    let mut repos: BTreeMap<String, Repo> = BTreeMap::new();
+    for name in plan.steps.iter().flat_map(|s| &s.from) {
+        if let (false, Some(dest)) = (repos.contains_key(name), policy.file.destinations.get(name))
+        {
+            repos.insert(name.clone(), crate::repo::open(name, dest, policy)?);
+        }
+    }
     let rt = runtime()?;
     let cx = Context {
         policy,
         args,
         selection: &selection,
         host: host_key.as_ref(),
+        inventory: &inventory,
     };
 
-    rt.block_on(preview(&cx, &mut plan, &repos, secret.clone()));
     if args.plan {
+        // A preview only: it takes no lock and writes nothing.
+        rt.block_on(preview(&cx, &mut plan, &repos, secret.clone()));
         print(&match args.format {
             Format::Json => render::json(&plan),
             Format::Human | Format::Markdown => render::restore::human(&plan),
@@ -117,6 +97,75 @@ pub fn run(path: &Path, args: &RestoreArgs) -> miette::Result<Exit> {
         )
         .into());
     };
+    let held = if args.no_lock {
+        Vec::new()
+    } else {
+        let (held, refused) = rt.block_on(lock_sources(&mut plan, &repos))?;
+        for (dest, f) in refused {
+            let others: BTreeSet<&String> = plan.steps.iter().flat_map(|s| &s.from).collect();
+            let others: Vec<&str> = others.into_iter().map(String::as_str).collect();
+            eprintln!(
+                "{:?}",
+                miette::Report::new(f.with_help(format!(
+                    "nothing is read from {dest}; the restore reads from {}",
+                    others.join(", ")
+                )))
+            );
+        }
+        held
+    };
+    let result = restore_locked(&rt, &cx, &mut plan, &repos, secret);
+    rt.block_on(lock::release_all(held));
+    result
+}
+
+/// Takes a shared lock on every destination the restore may read, as a backup does,
+/// so that no prune deletes what it reads. A destination that cannot be locked is
+/// dropped from the steps' fallbacks and returned with why; a step left with no
+/// destination fails the restore before anything is read or written.
+async fn lock_sources(
+    plan: &mut RestorePlan,
+    repos: &BTreeMap<String, Repo>,
+) -> Result<(Vec<lock::Held>, BTreeMap<String, Failure>), Failure> {
+    let wanted: BTreeSet<String> = plan.steps.iter().flat_map(|s| s.from.clone()).collect();
+    let mut held = Vec::new();
+    let mut refused = BTreeMap::new();
+    for dest in wanted {
+        let Some(repo) = repos.get(&dest) else {
+            continue;
+        };
+        match lock::acquire_for_reading(repo).await {
+            Ok(h) => held.push(h),
+            Err(f) => {
+                refused.insert(dest, f);
+            }
+        }
+    }
+    for step in &mut plan.steps {
+        let first = step.from.first().cloned();
+        step.from.retain(|d| !refused.contains_key(d));
+        if step.from.is_empty()
+            && let Some(f) = first.and_then(|d| refused.remove(&d))
+        {
+            lock::release_all(held).await;
+            return Err(f);
+        }
+    }
+    Ok((held, refused))
+}
+
+/// The restore proper, under the locks `run` took: the preview, the checks that must
+/// pass before anything is written, then every step.
+fn restore_locked(
+    rt: &tokio::runtime::Runtime,
+    cx: &Context<'_>,
+    plan: &mut RestorePlan,
+    repos: &BTreeMap<String, Repo>,
+    secret: Arc<SecretKeys>,
+) -> miette::Result<Exit> {
+    let args = cx.args;
+    let policy = cx.policy;
+    rt.block_on(preview(cx, plan, repos, Some(secret.clone())));
     for step in &plan.steps {
         if let Some(p) = &step.preview
             && !p.overwrite.is_empty()
@@ -146,7 +195,7 @@ pub fn run(path: &Path, args: &RestoreArgs) -> miette::Result<Exit> {
         if let Some(SourceKind::Redis(r)) = policy.sources.get(&step.source).map(|s| &s.kind)
             && args.as_file.is_none()
         {
-            let endpoint = redis_target(&cx, &step.source, r)?;
+            let endpoint = redis_target(cx, &step.source, r)?;
             redis::check_target(&endpoint, args.flush)?;
         }
     }
@@ -157,7 +206,7 @@ pub fn run(path: &Path, args: &RestoreArgs) -> miette::Result<Exit> {
             let Some(repo) = repos.get(dest) else {
                 continue;
             };
-            match rt.block_on(restore_step(&cx, step, repo, secret.clone())) {
+            match rt.block_on(restore_step(cx, step, repo, secret.clone())) {
                 Ok(done) => {
                     out.push_str(&format!(
                         "  ✓ {} → {}   {done} from {dest}\n",
@@ -171,7 +220,7 @@ pub fn run(path: &Path, args: &RestoreArgs) -> miette::Result<Exit> {
                 Err(f) if matches!(f.code, Code::RestoreRefused | Code::NoSpace) => {
                     return Err(f.into());
                 }
-                Err(f) => last_error = Some(f),
+                Err(f) => last_error = Some(lost_help(cx, dest, f)),
             }
         }
         if let Some(f) = last_error {
@@ -195,6 +244,35 @@ pub fn run(path: &Path, args: &RestoreArgs) -> miette::Result<Exit> {
         .into());
     }
     Ok(Exit::Ok)
+}
+
+/// A failed step's failure, with what `verify` recorded lost on `dest`: the likely
+/// cause when a chunk is in no pack there.
+fn lost_help(cx: &Context<'_>, dest: &str, f: Failure) -> Failure {
+    let Some(lost) = cx.inventory.destinations.get(dest).map(|d| &d.lost) else {
+        return f;
+    };
+    if lost.packs.is_empty() {
+        return f;
+    }
+    let packs: Vec<String> = lost
+        .packs
+        .iter()
+        .take(3)
+        .map(|p| {
+            let state = match p.state {
+                PackState::Missing => "missing",
+                PackState::Damaged => "damaged",
+            };
+            format!("{} ({state})", pack_path(&p.id))
+        })
+        .collect();
+    let more = lost.packs.len().saturating_sub(packs.len());
+    f.with_help(format!(
+        "verify found packs lost on {dest}: {}{}; restore from a destination that holds the snapshot whole, or repair {dest} from one: `backplan plan` shows the repair",
+        packs.join(", "),
+        if more > 0 { format!(" and {more} more") } else { String::new() }
+    ))
 }
 
 /// The snapshot's tree and a fetcher for its chunks.

@@ -1,37 +1,20 @@
-//! `backplan verify [--read-data[=FRACTION]]`: every snapshot's chunks are in the
-//! index, every indexed pack exists with its size; with `--read-data`, packs are read
-//! back, checked against their names, and every chunk decrypted and re-hashed.
+//! `backplan verify [--read-data[=FRACTION]] [--restore-test]`: each destination
+//! checked under its shared lock ([`crate::verify`]), the database sources' newest
+//! snapshots read as their servers would read them, and the findings rendered.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use serde::Serialize;
-
-use super::restore::key_for;
 use super::{Exit, load_policy, print, runtime, secret_keys};
 use crate::cli::{Format, VerifyArgs};
 use crate::error::{Code, Failure};
 use crate::inventory::SnapshotStatus;
-use crate::pipeline::fetch::RepoFetcher;
-use crate::repo::format::pack_path;
 use crate::repo::keys::RepoKey;
-use crate::repo::store::{Index, Repo};
+use crate::repo::lock;
+use crate::repo::store::Repo;
 use crate::repo::{open_all, repository_key};
 use crate::sources::ChunkSource;
-
-/// The findings for one destination.
-#[derive(Debug, Default, Serialize)]
-struct Findings {
-    destination: String,
-    snapshots: usize,
-    packs: usize,
-    packs_read: usize,
-    /// Restore tests that ran (`--restore-test`).
-    restore_tests: Vec<String>,
-    /// Problems per snapshot id ("" for problems of no single snapshot).
-    problems: BTreeMap<String, Vec<String>>,
-}
+use crate::verify::{Findings, check, record};
 
 pub fn run(path: &Path, args: &VerifyArgs) -> miette::Result<Exit> {
     let loaded = load_policy(path)?;
@@ -48,20 +31,52 @@ pub fn run(path: &Path, args: &VerifyArgs) -> miette::Result<Exit> {
     let fraction = args.read_data.map(|f| f.clamp(0.0, 1.0));
     let rt = runtime()?;
     let mut all = Vec::new();
+    let mut refused = Vec::new();
+    let now = chrono::Utc::now();
     for repo in open_all(policy)? {
-        let mut findings = rt.block_on(verify_repo(&repo, host.as_ref(), secret.clone(), fraction));
-        if (args.restore_test || args.read_data.is_some())
-            && let Some(secret) = &secret
-        {
-            rt.block_on(database_checks(
-                policy,
-                &repo,
-                host.as_ref(),
-                secret.clone(),
-                args.restore_test,
-                &mut findings,
-            ));
-        }
+        // A destination without a repository has nothing to verify, and gets no lock.
+        let holds_one = matches!(rt.block_on(repo.marker()), Ok(Some(_)));
+        let locked = holds_one && !args.no_lock;
+        let work = async {
+            let mut findings = check(&repo, host.as_ref(), secret.clone(), fraction, now).await;
+            if (args.restore_test || args.read_data.is_some())
+                && let Some(secret) = &secret
+            {
+                database_checks(
+                    policy,
+                    &repo,
+                    host.as_ref(),
+                    secret.clone(),
+                    args.restore_test,
+                    &mut findings,
+                )
+                .await;
+            }
+            // Only under the lock: without one, verify writes nothing.
+            if locked && let Err(e) = record(&repo, &mut findings, now).await {
+                findings
+                    .problems
+                    .entry(String::new())
+                    .or_default()
+                    .push(format!(
+                        "what was found could not be recorded for a repair: {}",
+                        e.message
+                    ));
+            }
+            findings
+        };
+        let findings = if !locked {
+            rt.block_on(work)
+        } else {
+            match rt.block_on(lock::reading(&repo, work)) {
+                Ok(findings) => findings,
+                Err(f) => {
+                    all.push(Findings::not_verified(&repo.name, &f.message));
+                    refused.push(f);
+                    continue;
+                }
+            }
+        };
         all.push(findings);
     }
     let bad: usize = all
@@ -70,220 +85,19 @@ pub fn run(path: &Path, args: &VerifyArgs) -> miette::Result<Exit> {
         .sum();
     print(&match args.format {
         Format::Json => crate::render::json(&all),
-        Format::Human | Format::Markdown => human(&all),
+        Format::Human | Format::Markdown => crate::render::verify::human(&all),
     })?;
     if bad > 0 {
-        return Err(Failure::new(Code::VerifyFailed, format!("{bad} problem(s) found")).into());
+        let mut message = format!("{bad} problem(s) found");
+        if !refused.is_empty() {
+            message.push_str(&format!("; {} destination(s) not verified", refused.len()));
+        }
+        return Err(Failure::new(Code::VerifyFailed, message).into());
+    }
+    if let Some(f) = refused.into_iter().next() {
+        return Err(f.into());
     }
     Ok(Exit::Ok)
-}
-
-fn human(all: &[Findings]) -> String {
-    let mut out = String::new();
-    for f in all {
-        let n: usize = f.problems.values().map(Vec::len).sum();
-        out.push_str(&format!(
-            "{} {}: {} snapshots, {} packs{}{}\n",
-            if n == 0 { "✓" } else { "✗" },
-            f.destination,
-            f.snapshots,
-            f.packs,
-            if f.packs_read > 0 {
-                format!(", {} read back", f.packs_read)
-            } else {
-                String::new()
-            },
-            if n == 0 {
-                String::new()
-            } else {
-                format!(", {n} problem(s)")
-            },
-        ));
-        for t in &f.restore_tests {
-            out.push_str(&format!("    database check: {t}\n"));
-        }
-        for (snapshot, problems) in &f.problems {
-            for p in problems {
-                if snapshot.is_empty() {
-                    out.push_str(&format!("    {p}\n"));
-                } else {
-                    out.push_str(&format!("    snapshot {snapshot}: {p}\n"));
-                }
-            }
-        }
-    }
-    out
-}
-
-async fn verify_repo(
-    repo: &Repo,
-    host: Option<&RepoKey>,
-    secret: Option<Arc<crate::pipeline::crypto::SecretKeys>>,
-    fraction: Option<f64>,
-) -> Findings {
-    let mut f = Findings {
-        destination: repo.name.clone(),
-        ..Findings::default()
-    };
-    let note = |f: &mut Findings, snapshot: &str, p: String| {
-        f.problems.entry(snapshot.to_string()).or_default().push(p);
-    };
-    match repo.marker().await {
-        Ok(Some(_)) => {}
-        Ok(None) => return f,
-        Err(e) => {
-            note(&mut f, "", e.message);
-            return f;
-        }
-    }
-    let headers = match repo.scan_headers().await {
-        Ok(scan) => {
-            for (path, why) in scan.damaged_catalogs {
-                note(
-                    &mut f,
-                    "",
-                    format!("{path} is damaged: {why}; the next apply rewrites it"),
-                );
-            }
-            scan.headers
-        }
-        Err(e) => {
-            note(&mut f, "", e.message);
-            return f;
-        }
-    };
-    // One key and one index per repository key id the snapshots name.
-    let mut opened: HashMap<String, (RepoKey, Arc<Index>)> = HashMap::new();
-    for (path, header) in headers {
-        let header = match header {
-            Ok(h) => h,
-            Err(e) => {
-                note(&mut f, "", format!("{path}: {}", e.message));
-                continue;
-            }
-        };
-        f.snapshots += 1;
-        let id = header.snapshot.id.clone();
-        if header.snapshot.status == SnapshotStatus::Failed {
-            continue;
-        }
-        if !opened.contains_key(&header.key_id) {
-            let result = async {
-                let key = key_for(repo, &header.key_id, host, secret.as_deref()).await?;
-                let index = repo.load_index(&key).await?;
-                Ok::<_, Failure>((key, Arc::new(index)))
-            }
-            .await;
-            match result {
-                Ok(pair) => {
-                    opened.insert(header.key_id.clone(), pair);
-                }
-                Err(e) => {
-                    note(&mut f, &id, e.message);
-                    continue;
-                }
-            }
-        }
-        let (key, index) = &opened[&header.key_id];
-        match repo.read_snapshot(key, &id).await {
-            Ok((actual, _)) if actual != header => note(
-                &mut f,
-                &id,
-                format!("the snapshot catalog's copy of snapshots/{id} differs from the object"),
-            ),
-            Ok((_, tree)) => {
-                let chunks: HashSet<_> =
-                    tree.entries.iter().flat_map(|e| e.chunks.iter()).collect();
-                let missing = chunks
-                    .iter()
-                    .filter(|c| !index.chunks.contains_key(**c))
-                    .count();
-                if missing > 0 {
-                    note(&mut f, &id, format!("{missing} chunk(s) are in no pack"));
-                }
-            }
-            Err(e) => note(&mut f, &id, e.message),
-        }
-    }
-    let stored = match repo.pack_objects().await {
-        Ok(s) => s,
-        Err(e) => {
-            note(&mut f, "", e.message);
-            return f;
-        }
-    };
-    for (key, index) in opened.values() {
-        for d in &index.damaged {
-            note(&mut f, "", format!("index object {d}"));
-        }
-        f.packs += index.packs.len();
-        for (id, record) in &index.packs {
-            match stored.get(&pack_path(id)) {
-                None => note(&mut f, "", format!("pack {} is missing", pack_path(id))),
-                Some(size) if *size != record.size => note(
-                    &mut f,
-                    "",
-                    format!(
-                        "pack {} has {size} bytes, the index says {}",
-                        pack_path(id),
-                        record.size
-                    ),
-                ),
-                Some(_) => {}
-            }
-        }
-        let (Some(fraction), Some(secret)) = (fraction, &secret) else {
-            continue;
-        };
-        let mut packs: Vec<&Arc<str>> = index.packs.keys().collect();
-        packs.sort();
-        let take = ((packs.len() as f64) * fraction).ceil() as usize;
-        // A random sample, so that repeated partial runs cover everything in time.
-        let mut seed = [0u8; 8];
-        let _ = getrandom::fill(&mut seed);
-        let start = if packs.is_empty() {
-            0
-        } else {
-            u64::from_le_bytes(seed) as usize % packs.len()
-        };
-        let sample: Vec<Arc<str>> = packs
-            .iter()
-            .cycle()
-            .skip(start)
-            .take(take.min(packs.len()))
-            .map(|p| (*p).clone())
-            .collect();
-        let mut fetcher = RepoFetcher::new(
-            repo.clone(),
-            index.clone(),
-            key,
-            secret.clone(),
-            tokio::runtime::Handle::current(),
-        );
-        let index2 = index.clone();
-        let problems = tokio::task::spawn_blocking(move || {
-            let mut problems = Vec::new();
-            for pack in sample {
-                let Some(record) = index2.packs.get(&pack) else {
-                    continue;
-                };
-                for c in &record.chunks {
-                    if let Err(e) = fetcher.fetch(&c.id) {
-                        problems.push(e);
-                        break;
-                    }
-                }
-            }
-            problems
-        })
-        .await
-        .unwrap_or_else(|e| vec![e.to_string()]);
-        f.packs_read += take.min(packs.len());
-        for p in problems {
-            note(&mut f, "", p);
-        }
-    }
-    f
 }
 
 /// The newest good snapshot of each database source, read as its server would read

@@ -35,6 +35,79 @@ pub struct DestinationState {
     /// Objects that could not be read, with why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub damaged: Vec<String>,
+    /// What `verify` found lost here and recorded (`lost/`): packs missing or damaged,
+    /// and the snapshots that need chunks this destination cannot give.
+    #[serde(default, skip_serializing_if = "Lost::is_empty")]
+    pub lost: Lost,
+}
+
+/// Data `verify` found lost on one destination. Pack names are content hashes and
+/// snapshot ids are public: this holds no secret. It is also the body of the `lost/`
+/// objects' header, which later builds may extend: unknown fields are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lost {
+    /// When `verify` first found what this holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub found: Option<DateTime<Utc>>,
+    /// Packs the index lists that are missing or damaged, by id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packs: Vec<LostPack>,
+    /// Snapshots (ids) that need chunks found in no intact pack of the destination.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<String>,
+}
+
+/// One pack found missing or damaged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostPack {
+    /// The pack's id (the BLAKE3 of its bytes).
+    pub id: String,
+    pub state: PackState,
+    /// What was wrong with it.
+    pub why: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PackState {
+    /// The index lists it, the storage does not hold it.
+    Missing,
+    /// Its bytes are not the ones it is named after (a wrong size, a changed byte).
+    Damaged,
+}
+
+impl Lost {
+    pub fn is_empty(&self) -> bool {
+        self.packs.is_empty() && self.snapshots.is_empty()
+    }
+
+    /// Whether `id` is among the lost packs.
+    pub fn has_pack(&self, id: &str) -> bool {
+        self.packs.iter().any(|p| p.id == id)
+    }
+
+    /// Several records as one: packs by id, snapshots once each, the earliest time;
+    /// in a stable order.
+    pub fn merged<'a>(records: impl IntoIterator<Item = &'a Lost>) -> Lost {
+        let mut packs: BTreeMap<&str, &LostPack> = BTreeMap::new();
+        let mut snapshots = std::collections::BTreeSet::new();
+        let mut found: Option<DateTime<Utc>> = None;
+        for r in records {
+            for p in &r.packs {
+                packs.entry(&p.id).or_insert(p);
+            }
+            snapshots.extend(r.snapshots.iter().cloned());
+            found = match (found, r.found) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Lost {
+            found,
+            packs: packs.into_values().cloned().collect(),
+            snapshots: snapshots.into_iter().collect(),
+        }
+    }
 }
 
 /// A lock on a repository: backups share, prune is exclusive.

@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Code;
 use crate::graph::SourceGraph;
-use crate::inventory::{DestinationState, Inventory, LockKind, SnapshotInfo, SnapshotStatus};
+use crate::inventory::{
+    DestinationState, Inventory, LockKind, LostPack, SnapshotInfo, SnapshotStatus,
+};
 use crate::policy::{Policy, ResolvedSource};
 pub use diff::PolicyChange;
 use retention::Candidate;
@@ -78,6 +80,7 @@ pub enum Action {
     Backup(Backup),
     Configure(Configure),
     Copy(Copy),
+    Repair(Repair),
     Prune(Prune),
 }
 
@@ -148,6 +151,24 @@ pub struct Copy {
     pub to: String,
 }
 
+/// Bring back, from other destinations, the chunks that one destination lost: packs
+/// `verify` found missing or damaged there. Their chunks are copied (still encrypted)
+/// into new packs, and the lost packs are retired from its index; nothing is deleted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Repair {
+    pub destination: String,
+    /// What `verify` found, and when it first found it.
+    pub found: DateTime<Utc>,
+    pub packs: Vec<LostPack>,
+    /// Snapshots on the destination that need the lost chunks and that another
+    /// destination holds; their sources.
+    pub snapshots: Vec<SnapshotRef>,
+    pub sources: Vec<String>,
+    /// Where the chunks are copied from, in the order they are tried. Empty when no
+    /// snapshot needs them: the lost packs are only retired.
+    pub from: Vec<String>,
+}
+
 /// Delete snapshots of one source from one destination.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Prune {
@@ -215,6 +236,9 @@ pub struct Summary {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub changes: usize,
     pub copies: usize,
+    /// Destinations whose lost chunks will be copied back.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub repairs: usize,
     /// Snapshots that will be deleted (a snapshot on two destinations counts twice).
     pub prunes: usize,
     /// Snapshots whose deletion is held back by `max_deletes`.
@@ -229,6 +253,7 @@ impl Summary {
                 Action::Backup(_) => s.backups += 1,
                 Action::Configure(_) => s.changes += 1,
                 Action::Copy(_) => s.copies += 1,
+                Action::Repair(_) => s.repairs += 1,
                 Action::Prune(p) if p.held => s.held_prunes += p.snapshots.len(),
                 Action::Prune(p) => s.prunes += p.snapshots.len(),
             }
@@ -399,6 +424,7 @@ pub fn plan_with(
             retain(source, &view, &mut copies, &mut prunes, &mut warnings);
         }
     }
+    let repairs = repairs(policy, inventory, &mut warnings);
     uncovered(policy, inventory, &mut warnings);
     for probe in probes.sources.values() {
         warnings.extend(probe.warnings.iter().cloned());
@@ -430,6 +456,7 @@ pub fn plan_with(
 
     let mut actions = configures;
     actions.extend(backups);
+    actions.extend(repairs);
     actions.extend(copies);
     actions.extend(prunes);
     let policy_change = diff::policy_change(policy, inventory, &actions);
@@ -456,6 +483,7 @@ struct SourceView<'a> {
     readable: Vec<(&'a str, Vec<&'a SnapshotInfo>)>,
     /// Every distinct snapshot (by id), newest first.
     all: Vec<&'a SnapshotInfo>,
+    inventory: &'a Inventory,
 }
 
 impl<'a> SourceView<'a> {
@@ -485,7 +513,16 @@ impl<'a> SourceView<'a> {
             readable.push((dest.as_str(), snaps));
         }
         all.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.id.cmp(&a.id)));
-        SourceView { readable, all }
+        SourceView {
+            readable,
+            all,
+            inventory,
+        }
+    }
+
+    /// Whether `verify` found chunks of snapshot `id` lost on `dest`.
+    fn lost(&self, dest: &str, id: &str) -> bool {
+        lost_on(self.inventory, dest, id)
     }
 
     fn newest(&self) -> Option<&'a SnapshotInfo> {
@@ -556,10 +593,10 @@ fn retain(
         let Some(snapshot) = view.all.iter().find(|s| s.id == kept.id) else {
             continue;
         };
-        let holder = view
-            .readable
-            .iter()
-            .find(|(_, snaps)| snaps.iter().any(|s| s.id == kept.id));
+        // A holder that lost chunks of it is no source: its repair comes first.
+        let holder = view.readable.iter().find(|(dest, snaps)| {
+            snaps.iter().any(|s| s.id == kept.id) && !view.lost(dest, kept.id)
+        });
         for (dest, snaps) in &view.readable {
             if !snaps.iter().any(|s| s.id == kept.id)
                 && let Some((from, _)) = holder
@@ -631,6 +668,99 @@ fn retain(
             }));
         }
     }
+}
+
+/// Whether `verify` found chunks of snapshot `id` lost on `dest`.
+fn lost_on(inventory: &Inventory, dest: &str, id: &str) -> bool {
+    inventory
+        .destinations
+        .get(dest)
+        .is_some_and(|d| d.lost.snapshots.iter().any(|s| s == id))
+}
+
+/// Repairs: for each readable destination where `verify` recorded lost data, the
+/// snapshots there that need it, and the other readable destinations that hold them
+/// whole. What no other destination holds is a warning: it stays as it is.
+fn repairs(policy: &Policy, inventory: &Inventory, warnings: &mut Vec<Warning>) -> Vec<Action> {
+    let order: Vec<&String> = policy.file.destinations.keys().collect();
+    let readable = |d: &str| {
+        inventory
+            .destinations
+            .get(d)
+            .is_some_and(|s| s.error.is_none())
+    };
+    let mut actions = Vec::new();
+    for dest in order.iter().copied().filter(|d| readable(d)) {
+        let state = &inventory.destinations[dest];
+        let lost = &state.lost;
+        if lost.is_empty() {
+            continue;
+        }
+        // Only snapshots still there: a pruned one needs nothing.
+        let mut needing: Vec<&SnapshotInfo> = state
+            .snapshots
+            .iter()
+            .filter(|s| s.status == SnapshotStatus::Complete && lost.snapshots.contains(&s.id))
+            .collect();
+        needing.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
+        let mut from: Vec<&str> = Vec::new();
+        let mut repairable = Vec::new();
+        let mut unrepairable = Vec::new();
+        for s in needing.iter().copied() {
+            let holders: Vec<&str> = order
+                .iter()
+                .map(|d| d.as_str())
+                .filter(|d| *d != dest && readable(d) && !lost_on(inventory, d, &s.id))
+                .filter(|d| {
+                    inventory.destinations[*d]
+                        .snapshots
+                        .iter()
+                        .any(|o| o.id == s.id && o.status == SnapshotStatus::Complete)
+                })
+                .collect();
+            if holders.is_empty() {
+                unrepairable.push(s);
+            } else {
+                repairable.push(s);
+                from.extend(holders);
+            }
+        }
+        // In policy order, each once.
+        let from: Vec<String> = order
+            .iter()
+            .filter(|d| from.contains(&d.as_str()))
+            .map(|d| d.to_string())
+            .collect();
+        if !unrepairable.is_empty() {
+            let ids: Vec<&str> = unrepairable.iter().map(|s| s.id.as_str()).collect();
+            let message = match ids.as_slice() {
+                [one] => format!(
+                    "{dest}: snapshot {one} needs lost chunks that no other destination holds; it is kept as it is, and nothing is deleted"
+                ),
+                many => format!(
+                    "{dest}: {} snapshots ({}) need lost chunks that no other destination holds; they are kept as they are, and nothing is deleted",
+                    many.len(),
+                    many.join(", ")
+                ),
+            };
+            warnings.push(Warning::new(Code::Unrepairable, None, message));
+        }
+        // With nothing that needs them, the lost packs are retired all the same.
+        let retire_only = needing.is_empty() && !lost.packs.is_empty();
+        if repairable.is_empty() && !retire_only {
+            continue;
+        }
+        let sources: BTreeSet<String> = repairable.iter().map(|s| s.source.clone()).collect();
+        actions.push(Action::Repair(Repair {
+            destination: dest.to_string(),
+            found: lost.found.unwrap_or_default(),
+            packs: lost.packs.clone(),
+            snapshots: repairable.into_iter().map(SnapshotRef::of).collect(),
+            sources: sources.into_iter().collect(),
+            from,
+        }));
+    }
+    actions
 }
 
 /// Snapshots that no source of the policy covers: kept, and said so.

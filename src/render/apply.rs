@@ -18,6 +18,10 @@ fn label(action: &Action) -> String {
             c.from,
             c.to
         ),
+        Action::Repair(r) => match r.from.is_empty() {
+            true => format!("repair {}", r.destination),
+            false => format!("repair {} from {}", r.destination, r.from.join(", ")),
+        },
         Action::Prune(p) => format!(
             "prune {} ({} snapshots) from {}",
             p.source,

@@ -133,6 +133,31 @@ fn lines(plan: &Plan) -> Vec<Line> {
                 });
                 i = j;
             }
+            Action::Repair(r) => {
+                let lost = match r.packs.len() {
+                    0 => format!("chunks lost on {}", r.destination),
+                    n => format!("{n} pack{} lost on {}", plural(n), r.destination),
+                };
+                let then = match r.from.is_empty() {
+                    true => "retired".to_string(),
+                    false => format!("copied from {}", r.from.join(", ")),
+                };
+                out.push(Line {
+                    symbol: '~',
+                    verb: "repair",
+                    source: match r.sources.is_empty() {
+                        true => "-".to_string(),
+                        false => r.sources.join(", "),
+                    },
+                    what: format!("{lost} (found by verify at {}), {then}", time(r.found)),
+                    why: match r.snapshots.len() {
+                        0 => "no snapshot needs them".to_string(),
+                        1 => "1 snapshot needs them".to_string(),
+                        n => format!("{n} snapshots need them"),
+                    },
+                });
+                i += 1;
+            }
             Action::Prune(p) => {
                 let why = match &p.reason {
                     PruneReason::OutsideRetention { rules } => format!("outside {rules}"),
@@ -163,6 +188,9 @@ pub fn summary_line(s: &Summary) -> String {
     let mut parts = vec![format!("{} backup{}", s.backups, plural(s.backups))];
     if s.changes > 0 {
         parts.push(format!("{} change{}", s.changes, plural(s.changes)));
+    }
+    if s.repairs > 0 {
+        parts.push(format!("{} repair{}", s.repairs, plural(s.repairs)));
     }
     parts.extend([
         format!(

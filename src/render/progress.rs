@@ -23,6 +23,7 @@ fn label(action: &Action) -> String {
         Action::Backup(b) => format!("backup {} → {}", b.source, b.destinations.join(", ")),
         Action::Configure(c) => format!("configure {}", c.source),
         Action::Copy(c) => format!("copy {} {} → {}", c.source, c.from, c.to),
+        Action::Repair(r) => format!("repair {}", r.destination),
         Action::Prune(p) => format!("prune {} on {}", p.source, p.destination),
     }
 }

@@ -90,6 +90,23 @@ pub fn pack_path(id: &str) -> String {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexBody {
     pub packs: Vec<PackRecord>,
+    /// Packs this object retires (ids): readers ignore every record of them, in any
+    /// index object. A repair retires the lost packs whose chunks it wrote anew.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<String>,
+}
+
+/// The public header of `lost/<hash>`, body empty: what `verify` found lost in the
+/// repository, for `plan` (which reads it with no key) to offer a repair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostHeader {
+    pub format: u32,
+    /// When this record was written.
+    pub written: chrono::DateTime<chrono::Utc>,
+    /// The host that wrote it.
+    pub host: String,
+    #[serde(flatten)]
+    pub lost: crate::inventory::Lost,
 }
 
 /// The public header of sealed objects: which repository key opens them.

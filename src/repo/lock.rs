@@ -1,6 +1,9 @@
-//! Repository locks: backups share, prune is exclusive. A lock names its host, pid,
-//! start and expiry; a lock that expired (its holder crashed) is reported by `plan`
-//! and removed by `backplan unlock`, never silently.
+//! Repository locks: backups, copies, repairs, restores and verifies share, prune is
+//! exclusive. A lock names its host, pid, start and expiry; a lock that expired (its
+//! holder crashed) is reported by `plan` and removed by `backplan unlock`, never
+//! silently.
+
+use std::future::Future;
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -124,7 +127,67 @@ pub async fn acquire(repo: &Repo, kind: LockKind) -> Result<Held, Failure> {
     })
 }
 
+/// Runs `work` while holding a lock of `kind` on each of `repos`, taken in order; every
+/// lock taken is released when `work` ends, whatever its result, and when a later one
+/// cannot be taken (then `work` does not run).
+pub async fn holding<T>(
+    repos: &[&Repo],
+    kind: LockKind,
+    work: impl Future<Output = T>,
+) -> Result<T, Failure> {
+    let mut held = Vec::new();
+    for repo in repos {
+        match acquire(repo, kind).await {
+            Ok(h) => held.push(h),
+            Err(f) => {
+                release_all(held).await;
+                return Err(f);
+            }
+        }
+    }
+    let out = work.await;
+    release_all(held).await;
+    Ok(out)
+}
+
+/// Runs `work` while holding a reader's shared lock on `repo` (see
+/// [`acquire_for_reading`]), released when `work` ends.
+pub async fn reading<T>(repo: &Repo, work: impl Future<Output = T>) -> Result<T, Failure> {
+    let held = acquire_for_reading(repo).await?;
+    let out = work.await;
+    release_all(vec![held]).await;
+    Ok(out)
+}
+
+/// A reader's shared lock (restore, verify): a backup's, with help for storage that
+/// refuses the write.
+pub async fn acquire_for_reading(repo: &Repo) -> Result<Held, Failure> {
+    acquire(repo, LockKind::Shared).await.map_err(|f| {
+        if f.code == Code::DestinationUnreadable {
+            f.with_help(
+                "a restore or verify writes a shared lock so that no prune deletes what it reads; \
+                 with read-only access to the storage, run it with --no-lock (and no prune meanwhile)",
+            )
+        } else {
+            f
+        }
+    })
+}
+
+/// Releases every lock of `held`. A lock that cannot be removed expires on its own and
+/// is then reported by `plan`.
+pub async fn release_all(held: Vec<Held>) {
+    for h in held {
+        let _ = h.release().await;
+    }
+}
+
 impl Held {
+    /// The destination this lock is on.
+    pub fn destination(&self) -> &str {
+        &self.repo.name
+    }
+
     /// Releases the lock.
     pub async fn release(self) -> Result<(), Failure> {
         self.refresher.abort();

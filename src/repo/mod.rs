@@ -145,6 +145,37 @@ pub fn repository_key(policy: &Policy) -> Result<Option<keys::RepoKey>, Failure>
     })
 }
 
+/// The repository key that opens objects written under `key_id`: the host's own, or
+/// recovered from the repository's copy with a recipient's secret key.
+pub async fn key_for(
+    repo: &store::Repo,
+    key_id: &str,
+    host: Option<&keys::RepoKey>,
+    secret: Option<&crate::pipeline::crypto::SecretKeys>,
+) -> Result<keys::RepoKey, Failure> {
+    if let Some(k) = host.filter(|k| k.id() == key_id) {
+        return Ok(k.clone());
+    }
+    let Some(secret) = secret else {
+        return Err(Failure::new(
+            Code::SecretKeyUnusable,
+            format!(
+                "opening data written under repository key {key_id} needs a recipient's secret key"
+            ),
+        ));
+    };
+    let copy = repo.key_copy(key_id).await?;
+    keys::RepoKey::unwrap(&copy, secret).map_err(|e| {
+        Failure::new(
+            Code::SecretKeyUnusable,
+            format!(
+                "the secret key does not open repository key {key_id} on {}: {e}",
+                repo.name
+            ),
+        )
+    })
+}
+
 /// Opens every destination of the policy as a repository handle, for writing.
 pub fn open_all(policy: &Policy) -> Result<Vec<store::Repo>, Failure> {
     policy

@@ -1,7 +1,7 @@
 //! One repository over an `opendal::Operator`: reading and writing its objects.
 //! Content is immutable and content-addressed; nothing is overwritten in place.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -9,14 +9,14 @@ use futures::StreamExt;
 use opendal::{ErrorKind, Operator};
 
 use super::format::{
-    CatalogHeader, FORMAT_VERSION, IndexBody, Marker, PackRecord, PolicyHeader, SealedHeader,
-    SnapshotHeader, Tree,
+    CatalogHeader, FORMAT_VERSION, IndexBody, LostHeader, Marker, PackRecord, PolicyHeader,
+    SealedHeader, SnapshotHeader, Tree,
 };
 use super::keys::{ChunkId, RepoKey};
 use super::lock::LockInfo;
 use super::object;
 use crate::error::{Code, Failure};
-use crate::inventory::{AppliedPolicy, DestinationState, SnapshotInfo};
+use crate::inventory::{AppliedPolicy, DestinationState, Lost, SnapshotInfo};
 use crate::pipeline::crypto::Recipients;
 
 /// The object that marks a repository and carries its format version.
@@ -30,6 +30,19 @@ const CATALOG_DIR: &str = "catalog/";
 /// The catalog is rewritten once this many listed snapshots are missing from it, or
 /// this many of its entries name snapshots that are gone.
 const CATALOG_SLACK: usize = 64;
+
+/// Where `verify` records what it found lost.
+const LOST_DIR: &str = "lost/";
+
+/// A pack read whole.
+#[derive(Debug)]
+pub enum PackRead {
+    /// Its bytes, checked against its name.
+    Intact(Vec<u8>),
+    Missing,
+    /// Why it is not what it is named after.
+    Damaged(String),
+}
 
 /// Every snapshot header, and how the catalogs covered them.
 #[derive(Debug, Default)]
@@ -69,8 +82,20 @@ pub struct Location {
 /// Every pack and chunk the repository's index objects list.
 #[derive(Debug, Default, Clone)]
 pub struct Index {
+    /// Where each chunk is read from: never from a pack `lost/` records or an index
+    /// object retires, so that a chunk a repair wrote anew is found in its new pack,
+    /// and a backup stores again what it would otherwise take as present.
     pub chunks: HashMap<ChunkId, Location>,
+    /// Every pack the index objects list, lost ones included, retired ones not.
     pub packs: HashMap<Arc<str>, PackRecord>,
+    /// What the `lost/` objects record.
+    pub lost: Lost,
+    /// The `lost/` objects read, so that a repair can replace them.
+    pub lost_objects: Vec<String>,
+    /// Packs an index object retires.
+    pub retired: HashSet<String>,
+    /// The ids of `lost.packs`, for lookups.
+    lost_ids: HashSet<String>,
     /// The `index/` objects read, so a compaction can delete them afterwards.
     pub objects: Vec<String>,
     /// Index objects written under another repository key.
@@ -80,18 +105,41 @@ pub struct Index {
 }
 
 impl Index {
-    pub fn add(&mut self, record: PackRecord) {
+    /// Adds a pack's record; its chunks are found in it unless the pack is lost (or
+    /// another pack gave them first: equal chunks are equal wherever they are).
+    fn add(&mut self, record: PackRecord) {
         let pack: Arc<str> = Arc::from(record.id.as_str());
-        for c in &record.chunks {
-            self.chunks.entry(c.id).or_insert(Location {
-                pack: pack.clone(),
-                key_set: c.key_set,
-                offset: c.offset,
-                length: c.length,
-                raw_length: c.raw_length,
-            });
+        if !self.is_lost(&pack) {
+            for c in &record.chunks {
+                self.chunks.entry(c.id).or_insert(Location {
+                    pack: pack.clone(),
+                    key_set: c.key_set,
+                    offset: c.offset,
+                    length: c.length,
+                    raw_length: c.raw_length,
+                });
+            }
         }
         self.packs.insert(pack, record);
+    }
+
+    /// Whether `lost/` records pack `id` as missing or damaged.
+    pub fn is_lost(&self, id: &str) -> bool {
+        self.lost_ids.contains(id)
+    }
+
+    /// Where the chunks of lost packs are: what verify and a repair need to tell
+    /// which of them a snapshot uses.
+    pub fn lost_chunks(&self) -> HashMap<ChunkId, Arc<str>> {
+        let mut out = HashMap::new();
+        for p in &self.lost.packs {
+            if let Some((id, record)) = self.packs.get_key_value(p.id.as_str()) {
+                for c in &record.chunks {
+                    out.entry(c.id).or_insert_with(|| id.clone());
+                }
+            }
+        }
+        out
     }
 
     /// The key set's byte range of a chunk's pack.
@@ -319,6 +367,14 @@ impl Repo {
                 .into_iter()
                 .map(|(path, why)| format!("{path}: {why} (its snapshots were read one by one)")),
         );
+        let mut lost = Vec::new();
+        for (path, record) in self.lost_records().await? {
+            match record {
+                Ok(h) => lost.push(h.lost),
+                Err(why) => state.damaged.push(format!("{path}: {why}")),
+            }
+        }
+        state.lost = Lost::merged(&lost);
         state.applied_policy = self.applied_policy(key).await?;
         for (path, result) in self.locks().await? {
             match result {
@@ -477,7 +533,50 @@ impl Repo {
         self.create(&name, object::encode(&header, &body)).await
     }
 
-    /// Every index object, merged.
+    /// The `lost/` objects, each parsed (or why not).
+    pub async fn lost_records(&self) -> Result<Vec<(String, Result<LostHeader, String>)>, Failure> {
+        let mut out = Vec::new();
+        for (path, size) in self.list_sized(LOST_DIR).await? {
+            // Replaced by a verify or a repair since the listing.
+            let Some(bytes) = self.read_sized(&path, size).await? else {
+                continue;
+            };
+            out.push((path, object::header::<LostHeader>(&bytes).map_err(|d| d.0)));
+        }
+        Ok(out)
+    }
+
+    /// Records what was found lost (write new; the caller deletes the records this
+    /// one replaces). Returns its path.
+    pub async fn put_lost(&self, lost: &Lost, now: DateTime<Utc>) -> Result<String, Failure> {
+        let header = LostHeader {
+            format: FORMAT_VERSION,
+            written: now,
+            host: gethostname::gethostname().to_string_lossy().into_owned(),
+            lost: lost.clone(),
+        };
+        let bytes = object::encode(&header, &[]);
+        let path = format!("{LOST_DIR}{}", blake3::hash(&bytes).to_hex());
+        self.create(&path, bytes).await?;
+        Ok(path)
+    }
+
+    /// Reads a pack whole and checks it against its name; `Err` only when the
+    /// storage cannot be read.
+    pub async fn read_pack(&self, id: &str) -> Result<PackRead, Failure> {
+        let path = super::format::pack_path(id);
+        let Some(bytes) = self.read_opt(&path).await? else {
+            return Ok(PackRead::Missing);
+        };
+        if blake3::hash(&bytes).to_hex().as_str() != id {
+            return Ok(PackRead::Damaged(
+                "its content does not match its name".into(),
+            ));
+        }
+        Ok(PackRead::Intact(bytes))
+    }
+
+    /// Every index object, merged, with what `lost/` records.
     pub async fn load_index(&self, key: &RepoKey) -> Result<Index, Failure> {
         let paths = self.list("index/").await?;
         let bodies: Vec<(String, Result<Vec<u8>, Failure>)> = futures::stream::iter(paths)
@@ -489,6 +588,16 @@ impl Repo {
             .collect()
             .await;
         let mut index = Index::default();
+        // A damaged record of lost packs hides nothing: `plan` and `verify` name it.
+        let records = self.lost_records().await?;
+        index.lost = Lost::merged(
+            records
+                .iter()
+                .filter_map(|(_, r)| r.as_ref().ok().map(|h| &h.lost)),
+        );
+        index.lost_objects = records.into_iter().map(|(path, _)| path).collect();
+        index.lost_ids = index.lost.packs.iter().map(|p| p.id.clone()).collect();
+        let mut listed = Vec::new();
         for (path, bytes) in bodies {
             let bytes = bytes?;
             let opened = object::decode::<SealedHeader>(&bytes)
@@ -505,9 +614,8 @@ impl Repo {
                 });
             match opened {
                 Ok(Some(body)) => {
-                    for pack in body.packs {
-                        index.add(pack);
-                    }
+                    index.retired.extend(body.retired);
+                    listed.extend(body.packs);
                     index.objects.push(path);
                 }
                 // Written under another repository key: its chunk ids live in
@@ -517,6 +625,11 @@ impl Repo {
                 // stored again, `verify` names it, and no prune collects a pack
                 // while an index cannot be read.
                 Err(why) => index.damaged.push(format!("{path}: {why}")),
+            }
+        }
+        for record in listed {
+            if !index.retired.contains(&record.id) {
+                index.add(record);
             }
         }
         Ok(index)
@@ -533,7 +646,19 @@ impl Repo {
         key: &RepoKey,
         packs: Vec<PackRecord>,
     ) -> Result<String, Failure> {
-        let bytes = seal_json(key, &IndexBody { packs })?;
+        self.put_index_body(
+            key,
+            &IndexBody {
+                packs,
+                retired: Vec::new(),
+            },
+        )
+        .await
+    }
+
+    /// Writes an index object; returns its path.
+    pub async fn put_index_body(&self, key: &RepoKey, body: &IndexBody) -> Result<String, Failure> {
+        let bytes = seal_json(key, body)?;
         let path = format!("index/{}", blake3::hash(&bytes).to_hex());
         self.create(&path, bytes).await?;
         Ok(path)

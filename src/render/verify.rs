@@ -1,0 +1,48 @@
+//! The findings of `backplan verify`, per destination.
+
+use crate::verify::Findings;
+
+/// One line per destination, then its problems.
+pub fn human(all: &[Findings]) -> String {
+    let mut out = String::new();
+    for f in all {
+        if let Some(why) = &f.not_verified {
+            out.push_str(&format!("✗ {}: not verified: {why}\n", f.destination));
+            continue;
+        }
+        let n: usize = f.problems.values().map(Vec::len).sum();
+        out.push_str(&format!(
+            "{} {}: {} snapshots, {} packs{}{}\n",
+            if n == 0 { "✓" } else { "✗" },
+            f.destination,
+            f.snapshots,
+            f.packs,
+            if f.packs_read > 0 {
+                format!(", {} read back", f.packs_read)
+            } else {
+                String::new()
+            },
+            if n == 0 {
+                String::new()
+            } else {
+                format!(", {n} problem(s)")
+            },
+        ));
+        for t in &f.restore_tests {
+            out.push_str(&format!("    database check: {t}\n"));
+        }
+        for (snapshot, problems) in &f.problems {
+            for p in problems {
+                if snapshot.is_empty() {
+                    out.push_str(&format!("    {p}\n"));
+                } else {
+                    out.push_str(&format!("    snapshot {snapshot}: {p}\n"));
+                }
+            }
+        }
+        if let Some(recorded) = &f.recorded {
+            out.push_str(&format!("    {recorded}\n"));
+        }
+    }
+    out
+}

@@ -1,0 +1,432 @@
+//! What `backplan verify` checks in one repository, and what it records of it.
+//!
+//! [`check`]: every snapshot's chunks are in the index, every indexed pack exists
+//! with its size; with a fraction to read back, those packs are read, checked against
+//! their names, and every chunk decrypted and re-hashed. Packs found missing or
+//! damaged, and the snapshots that need their chunks, are gathered as [`Lost`];
+//! [`record`] stores that in the repository (`lost/`), where `plan` finds it with no
+//! key and offers a repair from another destination.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::error::Failure;
+use crate::inventory::{Lost, LostPack, PackState, SnapshotStatus};
+use crate::pipeline::crypto::SecretKeys;
+use crate::pipeline::fetch::RepoFetcher;
+use crate::repo::format::pack_path;
+use crate::repo::key_for;
+use crate::repo::keys::{ChunkId, RepoKey};
+use crate::repo::store::{Index, PackRead, Repo};
+use crate::sources::ChunkSource;
+
+/// The findings for one destination.
+#[derive(Debug, Default, Serialize)]
+pub struct Findings {
+    pub destination: String,
+    pub snapshots: usize,
+    pub packs: usize,
+    pub packs_read: usize,
+    /// Restore tests that ran (`--restore-test`).
+    pub restore_tests: Vec<String>,
+    /// Problems per snapshot id ("" for problems of no single snapshot).
+    pub problems: BTreeMap<String, Vec<String>>,
+    /// Packs found missing or damaged, and the snapshots that need chunks the
+    /// destination cannot give: what [`record`] stores for a repair.
+    #[serde(skip_serializing_if = "Lost::is_empty")]
+    pub lost: Lost,
+    /// What [`record`] did, when it did something.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recorded: Option<String>,
+    /// Why the destination was not verified at all (its lock could not be taken).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_verified: Option<String>,
+    /// Whether every index and the pack listing could be read: only then is `lost`
+    /// the whole truth, and may replace what was recorded before.
+    #[serde(skip)]
+    complete: bool,
+    /// What `lost/` held when the check began, and its objects (`readable` of them).
+    #[serde(skip)]
+    reported: Lost,
+    #[serde(skip)]
+    reports: Vec<String>,
+    #[serde(skip)]
+    readable_reports: usize,
+}
+
+impl Findings {
+    /// The findings for a destination that could not be verified at all, and why.
+    pub fn not_verified(destination: &str, why: &str) -> Findings {
+        Findings {
+            destination: destination.to_string(),
+            not_verified: Some(why.to_string()),
+            ..Findings::default()
+        }
+    }
+
+    fn note(&mut self, snapshot: &str, problem: String) {
+        self.problems
+            .entry(snapshot.to_string())
+            .or_default()
+            .push(problem);
+    }
+}
+
+/// Which packs one snapshot's chunks are in, as far as the index knows.
+struct Uses {
+    snapshot: String,
+    /// Chunks per pack (a lost pack's too).
+    packs: HashMap<Arc<str>, usize>,
+    /// Chunks that no pack holds.
+    nowhere: usize,
+}
+
+/// One repository key and what it opens.
+struct Opened {
+    key: RepoKey,
+    index: Arc<Index>,
+    /// Where the chunks of lost packs are (the index finds no chunk there).
+    lost_chunks: HashMap<ChunkId, Arc<str>>,
+}
+
+/// Checks one repository; `fraction` of its packs are read back with `secret`.
+/// `now` dates what is found lost for the first time.
+pub async fn check(
+    repo: &Repo,
+    host: Option<&RepoKey>,
+    secret: Option<Arc<SecretKeys>>,
+    fraction: Option<f64>,
+    now: DateTime<Utc>,
+) -> Findings {
+    let mut f = Findings {
+        destination: repo.name.clone(),
+        complete: true,
+        ..Findings::default()
+    };
+    match repo.marker().await {
+        Ok(Some(_)) => {}
+        Ok(None) => return f,
+        Err(e) => {
+            f.complete = false;
+            f.note("", e.message);
+            return f;
+        }
+    }
+    match repo.lost_records().await {
+        Ok(records) => {
+            let mut readable = Vec::new();
+            for (path, record) in records {
+                match record {
+                    Ok(h) => readable.push(h.lost),
+                    Err(why) => f.note(
+                        "",
+                        format!("{path} is damaged: {why}; this verify records anew"),
+                    ),
+                }
+                f.reports.push(path);
+            }
+            f.readable_reports = readable.len();
+            f.reported = Lost::merged(&readable);
+        }
+        Err(e) => {
+            f.complete = false;
+            f.note("", e.message);
+        }
+    }
+    let headers = match repo.scan_headers().await {
+        Ok(scan) => {
+            for (path, why) in scan.damaged_catalogs {
+                f.note(
+                    "",
+                    format!("{path} is damaged: {why}; the next apply rewrites it"),
+                );
+            }
+            scan.headers
+        }
+        Err(e) => {
+            f.complete = false;
+            f.note("", e.message);
+            return f;
+        }
+    };
+    // One key and one index per repository key id the snapshots name.
+    let mut opened: HashMap<String, Opened> = HashMap::new();
+    let mut uses = Vec::new();
+    for (path, header) in headers {
+        let header = match header {
+            Ok(h) => h,
+            Err(e) => {
+                f.note("", format!("{path}: {}", e.message));
+                continue;
+            }
+        };
+        f.snapshots += 1;
+        let id = header.snapshot.id.clone();
+        if header.snapshot.status == SnapshotStatus::Failed {
+            continue;
+        }
+        if !opened.contains_key(&header.key_id) {
+            let result = async {
+                let key = key_for(repo, &header.key_id, host, secret.as_deref()).await?;
+                let index = repo.load_index(&key).await?;
+                Ok::<_, Failure>(Opened {
+                    key,
+                    lost_chunks: index.lost_chunks(),
+                    index: Arc::new(index),
+                })
+            }
+            .await;
+            match result {
+                Ok(o) => {
+                    opened.insert(header.key_id.clone(), o);
+                }
+                Err(e) => {
+                    f.complete = false;
+                    f.note(&id, e.message);
+                    continue;
+                }
+            }
+        }
+        let o = &opened[&header.key_id];
+        match repo.read_snapshot(&o.key, &id).await {
+            Ok((actual, _)) if actual != header => f.note(
+                &id,
+                format!("the snapshot catalog's copy of snapshots/{id} differs from the object"),
+            ),
+            Ok((_, tree)) => {
+                let chunks: HashSet<&ChunkId> =
+                    tree.entries.iter().flat_map(|e| e.chunks.iter()).collect();
+                let mut u = Uses {
+                    snapshot: id.clone(),
+                    packs: HashMap::new(),
+                    nowhere: 0,
+                };
+                for c in chunks {
+                    let pack = o
+                        .index
+                        .chunks
+                        .get(c)
+                        .map(|l| &l.pack)
+                        .or_else(|| o.lost_chunks.get(c));
+                    match pack {
+                        Some(p) => *u.packs.entry(p.clone()).or_default() += 1,
+                        None => u.nowhere += 1,
+                    }
+                }
+                uses.push(u);
+            }
+            Err(e) => f.note(&id, e.message),
+        }
+    }
+    let stored = match repo.pack_objects().await {
+        Ok(s) => s,
+        Err(e) => {
+            f.complete = false;
+            f.note("", e.message);
+            return f;
+        }
+    };
+    let mut bad: BTreeMap<String, LostPack> = BTreeMap::new();
+    let lost = |id: &str, state: PackState, why: String| LostPack {
+        id: id.to_string(),
+        state,
+        why,
+    };
+    for o in opened.values() {
+        let index = &o.index;
+        for d in &index.damaged {
+            f.note("", format!("index object {d}"));
+        }
+        f.packs += index.packs.len();
+        for (id, record) in &index.packs {
+            if index.is_lost(id) {
+                // Recorded before: read whole, to tell whether it still is lost.
+                match repo.read_pack(id).await {
+                    Ok(PackRead::Intact(_)) => {}
+                    Ok(PackRead::Missing) => {
+                        bad.insert(id.to_string(), lost(id, PackState::Missing, missing()));
+                    }
+                    Ok(PackRead::Damaged(why)) => {
+                        bad.insert(id.to_string(), lost(id, PackState::Damaged, why));
+                    }
+                    Err(e) => {
+                        f.complete = false;
+                        f.note("", e.message);
+                    }
+                }
+                continue;
+            }
+            match stored.get(&pack_path(id)) {
+                None => {
+                    bad.insert(id.to_string(), lost(id, PackState::Missing, missing()));
+                }
+                Some(size) if *size != record.size => {
+                    let why = format!("it has {size} bytes, the index says {}", record.size);
+                    bad.insert(id.to_string(), lost(id, PackState::Damaged, why));
+                }
+                Some(_) => {}
+            }
+        }
+        let (Some(fraction), Some(secret)) = (fraction, &secret) else {
+            continue;
+        };
+        let mut packs: Vec<&Arc<str>> = index
+            .packs
+            .keys()
+            .filter(|p| !index.is_lost(p) && !bad.contains_key(&***p))
+            .collect();
+        packs.sort();
+        let take = ((packs.len() as f64) * fraction).ceil() as usize;
+        // A random sample, so that repeated partial runs cover everything in time.
+        let mut seed = [0u8; 8];
+        let _ = getrandom::fill(&mut seed);
+        let start = if packs.is_empty() {
+            0
+        } else {
+            u64::from_le_bytes(seed) as usize % packs.len()
+        };
+        let sample: Vec<Arc<str>> = packs
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(take.min(packs.len()))
+            .map(|p| (*p).clone())
+            .collect();
+        let mut fetcher = RepoFetcher::new(
+            repo.clone(),
+            index.clone(),
+            &o.key,
+            secret.clone(),
+            tokio::runtime::Handle::current(),
+        );
+        let index2 = index.clone();
+        // Each failure with the pack it was read from.
+        let failures = tokio::task::spawn_blocking(move || {
+            let mut failures = Vec::new();
+            for pack in sample {
+                let Some(record) = index2.packs.get(&pack) else {
+                    continue;
+                };
+                for c in &record.chunks {
+                    if let Err(e) = fetcher.fetch(&c.id) {
+                        let read = index2.chunks.get(&c.id).map(|l| l.pack.clone());
+                        failures.push((read, e));
+                        break;
+                    }
+                }
+            }
+            failures
+        })
+        .await
+        .unwrap_or_else(|e| vec![(None, e.to_string())]);
+        f.packs_read += take.min(packs.len());
+        for (pack, error) in failures {
+            // A pack that is not what it is named after is recorded; a chunk that
+            // does not open in an intact pack is reported only (it may be this
+            // secret key that cannot open it).
+            let read = match &pack {
+                Some(p) => repo.read_pack(p).await,
+                None => Ok(PackRead::Intact(Vec::new())),
+            };
+            match (pack, read) {
+                (Some(p), Ok(PackRead::Missing)) => {
+                    bad.insert(p.to_string(), lost(&p, PackState::Missing, missing()));
+                }
+                (Some(p), Ok(PackRead::Damaged(why))) => {
+                    bad.insert(p.to_string(), lost(&p, PackState::Damaged, why));
+                }
+                _ => f.note("", error),
+            }
+        }
+    }
+    for p in bad.values() {
+        f.note("", format!("pack {} {}", pack_path(&p.id), describe(p)));
+    }
+    let mut affected = BTreeSet::new();
+    for u in &uses {
+        let in_bad: usize = u
+            .packs
+            .iter()
+            .filter(|(p, _)| bad.contains_key(&***p))
+            .map(|(_, n)| n)
+            .sum();
+        if in_bad > 0 {
+            f.note(
+                &u.snapshot,
+                format!("{in_bad} chunk(s) are in missing or damaged packs"),
+            );
+        }
+        if u.nowhere > 0 {
+            f.note(
+                &u.snapshot,
+                format!("{} chunk(s) are in no pack", u.nowhere),
+            );
+        }
+        if in_bad > 0 || u.nowhere > 0 {
+            affected.insert(u.snapshot.clone());
+        }
+    }
+    f.lost = Lost {
+        found: None,
+        packs: bad.into_values().collect(),
+        snapshots: affected.into_iter().collect(),
+    };
+    if !f.lost.is_empty() {
+        // Still the damage found before: it keeps the time it was first found.
+        let known = f.lost.packs.iter().any(|p| f.reported.has_pack(&p.id))
+            || f.lost
+                .snapshots
+                .iter()
+                .any(|s| f.reported.snapshots.contains(s));
+        f.lost.found = Some(match (known, f.reported.found) {
+            (true, Some(t)) => t,
+            _ => now,
+        });
+    }
+    f
+}
+
+fn missing() -> String {
+    "it is missing".to_string()
+}
+
+/// "is missing", "is damaged: its content does not match its name".
+fn describe(p: &LostPack) -> String {
+    match p.state {
+        PackState::Missing => "is missing".to_string(),
+        PackState::Damaged => format!("is damaged: {}", p.why),
+    }
+}
+
+/// Stores what [`check`] found lost, for `plan` to offer a repair: one new `lost/`
+/// object replaces the earlier ones (written first, then they are deleted); none is
+/// left once nothing is lost. Nothing is written when nothing changed, nor after a
+/// check that could not read everything.
+pub async fn record(repo: &Repo, f: &mut Findings, now: DateTime<Utc>) -> Result<(), Failure> {
+    if !f.complete {
+        return Ok(());
+    }
+    let unchanged = f.lost == f.reported
+        && f.readable_reports == f.reports.len()
+        && f.reports.len() <= usize::from(!f.lost.is_empty());
+    if unchanged {
+        return Ok(());
+    }
+    let written = match f.lost.is_empty() {
+        true => None,
+        false => Some(repo.put_lost(&f.lost, now).await?),
+    };
+    for old in &f.reports {
+        if Some(old) != written.as_ref() {
+            repo.delete(old).await?;
+        }
+    }
+    f.recorded = Some(match written {
+        Some(path) => format!("recorded in {path}: `backplan plan` shows the repair"),
+        None => "nothing is lost any more: the earlier record is removed".to_string(),
+    });
+    Ok(())
+}
