@@ -65,6 +65,7 @@ pub enum Code {
     ConfigRefused,
     NoSpace,
     Unrepairable,
+    RestoreFailed,
     Io,
 }
 
@@ -121,6 +122,7 @@ impl Code {
         Code::ConfigRefused,
         Code::NoSpace,
         Code::Unrepairable,
+        Code::RestoreFailed,
         Code::Io,
     ];
 
@@ -390,6 +392,11 @@ impl Code {
                 "BP235",
                 "unrepairable",
                 "no other destination holds these snapshots whole: nothing is deleted; restore what is whole, let the next backup store again what still exists, and add a second destination",
+            ),
+            Code::RestoreFailed => (
+                "BP236",
+                "restore-failed",
+                "the restore stopped part way: the target may hold part of the data; fix the cause the message names, then restore again into an empty target (or with --clean / --flush / --force)",
             ),
             Code::Io => ("BP299", "io", "check the path and its permissions"),
         }

@@ -896,6 +896,7 @@ fn a_parallel_dump_stores_each_file_of_a_directory_archive_and_restores_identica
         ],
     )
     .status(1)
+    .stderr("BP229")
     .stderr("app.dir/")
     .stderr("violates check constraint")
     .check();
@@ -1018,6 +1019,7 @@ fn restore_with_jobs_spools_a_streamed_dump_and_runs_pg_restore_in_parallel() {
         ],
     )
     .status(1)
+    .stderr("BP236")
     .stderr("pg_restore -j 2 into taken failed")
     .check();
     assert_eq!(folder_names(&sandbox.path("spool")), Vec::<String>::new());

@@ -1762,3 +1762,171 @@ fn the_catalog_stands_in_for_the_snapshot_headers_and_the_listing_stays_the_trut
         .run(&["verify", "--read-data", "--secret-key", &secret])
         .check();
 }
+
+// --- recipient keys -----------------------------------------------------------------
+
+/// A fresh GnuPG home (mode 0700, as gpg wants it) in the sandbox.
+fn gnupg_home(sandbox: &Sandbox) -> PathBuf {
+    let home = sandbox.path("gnupg");
+    fs::create_dir_all(&home).expect("create the GnuPG home");
+    set_mode(&home, 0o700);
+    home
+}
+
+/// Runs gpg in `home` without any agent prompt; returns its stdout.
+fn gpg(home: &Path, args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new("gpg")
+        .arg("--homedir")
+        .arg(home)
+        .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
+        .args(args)
+        .output()
+        .expect("run gpg (scripts/install-deps installs it)");
+    assert!(
+        out.status.success(),
+        "gpg {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// The versions of the first PKESK and the first SEIPD packet of the repository's
+/// first pack: its first key set and its first chunk.
+fn first_pack_packet_versions(sandbox: &Sandbox) -> (u8, u8) {
+    use sequoia_openpgp::Packet;
+    use sequoia_openpgp::parse::{PacketParser, PacketParserResult, Parse};
+    let pack = fs::read(files_under(&sandbox.path("backups/packs"))[0].clone()).expect("a pack");
+    // "BPPACK1\n", the number of key sets (one here: one backup wrote it), the key
+    // set's length, then the key set and the chunk packets.
+    assert_eq!(&pack[..8], b"BPPACK1\n");
+    assert_eq!(u16::from_le_bytes([pack[8], pack[9]]), 1);
+    let mut ppr = PacketParser::from_bytes(&pack[14..]).expect("OpenPGP packets");
+    let (mut pkesk, mut seipd) = (None, None);
+    while let PacketParserResult::Some(pp) = ppr {
+        match &pp.packet {
+            Packet::PKESK(p) => {
+                pkesk.get_or_insert(p.version());
+            }
+            Packet::SEIP(s) => {
+                seipd = Some(s.version());
+                break;
+            }
+            _ => {}
+        }
+        ppr = pp.next().expect("the next packet").1;
+    }
+    (pkesk.expect("a PKESK"), seipd.expect("a SEIPD"))
+}
+
+/// Backs up `data` to the recipient `keys/ops.asc`, then restores it with `secret`
+/// into `restored`, which must equal it.
+fn round_trip_with_key(sandbox: &Sandbox, secret: &Path) {
+    write_bytes(&sandbox.path("data/a.bin"), &random_bytes(300_000));
+    write_bytes(&sandbox.path("data/b/notes.txt"), b"plain words\n");
+    sandbox.run(&["init"]).stdout("repository created").check();
+    sandbox.run(&["apply"]).check();
+    sandbox
+        .run(&[
+            "restore",
+            "--secret-key",
+            &secret.display().to_string(),
+            "--target",
+            "data=restored",
+        ])
+        .check();
+    assert_same_tree(&sandbox.path("data"), &sandbox.path("restored"));
+}
+
+fn ops_policy() -> String {
+    policy(&files_source("data", "data")).replace("keys/demo-recipient.asc", "keys/ops.asc")
+}
+
+#[test]
+fn a_key_made_with_gpg_is_a_recipient_its_secret_key_restores_and_gpg_opens_the_key_copy() {
+    let sandbox = Sandbox::with_policy(&ops_policy());
+    let home = gnupg_home(&sandbox);
+    gpg(
+        &home,
+        &[
+            "--quick-gen-key",
+            "Ops <ops@example.invalid>",
+            "default",
+            "default",
+            "never",
+        ],
+    );
+    fs::write(
+        sandbox.path("keys/ops.asc"),
+        gpg(&home, &["--armor", "--export"]),
+    )
+    .expect("write the public key");
+    let secret = sandbox.path("ops.secret.asc");
+    fs::write(&secret, gpg(&home, &["--armor", "--export-secret-keys"]))
+        .expect("write the secret key");
+
+    round_trip_with_key(&sandbox, &secret);
+    // GnuPG 2.2 announces SEIPDv1 only: the chunks are v1 (with an MDC), their key
+    // sets v3 PKESKs.
+    assert_eq!(first_pack_packet_versions(&sandbox), (3, 1));
+    // gpg itself opens what backplan encrypted to it: the repository key's copy.
+    let copies = files_under(&sandbox.path("backups/keys"));
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    let copy = copies[0].display().to_string();
+    let opened = String::from_utf8(gpg(&home, &["--decrypt", &copy])).expect("text");
+    let key = sandbox.read("repo.key");
+    assert!(!key.trim().is_empty());
+    assert!(opened.contains(key.trim()), "gpg opened something else");
+}
+
+#[test]
+fn a_key_made_by_keygen_gets_aead_chunks_restores_and_is_never_overwritten() {
+    let sandbox = Sandbox::with_policy(&ops_policy());
+    sandbox
+        .run(&[
+            "keygen",
+            "--user-id",
+            "Ops <ops@example.invalid>",
+            "--public",
+            "keys/ops.asc",
+            "--secret",
+            "ops.secret.asc",
+        ])
+        .stdout("Made key ")
+        .check();
+    let secret = sandbox.path("ops.secret.asc");
+    assert_eq!(
+        fs::metadata(&secret).expect("the secret key").mode() & 0o777,
+        0o600
+    );
+    let secret_text = fs::read_to_string(&secret).expect("the secret key");
+    assert!(secret_text.starts_with("-----BEGIN PGP PRIVATE KEY BLOCK-----"));
+
+    round_trip_with_key(&sandbox, &secret);
+    // It announces SEIPDv2: the chunks are AEAD, their key sets v6 PKESKs.
+    assert_eq!(first_pack_packet_versions(&sandbox), (6, 2));
+    // GnuPG takes the public key as it is.
+    let home = gnupg_home(&sandbox);
+    let public = sandbox.path("keys/ops.asc").display().to_string();
+    gpg(&home, &["--import", &public]);
+
+    // A second keygen over the same files refuses and changes neither.
+    let public_text = sandbox.read("keys/ops.asc");
+    sandbox
+        .run(&[
+            "keygen",
+            "--user-id",
+            "Other <other@example.invalid>",
+            "--public",
+            "keys/ops.asc",
+            "--secret",
+            "ops.secret.asc",
+        ])
+        .status(1)
+        .stderr("exists; keygen never overwrites a key")
+        .check();
+    assert_eq!(sandbox.read("keys/ops.asc"), public_text);
+    assert_eq!(
+        fs::read_to_string(&secret).expect("the secret key"),
+        secret_text
+    );
+}

@@ -59,6 +59,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Remove expired locks (every lock with --all).
     Unlock(UnlockArgs),
+    /// Make a key pair for a recipient: the public key for the policy, the secret key
+    /// for restores (keep it off the backup host).
+    Keygen(KeygenArgs),
     /// Print shell completions.
     Completions(CompletionsArgs),
     /// Write the man pages into a folder.
@@ -245,6 +248,19 @@ pub struct UnlockArgs {
     /// Remove every lock, not only expired ones (only when no backplan runs).
     #[arg(long)]
     pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// The key's user ID, e.g. "Backups <ops@example.com>".
+    #[arg(long, value_name = "USER_ID")]
+    pub user_id: String,
+    /// Where to write the public key: a file the policy's `recipients` names.
+    #[arg(long, value_name = "FILE")]
+    pub public: PathBuf,
+    /// Where to write the secret key (mode 0600). Never overwritten.
+    #[arg(long, value_name = "FILE")]
+    pub secret: PathBuf,
 }
 
 #[derive(Debug, Args)]

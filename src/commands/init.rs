@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::{Exit, load_policy, print, runtime, write_file};
+use super::{Exit, load_policy, print, runtime, write_file, write_new};
 use crate::error::{Code, Failure};
 use crate::pipeline::crypto::Recipients;
 use crate::repo::keys::RepoKey;
@@ -56,7 +56,7 @@ fn init_repositories(path: &Path) -> miette::Result<Exit> {
             };
             let file = policy.resolve_path(file);
             let key = RepoKey::generate().map_err(|e| Failure::new(Code::Io, e.0))?;
-            write_secret(&file, &key.to_hex())?;
+            write_new(&file, &format!("{}\n", key.to_hex()), 0o600)?;
             out.push_str(&format!(
                 "Made repository key {} in {} (keep it like a database password; a copy encrypted to the recipients goes into every repository).\n",
                 key.id(),
@@ -80,23 +80,4 @@ fn init_repositories(path: &Path) -> miette::Result<Exit> {
     }
     print(&out)?;
     Ok(Exit::Ok)
-}
-
-/// Writes a secret readable by its owner only.
-fn write_secret(path: &Path, text: &str) -> miette::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| {
-            Failure::new(Code::Io, format!("cannot create {}: {e}", parent.display()))
-        })?;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Failure::new(Code::Io, format!("cannot create {}: {e}", path.display())))?;
-    file.write_all(format!("{text}\n").as_bytes())
-        .map_err(|e| Failure::new(Code::Io, format!("cannot write {}: {e}", path.display())).into())
 }

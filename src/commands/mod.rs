@@ -5,6 +5,7 @@ mod apply;
 mod completions;
 mod graph;
 mod init;
+mod keygen;
 mod plan;
 mod restore;
 mod schema;
@@ -53,6 +54,7 @@ pub fn run(cli: Cli) -> miette::Result<Exit> {
         Command::Restore(args) => restore::run(&policy, &args),
         Command::Verify(args) => verify::run(&policy, &args),
         Command::Unlock(args) => unlock::run(&policy, &args),
+        Command::Keygen(args) => keygen::run(&args),
         Command::Completions(args) => completions::completions(&args),
 
         Command::Man(args) => completions::man(&args),
@@ -131,6 +133,25 @@ pub(crate) fn runtime() -> miette::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .map_err(|e| Failure::new(Code::Io, format!("cannot start the async runtime: {e}")).into())
+}
+
+/// Writes `text` into a new file at `path` with `mode` (its folder created when
+/// missing); an existing file is never overwritten.
+pub(crate) fn write_new(path: &Path, text: &str, mode: u32) -> miette::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            Failure::new(Code::Io, format!("cannot create {}: {e}", parent.display()))
+        })?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| Failure::new(Code::Io, format!("cannot create {}: {e}", path.display())))?;
+    file.write_all(text.as_bytes())
+        .map_err(|e| Failure::new(Code::Io, format!("cannot write {}: {e}", path.display())).into())
 }
 
 /// Writes `text` to `path`.

@@ -206,7 +206,17 @@ fn restore_locked(
             let Some(repo) = repos.get(dest) else {
                 continue;
             };
-            match rt.block_on(restore_step(cx, step, repo, secret.clone())) {
+            let done = rt.block_on(restore_step(cx, step, repo, secret.clone()));
+            // A tool or server that fails a restore step fails the restore, not the
+            // source (its "not committed" help would mislead here).
+            let done = done.map_err(|f| match f.code {
+                Code::SourceFailed => Failure {
+                    code: Code::RestoreFailed,
+                    ..f
+                },
+                _ => f,
+            });
+            match done {
                 Ok(done) => {
                     out.push_str(&format!(
                         "  ✓ {} → {}   {done} from {dest}\n",
@@ -215,9 +225,19 @@ fn restore_locked(
                     last_error = None;
                     break;
                 }
-                // A refusal is about the target, and a spool without room about this
-                // machine, not the copy: another copy would fail just the same.
-                Err(f) if matches!(f.code, Code::RestoreRefused | Code::NoSpace) => {
+                // A refusal or a failed step is about the target, and a spool without
+                // room about this machine, not the copy: another copy would fail just
+                // the same (a damaged copy fails with its own code before any tool
+                // sees its bytes).
+                Err(f)
+                    if matches!(
+                        f.code,
+                        Code::RestoreRefused
+                            | Code::RestoreFailed
+                            | Code::DatabaseError
+                            | Code::NoSpace
+                    ) =>
+                {
                     return Err(f.into());
                 }
                 Err(f) => last_error = Some(lost_help(cx, dest, f)),

@@ -36,6 +36,55 @@ use openpgp::{Cert, KeyHandle};
 
 const SYM: SymmetricAlgorithm = SymmetricAlgorithm::AES256;
 
+/// A new recipient key pair, armored.
+pub struct NewKey {
+    pub fingerprint: String,
+    pub public: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for NewKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewKey")
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Makes a key pair for a recipient: a version 4 certificate (Curve25519) with one
+/// encryption subkey, no expiry (a recipient key that expires would stop every
+/// backup), announcing SEIPDv2 so that content is encrypted with AEAD (AES-256-OCB)
+/// rather than SEIPDv1's CFB and SHA-1 MDC. GnuPG reads it: it can import both keys
+/// and, with 2.4 or later, decrypt with the secret one.
+pub fn generate_key(user_id: &str) -> Result<NewKey> {
+    let (cert, _revocation) = CertBuilder::new()
+        .set_profile(openpgp::Profile::RFC4880)
+        .map_err(err("key"))?
+        .set_cipher_suite(CipherSuite::Cv25519)
+        .add_userid(user_id)
+        .add_subkey(
+            openpgp::types::KeyFlags::empty()
+                .set_transport_encryption()
+                .set_storage_encryption(),
+            None,
+            None,
+        )
+        .generate()
+        .map_err(err("key"))?;
+    let armored = |bytes: openpgp::Result<Vec<u8>>| {
+        bytes
+            .map_err(err("key"))
+            .and_then(|b| String::from_utf8(b).map_err(|e| CryptoError(format!("key: {e}"))))
+    };
+    Ok(NewKey {
+        fingerprint: cert.fingerprint().to_hex(),
+        public: armored(openpgp::serialize::SerializeInto::to_vec(&cert.armored()))?,
+        secret: armored(openpgp::serialize::SerializeInto::to_vec(
+            &cert.as_tsk().armored(),
+        ))?,
+    })
+}
+
 /// An error of this module: a message for the user, never key material.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CryptoError(pub String);
@@ -393,30 +442,60 @@ impl DecryptionHelper for SecretHelper<'_> {
 mod tests {
     use super::*;
 
+    fn fixture(path: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+    }
+
+    fn secret_keys(path: &str) -> SecretKeys {
+        SecretKeys::from_bytes(&std::fs::read(fixture(path)).expect("secret key file"))
+            .expect("secret key")
+    }
+
+    /// The demo recipient: a key `keygen` made, announcing SEIPDv2.
     fn demo_recipients() -> Recipients {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-        Recipients::load(&[dir.join("policies/keys/demo-recipient.asc")]).expect("public key")
+        Recipients::load(&[fixture("policies/keys/demo-recipient.asc")]).expect("public key")
     }
 
     fn demo_secret() -> SecretKeys {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let bytes = std::fs::read(dir.join("tests/fixtures/keys/demo-recipient.secret.asc"))
-            .expect("secret key file");
-        SecretKeys::from_bytes(&bytes).expect("secret key")
+        secret_keys("tests/fixtures/keys/demo-recipient.secret.asc")
     }
 
-    #[test]
-    fn gnupg_key_round_trips_chunks_through_one_key_set() {
-        let recipients = demo_recipients();
+    /// Encrypts two chunks with one key set and decrypts each with `secret`.
+    fn round_trip_two_chunks(recipients: &Recipients, secret: &SecretKeys) {
         let set = recipients.key_set().expect("key set");
         let a = set.encrypt(b"first chunk").expect("encrypt");
         let b = set.encrypt(b"second chunk").expect("encrypt");
-        let secret = demo_secret();
         assert_eq!(secret.decrypt(&set.packets, &a).expect("a"), b"first chunk");
         assert_eq!(
             secret.decrypt(&set.packets, &b).expect("b"),
             b"second chunk"
         );
+    }
+
+    #[test]
+    fn a_gnupg_2_2_key_gets_seipdv1_and_round_trips_chunks_through_one_key_set() {
+        let recipients =
+            Recipients::load(&[fixture("tests/fixtures/keys/gnupg-2.2.asc")]).expect("key");
+        assert!(!recipients.aead);
+        round_trip_two_chunks(
+            &recipients,
+            &secret_keys("tests/fixtures/keys/gnupg-2.2.secret.asc"),
+        );
+    }
+
+    #[test]
+    fn a_generated_key_announces_seipdv2_and_round_trips_chunks() {
+        let key = generate_key("Ops <ops@example.invalid>").expect("a key");
+        let cert = Cert::from_bytes(key.public.as_bytes()).expect("the public key");
+        assert_eq!(cert.fingerprint().to_hex(), key.fingerprint);
+        assert!(!cert.is_tsk());
+        let recipients = Recipients::new(vec![cert]).expect("a recipient");
+        assert!(recipients.aead);
+        let secret = SecretKeys::from_bytes(key.secret.as_bytes()).expect("the secret key");
+        round_trip_two_chunks(&recipients, &secret);
+        // The demo recipient is such a key too.
+        assert!(demo_recipients().aead);
+        round_trip_two_chunks(&demo_recipients(), &demo_secret());
     }
 
     #[test]
@@ -453,8 +532,7 @@ mod tests {
 
     #[test]
     fn a_public_key_is_not_accepted_as_a_secret_key() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let bytes = std::fs::read(dir.join("policies/keys/demo-recipient.asc")).expect("file");
+        let bytes = std::fs::read(fixture("policies/keys/demo-recipient.asc")).expect("file");
         assert!(SecretKeys::from_bytes(&bytes).is_err());
     }
 }

@@ -18,6 +18,9 @@ pub const CHUNK_MAX: u32 = 4 * 1024 * 1024;
 
 /// A pack is closed once it holds this many bytes of chunks.
 pub const PACK_TARGET: usize = 16 * 1024 * 1024;
+/// What a pack's buffer reserves: the target, the largest chunk's packet that may
+/// cross it, and its header.
+const PACK_ROOM: usize = PACK_TARGET + CHUNK_MAX as usize + 64 * 1024;
 
 pub const PACK_MAGIC: &[u8; 8] = b"BPPACK1\n";
 
@@ -257,6 +260,11 @@ impl PackBuilder {
             packet.len() as u32,
             raw_length,
         ));
+        if self.packets.is_empty() {
+            // Room for a whole pack and its header from the start: no reallocation
+            // while it fills, and `finish` puts the header in front in place.
+            self.packets.reserve(PACK_ROOM);
+        }
         self.packets.extend_from_slice(packet);
     }
 
@@ -276,16 +284,19 @@ impl PackBuilder {
                 .iter()
                 .map(|(_, k)| 4 + k.len())
                 .sum::<usize>();
-        let mut out = Vec::with_capacity(header_len + self.packets.len());
-        out.extend_from_slice(PACK_MAGIC);
-        out.extend_from_slice(&(self.key_sets.len() as u16).to_le_bytes());
+        let mut header = Vec::with_capacity(header_len);
+        header.extend_from_slice(PACK_MAGIC);
+        header.extend_from_slice(&(self.key_sets.len() as u16).to_le_bytes());
         let mut key_sets = Vec::new();
         for (_, k) in &self.key_sets {
-            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-            key_sets.push((out.len() as u64, k.len() as u32));
-            out.extend_from_slice(k);
+            header.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            key_sets.push((header.len() as u64, k.len() as u32));
+            header.extend_from_slice(k);
         }
-        out.extend_from_slice(&self.packets);
+        // The header goes in front of the packets in their own buffer: a pack is
+        // never copied whole.
+        let mut out = self.packets;
+        out.splice(0..0, header);
         let chunks = self
             .chunks
             .into_iter()
