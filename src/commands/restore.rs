@@ -510,7 +510,7 @@ fn spool_note(
         return None;
     };
     let why = if postgres::by_sections(archive, target) {
-        ", a directory-format archive, restored by sections: each table loads as soon as its file is written"
+        ", a directory-format archive, restored by sections: its tables' data copied straight from the repository"
     } else if archive.needs_spool() {
         ", a directory-format archive"
     } else {

@@ -135,7 +135,7 @@ impl RepoFetcher {
 
 impl ChunkSource for RepoFetcher {
     /// A fetcher of the same repository sharing this one's packs, which then keep
-    /// [`SHARED_PACK_CACHE`] packs between them.
+    /// `SHARED_PACK_CACHE` packs between them.
     fn twin(&mut self) -> Option<Box<dyn ChunkSource + Send>> {
         self.cache.size.store(SHARED_PACK_CACHE, Ordering::Relaxed);
         Some(Box::new(RepoFetcher {

@@ -12,7 +12,9 @@
 //! into a fresh folder under the source's `spool_dir`, and each file of it is stored as
 //! its own entry (`DB.dir/toc.dat`, `DB.dir/1234.dat`); the folder goes afterwards.
 //! A restore writes an archive to a spool when `pg_restore` needs a file or a folder
-//! (`--jobs N`, or any directory-format archive), after checking that it fits.
+//! (`--jobs N`, or any directory-format archive), after checking that it fits; a
+//! whole directory-format archive goes by sections instead, its data copied straight
+//! into the server (`sections`).
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -1222,9 +1224,9 @@ pub fn list_archive(
     }
 }
 
-/// Whether `archive` is restored into `t` section by section, each table loading as
-/// soon as its data file is written out (see [`sections`]): a directory-format
-/// archive, restored whole (not `--clean`, `--table` or `--schema`).
+/// Whether `archive` is restored into `t` section by section, its tables' data copied
+/// straight from the repository (see `sections`): a directory-format archive,
+/// restored whole (not `--clean`, `--table` or `--schema`).
 pub fn by_sections(archive: &Archive, t: &RestoreTarget) -> bool {
     matches!(archive.format, ArchiveFormat::Directory(_)) && sections::possible(t)
 }
