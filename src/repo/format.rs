@@ -18,9 +18,6 @@ pub const CHUNK_MAX: u32 = 4 * 1024 * 1024;
 
 /// A pack is closed once it holds this many bytes of chunks.
 pub const PACK_TARGET: usize = 16 * 1024 * 1024;
-/// What a pack's buffer reserves: the target, the largest chunk's packet that may
-/// cross it, and its header.
-const PACK_ROOM: usize = PACK_TARGET + CHUNK_MAX as usize + 64 * 1024;
 
 pub const PACK_MAGIC: &[u8; 8] = b"BPPACK1\n";
 
@@ -260,11 +257,6 @@ impl PackBuilder {
             packet.len() as u32,
             raw_length,
         ));
-        if self.packets.is_empty() {
-            // Room for a whole pack and its header from the start: no reallocation
-            // while it fills, and `finish` puts the header in front in place.
-            self.packets.reserve(PACK_ROOM);
-        }
         self.packets.extend_from_slice(packet);
     }
 
@@ -293,8 +285,8 @@ impl PackBuilder {
             key_sets.push((header.len() as u64, k.len() as u32));
             header.extend_from_slice(k);
         }
-        // The header goes in front of the packets in their own buffer: a pack is
-        // never copied whole.
+        // The header goes in front of the packets in their own buffer (which has
+        // room to spare as it grew by doubling): no second buffer for the pack.
         let mut out = self.packets;
         out.splice(0..0, header);
         let chunks = self
