@@ -859,11 +859,17 @@ fn kill_9_during_apply_leaves_no_half_snapshot_and_the_next_apply_completes() {
 /// folder of the same name) into `restored` gives the same tree.
 fn verify_and_restore_identically(sandbox: &Sandbox, name: &str) {
     verify_read_data(sandbox);
+    restore_identically(sandbox, name, &secret());
+}
+
+/// Restoring source `name` (backed up from the folder of the same name) with the
+/// secret key file `secret` into `restored` gives the same tree.
+fn restore_identically(sandbox: &Sandbox, name: &str, secret: &str) {
     sandbox
         .run(&[
             "restore",
             "--secret-key",
-            &secret(),
+            secret,
             "--target",
             &format!("{name}=restored"),
         ])
@@ -1825,16 +1831,7 @@ fn round_trip_with_key(sandbox: &Sandbox, secret: &Path) {
     write_bytes(&sandbox.path("data/b/notes.txt"), b"plain words\n");
     sandbox.run(&["init"]).stdout("repository created").check();
     sandbox.run(&["apply"]).check();
-    sandbox
-        .run(&[
-            "restore",
-            "--secret-key",
-            &secret.display().to_string(),
-            "--target",
-            "data=restored",
-        ])
-        .check();
-    assert_same_tree(&sandbox.path("data"), &sandbox.path("restored"));
+    restore_identically(sandbox, "data", &secret.display().to_string());
 }
 
 fn ops_policy() -> String {

@@ -494,16 +494,51 @@ impl<R: Read> Read for Checked<R> {
     }
 }
 
-/// Reads a child's stderr on the side, so a chatty tool cannot block on a full pipe.
-fn collect_stderr(child: &mut Child) -> std::thread::JoinHandle<String> {
-    let mut stderr = child.stderr.take();
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(e) = stderr.as_mut() {
-            let _ = e.read_to_string(&mut text);
+/// A tool started with its stderr read on the side, so a chatty tool cannot block on
+/// a full pipe.
+struct Tool {
+    child: Child,
+    errors: std::thread::JoinHandle<String>,
+}
+
+impl Tool {
+    /// Starts `cmd` with `stdin` and `stdout` as given.
+    fn start(mut cmd: Command, what: &str, stdin: Stdio, stdout: Stdio) -> Result<Tool, Failure> {
+        let mut child = cmd
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| failed(format!("cannot run {what}: {e}")))?;
+        let mut stderr = child.stderr.take();
+        let errors = std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(e) = stderr.as_mut() {
+                let _ = e.read_to_string(&mut text);
+            }
+            text
+        });
+        Ok(Tool { child, errors })
+    }
+
+    /// Waits for it to exit: its status and its stderr.
+    fn wait(mut self, what: &str) -> Result<(std::process::ExitStatus, String), Failure> {
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| failed(format!("{what}: {e}")))?;
+        Ok((status, self.errors.join().unwrap_or_default()))
+    }
+
+    /// Waits for it; a non-zero exit fails with the tool's own reason. Returns its
+    /// stderr.
+    fn finish(self, what: &str) -> Result<String, Failure> {
+        let (status, errors) = self.wait(what)?;
+        if !status.success() {
+            return Err(tool_failed(what, status, &errors));
         }
-        text
-    })
+        Ok(errors)
+    }
 }
 
 /// The last lines of a tool's stderr, for a message: the lines saying `error:` when
@@ -537,40 +572,23 @@ fn tool_failed(what: &str, status: std::process::ExitStatus, errors: &str) -> Fa
 
 /// Runs a tool that reads and writes files itself (no stdin, stdout discarded);
 /// fails on a non-zero exit with the tool's own reason. Returns its stderr.
-fn run_tool(mut cmd: Command, what: &str) -> Result<String, Failure> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| failed(format!("cannot run {what}: {e}")))?;
-    let errors = collect_stderr(&mut child);
-    let status = child.wait().map_err(|e| failed(format!("{what}: {e}")))?;
-    let errors = errors.join().unwrap_or_default();
-    if !status.success() {
-        return Err(tool_failed(what, status, &errors));
-    }
-    Ok(errors)
+fn run_tool(cmd: Command, what: &str) -> Result<String, Failure> {
+    Tool::start(cmd, what, Stdio::null(), Stdio::null())?.finish(what)
 }
 
 /// Runs a tool whose stdout is stored through `sink`; fails on a non-zero exit.
 fn stream(
-    mut cmd: Command,
+    cmd: Command,
     what: &str,
     magic: &'static [u8],
     sink: &mut dyn ChunkSink,
 ) -> Result<super::Stored, Failure> {
-    let mut child: Child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdin(Stdio::null())
-        .spawn()
-        .map_err(|e| failed(format!("cannot run {what}: {e}")))?;
-    let stdout = child
+    let mut tool = Tool::start(cmd, what, Stdio::null(), Stdio::piped())?;
+    let stdout = tool
+        .child
         .stdout
         .take()
         .ok_or_else(|| failed(format!("{what}: no output")))?;
-    let errors = collect_stderr(&mut child);
     let mut reader = Checked {
         inner: stdout,
         magic,
@@ -581,8 +599,7 @@ fn stream(
     // Close our end before waiting: when the store stopped early (not an archive, a
     // storage error), a tool still writing gets SIGPIPE instead of blocking forever.
     drop(reader);
-    let status = child.wait().map_err(|e| failed(format!("{what}: {e}")))?;
-    let errors = errors.join().unwrap_or_default();
+    let (status, errors) = tool.wait(what)?;
     // Our own reason first: a tool killed by the closed pipe only says SIGPIPE.
     let stored = stored.map_err(|e| failed(format!("{what}: {e}")))?;
     if !status.success() {
@@ -1292,21 +1309,16 @@ pub fn restore_database(
 }
 
 fn run_fed(
-    mut cmd: Command,
+    cmd: Command,
     what: &str,
     entry: &Entry,
     source: &mut dyn ChunkSource,
     strict: bool,
 ) -> Result<String, Failure> {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| failed(format!("cannot run {what}: {e}")))?;
-    let errors = collect_stderr(&mut child);
+    let mut tool = Tool::start(cmd, what, Stdio::piped(), Stdio::null())?;
     let mut stdin = Pipe {
-        inner: child
+        inner: tool
+            .child
             .stdin
             .take()
             .ok_or_else(|| failed(format!("{what}: no input")))?,
@@ -1315,8 +1327,7 @@ fn run_fed(
     let fed = feed(entry, source, &mut stdin);
     let broken = stdin.broken;
     drop(stdin);
-    let status = child.wait().map_err(|e| failed(format!("{what}: {e}")))?;
-    let errors = errors.join().unwrap_or_default();
+    let (status, errors) = tool.wait(what)?;
     // The tool's own reason first: when it stops at an error, feeding it fails with a
     // broken pipe, which says nothing.
     if strict && !status.success() {

@@ -30,8 +30,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures::SinkExt;
 
 use super::{
-    RestoreTarget, Spooled, Tools, collect_stderr, db_error, failed, file_name, run_tool,
-    tool_failed, write_file,
+    RestoreTarget, Spooled, Tool, Tools, db_error, failed, file_name, run_tool, tool_failed,
+    write_file,
 };
 use crate::error::{Code, Failure};
 use crate::repo::format::Entry;
@@ -58,19 +58,29 @@ pub(super) fn data_file_id(name: &str) -> Option<u32> {
     name.strip_suffix(".dat")?.parse().ok()
 }
 
+/// pg_restore's data script: the session settings it starts with, then a `COPY` per
+/// table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Script {
+    settings: String,
+    copies: Vec<Copy>,
+}
+
 /// One table's part of pg_restore's data script.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Copy {
-    /// The statements before it (the session settings, for the first).
+    /// The statements between it and the one before (none, as pg_restore 15 writes
+    /// the script).
     prelude: String,
     /// `COPY … FROM stdin;`
     statement: String,
 }
 
-/// Splits pg_restore's data script into its `COPY` statements, each with the SQL
-/// before it. Comments and psql's meta-commands (`\restrict`, the `\.` that ends a
-/// table's rows) are left out; the placeholders hold no rows.
-fn copies(script: &str) -> Vec<Copy> {
+/// Splits pg_restore's data script into its session settings and its `COPY`
+/// statements, each with the SQL before it. Comments and psql's meta-commands
+/// (`\restrict`, the `\.` that ends a table's rows) are left out; the placeholders
+/// hold no rows.
+fn data_script(script: &str) -> Script {
     let mut out = Vec::new();
     let mut prelude = String::new();
     let mut statement: Option<String> = None;
@@ -94,7 +104,15 @@ fn copies(script: &str) -> Vec<Copy> {
             });
         }
     }
-    out
+    // What comes before the first COPY sets up the session, for every connection.
+    let settings = out
+        .first_mut()
+        .map(|c| std::mem::take(&mut c.prelude))
+        .unwrap_or_default();
+    Script {
+        settings,
+        copies: out,
+    }
 }
 
 /// Runs a tool that reads the spool and prints to its stdout; returns what it printed.
@@ -208,26 +226,20 @@ pub(super) fn restore(
         .args(["--section=data", "-f", "-", "-Fd", "-L"])
         .arg(&tables_list)
         .arg(s.folder);
-    let copies = copies(&output(script, "pg_restore --section=data -f -")?);
+    let script = data_script(&output(script, "pg_restore --section=data -f -")?);
 
     let rest_list = s.list_file("rest.list", &rest)?;
     let mut others = s.pg_restore("data");
     others.arg("-L").arg(&rest_list).arg(s.folder);
-    let mut others = others
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| failed(format!("cannot run {}: {e}", s.what("data"))))?;
-    let others_errors = collect_stderr(&mut others);
+    let mut others = Tool::start(others, &s.what("data"), Stdio::null(), Stdio::null())?;
 
-    let loaded = if copies.len() == data.len() && tables.len() == data.len() {
+    let loaded = if script.copies.len() == data.len() && tables.len() == data.len() {
         let tables = data
             .iter()
-            .zip(copies)
+            .zip(script.copies)
             .map(|((entry, _, _), copy)| Table { entry, copy })
             .collect();
-        copy_tables(t, tables, jobs as usize, source)
+        copy_tables(t, &script.settings, tables, jobs as usize, source)
     } else {
         // Not one COPY per data file: let pg_restore read the files.
         (|| {
@@ -243,34 +255,30 @@ pub(super) fn restore(
         })()
     };
     if loaded.is_err() {
-        let _ = others.kill();
+        let _ = others.child.kill();
     }
-    let status = others.wait();
-    let errors = others_errors.join().unwrap_or_default();
+    let others = others.finish(&s.what("data"));
     loaded?;
-    match status {
-        Ok(status) if status.success() => {}
-        Ok(status) => return Err(tool_failed(&s.what("data"), status, &errors)),
-        Err(e) => return Err(failed(format!("{}: {e}", s.what("data")))),
-    }
+    others?;
 
     let mut post = s.pg_restore("post-data");
     post.arg(format!("--jobs={jobs}")).arg(s.folder);
     run_tool(post, &s.what("post-data"))
 }
 
-/// Copies `tables` into the database on up to `jobs` connections, each table's rows
-/// fetched from the repository as they are sent (by a twin of `source` per
-/// connection; one connection when the source has no twins).
+/// Copies `tables` into the database on up to `jobs` connections, each set up with
+/// `settings` and each table's rows fetched from the repository as they are sent (by
+/// a twin of `source` per connection; one connection when the source has no twins).
 fn copy_tables(
     t: &RestoreTarget,
+    settings: &str,
     tables: Vec<Table<'_>>,
     jobs: usize,
     source: &mut dyn ChunkSource,
 ) -> Result<(), Failure> {
-    let Some(header) = tables.first().map(|t| t.copy.prelude.clone()) else {
+    if tables.is_empty() {
         return Ok(());
-    };
+    }
     let mut twins = Vec::new();
     while twins.len() + 1 < jobs.min(tables.len()) {
         match source.twin() {
@@ -285,7 +293,7 @@ fn copy_tables(
         let conn = t.conn.with_database(&t.database);
         let client = runtime.block_on(conn.client())?;
         runtime
-            .block_on(client.batch_execute(&header))
+            .block_on(client.batch_execute(settings))
             .map_err(|e| db_error(&t.conn, &e))?;
         loop {
             if stop.load(Ordering::Relaxed) {
@@ -393,14 +401,17 @@ mod tests {
             COPY public.accounts (id, name) FROM stdin;\n\\.\n\n\n\
             --\n-- Data for Name: a \"b\"; Type: TABLE DATA\n--\n\n\
             COPY public.\"odd\n name\" (id) FROM stdin;\n\\.\n\n\\unrestrict abc\n";
-        let found = copies(script);
+        let found = data_script(script);
         assert_eq!(
-            found,
+            found.settings,
+            "SET statement_timeout = 0;\nSET client_encoding = 'UTF8';\n\
+             SELECT pg_catalog.set_config('search_path', '', false);\n"
+        );
+        assert_eq!(
+            found.copies,
             vec![
                 Copy {
-                    prelude: "SET statement_timeout = 0;\nSET client_encoding = 'UTF8';\n\
-                        SELECT pg_catalog.set_config('search_path', '', false);\n"
-                        .into(),
+                    prelude: String::new(),
                     statement: "COPY public.accounts (id, name) FROM stdin;".into(),
                 },
                 Copy {
