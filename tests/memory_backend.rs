@@ -60,6 +60,40 @@ async fn memory_repositories(policy: &str) -> (Arc<Policy>, RepoKey, Recipients,
     (policy, key, recipients, repos)
 }
 
+/// The plan of `policy` over what `repos` hold at `now`.
+async fn plan_now(
+    policy: &Policy,
+    repos: &[Repo],
+    key: &RepoKey,
+    now: chrono::DateTime<chrono::Utc>,
+) -> backplan::plan::Plan {
+    let graph = SourceGraph::new(policy);
+    backplan::plan::plan(
+        policy,
+        &graph,
+        &inventory(repos, key).await,
+        now,
+        Settings::default(),
+    )
+}
+
+/// A prune of snapshot `snap` of the source `data` on `mem`.
+fn pruning(snap: &backplan::inventory::SnapshotInfo) -> Prune {
+    Prune {
+        source: "data".into(),
+        destination: "mem".into(),
+        snapshots: vec![SnapshotRef {
+            id: snap.id.clone(),
+            time: snap.time,
+            bytes_stored: snap.bytes_stored,
+        }],
+        reason: PruneReason::OutsideRetention {
+            rules: "keep_last 0".into(),
+        },
+        held: false,
+    }
+}
+
 /// Restores snapshot `id` of `repo` into `target` with the recipient's secret key.
 async fn restore(repo: &Repo, key: &RepoKey, id: &str, target: &Path) {
     let (_, tree) = repo.read_snapshot(key, id).await.expect("tree");
@@ -149,13 +183,7 @@ async fn a_readers_shared_lock_on_memory_makes_a_prune_fail_until_it_is_released
     std::fs::write(data.join("a.txt"), "read me while I am pruned").expect("write");
     let (policy, key, recipients, repos) = memory_repositories(&policy_text(&data)).await;
     let now = chrono::Utc::now();
-    let plan = backplan::plan::plan(
-        &policy,
-        &SourceGraph::new(&policy),
-        &inventory(&repos, &key).await,
-        now,
-        Settings::default(),
-    );
+    let plan = plan_now(&policy, &repos, &key, now).await;
     let executor =
         StorageExecutor::new(policy.clone(), key.clone(), recipients, repos.clone(), now);
     assert_eq!(
@@ -166,19 +194,7 @@ async fn a_readers_shared_lock_on_memory_makes_a_prune_fail_until_it_is_released
     );
     let repo = &repos[0];
     let snap = inventory(&repos, &key).await.destinations["mem"].snapshots[0].clone();
-    let prune = Prune {
-        source: "data".into(),
-        destination: "mem".into(),
-        snapshots: vec![SnapshotRef {
-            id: snap.id.clone(),
-            time: snap.time,
-            bytes_stored: snap.bytes_stored,
-        }],
-        reason: PruneReason::OutsideRetention {
-            rules: "keep_last 0".into(),
-        },
-        held: false,
-    };
+    let prune = pruning(&snap);
 
     // While a reader (a restore, a verify) holds its lock, the prune is refused.
     let refused = lock::reading(repo, executor.prune(&prune))
@@ -223,6 +239,94 @@ async fn a_readers_shared_lock_on_memory_makes_a_prune_fail_until_it_is_released
             .snapshots
             .is_empty()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_reads_the_index_again_after_another_process_pruned_the_packs_it_listed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (data, other) = (tmp.path().join("data"), tmp.path().join("other"));
+    std::fs::create_dir_all(&data).expect("mkdir");
+    std::fs::create_dir_all(&other).expect("mkdir");
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(data.join("a.bin"), &body).expect("write");
+    std::fs::write(other.join("b.txt"), "another source").expect("write");
+    let policy = format!(
+        "{}  other: {{ type: files, path: \"{}\" }}\n",
+        policy_text(&data),
+        other.display()
+    );
+    let (policy, key, recipients, repos) = memory_repositories(&policy).await;
+    let repo = &repos[0];
+    let now = chrono::Utc::now();
+    let plan = plan_now(&policy, &repos, &key, now).await;
+    let backup = |source: &str| {
+        plan.actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Backup(b) if b.source == source => Some(b.clone()),
+                _ => None,
+            })
+            .expect("a backup")
+    };
+    let (of_data, of_other) = (backup("data"), backup("other"));
+    // Another process backs `data` up; then this apply backs `other` up, reading the
+    // index, which lists the chunks of `data`.
+    let process = || {
+        StorageExecutor::new(
+            policy.clone(),
+            key.clone(),
+            recipients.clone(),
+            repos.clone(),
+            now,
+        )
+    };
+    let (apply, another) = (process(), process());
+    another
+        .backup(&of_data)
+        .await
+        .expect("the other process's backup");
+    apply
+        .backup(&of_other)
+        .await
+        .expect("this apply's first backup");
+    let index = repo.load_index(&key).await.expect("index");
+    assert!(repo.index_still_holds(&index).await.expect("list"));
+
+    // The other process prunes its snapshot of `data`: the packs with its chunks go,
+    // and the index objects that listed them are replaced.
+    let snap = inventory(&repos, &key).await.destinations["mem"]
+        .snapshots
+        .iter()
+        .find(|s| s.source == "data")
+        .expect("the snapshot of data")
+        .clone();
+    let prune = pruning(&snap);
+    another.prune(&prune).await.expect("the prune");
+    assert!(!repo.index_still_holds(&index).await.expect("list"));
+
+    // This apply's backup of `data` stores its bytes again rather than taking them as
+    // present, and its snapshot restores.
+    apply
+        .backup(&of_data)
+        .await
+        .expect("this apply's backup of data");
+    let snap = inventory(&repos, &key).await.destinations["mem"]
+        .snapshots
+        .iter()
+        .find(|s| s.source == "data")
+        .expect("the new snapshot of data")
+        .clone();
+    assert!(snap.bytes_stored.unwrap_or(0) > 0, "{snap:?}");
+    let target = tmp.path().join("restored");
+    restore(repo, &key, &snap.id, &target).await;
+    assert_eq!(std::fs::read(target.join("a.bin")).expect("read"), body);
+
+    // An index object added since (by another backup) does not make an index stale.
+    let index = repo.load_index(&key).await.expect("index");
+    repo.put_index(&key, Vec::new())
+        .await
+        .expect("an index object");
+    assert!(repo.index_still_holds(&index).await.expect("list"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

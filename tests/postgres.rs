@@ -233,14 +233,19 @@ fn a_backup_restores_identically_on_the_same_server_and_on_another_with_its_role
     });
     let sandbox = backed_up(&server);
 
-    // The snapshot holds the globals, the dump and the row counts.
+    // The snapshot holds the globals, the dump, its layout and the row counts.
     let complete = snapshots_of(&sandbox, "db", "complete");
     assert_eq!(complete.len(), 1, "{complete:?}");
     let id = complete[0]["id"].as_str().expect("an id");
     let entries = tree_entries(&sandbox, id);
     assert_eq!(
         entries.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["app.counts.json", "app.dump", "globals.sql"]
+        [
+            "app.counts.json",
+            "app.dump",
+            "app.layout.json",
+            "globals.sql"
+        ]
     );
     assert!(entries["app.dump"] > 100_000, "{entries:?}");
     assert!(entries["globals.sql"] > 0, "{entries:?}");
@@ -264,7 +269,7 @@ fn a_backup_restores_identically_on_the_same_server_and_on_another_with_its_role
     .check();
     let plan: Value = serde_json::from_str(&plan.stdout).expect("the restore plan is JSON");
     let preview = &plan["steps"][0]["preview"];
-    assert_eq!(preview["entries"], 3, "{plan:#}");
+    assert_eq!(preview["entries"], 4, "{plan:#}");
     assert_eq!(
         preview["notes"][0], "app.dump: app_restored will be created",
         "{plan:#}"
@@ -728,17 +733,21 @@ fn folder_names(dir: &Path) -> Vec<String> {
     names
 }
 
-/// A `bin_dir` named `name` whose `pg_restore` appends its arguments to
-/// `name/pg_restore.log` and runs the real one.
+/// A `bin_dir` named `name` whose `pg_restore` appends its arguments (and the size of
+/// an archive file it reads, as `size N`) to `name/pg_restore.log` and runs the real
+/// one.
 fn logging_pg_restore(sandbox: &Sandbox, server: &PgServer, name: &str) -> std::path::PathBuf {
     tool_folder(sandbox, server, name, &["pg_restore"]);
     let log = sandbox.path(&format!("{name}/pg_restore.log"));
     script(
         &sandbox.path(&format!("{name}/pg_restore")),
         &format!(
-            "#!/bin/sh\nif [ \"$1\" != --version ]; then echo \"$@\" >> '{}'; fi\nexec '{}' \"$@\"\n",
-            log.display(),
-            server.bin_dir().join("pg_restore").display()
+            "#!/bin/sh\nif [ \"$1\" != --version ]; then echo \"$@\" >> '{log}'; fi\n\
+             for a; do last=$a; done\n\
+             if [ -f \"$last\" ]; then stat -c 'size %s' \"$last\" >> '{log}'; fi\n\
+             exec '{}' \"$@\"\n",
+            server.bin_dir().join("pg_restore").display(),
+            log = log.display(),
         ),
     );
     log
@@ -938,7 +947,7 @@ fn a_parallel_dump_stores_each_file_of_a_directory_archive_and_restores_identica
 }
 
 #[test]
-fn restore_with_jobs_spools_a_streamed_dump_and_runs_pg_restore_in_parallel() {
+fn restore_with_jobs_restores_a_streamed_dump_by_sections_from_its_layout() {
     let server = server_with_fixture();
     let sandbox = Sandbox::initialised(&policy(&server.url("app"), "    bin_dir: logbin\n", ""));
     let log = logging_pg_restore(&sandbox, &server, "logbin");
@@ -950,9 +959,13 @@ fn restore_with_jobs_spools_a_streamed_dump_and_runs_pg_restore_in_parallel() {
         .as_str()
         .expect("an id")
         .to_string();
-    let size = tree_entries(&sandbox, &id)["app.dump"];
+    let entries = tree_entries(&sandbox, &id);
+    let size = entries["app.dump"];
+    // The backup recorded where each table's rows lie in the archive.
+    assert!(entries.contains_key("app.layout.json"), "{entries:?}");
 
-    // The plan names the jobs, the spool, what it needs and what is there.
+    // The plan names the jobs, the spool, what it needs at most (the archive: the
+    // layout that says how much less is read by the restore) and what is there.
     let plan = restore(
         &sandbox,
         &[
@@ -978,8 +991,8 @@ fn restore_with_jobs_spools_a_streamed_dump_and_runs_pg_restore_in_parallel() {
     let needs = backplan::render::bytes(size.div_ceil(4096) * 4096);
     assert!(
         spool.starts_with(&format!(
-            "app.dump: pg_restore -j 2 from a spool in spool (needs {needs} free, "
-        )) && spool.contains(" available)"),
+            "app.dump: pg_restore -j 2 from a spool in spool (needs at most {needs} free, "
+        )) && spool.contains(" available, restored by sections"),
         "{spool}"
     );
     // Without --jobs the archive streams: no spool, no note.
@@ -998,15 +1011,55 @@ fn restore_with_jobs_spools_a_streamed_dump_and_runs_pg_restore_in_parallel() {
         &[],
         &sandbox.path("spool"),
     );
+    // By sections: the schema, the sequences and large objects, the indexes with
+    // the jobs, each from a skeleton of the archive far smaller than the archive;
+    // the tables' rows went through COPY.
     let calls = std::fs::read_to_string(&log).expect("the pg_restore log");
+    let runs: Vec<&str> = lines_with(&calls, " -d app_restored ");
+    assert_eq!(runs.len(), 3, "{calls}");
+    assert!(runs[0].contains("--section=pre-data"), "{calls}");
     assert!(
-        calls.contains("--jobs=2") && calls.contains("/archive.dump"),
+        runs[1].contains("--section=data") && runs[1].contains(" -L "),
         "{calls}"
     );
+    assert!(
+        runs[2].contains("--section=post-data") && runs[2].contains("--jobs=2"),
+        "{calls}"
+    );
+    assert!(runs.iter().all(|r| r.ends_with("/archive.dump")), "{calls}");
+    let sizes: Vec<u64> = calls
+        .lines()
+        .filter_map(|l| l.strip_prefix("size ")?.parse().ok())
+        .collect();
+    assert!(!sizes.is_empty(), "{calls}");
+    assert!(
+        sizes.iter().all(|s| *s < size / 2),
+        "{sizes:?} of {size}: {calls}"
+    );
 
-    // A restore that fails still removes its spool.
+    // With --clean the archive is spooled whole and restored by one pg_restore -j.
     server.createdb("taken");
     server.psql("taken", "CREATE SCHEMA media;");
+    restores_identically_through(
+        &sandbox,
+        &server,
+        "taken",
+        &["--jobs", "2", "--spool", "spool", "--clean"],
+        &[],
+        &sandbox.path("spool"),
+    );
+    let calls = std::fs::read_to_string(&log).expect("the pg_restore log");
+    let whole = lines_with(&calls, " -d taken ");
+    assert_eq!(whole.len(), 1, "{calls}");
+    assert!(
+        whole[0].contains("--jobs=2") && whole[0].contains("--clean"),
+        "{calls}"
+    );
+    assert!(calls.contains(&format!("size {size}")), "{calls}");
+
+    // A restore that fails still removes its spool.
+    server.createdb("clash");
+    server.psql("clash", "CREATE SCHEMA media;");
     restore(
         &sandbox,
         &[
@@ -1015,12 +1068,12 @@ fn restore_with_jobs_spools_a_streamed_dump_and_runs_pg_restore_in_parallel() {
             "--spool",
             "spool",
             "--target",
-            &target(&server, "taken"),
+            &target(&server, "clash"),
         ],
     )
     .status(1)
     .stderr("BP236")
-    .stderr("pg_restore -j 2 into taken failed")
+    .stderr("pg_restore --section=pre-data into clash failed")
     .check();
     assert_eq!(folder_names(&sandbox.path("spool")), Vec::<String>::new());
 }

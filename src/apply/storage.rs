@@ -39,6 +39,11 @@ pub struct StorageExecutor {
     /// every backup's parent (a source's newest snapshot does not change while its
     /// one backup of this apply runs).
     headers: HashMap<String, OnceCell<Vec<crate::repo::format::SnapshotHeader>>>,
+    /// Each destination's index as this apply last read it, shared by its backups
+    /// and read again only when it no longer holds ([`Repo::index_still_holds`]):
+    /// one copy in memory however many backups run, and no backup reading every
+    /// index object again.
+    indexes: HashMap<String, tokio::sync::Mutex<Option<Arc<Index>>>>,
 }
 
 impl StorageExecutor {
@@ -56,6 +61,10 @@ impl StorageExecutor {
             headers: repos
                 .iter()
                 .map(|r| (r.name.clone(), OnceCell::new()))
+                .collect(),
+            indexes: repos
+                .iter()
+                .map(|r| (r.name.clone(), tokio::sync::Mutex::new(None)))
                 .collect(),
             repos: repos.into_iter().map(|r| (r.name.clone(), r)).collect(),
             run_id: format!("{}-{}", now.format("%Y%m%dT%H%M%SZ"), random_hex(2)),
@@ -99,6 +108,24 @@ impl StorageExecutor {
         problems
     }
 
+    /// The index of `repo` for a backup, which holds its lock: the one this apply
+    /// read, while it holds, else read now.
+    async fn index(&self, repo: &Repo) -> Result<Arc<Index>, Failure> {
+        let Some(slot) = self.indexes.get(&repo.name) else {
+            return Ok(Arc::new(repo.load_index(&self.key).await?));
+        };
+        // Held while reading, so that backups starting together read it once.
+        let mut slot = slot.lock().await;
+        if let Some(index) = slot.as_ref()
+            && repo.index_still_holds(index).await?
+        {
+            return Ok(index.clone());
+        }
+        let index = Arc::new(repo.load_index(&self.key).await?);
+        *slot = Some(index.clone());
+        Ok(index)
+    }
+
     /// Backs a source up; whatever goes wrong, a failed snapshot records it, so that
     /// `plan` knows and retention keeps the last good ones.
     async fn backup_recorded(&self, action: &Backup, repos: &[Repo]) -> Result<Done, Failure> {
@@ -129,7 +156,7 @@ impl StorageExecutor {
         let id = snapshot_id(started, &action.source);
         let mut indexes = Vec::new();
         for repo in repos {
-            indexes.push(repo.load_index(&self.key).await?);
+            indexes.push(self.index(repo).await?);
         }
         let mut parent = self.parent_tree(&action.source, repos).await?;
         // A file whose chunks a destination lost (`verify` found their packs missing
@@ -149,7 +176,7 @@ impl StorageExecutor {
         let mut targets = Vec::new();
         for (repo, index) in repos.iter().zip(&indexes) {
             let (tx, rx) = mpsc::channel::<PackUpload>(UPLOAD_QUEUE);
-            targets.push(Target::new(index.chunks.keys().copied().collect(), tx));
+            targets.push(Target::new(index.clone(), tx));
             uploads.push(tokio::spawn(upload(repo.clone(), rx)));
         }
         let key_set = self
@@ -300,7 +327,8 @@ impl StorageExecutor {
     }
 
     /// The newest complete snapshot of `source` written under this key: its tree
-    /// tells which files are unchanged.
+    /// tells which files are unchanged. None when there is none, or when another
+    /// process pruned it since this apply read the headers.
     async fn parent_tree(&self, source: &str, repos: &[Repo]) -> Result<Option<Tree>, Failure> {
         for repo in repos {
             let mut best: Option<SnapshotInfo> = None;
@@ -329,7 +357,13 @@ impl StorageExecutor {
                 }
             }
             if let Some(best) = best {
-                return Ok(Some(repo.read_snapshot(&self.key, &best.id).await?.1));
+                return match repo.read_snapshot(&self.key, &best.id).await {
+                    Ok((_, tree)) => Ok(Some(tree)),
+                    // Pruned by another process since this apply listed the headers:
+                    // every file is read again.
+                    Err(f) if f.code == Code::SnapshotNotFound => Ok(None),
+                    Err(f) => Err(f),
+                };
             }
         }
         Ok(None)

@@ -340,7 +340,9 @@ async fn restore_step(
                 postgres::check_target(target).await?;
                 if let postgres::Feed::Spool { dir, .. } = pg_feed(cx, archive) {
                     let files = postgres::spool_files(archive, target);
-                    postgres::check_space(archive, files, &dir)?;
+                    tokio::task::block_in_place(|| {
+                        postgres::check_space(archive, files, &dir, &mut fetcher)
+                    })?;
                 }
             }
             let mut restored = Vec::new();
@@ -509,24 +511,31 @@ fn spool_note(
     let postgres::Feed::Spool { dir, jobs } = feed else {
         return None;
     };
-    let why = if postgres::by_sections(archive, target) {
+    let why = if postgres::by_sections(archive, target) && archive.needs_spool() {
         ", a directory-format archive, restored by sections: its tables' data copied straight from the repository"
+    } else if postgres::by_sections(archive, target) {
+        ", restored by sections: the spool holds the table of contents and large objects, \
+         its tables' data copied straight from the repository"
     } else if archive.needs_spool() {
         ", a directory-format archive"
     } else {
         ""
     };
     let files = postgres::spool_files(archive, target);
+    // Of a custom-format archive by sections the plan knows only the archive's size:
+    // its layout, which says what the skeleton takes, is read by the restore.
+    let at_most = files == postgres::Files::TablesOfContents && !archive.needs_spool();
     Some(match postgres::space_for(archive, files, dir) {
         Ok(space) => format!(
-            "pg_restore -j {jobs} from a spool in {} (needs {} free, {} available{why}){}",
+            "pg_restore -j {jobs} from a spool in {} (needs {}{} free, {} available{why}){}",
             dir.display(),
+            if at_most { "at most " } else { "" },
             render::bytes(space.needed),
             render::bytes(space.available),
-            if space.fits() {
-                ""
-            } else {
-                ": not enough space, the restore would stop (BP234)"
+            match (space.fits(), at_most) {
+                (true, _) => "",
+                (false, true) => ": it may not fit, the restore checks before it starts (BP234)",
+                (false, false) => ": not enough space, the restore would stop (BP234)",
             }
         ),
         Err(f) => format!(

@@ -150,6 +150,14 @@ impl ChunkSource for RepoFetcher {
         }))
     }
 
+    /// From the index, which records it; the fetch tells a chunk it lacks.
+    fn length(&mut self, id: &ChunkId) -> Result<u64, String> {
+        match self.index.chunks.get(id) {
+            Some(loc) => Ok(u64::from(loc.raw_length)),
+            None => self.fetch(id).map(|b| b.len() as u64),
+        }
+    }
+
     fn fetch(&mut self, id: &ChunkId) -> Result<Vec<u8>, String> {
         let index = self.index.clone();
         let loc = index.chunks.get(id).ok_or_else(|| {

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use crate::pipeline::crypto::KeySet;
 use crate::repo::format::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, PACK_TARGET, PackBuilder, PackRecord};
 use crate::repo::keys::{ChunkHasher, ChunkId, RepoKey};
+use crate::repo::store::Index;
 use crate::sources::{ChunkSink, Stored};
 
 /// A finished pack on its way to storage.
@@ -34,14 +35,35 @@ const MAX_SEALERS: usize = 4;
 /// One destination's side of the sink.
 #[derive(Debug)]
 pub struct Target {
-    known: HashSet<ChunkId>,
+    known: Known,
     tx: mpsc::Sender<PackUpload>,
 }
 
 impl Target {
-    /// `known`: the chunks the destination's index already lists.
-    pub fn new(known: HashSet<ChunkId>, tx: mpsc::Sender<PackUpload>) -> Target {
-        Target { known, tx }
+    /// `index`: the destination's index, shared with other backups; the chunks it
+    /// lists are not sent.
+    pub fn new(index: Arc<Index>, tx: mpsc::Sender<PackUpload>) -> Target {
+        Target {
+            known: Known {
+                index,
+                sent: HashSet::new(),
+            },
+            tx,
+        }
+    }
+}
+
+/// The chunks a destination holds: those its index lists, and those sent to it.
+#[derive(Debug)]
+struct Known {
+    index: Arc<Index>,
+    sent: HashSet<ChunkId>,
+}
+
+impl Known {
+    /// Records `id` as held; whether it was not before.
+    fn insert(&mut self, id: ChunkId) -> bool {
+        !self.index.chunks.contains_key(&id) && self.sent.insert(id)
     }
 }
 
@@ -58,7 +80,7 @@ pub struct RepoSink {
     seed: u64,
     /// Per destination, the chunks it holds or has been sent: decided here, so the
     /// sealers never see a chunk twice for one destination.
-    known: Vec<HashSet<ChunkId>>,
+    known: Vec<Known>,
     work: Option<std::sync::mpsc::SyncSender<Work>>,
     sealers: Vec<JoinHandle<io::Result<()>>>,
     /// Set when the sink is dropped unfinished: the sealers then upload nothing more.

@@ -635,6 +635,28 @@ impl Repo {
         Ok(index)
     }
 
+    /// Whether `index` still holds for a backup: every index object it was read from
+    /// is still there, and the records of lost packs are the ones it read. Then every
+    /// chunk it lists is still stored: a prune or a gc that deletes packs replaces the
+    /// index objects that list them. Objects written since (by other backups) are not
+    /// read; a chunk only they list is stored again, never taken as present.
+    pub async fn index_still_holds(&self, index: &Index) -> Result<bool, Failure> {
+        let listed: HashSet<String> = self.list("index/").await?.into_iter().collect();
+        if !index
+            .objects
+            .iter()
+            .chain(&index.foreign)
+            .all(|o| listed.contains(o))
+        {
+            return Ok(false);
+        }
+        let mut lost = self.list(LOST_DIR).await?;
+        let mut read = index.lost_objects.clone();
+        lost.sort();
+        read.sort();
+        Ok(lost == read)
+    }
+
     /// Writes a pack (data first).
     pub async fn put_pack(&self, bytes: Vec<u8>, record: &PackRecord) -> Result<(), Failure> {
         self.create(&record.path(), bytes).await

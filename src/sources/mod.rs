@@ -36,6 +36,11 @@ pub struct Stored {
 pub trait ChunkSource {
     fn fetch(&mut self, id: &ChunkId) -> Result<Vec<u8>, String>;
 
+    /// The length of a chunk's plaintext. By default the chunk is fetched to tell.
+    fn length(&mut self, id: &ChunkId) -> Result<u64, String> {
+        self.fetch(id).map(|b| b.len() as u64)
+    }
+
     /// Another source reading the same chunks, for a second thread; `None` where the
     /// source cannot be shared (the default). The source may shrink its own caches
     /// to share memory with its twins.

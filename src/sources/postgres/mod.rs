@@ -11,10 +11,14 @@
 //! With `jobs` above 1 a database is dumped in directory format (`pg_dump -Fd -j N`)
 //! into a fresh folder under the source's `spool_dir`, and each file of it is stored as
 //! its own entry (`DB.dir/toc.dat`, `DB.dir/1234.dat`); the folder goes afterwards.
+//! A streamed dump's layout (where each table's rows lie in the archive, `custom`) is
+//! read as it streams by and stored beside it.
+//!
 //! A restore writes an archive to a spool when `pg_restore` needs a file or a folder
 //! (`--jobs N`, or any directory-format archive), after checking that it fits; a
-//! whole directory-format archive goes by sections instead, its data copied straight
-//! into the server (`sections`).
+//! whole restore goes by sections instead when it can (a directory-format archive,
+//! or a custom-format one with its layout): only the tables of contents are spooled,
+//! and the tables' rows are copied straight into the server (`sections`).
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -34,7 +38,10 @@ use crate::policy::model::PostgresSource;
 use crate::repo::format::{Entry, Tree};
 use crate::sources::files::ScanReport;
 
+mod custom;
 mod sections;
+
+pub use custom::LAYOUT_SUFFIX;
 
 /// The entry that holds roles and tablespaces.
 pub const GLOBALS: &str = "globals.sql";
@@ -471,16 +478,21 @@ pub async fn prepare(pg: &PostgresSource, policy: &Policy) -> Result<Prepared, F
     })
 }
 
-/// Reads a child's stdout, checking the first bytes against `magic`.
+/// Reads a child's stdout, checking the first bytes against `magic`, and hands a copy
+/// of what it reads to `tap`.
 struct Checked<R> {
     inner: R,
     magic: &'static [u8],
     seen: Vec<u8>,
+    tap: Option<custom::LayoutReader>,
 }
 
 impl<R: Read> Read for Checked<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
+        if let Some(tap) = &mut self.tap {
+            tap.push(&buf[..n]);
+        }
         if self.seen.len() < self.magic.len() {
             let take = (self.magic.len() - self.seen.len()).min(n);
             self.seen.extend_from_slice(&buf[..take]);
@@ -576,13 +588,15 @@ fn run_tool(cmd: Command, what: &str) -> Result<String, Failure> {
     Tool::start(cmd, what, Stdio::null(), Stdio::null())?.finish(what)
 }
 
-/// Runs a tool whose stdout is stored through `sink`; fails on a non-zero exit.
+/// Runs a tool whose stdout is stored through `sink`; fails on a non-zero exit. With
+/// `tap`, the output's layout as a custom-format archive is read on the way.
 fn stream(
     cmd: Command,
     what: &str,
     magic: &'static [u8],
+    tap: Option<custom::LayoutReader>,
     sink: &mut dyn ChunkSink,
-) -> Result<super::Stored, Failure> {
+) -> Result<(super::Stored, Option<Result<custom::Layout, String>>), Failure> {
     let mut tool = Tool::start(cmd, what, Stdio::null(), Stdio::piped())?;
     let stdout = tool
         .child
@@ -593,9 +607,11 @@ fn stream(
         inner: stdout,
         magic,
         seen: Vec::new(),
+        tap,
     };
     let stored = sink.store(&mut reader);
     let seen = reader.seen.len();
+    let layout = reader.tap.take().map(custom::LayoutReader::finish);
     // Close our end before waiting: when the store stopped early (not an archive, a
     // storage error), a tool still writing gets SIGPIPE instead of blocking forever.
     drop(reader);
@@ -608,7 +624,7 @@ fn stream(
     if magic.len() > seen {
         return Err(failed(format!("{what} produced no archive")));
     }
-    Ok(stored)
+    Ok((stored, layout))
 }
 
 /// The first bytes of every pg_dump archive (custom format, and a directory-format
@@ -703,7 +719,7 @@ pub fn backup(
         let mut cmd = p.conn.command(&p.tools.tool("pg_dumpall"));
         cmd.args(["--globals-only", "--no-password", "-l"])
             .arg(p.conn.database().unwrap_or("postgres"));
-        let stored = stream(cmd, "pg_dumpall --globals-only", b"", sink)?;
+        let (stored, _) = stream(cmd, "pg_dumpall --globals-only", b"", None, sink)?;
         report.bytes_read += stored.bytes;
         report.tree.entries.push(entry(GLOBALS.into(), stored));
     }
@@ -734,9 +750,33 @@ pub fn backup(
                 .arg(format!("--lock-wait-timeout={}", p.lock_wait_timeout))
                 .arg(format!("--snapshot={snapshot}"))
                 .args(["-d", db]);
-            let stored = stream(cmd, &format!("pg_dump of {db}"), ARCHIVE_MAGIC, sink)?;
+            let what = format!("pg_dump of {db}");
+            let (stored, layout) = stream(
+                cmd,
+                &what,
+                ARCHIVE_MAGIC,
+                Some(custom::LayoutReader::new()),
+                sink,
+            )?;
             let bytes = stored.bytes;
-            (vec![entry(format!("{db}{DUMP_SUFFIX}"), stored)], bytes)
+            let mut entries = vec![entry(format!("{db}{DUMP_SUFFIX}"), stored)];
+            // Where each table's rows lie, for a restore by sections. An archive
+            // whose layout cannot be read restores through one pg_restore.
+            match layout.map(|l| l.and_then(|l| l.check(bytes).map(|()| l))) {
+                Some(Ok(layout)) => {
+                    let json = serde_json::to_vec(&layout).unwrap_or_default();
+                    let stored = sink
+                        .store(&mut &json[..])
+                        .map_err(|e| failed(format!("storing the layout of {db}: {e}")))?;
+                    entries.push(entry(format!("{db}{LAYOUT_SUFFIX}"), stored));
+                }
+                Some(Err(e)) => report.warnings.push(format!(
+                    "{what}: where its tables' rows lie is not recorded ({e}); \
+                     a restore with --jobs spools the whole archive"
+                )),
+                None => {}
+            }
+            (entries, bytes)
         };
         let counts = runtime
             .block_on(row_counts(&client))
@@ -782,6 +822,9 @@ pub fn backup(
 pub struct Archive {
     pub database: String,
     pub format: ArchiveFormat,
+    /// Of a custom-format archive: the entry `DB.layout.json`, where its tables' rows
+    /// lie ([`custom::Layout`]), when the backup recorded it.
+    pub layout: Option<Entry>,
 }
 
 /// How an archive was stored.
@@ -816,7 +859,8 @@ impl Archive {
     }
 
     /// What a spool of `files` of it takes on disk: each file rounded up to whole
-    /// 4 KiB blocks.
+    /// 4 KiB blocks. For a custom-format archive restored by sections this is an upper
+    /// bound: what it takes is in its layout ([`spool_need`]).
     pub fn spool_bytes(&self, files: Files) -> u64 {
         self.entries()
             .iter()
@@ -843,7 +887,11 @@ pub fn archives(tree: &Tree) -> Vec<Archive> {
             out.push(Archive {
                 database: db.to_string(),
                 format: ArchiveFormat::Custom(e.clone()),
+                layout: None,
             });
+            continue;
+        }
+        if e.path.ends_with(LAYOUT_SUFFIX) || e.path.ends_with(COUNTS_SUFFIX) {
             continue;
         }
         // A database name may hold `/`; the archive's own file names never do.
@@ -863,7 +911,14 @@ pub fn archives(tree: &Tree) -> Vec<Archive> {
             None => out.push(Archive {
                 database: db.to_string(),
                 format: ArchiveFormat::Directory(vec![e.clone()]),
+                layout: None,
             }),
+        }
+    }
+    for archive in &mut out {
+        if matches!(archive.format, ArchiveFormat::Custom(_)) {
+            let path = format!("{}{LAYOUT_SUFFIX}", archive.database);
+            archive.layout = tree.entries.iter().find(|e| e.path == path).cloned();
         }
     }
     out
@@ -979,7 +1034,8 @@ impl SpaceCheck {
     }
 }
 
-/// Measures the room for a spool of `archive` in `dir`.
+/// Measures the room for a spool of `archive` in `dir` (for a plan: see
+/// [`Archive::spool_bytes`]).
 pub fn space_for(archive: &Archive, files: Files, dir: &Path) -> Result<SpaceCheck, Failure> {
     Ok(SpaceCheck {
         needed: archive.spool_bytes(files),
@@ -987,9 +1043,32 @@ pub fn space_for(archive: &Archive, files: Files, dir: &Path) -> Result<SpaceChe
     })
 }
 
+/// What a spool of `files` of `archive` takes on disk. A custom-format archive
+/// restored by sections takes its skeleton: its layout is read for it.
+pub fn spool_need(
+    archive: &Archive,
+    files: Files,
+    source: &mut dyn ChunkSource,
+) -> Result<u64, Failure> {
+    Ok(match (&archive.format, files) {
+        (ArchiveFormat::Custom(_), Files::TablesOfContents) => {
+            load_layout(archive, source)?.skeleton_size().div_ceil(4096) * 4096
+        }
+        _ => archive.spool_bytes(files),
+    })
+}
+
 /// Refuses a spool that would not fit, before anything is written.
-pub fn check_space(archive: &Archive, files: Files, dir: &Path) -> Result<(), Failure> {
-    let space = space_for(archive, files, dir)?;
+pub fn check_space(
+    archive: &Archive,
+    files: Files,
+    dir: &Path,
+    source: &mut dyn ChunkSource,
+) -> Result<(), Failure> {
+    let space = SpaceCheck {
+        needed: spool_need(archive, files, source)?,
+        available: available_space(dir)?,
+    };
     if space.fits() {
         return Ok(());
     }
@@ -1005,12 +1084,14 @@ pub fn check_space(archive: &Archive, files: Files, dir: &Path) -> Result<(), Fa
     ))
 }
 
-/// Which files of a directory-format archive a spool holds.
+/// What of an archive a spool holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Files {
     All,
-    /// All but the tables' data files (`1234.dat`): what `pg_restore --list` and a
-    /// restore by sections need.
+    /// All but the tables' rows: what `pg_restore --list` and a restore by sections
+    /// need. Of a directory-format archive, all but its data files (`1234.dat`); of a
+    /// custom-format archive with a layout, its skeleton: the archive with each
+    /// table's block emptied.
     TablesOfContents,
 }
 
@@ -1020,9 +1101,134 @@ struct Spooled {
     spool: Spool,
     /// What to give pg_restore: `archive.dump`, or the folder `archive/`.
     path: PathBuf,
-    /// The data files not written out ([`Files::TablesOfContents`]), each with the
-    /// path it goes to.
-    deferred: Vec<(Entry, PathBuf)>,
+    /// Whether `path` is a directory-format folder.
+    directory: bool,
+    /// The tables' rows not written out ([`Files::TablesOfContents`]).
+    deferred: Vec<Rows>,
+}
+
+/// One table's rows, left in the repository by a spool.
+struct Rows {
+    /// The dump id of its entry in the table of contents.
+    id: u32,
+    /// Its bytes.
+    size: u64,
+    from: RowsIn,
+}
+
+impl Rows {
+    /// Where it is, for messages: `DB.dir/1234.dat`, or `DB.dump, block 1234`.
+    fn name(&self) -> String {
+        match &self.from {
+            RowsIn::File { entry, .. } => entry.path.clone(),
+            RowsIn::Block { archive, .. } => format!("{}, block {}", archive.entry.path, self.id),
+        }
+    }
+}
+
+/// Where a table's rows are in a snapshot.
+enum RowsIn {
+    /// A directory-format archive's data file; its empty placeholder goes at `path`.
+    File { entry: Entry, path: PathBuf },
+    /// A block of a custom-format archive.
+    Block {
+        archive: std::sync::Arc<StoredArchive>,
+        block: custom::Block,
+    },
+}
+
+/// A custom-format archive in the repository, with where each of its chunks starts,
+/// so that any range of it can be read.
+struct StoredArchive {
+    entry: Entry,
+    layout: custom::Layout,
+    /// The offset of each chunk, then the archive's size.
+    offsets: Vec<u64>,
+}
+
+impl StoredArchive {
+    fn new(
+        entry: Entry,
+        layout: custom::Layout,
+        source: &mut dyn ChunkSource,
+    ) -> Result<StoredArchive, Failure> {
+        let mut offsets = Vec::with_capacity(entry.chunks.len() + 1);
+        let mut at = 0u64;
+        for id in &entry.chunks {
+            offsets.push(at);
+            at += source
+                .length(id)
+                .map_err(|e| Failure::new(Code::CorruptObject, e))?;
+        }
+        offsets.push(at);
+        if at != entry.size {
+            return Err(Failure::new(
+                Code::CorruptObject,
+                format!(
+                    "{}: its chunks hold {at} bytes, the snapshot says {}",
+                    entry.path, entry.size
+                ),
+            ));
+        }
+        Ok(StoredArchive {
+            entry,
+            layout,
+            offsets,
+        })
+    }
+
+    /// Feeds bytes `start..end` of the archive to `out`, a piece per chunk.
+    fn range(
+        &self,
+        start: u64,
+        end: u64,
+        source: &mut dyn ChunkSource,
+        out: &mut dyn FnMut(bytes::Bytes) -> Result<(), Failure>,
+    ) -> Result<(), Failure> {
+        let first = self
+            .offsets
+            .partition_point(|&o| o <= start)
+            .saturating_sub(1);
+        for (i, id) in self.entry.chunks.iter().enumerate().skip(first) {
+            let (from, to) = (self.offsets[i], self.offsets[i + 1]);
+            if from >= end {
+                break;
+            }
+            let bytes = bytes::Bytes::from(
+                source
+                    .fetch(id)
+                    .map_err(|e| Failure::new(Code::CorruptObject, e))?,
+            );
+            if bytes.len() as u64 != to - from {
+                return Err(Failure::new(
+                    Code::CorruptObject,
+                    format!(
+                        "{}: a chunk is not the length the index says",
+                        self.entry.path
+                    ),
+                ));
+            }
+            let lo = start.saturating_sub(from) as usize;
+            let hi = (end.min(to) - from) as usize;
+            out(bytes.slice(lo..hi))?;
+        }
+        Ok(())
+    }
+}
+
+/// The layout of a custom-format archive, read from its side entry and checked
+/// against the archive's size.
+fn load_layout(archive: &Archive, source: &mut dyn ChunkSource) -> Result<custom::Layout, Failure> {
+    let (ArchiveFormat::Custom(dump), Some(entry)) = (&archive.format, &archive.layout) else {
+        return Err(failed(format!("{}: no layout recorded", archive.name())));
+    };
+    let mut json = Vec::new();
+    feed(entry, source, &mut json)?;
+    let corrupt = |e: String| Failure::new(Code::CorruptObject, format!("{}: {e}", entry.path));
+    let layout: custom::Layout =
+        serde_json::from_slice(&json).map_err(|e| corrupt(e.to_string()))?;
+    layout.check(dump.size).map_err(corrupt)?;
+    Ok(layout)
 }
 
 /// Writes `archive` into a fresh spool folder under `dir` (after checking that it
@@ -1034,7 +1240,7 @@ fn spool_archive(
     files: Files,
     source: &mut dyn ChunkSource,
 ) -> Result<Spooled, Failure> {
-    check_space(archive, files, dir)?;
+    check_space(archive, files, dir, source)?;
     let io_failed = |what: &str, e: io::Error| {
         Failure::new(
             Code::Io,
@@ -1044,6 +1250,38 @@ fn spool_archive(
     let spool = Spool::new(dir, "backplan-restore-").map_err(|e| io_failed("folder", e))?;
     let mut deferred = Vec::new();
     let path = match &archive.format {
+        ArchiveFormat::Custom(entry) if files == Files::TablesOfContents => {
+            let path = spool.path().join("archive.dump");
+            let stored = std::sync::Arc::new(StoredArchive::new(
+                entry.clone(),
+                load_layout(archive, source)?,
+                source,
+            )?);
+            let layout = &stored.layout;
+            let file = std::fs::File::create(&path).map_err(|e| io_failed("skeleton", e))?;
+            let mut out = io::BufWriter::with_capacity(1 << 20, file);
+            let mut write =
+                |b: bytes::Bytes| out.write_all(&b).map_err(|e| io_failed("skeleton", e));
+            stored.range(0, layout.toc_end, source, &mut write)?;
+            for block in &layout.blocks {
+                if block.table {
+                    write(layout.header(block).into())?;
+                    write(layout.end_of_data().into())?;
+                    deferred.push(Rows {
+                        id: block.id,
+                        size: block.end - block.data,
+                        from: RowsIn::Block {
+                            archive: stored.clone(),
+                            block: block.clone(),
+                        },
+                    });
+                } else {
+                    stored.range(block.start, block.end, source, &mut write)?;
+                }
+            }
+            out.flush().map_err(|e| io_failed("skeleton", e))?;
+            path
+        }
         ArchiveFormat::Custom(entry) => {
             let path = spool.path().join("archive.dump");
             write_file(&path, entry, source, &mut || Ok(()))?;
@@ -1061,8 +1299,16 @@ fn spool_archive(
                     ));
                 }
                 let path = folder.join(name);
-                if files == Files::TablesOfContents && sections::data_file_id(name).is_some() {
-                    deferred.push((entry.clone(), path));
+                let table = sections::data_file_id(name);
+                if let (Files::TablesOfContents, Some(id)) = (files, table) {
+                    deferred.push(Rows {
+                        id,
+                        size: entry.size,
+                        from: RowsIn::File {
+                            entry: entry.clone(),
+                            path,
+                        },
+                    });
                 } else {
                     write_file(&path, entry, source, &mut || Ok(()))?;
                 }
@@ -1072,6 +1318,7 @@ fn spool_archive(
     };
     Ok(Spooled {
         spool,
+        directory: matches!(archive.format, ArchiveFormat::Directory(_)),
         path,
         deferred,
     })
@@ -1107,16 +1354,28 @@ fn feed_with(
     writer: &mut dyn Write,
     tick: &mut dyn FnMut() -> Result<(), Failure>,
 ) -> Result<u64, Failure> {
+    each_chunk(entry, source, &mut |bytes| {
+        writer
+            .write_all(&bytes)
+            .map_err(|e| failed(format!("writing {}: {e}", entry.path)))?;
+        tick()
+    })
+}
+
+/// Fetches an entry's chunks in order and hands each to `out`; checks that they add
+/// up to the entry's size. Returns it.
+fn each_chunk(
+    entry: &Entry,
+    source: &mut dyn ChunkSource,
+    out: &mut dyn FnMut(Vec<u8>) -> Result<(), Failure>,
+) -> Result<u64, Failure> {
     let mut n = 0u64;
     for id in &entry.chunks {
         let bytes = source
             .fetch(id)
             .map_err(|e| Failure::new(Code::CorruptObject, e))?;
         n += bytes.len() as u64;
-        writer
-            .write_all(&bytes)
-            .map_err(|e| failed(format!("writing {}: {e}", entry.path)))?;
-        tick()?;
+        out(bytes)?;
     }
     if n != entry.size {
         return Err(Failure::new(
@@ -1241,11 +1500,16 @@ pub fn list_archive(
     }
 }
 
-/// Whether `archive` is restored into `t` section by section, its tables' data copied
-/// straight from the repository (see `sections`): a directory-format archive,
+/// Whether `archive` is restored into `t` section by section from a spool, its
+/// tables' data copied straight from the repository (see `sections`): a
+/// directory-format archive, or a custom-format one whose layout the backup recorded,
 /// restored whole (not `--clean`, `--table` or `--schema`).
 pub fn by_sections(archive: &Archive, t: &RestoreTarget) -> bool {
-    matches!(archive.format, ArchiveFormat::Directory(_)) && sections::possible(t)
+    let layout = match archive.format {
+        ArchiveFormat::Directory(_) => true,
+        ArchiveFormat::Custom(_) => archive.layout.is_some(),
+    };
+    layout && sections::possible(t)
 }
 
 /// What a restore of `archive` into `t` writes into its spool.

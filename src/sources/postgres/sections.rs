@@ -1,45 +1,46 @@
-//! A directory-format archive restored section by section, its tables' data copied
-//! straight from the repository into the server, several tables at once.
+//! An archive restored section by section, its tables' data copied straight from the
+//! repository into the server, several tables at once.
 //!
-//! `pg_restore -Fd -j N` needs the whole folder on disk before it starts, and it
-//! reads only whole regular files (it refuses named pipes), so writing the archive
-//! out and then restoring it makes the two phases add up. Here pg_restore does what
-//! it does best, the schema and the indexes, and the tables' data never touch the
-//! disk:
+//! `pg_restore -j N` needs the whole archive on disk before it starts, and it reads
+//! only whole regular files (it refuses named pipes), so writing the archive out and
+//! then restoring it makes the two phases add up. Here pg_restore does what it does
+//! best, the schema and the indexes, and the tables' data never touch the disk:
 //!
-//! 1. the tables of contents (`toc.dat`, the large objects' files) go into a fresh
-//!    spool, with an empty placeholder for each table's data file;
+//! 1. the tables of contents go into a fresh spool: of a directory-format archive,
+//!    `toc.dat` and the large objects' files, with an empty placeholder for each
+//!    table's data file; of a custom-format archive, its skeleton (the archive with
+//!    each table's block emptied, from the layout the backup recorded);
 //! 2. `pg_restore --section=pre-data` makes the schema;
 //! 3. `pg_restore --section=data -f -` of the placeholders prints the SQL it would
 //!    run for each table: its session settings and its `COPY … FROM stdin`. Up to
 //!    `jobs` connections run those statements, largest table first, each fed with
-//!    the table's data file chunk by chunk as it is fetched and checked. A `COPY` is
+//!    the table's rows chunk by chunk as they are fetched and checked (a custom
+//!    archive's frames undone on the way, see `custom::Frames`). A `COPY` is
 //!    one statement: a table gets all its rows or none. Beside them one
 //!    `pg_restore --section=data` restores the data entries without a data file of
 //!    their own (sequence values, large objects);
 //! 4. `pg_restore --section=post-data -j N` builds the indexes and constraints.
 //!
-//! Should pg_restore's script not match the archive's tables one for one, the data
-//! files are written out instead and `pg_restore --section=data -j N` reads them.
+//! pg_restore's script is read before the database is touched: one that does not
+//! match the archive's tables one for one stops the restore there.
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::SinkExt;
 
+use super::custom::Frames;
 use super::{
-    RestoreTarget, Spooled, Tool, Tools, db_error, failed, file_name, run_tool, tool_failed,
-    write_file,
+    RestoreTarget, Rows, RowsIn, Spooled, Tool, Tools, db_error, each_chunk, failed, run_tool,
+    tool_failed,
 };
 use crate::error::{Code, Failure};
-use crate::repo::format::Entry;
 use crate::sources::ChunkSource;
 
-/// Whether a restore of a directory-format archive can go by sections: a whole
-/// restore. `--clean` (whose drops must run in one pass, in dependency order),
-/// `--table` and `--schema` go through one `pg_restore -j` of the whole folder.
+/// Whether a restore can go by sections: a whole restore. `--clean` (whose drops
+/// must run in one pass, in dependency order), `--table` and `--schema` go through
+/// one `pg_restore -j` of the whole archive.
 pub(super) fn possible(t: &RestoreTarget) -> bool {
     !t.clean && t.tables.is_empty() && t.schemas.is_empty()
 }
@@ -132,17 +133,26 @@ fn output(mut cmd: Command, what: &str) -> Result<String, Failure> {
 struct Sections<'a> {
     t: &'a RestoreTarget,
     tools: &'a Tools,
-    folder: &'a Path,
+    spooled: &'a Spooled,
 }
 
 impl Sections<'_> {
-    /// `pg_restore` of `section` of the spool into the database.
-    fn pg_restore(&self, section: &str) -> Command {
+    /// `pg_restore` reading the spool, with `args` before it.
+    fn reading(&self, mut cmd: Command, args: &[&str]) -> Command {
+        cmd.args(args);
+        if self.spooled.directory {
+            cmd.arg("-Fd");
+        }
+        cmd.arg(&self.spooled.path);
+        cmd
+    }
+
+    /// `pg_restore` of `section` of the spool into the database, with `args`.
+    fn pg_restore(&self, section: &str, args: &[&str]) -> Command {
         let mut cmd = self.t.conn.command(&self.tools.tool("pg_restore"));
         cmd.args(["--no-password", "--exit-on-error", "-d", &self.t.database])
-            .arg(format!("--section={section}"))
-            .arg("-Fd");
-        cmd
+            .arg(format!("--section={section}"));
+        self.reading(cmd, args)
     }
 
     fn what(&self, section: &str) -> String {
@@ -150,22 +160,22 @@ impl Sections<'_> {
     }
 
     /// Writes `lines` of the archive's listing into a list file for `-L`.
-    fn list_file(&self, name: &str, lines: &[&str]) -> Result<PathBuf, Failure> {
-        let path = self.folder.with_file_name(name);
+    fn list_file(&self, name: &str, lines: &[&str]) -> Result<String, Failure> {
+        let path = self.spooled.spool.path().join(name);
         std::fs::write(&path, lines.join("\n") + "\n")
             .map_err(|e| Failure::new(Code::Io, format!("{}: {e}", path.display())))?;
-        Ok(path)
+        Ok(path.display().to_string())
     }
 }
 
-/// One table to copy: its data file's entry and its statements.
+/// One table to copy: where its rows are and its statements.
 struct Table<'e> {
-    entry: &'e Entry,
+    rows: &'e Rows,
     copy: Copy,
 }
 
-/// Restores a directory-format archive whose tables of contents `spooled` holds
-/// (its data files deferred) into `t` by sections (see the module's documentation).
+/// Restores an archive whose tables of contents `spooled` holds (its tables' rows
+/// deferred) into `t` by sections (see the module's documentation).
 pub(super) fn restore(
     t: &RestoreTarget,
     tools: &Tools,
@@ -174,86 +184,68 @@ pub(super) fn restore(
     source: &mut dyn ChunkSource,
 ) -> Result<String, Failure> {
     let jobs = jobs.max(1);
-    let s = Sections {
-        t,
-        tools,
-        folder: &spooled.path,
-    };
-    // Largest first, as pg_restore -j would: the longest load starts first.
-    let mut data: Vec<(&Entry, u32, &Path)> = spooled
-        .deferred
-        .iter()
-        .filter_map(|(e, p)| Some((e, data_file_id(file_name(e))?, p.as_path())))
-        .collect();
-    data.sort_by_key(|d| std::cmp::Reverse(d.0.size));
-    for (_, _, path) in &data {
-        std::fs::File::create(path)
-            .map_err(|e| Failure::new(Code::Io, format!("{}: {e}", path.display())))?;
+    let s = Sections { t, tools, spooled };
+    for rows in &spooled.deferred {
+        if let RowsIn::File { path, .. } = &rows.from {
+            std::fs::File::create(path)
+                .map_err(|e| Failure::new(Code::Io, format!("{}: {e}", path.display())))?;
+        }
     }
 
-    let mut list = Command::new(tools.tool("pg_restore"));
-    list.arg("--list").arg("-Fd").arg(s.folder);
+    let list = s.reading(Command::new(tools.tool("pg_restore")), &["--list"]);
     let listing = output(list, "pg_restore --list")?;
     let listing: Vec<(Option<u32>, &str)> = listing
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| (dump_id(l), l))
         .collect();
-    // The tables' data in the order above, and every other entry (the data section
+    // The tables' rows in archive order, and every other entry (the data section
     // keeps its sequence values and large objects).
-    let mut tables: Vec<&str> = Vec::new();
-    for (_, id, _) in &data {
-        tables.extend(
-            listing
-                .iter()
-                .filter(|(i, _)| *i == Some(*id))
-                .map(|(_, l)| *l),
-        );
-    }
+    let deferred = |id: u32| spooled.deferred.iter().find(|r| r.id == id);
+    let tables: Vec<(&Rows, &str)> = listing
+        .iter()
+        .filter_map(|(id, line)| Some((deferred((*id)?)?, *line)))
+        .collect();
     let rest: Vec<&str> = listing
         .iter()
-        .filter(|(i, _)| !i.is_some_and(|i| data.iter().any(|(_, id, _)| *id == i)))
+        .filter(|(id, _)| !id.is_some_and(|id| deferred(id).is_some()))
         .map(|(_, l)| *l)
         .collect();
 
-    let mut pre = s.pg_restore("pre-data");
-    pre.arg(s.folder);
-    run_tool(pre, &s.what("pre-data"))?;
-
-    let tables_list = s.list_file("tables.list", &tables)?;
-    let mut script = Command::new(tools.tool("pg_restore"));
-    script
-        .args(["--section=data", "-f", "-", "-Fd", "-L"])
-        .arg(&tables_list)
-        .arg(s.folder);
+    // The data script first: a script that does not match the tables stops the
+    // restore before it touches the database.
+    let lines: Vec<&str> = tables.iter().map(|(_, l)| *l).collect();
+    let tables_list = s.list_file("tables.list", &lines)?;
+    let script = s.reading(
+        Command::new(tools.tool("pg_restore")),
+        &["--section=data", "-f", "-", "-L", &tables_list],
+    );
     let script = data_script(&output(script, "pg_restore --section=data -f -")?);
+    if script.copies.len() != tables.len() || tables.len() != spooled.deferred.len() {
+        return Err(Failure::new(
+            Code::RestoreFailed,
+            format!(
+                "pg_restore's data script holds {} COPY statements for {} tables; nothing was restored",
+                script.copies.len(),
+                spooled.deferred.len()
+            ),
+        )
+        .with_help("restore with --clean, which goes through one pg_restore of the whole archive"));
+    }
+    let mut tables: Vec<Table<'_>> = tables
+        .into_iter()
+        .zip(script.copies)
+        .map(|((rows, _), copy)| Table { rows, copy })
+        .collect();
+    // Largest first, as pg_restore -j would: the longest load starts first.
+    tables.sort_by_key(|t| std::cmp::Reverse(t.rows.size));
+
+    run_tool(s.pg_restore("pre-data", &[]), &s.what("pre-data"))?;
 
     let rest_list = s.list_file("rest.list", &rest)?;
-    let mut others = s.pg_restore("data");
-    others.arg("-L").arg(&rest_list).arg(s.folder);
+    let others = s.pg_restore("data", &["-L", &rest_list]);
     let mut others = Tool::start(others, &s.what("data"), Stdio::null(), Stdio::null())?;
-
-    let loaded = if script.copies.len() == data.len() && tables.len() == data.len() {
-        let tables = data
-            .iter()
-            .zip(script.copies)
-            .map(|((entry, _, _), copy)| Table { entry, copy })
-            .collect();
-        copy_tables(t, &script.settings, tables, jobs as usize, source)
-    } else {
-        // Not one COPY per data file: let pg_restore read the files.
-        (|| {
-            for (entry, _, path) in &data {
-                write_file(path, entry, source, &mut || Ok(()))?;
-            }
-            let mut load = s.pg_restore("data");
-            load.arg(format!("--jobs={jobs}"))
-                .arg("-L")
-                .arg(&tables_list)
-                .arg(s.folder);
-            run_tool(load, &s.what("data")).map(|_| ())
-        })()
-    };
+    let loaded = copy_tables(t, &script.settings, tables, jobs as usize, source);
     if loaded.is_err() {
         let _ = others.child.kill();
     }
@@ -261,8 +253,7 @@ pub(super) fn restore(
     loaded?;
     others?;
 
-    let mut post = s.pg_restore("post-data");
-    post.arg(format!("--jobs={jobs}")).arg(s.folder);
+    let post = s.pg_restore("post-data", &[&format!("--jobs={jobs}")]);
     run_tool(post, &s.what("post-data"))
 }
 
@@ -307,7 +298,7 @@ fn copy_tables(
             copied.map_err(|f| {
                 stop.store(true, Ordering::Relaxed);
                 Failure {
-                    message: format!("{}: {}", table.entry.path, f.message),
+                    message: format!("{}: {}", table.rows.name(), f.message),
                     ..f
                 }
             })?;
@@ -352,24 +343,27 @@ fn copy_table(
         .block_on(client.copy_in::<_, bytes::Bytes>(&table.copy.statement))
         .map_err(server)?;
     let mut sink = Box::pin(sink);
-    let mut n = 0u64;
-    for id in &table.entry.chunks {
+    let mut send = |bytes: bytes::Bytes| {
         if stop.load(Ordering::Relaxed) {
             return Err(failed("stopped: another table failed"));
         }
-        let bytes = source
-            .fetch(id)
-            .map_err(|e| Failure::new(Code::CorruptObject, e))?;
-        n += bytes.len() as u64;
-        runtime
-            .block_on(sink.send(bytes::Bytes::from(bytes)))
-            .map_err(server)?;
-    }
-    if n != table.entry.size {
-        return Err(Failure::new(
-            Code::CorruptObject,
-            format!("{n} bytes restored, the snapshot says {}", table.entry.size),
-        ));
+        runtime.block_on(sink.send(bytes)).map_err(server)
+    };
+    match &table.rows.from {
+        RowsIn::File { entry, .. } => {
+            each_chunk(entry, source, &mut |bytes| send(bytes.into()))?;
+        }
+        RowsIn::Block { archive, block } => {
+            // Rows come in frames of one row each: those of a chunk go as one message.
+            let mut frames = Frames::new(&archive.layout, block);
+            let corrupt = |e: String| Failure::new(Code::CorruptObject, e);
+            archive.range(block.start, block.end, source, &mut |piece| {
+                let mut rows = bytes::BytesMut::with_capacity(piece.len());
+                frames.push(&piece, &mut rows).map_err(corrupt)?;
+                send(rows.freeze())
+            })?;
+            frames.finish().map_err(corrupt)?;
+        }
     }
     runtime.block_on(sink.as_mut().finish()).map_err(server)?;
     Ok(())
