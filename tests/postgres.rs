@@ -995,11 +995,13 @@ fn restore_with_jobs_restores_a_streamed_dump_by_sections_from_its_layout() {
         )) && spool.contains(" available, restored by sections"),
         "{spool}"
     );
-    // Without --jobs the archive streams: no spool, no note.
+    // Without --jobs the archive streams: no spool, and the plan says what --jobs
+    // would do.
     let streamed = restore(
         &sandbox,
         &["--plan", "--target", &target(&server, "app_restored")],
     )
+    .stdout("app.dump: streamed into one pg_restore; --jobs N restores it by sections")
     .check();
     assert!(!streamed.stdout.contains("spool"), "{}", streamed.stdout);
 

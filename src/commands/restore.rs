@@ -502,14 +502,18 @@ fn pg_feed(cx: &Context<'_>, archive: &postgres::Archive) -> postgres::Feed {
 }
 
 /// What the restore plan says of a spool: the jobs, where, what it needs and what is
-/// there; `None` for a streamed restore.
+/// there. For a streamed restore, whether `--jobs` would restore it by sections;
+/// else `None`.
 fn spool_note(
     archive: &postgres::Archive,
     target: &postgres::RestoreTarget,
     feed: &postgres::Feed,
 ) -> Option<String> {
     let postgres::Feed::Spool { dir, jobs } = feed else {
-        return None;
+        return postgres::by_sections(archive, target).then(|| {
+            "streamed into one pg_restore; --jobs N restores it by sections, N tables at once"
+                .to_string()
+        });
     };
     let why = if postgres::by_sections(archive, target) && archive.needs_spool() {
         ", a directory-format archive, restored by sections: its tables' data copied straight from the repository"

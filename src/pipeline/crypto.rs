@@ -225,9 +225,14 @@ impl std::fmt::Debug for KeySet {
 }
 
 impl KeySet {
-    /// Encrypts `plaintext` into one SEIPD packet (a literal data packet inside).
+    /// Encrypts `plaintext` into one SEIPD packet (a literal data packet inside):
+    /// SEIPDv2 by sequoia, SEIPDv1 by OpenSSL directly (see `seipdv1`).
     pub fn encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>> {
-        seal_with(&self.session_key, self.aead, plaintext)
+        if self.aead || SYM != SymmetricAlgorithm::AES256 {
+            return seal_with(&self.session_key, self.aead, plaintext);
+        }
+        super::seipdv1::seal(&self.session_key, plaintext)
+            .ok_or_else(|| CryptoError("encrypt: OpenSSL failed".into()))
     }
 }
 
@@ -359,6 +364,15 @@ impl SecretKeys {
     /// Decrypts `key set ‖ packet` (a chunk) or a whole message (`key_set` empty).
     pub fn decrypt(&self, key_set: &[u8], packet: &[u8]) -> Result<Vec<u8>> {
         let id = *blake3::hash(key_set).as_bytes();
+        // A chunk of a pack whose session key is known, as SEIPDv1: opened without
+        // sequoia's SHA-1 collision detection (see `seipdv1`), else by sequoia.
+        let known = self.cache.lock().ok().and_then(|c| c.get(&id).cloned());
+        if let Some((Some(SymmetricAlgorithm::AES256), key)) = known
+            && !key_set.is_empty()
+            && let Some(plain) = super::seipdv1::open(&key, packet)
+        {
+            return Ok(plain);
+        }
         let mut message = Vec::with_capacity(key_set.len() + packet.len());
         message.extend_from_slice(key_set);
         message.extend_from_slice(packet);
@@ -481,6 +495,42 @@ mod tests {
             &recipients,
             &secret_keys("tests/fixtures/keys/gnupg-2.2.secret.asc"),
         );
+    }
+
+    #[test]
+    fn seipdv1_chunks_of_every_size_round_trip_without_sequoia_sequoia_reads_them_and_a_flipped_byte_never_opens()
+     {
+        let recipients =
+            Recipients::load(&[fixture("tests/fixtures/keys/gnupg-2.2.asc")]).expect("key");
+        let secret = secret_keys("tests/fixtures/keys/gnupg-2.2.secret.asc");
+        let set = recipients.key_set().expect("key set");
+        // Sizes across sequoia's partial body lengths, up to the largest chunk.
+        for size in [0usize, 1, 191, 192, 8383, 8384, 65_536, 1_000_003, 4 << 20] {
+            let plain: Vec<u8> = (0..size).map(|i| (i * 31 % 253) as u8).collect();
+            let chunk = set.encrypt(&plain).expect("encrypt");
+            let opened = super::super::seipdv1::open(&set.session_key, &chunk);
+            assert_eq!(opened.as_deref(), Some(&plain[..]), "{size} bytes");
+            // sequoia itself (a fresh cache) reads what was sealed.
+            let fresh = secret_keys("tests/fixtures/keys/gnupg-2.2.secret.asc");
+            assert_eq!(fresh.decrypt(&set.packets, &chunk).expect("decrypt"), plain);
+            assert_eq!(
+                secret.decrypt(&set.packets, &chunk).expect("decrypt"),
+                plain
+            );
+            // Any flipped byte: neither opens it (the fast path leaves it to sequoia,
+            // which refuses it).
+            for at in [0, chunk.len() / 2, chunk.len() - 1] {
+                let mut bad = chunk.clone();
+                bad[at] ^= 0x40;
+                assert_eq!(super::super::seipdv1::open(&set.session_key, &bad), None);
+                assert!(secret.decrypt(&set.packets, &bad).is_err(), "{size}: {at}");
+            }
+        }
+        // GnuPG reads what it seals too: the repository key's copy (tests/repository.rs).
+        // A SEIPDv2 chunk is not one it opens.
+        let v2 = demo_recipients().key_set().expect("key set");
+        let chunk = v2.encrypt(b"aead").expect("encrypt");
+        assert_eq!(super::super::seipdv1::open(&v2.session_key, &chunk), None);
     }
 
     #[test]

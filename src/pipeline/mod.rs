@@ -4,4 +4,5 @@
 
 pub mod crypto;
 pub mod fetch;
+mod seipdv1;
 pub mod sink;

@@ -1,0 +1,203 @@
+//! SEIPDv1 packets sealed and opened with OpenSSL's AES-CFB and SHA-1 directly.
+//!
+//! A recipient that announces only SEIPDv1 (every GnuPG 2.2 and 2.4 key) gets chunks
+//! encrypted with AES-256 in CFB mode and a SHA-1 modification detection code (RFC
+//! 9580, 5.13.1). sequoia computes every SHA-1 with collision detection, a signature
+//! safeguard that the MDC does not need, and that alone was a quarter of a restore's
+//! CPU. The chunks backplan wrote have one shape: an SEIPD packet (tag 18, version 1)
+//! holding a literal data packet (tag 11) and the MDC packet, each of the first two
+//! with a definite or partial body lengths. [`open`] decrypts exactly that shape with
+//! the session key sequoia found for the pack, checks the MDC over the whole
+//! plaintext before it returns any of it, and answers `None` for anything else (an
+//! unexpected packet, a wrong MDC), which the caller then hands to sequoia: sequoia
+//! stays the judge of every packet this does not open, and gives the error. [`seal`]
+//! writes that shape (definite lengths, a binary literal packet with no name and no
+//! date), which sequoia and GnuPG read like their own.
+
+use openssl::symm::{Cipher, Crypter, Mode};
+
+/// A packet read off the front of a buffer: its tag, its body's pieces, and the bytes
+/// after it.
+type Packet<'a> = (u8, Vec<&'a [u8]>, &'a [u8]);
+
+/// The pieces of a new-format packet's body at the start of `buf`, gathered over
+/// partial body lengths; its tag and what follows it.
+fn packet(buf: &[u8]) -> Option<Packet<'_>> {
+    let (&first, mut rest) = buf.split_first()?;
+    // New format: 0b11TTTTTT.
+    if first & 0xC0 != 0xC0 {
+        return None;
+    }
+    let tag = first & 0x3F;
+    let mut pieces = Vec::new();
+    loop {
+        let (&o, after) = rest.split_first()?;
+        let (len, partial, after) = match o {
+            0..=191 => (usize::from(o), false, after),
+            192..=223 => {
+                let (&o2, after) = after.split_first()?;
+                (
+                    (usize::from(o - 192) << 8) + usize::from(o2) + 192,
+                    false,
+                    after,
+                )
+            }
+            224..=254 => (1usize << (o & 0x1F), true, after),
+            255 => {
+                let b = after.get(..4)?;
+                let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                (usize::try_from(len).ok()?, false, &after[4..])
+            }
+        };
+        let piece = after.get(..len)?;
+        pieces.push(piece);
+        rest = &after[len..];
+        if !partial {
+            return Some((tag, pieces, rest));
+        }
+    }
+}
+
+/// Opens an SEIPDv1 `chunk` (an SEIPD packet, nothing before or after it) with the
+/// AES-256 session key `key`: the literal data, or `None` when the chunk is not of
+/// the shape backplan writes or does not pass its checks.
+pub fn open(key: &[u8], chunk: &[u8]) -> Option<Vec<u8>> {
+    let (18, pieces, []) = packet(chunk)? else {
+        return None;
+    };
+    // Version 1 (version 2 is AEAD, sequoia's).
+    if pieces.first()?.first() != Some(&1) {
+        return None;
+    }
+    let cipher = Cipher::aes_256_cfb128();
+    if key.len() != cipher.key_len() {
+        return None;
+    }
+    let mut crypter = Crypter::new(cipher, Mode::Decrypt, key, Some(&[0u8; 16])).ok()?;
+    let total: usize = pieces.iter().map(|p| p.len()).sum();
+    let mut plain = vec![0u8; total + 2 * cipher.block_size()];
+    let mut n = 0;
+    for (i, piece) in pieces.iter().enumerate() {
+        // The first piece starts with the version.
+        let piece = if i == 0 { &piece[1..] } else { piece };
+        n += crypter.update(piece, &mut plain[n..]).ok()?;
+    }
+    n += crypter.finalize(&mut plain[n..]).ok()?;
+    plain.truncate(n);
+
+    // A random block, its last two bytes again, the literal packet, then the MDC
+    // packet: 0xD3 0x14 and SHA-1 over everything before the hash.
+    const PREFIX: usize = 16 + 2;
+    if plain.len() < PREFIX + 2 + 20 || plain[14..16] != plain[16..18] {
+        return None;
+    }
+    let (hashed, mdc) = plain.split_at(plain.len() - 20);
+    if hashed[hashed.len() - 2..] != [0xD3, 0x14] {
+        return None;
+    }
+    if !openssl::memcmp::eq(&openssl::sha::sha1(hashed), mdc) {
+        return None;
+    }
+    let (11, pieces, []) = packet(&hashed[PREFIX..hashed.len() - 2])? else {
+        return None;
+    };
+    // The literal packet's own header: its format, a file name, a date.
+    let first = pieces.first()?;
+    let name = usize::from(*first.get(1)?);
+    let skip = 2 + name + 4;
+    let mut out = Vec::with_capacity(pieces.iter().map(|p| p.len()).sum::<usize>());
+    out.extend_from_slice(first.get(skip..)?);
+    for piece in &pieces[1..] {
+        out.extend_from_slice(piece);
+    }
+    Some(out)
+}
+
+/// A new-format packet header with a definite length.
+fn header(tag: u8, len: usize, out: &mut Vec<u8>) -> Option<()> {
+    out.push(0xC0 | tag);
+    match len {
+        0..=191 => out.push(len as u8),
+        192..=8383 => {
+            let l = len - 192;
+            out.extend([(l >> 8) as u8 + 192, l as u8]);
+        }
+        _ => {
+            out.push(255);
+            out.extend(u32::try_from(len).ok()?.to_be_bytes());
+        }
+    }
+    Some(())
+}
+
+/// Encrypts `plaintext` into one SEIPDv1 packet (a literal data packet and the MDC
+/// inside) with the AES-256 session key `key`; `None` only if OpenSSL fails.
+pub fn seal(key: &[u8], plaintext: &[u8]) -> Option<Vec<u8>> {
+    let cipher = Cipher::aes_256_cfb128();
+    if key.len() != cipher.key_len() {
+        return None;
+    }
+    // The random block and its last two bytes again, the literal packet, the MDC.
+    let mut inner = Vec::with_capacity(plaintext.len() + 64);
+    let mut prefix = [0u8; 16];
+    openssl::rand::rand_bytes(&mut prefix).ok()?;
+    inner.extend_from_slice(&prefix);
+    inner.extend_from_slice(&prefix[14..]);
+    header(11, plaintext.len() + 6, &mut inner)?;
+    inner.extend_from_slice(&[b'b', 0, 0, 0, 0, 0]);
+    inner.extend_from_slice(plaintext);
+    inner.extend_from_slice(&[0xD3, 0x14]);
+    let mdc = openssl::sha::sha1(&inner);
+    inner.extend_from_slice(&mdc);
+
+    let mut out = Vec::with_capacity(inner.len() + 2 * cipher.block_size() + 8);
+    header(18, inner.len() + 1, &mut out)?;
+    out.push(1);
+    let at = out.len();
+    out.resize(at + inner.len() + cipher.block_size(), 0);
+    let mut crypter = Crypter::new(cipher, Mode::Encrypt, key, Some(&[0u8; 16])).ok()?;
+    let mut n = crypter.update(&inner, &mut out[at..]).ok()?;
+    n += crypter.finalize(&mut out[at + n..]).ok()?;
+    out.truncate(at + n);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_format_lengths_of_every_kind_and_partial_bodies_are_read() {
+        // One-octet, two-octet and five-octet lengths.
+        assert_eq!(
+            packet(&[0xCB, 2, 7, 8, 9]),
+            Some((11, vec![&[7u8, 8][..]], &[9u8][..]))
+        );
+        let mut two = vec![0xD2, 192, 8];
+        two.extend(vec![5u8; 200]);
+        let (tag, pieces, rest) = packet(&two).expect("a packet");
+        assert_eq!((tag, pieces[0].len(), rest.len()), (18, 200, 0));
+        let mut five = vec![0xD2, 255, 0, 0, 1, 0];
+        five.extend(vec![1u8; 256]);
+        assert_eq!(packet(&five).expect("a packet").1[0].len(), 256);
+        // A partial body of 2 bytes (224 + 1), then the last 3.
+        let partial = [0xCB, 225, 1, 2, 3, 4, 5, 6];
+        let (_, pieces, rest) = packet(&partial).expect("a packet");
+        assert_eq!(pieces, vec![&[1u8, 2][..], &[4u8, 5, 6][..]]);
+        assert!(rest.is_empty());
+        // Cut short, or old format: none.
+        assert_eq!(packet(&[0xCB, 5, 1]), None);
+        assert_eq!(packet(&[0x8B, 1, 1]), None);
+        // What `header` writes reads back, at each length's edges.
+        for len in [0usize, 191, 192, 8383, 8384, 70_000] {
+            let mut bytes = Vec::new();
+            header(11, len, &mut bytes).expect("a header");
+            bytes.extend(vec![0u8; len]);
+            let (tag, pieces, rest) = packet(&bytes).expect("a packet");
+            assert_eq!(
+                (tag, pieces.len(), pieces[0].len(), rest.len()),
+                (11, 1, len, 0)
+            );
+        }
+    }
+}
