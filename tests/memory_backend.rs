@@ -77,6 +77,16 @@ async fn plan_now(
     )
 }
 
+/// The snapshot of the source `data` on `mem` (there is one at a time).
+async fn snapshot_of_data(repos: &[Repo], key: &RepoKey) -> backplan::inventory::SnapshotInfo {
+    inventory(repos, key).await.destinations["mem"]
+        .snapshots
+        .iter()
+        .find(|s| s.source == "data")
+        .expect("a snapshot of data")
+        .clone()
+}
+
 /// A prune of snapshot `snap` of the source `data` on `mem`.
 fn pruning(snap: &backplan::inventory::SnapshotInfo) -> Prune {
     Prune {
@@ -294,12 +304,7 @@ async fn an_apply_reads_the_index_again_after_another_process_pruned_the_packs_i
 
     // The other process prunes its snapshot of `data`: the packs with its chunks go,
     // and the index objects that listed them are replaced.
-    let snap = inventory(&repos, &key).await.destinations["mem"]
-        .snapshots
-        .iter()
-        .find(|s| s.source == "data")
-        .expect("the snapshot of data")
-        .clone();
+    let snap = snapshot_of_data(&repos, &key).await;
     let prune = pruning(&snap);
     another.prune(&prune).await.expect("the prune");
     assert!(!repo.index_still_holds(&index).await.expect("list"));
@@ -310,12 +315,7 @@ async fn an_apply_reads_the_index_again_after_another_process_pruned_the_packs_i
         .backup(&of_data)
         .await
         .expect("this apply's backup of data");
-    let snap = inventory(&repos, &key).await.destinations["mem"]
-        .snapshots
-        .iter()
-        .find(|s| s.source == "data")
-        .expect("the new snapshot of data")
-        .clone();
+    let snap = snapshot_of_data(&repos, &key).await;
     assert!(snap.bytes_stored.unwrap_or(0) > 0, "{snap:?}");
     let target = tmp.path().join("restored");
     restore(repo, &key, &snap.id, &target).await;

@@ -526,8 +526,8 @@ mod tests {
                 assert!(secret.decrypt(&set.packets, &bad).is_err(), "{size}: {at}");
             }
         }
-        // GnuPG reads what it seals too: the repository key's copy (tests/repository.rs).
-        // A SEIPDv2 chunk is not one it opens.
+        // (That GnuPG reads what it seals is tested on the repository key's copy, in
+        // tests/repository.rs.) A SEIPDv2 chunk is not one it opens.
         let v2 = demo_recipients().key_set().expect("key set");
         let chunk = v2.encrypt(b"aead").expect("encrypt");
         assert_eq!(super::super::seipdv1::open(&v2.session_key, &chunk), None);

@@ -860,7 +860,7 @@ impl Archive {
 
     /// What a spool of `files` of it takes on disk: each file rounded up to whole
     /// 4 KiB blocks. For a custom-format archive restored by sections this is an upper
-    /// bound: what it takes is in its layout ([`spool_need`]).
+    /// bound: what it takes is in its layout ([`check_space`] reads it).
     pub fn spool_bytes(&self, files: Files) -> u64 {
         self.entries()
             .iter()
@@ -869,7 +869,7 @@ impl Archive {
                     || !self.needs_spool()
                     || sections::data_file_id(file_name(e)).is_none()
             })
-            .map(|e| e.size.div_ceil(4096) * 4096)
+            .map(|e| on_disk(e.size))
             .sum()
     }
 
@@ -1043,30 +1043,50 @@ pub fn space_for(archive: &Archive, files: Files, dir: &Path) -> Result<SpaceChe
     })
 }
 
-/// What a spool of `files` of `archive` takes on disk. A custom-format archive
-/// restored by sections takes its skeleton: its layout is read for it.
-pub fn spool_need(
+/// `bytes` rounded up to whole 4 KiB blocks: what a file of them takes on disk.
+fn on_disk(bytes: u64) -> u64 {
+    bytes.div_ceil(4096) * 4096
+}
+
+/// The layout a spool of `files` of `archive` is written from: a custom-format
+/// archive's, whose skeleton it then holds; `None` for any other spool.
+fn skeleton_layout(
     archive: &Archive,
     files: Files,
     source: &mut dyn ChunkSource,
-) -> Result<u64, Failure> {
-    Ok(match (&archive.format, files) {
+) -> Result<Option<custom::Layout>, Failure> {
+    match (&archive.format, files) {
         (ArchiveFormat::Custom(_), Files::TablesOfContents) => {
-            load_layout(archive, source)?.skeleton_size().div_ceil(4096) * 4096
+            load_layout(archive, source).map(Some)
         }
-        _ => archive.spool_bytes(files),
-    })
+        _ => Ok(None),
+    }
 }
 
-/// Refuses a spool that would not fit, before anything is written.
+/// What a spool of `files` of `archive` takes on disk: with `layout`, its skeleton.
+fn spool_size(archive: &Archive, files: Files, layout: Option<&custom::Layout>) -> u64 {
+    layout.map_or_else(
+        || archive.spool_bytes(files),
+        |l| on_disk(l.skeleton_size()),
+    )
+}
+
+/// Refuses a spool that would not fit, before anything is written. A custom-format
+/// archive restored by sections takes its skeleton: its layout is read for it.
 pub fn check_space(
     archive: &Archive,
     files: Files,
     dir: &Path,
     source: &mut dyn ChunkSource,
 ) -> Result<(), Failure> {
+    let layout = skeleton_layout(archive, files, source)?;
+    check_room(archive, spool_size(archive, files, layout.as_ref()), dir)
+}
+
+/// Refuses a spool of `needed` bytes in `dir` that would not fit.
+fn check_room(archive: &Archive, needed: u64, dir: &Path) -> Result<(), Failure> {
     let space = SpaceCheck {
-        needed: spool_need(archive, files, source)?,
+        needed,
         available: available_space(dir)?,
     };
     if space.fits() {
@@ -1240,7 +1260,9 @@ fn spool_archive(
     files: Files,
     source: &mut dyn ChunkSource,
 ) -> Result<Spooled, Failure> {
-    check_space(archive, files, dir, source)?;
+    // Read once: for the room the skeleton takes, then to write it.
+    let layout = skeleton_layout(archive, files, source)?;
+    check_room(archive, spool_size(archive, files, layout.as_ref()), dir)?;
     let io_failed = |what: &str, e: io::Error| {
         Failure::new(
             Code::Io,
@@ -1249,14 +1271,10 @@ fn spool_archive(
     };
     let spool = Spool::new(dir, "backplan-restore-").map_err(|e| io_failed("folder", e))?;
     let mut deferred = Vec::new();
-    let path = match &archive.format {
-        ArchiveFormat::Custom(entry) if files == Files::TablesOfContents => {
+    let path = match (&archive.format, layout) {
+        (ArchiveFormat::Custom(entry), Some(layout)) => {
             let path = spool.path().join("archive.dump");
-            let stored = std::sync::Arc::new(StoredArchive::new(
-                entry.clone(),
-                load_layout(archive, source)?,
-                source,
-            )?);
+            let stored = std::sync::Arc::new(StoredArchive::new(entry.clone(), layout, source)?);
             let layout = &stored.layout;
             let file = std::fs::File::create(&path).map_err(|e| io_failed("skeleton", e))?;
             let mut out = io::BufWriter::with_capacity(1 << 20, file);
@@ -1282,12 +1300,12 @@ fn spool_archive(
             out.flush().map_err(|e| io_failed("skeleton", e))?;
             path
         }
-        ArchiveFormat::Custom(entry) => {
+        (ArchiveFormat::Custom(entry), None) => {
             let path = spool.path().join("archive.dump");
             write_file(&path, entry, source, &mut || Ok(()))?;
             path
         }
-        ArchiveFormat::Directory(entries) => {
+        (ArchiveFormat::Directory(entries), _) => {
             let folder = spool.path().join("archive");
             std::fs::create_dir(&folder).map_err(|e| io_failed("folder", e))?;
             for entry in entries {

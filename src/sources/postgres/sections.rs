@@ -24,6 +24,7 @@
 //! pg_restore's script is read before the database is touched: one that does not
 //! match the archive's tables one for one stops the restore there.
 
+use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -201,14 +202,14 @@ pub(super) fn restore(
         .collect();
     // The tables' rows in archive order, and every other entry (the data section
     // keeps its sequence values and large objects).
-    let deferred = |id: u32| spooled.deferred.iter().find(|r| r.id == id);
+    let deferred: HashMap<u32, &Rows> = spooled.deferred.iter().map(|r| (r.id, r)).collect();
     let tables: Vec<(&Rows, &str)> = listing
         .iter()
-        .filter_map(|(id, line)| Some((deferred((*id)?)?, *line)))
+        .filter_map(|(id, line)| Some((*deferred.get(&(*id)?)?, *line)))
         .collect();
     let rest: Vec<&str> = listing
         .iter()
-        .filter(|(id, _)| !id.is_some_and(|id| deferred(id).is_some()))
+        .filter(|(id, _)| !id.is_some_and(|id| deferred.contains_key(&id)))
         .map(|(_, l)| *l)
         .collect();
 
