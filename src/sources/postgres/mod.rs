@@ -18,7 +18,9 @@
 //! (`--jobs N`, or any directory-format archive), after checking that it fits; a
 //! whole restore goes by sections instead when it can (a directory-format archive,
 //! or a custom-format one with its layout): only the tables of contents are spooled,
-//! and the tables' rows are copied straight into the server (`sections`).
+//! and the tables' rows are copied straight into the server (`sections`). A whole
+//! restore also gives the database the archive's own properties of it (owner,
+//! settings, privileges, comment: `properties`), last.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -1664,8 +1666,12 @@ pub fn check_roles(
 /// setting such as `default_transaction_read_only` cannot get in the restore's way):
 /// what it has of its own is reset first (settings, the settings of roles in it,
 /// connection limit, comment, privileges), so that the snapshot's alone hold, as in
-/// a database `pg_restore --create` makes. Blocks on the current runtime.
+/// a database `pg_restore --create` makes. An archive that holds none changes
+/// nothing. Blocks on the current runtime.
 pub fn apply_properties(t: &RestoreTarget, props: &Properties) -> Result<(), Failure> {
+    if props.is_empty() {
+        return Ok(());
+    }
     let runtime = tokio::runtime::Handle::current();
     runtime.block_on(async {
         let mut client = t.conn.with_database(&t.database).client().await?;

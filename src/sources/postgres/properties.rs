@@ -66,6 +66,12 @@ impl Properties {
         &self.roles
     }
 
+    /// Whether the archive holds none (made by a pg_dump older than 11): then the
+    /// database's own are left as they are.
+    pub fn is_empty(&self) -> bool {
+        self.statements.iter().all(|s| s.after.is_none())
+    }
+
     /// The database's owner in the archive.
     pub fn owner(&self) -> Option<&str> {
         self.owner.as_deref()
@@ -467,6 +473,10 @@ RESET SESSION AUTHORIZATION;
             ]
         );
         assert_eq!(props.owner(), Some("App Owner"));
+        assert!(!props.is_empty());
+        // Session settings alone are no properties.
+        let none = parse("SET statement_timeout = 0;\n", "app").expect("parsed");
+        assert!(none.is_empty() && none.roles().is_empty());
         // A plain name is quoted all the same.
         let plain = parse("ALTER DATABASE app SET x TO 'app';", "app").expect("parsed");
         assert_eq!(
