@@ -1475,3 +1475,64 @@ fn a_database_whose_owner_is_missing_on_the_target_is_refused_before_its_data() 
         ["owner Lonely Owner, limit -1, comment -"]
     );
 }
+
+#[test]
+fn properties_the_server_refuses_fail_the_restore_and_none_is_applied_but_the_data_stays() {
+    let (source, other) = std::thread::scope(|scope| {
+        let source = scope.spawn(PgServer::start);
+        let other = scope.spawn(PgServer::start);
+        (source.join().expect("source"), other.join().expect("other"))
+    });
+    let roles = "CREATE ROLE restorer LOGIN CREATEDB; CREATE ROLE \"App Owner\";";
+    source.psql(
+        "postgres",
+        &format!(
+            "{roles} CREATE DATABASE app OWNER \"App Owner\";
+             COMMENT ON DATABASE app IS 'kept';"
+        ),
+    );
+    source.psql(
+        "app",
+        "CREATE SCHEMA s AUTHORIZATION restorer; SET ROLE restorer;
+         CREATE TABLE s.t (i int); INSERT INTO s.t VALUES (1), (2);",
+    );
+    let sandbox = Sandbox::initialised(&policy(&source.url("app"), "    globals: false\n", ""));
+    sandbox.run(&["apply"]).check();
+
+    // A role that may create databases, not give them away: the data goes in, the
+    // owner cannot be set, and nothing of the properties is applied.
+    other.psql("postgres", roles);
+    let run = restore(
+        &sandbox,
+        &[
+            "--target",
+            &format!("db={}", other.url_as("restorer", "app")),
+        ],
+    )
+    .status(1)
+    .stderr("BP241")
+    .stderr("its data is restored")
+    .check();
+    // miette wraps the message in a gutter: compare it as one line.
+    let said = run
+        .stderr
+        .split_whitespace()
+        .filter(|w| *w != "│")
+        .collect::<Vec<_>>()
+        .join(" ");
+    for part in [
+        "its properties from the snapshot were not applied (none of them)",
+        "must be member of role \"App Owner\"",
+        "at `ALTER DATABASE \"app\" OWNER TO \"App Owner\";`",
+    ] {
+        assert!(said.contains(part), "{part}: {}", run.stderr);
+    }
+    assert_eq!(
+        pg::table_row_counts(&other, "app"),
+        BTreeMap::from([("s.t".to_string(), 2)])
+    );
+    assert_eq!(
+        properties_of(&other, "app"),
+        ["owner restorer, limit -1, comment -"]
+    );
+}
