@@ -1477,42 +1477,57 @@ fn a_database_whose_owner_is_missing_on_the_target_is_refused_before_its_data() 
 }
 
 #[test]
-fn properties_the_server_refuses_fail_the_restore_and_none_is_applied_but_the_data_stays() {
+fn a_restoring_role_that_may_not_create_the_owner_or_give_the_database_away_fails_clearly() {
     let (source, other) = std::thread::scope(|scope| {
         let source = scope.spawn(PgServer::start);
         let other = scope.spawn(PgServer::start);
         (source.join().expect("source"), other.join().expect("other"))
     });
-    let roles = "CREATE ROLE restorer LOGIN CREATEDB; CREATE ROLE \"App Owner\";";
     source.psql(
         "postgres",
-        &format!(
-            "{roles} CREATE DATABASE app OWNER \"App Owner\";
-             COMMENT ON DATABASE app IS 'kept';"
-        ),
+        "CREATE ROLE restorer LOGIN CREATEDB; CREATE ROLE \"App Owner\";
+         CREATE DATABASE app OWNER \"App Owner\"; COMMENT ON DATABASE app IS 'kept';",
     );
     source.psql(
         "app",
         "CREATE SCHEMA s AUTHORIZATION restorer; SET ROLE restorer;
          CREATE TABLE s.t (i int); INSERT INTO s.t VALUES (1), (2);",
     );
-    let sandbox = Sandbox::initialised(&policy(&source.url("app"), "    globals: false\n", ""));
-    sandbox.run(&["apply"]).check();
+    let sandbox = backed_up(&source);
 
-    // A role that may create databases, not give them away: the data goes in, the
-    // owner cannot be set, and nothing of the properties is applied.
-    other.psql("postgres", roles);
-    let run = restore(
-        &sandbox,
-        &[
-            "--target",
-            &format!("db={}", other.url_as("restorer", "app")),
-        ],
-    )
-    .status(1)
-    .stderr("BP241")
-    .stderr("its data is restored")
-    .check();
+    // A role that may create databases, not roles: the globals cannot make the owner,
+    // which stops the restore before the data, with psql's reason.
+    other.psql("postgres", "CREATE ROLE restorer LOGIN CREATEDB;");
+    let as_restorer = format!("db={}", other.url_as("restorer", "app"));
+    let run = restore(&sandbox, &["--target", &as_restorer])
+        .status(1)
+        .stderr("BP240")
+        .check();
+    let said = run
+        .stderr
+        .split_whitespace()
+        .filter(|w| *w != "│")
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        said.contains("role \"App Owner\" that is not on restorer@")
+            && said.contains(
+                "psql could not create them from the snapshot's globals (CREATE ROLE \"App Owner\": \
+                 permission denied to create role)"
+            ),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(pg::table_row_counts(&other, "app"), BTreeMap::new());
+
+    // Nor give databases away: the data goes in, the owner cannot be set, and nothing
+    // of the properties is applied.
+    other.psql("postgres", "CREATE ROLE \"App Owner\";");
+    let run = restore(&sandbox, &["--target", &as_restorer])
+        .status(1)
+        .stderr("BP241")
+        .stderr("its data is restored")
+        .check();
     // miette wraps the message in a gutter: compare it as one line.
     let said = run
         .stderr

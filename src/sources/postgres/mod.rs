@@ -1482,8 +1482,8 @@ pub async fn check_target(t: &RestoreTarget) -> Result<bool, Failure> {
     Ok(exists)
 }
 
-/// Restores the globals (roles may exist already: their errors are reported, not
-/// fatal) with psql.
+/// Restores the globals (roles may exist already: their errors are not fatal) with
+/// psql; returns what it said, each error with its statement.
 pub fn restore_globals(
     t: &RestoreTarget,
     tools: &Tools,
@@ -1494,6 +1494,7 @@ pub fn restore_globals(
     cmd.args([
         "-X",
         "-q",
+        "--echo-errors",
         "-v",
         "ON_ERROR_STOP=0",
         "-d",
@@ -1621,11 +1622,12 @@ pub fn check_roles(
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let missing: Vec<String> = wanted
+    let absent: Vec<&str> = wanted
         .iter()
         .filter(|w| !found.iter().any(|f| f == *w))
-        .map(|w| properties::quote_ident(w))
+        .copied()
         .collect();
+    let missing: Vec<String> = absent.iter().map(|w| properties::quote_ident(w)).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -1634,16 +1636,19 @@ pub fn check_roles(
                  roles on the target (CREATE ROLE …) and restore again, with --clean"
             .to_string(),
         Some(said) => {
-            let tail = stderr_tail(said);
-            format!(
-                "the snapshot's globals (globals.sql) did not create them{}: create the roles \
-                 on the target (CREATE ROLE …) and restore again, with --clean",
-                if tail.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (psql said: {tail})")
-                }
-            )
+            let refused = globals_refused(said, &absent);
+            if refused.is_empty() {
+                "the snapshot's globals (globals.sql) do not create them: create the roles on \
+                 the target (CREATE ROLE …) and restore again, with --clean"
+                    .to_string()
+            } else {
+                format!(
+                    "psql could not create them from the snapshot's globals ({}): restore as a \
+                     superuser, or create the roles on the target (CREATE ROLE …), and restore \
+                     again, with --clean",
+                    refused.join("; ")
+                )
+            }
         }
     };
     Err(Failure::new(
@@ -1659,6 +1664,32 @@ pub fn check_roles(
         ),
     )
     .with_help(help))
+}
+
+/// What psql said (with `--echo-errors`) when a `CREATE ROLE` of one of `roles`
+/// failed: `CREATE ROLE "x": permission denied to create role`.
+fn globals_refused(said: &str, roles: &[&str]) -> Vec<String> {
+    let lines: Vec<&str> = said.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some((_, statement)) = line.split_once("STATEMENT:") else {
+            continue;
+        };
+        let statement = statement.trim().trim_end_matches(';');
+        let creates = roles.iter().any(|r| {
+            [properties::quote_ident(r), r.to_string()]
+                .iter()
+                .any(|name| statement == format!("CREATE ROLE {name}"))
+        });
+        let error = i
+            .checked_sub(1)
+            .and_then(|j| lines[j].split_once("ERROR:"))
+            .map(|(_, e)| e.trim());
+        if let (true, Some(error)) = (creates, error) {
+            out.push(format!("{statement}: {error}"));
+        }
+    }
+    out
 }
 
 /// Gives the target database the properties read from the archive, in one
@@ -2018,6 +2049,26 @@ mod tests {
                 .expect("measured")
                 .fits()
         );
+    }
+
+    #[test]
+    fn what_psql_said_of_a_role_it_could_not_create_is_found_among_its_errors() {
+        let said = "psql:<stdin>:1: ERROR:  permission denied to create role\n\
+            psql:<stdin>:1: STATEMENT:  CREATE ROLE postgres;\n\
+            psql:<stdin>:3: ERROR:  permission denied to create role\n\
+            psql:<stdin>:3: STATEMENT:  CREATE ROLE \"App Owner\";\n\
+            psql:<stdin>:4: ERROR:  must be superuser to alter superuser roles\n\
+            psql:<stdin>:4: STATEMENT:  ALTER ROLE \"App Owner\" WITH NOSUPERUSER;\n\
+            psql:<stdin>:5: ERROR:  permission denied to create role\n\
+            psql:<stdin>:5: STATEMENT:  CREATE ROLE reader;\n";
+        assert_eq!(
+            globals_refused(said, &["App Owner", "reader", "other"]),
+            [
+                "CREATE ROLE \"App Owner\": permission denied to create role",
+                "CREATE ROLE reader: permission denied to create role"
+            ]
+        );
+        assert!(globals_refused(said, &["other"]).is_empty());
     }
 
     #[test]
