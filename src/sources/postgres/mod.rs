@@ -1509,8 +1509,8 @@ pub fn restore_globals(
 /// owner, settings, the settings of roles in it, its privileges, comment and
 /// security labels, as `pg_restore --create` would apply them. A custom-format
 /// archive is fed in twice until pg_restore has read its table of contents (the rest
-/// is not fetched); of a directory-format one, the tables of contents go into a fresh
-/// folder under the feed's spool folder first. Needs no server.
+/// is not fetched); of a directory-format one, its `toc.dat` goes into a fresh folder
+/// under the feed's spool folder first. Needs no server.
 pub fn database_properties(
     tools: &Tools,
     archive: &Archive,
@@ -1555,25 +1555,41 @@ pub fn database_properties(
             };
             (script, spool)
         }
-        ArchiveFormat::Directory(_) => {
-            let spooled = spool_archive(archive, &dir, Files::TablesOfContents, source)?;
+        ArchiveFormat::Directory(files) => {
+            // Its `toc.dat` alone: the database's entries have no data file.
+            let toc = files
+                .iter()
+                .find(|e| file_name(e) == "toc.dat")
+                .ok_or_else(|| {
+                    Failure::new(
+                        Code::CorruptObject,
+                        format!("{}: no toc.dat in the snapshot", archive.name()),
+                    )
+                })?;
+            check_room(archive, on_disk(toc.size), &dir)?;
+            let spool = Spool::new(&dir, "backplan-restore-")
+                .map_err(|e| Failure::new(Code::Io, format!("{what}: {e}")))?;
+            let folder = spool.path().join("archive");
+            std::fs::create_dir(&folder)
+                .map_err(|e| Failure::new(Code::Io, format!("{what}: {e}")))?;
+            write_file(&folder.join("toc.dat"), toc, source, &mut || Ok(()))?;
             let reading = |args: &[&str]| {
                 let mut cmd = pg_restore(args);
-                cmd.arg("-Fd").arg(&spooled.path);
+                cmd.arg("-Fd").arg(&folder);
                 cmd
             };
             let listing = sections::output(
                 reading(&["--create", "--list"]),
                 "pg_restore --create --list",
             )?;
-            let script = match database_list(&listing, spooled.spool.path())? {
+            let script = match database_list(&listing, spool.path())? {
                 Some(list) => sections::output(
                     reading(&["--create", "-f", "-", "-L", &list]),
                     "pg_restore --create -L",
                 )?,
                 None => String::new(),
             };
-            (script, spooled.spool)
+            (script, spool)
         }
     };
     spool

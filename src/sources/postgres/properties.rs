@@ -163,9 +163,16 @@ struct Token {
     end: usize,
 }
 
-/// The statements of a script (each its range up to and with its `;`, and its
-/// tokens), without comments and psql's meta-commands (`\connect`, `\restrict`).
-fn split(script: &str) -> Result<Vec<(Range<usize>, Vec<Token>)>, String> {
+/// One statement of a script, as [`split`] finds it.
+struct Tokens {
+    /// Where it is, up to and with its `;`.
+    range: Range<usize>,
+    tokens: Vec<Token>,
+}
+
+/// The statements of a script, without comments and psql's meta-commands
+/// (`\connect`, `\restrict`).
+fn split(script: &str) -> Result<Vec<Tokens>, String> {
     let b = script.as_bytes();
     let mut out = Vec::new();
     let mut tokens: Vec<Token> = Vec::new();
@@ -222,7 +229,10 @@ fn split(script: &str) -> Result<Vec<(Range<usize>, Vec<Token>)>, String> {
             b';' => {
                 i += 1;
                 let start = tokens.first().map_or(at, |t| t.at);
-                out.push((start..i, std::mem::take(&mut tokens)));
+                out.push(Tokens {
+                    range: start..i,
+                    tokens: std::mem::take(&mut tokens),
+                });
                 continue;
             }
             c if word(c) => {
@@ -255,7 +265,7 @@ fn split(script: &str) -> Result<Vec<(Range<usize>, Vec<Token>)>, String> {
 /// a statement of a shape it does not know, or one naming another database.
 pub(super) fn parse(script: &str, dumped: &str) -> Result<Properties, String> {
     let mut props = Properties::default();
-    for (range, tokens) in split(script)? {
+    for Tokens { range, tokens } in split(script)? {
         let text = &script[range.clone()];
         let t = |k: usize| tokens.get(k).map(|t| &script[t.at..t.end]);
         let is = |k: usize, w: &str| {
