@@ -2,7 +2,9 @@
 //! PostgreSQL servers that each test starts itself (see `common::pg`): the round trip
 //! (also onto another server), refusals and `--clean`, partial restores, tool-version
 //! matching, uncovered databases in `plan`, dumps that fail (killed, far smaller, not an
-//! archive, an unreachable server) and `verify --restore-test`.
+//! archive, an unreachable server), `verify --restore-test`, and the database's own
+//! properties (owner, settings, role settings, privileges, comment) restored into a
+//! new cluster under the same name or another, by every path.
 
 mod common;
 
