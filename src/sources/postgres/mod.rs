@@ -1528,6 +1528,10 @@ pub fn database_properties(
              and set them by hand",
         )
     };
+    let (listing_of, script_of) = (
+        format!("pg_restore --create --list of {}", archive.name()),
+        format!("pg_restore --create -L … -f - of {}", archive.name()),
+    );
     let pg_restore = |args: &[&str]| {
         let mut cmd = Command::new(tools.tool("pg_restore"));
         cmd.args(args);
@@ -1539,7 +1543,7 @@ pub fn database_properties(
                 .map_err(|e| Failure::new(Code::Io, format!("{what}: {e}")))?;
             let listing = fed_output(
                 pg_restore(&["--create", "--list"]),
-                "pg_restore --create --list",
+                &listing_of,
                 entry,
                 source,
             )?;
@@ -1547,7 +1551,7 @@ pub fn database_properties(
             let script = match list {
                 Some(list) => fed_output(
                     pg_restore(&["--create", "-f", "-", "-L", &list]),
-                    "pg_restore --create -L",
+                    &script_of,
                     entry,
                     source,
                 )?,
@@ -1578,15 +1582,11 @@ pub fn database_properties(
                 cmd.arg("-Fd").arg(&folder);
                 cmd
             };
-            let listing = sections::output(
-                reading(&["--create", "--list"]),
-                "pg_restore --create --list",
-            )?;
+            let listing = sections::output(reading(&["--create", "--list"]), &listing_of)?;
             let script = match database_list(&listing, spool.path())? {
-                Some(list) => sections::output(
-                    reading(&["--create", "-f", "-", "-L", &list]),
-                    "pg_restore --create -L",
-                )?,
+                Some(list) => {
+                    sections::output(reading(&["--create", "-f", "-", "-L", &list]), &script_of)?
+                }
                 None => String::new(),
             };
             (script, spool)
