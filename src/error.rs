@@ -66,6 +66,8 @@ pub enum Code {
     NoSpace,
     Unrepairable,
     RestoreFailed,
+    DatabaseRolesMissing,
+    DatabaseProperties,
     Io,
 }
 
@@ -123,6 +125,8 @@ impl Code {
         Code::NoSpace,
         Code::Unrepairable,
         Code::RestoreFailed,
+        Code::DatabaseRolesMissing,
+        Code::DatabaseProperties,
         Code::Io,
     ];
 
@@ -397,6 +401,16 @@ impl Code {
                 "BP236",
                 "restore-failed",
                 "the restore stopped part way: the target may hold part of the data; fix the cause the message names, then restore again into an empty target (or with --clean / --flush / --force)",
+            ),
+            Code::DatabaseRolesMissing => (
+                "BP240",
+                "database-roles-missing",
+                "create the roles the message names on the target server (the snapshot's globals normally do), then restore again with --clean",
+            ),
+            Code::DatabaseProperties => (
+                "BP241",
+                "database-properties",
+                "a database's owner, privileges and settings are set by a superuser: restore again as one, with --clean",
             ),
             Code::Io => ("BP299", "io", "check the path and its permissions"),
         }

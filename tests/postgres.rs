@@ -2,7 +2,9 @@
 //! PostgreSQL servers that each test starts itself (see `common::pg`): the round trip
 //! (also onto another server), refusals and `--clean`, partial restores, tool-version
 //! matching, uncovered databases in `plan`, dumps that fail (killed, far smaller, not an
-//! archive, an unreachable server) and `verify --restore-test`.
+//! archive, an unreachable server), `verify --restore-test`, and the database's own
+//! properties (owner, settings, role settings, privileges, comment) restored into a
+//! new cluster under the same name or another, by every path.
 
 mod common;
 
@@ -1123,4 +1125,431 @@ fn plan_and_apply_read_the_password_from_pgpass_and_ignore_one_others_may_read()
         .stdout("✓ backup db → local")
         .check();
     assert_eq!(snapshots_of(&sandbox, "db", "complete").len(), 1);
+}
+
+// --- the database's own properties --------------------------------------------------
+
+/// A source database whose name needs quoting (upper case, spaces, quotes).
+const ODD_DB: &str = "Media \"App\" Ünï";
+
+/// `postgres://postgres@127.0.0.1:PORT/DB` with the database's name percent-encoded.
+fn url_of(server: &PgServer, db: &str) -> String {
+    let encoded: String = db
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    server.url(&encoded)
+}
+
+/// `'text'`, a SQL string literal.
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// Makes `db` with properties of its own: an owner, a comment, settings (a
+/// `search_path` the application's unqualified queries need), a connection limit, a
+/// role's settings in it and privileges that keep `PUBLIC` out and let `app_reader`
+/// in; then the fixture in it, and a role `outsider` that may not connect.
+fn database_with_properties(server: &PgServer, db: &str) {
+    let q = pg::quote_ident(db);
+    server.psql(
+        "postgres",
+        &format!(
+            r#"CREATE ROLE "App Owner" LOGIN;
+               CREATE ROLE app_reader LOGIN;
+               CREATE ROLE outsider LOGIN;
+               CREATE DATABASE {q} OWNER "App Owner";
+               COMMENT ON DATABASE {q} IS 'Media library: don''t drop';
+               ALTER DATABASE {q} SET search_path = media, public;
+               ALTER DATABASE {q} SET statement_timeout = '45s';
+               ALTER DATABASE {q} CONNECTION LIMIT 40;
+               ALTER ROLE app_reader IN DATABASE {q} SET work_mem = '8MB';
+               REVOKE CONNECT, TEMPORARY ON DATABASE {q} FROM PUBLIC;
+               GRANT CONNECT ON DATABASE {q} TO app_reader;"#
+        ),
+    );
+    pg::populate_fixture(server, db);
+    server.psql(
+        db,
+        "GRANT USAGE ON SCHEMA media TO app_reader; \
+         GRANT SELECT ON ALL TABLES IN SCHEMA media TO app_reader;",
+    );
+}
+
+/// The database's own properties as the catalogs hold them, with role names: its
+/// owner, comment and connection limit; its settings and those of roles in it
+/// (`pg_db_role_setting`); its privileges (`datacl`, exploded).
+fn properties_of(server: &PgServer, db: &str) -> Vec<String> {
+    server
+        .psql(
+            "postgres",
+            &format!(
+                r#"SELECT 'owner ' || pg_get_userbyid(d.datdba) || ', limit ' || d.datconnlimit
+                          || ', comment ' || coalesce(shobj_description(d.oid, 'pg_database'), '-')
+                   FROM pg_database AS d WHERE d.datname = {name}
+                   UNION ALL
+                   SELECT 'setting ' || coalesce(r.rolname, '(database)') || ' '
+                          || array_to_string(s.setconfig, ',')
+                   FROM pg_db_role_setting AS s
+                   JOIN pg_database AS d ON d.oid = s.setdatabase
+                   LEFT JOIN pg_roles AS r ON r.oid = s.setrole
+                   WHERE d.datname = {name}
+                   UNION ALL
+                   SELECT 'acl ' || coalesce(g.rolname, 'PUBLIC') || ' ' || a.privilege_type
+                          || ' by ' || pg_get_userbyid(a.grantor)
+                          || CASE WHEN a.is_grantable THEN ' grantable' ELSE '' END
+                   FROM pg_database AS d, aclexplode(d.datacl) AS a
+                   LEFT JOIN pg_roles AS g ON g.oid = a.grantee
+                   WHERE d.datname = {name}
+                   ORDER BY 1;"#,
+                name = literal(db)
+            ),
+        )
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// `db` of `restored` is `ODD_DB` of `source` beyond its rows too: the same
+/// `pg_dump --create --schema-only` (names normalised), the same properties, and the
+/// application's view: `app_reader` reads `files` unqualified, `outsider` is kept out.
+fn assert_same_database(source: &PgServer, restored: &PgServer, db: &str) {
+    assert_identical((source, ODD_DB), (restored, db));
+    let (want, got) = (
+        pg::dump_database_and_schema(source, ODD_DB),
+        pg::dump_database_and_schema(restored, db),
+    );
+    if want != got {
+        let only: Vec<&str> = got.lines().filter(|l| !want.contains(l)).collect();
+        let lost: Vec<&str> = want.lines().filter(|l| !got.contains(l)).collect();
+        panic!(
+            "pg_dump --create --schema-only of {db} differs\n--- lost:\n{}\n--- only restored:\n{}",
+            lost.join("\n"),
+            only.join("\n")
+        );
+    }
+    assert_eq!(properties_of(restored, db), properties_of(source, ODD_DB));
+    let count = |role: &str| {
+        restored
+            .tool("psql")
+            .args(["-X", "-q", "-t", "-A", "-U", role, "-d", db])
+            .args(["-c", "SELECT count(*) FROM files"])
+            .output()
+            .expect("run psql")
+    };
+    let reader = count("app_reader");
+    assert!(reader.status.success(), "{reader:?}");
+    assert_eq!(String::from_utf8_lossy(&reader.stdout).trim(), "3001");
+    let outsider = count("outsider");
+    assert!(!outsider.status.success());
+    assert!(
+        String::from_utf8_lossy(&outsider.stderr).contains("permission denied for database"),
+        "{outsider:?}"
+    );
+}
+
+/// A sandbox backing up `ODD_DB` of `server`, with `extra` under the source.
+fn backed_up_odd(server: &PgServer, extra: &str) -> Sandbox {
+    let sandbox = Sandbox::initialised(&format!(
+        "{LOCAL_POLICY_HEAD}  db:\n    type: postgres\n    url: \"{}\"\n    databases: [{}]\n{extra}",
+        server.url("postgres"),
+        serde_json::to_string(ODD_DB).expect("a YAML string")
+    ));
+    sandbox
+        .run(&["apply"])
+        .stdout("✓ backup db → local")
+        .check();
+    sandbox
+}
+
+#[test]
+fn a_whole_database_restored_into_a_new_cluster_keeps_its_owner_settings_privileges_and_comment() {
+    let (source, other) = std::thread::scope(|scope| {
+        let source = scope.spawn(|| {
+            let server = PgServer::start();
+            database_with_properties(&server, ODD_DB);
+            server
+        });
+        let other = scope.spawn(PgServer::start);
+        (source.join().expect("source"), other.join().expect("other"))
+    });
+    let before = properties_of(&source, ODD_DB);
+    for expected in [
+        "owner App Owner, limit 40, comment Media library: don't drop",
+        "setting (database) search_path=media, public,statement_timeout=45s",
+        "setting app_reader work_mem=8MB",
+        "acl app_reader CONNECT by App Owner",
+    ] {
+        assert!(before.iter().any(|p| p == expected), "{before:?}");
+    }
+    assert!(
+        !before.iter().any(|p| p.starts_with("acl PUBLIC")),
+        "{before:?}"
+    );
+    let sandbox = backed_up_odd(&source, "");
+
+    // The plan says that the properties come along, into whatever name.
+    let copy = "Restored \"Copy\" Ä";
+    let plan = restore(
+        &sandbox,
+        &[
+            "--plan",
+            "--format",
+            "json",
+            "--target",
+            &format!("db={}", url_of(&other, copy)),
+        ],
+    )
+    .check();
+    let plan: Value = serde_json::from_str(&plan.stdout).expect("the restore plan is JSON");
+    assert_eq!(
+        plan["steps"][0]["preview"]["database_properties"],
+        serde_json::json!([{
+            "archive": format!("{ODD_DB}.dump"),
+            "database": copy,
+            "applied": true
+        }]),
+        "{plan:#}"
+    );
+    restore(
+        &sandbox,
+        &[
+            "--plan",
+            "--target",
+            &format!("db={}", url_of(&other, copy)),
+        ],
+    )
+    .stdout(&format!(
+        "{ODD_DB}.dump: database properties (owner, settings, role settings, privileges, \
+         comment) applied to {copy} after the data, replacing its own"
+    ))
+    .check();
+
+    // A disaster: the same name on a new cluster, streamed into one pg_restore; the
+    // roles come with the globals.
+    restore(
+        &sandbox,
+        &["--target", &format!("db={}", url_of(&other, ODD_DB))],
+    )
+    .stdout(&format!("database {ODD_DB} restored"))
+    .check();
+    assert_same_database(&source, &other, ODD_DB);
+
+    // Another name, by sections with two jobs.
+    restore(
+        &sandbox,
+        &[
+            "--jobs",
+            "2",
+            "--spool",
+            "spool",
+            "--target",
+            &format!("db={}", url_of(&other, copy)),
+        ],
+    )
+    .stdout(&format!("database {copy} restored"))
+    .check();
+    assert_same_database(&source, &other, copy);
+
+    // Over a database whose properties changed since, with --clean: the snapshot's
+    // replace them, extra grants and settings included.
+    let q = pg::quote_ident(copy);
+    other.psql(
+        "postgres",
+        &format!(
+            "ALTER DATABASE {q} OWNER TO outsider; COMMENT ON DATABASE {q} IS 'changed';
+             ALTER DATABASE {q} SET work_mem = '1MB'; ALTER DATABASE {q} CONNECTION LIMIT 3;
+             ALTER ROLE outsider IN DATABASE {q} SET work_mem = '2MB';
+             GRANT ALL ON DATABASE {q} TO outsider WITH GRANT OPTION;
+             GRANT CONNECT, TEMPORARY ON DATABASE {q} TO PUBLIC;"
+        ),
+    );
+    assert_ne!(properties_of(&other, copy), before);
+    for jobs in ["1", "2"] {
+        restore(
+            &sandbox,
+            &[
+                "--clean",
+                "--jobs",
+                jobs,
+                "--spool",
+                "spool",
+                "--target",
+                &format!("db={}", url_of(&other, copy)),
+            ],
+        )
+        .stdout(&format!("database {copy} restored"))
+        .check();
+        assert_same_database(&source, &other, copy);
+    }
+
+    // A partial restore leaves the database's properties alone, and says so.
+    other.createdb("partial_copy");
+    let partial = format!("db={}", other.url("partial_copy"));
+    restore(
+        &sandbox,
+        &["--plan", "--table", "accounts", "--target", &partial],
+    )
+    .stdout("a partial restore leaves the database properties of partial_copy")
+    .check();
+    let untouched = properties_of(&other, "partial_copy");
+    restore(&sandbox, &["--table", "accounts", "--target", &partial])
+        .stdout("database partial_copy restored")
+        .check();
+    assert_eq!(
+        pg::table_row_counts(&other, "partial_copy"),
+        BTreeMap::from([("public.accounts".to_string(), 501)])
+    );
+    assert_eq!(properties_of(&other, "partial_copy"), untouched);
+    assert_eq!(untouched, ["owner postgres, limit -1, comment -"]);
+}
+
+#[test]
+fn a_directory_format_snapshot_restores_the_database_properties_into_a_new_cluster() {
+    let (source, other) = std::thread::scope(|scope| {
+        let source = scope.spawn(|| {
+            let server = PgServer::start();
+            database_with_properties(&server, ODD_DB);
+            server
+        });
+        let other = scope.spawn(PgServer::start);
+        (source.join().expect("source"), other.join().expect("other"))
+    });
+    let sandbox = backed_up_odd(&source, "    jobs: 2\n    spool_dir: spool\n");
+    // By sections with one connection, then with two, into another name.
+    for (db, jobs) in [(ODD_DB, "1"), ("second copy", "2")] {
+        restore(
+            &sandbox,
+            &[
+                "--jobs",
+                jobs,
+                "--spool",
+                "spool",
+                "--target",
+                &format!("db={}", url_of(&other, db)),
+            ],
+        )
+        .stdout(&format!("database {db} restored"))
+        .check();
+        assert_same_database(&source, &other, db);
+    }
+    assert_eq!(folder_names(&sandbox.path("spool")), Vec::<String>::new());
+}
+
+#[test]
+fn a_database_whose_owner_is_missing_on_the_target_is_refused_before_its_data() {
+    let (source, other) = std::thread::scope(|scope| {
+        let source = scope.spawn(PgServer::start);
+        let other = scope.spawn(PgServer::start);
+        (source.join().expect("source"), other.join().expect("other"))
+    });
+    source.psql(
+        "postgres",
+        "CREATE ROLE \"Lonely Owner\"; CREATE DATABASE app OWNER \"Lonely Owner\";",
+    );
+    source.psql(
+        "app",
+        "CREATE TABLE t (i int); INSERT INTO t VALUES (1), (2);",
+    );
+    // Without the globals, the new cluster lacks the role.
+    let sandbox = Sandbox::initialised(&policy(&source.url("app"), "    globals: false\n", ""));
+    sandbox.run(&["apply"]).check();
+    restore(&sandbox, &["--target", &target(&other, "app")])
+        .status(1)
+        .stderr("BP240")
+        .stderr("role \"Lonely Owner\"")
+        .stderr("its data was not restored")
+        .stderr("globals: false")
+        .check();
+    assert_eq!(pg::table_row_counts(&other, "app"), BTreeMap::new());
+
+    // Once the role is there, the database is restored with its owner.
+    other.psql("postgres", "CREATE ROLE \"Lonely Owner\";");
+    restore(&sandbox, &["--clean", "--target", &target(&other, "app")])
+        .stdout("database app restored")
+        .check();
+    assert_eq!(properties_of(&other, "app"), properties_of(&source, "app"));
+    assert_eq!(
+        properties_of(&other, "app"),
+        ["owner Lonely Owner, limit -1, comment -"]
+    );
+}
+
+#[test]
+fn a_restoring_role_that_may_not_create_the_owner_or_give_the_database_away_fails_clearly() {
+    let (source, other) = std::thread::scope(|scope| {
+        let source = scope.spawn(PgServer::start);
+        let other = scope.spawn(PgServer::start);
+        (source.join().expect("source"), other.join().expect("other"))
+    });
+    source.psql(
+        "postgres",
+        "CREATE ROLE restorer LOGIN CREATEDB; CREATE ROLE \"App Owner\";
+         CREATE DATABASE app OWNER \"App Owner\"; COMMENT ON DATABASE app IS 'kept';",
+    );
+    source.psql(
+        "app",
+        "CREATE SCHEMA s AUTHORIZATION restorer; SET ROLE restorer;
+         CREATE TABLE s.t (i int); INSERT INTO s.t VALUES (1), (2);",
+    );
+    let sandbox = backed_up(&source);
+
+    // A role that may create databases, not roles: the globals cannot make the owner,
+    // which stops the restore before the data, with psql's reason.
+    other.psql("postgres", "CREATE ROLE restorer LOGIN CREATEDB;");
+    let as_restorer = format!("db={}", other.url_as("restorer", "app"));
+    let run = restore(&sandbox, &["--target", &as_restorer])
+        .status(1)
+        .stderr("BP240")
+        .check();
+    let said = run
+        .stderr
+        .split_whitespace()
+        .filter(|w| *w != "│")
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        said.contains("role \"App Owner\" that is not on restorer@")
+            && said.contains(
+                "psql could not create them from the snapshot's globals (CREATE ROLE \"App Owner\": \
+                 permission denied to create role)"
+            ),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(pg::table_row_counts(&other, "app"), BTreeMap::new());
+
+    // Nor give databases away: the data goes in, the owner cannot be set, and nothing
+    // of the properties is applied.
+    other.psql("postgres", "CREATE ROLE \"App Owner\";");
+    let run = restore(&sandbox, &["--target", &as_restorer])
+        .status(1)
+        .stderr("BP241")
+        .stderr("its data is restored")
+        .check();
+    // miette wraps the message in a gutter: compare it as one line.
+    let said = run
+        .stderr
+        .split_whitespace()
+        .filter(|w| *w != "│")
+        .collect::<Vec<_>>()
+        .join(" ");
+    for part in [
+        "its properties from the snapshot were not applied (none of them)",
+        "must be member of role \"App Owner\"",
+        "at `ALTER DATABASE \"app\" OWNER TO \"App Owner\";`",
+    ] {
+        assert!(said.contains(part), "{part}: {}", run.stderr);
+    }
+    assert_eq!(
+        pg::table_row_counts(&other, "app"),
+        BTreeMap::from([("s.t".to_string(), 2)])
+    );
+    assert_eq!(
+        properties_of(&other, "app"),
+        ["owner restorer, limit -1, comment -"]
+    );
 }

@@ -18,7 +18,7 @@ use crate::repo::keys::RepoKey;
 use crate::repo::lock;
 use crate::repo::store::Repo;
 use crate::repo::{key_for, repository_key};
-use crate::restore::{Preview, RestorePlan, Selection, Step, restore_plan};
+use crate::restore::{DatabaseProperties, Preview, RestorePlan, Selection, Step, restore_plan};
 use crate::sources::{files, postgres, redis};
 
 fn selection(args: &RestoreArgs) -> Result<Selection, Failure> {
@@ -234,6 +234,8 @@ fn restore_locked(
                         f.code,
                         Code::RestoreRefused
                             | Code::RestoreFailed
+                            | Code::DatabaseRolesMissing
+                            | Code::DatabaseProperties
                             | Code::DatabaseError
                             | Code::NoSpace
                     ) =>
@@ -357,11 +359,28 @@ async fn restore_step(
                     .cloned();
                 let moved = tokio::task::spawn_blocking(move || {
                     let mut fetcher = fetcher;
-                    if let Some(g) = &globals {
-                        postgres::restore_globals(&target, &tools, g, &mut fetcher)?;
-                    }
+                    let said = match &globals {
+                        Some(g) => {
+                            Some(postgres::restore_globals(&target, &tools, g, &mut fetcher)?)
+                        }
+                        None => None,
+                    };
+                    // A whole database comes with its own properties (owner, settings,
+                    // privileges, comment), applied last; their roles are checked
+                    // before its data.
+                    let properties = if target.whole() {
+                        let p =
+                            postgres::database_properties(&tools, &archive, &feed, &mut fetcher)?;
+                        postgres::check_roles(&target, &p, said.as_deref())?;
+                        Some(p)
+                    } else {
+                        None
+                    };
                     postgres::restore_database(&target, &tools, &archive, &feed, &mut fetcher)?;
                     postgres::analyze(&target, &tools, feed.jobs())?;
+                    if let Some(p) = &properties {
+                        postgres::apply_properties(&target, p)?;
+                    }
                     Ok::<_, Failure>((fetcher, target))
                 })
                 .await
@@ -638,7 +657,13 @@ async fn preview(
             }
             if let Some(SourceKind::Postgres(pg)) = kind {
                 let mut notes = Vec::new();
+                let mut database_properties = Vec::new();
                 for (archive, target) in pg_targets(cx, &step.source, &pg, &tree)? {
+                    database_properties.push(DatabaseProperties {
+                        archive: archive.name(),
+                        database: target.database.clone(),
+                        applied: target.whole(),
+                    });
                     let note = match postgres::target_state(&target.conn, &target.database).await {
                         Ok((false, _)) => format!("{} will be created", target.database),
                         Ok((true, 0)) => format!("{} exists and is empty", target.database),
@@ -660,6 +685,7 @@ async fn preview(
                     entries: tree.entries.len(),
                     bytes: tree.entries.iter().map(|e| e.size).sum(),
                     notes,
+                    database_properties,
                     ..Preview::default()
                 });
             }
@@ -672,6 +698,7 @@ async fn preview(
                 unchanged: p.identical.len(),
                 overwrite: p.overwrite,
                 notes: Vec::new(),
+                database_properties: Vec::new(),
                 unknown: None,
             })
         }

@@ -2,20 +2,43 @@
 
 use std::fmt::Write as _;
 
-use crate::restore::{Preview, RestorePlan};
+use crate::restore::{DatabaseProperties, Preview, RestorePlan};
 
 use super::{bytes, time};
+
+/// What a database restore does with the database's own properties.
+fn properties_text(p: &DatabaseProperties) -> String {
+    if p.applied {
+        format!(
+            "{}: database properties (owner, settings, role settings, privileges, comment) \
+             applied to {} after the data, replacing its own",
+            p.archive, p.database
+        )
+    } else {
+        format!(
+            "{}: a partial restore leaves the database properties of {} (owner, settings, \
+             privileges, comment) as they are",
+            p.archive, p.database
+        )
+    }
+}
 
 fn preview_text(p: &Preview) -> String {
     if let Some(why) = &p.unknown {
         return format!("contents unknown: {why}");
     }
-    if !p.notes.is_empty() {
+    if !p.notes.is_empty() || !p.database_properties.is_empty() {
+        let notes: Vec<String> = p
+            .notes
+            .iter()
+            .cloned()
+            .chain(p.database_properties.iter().map(properties_text))
+            .collect();
         return format!(
             "{} entries, {}; {}",
             p.entries,
             bytes(p.bytes),
-            p.notes.join("; ")
+            notes.join("; ")
         );
     }
     let mut parts = vec![format!("{} entries, {}", p.entries, bytes(p.bytes))];

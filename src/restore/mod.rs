@@ -76,9 +76,26 @@ pub struct Preview {
     /// What else the restore would do or needs (a database created, `--clean`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Of a database source: whether each database's own properties come along.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub database_properties: Vec<DatabaseProperties>,
     /// Set when the preview could not be made (no key at hand, unreadable tree).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unknown: Option<String>,
+}
+
+/// What a database restore does with the database's own properties: its owner, its
+/// settings (`ALTER DATABASE … SET`), the settings of roles in it (`ALTER ROLE … IN
+/// DATABASE … SET`), its privileges (`GRANT`/`REVOKE … ON DATABASE`) and its comment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseProperties {
+    /// The archive (`app.dump`, `app.dir/`).
+    pub archive: String,
+    /// The database restored into.
+    pub database: String,
+    /// `true`: replaced by the snapshot's, after the data (a whole restore); `false`:
+    /// left as they are (`--table`, `--schema`).
+    pub applied: bool,
 }
 
 /// Chooses what to restore. Pure.

@@ -564,6 +564,25 @@ pub fn dump_schema_and_data(server: &PgServer, db: &str) -> String {
     comparable_dump(&text)
 }
 
+/// `pg_dump --create --schema-only` of `db`: the database itself (its `CREATE
+/// DATABASE`, owner, comment, settings, the settings of roles in it, its privileges)
+/// and its schema, made comparable like [`dump_schema_and_data`], with every spelling
+/// of its name (quoted, with inner quotes doubled, plain) replaced by `DB`, so that two
+/// databases of other names compare.
+pub fn dump_database_and_schema(server: &PgServer, db: &str) -> String {
+    let output = server
+        .tool("pg_dump")
+        .args(["--create", "--schema-only", "--no-password", "--dbname", db])
+        .output()
+        .expect("run pg_dump");
+    check(&output, &format!("pg_dump --create --schema-only {db}"));
+    let text = String::from_utf8(output.stdout).expect("pg_dump prints UTF-8");
+    comparable_dump(&text)
+        .replace(&quote_ident(db), "DB")
+        .replace(&db.replace('"', "\"\""), "DB")
+        .replace(db, "DB")
+}
+
 /// See [`dump_schema_and_data`].
 fn comparable_dump(text: &str) -> String {
     let mut kept = String::with_capacity(text.len());

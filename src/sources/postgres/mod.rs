@@ -18,7 +18,9 @@
 //! (`--jobs N`, or any directory-format archive), after checking that it fits; a
 //! whole restore goes by sections instead when it can (a directory-format archive,
 //! or a custom-format one with its layout): only the tables of contents are spooled,
-//! and the tables' rows are copied straight into the server (`sections`).
+//! and the tables' rows are copied straight into the server (`sections`). A whole
+//! restore also gives the database the archive's own properties of it (owner,
+//! settings, privileges, comment: `properties`), last.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -39,9 +41,11 @@ use crate::repo::format::{Entry, Tree};
 use crate::sources::files::ScanReport;
 
 mod custom;
+mod properties;
 mod sections;
 
 pub use custom::LAYOUT_SUFFIX;
+pub use properties::Properties;
 
 /// The entry that holds roles and tablespaces.
 pub const GLOBALS: &str = "globals.sql";
@@ -1417,6 +1421,14 @@ pub struct RestoreTarget {
     pub schemas: Vec<String>,
 }
 
+impl RestoreTarget {
+    /// Whether the whole archive is restored (no `--table`, no `--schema`): only
+    /// then do the database's own properties come along.
+    pub fn whole(&self) -> bool {
+        self.tables.is_empty() && self.schemas.is_empty()
+    }
+}
+
 /// Whether the target database exists and has user tables.
 pub async fn target_state(conn: &Connection, db: &str) -> Result<(bool, i64), Failure> {
     let probe = probe(&conn.with_database("postgres")).await?;
@@ -1470,8 +1482,8 @@ pub async fn check_target(t: &RestoreTarget) -> Result<bool, Failure> {
     Ok(exists)
 }
 
-/// Restores the globals (roles may exist already: their errors are reported, not
-/// fatal) with psql.
+/// Restores the globals (roles may exist already: their errors are not fatal) with
+/// psql; returns what it said, each error with its statement.
 pub fn restore_globals(
     t: &RestoreTarget,
     tools: &Tools,
@@ -1482,6 +1494,7 @@ pub fn restore_globals(
     cmd.args([
         "-X",
         "-q",
+        "--echo-errors",
         "-v",
         "ON_ERROR_STOP=0",
         "-d",
@@ -1490,6 +1503,270 @@ pub fn restore_globals(
         "-",
     ]);
     run_fed(cmd, "psql (globals)", entry, source, false)
+}
+
+/// Reads the database's own properties from `archive` (see `properties`): its
+/// owner, settings, the settings of roles in it, its privileges, comment and
+/// security labels, as `pg_restore --create` would apply them. A custom-format
+/// archive is fed in twice until pg_restore has read its table of contents (the rest
+/// is not fetched); of a directory-format one, its `toc.dat` goes into a fresh folder
+/// under the feed's spool folder first. Needs no server.
+pub fn database_properties(
+    tools: &Tools,
+    archive: &Archive,
+    feed: &Feed,
+    source: &mut dyn ChunkSource,
+) -> Result<Properties, Failure> {
+    let dir = match feed {
+        Feed::Spool { dir, .. } => dir.clone(),
+        Feed::Stream => std::env::temp_dir(),
+    };
+    let what = format!("reading the database properties of {}", archive.name());
+    let unreadable = |e: String| {
+        Failure::new(Code::DatabaseProperties, format!("{what}: {e}")).with_help(
+            "restore with --schema or --table, which leaves the database's own properties alone, \
+             and set them by hand",
+        )
+    };
+    let (listing_of, script_of) = (
+        format!("pg_restore --create --list of {}", archive.name()),
+        format!("pg_restore --create -L … -f - of {}", archive.name()),
+    );
+    let pg_restore = |args: &[&str]| {
+        let mut cmd = Command::new(tools.tool("pg_restore"));
+        cmd.args(args);
+        cmd
+    };
+    let (script, spool) = match &archive.format {
+        ArchiveFormat::Custom(entry) => {
+            let spool = Spool::new(&dir, "backplan-restore-")
+                .map_err(|e| Failure::new(Code::Io, format!("{what}: {e}")))?;
+            let listing = fed_output(
+                pg_restore(&["--create", "--list"]),
+                &listing_of,
+                entry,
+                source,
+            )?;
+            let list = database_list(&listing, spool.path())?;
+            let script = match list {
+                Some(list) => fed_output(
+                    pg_restore(&["--create", "-f", "-", "-L", &list]),
+                    &script_of,
+                    entry,
+                    source,
+                )?,
+                None => String::new(),
+            };
+            (script, spool)
+        }
+        ArchiveFormat::Directory(files) => {
+            // Its `toc.dat` alone: the database's entries have no data file.
+            let toc = files
+                .iter()
+                .find(|e| file_name(e) == "toc.dat")
+                .ok_or_else(|| {
+                    Failure::new(
+                        Code::CorruptObject,
+                        format!("{}: no toc.dat in the snapshot", archive.name()),
+                    )
+                })?;
+            check_room(archive, on_disk(toc.size), &dir)?;
+            let spool = Spool::new(&dir, "backplan-restore-")
+                .map_err(|e| Failure::new(Code::Io, format!("{what}: {e}")))?;
+            let folder = spool.path().join("archive");
+            std::fs::create_dir(&folder)
+                .map_err(|e| Failure::new(Code::Io, format!("{what}: {e}")))?;
+            write_file(&folder.join("toc.dat"), toc, source, &mut || Ok(()))?;
+            let reading = |args: &[&str]| {
+                let mut cmd = pg_restore(args);
+                cmd.arg("-Fd").arg(&folder);
+                cmd
+            };
+            let listing = sections::output(reading(&["--create", "--list"]), &listing_of)?;
+            let script = match database_list(&listing, spool.path())? {
+                Some(list) => {
+                    sections::output(reading(&["--create", "-f", "-", "-L", &list]), &script_of)?
+                }
+                None => String::new(),
+            };
+            (script, spool)
+        }
+    };
+    spool
+        .remove()
+        .map_err(|e| failed(format!("{what}: removing the spool folder: {e}")))?;
+    properties::parse(&script, &archive.database).map_err(unreadable)
+}
+
+/// Writes the database's own entries of a `pg_restore --create --list` listing into
+/// a list file in `dir`, for `-L`; `None` when there are none.
+fn database_list(listing: &str, dir: &Path) -> Result<Option<String>, Failure> {
+    let lines: Vec<&str> = listing
+        .lines()
+        .filter(|l| properties::is_database_entry(l))
+        .collect();
+    if lines.is_empty() {
+        return Ok(None);
+    }
+    let path = dir.join("database.list");
+    std::fs::write(&path, lines.join("\n") + "\n")
+        .map_err(|e| Failure::new(Code::Io, format!("{}: {e}", path.display())))?;
+    Ok(Some(path.display().to_string()))
+}
+
+/// Checks that the roles the database's properties name (its owner, grantees, roles
+/// with settings in it) exist on the target server, once the snapshot's globals are
+/// restored (`globals`: what psql said of them, `None` without globals): a missing
+/// one stops the restore before its data. Blocks on the current runtime.
+pub fn check_roles(
+    t: &RestoreTarget,
+    props: &Properties,
+    globals: Option<&str>,
+) -> Result<(), Failure> {
+    if props.roles().is_empty() {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Handle::current();
+    let client = runtime.block_on(t.conn.with_database(&t.database).client())?;
+    let wanted: Vec<&str> = props.roles().iter().map(String::as_str).collect();
+    let found: Vec<String> = runtime
+        .block_on(client.query(
+            "SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1)",
+            &[&wanted],
+        ))
+        .map_err(|e| db_error(&t.conn, &e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let absent: Vec<&str> = wanted
+        .iter()
+        .filter(|w| !found.iter().any(|f| f == *w))
+        .copied()
+        .collect();
+    let missing: Vec<String> = absent.iter().map(|w| properties::quote_ident(w)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let help = match globals {
+        None => "this snapshot holds no globals (the source has `globals: false`): create the \
+                 roles on the target (CREATE ROLE …) and restore again, with --clean"
+            .to_string(),
+        Some(said) => {
+            let refused = globals_refused(said, &absent);
+            if refused.is_empty() {
+                "the snapshot's globals (globals.sql) do not create them: create the roles on \
+                 the target (CREATE ROLE …) and restore again, with --clean"
+                    .to_string()
+            } else {
+                format!(
+                    "psql could not create them from the snapshot's globals ({}): restore as a \
+                     superuser, or create the roles on the target (CREATE ROLE …), and restore \
+                     again, with --clean",
+                    refused.join("; ")
+                )
+            }
+        }
+    };
+    Err(Failure::new(
+        Code::DatabaseRolesMissing,
+        format!(
+            "database {}: its owner, privileges or settings name role{} {} that {} not on {}; \
+             its data was not restored",
+            t.database,
+            crate::plan::plural(missing.len()),
+            missing.join(", "),
+            if missing.len() == 1 { "is" } else { "are" },
+            t.conn.describe()
+        ),
+    )
+    .with_help(help))
+}
+
+/// What psql said (with `--echo-errors`) when a `CREATE ROLE` of one of `roles`
+/// failed: `CREATE ROLE "x": permission denied to create role`.
+fn globals_refused(said: &str, roles: &[&str]) -> Vec<String> {
+    let lines: Vec<&str> = said.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some((_, statement)) = line.split_once("STATEMENT:") else {
+            continue;
+        };
+        let statement = statement.trim().trim_end_matches(';');
+        let creates = roles.iter().any(|r| {
+            [properties::quote_ident(r), r.to_string()]
+                .iter()
+                .any(|name| statement == format!("CREATE ROLE {name}"))
+        });
+        let error = i
+            .checked_sub(1)
+            .and_then(|j| lines[j].split_once("ERROR:"))
+            .map(|(_, e)| e.trim());
+        if let (true, Some(error)) = (creates, error) {
+            out.push(format!("{statement}: {error}"));
+        }
+    }
+    out
+}
+
+/// Gives the target database the properties read from the archive, in one
+/// transaction, once its data is restored and analyzed (a revoked `CONNECT` or a
+/// setting such as `default_transaction_read_only` cannot get in the restore's way):
+/// what it has of its own is reset first (settings, the settings of roles in it,
+/// connection limit, comment, privileges), so that the snapshot's alone hold, as in
+/// a database `pg_restore --create` makes. An archive that holds none changes
+/// nothing. Blocks on the current runtime.
+pub fn apply_properties(t: &RestoreTarget, props: &Properties) -> Result<(), Failure> {
+    if props.is_empty() {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Handle::current();
+    runtime.block_on(async {
+        let mut client = t.conn.with_database(&t.database).client().await?;
+        let server = |e: tokio_postgres::Error| db_error(&t.conn, &e);
+        let row = client
+            .query_one(
+                "SELECT pg_get_userbyid(d.datdba)::text, d.datconnlimit, d.datacl IS NOT NULL, \
+                 ARRAY(SELECT DISTINCT CASE WHEN a.grantee = 0 THEN NULL \
+                       ELSE pg_get_userbyid(a.grantee)::text END \
+                       FROM aclexplode(d.datacl) AS a ORDER BY 1), \
+                 ARRAY(SELECT pg_get_userbyid(s.setrole)::text FROM pg_db_role_setting AS s \
+                       WHERE s.setdatabase = d.oid AND s.setrole <> 0 ORDER BY 1) \
+                 FROM pg_database AS d WHERE d.datname = $1",
+                &[&t.database],
+            )
+            .await
+            .map_err(server)?;
+        let current = properties::Current {
+            owner: row.get(0),
+            connection_limit: row.get(1),
+            grantees: row.get::<_, bool>(2).then(|| row.get(3)),
+            role_settings: row.get(4),
+        };
+        let tx = client.transaction().await.map_err(server)?;
+        let statements = properties::reset(&t.database, &current)
+            .into_iter()
+            .chain(props.statements(&t.database));
+        for statement in statements {
+            if let Err(e) = tx.batch_execute(&statement).await {
+                let said = db_error(&t.conn, &e).message;
+                return Err(Failure::new(
+                    Code::DatabaseProperties,
+                    format!(
+                        "database {}: its data is restored, but its properties from the snapshot \
+                         were not applied (none of them): {said}, at `{}`",
+                        t.database,
+                        statement.trim()
+                    ),
+                )
+                .with_help(
+                    "the owner, privileges and settings of a database are set by a superuser \
+                     (or its owner, a member of the new owner's role): restore again as one, \
+                     with --clean",
+                ));
+            }
+        }
+        tx.commit().await.map_err(server)
+    })
 }
 
 /// Reads an archive's table of contents with `pg_restore --list`: it is a whole,
@@ -1597,7 +1874,43 @@ fn run_fed(
     source: &mut dyn ChunkSource,
     strict: bool,
 ) -> Result<String, Failure> {
-    let mut tool = Tool::start(cmd, what, Stdio::piped(), Stdio::null())?;
+    run_fed_capturing(cmd, what, entry, source, strict, false).map(|(errors, _)| errors)
+}
+
+/// A tool fed with an entry whose output is small (a listing, a few statements):
+/// returns what it printed. It may stop reading early (`pg_restore --list` reads a
+/// custom-format archive's table of contents only): the rest is not fetched.
+fn fed_output(
+    cmd: Command,
+    what: &str,
+    entry: &Entry,
+    source: &mut dyn ChunkSource,
+) -> Result<String, Failure> {
+    let (_, out) = run_fed_capturing(cmd, what, entry, source, true, true)?;
+    String::from_utf8(out).map_err(|_| failed(format!("{what}: its output is not UTF-8")))
+}
+
+/// [`run_fed`], keeping the tool's stdout when `capture` (read on the side).
+fn run_fed_capturing(
+    cmd: Command,
+    what: &str,
+    entry: &Entry,
+    source: &mut dyn ChunkSource,
+    strict: bool,
+    capture: bool,
+) -> Result<(String, Vec<u8>), Failure> {
+    let stdout = if capture {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
+    let mut tool = Tool::start(cmd, what, Stdio::piped(), stdout)?;
+    let output = tool.child.stdout.take().map(|mut out| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            out.read_to_end(&mut bytes).map(|_| bytes)
+        })
+    });
     let mut stdin = Pipe {
         inner: tool
             .child
@@ -1606,9 +1919,17 @@ fn run_fed(
             .ok_or_else(|| failed(format!("{what}: no input")))?,
         broken: false,
     };
+    // Stops at the first chunk that the tool no longer reads.
     let fed = feed(entry, source, &mut stdin);
     let broken = stdin.broken;
     drop(stdin);
+    let output = match output {
+        Some(reader) => reader
+            .join()
+            .map_err(|_| failed(format!("{what}: reading its output stopped")))?
+            .map_err(|e| failed(format!("{what}: reading its output: {e}")))?,
+        None => Vec::new(),
+    };
     let (status, errors) = tool.wait(what)?;
     // The tool's own reason first: when it stops at an error, feeding it fails with a
     // broken pipe, which says nothing.
@@ -1623,7 +1944,7 @@ fn run_fed(
             other?;
         }
     }
-    Ok(errors)
+    Ok((errors, output))
 }
 
 /// A tool's standard input that remembers whether the tool closed it.
@@ -1744,6 +2065,26 @@ mod tests {
                 .expect("measured")
                 .fits()
         );
+    }
+
+    #[test]
+    fn what_psql_said_of_a_role_it_could_not_create_is_found_among_its_errors() {
+        let said = "psql:<stdin>:1: ERROR:  permission denied to create role\n\
+            psql:<stdin>:1: STATEMENT:  CREATE ROLE postgres;\n\
+            psql:<stdin>:3: ERROR:  permission denied to create role\n\
+            psql:<stdin>:3: STATEMENT:  CREATE ROLE \"App Owner\";\n\
+            psql:<stdin>:4: ERROR:  must be superuser to alter superuser roles\n\
+            psql:<stdin>:4: STATEMENT:  ALTER ROLE \"App Owner\" WITH NOSUPERUSER;\n\
+            psql:<stdin>:5: ERROR:  permission denied to create role\n\
+            psql:<stdin>:5: STATEMENT:  CREATE ROLE reader;\n";
+        assert_eq!(
+            globals_refused(said, &["App Owner", "reader", "other"]),
+            [
+                "CREATE ROLE \"App Owner\": permission denied to create role",
+                "CREATE ROLE reader: permission denied to create role"
+            ]
+        );
+        assert!(globals_refused(said, &["other"]).is_empty());
     }
 
     #[test]

@@ -118,7 +118,7 @@ fn data_script(script: &str) -> Script {
 }
 
 /// Runs a tool that reads the spool and prints to its stdout; returns what it printed.
-fn output(mut cmd: Command, what: &str) -> Result<String, Failure> {
+pub(super) fn output(mut cmd: Command, what: &str) -> Result<String, Failure> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
