@@ -1667,6 +1667,7 @@ mod tests {
     fn tree(paths: &[(&str, u64)]) -> Tree {
         Tree {
             entries: paths.iter().map(|(p, s)| entry(p, *s)).collect(),
+            root: None,
         }
     }
 
