@@ -1176,10 +1176,11 @@ fn unsafe_path(path: &[u8]) -> Option<&'static str> {
 fn check_tree(tree: &Tree) -> Result<HashMap<&[u8], &Entry>, ScanError> {
     let mut by_path: HashMap<&[u8], &Entry> = HashMap::with_capacity(tree.entries.len());
     for entry in &tree.entries {
+        // Messages show the bytes that would be used, escaped, not the display form.
+        let shown = escape_bytes(entry.path_bytes());
         if let Some(why) = unsafe_path(entry.path_bytes()) {
             return Err(ScanError::refused(format!(
-                "the snapshot holds the unsafe entry path {:?} ({why}); nothing was restored",
-                entry.path
+                "the snapshot holds the unsafe entry path {shown:?} ({why}); nothing was restored"
             )));
         }
         if entry.kind == EntryKind::Symlink {
@@ -1187,16 +1188,14 @@ fn check_tree(tree: &Tree) -> Result<HashMap<&[u8], &Entry>, ScanError> {
                 Some(t) if !t.is_empty() && !t.contains(&0) => {}
                 _ => {
                     return Err(ScanError::refused(format!(
-                        "the snapshot's symlink {:?} has no usable target; nothing was restored",
-                        entry.path
+                        "the snapshot's symlink {shown:?} has no usable target; nothing was restored"
                     )));
                 }
             }
         }
         if by_path.insert(entry.path_bytes(), entry).is_some() {
             return Err(ScanError::refused(format!(
-                "the snapshot holds the entry {:?} twice; nothing was restored",
-                entry.path
+                "the snapshot holds the entry {shown:?} twice; nothing was restored"
             )));
         }
     }
@@ -1208,7 +1207,8 @@ fn check_tree(tree: &Tree) -> Result<HashMap<&[u8], &Entry>, ScanError> {
                 return Err(ScanError::refused(format!(
                     "the snapshot's entry {:?} lies under {:?}, which is not a directory; \
                      nothing was restored",
-                    entry.path, a.path
+                    escape_bytes(entry.path_bytes()),
+                    escape_bytes(above)
                 )));
             }
         }
@@ -1319,7 +1319,7 @@ fn prepare<'t>(
                 let entry = by_path.get(above).copied();
                 items.push(Item {
                     path: above,
-                    shown: entry.map_or_else(|| escape_bytes(above), |e| e.path.clone()),
+                    shown: escape_bytes(above),
                     entry,
                     selected: false,
                     action: Action::Keep,
@@ -1330,7 +1330,7 @@ fn prepare<'t>(
         }
         items.push(Item {
             path: entry.path_bytes(),
-            shown: entry.path.clone(),
+            shown: escape_bytes(entry.path_bytes()),
             entry: Some(entry),
             selected: true,
             action: Action::Create,
@@ -2240,6 +2240,44 @@ mod tests {
             assert_eq!(listing(tmp.path()), before);
         }
         assert!(!fs::read_to_string("/etc/passwd").is_ok_and(|s| s.contains("evil")));
+
+        // The bytes are what is checked, not the display form beside them.
+        for bad in [
+            &b"../\xffescape"[..],
+            b"/tmp/\xfe",
+            b"a/../../\xfd",
+            b"nul\0\xfc",
+            b"..",
+        ] {
+            let mut evil = file_entry("innocent.txt", &mut store, b"evil");
+            evil.path_bytes = Some(bad.to_vec());
+            let tree = Tree {
+                entries: vec![file_entry("fine.txt", &mut store, b"fine"), evil],
+                root: None,
+            };
+            let target = tmp.path().join("target");
+            let err = restore(&tree, &target, &[], true, &mut store).expect_err("refused");
+            assert_eq!(err.code, Code::RestoreRefused, "{err}");
+            assert!(
+                err.message.contains(&format!("{:?}", escape_bytes(bad))),
+                "{err}"
+            );
+            assert!(!target.exists());
+            assert_eq!(listing(tmp.path()), before);
+        }
+        // A symlink whose target bytes hold a NUL is refused too.
+        let mut link = file_entry("l", &mut store, b"");
+        link.kind = EntryKind::Symlink;
+        link.chunks.clear();
+        link.target = Some("fine".into());
+        link.target_bytes = Some(b"fi\0ne".to_vec());
+        let tree = Tree {
+            entries: vec![link],
+            root: None,
+        };
+        let err =
+            restore(&tree, &tmp.path().join("target"), &[], true, &mut store).expect_err("refused");
+        assert_eq!(err.code, Code::RestoreRefused, "{err}");
     }
 
     #[test]
