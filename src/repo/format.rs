@@ -179,7 +179,7 @@ pub struct Xattr {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     /// The path, `/`-separated. When the path is not valid UTF-8, this is only its
-    /// display form (each byte that is not UTF-8 as `\xNN`) and [`Entry::path_bytes`]
+    /// display form (each byte that is not UTF-8 as `\xNN`) and the field `path_bytes`
     /// holds the path itself.
     pub path: String,
     pub kind: EntryKind,
@@ -316,7 +316,7 @@ fn to_hex(bytes: &[u8]) -> String {
 }
 
 fn from_hex(text: &str) -> Result<Vec<u8>, String> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return Err("odd number of hex digits".into());
     }
     (0..text.len())

@@ -828,6 +828,8 @@ pub struct Archive {
 }
 
 /// How an archive was stored.
+// One per archive, never in bulk: an `Entry` inline is fine.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ArchiveFormat {
     /// `DB.dump`: one `pg_dump -Fc` stream, which pg_restore can read from its stdin.
@@ -1147,6 +1149,8 @@ impl Rows {
 }
 
 /// Where a table's rows are in a snapshot.
+// One per table being restored: an `Entry` inline is fine.
+#[allow(clippy::large_enum_variant)]
 enum RowsIn {
     /// A directory-format archive's data file; its empty placeholder goes at `path`.
     File { entry: Entry, path: PathBuf },
