@@ -676,13 +676,20 @@ async fn preview(
             }
             let p = files::plan_restore(&tree, Path::new(&step.target), &include)
                 .map_err(Failure::from)?;
+            let mut notes = Vec::new();
+            if tree.entries.iter().any(|e| e.uid.is_some()) && uzers::get_effective_uid() != 0 {
+                notes.push(
+                    "owners are left to the restoring user: only a restore run as root sets them"
+                        .to_string(),
+                );
+            }
             Ok(Preview {
                 entries: p.create.len() + p.overwrite.len() + p.identical.len(),
                 bytes: p.bytes_to_write,
                 create: p.create.len(),
                 unchanged: p.identical.len(),
                 overwrite: p.overwrite,
-                notes: Vec::new(),
+                notes,
                 unknown: None,
             })
         }

@@ -796,6 +796,23 @@ pub fn restore_with(
     options: &RestoreOptions,
     source: &mut (dyn ChunkSource + Send),
 ) -> Result<RestoreReport, ScanError> {
+    restore_as(
+        tree,
+        target,
+        options,
+        source,
+        uzers::get_effective_uid() == 0,
+    )
+}
+
+/// [`restore_with`], setting owners only when `as_root`.
+fn restore_as(
+    tree: &Tree,
+    target: &Path,
+    options: &RestoreOptions,
+    source: &mut (dyn ChunkSource + Send),
+    as_root: bool,
+) -> Result<RestoreReport, ScanError> {
     let prepared = prepare(tree, target, &options.include)?;
     let blocked: Vec<&str> = prepared
         .items
@@ -843,7 +860,7 @@ pub fn restore_with(
         .collect();
     // The folder itself gets the snapshot's metadata when the whole tree is restored.
     let root = tree.root.as_ref().filter(|_| options.include.is_empty());
-    let mut meta = MetaWriter::new(options.numeric_owner);
+    let mut meta = MetaWriter::new(as_root, options.numeric_owner);
     let mut report = std::thread::scope(|scope| {
         let mut ahead = Prefetch::start(scope, source, order);
         write_items(&prepared, target, root, &mut meta, &mut ahead)
@@ -861,19 +878,22 @@ struct MetaWriter {
     users: HashMap<String, Option<u32>>,
     groups: HashMap<String, Option<u32>>,
     warnings: Vec<String>,
-    /// Entries whose extended attributes the target's filesystem does not support.
+    /// Entries with extended attributes the target's filesystem does not support,
+    /// and the names of the first few such attributes.
     xattrs_unsupported: u64,
+    unsupported_names: Vec<String>,
 }
 
 impl MetaWriter {
-    fn new(numeric: bool) -> MetaWriter {
+    fn new(root: bool, numeric: bool) -> MetaWriter {
         MetaWriter {
-            root: uzers::get_effective_uid() == 0,
+            root,
             numeric,
             users: HashMap::new(),
             groups: HashMap::new(),
             warnings: Vec::new(),
             xattrs_unsupported: 0,
+            unsupported_names: Vec::new(),
         }
     }
 
@@ -919,7 +939,13 @@ impl MetaWriter {
         for x in &entry.xattrs {
             match set(&x.name, &x.value) {
                 Ok(()) => {}
-                Err(e) if unsupported(&e) => unsupported_here = true,
+                Err(e) if unsupported(&e) => {
+                    unsupported_here = true;
+                    if self.unsupported_names.len() < 3 && !self.unsupported_names.contains(&x.name)
+                    {
+                        self.unsupported_names.push(x.name.clone());
+                    }
+                }
                 Err(e) => self.warnings.push(format!(
                     "restoring {}: the target refused the extended attribute {}: {e}",
                     entry.path, x.name
@@ -951,8 +977,9 @@ impl MetaWriter {
     fn finish(mut self) -> Vec<String> {
         if self.xattrs_unsupported > 0 {
             self.warnings.push(format!(
-                "the target's filesystem does not support extended attributes: those of {} \
-                 entr{} were not restored",
+                "the target's filesystem does not support these extended attributes ({}): \
+                 they were not restored on {} entr{}",
+                self.unsupported_names.join(", "),
                 self.xattrs_unsupported,
                 if self.xattrs_unsupported == 1 {
                     "y"
@@ -1032,11 +1059,22 @@ fn write_items(
                     continue;
                 }
                 if item.action == Action::Identical {
+                    // The same bytes: only the owner and the mode are put right.
                     report.unchanged += 1;
-                    let mode = entry.mode & 0o7777;
-                    if let Ok(m) = fs::symlink_metadata(&dest)
-                        && m.mode() & 0o7777 != mode
+                    let Ok(m) = fs::symlink_metadata(&dest) else {
+                        continue;
+                    };
+                    let mut chowned = false;
+                    if let Some((uid, gid)) = meta.owner(entry)
+                        && (uid.is_some_and(|u| u != m.uid()) || gid.is_some_and(|g| g != m.gid()))
                     {
+                        match std::os::unix::fs::lchown(&dest, uid, gid) {
+                            Ok(()) => chowned = true,
+                            Err(e) => meta.chown_failed(entry, e),
+                        }
+                    }
+                    let mode = entry.mode & 0o7777;
+                    if chowned || m.mode() & 0o7777 != mode {
                         fs::set_permissions(&dest, fs::Permissions::from_mode(mode))
                             .map_err(|e| io_err("cannot set its mode", e))?;
                     }
@@ -2891,5 +2929,99 @@ mod tests {
                 }]
             );
         }
+    }
+
+    #[test]
+    fn not_as_root_owners_are_left_to_the_restoring_user_and_modes_are_still_set() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut store = MemStore::default();
+        let mut f = file_entry("f", &mut store, b"data");
+        f.uid = Some(4242);
+        f.gid = Some(4243);
+        f.user = Some("daemon".into());
+        f.mode = 0o640;
+        let tree = Tree {
+            entries: vec![f],
+            root: None,
+        };
+        let out = tmp.path().join("out");
+        let done = restore_as(&tree, &out, &RestoreOptions::default(), &mut store, false)
+            .expect("restore");
+        assert!(done.warnings.is_empty(), "silently: {:?}", done.warnings);
+        let m = fs::metadata(out.join("f")).expect("meta");
+        assert_eq!(
+            (m.uid(), m.gid()),
+            (uzers::get_effective_uid(), uzers::get_effective_gid())
+        );
+        assert_eq!(m.mode() & 0o7777, 0o640);
+    }
+
+    #[test]
+    fn a_restore_as_root_puts_the_owner_of_an_identical_file_right_and_keeps_its_setuid_bit() {
+        if !is_root() {
+            eprintln!("SKIPPED: owners are only set by root");
+            return;
+        }
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut store = MemStore::default();
+        let mut f = file_entry("f", &mut store, b"data");
+        f.uid = Some(4242);
+        f.gid = Some(4243);
+        f.mode = 0o4755;
+        let tree = Tree {
+            entries: vec![f],
+            root: None,
+        };
+        let out = tmp.path().join("out");
+        restore(&tree, &out, &[], false, &mut store).expect("restore");
+        std::os::unix::fs::chown(out.join("f"), Some(0), Some(0)).expect("chown");
+        let again = restore(&tree, &out, &[], false, &mut store).expect("again");
+        assert_eq!((again.files_written, again.unchanged), (0, 1));
+        let m = fs::metadata(out.join("f")).expect("meta");
+        assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (4242, 4243, 0o4755));
+    }
+
+    #[test]
+    fn attributes_the_target_refuses_are_warnings_and_the_restore_goes_on() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut store = MemStore::default();
+        // No filesystem knows the namespace `bogus.`; Linux refuses `user.*` on a
+        // symlink.
+        let mut f = file_entry("f", &mut store, b"data");
+        f.xattrs = vec![Xattr {
+            name: "bogus.name".into(),
+            value: b"v".to_vec(),
+        }];
+        let mut link = file_entry("l", &mut store, b"");
+        link.kind = EntryKind::Symlink;
+        link.chunks.clear();
+        link.target = Some("f".into());
+        link.xattrs = vec![Xattr {
+            name: "user.on-a-link".into(),
+            value: b"v".to_vec(),
+        }];
+        let tree = Tree {
+            entries: vec![f, link],
+            root: None,
+        };
+        let out = tmp.path().join("out");
+        let done = restore(&tree, &out, &[], false, &mut store).expect("a warning, not a failure");
+        assert_eq!((done.files_written, done.symlinks_written), (1, 1));
+        assert_eq!(fs::read(out.join("f")).expect("read"), b"data");
+        assert_eq!(done.warnings.len(), 2, "{:?}", done.warnings);
+        assert!(
+            done.warnings
+                .iter()
+                .any(|w| w.contains("l") && w.contains("user.on-a-link")),
+            "{:?}",
+            done.warnings
+        );
+        assert!(
+            done.warnings
+                .iter()
+                .any(|w| w.contains("does not support") && w.contains("bogus.name")),
+            "{:?}",
+            done.warnings
+        );
     }
 }
