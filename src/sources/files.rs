@@ -146,7 +146,7 @@ pub fn backup_folder(
     }
     let excludes = build_excludes(root, exclude)?;
     let mut scan = Scanner::new(parent, fail_on_unreadable, Some(excludes));
-    let root_entry = scan.make_entry(root, Vec::new(), EntryKind::Dir, &meta);
+    let root_entry = scan.make_entry(root, Vec::new(), EntryKind::Dir, &meta, true);
     let names = fs::read_dir(root)
         .and_then(|dir| {
             dir.map(|d| d.map(|d| d.file_name()))
@@ -194,7 +194,7 @@ pub fn backup_paths(
                     above.display()
                 )));
             }
-            let entry = scan.make_entry(&above, rel.clone(), EntryKind::Dir, &meta);
+            let entry = scan.make_entry(&above, rel.clone(), EntryKind::Dir, &meta, true);
             scan.record(entry);
         }
         let last = parts[parts.len() - 1];
@@ -347,33 +347,50 @@ impl Names {
     }
 }
 
-/// The extended attributes of `path` (not followed if it is a symlink), in name
-/// order; none where the filesystem has no support for them.
-fn read_xattrs(path: &Path) -> Result<Vec<Xattr>, String> {
-    let names = match xattr::list(path) {
-        Ok(names) => names,
-        Err(e) if unsupported(&e) => return Ok(Vec::new()),
-        Err(e) => return Err(format!("cannot list its extended attributes: {e}")),
+/// The extended attributes of `path` (of the link itself when it is a symlink,
+/// unless `follow`), in name order, and what could not be read; none where the
+/// filesystem has no support for them.
+fn read_xattrs(path: &Path, follow: bool) -> (Vec<Xattr>, Vec<String>) {
+    let listed = if follow {
+        xattr::list_deref(path)
+    } else {
+        xattr::list(path)
     };
-    let mut out = Vec::new();
+    let names = match listed {
+        Ok(names) => names,
+        Err(e) if unsupported(&e) => return (Vec::new(), Vec::new()),
+        Err(e) => {
+            return (
+                Vec::new(),
+                vec![format!("cannot list its extended attributes: {e}")],
+            );
+        }
+    };
+    let (mut out, mut problems) = (Vec::new(), Vec::new());
     for name in names {
         let Some(text) = name.to_str() else {
-            return Err(format!(
-                "the extended attribute name {} is not UTF-8",
+            problems.push(format!(
+                "the extended attribute {} is left out: its name is not UTF-8",
                 escape_bytes(name.as_bytes())
             ));
+            continue;
         };
-        match xattr::get(path, &name) {
+        let value = if follow {
+            xattr::get_deref(path, &name)
+        } else {
+            xattr::get(path, &name)
+        };
+        match value {
             Ok(Some(value)) => out.push(Xattr {
                 name: text.to_string(),
                 value,
             }),
             Ok(None) => {}
-            Err(e) => return Err(format!("cannot read its extended attribute {text}: {e}")),
+            Err(e) => problems.push(format!("cannot read its extended attribute {text}: {e}")),
         }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
+    (out, problems)
 }
 
 fn unsupported(e: &io::Error) -> bool {
@@ -488,15 +505,25 @@ impl<'p> Scanner<'p> {
     }
 
     /// An entry for what `full` is (`meta`): its metadata, owner names and extended
-    /// attributes (a warning when they cannot be read).
-    fn make_entry(&mut self, full: &Path, rel: Vec<u8>, kind: EntryKind, meta: &Metadata) -> Entry {
+    /// attributes (a warning when they cannot be read). `followed` when `meta` was
+    /// read through symlinks (the folder of a `files` source, the folders above a
+    /// `config` path): the attributes are then read the same way.
+    fn make_entry(
+        &mut self,
+        full: &Path,
+        rel: Vec<u8>,
+        kind: EntryKind,
+        meta: &Metadata,
+        followed: bool,
+    ) -> Entry {
         let mut entry = base_entry(kind, meta);
         entry.set_path_bytes(rel);
         entry.user = self.names.user(meta.uid());
         entry.group = self.names.group(meta.gid());
-        match read_xattrs(full) {
-            Ok(x) => entry.xattrs = x,
-            Err(e) => self.warnings.push(format!("{}: {e}", shown(full))),
+        let (xattrs, problems) = read_xattrs(full, followed);
+        entry.xattrs = xattrs;
+        for problem in problems {
+            self.warnings.push(format!("{}: {problem}", shown(full)));
         }
         entry
     }
@@ -593,7 +620,7 @@ impl<'p> Scanner<'p> {
     ) -> Result<(), ScanError> {
         let ft = meta.file_type();
         if ft.is_dir() {
-            let entry = self.make_entry(full, rel.clone(), EntryKind::Dir, &meta);
+            let entry = self.make_entry(full, rel.clone(), EntryKind::Dir, &meta, false);
             self.record(entry);
             self.walk_dir(full, &rel, sink)
         } else if ft.is_symlink() {
@@ -601,7 +628,7 @@ impl<'p> Scanner<'p> {
                 Ok(t) => t,
                 Err(e) => return self.unreadable(full, e),
             };
-            let mut entry = self.make_entry(full, rel, EntryKind::Symlink, &meta);
+            let mut entry = self.make_entry(full, rel, EntryKind::Symlink, &meta, false);
             entry.set_target_bytes(target.into_os_string().into_vec());
             self.record(entry);
             Ok(())
@@ -627,7 +654,7 @@ impl<'p> Scanner<'p> {
         if self.recorded.contains(&rel) {
             return Ok(());
         }
-        let mut entry = self.make_entry(full, rel, EntryKind::File, meta);
+        let mut entry = self.make_entry(full, rel, EntryKind::File, meta, false);
         entry.sparse = meta.blocks().saturating_mul(512) < meta.len();
         // A further link to an inode read already: the same chunks, not read again.
         if meta.nlink() > 1
@@ -958,16 +985,29 @@ impl MetaWriter {
     }
 
     /// Owner, extended attributes, mode and mtime of a directory (or the target).
-    fn dir(&mut self, dest: &Path, entry: &Entry) -> Result<(), ScanError> {
+    /// `follow` for the target itself, which may be given as a symlink to a folder;
+    /// directories inside it are never symlinks.
+    fn dir(&mut self, dest: &Path, entry: &Entry, follow: bool) -> Result<(), ScanError> {
         let fail = |what: &str, e: io::Error| {
             ScanError::io(format!("restoring {}: {what}: {e}", display_or_root(entry)))
         };
-        if let Some((uid, gid)) = self.owner(entry)
-            && let Err(e) = std::os::unix::fs::lchown(dest, uid, gid)
-        {
-            self.chown_failed(entry, e);
+        if let Some((uid, gid)) = self.owner(entry) {
+            let chowned = if follow {
+                std::os::unix::fs::chown(dest, uid, gid)
+            } else {
+                std::os::unix::fs::lchown(dest, uid, gid)
+            };
+            if let Err(e) = chowned {
+                self.chown_failed(entry, e);
+            }
         }
-        self.xattrs(entry, |name, value| xattr::set(dest, name, value));
+        self.xattrs(entry, |name, value| {
+            if follow {
+                xattr::set_deref(dest, name, value)
+            } else {
+                xattr::set(dest, name, value)
+            }
+        });
         fs::set_permissions(dest, fs::Permissions::from_mode(entry.mode & 0o7777))
             .map_err(|e| fail("cannot set its mode", e))?;
         filetime::set_file_mtime(dest, entry_mtime(entry))
@@ -1104,10 +1144,10 @@ fn write_items(
     // Deepest first: a directory's metadata is set after everything inside it.
     finish_dirs.sort_by(|a, b| b.0.cmp(&a.0));
     for (dest, entry) in finish_dirs {
-        meta.dir(&dest, entry)?;
+        meta.dir(&dest, entry, false)?;
     }
     if let Some(root) = root {
-        meta.dir(target, root)?;
+        meta.dir(target, root, true)?;
     }
     Ok(report)
 }
@@ -3023,5 +3063,49 @@ mod tests {
             "{:?}",
             done.warnings
         );
+    }
+
+    #[test]
+    fn a_folder_given_as_a_symlink_keeps_and_gets_the_metadata_of_the_folder_it_names() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let real = tmp.path().join("real");
+        write(&real.join("f"), b"f");
+        let xattrs = try_xattr(&real, "user.root", b"of the folder");
+        set_mode(&real, 0o711);
+        filetime::set_file_mtime(&real, FileTime::from_unix_time(1_234_567_890, 1)).expect("mtime");
+        std::os::unix::fs::symlink(&real, tmp.path().join("src")).expect("symlink");
+        let mut store = MemStore::default();
+        let report =
+            backup_folder(&tmp.path().join("src"), &[], false, None, &mut store).expect("backup");
+        let root = report.tree.root.clone().expect("root");
+        assert_eq!((root.mode, root.mtime), (0o711, 1_234_567_890));
+
+        let out_real = tmp.path().join("out-real");
+        fs::create_dir(&out_real).expect("mkdir");
+        let out = tmp.path().join("out");
+        std::os::unix::fs::symlink(&out_real, &out).expect("symlink");
+        restore(&report.tree, &out, &[], false, &mut store).expect("restore");
+        assert!(
+            fs::symlink_metadata(&out)
+                .expect("meta")
+                .file_type()
+                .is_symlink()
+        );
+        let m = fs::metadata(&out_real).expect("meta");
+        assert_eq!((m.mode() & 0o7777, m.mtime()), (0o711, 1_234_567_890));
+        assert_eq!(fs::read(out_real.join("f")).expect("read"), b"f");
+        if xattrs {
+            assert_eq!(
+                root.xattrs,
+                [Xattr {
+                    name: "user.root".into(),
+                    value: b"of the folder".to_vec()
+                }]
+            );
+            assert_eq!(
+                xattr::get(&out_real, "user.root").expect("get"),
+                Some(b"of the folder".to_vec())
+            );
+        }
     }
 }
