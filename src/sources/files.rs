@@ -909,6 +909,9 @@ struct MetaWriter {
     /// and the names of the first few such attributes.
     xattrs_unsupported: u64,
     unsupported_names: Vec<String>,
+    /// Entries whose owner could not be set, and the first few with the reason.
+    chown_failures: u64,
+    chown_examples: Vec<String>,
 }
 
 impl MetaWriter {
@@ -921,6 +924,8 @@ impl MetaWriter {
             warnings: Vec::new(),
             xattrs_unsupported: 0,
             unsupported_names: Vec::new(),
+            chown_failures: 0,
+            chown_examples: Vec::new(),
         }
     }
 
@@ -953,11 +958,14 @@ impl MetaWriter {
         Some((uid, gid))
     }
 
+    /// Counted, and told once at the end: a target that takes no owners (a FAT disk,
+    /// a root-squashed NFS share) refuses every one.
     fn chown_failed(&mut self, entry: &Entry, e: io::Error) {
-        self.warnings.push(format!(
-            "restoring {}: cannot set its owner: {e}",
-            entry.path
-        ));
+        self.chown_failures += 1;
+        if self.chown_examples.len() < 3 {
+            self.chown_examples
+                .push(format!("{}: {e}", display_or_root(entry)));
+        }
     }
 
     /// Sets the extended attributes through `set`; a refusal is a warning.
@@ -1015,6 +1023,19 @@ impl MetaWriter {
     }
 
     fn finish(mut self) -> Vec<String> {
+        if self.chown_failures > 0 {
+            self.warnings.push(format!(
+                "the owner of {} entr{} could not be set ({}{})",
+                self.chown_failures,
+                if self.chown_failures == 1 { "y" } else { "ies" },
+                self.chown_examples.join("; "),
+                if self.chown_failures > self.chown_examples.len() as u64 {
+                    "; …"
+                } else {
+                    ""
+                }
+            ));
+        }
         if self.xattrs_unsupported > 0 {
             self.warnings.push(format!(
                 "the target's filesystem does not support these extended attributes ({}): \
