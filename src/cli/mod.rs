@@ -185,6 +185,10 @@ pub struct RestoreArgs {
     /// Overwrite files that differ from the snapshot.
     #[arg(long)]
     pub force: bool,
+    /// Files: set owners by the recorded user and group ids only, never by name (as
+    /// tar's --numeric-owner). Owners are set only when running as root.
+    #[arg(long)]
+    pub numeric_owner: bool,
     /// Databases: replace the contents of a non-empty target database.
     #[arg(long)]
     pub clean: bool,

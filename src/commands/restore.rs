@@ -429,19 +429,30 @@ async fn restore_step(
         }
         _ => {
             let target = PathBuf::from(&step.target);
-            let include = cx.selection.include.clone();
-            let force = cx.args.force;
+            let options = files::RestoreOptions {
+                include: cx.selection.include.clone(),
+                force: cx.args.force,
+                numeric_owner: cx.args.numeric_owner,
+            };
             let entries = tree.entries.len();
             let (report, fetched) = tokio::task::spawn_blocking(move || {
-                let r = files::restore(&tree, &target, &include, force, &mut fetcher);
+                let r = files::restore_with(&tree, &target, &options, &mut fetcher);
                 (r, fetcher.bytes_fetched())
             })
             .await
             .map_err(|e| Failure::new(Code::Io, format!("the restore stopped: {e}")))?;
-            report.map_err(Failure::from)?;
+            let report = report.map_err(Failure::from)?;
+            for warning in &report.warnings {
+                eprintln!("warning: {}: {warning}", step.source);
+            }
             Ok(format!(
-                "{entries} entries, {} fetched",
-                render::bytes(fetched)
+                "{entries} entries, {} fetched{}",
+                render::bytes(fetched),
+                if report.warnings.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} warning(s)", report.warnings.len())
+                }
             ))
         }
     }
@@ -691,13 +702,20 @@ async fn preview(
             }
             let p = files::plan_restore(&tree, Path::new(&step.target), &include)
                 .map_err(Failure::from)?;
+            let mut notes = Vec::new();
+            if tree.entries.iter().any(|e| e.uid.is_some()) && uzers::get_effective_uid() != 0 {
+                notes.push(
+                    "owners are left to the restoring user: only a restore run as root sets them"
+                        .to_string(),
+                );
+            }
             Ok(Preview {
                 entries: p.create.len() + p.overwrite.len() + p.identical.len(),
                 bytes: p.bytes_to_write,
                 create: p.create.len(),
                 unchanged: p.identical.len(),
                 overwrite: p.overwrite,
-                notes: Vec::new(),
+                notes,
                 database_properties: Vec::new(),
                 unknown: None,
             })

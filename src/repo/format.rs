@@ -151,18 +151,36 @@ pub struct PolicyHeader {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tree {
     pub entries: Vec<Entry>,
+    /// The backed-up folder itself (a `files` source): its mode, mtime, owner and
+    /// extended attributes, restored onto the target. Its `path` is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<Entry>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EntryKind {
+    #[default]
     File,
     Dir,
     Symlink,
 }
 
+/// One extended attribute (POSIX ACLs included: on Linux they are the attributes
+/// `system.posix_acl_access` and `system.posix_acl_default`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Xattr {
+    pub name: String,
+    /// The value's bytes, hex.
+    #[serde(with = "hex_bytes")]
+    pub value: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
+    /// The path, `/`-separated. When the path is not valid UTF-8, this is only its
+    /// display form (each byte that is not UTF-8 as `\xNN`) and the field `path_bytes`
+    /// holds the path itself.
     pub path: String,
     pub kind: EntryKind,
     pub mode: u32,
@@ -177,10 +195,40 @@ pub struct Entry {
     pub ctime: i64,
     #[serde(default)]
     pub ctime_ns: u32,
+    /// A symlink's target; its display form when the target is not valid UTF-8.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chunks: Vec<ChunkId>,
+    /// The path's bytes (hex in the tree), only when they are not valid UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "hex_opt")]
+    pub path_bytes: Option<Vec<u8>>,
+    /// A symlink target's bytes (hex in the tree), only when they are not valid UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "hex_opt")]
+    pub target_bytes: Option<Vec<u8>>,
+    /// Owner and group, by number and (when the scanning host knew them) by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Hard-link group: files of one snapshot with the same number are one inode.
+    /// Every member lists the same chunks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<u64>,
+    /// The file had holes (fewer bytes allocated than its size): a restore leaves
+    /// runs of zeros unwritten.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub sparse: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: Vec<Xattr>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Entry {
@@ -199,12 +247,115 @@ impl Entry {
             mtime: at.timestamp(),
             mtime_ns: at.timestamp_subsec_nanos(),
             size,
-            ino: 0,
-            ctime: 0,
-            ctime_ns: 0,
-            target: None,
             chunks,
+            ..Entry::default()
         }
+    }
+
+    /// The path's bytes.
+    pub fn path_bytes(&self) -> &[u8] {
+        self.path_bytes.as_deref().unwrap_or(self.path.as_bytes())
+    }
+
+    /// Sets the path from its bytes (and its display form).
+    pub fn set_path_bytes(&mut self, bytes: Vec<u8>) {
+        match String::from_utf8(bytes) {
+            Ok(s) => {
+                self.path = s;
+                self.path_bytes = None;
+            }
+            Err(e) => {
+                let bytes = e.into_bytes();
+                self.path = escape_bytes(&bytes);
+                self.path_bytes = Some(bytes);
+            }
+        }
+    }
+
+    /// A symlink target's bytes.
+    pub fn target_bytes(&self) -> Option<&[u8]> {
+        self.target_bytes
+            .as_deref()
+            .or(self.target.as_deref().map(str::as_bytes))
+    }
+
+    /// Sets a symlink's target from its bytes (and its display form).
+    pub fn set_target_bytes(&mut self, bytes: Vec<u8>) {
+        match String::from_utf8(bytes) {
+            Ok(s) => {
+                self.target = Some(s);
+                self.target_bytes = None;
+            }
+            Err(e) => {
+                let bytes = e.into_bytes();
+                self.target = Some(escape_bytes(&bytes));
+                self.target_bytes = Some(bytes);
+            }
+        }
+    }
+}
+
+/// Bytes for people: valid UTF-8 as it is, every other byte as `\xNN`.
+pub fn escape_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() + 8);
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+fn from_hex(text: &str) -> Result<Vec<u8>, String> {
+    if !text.len().is_multiple_of(2) {
+        return Err("odd number of hex digits".into());
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|d| u8::from_str_radix(d, 16).ok())
+                .ok_or_else(|| format!("bad hex digits at {i}"))
+        })
+        .collect()
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::to_hex(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        super::from_hex(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+mod hex_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(b) => s.serialize_str(&super::to_hex(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        let text = Option::<String>::deserialize(d)?;
+        text.map(|t| super::from_hex(&t).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 

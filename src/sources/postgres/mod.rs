@@ -832,6 +832,8 @@ pub struct Archive {
 }
 
 /// How an archive was stored.
+// One per archive, never in bulk: an `Entry` inline is fine.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ArchiveFormat {
     /// `DB.dump`: one `pg_dump -Fc` stream, which pg_restore can read from its stdin.
@@ -1151,6 +1153,8 @@ impl Rows {
 }
 
 /// Where a table's rows are in a snapshot.
+// One per table being restored: an `Entry` inline is fine.
+#[allow(clippy::large_enum_variant)]
 enum RowsIn {
     /// A directory-format archive's data file; its empty placeholder goes at `path`.
     File { entry: Entry, path: PathBuf },
@@ -1988,6 +1992,7 @@ mod tests {
     fn tree(paths: &[(&str, u64)]) -> Tree {
         Tree {
             entries: paths.iter().map(|(p, s)| entry(p, *s)).collect(),
+            root: None,
         }
     }
 
