@@ -770,7 +770,7 @@ fn listing_snapshots_while_a_prune_deletes_them_reports_nothing_damaged() {
 fn a_backup_and_restore_complete_through_s3_answering_every_seventh_object_request_503() {
     let Some(server) = S3Server::start_with(Faults {
         fail_every: Some(7),
-        lose_first_conditional: false,
+        lose_conditionals: 0,
     }) else {
         return;
     };
@@ -836,10 +836,11 @@ fn a_backup_and_restore_complete_through_s3_answering_every_seventh_object_reque
 }
 
 #[test]
-fn an_exclusive_lock_whose_conditional_write_answer_was_lost_is_taken_not_refused() {
+fn a_lock_whose_conditional_write_answer_was_lost_is_taken_not_refused() {
     let Some(server) = S3Server::start_with(Faults {
         fail_every: None,
-        lose_first_conditional: true,
+        // The exclusive lock's, the refused shared lock's, the last shared lock's.
+        lose_conditionals: 3,
     }) else {
         return;
     };
@@ -871,6 +872,26 @@ fn an_exclusive_lock_whose_conditional_write_answer_was_lost_is_taken_not_refuse
             .await
             .expect_err("a shared lock while the exclusive one is held");
         assert_eq!(other.code, Code::RepositoryLocked);
+        held.release().await.expect("release");
+        assert!(repo.locks().await.expect("list locks").is_empty());
+
+        // A shared lock's write, its answer lost the same way.
+        let held = lock::acquire(&repo, LockKind::Shared)
+            .await
+            .unwrap_or_else(|f| {
+                panic!(
+                    "the shared lock this process wrote was refused: {}",
+                    f.message
+                )
+            });
+        assert_eq!(
+            server.injected().lost,
+            3,
+            "the shared lock's answer was not lost"
+        );
+        let locks = repo.locks().await.expect("list locks");
+        assert_eq!(locks.len(), 1, "{locks:?}");
+        assert!(locks[0].0.starts_with("locks/shared-"), "{locks:?}");
         held.release().await.expect("release");
         assert!(repo.locks().await.expect("list locks").is_empty());
     });

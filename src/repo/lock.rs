@@ -181,10 +181,12 @@ pub async fn acquire(repo: &Repo, kind: LockKind) -> Result<Held, Failure> {
     };
     let mut attempts = 0;
     while !repo.put_lock(&path, &mine).await? {
-        // Only the exclusive lock has a fixed name.
+        // Something is there under our lock's name: another holder's exclusive lock,
+        // or our own (a write that went through, whose answer was lost, and whose
+        // retry found the object there).
         attempts += 1;
         let others = repo.locks().await?;
-        let Some((_, Ok(l))) = others.iter().find(|(p, _)| p == EXCLUSIVE) else {
+        let Some((_, Ok(l))) = others.iter().find(|(p, _)| *p == path) else {
             if attempts < 3 {
                 // Released between the write and the look: try again.
                 continue;
@@ -195,12 +197,10 @@ pub async fn acquire(repo: &Repo, kind: LockKind) -> Result<Held, Failure> {
             ));
         };
         if same_lock(l, &mine) {
-            // Our own write: it went through, but its answer was lost and the
-            // retried write found the object there.
             break;
         }
         if l.holder_gone() && attempts < 3 {
-            clear(repo, EXCLUSIVE, l).await?;
+            clear(repo, &path, l).await?;
             continue;
         }
         return Err(locked(repo, l, now));

@@ -22,16 +22,18 @@ use crate::policy::{Destination, Policy};
 /// How many times a failed storage request is tried again (after the first try),
 /// when its error is one the storage says is temporary (S3's 500, 503 `SlowDown`,
 /// a timeout, a dropped connection).
-pub const RETRY_TIMES: usize = 8;
+pub const RETRY_TIMES: usize = 6;
 /// The first wait before a retry; each further wait doubles, up to [`RETRY_MAX_DELAY`],
-/// plus a random jitter of up to this much, so that parallel requests spread out.
+/// plus a random jitter of up to this much, so that parallel requests spread out:
+/// about 20 s of waiting in all before an action fails.
 const RETRY_MIN_DELAY: Duration = Duration::from_millis(250);
-const RETRY_MAX_DELAY: Duration = Duration::from_secs(20);
+const RETRY_MAX_DELAY: Duration = Duration::from_secs(10);
 /// How long a metadata request (stat, delete, rename) may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long one step of reading or writing an object (a part, a whole small object,
-/// a listing page) may take: a 16 MiB pack at about 150 KB/s.
-const IO_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long one step of reading or writing an object (a whole pack in one PUT, a
+/// read, a listing page) may take: a 20 MiB pack at 70 KB/s, so that a slow uplink
+/// still backs up, while a request that hangs is given up and tried again.
+const IO_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Says on standard error that a storage request is tried again, and why; never the
 /// request's URL, nor anything else the error's context carries.
@@ -43,8 +45,15 @@ struct SayRetry {
 impl RetryInterceptor for SayRetry {
     fn intercept(&self, event: RetryEvent<'_>) {
         let mut why = format!("{}: {}", event.err.kind(), event.err.message());
-        if let Some(source) = std::error::Error::source(event.err) {
-            why.push_str(&format!(" ({})", scrub_urls(&source.to_string())));
+        // The causes, innermost last ("error sending request: … Connection refused").
+        let mut causes = Vec::new();
+        let mut source = std::error::Error::source(event.err);
+        while let Some(s) = source {
+            causes.push(scrub_urls(&s.to_string()));
+            source = s.source();
+        }
+        if !causes.is_empty() {
+            why.push_str(&format!(" ({})", causes.join(": ")));
         }
         crate::render::notice(&format!(
             "destination {}: {} failed, trying again in {:.1} s (retry {} of {RETRY_TIMES}): {why}",

@@ -41,9 +41,9 @@ const LOG_KEEP: usize = 64 * 1024;
 ///
 /// Faults, from the environment: `BACKPLAN_TEST_S3_FAIL_EVERY=N` answers every Nth
 /// object request with HTTP 503 `SlowDown` without carrying it out;
-/// `BACKPLAN_TEST_S3_LOSE_FIRST_CONDITIONAL=1` carries out the first `If-None-Match`
-/// write and then answers it with a 503 (as when S3's answer is lost on the way). The
-/// counts of both are written to `BACKPLAN_TEST_S3_FAULTS_FILE`.
+/// `BACKPLAN_TEST_S3_LOSE_CONDITIONALS=N` carries out the first N `If-None-Match`
+/// writes and then answers each with a 503 (as when S3's answer is lost on the way).
+/// The counts of both are written to `BACKPLAN_TEST_S3_FAULTS_FILE`.
 const SITECUSTOMIZE: &str = r#"import os
 import sys
 import threading
@@ -54,7 +54,7 @@ try:
     _lock = threading.Lock()
     _key_response = S3Response._key_response
     _every = int(os.environ.get("BACKPLAN_TEST_S3_FAIL_EVERY") or 0)
-    _lose_conditional = os.environ.get("BACKPLAN_TEST_S3_LOSE_FIRST_CONDITIONAL") == "1"
+    _lose_conditionals = int(os.environ.get("BACKPLAN_TEST_S3_LOSE_CONDITIONALS") or 0)
     _faults_file = os.environ.get("BACKPLAN_TEST_S3_FAULTS_FILE")
     _state = {"requests": 0, "refused": 0, "lost": 0}
     _SLOW_DOWN = (
@@ -79,8 +79,7 @@ try:
                 return _SLOW_DOWN
             response = _key_response(self, request, *args, **kwargs)
             if (
-                _lose_conditional
-                and _state["lost"] == 0
+                _state["lost"] < _lose_conditionals
                 and request.method == "PUT"
                 and request.headers.get("If-None-Match") == "*"
             ):
@@ -104,8 +103,9 @@ const PATCHED: &str = "backplan-tests: moto S3 object requests serialised";
 pub struct Faults {
     /// Every Nth object request is answered 503 `SlowDown`, not carried out.
     pub fail_every: Option<u32>,
-    /// The first `If-None-Match: *` write is carried out, then answered 503.
-    pub lose_first_conditional: bool,
+    /// The first this many `If-None-Match: *` writes are carried out, then each is
+    /// answered 503.
+    pub lose_conditionals: u32,
 }
 
 /// What a server injected: requests refused, and answers lost after the write.
@@ -192,8 +192,11 @@ impl S3Server {
         if let Some(n) = faults.fail_every {
             command.env("BACKPLAN_TEST_S3_FAIL_EVERY", n.to_string());
         }
-        if faults.lose_first_conditional {
-            command.env("BACKPLAN_TEST_S3_LOSE_FIRST_CONDITIONAL", "1");
+        if faults.lose_conditionals > 0 {
+            command.env(
+                "BACKPLAN_TEST_S3_LOSE_CONDITIONALS",
+                faults.lose_conditionals.to_string(),
+            );
         }
         let mut child = command
             .env(
