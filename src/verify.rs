@@ -5,7 +5,9 @@
 //! their names, and every chunk decrypted and re-hashed. Packs found missing or
 //! damaged, and the snapshots that need their chunks, are gathered as [`Lost`];
 //! [`record`] stores that in the repository (`lost/`), where `plan` finds it with no
-//! key and offers a repair from another destination.
+//! key and offers a repair from another destination. [`check_keys`]: every copy of
+//! the repository key is whole, to the policy's recipients, and (with a secret key)
+//! opens to the key it is named after.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -13,9 +15,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::error::Failure;
+use crate::error::{Code, Failure};
 use crate::inventory::{Lost, LostPack, PackState, SnapshotStatus};
-use crate::pipeline::crypto::SecretKeys;
+use crate::pipeline::crypto::{Recipients, SecretKeys};
 use crate::pipeline::fetch::RepoFetcher;
 use crate::repo::format::pack_path;
 use crate::repo::key_for;
@@ -30,6 +32,10 @@ pub struct Findings {
     pub snapshots: usize,
     pub packs: usize,
     pub packs_read: usize,
+    /// Repository key copies (`keys/<id>`) checked ([`check_keys`]), and how many of
+    /// them were opened with the secret key.
+    pub key_copies: usize,
+    pub key_copies_opened: usize,
     /// Restore tests that ran (`--restore-test`).
     pub restore_tests: Vec<String>,
     /// Problems per snapshot id ("" for problems of no single snapshot).
@@ -55,6 +61,9 @@ pub struct Findings {
     reports: Vec<String>,
     #[serde(skip)]
     readable_reports: usize,
+    /// The repository key ids the snapshots name: each needs its copy in `keys/`.
+    #[serde(skip)]
+    key_ids: BTreeSet<String>,
 }
 
 impl Findings {
@@ -164,6 +173,7 @@ pub async fn check(
             }
         };
         f.snapshots += 1;
+        f.key_ids.insert(header.key_id.clone());
         let id = header.snapshot.id.clone();
         if header.snapshot.status == SnapshotStatus::Failed {
             continue;
@@ -387,6 +397,126 @@ pub async fn check(
         });
     }
     f
+}
+
+/// Checks every copy of the repository key (`keys/<id>`): always that it is a
+/// whole OpenPGP message to recipients, some of them the policy's (`recipients`,
+/// when the policy names any); with `secret`, that it opens to the repository key it
+/// is named after (and to the host's key, when that is the one). A copy that the
+/// snapshots need and the destination lacks is a problem too: without it, this
+/// destination cannot be restored with a secret key alone. Problems name the object
+/// and carry BP220.
+pub async fn check_keys(
+    repo: &Repo,
+    recipients: Option<&Recipients>,
+    host: Option<&RepoKey>,
+    secret: Option<&SecretKeys>,
+    f: &mut Findings,
+) {
+    let damaged =
+        |path: &str, why: String| format!("{} {path} is damaged: {why}", Code::CorruptObject.id());
+    let listed = match repo.key_copies().await {
+        Ok(listed) => listed,
+        Err(e) => {
+            f.note("", e.message);
+            return;
+        }
+    };
+    for path in &listed {
+        let id = path.trim_start_matches("keys/");
+        let bytes = match repo.object(path).await {
+            Ok(Some(bytes)) => bytes,
+            // Deleted between the listing and the read.
+            Ok(None) => continue,
+            Err(e) => {
+                f.note("", e.message);
+                continue;
+            }
+        };
+        f.key_copies += 1;
+        let shape = match recipients {
+            Some(r) => match r.message_shape(&bytes) {
+                Ok(shape) => Some(shape),
+                Err(e) => {
+                    f.note("", damaged(path, e.0));
+                    continue;
+                }
+            },
+            None => None,
+        };
+        if let Some(shape) = &shape
+            && !shape.to_known_key
+            && shape.recipients.iter().all(Option::is_some)
+        {
+            let named: Vec<String> = shape
+                .recipients
+                .iter()
+                .flatten()
+                .map(|h| h.to_hex())
+                .collect();
+            f.note(
+                "",
+                damaged(
+                    path,
+                    format!(
+                        "it is encrypted to {}, none of them a key of the policy's recipients",
+                        named.join(", ")
+                    ),
+                ),
+            );
+            continue;
+        }
+        let Some(secret) = secret else { continue };
+        if let Some(shape) = &shape
+            && !secret.is_recipient(shape)
+        {
+            f.note(
+                "",
+                format!(
+                    "{path} was not opened: the secret key ({}) is none of its recipients",
+                    secret.fingerprints().join(", ")
+                ),
+            );
+            continue;
+        }
+        match RepoKey::unwrap(&bytes, secret) {
+            Ok(key) if key.id() != id => f.note(
+                "",
+                damaged(
+                    path,
+                    format!("it opens to repository key {}, not {id}", key.id()),
+                ),
+            ),
+            Ok(key) if host.is_some_and(|h| h.id() == id && h.to_hex() != key.to_hex()) => f.note(
+                "",
+                damaged(path, "it opens to a key other than the host's".to_string()),
+            ),
+            Ok(_) => f.key_copies_opened += 1,
+            Err(e) => f.note(
+                "",
+                damaged(
+                    path,
+                    format!(
+                        "the secret key, one of its recipients, does not open it ({})",
+                        e.0
+                    ),
+                ),
+            ),
+        }
+    }
+    for id in &f.key_ids.clone() {
+        let path = format!("keys/{id}");
+        if !listed.contains(&path) {
+            f.note(
+                "",
+                format!(
+                    "{} {path} is missing: the snapshots written under repository key {id} \
+                     can be opened only with the host's repository key file",
+                    Code::CorruptObject.id()
+                ),
+            );
+        }
+    }
 }
 
 fn missing() -> String {

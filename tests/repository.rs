@@ -798,26 +798,31 @@ fn kill_9_during_apply_leaves_no_half_snapshot_and_the_next_apply_completes() {
         sandbox.run(&["verify"]).check();
         verify_read_data(&sandbox);
 
-        // The killed process's lock stays until an operator removes it; once it has
-        // expired, plan says so.
+        // The killed process's lock stays, and is stale at once: its process is gone
+        // from this host. Plan says so before it expires; unlock removes it.
         let lock_left = count_files(&locks) > 0;
         if let KillPoint::Packs(_) = point {
             assert!(lock_left, "the backup wrote packs without a lock");
         }
         if lock_left {
             sandbox
-                .run(&["plan", "--now", &hours_from_now(1)])
+                .run(&["plan"])
                 .stdout("BP211")
-                .stdout("expired shared lock")
+                .stdout("stale shared lock")
                 .stdout(&format!("pid {pid}"))
+                .stdout("that process is gone")
                 .check();
-            sandbox.run(&["unlock"]).stdout("no lock to remove").check();
             sandbox
-                .run(&["unlock", "--all"])
+                .run(&["unlock"])
                 .stdout("removed locks/shared-")
                 .stdout(&format!("pid {pid}"))
+                .stdout("its process is gone from this host")
                 .check();
-            assert_eq!(count_files(&locks), 0, "unlock --all left a lock");
+            assert_eq!(
+                count_files(&locks),
+                0,
+                "unlock left the dead process's lock"
+            );
         }
     }
     assert!(
@@ -1314,6 +1319,333 @@ fn a_running_restore_or_verify_makes_a_prune_fail_with_bp222_as_a_backup_does() 
         .stdout("✓ prune data")
         .check();
     verify_and_restore_identically(&sandbox, "data");
+}
+
+// --- locks of processes that are gone -----------------------------------------------
+
+/// This host's name, as a lock records it.
+fn hostname() -> String {
+    let name = fs::read_to_string("/proc/sys/kernel/hostname").expect("the host name");
+    name.trim().to_string()
+}
+
+/// Writes the lock `locks/<name>` of `kind`, naming `host` and `pid`, taken at `started`.
+fn write_lock(
+    sandbox: &Sandbox,
+    name: &str,
+    kind: &str,
+    host: &str,
+    pid: u32,
+    started: chrono::DateTime<Utc>,
+) {
+    let lock = serde_json::json!({
+        "kind": kind,
+        "host": host,
+        "pid": pid,
+        "started": started.to_rfc3339_opts(SecondsFormat::Nanos, true),
+        "expires": (Utc::now() + chrono::Duration::minutes(30)).to_rfc3339_opts(SecondsFormat::Secs, true),
+    });
+    sandbox.write(&format!("backups/locks/{name}"), &lock.to_string());
+}
+
+/// A process that runs until it is killed.
+fn sleeper() -> std::process::Child {
+    std::process::Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .expect("start sleep")
+}
+
+/// Kills a process with SIGKILL and reaps it: its pid names no process any more.
+fn kill_9(mut child: std::process::Child) -> u32 {
+    let pid = child.id();
+    signal(pid, "KILL");
+    let status = child.wait().expect("reap");
+    assert_eq!(status.signal(), Some(9), "{status}");
+    pid
+}
+
+/// Names of the lock files of the `local` destination.
+fn lock_names(sandbox: &Sandbox) -> Vec<String> {
+    let mut names: Vec<String> = lock_files(sandbox)
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_lock_of_a_killed_process_on_this_host_is_stale_at_once_and_apply_removes_it() {
+    let sandbox = Sandbox::initialised(&policy_with(
+        "    keep_last: 1
+    min_keep: 1
+",
+        LOCAL,
+        &files_source("data", "data"),
+    ));
+    write_random(&sandbox.path("data/old.bin"), 1 << 16);
+    sandbox.run(&["apply"]).check();
+    fs::remove_file(sandbox.path("data/old.bin")).expect("remove");
+    write_random(&sandbox.path("data/new.bin"), 1 << 16);
+    sandbox
+        .run(&["apply", "--now", &hours_from_now(25)])
+        .check();
+    assert_eq!(snapshots_of(&inventory(&sandbox), "local").len(), 2);
+
+    // A backup's shared lock, its process killed with SIGKILL: not expired, but stale.
+    let child = sleeper();
+    write_lock(
+        &sandbox,
+        "shared-dead",
+        "shared",
+        &hostname(),
+        child.id(),
+        Utc::now(),
+    );
+    let pid = kill_9(child);
+    sandbox
+        .run(&["plan"])
+        .stdout("BP211")
+        .stdout("stale shared lock")
+        .stdout(&format!("pid {pid}"))
+        .stdout("that process is gone from this host")
+        .check();
+
+    // The prune needs the exclusive lock: it removes the dead one, says so, and runs.
+    sandbox
+        .run(&["apply", "--max-deletes", "1"])
+        .stdout("✓ prune data")
+        .stderr("removed locks/shared-dead")
+        .stderr(&format!("pid {pid}"))
+        .check();
+    assert_eq!(snapshots_of(&inventory(&sandbox), "local").len(), 1);
+    assert_eq!(lock_names(&sandbox), Vec::<String>::new());
+
+    // A dead prune's exclusive lock is removed by the next backup the same way.
+    let child = sleeper();
+    write_lock(
+        &sandbox,
+        "exclusive",
+        "exclusive",
+        &hostname(),
+        child.id(),
+        Utc::now(),
+    );
+    let pid = kill_9(child);
+    write_random(&sandbox.path("data/newer.bin"), 1 << 16);
+    sandbox
+        .run(&["apply", "--now", &hours_from_now(50)])
+        .stdout("✓ backup data → local")
+        .stderr("removed locks/exclusive")
+        .stderr(&format!("pid {pid}"))
+        .check();
+    assert_eq!(lock_names(&sandbox), Vec::<String>::new());
+    verify_and_restore_identically(&sandbox, "data");
+}
+
+#[test]
+fn unlock_removes_dead_and_pid_reused_locks_of_this_host_but_not_live_or_other_hosts_locks() {
+    let sandbox = Sandbox::initialised(&policy(&files_source("data", "data")));
+    write_random(&sandbox.path("data/a.bin"), 1 << 16);
+    sandbox.run(&["apply"]).check();
+    let host = hostname();
+
+    let dead = kill_9(sleeper());
+    write_lock(&sandbox, "shared-dead", "shared", &host, dead, Utc::now());
+    // A live process with the lock's pid, started after the lock: the pid was reused.
+    let mut reused = sleeper();
+    write_lock(
+        &sandbox,
+        "shared-reused",
+        "shared",
+        &host,
+        reused.id(),
+        Utc::now() - chrono::Duration::hours(1),
+    );
+    // A live holder on this host, and a holder on another host that this one cannot
+    // see: neither is removed.
+    let mut live = sleeper();
+    write_lock(
+        &sandbox,
+        "shared-live",
+        "shared",
+        &host,
+        live.id(),
+        Utc::now(),
+    );
+    write_lock(
+        &sandbox,
+        "shared-elsewhere",
+        "shared",
+        "another-host",
+        dead,
+        Utc::now(),
+    );
+
+    let plan = sandbox
+        .run(&["plan"])
+        .stdout(&format!("pid {dead} since"))
+        .stdout(&format!("pid {} since", reused.id()))
+        .stdout("the pid now runs a later program")
+        .check();
+    assert_eq!(
+        plan.stdout.matches("BP211").count(),
+        2,
+        "only the dead and the reused lock are stale:\n{}",
+        plan.stdout
+    );
+
+    // The live lock is in the prune's way: the apply's prune is refused.
+    sandbox
+        .run(&["unlock"])
+        .stdout("removed locks/shared-dead")
+        .stdout("removed locks/shared-reused")
+        .check();
+    assert_eq!(lock_names(&sandbox), ["shared-elsewhere", "shared-live"]);
+    let _ = live.kill();
+    let _ = live.wait();
+    let _ = reused.kill();
+    let _ = reused.wait();
+    sandbox.run(&["unlock", "--all"]).check();
+    assert_eq!(lock_names(&sandbox), Vec::<String>::new());
+}
+
+#[test]
+fn a_prune_is_refused_by_a_live_process_s_lock_on_this_host_and_by_another_host_s_lock() {
+    let sandbox = Sandbox::initialised(&policy_with(
+        "    keep_last: 1
+    min_keep: 1
+",
+        LOCAL,
+        &files_source("data", "data"),
+    ));
+    write_random(&sandbox.path("data/old.bin"), 1 << 16);
+    sandbox.run(&["apply"]).check();
+    write_random(&sandbox.path("data/new.bin"), 1 << 16);
+    sandbox
+        .run(&["apply", "--now", &hours_from_now(25)])
+        .check();
+    let mut live = sleeper();
+    let dead = kill_9(sleeper());
+    for (name, host, pid) in [
+        ("shared-live", hostname(), live.id()),
+        ("shared-elsewhere", "another-host".to_string(), dead),
+    ] {
+        write_lock(&sandbox, name, "shared", &host, pid, Utc::now());
+        sandbox
+            .run(&["apply", "--max-deletes", "1"])
+            .status(3)
+            .stdout("✗ prune data")
+            .stdout("BP222")
+            .stdout(&format!("{host} pid {pid}"))
+            .check();
+        assert_eq!(
+            lock_names(&sandbox),
+            [name],
+            "the lock in the way was removed"
+        );
+        assert_eq!(snapshots_of(&inventory(&sandbox), "local").len(), 2);
+        fs::remove_file(sandbox.path(&format!("backups/locks/{name}"))).expect("remove");
+    }
+    let _ = live.kill();
+    let _ = live.wait();
+    sandbox
+        .run(&["apply", "--max-deletes", "1"])
+        .stdout("✓ prune data")
+        .check();
+}
+
+// --- the repository key's copies ----------------------------------------------------
+
+/// The one key copy (`keys/<id>`) of the `local` destination, and its object name.
+fn key_copy(sandbox: &Sandbox) -> (PathBuf, String) {
+    let copies = files_under(&sandbox.path("backups/keys"));
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    let name = object_name(&sandbox.path("backups"), &copies[0]);
+    (copies[0].clone(), name)
+}
+
+/// `verify` (with `args`) fails with BP220 naming `object`.
+fn verify_fails_naming(sandbox: &Sandbox, args: &[&str], object: &str, why: &str) {
+    let run = sandbox.run(args).fails().stderr("BP228").check();
+    assert!(
+        names(&run, object) && run.stdout.contains("BP220") && run.stdout.contains(why),
+        "`{}` does not name {object} with BP220 and {why:?}:\n{}",
+        args.join(" "),
+        run.all()
+    );
+}
+
+#[test]
+fn an_intact_repository_s_key_copy_verifies_clean_with_and_without_the_secret_key() {
+    let sandbox = backed_up();
+    sandbox
+        .run(&["verify"])
+        .stdout("✓ local")
+        .stdout("1 key copy")
+        .check();
+    sandbox
+        .run(&["verify", "--secret-key", &secret()])
+        .stdout("1 key copy (1 opened)")
+        .check();
+}
+
+#[test]
+fn a_damaged_key_copy_is_named_by_verify() {
+    let sandbox = backed_up();
+    let (path, name) = key_copy(&sandbox);
+    let intact = fs::read(&path).expect("read the key copy");
+    let secret = secret();
+    let with_secret = ["verify", "--secret-key", secret.as_str()];
+
+    // A changed byte in the encrypted data (its last byte: the integrity tag), and
+    // in the middle: found by opening it.
+    let mut bytes = intact.clone();
+    *bytes.last_mut().expect("a byte") ^= 0x01;
+    fs::write(&path, &bytes).expect("write");
+    verify_fails_naming(&sandbox, &with_secret, &name, "does not open");
+    fs::write(&path, &intact).expect("write");
+    flip_a_byte(&path);
+    verify_fails_naming(&sandbox, &with_secret, &name, "does not open");
+
+    // A changed byte in the recipient's fingerprint (the first packet, a PKESK:
+    // header, version, length, key version, then the fingerprint from byte 5 or 6):
+    // found with public material only.
+    let mut bytes = intact.clone();
+    bytes[8] ^= 0x40;
+    fs::write(&path, &bytes).expect("write");
+    verify_fails_naming(&sandbox, &["verify"], &name, "BP220");
+
+    // Cut short.
+    fs::write(&path, &intact[..intact.len() - 20]).expect("write");
+    verify_fails_naming(&sandbox, &["verify"], &name, "damaged");
+
+    // Encrypted to a key the policy does not name (the same repository key inside).
+    let other =
+        backplan::pipeline::crypto::Recipients::load(&[
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys/gnupg-2.2.asc")
+        ])
+        .expect("another key");
+    let hex = fs::read_to_string(sandbox.path("repo.key")).expect("the repository key");
+    fs::write(
+        &path,
+        other.encrypt(hex.trim().as_bytes()).expect("encrypt"),
+    )
+    .expect("write");
+    verify_fails_naming(
+        &sandbox,
+        &["verify"],
+        &name,
+        "none of them a key of the policy's recipients",
+    );
+
+    // Gone: the destination can no longer be opened with a secret key alone.
+    fs::remove_file(&path).expect("remove");
+    verify_fails_naming(&sandbox, &["verify"], &name, "is missing");
+
+    fs::write(&path, &intact).expect("put it back");
+    sandbox.run(&["verify", "--secret-key", &secret]).check();
 }
 
 // --- repair of lost packs ----------------------------------------------------------

@@ -18,7 +18,7 @@ use backplan::repo::format::Tree;
 use backplan::repo::keys::RepoKey;
 use backplan::repo::lock::{self, LockKind};
 use backplan::repo::store::Repo;
-use common::s3::{ACCESS_KEY_ID, REGION, S3Server, SECRET_ACCESS_KEY};
+use common::s3::{ACCESS_KEY_ID, Faults, REGION, S3Server, SECRET_ACCESS_KEY};
 use common::{Run, Sandbox};
 use opendal::{ErrorKind, Operator};
 
@@ -763,5 +763,136 @@ fn listing_snapshots_while_a_prune_deletes_them_reports_nothing_damaged() {
             }
         };
         futures::join!(prune, list);
+    });
+}
+
+#[test]
+fn a_backup_and_restore_complete_through_s3_answering_every_seventh_object_request_503() {
+    let Some(server) = S3Server::start_with(Faults {
+        fail_every: Some(7),
+        lose_conditionals: 0,
+    }) else {
+        return;
+    };
+    let bucket = server.bucket("slow-down");
+    let sources = format!("{CONFIG_SOURCE}{DATA_SOURCE}");
+    let sandbox = Sandbox::with_policy(&policy(&server, &bucket, &sources));
+    sandbox.write("app.env", "DATABASE_URL=postgres://app:hunter2@db/app\n");
+    put(&sandbox, "data/big.bin", &noise(11, 9_000_000));
+    for i in 0..20 {
+        put(
+            &sandbox,
+            &format!("data/small/{i:02}.bin"),
+            &noise(100 + i, 40_000),
+        );
+    }
+
+    ok(&sandbox, &server, &["init"]);
+    let apply = ok(&sandbox, &server, &["apply"]);
+    for expected in ["✓ backup config → s3", "✓ backup data → s3", "0 failed"] {
+        assert!(apply.stdout.contains(expected), "apply: {}", apply.stdout);
+    }
+    let during_apply = server.injected();
+    eprintln!(
+        "the apply's requests refused with 503: {}",
+        during_apply.refused
+    );
+    assert!(
+        during_apply.refused > 0,
+        "no request of the apply was refused: the test proves nothing"
+    );
+    // Each retry is said on stderr, without the credentials.
+    assert!(
+        apply.stderr.contains("warning: destination s3:") && apply.stderr.contains("trying again"),
+        "{}",
+        show(&["apply"], &apply, &server)
+    );
+    assert!(
+        !apply.stderr.contains(SECRET_ACCESS_KEY),
+        "{}",
+        apply.stderr
+    );
+
+    let key = secret_key();
+    let key = key.to_str().expect("a UTF-8 path");
+    ok(
+        &sandbox,
+        &server,
+        &["restore", "--target", "data=restored", "--secret-key", key],
+    );
+    assert_same_tree(&sandbox.path("data"), &sandbox.path("restored"));
+    ok(
+        &sandbox,
+        &server,
+        &["verify", "--read-data", "--secret-key", key],
+    );
+    let in_all = server.injected();
+    eprintln!("requests refused with 503 in all: {}", in_all.refused);
+    assert!(
+        in_all.refused > during_apply.refused,
+        "no request of the restore or verify was refused"
+    );
+    assert!(objects(&server, &bucket, "locks/").is_empty());
+}
+
+#[test]
+fn a_lock_whose_conditional_write_answer_was_lost_is_taken_not_refused() {
+    let Some(server) = S3Server::start_with(Faults {
+        fail_every: None,
+        // The exclusive lock's, the refused shared lock's, the last shared lock's.
+        lose_conditionals: 3,
+    }) else {
+        return;
+    };
+    let bucket = server.bucket("lost-answer");
+    // As backplan opens a destination: with its retries.
+    let repo = Repo::new(
+        "s3",
+        backplan::repo::resilient("s3", server.operator(&bucket, ROOT)),
+    );
+    runtime().block_on(async {
+        let held = lock::acquire(&repo, LockKind::Exclusive)
+            .await
+            .unwrap_or_else(|f| panic!("the lock this process wrote was refused: {}", f.message));
+        assert_eq!(
+            server.injected().lost,
+            1,
+            "the lock's write was not answered 503 after it went through"
+        );
+        let locks = repo.locks().await.expect("list locks");
+        assert_eq!(locks.len(), 1, "{locks:?}");
+        let (path, lock) = &locks[0];
+        assert_eq!(path, "locks/exclusive");
+        assert_eq!(
+            lock.as_ref().expect("a readable lock").pid,
+            std::process::id()
+        );
+        // Another holder is still refused while it is held.
+        let other = lock::acquire(&repo, LockKind::Shared)
+            .await
+            .expect_err("a shared lock while the exclusive one is held");
+        assert_eq!(other.code, Code::RepositoryLocked);
+        held.release().await.expect("release");
+        assert!(repo.locks().await.expect("list locks").is_empty());
+
+        // A shared lock's write, its answer lost the same way.
+        let held = lock::acquire(&repo, LockKind::Shared)
+            .await
+            .unwrap_or_else(|f| {
+                panic!(
+                    "the shared lock this process wrote was refused: {}",
+                    f.message
+                )
+            });
+        assert_eq!(
+            server.injected().lost,
+            3,
+            "the shared lock's answer was not lost"
+        );
+        let locks = repo.locks().await.expect("list locks");
+        assert_eq!(locks.len(), 1, "{locks:?}");
+        assert!(locks[0].0.starts_with("locks/shared-"), "{locks:?}");
+        held.release().await.expect("release");
+        assert!(repo.locks().await.expect("list locks").is_empty());
     });
 }

@@ -57,7 +57,8 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Check that every snapshot's data is present and intact.
     Verify(VerifyArgs),
-    /// Remove expired locks (every lock with --all).
+    /// Remove stale locks: expired ones, and this host's whose process is gone (every
+    /// lock with --all).
     Unlock(UnlockArgs),
     /// Make a key pair for a recipient: the public key for the policy, the secret key
     /// for restores (keep it off the backup host).
@@ -249,7 +250,7 @@ pub struct VerifyArgs {
 
 #[derive(Debug, Args)]
 pub struct UnlockArgs {
-    /// Remove every lock, not only expired ones (only when no backplan runs).
+    /// Remove every lock, not only stale ones (only when no backplan runs).
     #[arg(long)]
     pub all: bool,
 }

@@ -1,4 +1,5 @@
-//! `backplan unlock`: removes expired locks, saying which.
+//! `backplan unlock`: removes stale locks (expired, or this host's whose process is
+//! gone), saying which.
 
 use std::path::Path;
 

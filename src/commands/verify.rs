@@ -9,12 +9,13 @@ use super::{Exit, load_policy, print, runtime, secret_keys};
 use crate::cli::{Format, VerifyArgs};
 use crate::error::{Code, Failure};
 use crate::inventory::SnapshotStatus;
+use crate::pipeline::crypto::Recipients;
 use crate::repo::keys::RepoKey;
 use crate::repo::lock;
 use crate::repo::store::Repo;
 use crate::repo::{open_all, repository_key};
 use crate::sources::ChunkSource;
-use crate::verify::{Findings, check, record};
+use crate::verify::{Findings, check, check_keys, record};
 
 pub fn run(path: &Path, args: &VerifyArgs) -> miette::Result<Exit> {
     let loaded = load_policy(path)?;
@@ -29,6 +30,15 @@ pub fn run(path: &Path, args: &VerifyArgs) -> miette::Result<Exit> {
         .into());
     }
     let fraction = args.read_data.map(|f| f.clamp(0.0, 1.0));
+    // The key copies' recipients are checked against the policy's, when it names any.
+    let recipients = if policy.recipients.is_empty() {
+        None
+    } else {
+        Some(
+            Recipients::load(&policy.recipients)
+                .map_err(|e| Failure::new(Code::NotAPublicKey, e.0))?,
+        )
+    };
     let rt = runtime()?;
     let mut all = Vec::new();
     let mut refused = Vec::new();
@@ -39,6 +49,16 @@ pub fn run(path: &Path, args: &VerifyArgs) -> miette::Result<Exit> {
         let locked = holds_one && !args.no_lock;
         let work = async {
             let mut findings = check(&repo, host.as_ref(), secret.clone(), fraction, now).await;
+            if holds_one {
+                check_keys(
+                    &repo,
+                    recipients.as_ref(),
+                    host.as_ref(),
+                    secret.as_deref(),
+                    &mut findings,
+                )
+                .await;
+            }
             if (args.restore_test || args.read_data.is_some())
                 && let Some(secret) = &secret
             {

@@ -119,6 +119,37 @@ pub struct LockInfo {
     pub pid: u32,
     pub started: DateTime<Utc>,
     pub expires: DateTime<Utc>,
+    /// Whether the holding process still runs, as far as the host that read the lock
+    /// can tell: set when the lock is read (never stored), `None` when the lock is
+    /// another host's or this host cannot tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<Holder>,
+}
+
+impl LockInfo {
+    /// Whether its holder is known to be gone: the lock is this host's and its
+    /// process no longer runs.
+    pub fn holder_gone(&self) -> bool {
+        matches!(self.holder, Some(Holder::Exited | Holder::PidReused))
+    }
+
+    /// Whether nobody holds it any more: it expired, or its holder is gone.
+    pub fn is_stale(&self, now: DateTime<Utc>) -> bool {
+        self.expires < now || self.holder_gone()
+    }
+}
+
+/// What became of a lock's holding process, on the host that holds the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Holder {
+    /// A process with the lock's pid runs, started before the lock was taken.
+    Running,
+    /// No process with the lock's pid runs (or only its unreaped remains).
+    Exited,
+    /// A process with the lock's pid runs, but it started after the lock was taken:
+    /// the holder is gone and its pid was given to another program.
+    PidReused,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -207,6 +207,73 @@ impl Recipients {
     }
 }
 
+/// What a complete message to recipients (the repository key's copy) shows with
+/// public material only.
+#[derive(Debug, Clone, Default)]
+pub struct MessageShape {
+    /// The key ids or fingerprints its PKESK packets name; `None` for an anonymous
+    /// recipient.
+    pub recipients: Vec<Option<KeyHandle>>,
+    /// Whether some recipient is a key of the given certificates.
+    pub to_known_key: bool,
+}
+
+impl Recipients {
+    /// Whether `handle` names one of these certificates' keys (primary or subkey,
+    /// valid now or not: a copy may be older than a subkey's expiry).
+    fn names(&self, handle: &KeyHandle) -> bool {
+        self.certs
+            .iter()
+            .any(|c| c.keys().any(|ka| handle.aliases(ka.key().key_handle())))
+    }
+
+    /// Checks that `message` is a complete OpenPGP message of the shape
+    /// [`Recipients::encrypt`] writes (PKESK packets, then one encrypted data packet,
+    /// whole, and nothing after), and which of its recipients are these keys. What a
+    /// changed byte inside the encrypted packets does is found only by decrypting.
+    pub fn message_shape(&self, message: &[u8]) -> Result<MessageShape> {
+        use openpgp::parse::{PacketParser, PacketParserResult};
+        let bad = |why: String| CryptoError(why);
+        let mut shape = MessageShape::default();
+        let mut encrypted = 0usize;
+        let mut ppr = PacketParser::from_bytes(message)
+            .map_err(|e| bad(format!("not an OpenPGP message: {e}")))?;
+        while let PacketParserResult::Some(mut pp) = ppr {
+            if let Err(e) = pp.buffer_unread_content() {
+                return Err(bad(format!("{} packet: {e}", pp.packet.tag())));
+            }
+            match &pp.packet {
+                Packet::PKESK(p) => {
+                    if encrypted > 0 {
+                        return Err(bad("a PKESK packet after the encrypted data".into()));
+                    }
+                    let handle = p.recipient();
+                    shape.to_known_key |= handle.as_ref().is_some_and(|h| self.names(h));
+                    shape.recipients.push(handle);
+                }
+                Packet::SEIP(_) => encrypted += 1,
+                Packet::Unknown(u) => {
+                    return Err(bad(format!("{} packet: {}", u.tag(), u.error())));
+                }
+                other => return Err(bad(format!("an unexpected {} packet", other.tag()))),
+            }
+            ppr = pp
+                .next()
+                .map_err(|e| bad(format!("cut short or damaged: {e}")))?
+                .1;
+        }
+        if shape.recipients.is_empty() {
+            return Err(bad("no recipient (PKESK) packet".into()));
+        }
+        if encrypted != 1 {
+            return Err(bad(format!(
+                "{encrypted} encrypted data packets where one belongs"
+            )));
+        }
+        Ok(shape)
+    }
+}
+
 /// A session key and the packets that wrap it for the recipients.
 pub struct KeySet {
     /// The serialised PKESK packets, stored once per pack.
@@ -359,6 +426,18 @@ impl SecretKeys {
             .iter()
             .map(|c| c.fingerprint().to_hex())
             .collect()
+    }
+
+    /// Whether one of these keys is among a message's named recipients (an anonymous
+    /// recipient may be any key).
+    pub fn is_recipient(&self, shape: &MessageShape) -> bool {
+        shape.recipients.iter().any(|r| match r {
+            None => true,
+            Some(handle) => self
+                .certs
+                .iter()
+                .any(|c| c.keys().any(|ka| handle.aliases(ka.key().key_handle()))),
+        })
     }
 
     /// Decrypts `key set ‖ packet` (a chunk) or a whole message (`key_set` empty).

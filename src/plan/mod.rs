@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Code;
 use crate::graph::SourceGraph;
 use crate::inventory::{
-    DestinationState, Inventory, LockKind, LostPack, SnapshotInfo, SnapshotStatus,
+    DestinationState, Holder, Inventory, LockKind, LostPack, SnapshotInfo, SnapshotStatus,
 };
 use crate::policy::{Policy, ResolvedSource};
 pub use diff::PolicyChange;
@@ -351,22 +351,30 @@ pub fn plan_with(
             ));
         }
         let state = inventory.destinations.get(&d.name).unwrap_or(&empty);
-        for lock in state.locks.iter().filter(|l| l.expires < now) {
-            warnings.push(Warning::new(
-                Code::StaleLock,
-                None,
-                format!(
-                    "{} holds an expired {} lock of {} pid {} since {}; check, then `backplan unlock`",
-                    d.name,
-                    match lock.kind {
-                        LockKind::Shared => "shared",
-                        LockKind::Exclusive => "exclusive",
-                    },
-                    lock.host,
-                    lock.pid,
-                    lock.started.format("%Y-%m-%d %H:%M UTC")
+        for lock in state.locks.iter().filter(|l| l.is_stale(now)) {
+            let kind = match lock.kind {
+                LockKind::Shared => "shared",
+                LockKind::Exclusive => "exclusive",
+            };
+            let since = lock.started.format("%Y-%m-%d %H:%M UTC");
+            let text = match lock.holder {
+                Some(Holder::Exited) => format!(
+                    "{} holds a stale {kind} lock of {} pid {} since {since}: that process is gone \
+                     from this host; apply removes it when it is in the way, `backplan unlock` now",
+                    d.name, lock.host, lock.pid
                 ),
-            ));
+                Some(Holder::PidReused) => format!(
+                    "{} holds a stale {kind} lock of {} pid {} since {since}: that process is gone \
+                     from this host (the pid now runs a later program); apply removes it when it \
+                     is in the way, `backplan unlock` now",
+                    d.name, lock.host, lock.pid
+                ),
+                _ => format!(
+                    "{} holds an expired {kind} lock of {} pid {} since {since}; check, then `backplan unlock`",
+                    d.name, lock.host, lock.pid
+                ),
+            };
+            warnings.push(Warning::new(Code::StaleLock, None, text));
         }
         for object in &state.damaged {
             warnings.push(Warning::new(

@@ -12,7 +12,7 @@ pub fn human(all: &[Findings]) -> String {
         }
         let n: usize = f.problems.values().map(Vec::len).sum();
         out.push_str(&format!(
-            "{} {}: {} snapshots, {} packs{}{}\n",
+            "{} {}: {} snapshots, {} packs{}{}{}\n",
             if n == 0 { "✓" } else { "✗" },
             f.destination,
             f.snapshots,
@@ -21,6 +21,14 @@ pub fn human(all: &[Findings]) -> String {
                 format!(", {} read back", f.packs_read)
             } else {
                 String::new()
+            },
+            match (f.key_copies, f.key_copies_opened) {
+                (0, _) => String::new(),
+                (n, 0) => format!(", {n} key cop{}", if n == 1 { "y" } else { "ies" }),
+                (n, o) => format!(
+                    ", {n} key cop{} ({o} opened)",
+                    if n == 1 { "y" } else { "ies" }
+                ),
             },
             if n == 0 {
                 String::new()

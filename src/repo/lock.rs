@@ -1,7 +1,9 @@
 //! Repository locks: backups, copies, repairs, restores and verifies share, prune is
-//! exclusive. A lock names its host, pid, start and expiry; a lock that expired (its
-//! holder crashed) is reported by `plan` and removed by `backplan unlock`, never
-//! silently.
+//! exclusive. A lock names its host, pid, start and expiry. A lock is stale when it
+//! expired (its holder crashed somewhere), or at once when it is this host's and its
+//! process no longer runs ([`holder`]). `plan` reports stale locks; `backplan unlock`
+//! removes them; a lock in the way of another is removed only when its holder is
+//! known to be gone, and that is said on standard error.
 
 use std::future::Future;
 
@@ -9,7 +11,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::store::Repo;
 use crate::error::{Code, Failure};
-pub use crate::inventory::{LockInfo, LockKind};
+pub use crate::inventory::{Holder, LockInfo, LockKind};
 
 /// How long a lock lasts unless refreshed; a running holder refreshes it.
 pub const TTL_MINUTES: i64 = 30;
@@ -17,6 +19,62 @@ pub const TTL_MINUTES: i64 = 30;
 pub const REFRESH_SECONDS: u64 = 300;
 
 const EXCLUSIVE: &str = "locks/exclusive";
+
+/// How much later than its lock a process with the lock's pid may seem to have
+/// started and still count as the holder: process start times are known to about a
+/// second, and the wall clock may be stepped between the lock and now.
+const START_SLACK_SECONDS: i64 = 10;
+
+/// This host's name, as locks record it.
+pub fn this_host() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}
+
+/// What became of a lock's holding process: `None` when the lock is another host's,
+/// or when this host cannot tell (no `/proc`). A process with the lock's pid that
+/// started after the lock was taken is not its holder (the pid was reused). Reads
+/// `/proc` only: cheap, and done when a lock is read, so that `plan` gets it as data.
+pub fn holder(lock: &LockInfo) -> Option<Holder> {
+    if lock.host != this_host() {
+        return None;
+    }
+    holder_on_this_host(lock.pid, lock.started, Utc::now())
+}
+
+fn holder_on_this_host(pid: u32, started: DateTime<Utc>, now: DateTime<Utc>) -> Option<Holder> {
+    let proc = std::path::Path::new("/proc");
+    if !proc.join("self/stat").is_file() {
+        return None;
+    }
+    let stat = match std::fs::read_to_string(proc.join(pid.to_string()).join("stat")) {
+        Ok(stat) => stat,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(Holder::Exited),
+        Err(_) => return None,
+    };
+    // `pid (comm) state ppid …`: comm may hold spaces and parentheses, so the fields
+    // are counted from the last `)`; `state` is field 3 and `starttime` field 22.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    if fields.first() == Some(&"Z") || fields.first() == Some(&"X") {
+        // Dead, only not reaped yet.
+        return Some(Holder::Exited);
+    }
+    let start_ticks: u64 = fields.get(19)?.parse().ok()?;
+    // Both on the boot-time clock: how long ago the process started.
+    let uptime: f64 = std::fs::read_to_string(proc.join("uptime"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let ticks = rustix::param::clock_ticks_per_second().max(1);
+    let age_ms = (uptime * 1000.0) as i64 - (start_ticks.saturating_mul(1000) / ticks) as i64;
+    let process_started = now - Duration::milliseconds(age_ms.max(0));
+    if process_started > started + Duration::seconds(START_SLACK_SECONDS) {
+        Some(Holder::PidReused)
+    } else {
+        Some(Holder::Running)
+    }
+}
 
 /// A lock this process holds; refreshed in the background until released.
 #[derive(Debug)]
@@ -30,16 +88,18 @@ pub struct Held {
 fn info(kind: LockKind, now: DateTime<Utc>) -> LockInfo {
     LockInfo {
         kind,
-        host: gethostname::gethostname().to_string_lossy().into_owned(),
+        host: this_host(),
         pid: std::process::id(),
         started: now,
         expires: now + Duration::minutes(TTL_MINUTES),
+        holder: None,
     }
 }
 
-fn describe(l: &LockInfo, now: DateTime<Utc>) -> String {
+/// "a shared lock held by host pid 42 since …", with why it is stale when it is.
+pub fn describe(l: &LockInfo, now: DateTime<Utc>) -> String {
     let state = if l.expires < now { "expired" } else { "held" };
-    format!(
+    let mut text = format!(
         "{} lock {state} by {} pid {} since {}",
         match l.kind {
             LockKind::Shared => "a shared",
@@ -48,7 +108,48 @@ fn describe(l: &LockInfo, now: DateTime<Utc>) -> String {
         l.host,
         l.pid,
         l.started.format("%Y-%m-%d %H:%M UTC")
-    )
+    );
+    if let Some(gone) = gone(l) {
+        text.push_str(&format!(" ({gone})"));
+    }
+    text
+}
+
+/// Why a lock's holder is known to be gone.
+pub fn gone(l: &LockInfo) -> Option<&'static str> {
+    match l.holder? {
+        Holder::Running => None,
+        Holder::Exited => Some("its process is gone from this host"),
+        Holder::PidReused => {
+            Some("its process is gone from this host; its pid now runs a later program")
+        }
+    }
+}
+
+/// Whether two readings name the same lock (the holder's state aside).
+fn same_lock(a: &LockInfo, b: &LockInfo) -> bool {
+    a.kind == b.kind && a.host == b.host && a.pid == b.pid && a.started == b.started
+}
+
+/// Removes the lock at `path` that was read as `stale`, if it still is that lock;
+/// says so on standard error. Another process may remove it at the same time:
+/// deleting is idempotent, and the lock is read again right before, so that a lock
+/// written meanwhile under the same name is left alone.
+async fn clear(repo: &Repo, path: &str, stale: &LockInfo) -> Result<(), Failure> {
+    let still = repo
+        .locks()
+        .await?
+        .into_iter()
+        .any(|(p, l)| p == path && l.is_ok_and(|l| same_lock(&l, stale)));
+    if still {
+        repo.delete(path).await?;
+        crate::render::notice(&format!(
+            "destination {}: removed {path}, {}",
+            repo.name,
+            describe(stale, Utc::now())
+        ));
+    }
+    Ok(())
 }
 
 fn locked(repo: &Repo, l: &LockInfo, now: DateTime<Utc>) -> Failure {
@@ -57,7 +158,7 @@ fn locked(repo: &Repo, l: &LockInfo, now: DateTime<Utc>) -> Failure {
         format!("destination {} is locked: {}", repo.name, describe(l, now)),
     );
     if l.expires < now {
-        failure.with_help("its holder is gone; check, then remove it with `backplan unlock`")
+        failure.with_help("its holder stopped refreshing it; check that no backplan runs there, then remove it with `backplan unlock`")
     } else {
         failure.with_help("wait for it to finish, then run again")
     }
@@ -78,16 +179,31 @@ pub async fn acquire(repo: &Repo, kind: LockKind) -> Result<Held, Failure> {
             )
         }
     };
-    if !repo.put_lock(&path, &mine).await? {
-        // Only the exclusive lock has a fixed name.
+    let mut attempts = 0;
+    while !repo.put_lock(&path, &mine).await? {
+        // Something is there under our lock's name: another holder's exclusive lock,
+        // or our own (a write that went through, whose answer was lost, and whose
+        // retry found the object there).
+        attempts += 1;
         let others = repo.locks().await?;
-        if let Some((_, Ok(l))) = others.iter().find(|(p, _)| p == EXCLUSIVE) {
-            return Err(locked(repo, l, now));
+        let Some((_, Ok(l))) = others.iter().find(|(p, _)| *p == path) else {
+            if attempts < 3 {
+                // Released between the write and the look: try again.
+                continue;
+            }
+            return Err(Failure::new(
+                Code::RepositoryLocked,
+                format!("destination {} is locked", repo.name),
+            ));
+        };
+        if same_lock(l, &mine) {
+            break;
         }
-        return Err(Failure::new(
-            Code::RepositoryLocked,
-            format!("destination {} is locked", repo.name),
-        ));
+        if l.holder_gone() && attempts < 3 {
+            clear(repo, &path, l).await?;
+            continue;
+        }
+        return Err(locked(repo, l, now));
     }
     // Both sides write first and look second: of two racing writers at least one
     // sees the other, and neither proceeds past a conflicting lock.
@@ -101,6 +217,10 @@ pub async fn acquire(repo: &Repo, kind: LockKind) -> Result<Held, Failure> {
             LockKind::Shared => lock.kind == LockKind::Exclusive,
         };
         if conflicts {
+            if lock.holder_gone() {
+                clear(repo, &other, &lock).await?;
+                continue;
+            }
             let _ = repo.delete(&path).await;
             return Err(locked(repo, &lock, now));
         }
@@ -208,13 +328,14 @@ impl Held {
     }
 }
 
-/// Removes expired locks (all locks with `all`); returns what was removed.
+/// Removes stale locks: expired ones, and this host's whose process is gone (all
+/// locks with `all`); returns what was removed.
 pub async fn unlock(repo: &Repo, all: bool) -> Result<Vec<String>, Failure> {
     let now = Utc::now();
     let mut removed = Vec::new();
     for (path, lock) in repo.locks().await? {
         let remove = match &lock {
-            Ok(l) => all || l.expires < now,
+            Ok(l) => all || l.is_stale(now),
             // An unreadable lock blocks everyone; it is removed like an expired one.
             Err(_) => true,
         };
@@ -227,4 +348,34 @@ pub async fn unlock(repo: &Repo, all: bool) -> Result<Vec<String>, Failure> {
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_holder_is_running_gone_or_a_reused_pid_by_its_process_and_start_time() {
+        let now = Utc::now();
+        let me = std::process::id();
+        // This process, which started before a lock taken now.
+        assert_eq!(holder_on_this_host(me, now, now), Some(Holder::Running));
+        // A lock taken an hour before this process started: its pid was reused.
+        assert_eq!(
+            holder_on_this_host(me, now - Duration::hours(1), now),
+            Some(Holder::PidReused)
+        );
+        // A process that exited and was reaped.
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("run true");
+        let pid = child.id();
+        child.wait().expect("reap");
+        assert_eq!(holder_on_this_host(pid, now, now), Some(Holder::Exited));
+        // Another host's lock: this host cannot tell.
+        let mut lock = info(LockKind::Shared, now);
+        assert_eq!(holder(&lock), Some(Holder::Running));
+        lock.host = format!("{}-elsewhere", lock.host);
+        assert_eq!(holder(&lock), None);
+    }
 }

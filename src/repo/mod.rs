@@ -10,14 +10,116 @@ pub mod store;
 
 use std::collections::BTreeMap;
 
+use std::time::Duration;
+
+use opendal::layers::{RetryEvent, RetryInterceptor, RetryLayer, TimeoutLayer};
 use opendal::{Operator, services};
 
 use crate::error::{Code, Failure};
 use crate::inventory::{DestinationState, Inventory};
 use crate::policy::{Destination, Policy};
 
-/// Builds the OpenDAL operator for a destination, resolving secret references.
+/// How many times a failed storage request is tried again (after the first try),
+/// when its error is one the storage says is temporary (S3's 500, 503 `SlowDown`,
+/// a timeout, a dropped connection).
+pub const RETRY_TIMES: usize = 6;
+/// The first wait before a retry; each further wait doubles, up to [`RETRY_MAX_DELAY`],
+/// plus a random jitter of up to this much, so that parallel requests spread out:
+/// about 20 s of waiting in all before an action fails.
+const RETRY_MIN_DELAY: Duration = Duration::from_millis(250);
+const RETRY_MAX_DELAY: Duration = Duration::from_secs(10);
+/// How long a metadata request (stat, delete, rename) may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one step of reading or writing an object (a whole pack in one PUT, a
+/// read, a listing page) may take: a 20 MiB pack at 70 KB/s, so that a slow uplink
+/// still backs up, while a request that hangs is given up and tried again.
+const IO_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Says on standard error that a storage request is tried again, and why; never the
+/// request's URL, nor anything else the error's context carries.
+#[derive(Debug)]
+struct SayRetry {
+    destination: String,
+}
+
+impl RetryInterceptor for SayRetry {
+    fn intercept(&self, event: RetryEvent<'_>) {
+        let mut why = format!("{}: {}", event.err.kind(), event.err.message());
+        // The causes, innermost last ("error sending request: … Connection refused").
+        let mut causes = Vec::new();
+        let mut source = std::error::Error::source(event.err);
+        while let Some(s) = source {
+            causes.push(scrub_urls(&s.to_string()));
+            source = s.source();
+        }
+        if !causes.is_empty() {
+            why.push_str(&format!(" ({})", causes.join(": ")));
+        }
+        crate::render::notice(&format!(
+            "destination {}: {} failed, trying again in {:.1} s (retry {} of {RETRY_TIMES}): {why}",
+            self.destination,
+            event.op.into_static(),
+            event.retry_after.as_secs_f64(),
+            event.attempt,
+        ));
+    }
+}
+
+/// `text` with every URL's user information and query removed: an error's source
+/// may name the URL it failed on, and those can carry credentials.
+fn scrub_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        out.push_str(&rest[..at + 3]);
+        rest = &rest[at + 3..];
+        let end = rest
+            .find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | '>'))
+            .unwrap_or(rest.len());
+        let url = &rest[..end];
+        let authority_end = url.find('/').unwrap_or(url.len());
+        let url = match url[..authority_end].rfind('@') {
+            Some(userinfo) => &url[userinfo + 1..],
+            None => url,
+        };
+        out.push_str(url.split(['?', '#']).next().unwrap_or(""));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `op` with timeouts and retries of temporary failures, as every destination's
+/// operator has them. The timeout sits under the retry, so a request that hangs is
+/// given up and tried again. A retried conditional write (`if_not_exists`) whose first
+/// try went through answers "exists" the second time: the lock code checks whether
+/// the object is its own ([`lock::acquire`]), and content-addressed objects are equal.
+pub fn resilient(name: &str, op: Operator) -> Operator {
+    op.layer(
+        TimeoutLayer::new()
+            .with_timeout(REQUEST_TIMEOUT)
+            .with_io_timeout(IO_TIMEOUT),
+    )
+    .layer(
+        RetryLayer::new()
+            .with_max_times(RETRY_TIMES)
+            .with_min_delay(RETRY_MIN_DELAY)
+            .with_max_delay(RETRY_MAX_DELAY)
+            .with_factor(2.0)
+            .with_jitter()
+            .with_notify(SayRetry {
+                destination: name.to_string(),
+            }),
+    )
+}
+
+/// Builds the OpenDAL operator for a destination, resolving secret references, with
+/// retries and timeouts ([`resilient`]).
 pub fn operator(name: &str, dest: &Destination, policy: &Policy) -> Result<Operator, Failure> {
+    bare_operator(name, dest, policy).map(|op| resilient(name, op))
+}
+
+fn bare_operator(name: &str, dest: &Destination, policy: &Policy) -> Result<Operator, Failure> {
     let fail = |e: &dyn std::fmt::Display| {
         Failure::new(
             Code::DestinationUnreadable,
@@ -201,6 +303,7 @@ pub fn open(name: &str, dest: &Destination, policy: &Policy) -> Result<store::Re
             .root(&root.to_string_lossy())
             .atomic_write_dir(&root.join(".tmp").to_string_lossy()),
     )
+    .map(|op| resilient(name, op))
     .map_err(|e| {
         Failure::new(
             Code::DestinationUnreadable,
@@ -208,4 +311,28 @@ pub fn open(name: &str, dest: &Destination, policy: &Policy) -> Result<store::Re
         )
     })?;
     Ok(repo.with_data_operator(data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_credentials_and_queries_in_retry_messages() {
+        assert_eq!(
+            scrub_urls(
+                "error sending request for url (https://AKIA:s3cr3t@s3.example.com/b/k?X-Amz-Signature=abc): timed out"
+            ),
+            "error sending request for url (https://s3.example.com/b/k): timed out"
+        );
+        assert_eq!(
+            scrub_urls("connect to http://127.0.0.1:9000/x failed"),
+            "connect to http://127.0.0.1:9000/x failed"
+        );
+        assert_eq!(scrub_urls("no url here"), "no url here");
+        assert_eq!(
+            scrub_urls("a 'webdav://u:p@h/p' and https://h2/q?token=1"),
+            "a 'webdav://h/p' and https://h2/q"
+        );
+    }
 }

@@ -338,6 +338,16 @@ impl Repo {
             })
     }
 
+    /// Every key copy's path (`keys/<id>`).
+    pub async fn key_copies(&self) -> Result<Vec<String>, Failure> {
+        self.list("keys/").await
+    }
+
+    /// An object's bytes, `None` when it does not exist.
+    pub async fn object(&self, path: &str) -> Result<Option<Vec<u8>>, Failure> {
+        self.read_opt(path).await
+    }
+
     /// What `plan` needs, with no key; with the repository key the applied policy's
     /// text too. Problems are recorded in the state, never raised.
     pub async fn read_state(&self, key: Option<&RepoKey>) -> DestinationState {
@@ -788,15 +798,19 @@ impl Repo {
         }
     }
 
-    /// Every lock, parsed.
+    /// Every lock, parsed, with what became of its holder as far as this host can
+    /// tell ([`super::lock::holder`]).
     pub async fn locks(&self) -> Result<Vec<(String, Result<LockInfo, String>)>, Failure> {
         let paths = self.list("locks/").await?;
         let mut out = Vec::new();
         for path in paths {
             let result = match self.read_opt(&path).await? {
-                Some(bytes) => {
-                    serde_json::from_slice::<LockInfo>(&bytes).map_err(|e| e.to_string())
-                }
+                Some(bytes) => serde_json::from_slice::<LockInfo>(&bytes)
+                    .map(|mut lock| {
+                        lock.holder = super::lock::holder(&lock);
+                        lock
+                    })
+                    .map_err(|e| e.to_string()),
                 // Released between the listing and the read.
                 None => continue,
             };

@@ -7,7 +7,8 @@
 //!
 //! moto is patched at start (see [`SITECUSTOMIZE`]) so that conditional writes are
 //! atomic, as they are on S3: unpatched, two racing `If-None-Match: *` writers can both
-//! win.
+//! win. The same patch can make the server fail on purpose ([`Faults`]), counting what
+//! it injected so that a test can show it was not spared.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -37,7 +38,14 @@ const LOG_KEEP: usize = 64 * 1024;
 /// (seen with moto 5.2 under load, even with 8-byte bodies). S3 decides a conditional
 /// write atomically and backplan's locks rely on it: here every object request is
 /// handled under one lock (the request body is read before, outside it).
-const SITECUSTOMIZE: &str = r#"import sys
+///
+/// Faults, from the environment: `BACKPLAN_TEST_S3_FAIL_EVERY=N` answers every Nth
+/// object request with HTTP 503 `SlowDown` without carrying it out;
+/// `BACKPLAN_TEST_S3_LOSE_CONDITIONALS=N` carries out the first N `If-None-Match`
+/// writes and then answers each with a 503 (as when S3's answer is lost on the way).
+/// The counts of both are written to `BACKPLAN_TEST_S3_FAULTS_FILE`.
+const SITECUSTOMIZE: &str = r#"import os
+import sys
 import threading
 
 try:
@@ -45,18 +53,67 @@ try:
 
     _lock = threading.Lock()
     _key_response = S3Response._key_response
+    _every = int(os.environ.get("BACKPLAN_TEST_S3_FAIL_EVERY") or 0)
+    _lose_conditionals = int(os.environ.get("BACKPLAN_TEST_S3_LOSE_CONDITIONALS") or 0)
+    _faults_file = os.environ.get("BACKPLAN_TEST_S3_FAULTS_FILE")
+    _state = {"requests": 0, "refused": 0, "lost": 0}
+    _SLOW_DOWN = (
+        503,
+        {"content-type": "application/xml"},
+        b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+        b"<Message>Please reduce your request rate.</Message>"
+        b"<RequestId>backplan-test</RequestId></Error>",
+    )
 
-    def _serialised(self, *args, **kwargs):
+    def _count():
+        if _faults_file:
+            with open(_faults_file, "w") as f:
+                f.write(f"{_state['refused']} {_state['lost']}\n")
+
+    def _serialised(self, request, *args, **kwargs):
         with _lock:
-            return _key_response(self, *args, **kwargs)
+            _state["requests"] += 1
+            if _every and _state["requests"] % _every == 0:
+                _state["refused"] += 1
+                _count()
+                return _SLOW_DOWN
+            response = _key_response(self, request, *args, **kwargs)
+            if (
+                _state["lost"] < _lose_conditionals
+                and request.method == "PUT"
+                and request.headers.get("If-None-Match") == "*"
+            ):
+                _state["lost"] += 1
+                _count()
+                return _SLOW_DOWN
+            return response
 
     S3Response._key_response = _serialised
     print("backplan-tests: moto S3 object requests serialised", file=sys.stderr, flush=True)
 except Exception as e:
     print(f"backplan-tests: cannot patch moto: {e!r}", file=sys.stderr, flush=True)
 "#;
+/// Where the patch counts the faults it injected (in the server's temporary folder).
+const FAULTS_FILE: &str = "faults";
 /// What the patch prints once it is in place.
 const PATCHED: &str = "backplan-tests: moto S3 object requests serialised";
+
+/// Failures a server injects on purpose (see [`SITECUSTOMIZE`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Every Nth object request is answered 503 `SlowDown`, not carried out.
+    pub fail_every: Option<u32>,
+    /// The first this many `If-None-Match: *` writes are carried out, then each is
+    /// answered 503.
+    pub lose_conditionals: u32,
+}
+
+/// What a server injected: requests refused, and answers lost after the write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Injected {
+    pub refused: u64,
+    pub lost: u64,
+}
 
 /// A running `moto_server`; killed on drop.
 #[derive(Debug)]
@@ -92,6 +149,11 @@ impl S3Server {
     /// Starts a server and waits until it answers. `None` (after a loud message) when
     /// no `moto_server` can be found and this is not CI; the test should then return.
     pub fn start() -> Option<S3Server> {
+        S3Server::start_with(Faults::default())
+    }
+
+    /// [`S3Server::start`], with `faults` injected.
+    pub fn start_with(faults: Faults) -> Option<S3Server> {
         let Some(program) = moto_server_path() else {
             let why = "moto_server not found (not at $BACKPLAN_MOTO_SERVER, target/moto-venv/bin \
                        or on PATH); run scripts/install-deps to install it";
@@ -105,7 +167,7 @@ impl S3Server {
         };
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
-            match S3Server::spawn(&program) {
+            match S3Server::spawn(&program, faults) {
                 Ok(server) => return Some(server),
                 Err(why) => failures.push(why),
             }
@@ -117,7 +179,7 @@ impl S3Server {
         );
     }
 
-    fn spawn(program: &Path) -> Result<S3Server, String> {
+    fn spawn(program: &Path, faults: Faults) -> Result<S3Server, String> {
         let port = free_port();
         let python = tempfile::tempdir().expect("create a temporary folder");
         std::fs::write(python.path().join("sitecustomize.py"), SITECUSTOMIZE)
@@ -126,7 +188,21 @@ impl S3Server {
         if let Some(old) = std::env::var_os("PYTHONPATH") {
             python_path.extend(std::env::split_paths(&old));
         }
-        let mut child = Command::new(program)
+        let mut command = Command::new(program);
+        if let Some(n) = faults.fail_every {
+            command.env("BACKPLAN_TEST_S3_FAIL_EVERY", n.to_string());
+        }
+        if faults.lose_conditionals > 0 {
+            command.env(
+                "BACKPLAN_TEST_S3_LOSE_CONDITIONALS",
+                faults.lose_conditionals.to_string(),
+            );
+        }
+        let mut child = command
+            .env(
+                "BACKPLAN_TEST_S3_FAULTS_FILE",
+                python.path().join(FAULTS_FILE),
+            )
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .env("PYTHONUNBUFFERED", "1")
             .env(
@@ -219,6 +295,17 @@ impl S3Server {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(server)
+    }
+
+    /// What the server injected so far ([`Faults`]).
+    pub fn injected(&self) -> Injected {
+        let text =
+            std::fs::read_to_string(self._python.path().join(FAULTS_FILE)).unwrap_or_default();
+        let mut counts = text.split_whitespace().map(|n| n.parse().unwrap_or(0));
+        Injected {
+            refused: counts.next().unwrap_or(0),
+            lost: counts.next().unwrap_or(0),
+        }
     }
 
     pub fn port(&self) -> u16 {
