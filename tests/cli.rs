@@ -678,6 +678,7 @@ fn help_and_version_exit_0() {
         .run(&["--help"])
         .status(0)
         .stdout("Usage: backplan")
+        .stdout("64 usage error")
         .check();
     sandbox
         .run(&["-h"])

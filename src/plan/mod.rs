@@ -105,7 +105,8 @@ impl PolicyRef {
                 .destinations
                 .iter()
                 .any(|d| policy.file.destinations.contains_key(d));
-        !(self.sources.is_empty() && self.destinations.is_empty()) && !shares_a_name
+        let recorded = !self.sources.is_empty() || !self.destinations.is_empty();
+        recorded && !shares_a_name
     }
 }
 

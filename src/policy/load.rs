@@ -123,8 +123,8 @@ fn limits(text: &str) -> Option<Problem> {
             Problem::error(
                 Code::PolicyTooLarge,
                 format!(
-                    "the policy is larger than {} KiB; backplan reads policies of at most 1 MiB",
-                    prescan::MAX_BYTES / 1024
+                    "the policy is larger than {} MiB, the most backplan reads",
+                    prescan::MAX_BYTES / (1024 * 1024)
                 ),
             )
             .at(
