@@ -363,6 +363,38 @@ fn apply_refuses_a_saved_plan_of_another_policy_file_as_such() {
 }
 
 #[test]
+fn a_saved_plan_that_records_no_policy_identity_is_judged_stale_as_before() {
+    let sandbox = Sandbox::new();
+    sandbox.write("inventory.json", &day_old_inventory());
+    sandbox
+        .run(&planning(&["plan", "--out", "plan.json"]))
+        .check();
+    let mut plan: Value = serde_json::from_str(&sandbox.read("plan.json")).expect("saved plan");
+    let recorded = plan["policy"].as_object_mut().expect("policy");
+    assert!(recorded.contains_key("location"), "{recorded:?}");
+    for field in ["location", "sources", "destinations"] {
+        recorded.remove(field);
+    }
+    sandbox.write("plan.json", &plan.to_string());
+    sandbox.write(
+        "staging.yaml",
+        &POLICY.replace("keep_daily: 7", "keep_daily: 3"),
+    );
+    sandbox
+        .run(&[
+            "apply",
+            "-p",
+            "staging.yaml",
+            "plan.json",
+            "--inventory",
+            "inventory.json",
+        ])
+        .status(1)
+        .stderr("BP203")
+        .check();
+}
+
+#[test]
 fn apply_refuses_a_saved_plan_of_a_policy_with_none_of_these_names_as_another() {
     let sandbox = Sandbox::new();
     sandbox.write("inventory.json", &day_old_inventory());
