@@ -195,6 +195,9 @@ fn plan_of(actions: Vec<Action>) -> Plan {
         policy: PolicyRef {
             path: "test.yaml".into(),
             digest: "policy-digest".into(),
+            location: None,
+            sources: Vec::new(),
+            destinations: Vec::new(),
         },
         inventory_digest: "inventory-digest".into(),
         settings: Settings::default(),

@@ -333,6 +333,91 @@ fn apply_refuses_a_saved_plan_when_the_policy_changed() {
 }
 
 #[test]
+fn apply_refuses_a_saved_plan_of_another_policy_file_as_such() {
+    let sandbox = Sandbox::new();
+    sandbox.write("inventory.json", &day_old_inventory());
+    sandbox
+        .run(&planning(&["plan", "--out", "plan.json"]))
+        .check();
+    // Another policy, in another file, with the same names (a staging copy).
+    sandbox.write(
+        "staging.yaml",
+        &POLICY.replace("keep_daily: 7", "keep_daily: 3"),
+    );
+    sandbox
+        .run(&[
+            "apply",
+            "-p",
+            "staging.yaml",
+            "plan.json",
+            "--inventory",
+            "inventory.json",
+        ])
+        .status(1)
+        .stderr("BP215")
+        .stderr("another policy")
+        .stderr("backplan.yaml")
+        .stderr("staging.yaml")
+        .stderr_lacks("BP203")
+        .check();
+}
+
+#[test]
+fn a_saved_plan_that_records_no_policy_identity_is_judged_stale_as_before() {
+    let sandbox = Sandbox::new();
+    sandbox.write("inventory.json", &day_old_inventory());
+    sandbox
+        .run(&planning(&["plan", "--out", "plan.json"]))
+        .check();
+    let mut plan: Value = serde_json::from_str(&sandbox.read("plan.json")).expect("saved plan");
+    let recorded = plan["policy"].as_object_mut().expect("policy");
+    assert!(recorded.contains_key("location"), "{recorded:?}");
+    for field in ["location", "sources", "destinations"] {
+        recorded.remove(field);
+    }
+    sandbox.write("plan.json", &plan.to_string());
+    sandbox.write(
+        "staging.yaml",
+        &POLICY.replace("keep_daily: 7", "keep_daily: 3"),
+    );
+    sandbox
+        .run(&[
+            "apply",
+            "-p",
+            "staging.yaml",
+            "plan.json",
+            "--inventory",
+            "inventory.json",
+        ])
+        .status(1)
+        .stderr("BP203")
+        .check();
+}
+
+#[test]
+fn apply_refuses_a_saved_plan_of_a_policy_with_none_of_these_names_as_another() {
+    let sandbox = Sandbox::new();
+    sandbox.write("inventory.json", &day_old_inventory());
+    sandbox
+        .run(&planning(&["plan", "--out", "plan.json"]))
+        .check();
+    // The same file now holds an unrelated policy: no source or destination in common.
+    sandbox.write(
+        "backplan.yaml",
+        &POLICY
+            .replace("local:", "offsite:")
+            .replace("config:", "settings:")
+            .replace("uploads:", "media:")
+            .replace("depends_on: [config]", "depends_on: [settings]"),
+    );
+    sandbox
+        .run(&["apply", "plan.json", "--inventory", "inventory.json"])
+        .status(1)
+        .stderr("BP215")
+        .check();
+}
+
+#[test]
 fn apply_refuses_a_saved_plan_when_the_inventory_changed() {
     let sandbox = Sandbox::new();
     sandbox.write("inventory.json", &day_old_inventory());
@@ -593,4 +678,88 @@ fn a_reader_that_takes_a_few_bytes_and_leaves_is_not_an_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert!(!stderr.to_lowercase().contains("broken pipe"), "{stderr}");
+}
+
+// --- exit codes of the command line ---------------------------------------------------
+
+#[test]
+fn a_usage_error_exits_64_with_bp212_never_2() {
+    let sandbox = Sandbox::new();
+    for args in [
+        &["paln", "--detailed-exitcode"][..],
+        &["plan", "--detailed-exitcod"],
+        &["plan", "--format", "yaml"],
+        &["plan", "--max-deletes", "many"],
+        &["restore", "--at", "2026-01-01T00:00:00Z", "--snapshot", "x"],
+        &[],
+    ] {
+        sandbox.run(args).status(64).stderr("BP212").check();
+    }
+    sandbox
+        .run(&["paln"])
+        .status(64)
+        .stderr("unrecognized subcommand 'paln'")
+        .stderr("plan")
+        .check();
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    let sandbox = Sandbox::new();
+    sandbox
+        .run(&["--help"])
+        .status(0)
+        .stdout("Usage: backplan")
+        .stdout("64 usage error")
+        .check();
+    sandbox
+        .run(&["-h"])
+        .status(0)
+        .stdout("Usage: backplan")
+        .check();
+    sandbox
+        .run(&["help"])
+        .status(0)
+        .stdout("Usage: backplan")
+        .check();
+    sandbox
+        .run(&["--version"])
+        .status(0)
+        .stdout(env!("CARGO_PKG_VERSION"))
+        .check();
+    sandbox
+        .run(&["plan", "--version"])
+        .status(0)
+        .stdout(env!("CARGO_PKG_VERSION"))
+        .check();
+}
+
+#[test]
+fn restore_at_a_future_time_is_refused() {
+    Sandbox::new()
+        .run(&["restore", "--plan", "--at", "2999-01-01T00:00:00Z"])
+        .status(1)
+        .stderr("BP213")
+        .stderr("in the future")
+        .check();
+}
+
+#[test]
+fn restore_of_an_undeclared_source_lists_the_declared_ones() {
+    let sandbox = Sandbox::new();
+    sandbox
+        .run(&["restore", "--plan", "--only", "upload"])
+        .status(1)
+        .stderr("BP214")
+        .stderr("declares no source `upload`")
+        .stderr("did you mean `uploads`?")
+        .stderr("config, uploads")
+        .check();
+    sandbox
+        .run(&["restore", "--plan", "--target", "db=/tmp/x"])
+        .status(1)
+        .stderr("BP214")
+        .stderr("--target db")
+        .stderr("config, uploads")
+        .check();
 }

@@ -30,7 +30,32 @@ const BROKEN: &[(&str, &str, usize, usize)] = &[
     ("no-destinations.yaml", "BP119", 13, 5),
     ("bad-compression.yaml", "BP120", 7, 3),
     ("empty-paths.yaml", "BP121", 12, 5),
+    ("malformed-key.yaml", "BP122", 6, 7),
+    ("multiple-documents.yaml", "BP123", 10, 1),
+    ("not-utf8.yaml", "BP124", 12, 17),
+    ("nesting-too-deep.yaml", "BP126", 13, 75),
 ];
+
+/// Further broken policies, of codes the table above has already: each still points
+/// at its own mistake.
+const MORE_BROKEN: &[(&str, &str, usize, usize)] = &[
+    ("secret-key-after-public-key.yaml", "BP118", 6, 7),
+    ("bad-enum-value.yaml", "BP103", 13, 11),
+    ("unclosed-quote.yaml", "BP101", 13, 15),
+    ("timezone-abbreviation.yaml", "BP114", 7, 13),
+    ("cron-with-seconds-and-year.yaml", "BP113", 13, 15),
+    ("cron-with-seconds.yaml", "BP113", 13, 15),
+];
+
+/// Every broken fixture with its code and place.
+fn all_broken() -> impl Iterator<Item = &'static (&'static str, &'static str, usize, usize)> {
+    BROKEN.iter().chain(MORE_BROKEN)
+}
+
+/// The text of a fixture as miette shows it (a file that is not UTF-8 with U+FFFD).
+fn fixture_text(path: &Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(path).expect("fixture")).into_owned()
+}
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -75,7 +100,12 @@ fn find<'a>(report: &'a PolicyReport, code: &str) -> &'a Located {
 
 #[test]
 fn the_table_covers_every_fixture_with_a_different_code() {
-    let listed: BTreeSet<&str> = BROKEN.iter().map(|(file, ..)| *file).collect();
+    let listed: BTreeSet<&str> = all_broken().map(|(file, ..)| *file).collect();
+    assert_eq!(
+        listed.len(),
+        BROKEN.len() + MORE_BROKEN.len(),
+        "a fixture is listed twice"
+    );
     let on_disk: BTreeSet<String> = std::fs::read_dir(root().join("tests/fixtures/broken"))
         .expect("fixtures folder")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
@@ -101,9 +131,9 @@ fn the_table_covers_every_fixture_with_a_different_code() {
 #[test]
 fn each_broken_policy_reports_its_code_at_its_line() {
     let mut failures = Vec::new();
-    for &(file, code, line, column) in BROKEN {
+    for &(file, code, line, column) in all_broken() {
         let path = broken(file);
-        let text = std::fs::read_to_string(&path).expect("fixture");
+        let text = fixture_text(&path);
         let report = report(&path);
         // One mistake per fixture: no follow-up errors, no warnings.
         let got = codes(&report.problems);
@@ -187,8 +217,8 @@ fn a_duplicate_points_at_both_declarations() {
 }
 
 #[test]
-fn an_unclosed_quote_says_where_the_quote_began() {
-    let text = "version: 1\nsources:\n  a:\n    schedule: \"0 3 * * *\n";
+fn an_unclosed_quote_says_and_points_where_the_quote_began() {
+    let text = "version: 1\nsources:\n  a:\n    schedule: \"0 3 * * *\n    path: x\n";
     let err = load_str(text, Path::new("q.yaml"), &root())
         .expect_err("an unclosed quote is a syntax error");
     let problem = find(&err, "BP101");
@@ -200,6 +230,265 @@ fn an_unclosed_quote_says_where_the_quote_began() {
         "{}",
         problem.problem.message
     );
+    // Not the end of the file, where the scanner gave up.
+    assert_eq!(position(text, problem), (4, 15));
+    let single = "version: 1\nsources:\n  a:\n    path: 'uploads\n";
+    let err = load_str(single, Path::new("q.yaml"), &root()).expect_err("unclosed");
+    assert_eq!(position(single, find(&err, "BP101")), (4, 11));
+}
+
+/// A policy naming `key` (relative to tests/fixtures/keys) as its one recipient.
+fn with_recipient(key: &str) -> String {
+    format!(
+        "version: 1\nencryption:\n  recipients:\n    - {key}\ndestinations:\n  local: {{type: memory}}\nsources:\n  media:\n    type: files\n    path: uploads\n"
+    )
+}
+
+fn keys_dir() -> PathBuf {
+    root().join("tests/fixtures/keys")
+}
+
+#[test]
+fn every_form_of_secret_key_is_refused_as_a_secret_key_at_its_line() {
+    for key in [
+        "demo-recipient.secret.asc",
+        "gnupg-2.2.secret.asc",
+        "gnupg-2.2.secret.gpg",
+        "gnupg-2.2.public-then-secret.asc",
+    ] {
+        let text = with_recipient(key);
+        let err =
+            load_str(&text, Path::new("k.yaml"), &keys_dir()).expect_err("a secret key is refused");
+        assert_eq!(codes(&err.problems), ["BP118"], "{key}");
+        let problem = &err.problems[0];
+        assert!(
+            problem.problem.message.contains("SECRET key") && problem.problem.message.contains(key),
+            "{key}: {}",
+            problem.problem.message
+        );
+        assert!(
+            problem
+                .problem
+                .message
+                .contains("must never be on the backup host"),
+            "{key}"
+        );
+        assert_eq!(position(&text, problem), (4, 7), "{key}");
+    }
+}
+
+#[test]
+fn a_public_key_armored_or_not_is_accepted() {
+    for (dir, key) in [
+        (keys_dir(), "gnupg-2.2.asc"),
+        (root().join("policies/keys"), "demo-recipient.asc"),
+    ] {
+        let text = with_recipient(key);
+        let loaded = load_str(&text, Path::new("k.yaml"), &dir)
+            .unwrap_or_else(|e| panic!("{key}: {:?}", codes(&e.problems)));
+        assert_eq!(loaded.policy.recipients, [dir.join(key)]);
+    }
+}
+
+#[test]
+fn a_malformed_or_foreign_key_file_names_the_file_at_its_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let public = std::fs::read_to_string(keys_dir().join("gnupg-2.2.asc")).expect("key");
+    // One base64 character changed: the armor's checksum or the packets break.
+    let lines: Vec<&str> = public.lines().collect();
+    let mut garbled: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    garbled[5] = garbled[5].replacen(|c: char| c.is_ascii_alphabetic(), "!", 3);
+    std::fs::write(dir.path().join("garbled.asc"), garbled.join("\n")).expect("write");
+    std::fs::write(
+        dir.path().join("empty-armor.asc"),
+        "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\n-----END PGP PUBLIC KEY BLOCK-----\n",
+    )
+    .expect("write");
+    std::fs::copy(
+        keys_dir().join("truncated.asc"),
+        dir.path().join("truncated.asc"),
+    )
+    .expect("copy");
+    for key in ["truncated.asc", "garbled.asc", "empty-armor.asc"] {
+        let text = with_recipient(key);
+        let err = load_str(&text, Path::new("k.yaml"), dir.path()).expect_err(key);
+        assert_eq!(codes(&err.problems), ["BP122"], "{key}: {:?}", err.problems);
+        let problem = &err.problems[0];
+        assert!(problem.problem.message.contains(key), "{key}");
+        assert_eq!(position(&text, problem), (4, 7), "{key}");
+    }
+    std::fs::write(
+        dir.path().join("ssh.pub"),
+        "ssh-ed25519 AAAAC3Nz backup@host\n",
+    )
+    .expect("write");
+    let text = with_recipient("ssh.pub");
+    let err = load_str(&text, Path::new("k.yaml"), dir.path()).expect_err("ssh key");
+    assert_eq!(codes(&err.problems), ["BP118"]);
+    assert!(
+        err.problems[0]
+            .problem
+            .message
+            .contains("not an OpenPGP public key")
+    );
+}
+
+const TZ_BASE: &str = "version: 1\nencryption:\n  recipients: [keys/demo-recipient.asc]\ndestinations:\n  local: {type: memory}\nsources:\n  media:\n    type: files\n    path: uploads\n";
+
+fn with_timezone(tz: &str) -> Result<backplan::policy::Loaded, PolicyReport> {
+    let text = format!("{TZ_BASE}    timezone: {tz}\n");
+    load_str(&text, Path::new("t.yaml"), &root().join("policies"))
+}
+
+#[test]
+fn abbreviated_and_alias_time_zones_are_refused_with_the_zone_to_use() {
+    for (tz, meant) in [
+        ("CET", "Europe/Berlin"),
+        ("EST", "America/New_York"),
+        ("MST", "America/Denver"),
+        ("PST8PDT", "America/Los_Angeles"),
+        ("GMT", "UTC"),
+        ("Zulu", "UTC"),
+        ("Singapore", "Asia/Singapore"),
+        ("cet", "Europe/Berlin"),
+    ] {
+        let err = with_timezone(tz).expect_err(tz);
+        assert_eq!(codes(&err.problems), ["BP114"], "{tz}");
+        let problem = &err.problems[0];
+        let help = problem.problem.help.as_deref().unwrap_or_default();
+        assert!(
+            help.contains(&format!("did you mean `{meant}`?")),
+            "{tz}: {help}"
+        );
+        let text = format!("{TZ_BASE}    timezone: {tz}\n");
+        assert_eq!(position(&text, problem), (10, 15), "{tz}");
+    }
+    let err = with_timezone("Japan").expect_err("an alias");
+    assert!(err.problems[0].problem.message.contains("Area/Location"));
+}
+
+#[test]
+fn area_location_zones_and_utc_are_accepted() {
+    for tz in [
+        "UTC",
+        "Europe/Berlin",
+        "America/New_York",
+        "America/Argentina/Buenos_Aires",
+        "Etc/UTC",
+        "Etc/GMT+5",
+    ] {
+        let loaded = with_timezone(tz).unwrap_or_else(|e| panic!("{tz}: {:?}", e.problems));
+        assert_eq!(
+            loaded.policy.sources["media"].schedule.timezone().name(),
+            tz
+        );
+    }
+}
+
+#[test]
+fn a_cron_with_seconds_or_a_year_is_refused_and_five_fields_are_asked_for() {
+    for (cron, fields) in [("30 0 3 * * *", 6), ("0 0 3 * * * 2026", 7), ("0 3 * *", 4)] {
+        let text = format!("{TZ_BASE}    schedule: \"{cron}\"\n");
+        let err = load_str(&text, Path::new("c.yaml"), &root().join("policies")).expect_err(cron);
+        assert_eq!(codes(&err.problems), ["BP113"], "{cron}");
+        let message = &err.problems[0].problem.message;
+        assert!(
+            message.contains(&format!("has {fields} fields")) && message.contains("five"),
+            "{cron}: {message}"
+        );
+        assert_eq!(position(&text, &err.problems[0]), (10, 15));
+    }
+    for cron in [
+        "0 3 * * *",
+        "*/15 * * * *",
+        "@daily",
+        "@hourly",
+        "0 3 * * MON-FRI",
+    ] {
+        let text = format!("{TZ_BASE}    schedule: \"{cron}\"\n");
+        load_str(&text, Path::new("c.yaml"), &root().join("policies"))
+            .unwrap_or_else(|e| panic!("{cron}: {:?}", e.problems));
+    }
+}
+
+#[test]
+fn an_enum_error_inside_a_source_points_at_the_value() {
+    let text = format!(
+        "{}  cache:\n    type: redis\n    url: redis://cache:6379\n    username: backup\n    mode: bogus\n",
+        TZ_BASE
+    );
+    let err = load_str(&text, Path::new("e.yaml"), &root().join("policies")).expect_err("bogus");
+    assert_eq!(codes(&err.problems), ["BP103"]);
+    assert_eq!(position(&text, &err.problems[0]), (14, 11));
+    assert!(err.problems[0].problem.message.contains("`bogus`"));
+    // A value of the wrong type inside a source too.
+    let text = format!(
+        "{TZ_BASE}    exclude: [\"*.tmp\"]\n  db:\n    type: postgres\n    url: postgres://db/app\n    jobs: many\n"
+    );
+    let err = load_str(&text, Path::new("e.yaml"), &root().join("policies")).expect_err("jobs");
+    assert_eq!(codes(&err.problems), ["BP103"]);
+    assert_eq!(position(&text, &err.problems[0]), (14, 11));
+}
+
+#[test]
+fn a_second_document_is_refused_at_its_marker() {
+    let text = format!("{TZ_BASE}---\nversion: 1\n");
+    let err = load_str(&text, Path::new("m.yaml"), &root().join("policies")).expect_err("two");
+    assert_eq!(codes(&err.problems), ["BP123"]);
+    assert_eq!(position(&text, &err.problems[0]), (10, 1));
+    // One document with explicit markers is fine.
+    let text = format!("---\n{TZ_BASE}...\n");
+    load_str(&text, Path::new("m.yaml"), &root().join("policies"))
+        .unwrap_or_else(|e| panic!("one document: {:?}", e.problems));
+}
+
+#[test]
+fn a_policy_that_is_not_utf8_is_refused_at_the_first_bad_byte() {
+    let mut bytes = TZ_BASE.as_bytes().to_vec();
+    bytes.extend_from_slice(b"    exclude: [\"caf\xe9\"]\n");
+    let err = backplan::policy::load_bytes(&bytes, Path::new("l.yaml"), &root().join("policies"))
+        .expect_err("Latin-1");
+    assert_eq!(codes(&err.problems), ["BP124"]);
+    let shown = String::from_utf8_lossy(&bytes);
+    assert_eq!(position(&shown, &err.problems[0]), (10, 19));
+    assert!(err.problems[0].problem.message.contains("0xe9"));
+}
+
+#[test]
+fn a_deeply_nested_policy_fails_at_once_before_the_parser_sees_it() {
+    let started = std::time::Instant::now();
+    let text = "[".repeat(100_000);
+    let err = load_str(&text, Path::new("d.yaml"), &root()).expect_err("too deep");
+    assert_eq!(codes(&err.problems), ["BP126"]);
+    assert_eq!(position(&text, &err.problems[0]), (1, 64));
+    let text = format!("{TZ_BASE}    exclude: {}\n", "{a: ".repeat(100_000));
+    let err = load_str(&text, Path::new("d.yaml"), &root()).expect_err("too deep");
+    assert_eq!(codes(&err.problems), ["BP126"]);
+    let elapsed = started.elapsed();
+    assert!(elapsed.as_secs() < 5, "took {elapsed:?}");
+}
+
+#[test]
+fn a_policy_over_one_mib_fails_at_once_before_the_parser_sees_it() {
+    let started = std::time::Instant::now();
+    let mut text = TZ_BASE.to_string();
+    let mut n = 0;
+    while text.len() <= 1024 * 1024 {
+        text.push_str(&format!("  s{n}: {{type: files, path: p{n}}}\n"));
+        n += 1;
+    }
+    let err = load_str(&text, Path::new("big.yaml"), &root().join("policies")).expect_err("large");
+    assert_eq!(codes(&err.problems), ["BP125"]);
+    let (span, _) = err.problems[0].problem.span.as_ref().expect("a span");
+    assert_eq!(span.offset(), 1024 * 1024);
+    // From a file too, which is not read past the limit.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("big.yaml");
+    std::fs::write(&path, &text).expect("write");
+    let err = load_file(&path).expect_err("large");
+    assert_eq!(codes(&err.problems), ["BP125"]);
+    let elapsed = started.elapsed();
+    assert!(elapsed.as_secs() < 5, "took {elapsed:?}");
 }
 
 #[test]
@@ -312,7 +601,7 @@ fn validate(args: &[&str]) -> std::process::Output {
 #[test]
 fn validate_renders_each_code_at_file_line_column_and_exits_1() {
     let mut failures = Vec::new();
-    for &(file, code, line, column) in BROKEN {
+    for &(file, code, line, column) in all_broken() {
         let path = format!("tests/fixtures/broken/{file}");
         let out = validate(&["-p", &path]);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -332,7 +621,7 @@ fn validate_renders_each_code_at_file_line_column_and_exits_1() {
 
 #[test]
 fn validate_json_prints_code_line_and_column() {
-    for &(file, code, line, column) in BROKEN {
+    for &(file, code, line, column) in all_broken() {
         let path = format!("tests/fixtures/broken/{file}");
         let out = validate(&["-p", &path, "--format", "json"]);
         assert_eq!(out.status.code(), Some(1), "{file}");

@@ -9,6 +9,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::error::{Code, Failure};
 use crate::plan::DEFAULT_MAX_DELETES;
 
+/// The exit codes, as the README lists them.
+const EXIT_CODES: &str = "Exit codes: 0 success (plan --detailed-exitcode: nothing to do); 1 error, \
+nothing changed; 2 plan --detailed-exitcode: changes pending; 3 apply: some actions failed; \
+64 usage error (unknown subcommand, flag or value).";
+
 /// Declarative backups of a production stack.
 ///
 /// One YAML policy declares sources (postgres, redis, files, config), destinations,
@@ -19,7 +24,8 @@ use crate::plan::DEFAULT_MAX_DELETES;
     name = "backplan",
     version,
     propagate_version = true,
-    max_term_width = 100
+    max_term_width = 100,
+    after_help = EXIT_CODES
 )]
 pub struct Cli {
     /// The policy file.
@@ -128,7 +134,8 @@ pub struct PlanArgs {
     /// Save the plan to FILE, for `backplan apply FILE`.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// Exit 0 when there is nothing to do, 2 when there are changes, 1 on error.
+    /// Exit 0 when there is nothing to do, 2 when there are changes, 1 on error (64 on
+    /// a usage error, never 2).
     #[arg(long)]
     pub detailed_exitcode: bool,
 }

@@ -163,6 +163,22 @@ fn read_plan(file: &Path) -> miette::Result<Plan> {
 
 /// Refuses a saved plan whose policy or inventory moved on since it was made.
 pub fn check_fresh(plan: &Plan, policy: &Policy, inventory: &Inventory) -> Result<(), Failure> {
+    if plan.policy.is_other_than(policy) {
+        let then = plan.policy.location.as_deref().unwrap_or(&plan.policy.path);
+        let here = policy
+            .location
+            .as_deref()
+            .unwrap_or(&policy.path)
+            .display()
+            .to_string();
+        return Err(Failure::new(
+            Code::PlanOfAnotherPolicy,
+            format!("saved plan was made from another policy ({then}), not from {here}"),
+        )
+        .with_help(format!(
+            "apply it with `-p {then}`, or make a new plan from {here}"
+        )));
+    }
     if plan.policy.digest != policy.digest {
         return Err(Failure::new(
             Code::StalePlan,

@@ -32,6 +32,9 @@ pub enum Exit {
     Changes = 2,
     /// `apply`: some actions failed (the others completed).
     Partial = 3,
+    /// The command line is wrong: an unknown subcommand, flag or value (`EX_USAGE`
+    /// of sysexits.h). Never 2, which `plan --detailed-exitcode` means as changes.
+    Usage = 64,
 }
 
 impl From<Exit> for ExitCode {

@@ -32,8 +32,21 @@ fn selection(args: &RestoreArgs) -> Result<Selection, Failure> {
         })?;
         targets.insert(name.to_string(), place.to_string());
     }
+    let at = args.at.as_deref().map(parse_time).transpose()?;
+    let now = chrono::Utc::now();
+    if let (Some(at), Some(text)) = (at, &args.at)
+        && at > now
+    {
+        return Err(Failure::new(
+            Code::TimeInFuture,
+            format!(
+                "--at {text} is in the future (it is {} now): no snapshot is from then",
+                now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        ));
+    }
     Ok(Selection {
-        at: args.at.as_deref().map(parse_time).transpose()?,
+        at,
         snapshot: args.snapshot.clone(),
         only: args.only.clone(),
         targets,
@@ -54,12 +67,13 @@ struct Context<'a> {
 pub fn run(path: &Path, args: &RestoreArgs) -> miette::Result<Exit> {
     let loaded = load_policy(path)?;
     let policy = &loaded.policy;
+    // The command line is checked before any destination is read.
+    let selection = selection(args)?;
     let inventory = inventory(policy, None)?;
     let graph = SourceGraph::new(policy);
     let fingerprints = Recipients::load(&policy.recipients)
         .map(|r| r.fingerprints())
         .unwrap_or_default();
-    let selection = selection(args)?;
     let mut plan = restore_plan(policy, &graph, &inventory, &selection, fingerprints)?;
     let host_key = repository_key(policy)?;
     let secret = secret_keys(&args.secret)?;

@@ -103,6 +103,50 @@ fn err(context: &str) -> impl Fn(anyhow::Error) -> CryptoError + '_ {
 
 type Result<T> = std::result::Result<T, CryptoError>;
 
+/// What a recipient key file holds, as `validate` judges it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyFile {
+    /// One public key that can be encrypted to.
+    Public,
+    /// Secret key material: it must never be on the backup host.
+    Secret,
+    /// OpenPGP (an armor header or a packet) that does not parse, or not one key.
+    Malformed(String),
+    /// A public key that cannot be encrypted to (no valid encryption subkey).
+    Unusable(String),
+    /// Not OpenPGP at all.
+    NotOpenPgp,
+}
+
+/// Reads a recipient key file the way `apply` will, to refuse at `validate` what
+/// `apply` would refuse, and say why.
+pub fn inspect_key_file(bytes: &[u8]) -> KeyFile {
+    let head = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]);
+    let looks_openpgp =
+        head.contains("-----BEGIN PGP") || bytes.first().is_some_and(|b| b & 0x80 != 0);
+    let parsed = CertParser::from_bytes(bytes)
+        .and_then(|parser| parser.collect::<openpgp::Result<Vec<Cert>>>());
+    let certs = match parsed {
+        Ok(certs) if !certs.is_empty() => certs,
+        Ok(_) if looks_openpgp => return KeyFile::Malformed("it holds no key".into()),
+        Err(e) if looks_openpgp => return KeyFile::Malformed(e.to_string()),
+        _ => return KeyFile::NotOpenPgp,
+    };
+    if certs.iter().any(Cert::is_tsk) {
+        return KeyFile::Secret;
+    }
+    if certs.len() > 1 {
+        return KeyFile::Malformed(format!(
+            "it holds {} keys; name each recipient's key file on its own",
+            certs.len()
+        ));
+    }
+    match Recipients::new(certs) {
+        Ok(_) => KeyFile::Public,
+        Err(e) => KeyFile::Unusable(e.0),
+    }
+}
+
 /// The recipients' public keys, ready to encrypt to.
 #[derive(Debug, Clone)]
 pub struct Recipients {

@@ -62,6 +62,52 @@ pub struct Plan {
 pub struct PolicyRef {
     pub path: String,
     pub digest: String,
+    /// The policy file's absolute path when the plan was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// The names the policy declared: with `location`, what tells a plan of another
+    /// policy from one of this policy, changed.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    #[serde(default)]
+    pub destinations: Vec<String>,
+}
+
+impl PolicyRef {
+    pub fn of(policy: &Policy) -> PolicyRef {
+        PolicyRef {
+            path: policy.path.display().to_string(),
+            digest: policy.digest.clone(),
+            location: policy.location.as_ref().map(|l| l.display().to_string()),
+            sources: policy.file.sources.keys().cloned().collect(),
+            destinations: policy.file.destinations.keys().cloned().collect(),
+        }
+    }
+
+    /// Whether a plan made from this policy reference was made from another policy
+    /// than `policy` (not from `policy` before it changed): another file, or no source
+    /// and no destination name in common.
+    pub fn is_other_than(&self, policy: &Policy) -> bool {
+        if self.digest == policy.digest {
+            return false;
+        }
+        let here = policy.location.as_ref().map(|l| l.display().to_string());
+        if let (Some(then), Some(now)) = (&self.location, &here)
+            && then != now
+        {
+            return true;
+        }
+        let shares_a_name = self
+            .sources
+            .iter()
+            .any(|s| policy.file.sources.contains_key(s))
+            || self
+                .destinations
+                .iter()
+                .any(|d| policy.file.destinations.contains_key(d));
+        let recorded = !self.sources.is_empty() || !self.destinations.is_empty();
+        recorded && !shares_a_name
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -471,10 +517,7 @@ pub fn plan_with(
     Plan {
         format_version: FORMAT_VERSION,
         created_at: now,
-        policy: PolicyRef {
-            path: policy.path.display().to_string(),
-            digest: policy.digest.clone(),
-        },
+        policy: PolicyRef::of(policy),
         inventory_digest: inventory.digest(),
         settings,
         destinations,

@@ -1,6 +1,7 @@
 //! Reading a policy: YAML → sections deserialised one by one (so that every problem is
 //! found, not only the first) → semantic checks → a resolved [`Policy`].
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use super::model::{
 };
 use super::spans::{SpanIndex, join};
 use super::validate;
-use super::{Policy, spans};
+use super::{Policy, prescan, spans};
 use crate::error::{Code, Located, PolicyReport, Problem};
 
 const TOP_LEVEL: &[&str] = &[
@@ -34,7 +35,7 @@ pub struct Loaded {
 
 /// Reads and validates the policy at `path`.
 pub fn load_file(path: &Path) -> Result<Loaded, PolicyReport> {
-    let text = std::fs::read_to_string(path).map_err(|e| PolicyReport {
+    let unreadable = |e: std::io::Error| PolicyReport {
         path: path.display().to_string(),
         problems: vec![Located {
             problem: Problem::error(
@@ -43,7 +44,16 @@ pub fn load_file(path: &Path) -> Result<Loaded, PolicyReport> {
             ),
             source: None,
         }],
-    })?;
+    };
+    // One byte past the limit is enough to know it is passed: a huge file is never
+    // read whole.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            f.take(prescan::MAX_BYTES as u64 + 1)
+                .read_to_end(&mut bytes)
+        })
+        .map_err(unreadable)?;
     let dir = path
         .parent()
         .map(|p| {
@@ -54,42 +64,110 @@ pub fn load_file(path: &Path) -> Result<Loaded, PolicyReport> {
             }
         })
         .unwrap_or_else(|| PathBuf::from("."));
-    load_str(&text, path, &dir)
+    load_bytes(&bytes, path, &dir)
+}
+
+/// Validates policy `bytes`: they must be UTF-8 text.
+pub fn load_bytes(bytes: &[u8], path: &Path, dir: &Path) -> Result<Loaded, PolicyReport> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => load_str(text, path, dir),
+        Err(e) => {
+            // The text up to the bad byte is shown as is; the rest with U+FFFD for
+            // each bad sequence. The span covers the first replacement character.
+            let at = e.valid_up_to();
+            let shown = String::from_utf8_lossy(bytes).into_owned();
+            let len = shown[at..].chars().next().map_or(0, char::len_utf8);
+            let (line, column) = spans::line_col(&shown, at);
+            let problem = Problem::error(
+                Code::NotUtf8,
+                format!(
+                    "the policy is not UTF-8 text: byte {at} (line {line}, column {column}) is 0x{:02x}",
+                    bytes[at]
+                ),
+            )
+            .at(Some(SourceSpan::new(at.into(), len)), "not UTF-8");
+            Err(report_of(vec![problem], &shown, path))
+        }
+    }
 }
 
 /// Validates policy `text`, read from `path`, whose relative paths start at `dir`.
 pub fn load_str(text: &str, path: &Path, dir: &Path) -> Result<Loaded, PolicyReport> {
+    if let Some(problem) = limits(text) {
+        return Err(report_of(vec![problem], text, path));
+    }
     let spans = SpanIndex::new(text);
     let mut problems = Vec::new();
     let parsed = parse(text, &spans, &mut problems);
     let policy = parsed.and_then(|parsed| {
         validate::validate(parsed, text, path, dir, spans.clone(), &mut problems)
     });
+    let report = report_of(problems, text, path);
+    match policy {
+        Some(policy) if report.errors() == 0 => Ok(Loaded {
+            policy,
+            warnings: report.problems,
+        }),
+        _ => Err(report),
+    }
+}
+
+/// The size and depth limits, checked before a YAML parser sees the text.
+fn limits(text: &str) -> Option<Problem> {
+    if text.len() > prescan::MAX_BYTES {
+        let mut at = prescan::MAX_BYTES;
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        return Some(
+            Problem::error(
+                Code::PolicyTooLarge,
+                format!(
+                    "the policy is larger than {} MiB, the most backplan reads",
+                    prescan::MAX_BYTES / (1024 * 1024)
+                ),
+            )
+            .at(
+                Some(SourceSpan::new(at.into(), 0)),
+                "the limit is passed here",
+            ),
+        );
+    }
+    prescan::too_deep(text).map(|at| {
+        Problem::error(
+            Code::NestingTooDeep,
+            format!(
+                "the policy nests more than {} levels deep",
+                prescan::MAX_DEPTH
+            ),
+        )
+        .at(Some(SourceSpan::new(at.into(), 1)), "too deep here")
+    })
+}
+
+/// Binds problems to the text they point into.
+fn report_of(problems: Vec<Problem>, text: &str, path: &Path) -> PolicyReport {
     let source = Arc::new(
         NamedSource::new(path.display().to_string(), text.to_string()).with_language("yaml"),
     );
-    let located: Vec<Located> = problems
-        .into_iter()
-        .map(|problem| Located {
-            source: problem.span.as_ref().map(|_| source.clone()),
-            problem,
-        })
-        .collect();
-    match policy {
-        Some(policy) if located.iter().all(|p| !p.problem.is_error()) => Ok(Loaded {
-            policy,
-            warnings: located,
-        }),
-        _ => Err(PolicyReport {
-            path: path.display().to_string(),
-            problems: located,
-        }),
+    PolicyReport {
+        path: path.display().to_string(),
+        problems: problems
+            .into_iter()
+            .map(|problem| Located {
+                source: problem.span.as_ref().map(|_| source.clone()),
+                problem,
+            })
+            .collect(),
     }
 }
 
 /// The structure of a policy, without semantic checks (for an older, applied policy
 /// whose key files may be gone). `None` when it does not parse.
 pub fn parse_lenient(text: &str) -> Option<PolicyFile> {
+    if limits(text).is_some() {
+        return None;
+    }
     parse(text, &SpanIndex::new(text), &mut Vec::new())
         .filter(|parsed| parsed.complete)
         .map(|parsed| parsed.file)
@@ -126,11 +204,34 @@ fn parse(text: &str, spans: &SpanIndex, problems: &mut Vec<Problem>) -> Option<P
     if !spans.duplicates.is_empty() {
         return None;
     }
+    if let Some(second) = spans.second_document {
+        problems.push(
+            Problem::error(
+                Code::MultipleDocuments,
+                "the policy holds more than one YAML document",
+            )
+            .at(Some(second), "a second document starts here"),
+        );
+        return None;
+    }
     let root: Value = match serde_yaml::from_str(text) {
         Ok(v) => v,
         Err(e) => {
-            let span = e.location().map(|l| SourceSpan::new(l.index().into(), 1));
-            let message = strip_location(&e.to_string());
+            let full = e.to_string();
+            if full.contains("more than one document") {
+                // Found by serde_yaml but not by the span index: no place to show.
+                problems.push(Problem::error(
+                    Code::MultipleDocuments,
+                    "the policy holds more than one YAML document",
+                ));
+                return None;
+            }
+            // An unclosed quote is found where the scanner gave up (often the end of
+            // the file); the mistake is where the quote began.
+            let span = quote_start(&full, text)
+                .or_else(|| e.location().map(|l| l.index()))
+                .map(|at| SourceSpan::new(at.into(), 1));
+            let message = strip_location(&full);
             problems.push(
                 Problem::error(
                     Code::YamlSyntax,
@@ -404,25 +505,36 @@ fn classify(message: &str, path: &str, spans: &SpanIndex, extra_fields: &[&str])
     if let Some(rest) = message.strip_prefix("unknown variant `") {
         let variant = rest.split('`').next().unwrap_or_default();
         let expected = backticked(rest.split_once("expected").map_or("", |(_, e)| e));
-        let tag_path = if spans.value(&join(path, "type")).is_some() {
-            join(path, "type")
-        } else {
-            path.to_string()
-        };
+        // Inside a tagged source serde loses the path below the source: the value is
+        // found by its text (the `type` itself, or a field such as `mode`).
+        let span = spans
+            .find_scalar(&join(path, "type"), variant)
+            .or_else(|| spans.find_scalar(path, variant))
+            .or_else(|| spans.value(&join(path, "type")))
+            .or_else(|| spans.value(path));
         let mut problem = Problem::error(
             Code::InvalidValue,
             format!("`{variant}` is not one of {}", expected.join(", ")),
         )
-        .at(spans.value(&tag_path), "unknown value");
+        .at(span, "unknown value");
         if let Some(near) = suggest(variant, expected.iter().map(String::as_str)) {
             problem = problem.with_help(format!("did you mean `{near}`?"));
         }
         return problem;
     }
-    Problem::error(Code::InvalidValue, format!("`{path}`: {message}")).at(
-        spans.value(path).or_else(|| spans.nearest(path)),
-        "invalid value",
-    )
+    // `invalid type: string "many", expected u32`: serde names the value it refused,
+    // which places it when the path stops at a tagged source.
+    let written = message
+        .split_once(": string \"")
+        .and_then(|(_, rest)| rest.split('"').next())
+        .or_else(|| message.split('`').nth(1));
+    let span = spans
+        .value(path)
+        .filter(|_| spans.has_value(path))
+        .or_else(|| written.and_then(|w| spans.find_scalar(path, w)))
+        .or_else(|| spans.value(path))
+        .or_else(|| spans.nearest(path));
+    Problem::error(Code::InvalidValue, format!("`{path}`: {message}")).at(span, "invalid value")
 }
 
 fn unknown_field(spans: &SpanIndex, parent: &str, field: &str, expected: &[&str]) -> Problem {
@@ -476,6 +588,32 @@ fn key_name(key: &Value) -> String {
 
 fn last(path: &str) -> &str {
     path.rsplit('.').next().unwrap_or(path)
+}
+
+/// The byte offset of the opening quote of a quoted scalar that never closed, from
+/// serde_yaml's "while scanning a quoted scalar at line L column C".
+fn quote_start(message: &str, text: &str) -> Option<usize> {
+    let rest = message
+        .split("while scanning a quoted scalar at line ")
+        .nth(1)?;
+    let (line, rest) = rest.split_once(" column ")?;
+    let line: usize = line.parse().ok()?;
+    let column: usize = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
+    let line_start = if line <= 1 {
+        0
+    } else {
+        text.match_indices('\n').nth(line - 2)?.0 + 1
+    };
+    // libyaml counts columns in characters.
+    let offset = text[line_start..]
+        .char_indices()
+        .nth(column.checked_sub(1)?)
+        .map(|(i, _)| line_start + i)?;
+    matches!(text[offset..].chars().next(), Some('"' | '\'')).then_some(offset)
 }
 
 /// serde_yaml appends " at line L column C"; the span says that better. What follows

@@ -5,6 +5,7 @@
 
 pub mod load;
 pub mod model;
+pub mod prescan;
 pub mod schedule;
 pub mod secret;
 pub mod spans;
@@ -16,7 +17,7 @@ use chrono::Duration;
 use indexmap::IndexMap;
 use serde::Serialize;
 
-pub use load::{Loaded, load_file, load_str};
+pub use load::{Loaded, load_bytes, load_file, load_str};
 pub use model::{Destination, PolicyFile, Retention, SourceKind};
 pub use schedule::Schedule;
 pub use secret::Secret;
@@ -36,6 +37,9 @@ pub struct Policy {
     pub path: PathBuf,
     /// The folder relative paths start at.
     pub dir: PathBuf,
+    /// The file's absolute path, when it is a file: what tells a saved plan of
+    /// another policy from one of this policy, changed.
+    pub location: Option<PathBuf>,
     /// The text as read (the repository stores it for the next plan's diff).
     pub text: String,
     /// BLAKE3 of the text.

@@ -33,10 +33,11 @@ pub struct PolicyFile {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Defaults {
-    /// Cron expression (five fields, or `@daily`, `@hourly`, …). Default `@daily`.
+    /// Cron expression (exactly five fields, or `@daily`, `@hourly`, …). Default `@daily`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
-    /// IANA time zone for schedules and retention buckets. Default `UTC`.
+    /// `UTC` or an IANA `Area/Location` time zone (`Europe/Berlin`; no abbreviations
+    /// such as `CET`) for schedules and retention buckets. Default `UTC`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
     /// Retention used by sources that declare none. Default `keep_daily: 30`.
@@ -189,7 +190,7 @@ pub struct SourceCommon {
     /// Cron expression; inherits `defaults.schedule`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
-    /// IANA time zone; inherits `defaults.timezone`.
+    /// `UTC` or an IANA `Area/Location` time zone; inherits `defaults.timezone`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
     /// Retention; replaces `defaults.retention` as a whole.

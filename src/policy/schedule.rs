@@ -1,10 +1,12 @@
 //! Schedules: a cron expression evaluated in a time zone (DST included, by croner).
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
+use croner::parser::{CronParser, Seconds, Year};
 use serde::{Serialize, Serializer};
 
 /// When a source is due: a cron expression in a time zone.
@@ -12,17 +14,33 @@ use serde::{Serialize, Serializer};
 pub struct Schedule {
     expr: String,
     timezone: Tz,
-    cron: Cron,
+    /// Shared: a parsed cron holds a bit per possible year (about 10 KB), and the
+    /// sources of a policy mostly share a few schedules.
+    cron: Arc<Cron>,
 }
 
 impl Schedule {
-    /// Parses `expr` (five fields, optional seconds, or `@daily`-style aliases).
+    /// Parses `expr`: five fields (`minute hour day-of-month month day-of-week`) or an
+    /// alias such as `@daily`. croner also reads six fields as leading seconds and
+    /// seven as seconds and a year; both are refused: a backup schedule has no use for
+    /// seconds, and a year makes a schedule that silently stops.
     pub fn parse(expr: &str, timezone: Tz) -> Result<Schedule, String> {
-        let cron = Cron::from_str(expr).map_err(|e| e.to_string())?;
+        let fields = expr.split_whitespace().count();
+        if !expr.trim_start().starts_with('@') && fields != 5 {
+            return Err(format!(
+                "it has {fields} field{}; a schedule has five: minute hour day-of-month month day-of-week (no seconds, no year)",
+                if fields == 1 { "" } else { "s" }
+            ));
+        }
+        let parser = CronParser::builder()
+            .seconds(Seconds::Disallowed)
+            .year(Year::Disallowed)
+            .build();
+        let cron = parser.parse(expr).map_err(|e| e.to_string())?;
         Ok(Schedule {
             expr: expr.to_string(),
             timezone,
-            cron,
+            cron: Arc::new(cron),
         })
     }
 
@@ -64,9 +82,48 @@ impl Serialize for Schedule {
     }
 }
 
-/// Parses an IANA time zone name.
+/// Parses a time zone: `UTC` or an IANA `Area/Location` name (`Europe/Berlin`,
+/// `America/New_York`, `Etc/GMT+5`). The tz database also holds names without an
+/// area: abbreviations (`CET`, `EST`, `PST8PDT`) and old aliases (`GMT`, `Zulu`,
+/// `Japan`). They are refused: an abbreviation names a fixed offset or a rule that is
+/// not the one a place follows (`EST` never has summer time, New York does).
 pub fn parse_timezone(name: &str) -> Result<Tz, String> {
-    Tz::from_str(name).map_err(|_| format!("`{name}` is not an IANA time zone"))
+    let tz = Tz::from_str(name).map_err(|_| format!("`{name}` is not an IANA time zone"))?;
+    if name == "UTC" || name.contains('/') {
+        Ok(tz)
+    } else {
+        Err(format!(
+            "`{name}` is an abbreviation or alias, not an IANA `Area/Location` time zone"
+        ))
+    }
+}
+
+/// The zone to suggest for a refused abbreviation or alias, if one is clear.
+pub fn timezone_for_abbreviation(name: &str) -> Option<&'static str> {
+    let upper = name.to_ascii_uppercase();
+    Some(match upper.as_str() {
+        "GMT" | "GMT0" | "GMT+0" | "GMT-0" | "UCT" | "UNIVERSAL" | "ZULU" | "GREENWICH" | "Z"
+        | "ETC" => "UTC",
+        "CET" | "CEST" | "MET" | "MEST" => "Europe/Berlin",
+        "EET" | "EEST" => "Europe/Athens",
+        "WET" | "WEST" => "Europe/Lisbon",
+        "BST" => "Europe/London",
+        "EST" | "EDT" | "EST5EDT" => "America/New_York",
+        "CST" | "CDT" | "CST6CDT" => "America/Chicago",
+        "MST" | "MDT" | "MST7MDT" => "America/Denver",
+        "PST" | "PDT" | "PST8PDT" => "America/Los_Angeles",
+        "HST" => "Pacific/Honolulu",
+        _ => {
+            // An alias such as `Singapore` or `Japan`: the zone of the same name.
+            return chrono_tz::TZ_VARIANTS
+                .iter()
+                .map(|tz| tz.name())
+                .find(|zone| {
+                    zone.rsplit_once('/')
+                        .is_some_and(|(_, city)| city.eq_ignore_ascii_case(name))
+                });
+        }
+    })
 }
 
 #[cfg(test)]

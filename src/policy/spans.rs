@@ -4,7 +4,8 @@
 //! serde_yaml gives locations only for its own errors; the semantic checks need the
 //! span of any value, so the text is walked once more with yaml-rust2's marked events.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use miette::SourceSpan;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
@@ -17,6 +18,12 @@ pub struct SpanIndex {
     values: HashMap<String, SourceSpan>,
     /// Keys that appear twice in one mapping: (path, first, second).
     pub duplicates: Vec<(String, SourceSpan, SourceSpan)>,
+    /// Where a second YAML document starts (its `---`): a policy is one document.
+    pub second_document: Option<SourceSpan>,
+    /// Paths whose value is a mapping or a list.
+    collections: HashSet<String>,
+    /// The text indexed, to read a value back.
+    text: Arc<str>,
 }
 
 impl SpanIndex {
@@ -26,14 +33,42 @@ impl SpanIndex {
         let mut builder = Builder {
             text,
             char_offsets: text.char_indices().map(|(i, _)| i).collect(),
-            index: SpanIndex::default(),
+            index: SpanIndex {
+                text: Arc::from(text),
+                ..SpanIndex::default()
+            },
             stack: Vec::new(),
+            documents: 0,
         };
         let mut parser = Parser::new_from_str(text);
-        if parser.load(&mut builder, false).is_err() {
-            return SpanIndex::default();
+        // Every document is read, so that a second one is found; only the first is
+        // indexed.
+        if parser.load(&mut builder, true).is_err() {
+            return SpanIndex {
+                second_document: builder.index.second_document,
+                ..SpanIndex::default()
+            };
         }
         builder.index
+    }
+
+    /// The span of the first scalar at or under `path` whose written text (quotes
+    /// aside) is `value`: where a value serde could not place sits.
+    pub fn find_scalar(&self, path: &str, value: &str) -> Option<SourceSpan> {
+        let text = &*self.text;
+        self.values
+            .iter()
+            .filter(|(p, _)| {
+                path.is_empty()
+                    || p.strip_prefix(path)
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+            })
+            .map(|(_, span)| *span)
+            .filter(|span| {
+                text.get(span.offset()..span.offset() + span.len())
+                    .is_some_and(|t| t.trim_matches(['"', '\'']) == value)
+            })
+            .min_by_key(|span| span.offset())
     }
 
     /// The span of the key at `path` (falling back to its value).
@@ -50,6 +85,11 @@ impl SpanIndex {
             .get(path)
             .or_else(|| self.keys.get(path))
             .copied()
+    }
+
+    /// Whether a scalar value (not a mapping or list) sits at `path`.
+    pub fn has_value(&self, path: &str) -> bool {
+        self.values.contains_key(path) && !self.collections.contains(path)
     }
 
     /// The span of the key at `path`, or of its nearest ancestor that has one.
@@ -124,6 +164,8 @@ struct Builder<'a> {
     char_offsets: Vec<usize>,
     index: SpanIndex,
     stack: Vec<Frame>,
+    /// How many documents have started.
+    documents: usize,
 }
 
 impl Builder<'_> {
@@ -187,6 +229,21 @@ impl Builder<'_> {
 
 impl MarkedEventReceiver for Builder<'_> {
     fn on_event(&mut self, event: Event, mark: Marker) {
+        if event == Event::DocumentStart {
+            self.documents += 1;
+            if self.documents == 2 {
+                let at = self.offset(&mark);
+                let len = if self.text[at..].starts_with("---") {
+                    3
+                } else {
+                    1
+                };
+                self.index.second_document = Some(SourceSpan::new(at.into(), len));
+            }
+        }
+        if self.documents > 1 {
+            return;
+        }
         match event {
             Event::Scalar(value, style, _, _) => {
                 let span = self.scalar_span(&mark, &value, style);
@@ -205,6 +262,7 @@ impl MarkedEventReceiver for Builder<'_> {
                 // A collection as a key is not something a policy has; index it anyway.
                 let at = self.place(span, None).unwrap_or_default();
                 self.index.values.entry(at.clone()).or_insert(span);
+                self.index.collections.insert(at.clone());
                 self.stack
                     .push(if matches!(event, Event::MappingStart(..)) {
                         Frame::Map {

@@ -2,6 +2,7 @@
 //! zones, retention, key files, secrets, the dependency graph. Every problem is
 //! collected with its span; a policy with no errors is resolved into a [`Policy`].
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use chrono_tz::Tz;
@@ -9,7 +10,7 @@ use indexmap::IndexMap;
 
 use super::load::Parsed;
 use super::model::{PolicyFile, Retention, SourceKind, builtin_retention};
-use super::schedule::{Schedule, parse_timezone};
+use super::schedule::{Schedule, parse_timezone, timezone_for_abbreviation};
 use super::secret::{Secret, url_has_inline_password};
 use super::spans::{SpanIndex, join, join_index};
 use super::{
@@ -18,11 +19,14 @@ use super::{
 };
 use crate::error::{Code, Problem};
 use crate::graph::SourceGraph;
+use crate::pipeline::crypto::{KeyFile, inspect_key_file};
 
 struct Checker<'a> {
     spans: &'a SpanIndex,
     dir: &'a Path,
     problems: &'a mut Vec<Problem>,
+    /// Schedules parsed so far, by expression and zone: sources share them.
+    schedules: HashMap<(String, Tz), Schedule>,
 }
 
 pub(super) fn validate(
@@ -45,6 +49,7 @@ pub(super) fn validate(
         spans: &spans,
         dir,
         problems,
+        schedules: HashMap::new(),
     };
 
     // Emptiness is judged on what was declared: an entry that did not parse is there.
@@ -112,7 +117,7 @@ pub(super) fn validate(
         };
         let schedule = match &source.common.schedule {
             Some(expr) => c.schedule(expr, tz, &join(&base, "schedule")),
-            None => Schedule::parse(default_schedule, tz).ok(),
+            None => c.parsed_schedule(default_schedule, tz).ok(),
         };
         let retention = match &source.common.retention {
             Some(r) => c.retention(r, &join(&base, "retention")),
@@ -210,6 +215,7 @@ pub(super) fn validate(
     Some(Policy {
         path: path.to_path_buf(),
         dir: dir.to_path_buf(),
+        location: std::fs::canonicalize(path).ok(),
         text: text.to_string(),
         digest: digest(text.as_bytes()),
         file,
@@ -238,7 +244,17 @@ impl Checker<'_> {
             Ok(tz) => Some(tz),
             Err(message) => {
                 let mut p = Problem::error(Code::BadTimezone, message);
-                if let Some(near) = suggest(name, chrono_tz::TZ_VARIANTS.iter().map(|t| t.name())) {
+                if let Some(zone) = timezone_for_abbreviation(name) {
+                    p = p.with_help(format!(
+                        "did you mean `{zone}`? Name the place whose clock the schedules follow, as `Area/Location` (or `UTC`)"
+                    ));
+                } else if let Some(near) = suggest(
+                    name,
+                    chrono_tz::TZ_VARIANTS
+                        .iter()
+                        .map(|t| t.name())
+                        .filter(|n| *n == "UTC" || n.contains('/')),
+                ) {
                     p = p.with_help(format!("did you mean `{near}`?"));
                 }
                 self.error_value(p, path);
@@ -247,8 +263,20 @@ impl Checker<'_> {
         }
     }
 
+    /// Parses a schedule, or returns the one parsed before for the same expression
+    /// and zone.
+    fn parsed_schedule(&mut self, expr: &str, tz: Tz) -> Result<Schedule, String> {
+        let key = (expr.to_string(), tz);
+        if let Some(s) = self.schedules.get(&key) {
+            return Ok(s.clone());
+        }
+        let s = Schedule::parse(expr, tz)?;
+        self.schedules.insert(key, s.clone());
+        Ok(s)
+    }
+
     fn schedule(&mut self, expr: &str, tz: Tz, path: &str) -> Option<Schedule> {
-        match Schedule::parse(expr, tz) {
+        match self.parsed_schedule(expr, tz) {
             Ok(s) => Some(s),
             Err(message) => {
                 self.error_value(
@@ -326,17 +354,35 @@ impl Checker<'_> {
                     ),
                     &at,
                 ),
-                Ok(bytes) => match key_kind(&bytes) {
-                    KeyKind::Public => out.push(path),
-                    KeyKind::Secret => self.error_value(
+                Ok(bytes) => match inspect_key_file(&bytes) {
+                    KeyFile::Public => out.push(path),
+                    KeyFile::Secret => self.error_value(
                         Problem::error(
                             Code::NotAPublicKey,
-                            format!("{} holds a secret key", path.display()),
+                            format!(
+                                "{} holds a SECRET key: a secret key must never be on the backup host",
+                                path.display()
+                            ),
                         )
-                        .with_help("give the public key only (`gpg --export --armor FINGERPRINT`); keep secret keys off the backup host"),
+                        .with_help("name the public key only (`gpg --export --armor FINGERPRINT > key.asc`); move the secret key off this host, to where restores are done"),
                         &at,
                     ),
-                    KeyKind::Other => self.error_value(
+                    KeyFile::Malformed(why) => self.error_value(
+                        Problem::error(
+                            Code::MalformedKey,
+                            format!("{} is not a readable OpenPGP key: {why}", path.display()),
+                        ),
+                        &at,
+                    ),
+                    KeyFile::Unusable(why) => self.error_value(
+                        Problem::error(
+                            Code::NotAPublicKey,
+                            format!("{} cannot be encrypted to: {why}", path.display()),
+                        )
+                        .with_help("give a key with a valid (unexpired, unrevoked) encryption subkey"),
+                        &at,
+                    ),
+                    KeyFile::NotOpenPgp => self.error_value(
                         Problem::error(
                             Code::NotAPublicKey,
                             format!("{} is not an OpenPGP public key", path.display()),
@@ -486,41 +532,5 @@ impl Checker<'_> {
                 }
             }
         }
-    }
-}
-
-enum KeyKind {
-    Public,
-    Secret,
-    Other,
-}
-
-/// Tells an OpenPGP public key from a secret key or anything else, by its armor
-/// header or, for binary keys, by the tag of its first packet (RFC 9580 §4.2).
-/// The repository reads keys in full with sequoia; this only catches the common
-/// mistakes early, at validate time.
-fn key_kind(bytes: &[u8]) -> KeyKind {
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]);
-    if text.contains("-----BEGIN PGP PUBLIC KEY BLOCK-----") {
-        return KeyKind::Public;
-    }
-    if text.contains("-----BEGIN PGP PRIVATE KEY BLOCK-----") {
-        return KeyKind::Secret;
-    }
-    let Some(&first) = bytes.first() else {
-        return KeyKind::Other;
-    };
-    if first & 0x80 == 0 {
-        return KeyKind::Other;
-    }
-    let tag = if first & 0x40 != 0 {
-        first & 0x3f
-    } else {
-        (first >> 2) & 0x0f
-    };
-    match tag {
-        6 => KeyKind::Public,
-        5 => KeyKind::Secret,
-        _ => KeyKind::Other,
     }
 }

@@ -106,12 +106,26 @@ pub fn restore_plan(
     selection: &Selection,
     secret_keys: Vec<String>,
 ) -> Result<RestorePlan, Failure> {
-    for name in selection.only.iter().chain(selection.targets.keys()) {
+    for (flag, name) in selection
+        .only
+        .iter()
+        .map(|n| ("--only", n))
+        .chain(selection.targets.keys().map(|n| ("--target", n)))
+    {
         if !policy.sources.contains_key(name) {
+            let declared: Vec<&str> = policy.sources.keys().map(String::as_str).collect();
+            let mut help = format!("the policy declares: {}", declared.join(", "));
+            if let Some(near) = crate::policy::load::suggest(name, declared.iter().copied()) {
+                help = format!("did you mean `{near}`? {help}");
+            }
             return Err(Failure::new(
-                Code::SnapshotNotFound,
-                format!("the policy has no source {name}"),
-            ));
+                Code::UnknownSource,
+                format!(
+                    "{flag} {name}: the policy {} declares no source `{name}`",
+                    policy.path.display()
+                ),
+            )
+            .with_help(help));
         }
     }
     // Every good snapshot, with the readable destinations that hold it.
