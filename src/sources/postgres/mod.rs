@@ -20,7 +20,9 @@
 //! or a custom-format one with its layout): only the tables of contents are spooled,
 //! and the tables' rows are copied straight into the server (`sections`). A whole
 //! restore also gives the database the archive's own properties of it (owner,
-//! settings, privileges, comment: `properties`), last.
+//! settings, privileges, comment: `properties`), last. A database that the restore
+//! creates gets the archive's encoding and locale, from `template0`
+//! ([`create_database`]).
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
