@@ -77,6 +77,7 @@ pub enum Code {
     RestoreFailed,
     DatabaseRolesMissing,
     DatabaseProperties,
+    DatabaseLocale,
     Io,
 }
 
@@ -145,6 +146,7 @@ impl Code {
         Code::RestoreFailed,
         Code::DatabaseRolesMissing,
         Code::DatabaseProperties,
+        Code::DatabaseLocale,
         Code::Io,
     ];
 
@@ -474,6 +476,11 @@ impl Code {
                 "BP241",
                 "database-properties",
                 "a database's owner, privileges and settings are set by a superuser: restore again as one, with --clean",
+            ),
+            Code::DatabaseLocale => (
+                "BP245",
+                "database-locale",
+                "create the database by hand with a locale the server has, then restore into it",
             ),
             Code::Io => ("BP299", "io", "check the path and its permissions"),
         }

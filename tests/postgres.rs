@@ -927,6 +927,7 @@ fn a_parallel_dump_stores_each_file_of_a_directory_archive_and_restores_identica
     let before = databases(&server);
     let calls = std::fs::read_to_string(&log).expect("the pg_restore log");
     let lists_before = lines_with(&calls, "--list").len();
+    let creates_before = lines_with(&calls, "--create --list").len();
     sandbox
         .run(&[
             "verify",
@@ -938,10 +939,16 @@ fn a_parallel_dump_stores_each_file_of_a_directory_archive_and_restores_identica
         .stdout("restored into a scratch database and counted")
         .check();
     let calls = std::fs::read_to_string(&log).expect("the pg_restore log");
-    // Once to check the archive, once for the restore test's sections.
+    // Once to check the archive, once for its database's encoding and locale (the
+    // scratch database is made with them), once for the restore test's sections.
     assert_eq!(
         lines_with(&calls, "--list").len(),
-        lists_before + 2,
+        lists_before + 3,
+        "{calls}"
+    );
+    assert_eq!(
+        lines_with(&calls, "--create --list").len(),
+        creates_before + 1,
         "{calls}"
     );
     assert_eq!(databases(&server), before);
@@ -1552,4 +1559,254 @@ fn a_restoring_role_that_may_not_create_the_owner_or_give_the_database_away_fail
         properties_of(&other, "app"),
         ["owner restorer, limit -1, comment -"]
     );
+}
+
+// --- the database's encoding and locale ---------------------------------------------
+
+/// Words beyond ASCII that LATIN1 holds, in a table with an index on them.
+const LATIN1_WORDS: &str = "CREATE TABLE words (w text PRIMARY KEY, n int);
+     INSERT INTO words VALUES ('zèbre', 1), ('été', 2), ('Straße', 3), ('façade', 4),
+         ('über', 5), ('ÿ', 6), ('e', 7), ('f', 8), ('z', 9), ('é', 10);";
+
+/// A sandbox backing up database `db` of `server`, after one successful apply.
+fn backed_up_database(server: &PgServer, db: &str) -> Sandbox {
+    let sandbox = Sandbox::initialised(&format!(
+        "{LOCAL_POLICY_HEAD}  db:\n    type: postgres\n    url: \"{}\"\n    databases: [{}]\n",
+        server.url("postgres"),
+        serde_json::to_string(db).expect("a YAML string")
+    ));
+    sandbox
+        .run(&["apply"])
+        .stdout("✓ backup db → local")
+        .check();
+    sandbox
+}
+
+/// `ENCODING COLLATE CTYPE` of database `db`, as `pg_database` holds them.
+fn encoding_of(server: &PgServer, db: &str) -> String {
+    server
+        .psql(
+            "postgres",
+            &format!(
+                "SELECT pg_encoding_to_char(encoding) || ' ' || datcollate || ' ' || datctype \
+                 FROM pg_database WHERE datname = {};",
+                literal(db)
+            ),
+        )
+        .trim()
+        .to_string()
+}
+
+/// The words of `words`, in the database's own order.
+fn sorted_words(server: &PgServer, db: &str) -> String {
+    server
+        .psql(db, "SELECT string_agg(w, ',' ORDER BY w) FROM words;")
+        .trim()
+        .to_string()
+}
+
+/// `pg_dump --create --schema-only` of `a` and `b` are the same, names normalised:
+/// the `CREATE DATABASE` with its encoding and locale too.
+fn assert_same_creation(a: (&PgServer, &str), b: (&PgServer, &str)) {
+    let (want, got) = (
+        pg::dump_database_and_schema(a.0, a.1),
+        pg::dump_database_and_schema(b.0, b.1),
+    );
+    if want != got {
+        let only: Vec<&str> = got.lines().filter(|l| !want.contains(l)).collect();
+        let lost: Vec<&str> = want.lines().filter(|l| !got.contains(l)).collect();
+        panic!(
+            "pg_dump --create --schema-only of {} differs\n--- lost:\n{}\n--- only restored:\n{}",
+            b.1,
+            lost.join("\n"),
+            only.join("\n")
+        );
+    }
+}
+
+#[test]
+fn a_database_the_restore_creates_gets_the_snapshots_encoding_and_locale_by_every_path() {
+    // The new cluster's databases default to UTF8 and C.UTF-8.
+    let (source, other) = std::thread::scope(|scope| {
+        let source = scope.spawn(PgServer::start);
+        let other = scope.spawn(|| PgServer::start_with("C.UTF-8", &[]));
+        (source.join().expect("source"), other.join().expect("other"))
+    });
+    let db = "legacy app";
+    source.psql(
+        "postgres",
+        &format!(
+            "CREATE DATABASE {} TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C';",
+            pg::quote_ident(db)
+        ),
+    );
+    source.psql(db, LATIN1_WORDS);
+    assert_eq!(encoding_of(&source, db), "LATIN1 C C");
+    other.createdb("utf8 copy");
+    let default = encoding_of(&other, "utf8 copy");
+    assert_eq!(default, "UTF8 C.UTF-8 C.UTF-8");
+    let sandbox = backed_up_database(&source, db);
+
+    // The plan says what the database will be made with.
+    let into = |name: &str| format!("db={}", url_of(&other, name));
+    restore(&sandbox, &["--plan", "--target", &into(db)])
+        .stdout(&format!(
+            "{db}.dump: {db} created from template0 with the snapshot's encoding LATIN1, locale C;"
+        ))
+        .check();
+    let plan = restore(
+        &sandbox,
+        &["--plan", "--format", "json", "--target", &into(db)],
+    )
+    .check();
+    let plan: Value = serde_json::from_str(&plan.stdout).expect("the restore plan is JSON");
+    assert_eq!(
+        plan["steps"][0]["preview"]["database_locales"],
+        serde_json::json!([{
+            "archive": format!("{db}.dump"),
+            "database": db,
+            "snapshot": {"encoding": "LATIN1", "provider": "libc", "collate": "C", "ctype": "C"},
+            "target": {"state": "created", "tablespace": null}
+        }]),
+        "{plan:#}"
+    );
+
+    // Streamed into one pg_restore under the same name, and by sections into another.
+    restore(&sandbox, &["--target", &into(db)])
+        .stdout(&format!("database {db} restored"))
+        .check();
+    let copy = "legacy \"copy\"";
+    restore(
+        &sandbox,
+        &["--jobs", "2", "--spool", "spool", "--target", &into(copy)],
+    )
+    .stdout(&format!("database {copy} restored"))
+    .check();
+    for name in [db, copy] {
+        assert_eq!(encoding_of(&other, name), "LATIN1 C C", "{name}");
+        assert_same_creation((&source, db), (&other, name));
+        assert_identical((&source, db), (&other, name));
+        assert_eq!(sorted_words(&other, name), sorted_words(&source, db));
+    }
+
+    // Restored again in place, with --clean: the same, nothing to say.
+    let again = restore(&sandbox, &["--clean", "--target", &into(db)])
+        .stdout(&format!("database {db} restored"))
+        .check();
+    assert!(!again.stdout.contains("warning"), "{}", again.stdout);
+
+    // An existing database keeps its own, and both the plan and the restore say so.
+    let warning = format!(
+        "{db}.dump: warning: utf8 copy keeps its own encoding UTF8, locale C.UTF-8, not the \
+         snapshot's encoding LATIN1, locale C"
+    );
+    restore(&sandbox, &["--plan", "--target", &into("utf8 copy")])
+        .stdout(&warning)
+        .check();
+    restore(&sandbox, &["--target", &into("utf8 copy")])
+        .stdout("database utf8 copy restored")
+        .stdout(&format!("  ! {warning}"))
+        .check();
+    assert_eq!(encoding_of(&other, "utf8 copy"), default);
+    assert_identical((&source, db), (&other, "utf8 copy"));
+}
+
+/// A folder with the locale `fr_FR.iso88591` compiled into it (`localedef`): a server
+/// started with it as `LOCPATH` has that locale, any other server of this machine not.
+fn french_latin1_locale() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("backplan-locale-")
+        .tempdir()
+        .expect("a folder for a locale");
+    // The server may run as another user.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let output = Command::new("localedef")
+        .args(["-i", "fr_FR", "-f", "ISO-8859-1"])
+        .arg(dir.path().join("fr_FR.iso88591"))
+        .output()
+        .expect("run localedef (the libc-bin package)");
+    assert!(
+        output.status.success(),
+        "localedef -i fr_FR -f ISO-8859-1 (needs the locale sources, the `locales` package): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    dir
+}
+
+#[test]
+fn a_snapshot_whose_locale_the_server_lacks_fails_with_bp245_and_restores_into_a_database_made_by_hand()
+ {
+    let locales = french_latin1_locale();
+    let with_french = [("LOCPATH", locales.path())];
+    let (source, bare, french) = std::thread::scope(|scope| {
+        let source = scope.spawn(|| PgServer::start_with("C", &with_french));
+        let bare = scope.spawn(PgServer::start);
+        let french = scope.spawn(|| PgServer::start_with("C", &with_french));
+        (
+            source.join().expect("source"),
+            bare.join().expect("bare"),
+            french.join().expect("french"),
+        )
+    });
+    source.psql(
+        "postgres",
+        "CREATE DATABASE fr TEMPLATE template0 ENCODING 'LATIN1' LOCALE 'fr_FR.iso88591';",
+    );
+    source.psql("fr", LATIN1_WORDS);
+    let (french_order, byte_order) = (
+        "e,é,été,f,façade,Straße,über,ÿ,z,zèbre",
+        "Straße,e,f,façade,z,zèbre,é,été,über,ÿ",
+    );
+    assert_eq!(sorted_words(&source, "fr"), french_order);
+    let sandbox = backed_up_database(&source, "fr");
+
+    // A server without the locale: refused, with what to do, and nothing created.
+    let run = restore(&sandbox, &["--target", &target(&bare, "fr")])
+        .status(1)
+        .stderr("BP245")
+        .stderr("invalid locale name")
+        .check();
+    let said = run
+        .stderr
+        .split_whitespace()
+        .filter(|w| *w != "│")
+        .collect::<Vec<_>>()
+        .join(" ");
+    for part in [
+        "database fr was not created with the snapshot's encoding and locale",
+        "LOCALE = 'fr_FR.iso88591'",
+        "nothing was restored",
+        "create the database by hand with a locale it has",
+        "then restore into it",
+    ] {
+        assert!(said.contains(part), "{part}: {}", run.stderr);
+    }
+    assert!(!databases(&bare).contains(&"fr".to_string()));
+
+    // Made by hand with a locale the server has: restored into it, with a warning.
+    bare.psql(
+        "postgres",
+        "CREATE DATABASE fr TEMPLATE template0 ENCODING 'LATIN1' LOCALE 'C';",
+    );
+    restore(&sandbox, &["--target", &target(&bare, "fr")])
+        .stdout("database fr restored")
+        .stdout(
+            "  ! fr.dump: warning: fr keeps its own encoding LATIN1, locale C, not the \
+             snapshot's encoding LATIN1, locale fr_FR.iso88591",
+        )
+        .check();
+    assert_identical((&source, "fr"), (&bare, "fr"));
+    assert_eq!(sorted_words(&bare, "fr"), byte_order);
+
+    // A server with it: the database sorts as the source's did.
+    restore(&sandbox, &["--target", &target(&french, "fr")])
+        .stdout("database fr restored")
+        .check();
+    assert_eq!(
+        encoding_of(&french, "fr"),
+        "LATIN1 fr_FR.iso88591 fr_FR.iso88591"
+    );
+    assert_same_creation((&source, "fr"), (&french, "fr"));
+    assert_identical((&source, "fr"), (&french, "fr"));
+    assert_eq!(sorted_words(&french, "fr"), french_order);
 }

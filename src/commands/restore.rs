@@ -18,7 +18,10 @@ use crate::repo::keys::RepoKey;
 use crate::repo::lock;
 use crate::repo::store::Repo;
 use crate::repo::{key_for, repository_key};
-use crate::restore::{DatabaseProperties, Preview, RestorePlan, Selection, Step, restore_plan};
+use crate::restore::{
+    DatabaseLocalePlan, DatabaseProperties, Preview, RestorePlan, Selection, Step, TargetLocale,
+    restore_plan,
+};
 use crate::sources::{files, postgres, redis};
 
 fn selection(args: &RestoreArgs) -> Result<Selection, Failure> {
@@ -266,6 +269,9 @@ fn restore_locked(
     for m in &plan.missing {
         out.push_str(&format!("  ✗ {m}: no good snapshot to restore\n"));
     }
+    for warning in render::restore::locale_warnings(plan) {
+        out.push_str(&format!("  ! {warning}\n"));
+    }
     out.push_str(&format!("\nRestore: {} step(s) done.\n", plan.steps.len()));
     print(&out)?;
     // A source asked for and not restored is not a success.
@@ -363,7 +369,6 @@ async fn restore_step(
             }
             let mut restored = Vec::new();
             for (archive, target) in &targets {
-                postgres::ready_target(target).await?;
                 let feed = pg_feed(cx, archive);
                 let (archive, target, tools) = (archive.clone(), target.clone(), tools.clone());
                 let globals = tree
@@ -373,23 +378,39 @@ async fn restore_step(
                     .cloned();
                 let moved = tokio::task::spawn_blocking(move || {
                     let mut fetcher = fetcher;
+                    let runtime = tokio::runtime::Handle::current();
+                    let exists = runtime.block_on(postgres::check_target(&target))?;
+                    // The archive's own entries, before anything changes: how its
+                    // database was made, for one the restore creates, and (restored
+                    // whole) the database's properties.
+                    let read = if target.whole() || !exists {
+                        Some(postgres::database_properties(
+                            &tools,
+                            &archive,
+                            &feed,
+                            &mut fetcher,
+                        )?)
+                    } else {
+                        None
+                    };
                     let said = match &globals {
                         Some(g) => {
                             Some(postgres::restore_globals(&target, &tools, g, &mut fetcher)?)
                         }
                         None => None,
                     };
+                    // After the globals, which may make the archive's tablespace.
+                    if !exists {
+                        let creation = read.as_ref().and_then(postgres::Properties::creation);
+                        runtime.block_on(postgres::create_database(&target, creation))?;
+                    }
                     // A whole database comes with its own properties (owner, settings,
                     // privileges, comment), applied last; their roles are checked
                     // before its data.
-                    let properties = if target.whole() {
-                        let p =
-                            postgres::database_properties(&tools, &archive, &feed, &mut fetcher)?;
-                        postgres::check_roles(&target, &p, said.as_deref())?;
-                        Some(p)
-                    } else {
-                        None
-                    };
+                    let properties = read.filter(|_| target.whole());
+                    if let Some(p) = &properties {
+                        postgres::check_roles(&target, p, said.as_deref())?;
+                    }
                     postgres::restore_database(&target, &tools, &archive, &feed, &mut fetcher)?;
                     postgres::analyze(&target, &tools, feed.jobs())?;
                     if let Some(p) = &properties {
@@ -683,13 +704,32 @@ async fn preview(
             if let Some(SourceKind::Postgres(pg)) = kind {
                 let mut notes = Vec::new();
                 let mut database_properties = Vec::new();
+                let mut database_locales = Vec::new();
+                // The archives' own entries are read for their encoding and locale:
+                // with a secret key and the tools.
+                let mut reader = match &secret {
+                    Some(s) => {
+                        match open_snapshot(repo, &step.snapshot.id, cx.host, s.clone()).await {
+                            Ok((_, fetcher)) => {
+                                let bin_dir =
+                                    pg.bin_dir.as_ref().map(|d| cx.policy.resolve_path(d));
+                                postgres::find_tools(bin_dir.as_deref(), 0)
+                                    .map(|tools| (tools, fetcher))
+                                    .map_err(|f| f.message)
+                            }
+                            Err(f) => Err(f.message),
+                        }
+                    }
+                    None => Err("the snapshot is read with --secret-key".to_string()),
+                };
                 for (archive, target) in pg_targets(cx, &step.source, &pg, &tree)? {
                     database_properties.push(DatabaseProperties {
                         archive: archive.name(),
                         database: target.database.clone(),
                         applied: target.whole(),
                     });
-                    let note = match postgres::target_state(&target.conn, &target.database).await {
+                    let state = postgres::target_state(&target.conn, &target.database).await;
+                    let note = match &state {
                         Ok((false, _)) => format!("{} will be created", target.database),
                         Ok((true, 0)) => format!("{} exists and is empty", target.database),
                         Ok((true, n)) if target.clean => format!(
@@ -705,12 +745,55 @@ async fn preview(
                     if let Some(spool) = spool_note(&archive, &target, &pg_feed(cx, &archive)) {
                         notes.push(format!("{}: {spool}", archive.name()));
                     }
+                    let read = match &mut reader {
+                        Ok((tools, fetcher)) => {
+                            // Not into --spool, which a plan leaves alone: a `DB.dir/`'s
+                            // toc.dat goes into the temporary folder for a moment.
+                            let feed = postgres::Feed::Stream;
+                            tokio::task::block_in_place(|| {
+                                postgres::database_properties(tools, &archive, &feed, fetcher)
+                            })
+                            .map(|p| p.creation().cloned())
+                            .map_err(|f| f.message)
+                        }
+                        Err(why) => Err(why.clone()),
+                    };
+                    let snapshot = read
+                        .as_ref()
+                        .ok()
+                        .and_then(|c| c.as_ref().map(|c| c.locale().clone()));
+                    let locale = match (read, state) {
+                        (Err(why), _) => TargetLocale::Unknown { why },
+                        (_, Err(f)) => TargetLocale::Unknown { why: f.message },
+                        (Ok(creation), Ok((false, _))) => TargetLocale::Created {
+                            tablespace: creation
+                                .as_ref()
+                                .and_then(|c| c.tablespace().map(str::to_string)),
+                        },
+                        (Ok(None), Ok((true, _))) => TargetLocale::Unknown {
+                            why: "the snapshot has no CREATE DATABASE".to_string(),
+                        },
+                        (Ok(Some(creation)), Ok((true, _))) => {
+                            match postgres::database_locale(&target.conn, &target.database).await {
+                                Ok(own) if creation.locale().matches(&own) => TargetLocale::Same,
+                                Ok(own) => TargetLocale::Differs { own },
+                                Err(f) => TargetLocale::Unknown { why: f.message },
+                            }
+                        }
+                    };
+                    database_locales.push(DatabaseLocalePlan {
+                        archive: archive.name(),
+                        database: target.database.clone(),
+                        snapshot,
+                        target: locale,
+                    });
                 }
                 return Ok(Preview {
                     entries: tree.entries.len(),
                     bytes: tree.entries.iter().map(|e| e.size).sum(),
                     notes,
                     database_properties,
+                    database_locales,
                     ..Preview::default()
                 });
             }
@@ -731,6 +814,7 @@ async fn preview(
                 overwrite: p.overwrite,
                 notes,
                 database_properties: Vec::new(),
+                database_locales: Vec::new(),
                 unknown: None,
             })
         }

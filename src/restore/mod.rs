@@ -12,6 +12,7 @@ use crate::graph::SourceGraph;
 use crate::inventory::{Inventory, SnapshotInfo, SnapshotStatus};
 use crate::policy::secret::redact_url_password;
 use crate::policy::{Policy, SourceKind};
+pub use crate::sources::postgres::DatabaseLocale;
 
 /// The version of the restore plan's JSON shape.
 pub const FORMAT_VERSION: u32 = 1;
@@ -79,6 +80,9 @@ pub struct Preview {
     /// Of a database source: whether each database's own properties come along.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub database_properties: Vec<DatabaseProperties>,
+    /// Of a database source: the encoding and locale each database gets or keeps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub database_locales: Vec<DatabaseLocalePlan>,
     /// Set when the preview could not be made (no key at hand, unreadable tree).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unknown: Option<String>,
@@ -96,6 +100,34 @@ pub struct DatabaseProperties {
     /// `true`: replaced by the snapshot's, after the data (a whole restore); `false`:
     /// left as they are (`--table`, `--schema`).
     pub applied: bool,
+}
+
+/// The encoding and locale of a database a restore goes into.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseLocalePlan {
+    /// The archive (`app.dump`, `app.dir/`).
+    pub archive: String,
+    /// The database restored into.
+    pub database: String,
+    /// The snapshot's (its `CREATE DATABASE`), when read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<DatabaseLocale>,
+    pub target: TargetLocale,
+}
+
+/// What becomes of the snapshot's encoding and locale in the target database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum TargetLocale {
+    /// The database is created with them, from `template0`; in the snapshot's
+    /// `tablespace` when the server has it then (after the globals), else its default.
+    Created { tablespace: Option<String> },
+    /// The database exists with the same.
+    Same,
+    /// The database exists with others, which it keeps.
+    Differs { own: DatabaseLocale },
+    /// Not known: why (no secret key to read the snapshot, a server not reached).
+    Unknown { why: String },
 }
 
 /// Chooses what to restore. Pure.

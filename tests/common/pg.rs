@@ -59,8 +59,16 @@ pub struct PgServer {
 }
 
 impl PgServer {
-    /// Makes and starts a new cluster; panics with the reason when it cannot.
+    /// Makes and starts a new cluster (`initdb -E UTF8 --locale=C`); panics with the
+    /// reason when it cannot.
     pub fn start() -> PgServer {
+        PgServer::start_with("C", &[])
+    }
+
+    /// Makes and starts a new cluster whose databases default to UTF8 and `locale`
+    /// (`initdb -E UTF8 --locale=LOCALE`), its server started with `env` besides the
+    /// usual environment (`LOCPATH`, say, for locales of its own).
+    pub fn start_with(locale: &str, env: &[(&str, &Path)]) -> PgServer {
         let bin_dir = bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("backplan-pg-")
@@ -85,7 +93,7 @@ impl PgServer {
         let output = server
             .server_tool("initdb")
             .args(["-A", "trust", "-U", "postgres", "--no-sync"])
-            .args(["-E", "UTF8", "--locale=C", "-D"])
+            .args(["-E", "UTF8", &format!("--locale={locale}"), "-D"])
             .arg(&data)
             .output()
             .expect("run initdb");
@@ -100,8 +108,11 @@ impl PgServer {
                 "-p {port} -k '{}' -c listen_addresses=127.0.0.1 -c fsync=off",
                 server.dir.path().display()
             );
-            let output = server
-                .server_tool("pg_ctl")
+            let mut pg_ctl = server.server_tool("pg_ctl");
+            for (name, value) in env {
+                pg_ctl.env(name, value);
+            }
+            let output = pg_ctl
                 .arg("-D")
                 .arg(&data)
                 .arg("-l")
@@ -162,6 +173,8 @@ impl PgServer {
             .env("PGPORT", self.port.to_string())
             .env("PGUSER", "postgres")
             .env("PGCONNECT_TIMEOUT", "10")
+            // Text in UTF-8 whatever the database's encoding (`LATIN1`, say).
+            .env("PGCLIENTENCODING", "UTF8")
             .current_dir(self.dir.path())
             .stdin(Stdio::null());
         command

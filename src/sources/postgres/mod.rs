@@ -20,7 +20,9 @@
 //! or a custom-format one with its layout): only the tables of contents are spooled,
 //! and the tables' rows are copied straight into the server (`sections`). A whole
 //! restore also gives the database the archive's own properties of it (owner,
-//! settings, privileges, comment: `properties`), last.
+//! settings, privileges, comment: `properties`), last. A database that the restore
+//! creates gets the archive's encoding and locale, from `template0`
+//! ([`create_database`]).
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -45,7 +47,7 @@ mod properties;
 mod sections;
 
 pub use custom::LAYOUT_SUFFIX;
-pub use properties::Properties;
+pub use properties::{Creation, DatabaseLocale, Properties};
 
 /// The entry that holds roles and tablespaces.
 pub const GLOBALS: &str = "globals.sql";
@@ -106,7 +108,9 @@ pub async fn restore_test(
         tables: Vec::new(),
         schemas: Vec::new(),
     };
-    ready_target(&target).await?;
+    // Made like the source's database: its encoding and locale.
+    let props = tokio::task::block_in_place(|| database_properties(tools, archive, feed, source))?;
+    ready_target(&target, props.creation()).await?;
     let restored =
         tokio::task::block_in_place(|| restore_database(&target, tools, archive, feed, source));
     let counted = match restored {
@@ -1453,17 +1457,126 @@ pub async fn target_state(conn: &Connection, db: &str) -> Result<(bool, i64), Fa
     Ok((true, n))
 }
 
-/// Creates the database when missing; refuses a non-empty one without `clean`.
-pub async fn ready_target(t: &RestoreTarget) -> Result<(), Failure> {
-    if !check_target(t).await? {
-        let client = t.conn.with_database("postgres").client().await?;
-        let quoted = format!("\"{}\"", t.database.replace('"', "\"\""));
-        client
-            .batch_execute(&format!("CREATE DATABASE {quoted}"))
-            .await
-            .map_err(|e| db_error(&t.conn, &e))?;
+/// Creates the database when missing (see [`create_database`]); refuses a non-empty
+/// one without `clean`. Returns whether it made it.
+pub async fn ready_target(t: &RestoreTarget, creation: Option<&Creation>) -> Result<bool, Failure> {
+    if check_target(t).await? {
+        return Ok(false);
     }
-    Ok(())
+    create_database(t, creation).await?;
+    Ok(true)
+}
+
+/// Creates the target database: with the archive's encoding and locale from
+/// `template0` (`creation`, see [`Creation`]), in the archive's tablespace when the
+/// server has one of that name (else its default); without `creation` (an archive
+/// that has no `CREATE DATABASE`), with the server's defaults. A server that lacks
+/// the archive's locale fails with [`Code::DatabaseLocale`].
+pub async fn create_database(
+    t: &RestoreTarget,
+    creation: Option<&Creation>,
+) -> Result<(), Failure> {
+    let client = t.conn.with_database("postgres").client().await?;
+    let statement = match creation {
+        Some(c) => {
+            let tablespace = match c.tablespace() {
+                Some(ts) => client
+                    .query_opt("SELECT 1 FROM pg_tablespace WHERE spcname = $1", &[&ts])
+                    .await
+                    .map_err(|e| db_error(&t.conn, &e))?
+                    .is_some(),
+                None => false,
+            };
+            c.statement(&t.database, tablespace)
+        }
+        None => format!("CREATE DATABASE {}", properties::quote_ident(&t.database)),
+    };
+    client
+        .batch_execute(&statement)
+        .await
+        .map_err(|e| creation_failed(t, &statement, &db_error(&t.conn, &e).message))
+}
+
+/// A failed `CREATE DATABASE`: [`Code::DatabaseLocale`] when the server lacks the
+/// archive's locale (or its encoding does not go with it there), else the server's
+/// error as it is.
+fn creation_failed(t: &RestoreTarget, statement: &str, said: &str) -> Failure {
+    let locale = [
+        "invalid locale name",
+        "could not open collator",
+        "does not match locale",
+        "is not supported by ICU",
+        "invalid LC_COLLATE locale name",
+        "invalid LC_CTYPE locale name",
+    ]
+    .iter()
+    .any(|m| said.contains(m));
+    if !locale {
+        return Failure::new(Code::DatabaseError, said.to_string());
+    }
+    Failure::new(
+        Code::DatabaseLocale,
+        format!(
+            "database {} was not created with the snapshot's encoding and locale: {said}, at `{statement}`; \
+             nothing was restored",
+            t.database
+        ),
+    )
+    .with_help(format!(
+        "the server lacks the snapshot's locale: create the database by hand with a locale it has \
+         (CREATE DATABASE {} TEMPLATE template0 ENCODING … LOCALE …; `locale -a` on the server lists \
+         them), then restore into it",
+        properties::quote_ident(&t.database)
+    ))
+}
+
+/// The encoding and locale of database `db` on the server: its `pg_database` row
+/// (`datlocprovider` and the provider's locale from PostgreSQL 15 on).
+pub async fn database_locale(conn: &Connection, db: &str) -> Result<DatabaseLocale, Failure> {
+    let client = conn.with_database("postgres").client().await?;
+    let q = |e: tokio_postgres::Error| db_error(conn, &e);
+    let version: String = client
+        .query_one("SHOW server_version_num", &[])
+        .await
+        .map_err(q)?
+        .get(0);
+    let major = version.trim().parse::<u32>().unwrap_or(0) / 10_000;
+    let (provider, locale, rules) = match major {
+        0..=14 => ("'libc'", "NULL", "NULL"),
+        15 => (
+            "CASE datlocprovider WHEN 'i' THEN 'icu' ELSE 'libc' END",
+            "daticulocale",
+            "NULL",
+        ),
+        16 => (
+            "CASE datlocprovider WHEN 'i' THEN 'icu' ELSE 'libc' END",
+            "daticulocale",
+            "daticurules",
+        ),
+        _ => (
+            "CASE datlocprovider WHEN 'i' THEN 'icu' WHEN 'b' THEN 'builtin' ELSE 'libc' END",
+            "datlocale",
+            "daticurules",
+        ),
+    };
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT pg_encoding_to_char(encoding)::text, {provider}::text, datcollate::text, \
+                 datctype::text, {locale}::text, {rules}::text FROM pg_database WHERE datname = $1"
+            ),
+            &[&db],
+        )
+        .await
+        .map_err(q)?;
+    Ok(DatabaseLocale {
+        encoding: row.get(0),
+        provider: row.get(1),
+        collate: row.get(2),
+        ctype: row.get(3),
+        locale: row.get(4),
+        icu_rules: row.get(5),
+    })
 }
 
 /// Refuses a non-empty database without `clean`; returns whether it exists. Changes
@@ -1528,8 +1641,9 @@ pub fn database_properties(
     let what = format!("reading the database properties of {}", archive.name());
     let unreadable = |e: String| {
         Failure::new(Code::DatabaseProperties, format!("{what}: {e}")).with_help(
-            "restore with --schema or --table, which leaves the database's own properties alone, \
-             and set them by hand",
+            "create the database by hand (with the source's encoding and locale) and restore into \
+             it with --schema or --table, which leave the database's own properties alone; set \
+             those by hand",
         )
     };
     let (listing_of, script_of) = (
@@ -2090,6 +2204,41 @@ mod tests {
             ]
         );
         assert!(globals_refused(said, &["other"]).is_empty());
+    }
+
+    #[test]
+    fn a_server_without_the_snapshots_locale_fails_with_its_own_code_and_what_to_do() {
+        let t = RestoreTarget {
+            conn: Connection::from_url("postgres://postgres@db.invalid:5432/app", None)
+                .expect("a URL"),
+            database: "New App".into(),
+            clean: false,
+            tables: Vec::new(),
+            schemas: Vec::new(),
+        };
+        let statement = "CREATE DATABASE \"New App\" WITH TEMPLATE = template0 LOCALE = 'xx_YY'";
+        // What PostgreSQL 15 to 17 say.
+        for said in [
+            "PostgreSQL at postgres@db.invalid:5432: invalid locale name: \"xx_YY\"",
+            "PostgreSQL at postgres@db.invalid:5432: invalid LC_COLLATE locale name: \"xx_YY\"",
+            "PostgreSQL at postgres@db.invalid:5432: encoding \"LATIN1\" does not match locale \"C.utf8\"",
+        ] {
+            let f = creation_failed(&t, statement, said);
+            assert_eq!(f.code, Code::DatabaseLocale, "{said}");
+            assert!(f.message.contains(said), "{}", f.message);
+            assert!(f.message.contains(statement), "{}", f.message);
+            assert!(f.message.contains("nothing was restored"), "{}", f.message);
+            let help = f.help.expect("help");
+            assert!(
+                help.contains("create the database by hand with a locale it has")
+                    && help.contains("CREATE DATABASE \"New App\" TEMPLATE template0")
+                    && help.contains("then restore into it"),
+                "{help}"
+            );
+        }
+        let other = creation_failed(&t, statement, "permission denied to create database");
+        assert_eq!(other.code, Code::DatabaseError);
+        assert_eq!(other.message, "permission denied to create database");
     }
 
     #[test]

@@ -12,9 +12,16 @@
 //! database's name after `ALTER DATABASE`, `ON DATABASE` or `IN DATABASE` is replaced
 //! by the target's. A statement of any other shape is refused, so that nothing can
 //! reach another database by mistake.
+//!
+//! The archive's `CREATE DATABASE` is read too ([`Creation`]): its encoding and
+//! locale (`ENCODING`, `LOCALE_PROVIDER`, `LOCALE`, `LC_COLLATE`, `LC_CTYPE`,
+//! `ICU_LOCALE`, …), with which a restore creates a database that does not exist yet,
+//! from `template0`, as `pg_restore --create` would.
 
 use std::collections::BTreeSet;
 use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
 
 /// Whether a line of `pg_restore --create --list` is one of the database's own
 /// entries: `3345; 1262 16386 DATABASE - app owner`, `… DATABASE PROPERTIES - app
@@ -58,6 +65,83 @@ pub struct Properties {
     roles: BTreeSet<String>,
     /// The owner.
     owner: Option<String>,
+    /// How the database was made (`CREATE DATABASE`), when the archive says.
+    creation: Option<Creation>,
+}
+
+/// The encoding and locale of a database: what the `CREATE DATABASE` in an archive
+/// gives it, or what a database on a server has. An archive's may leave a part
+/// empty (not given: `template0`'s).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseLocale {
+    /// `UTF8`, `LATIN1`, ….
+    pub encoding: String,
+    /// `libc`, `icu` or `builtin`.
+    pub provider: String,
+    /// `LC_COLLATE`.
+    pub collate: String,
+    /// `LC_CTYPE`.
+    pub ctype: String,
+    /// The ICU or builtin provider's locale (`ICU_LOCALE`, `BUILTIN_LOCALE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+    /// `ICU_RULES`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icu_rules: Option<String>,
+}
+
+impl DatabaseLocale {
+    /// Whether a database with `other` sorts, compares and stores text as this one:
+    /// every part this one gives is the same there.
+    pub fn matches(&self, other: &DatabaseLocale) -> bool {
+        let same = |a: &str, b: &str| a.is_empty() || a == b;
+        same(&self.encoding, &other.encoding)
+            && same(&self.provider, &other.provider)
+            && same(&self.collate, &other.collate)
+            && same(&self.ctype, &other.ctype)
+            && (self.locale.is_none() || self.locale == other.locale)
+            && (self.icu_rules.is_none() || self.icu_rules == other.icu_rules)
+    }
+}
+
+/// The options of an archive's `CREATE DATABASE`, for a database made anew under any
+/// name: `TEMPLATE = template0` and the encoding and locale options as the archive
+/// writes them (already quoted); not the archive's `OID` and `COLLATION_VERSION`
+/// (those of the server that dumped), and the tablespace apart.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Creation {
+    /// `(KEY, value as written)`, in archive order.
+    options: Vec<(String, String)>,
+    tablespace: Option<String>,
+    locale: DatabaseLocale,
+}
+
+impl Creation {
+    /// The encoding and locale it gives.
+    pub fn locale(&self) -> &DatabaseLocale {
+        &self.locale
+    }
+
+    /// The tablespace the archive's database was in, when not the default.
+    pub fn tablespace(&self) -> Option<&str> {
+        self.tablespace.as_deref()
+    }
+
+    /// `CREATE DATABASE "database" WITH TEMPLATE = template0 ENCODING = … …`, with
+    /// the archive's tablespace when `tablespace` (the target has one of that name).
+    pub fn statement(&self, database: &str, tablespace: bool) -> String {
+        let mut out = format!(
+            "CREATE DATABASE {} WITH TEMPLATE = template0",
+            quote_ident(database)
+        );
+        for (key, value) in &self.options {
+            out.push_str(&format!(" {key} = {value}"));
+        }
+        if let (true, Some(ts)) = (tablespace, &self.tablespace) {
+            out.push_str(&format!(" TABLESPACE = {}", quote_ident(ts)));
+        }
+        out
+    }
 }
 
 impl Properties {
@@ -75,6 +159,12 @@ impl Properties {
     /// The database's owner in the archive.
     pub fn owner(&self) -> Option<&str> {
         self.owner.as_deref()
+    }
+
+    /// How the archive's database was made; `None` when the archive has no
+    /// `CREATE DATABASE`.
+    pub fn creation(&self) -> Option<&Creation> {
+        self.creation.as_ref()
     }
 
     /// The statements, each naming `database`, in archive order (owner, comment,
@@ -313,7 +403,24 @@ pub(super) fn parse(script: &str, dumped: &str) -> Result<Properties, String> {
             return Err(unknown());
         }
         if is(0, "CREATE") && is(1, "DATABASE") {
-            // The restore makes (or reuses) the database itself.
+            // The restore makes (or reuses) the database itself: with these options
+            // when it makes it.
+            match name(2) {
+                Some(db) if db == dumped => {}
+                Some(db) => {
+                    return Err(format!(
+                        "a statement names database {db}, not {dumped}: {}",
+                        one_line(text)
+                    ));
+                }
+                None => return Err(unknown()),
+            }
+            let pieces: Vec<(Kind, &str)> = tokens
+                .iter()
+                .skip(3)
+                .map(|t| (t.kind, &script[t.at..t.end]))
+                .collect();
+            props.creation = Some(creation(&pieces).ok_or_else(unknown)?);
             continue;
         }
         if !["ALTER", "COMMENT", "SECURITY", "GRANT", "REVOKE"]
@@ -359,6 +466,69 @@ pub(super) fn parse(script: &str, dumped: &str) -> Result<Properties, String> {
         });
     }
     Ok(props)
+}
+
+/// The options of a `CREATE DATABASE name …` after its name: `[WITH] KEY [=] VALUE
+/// …`, each value one word, quoted name or string; `None` for any other shape.
+fn creation(tokens: &[(Kind, &str)]) -> Option<Creation> {
+    let mut rest = tokens;
+    if let [(Kind::Word, w), more @ ..] = rest
+        && w.eq_ignore_ascii_case("WITH")
+    {
+        rest = more;
+    }
+    let mut out = Creation::default();
+    while let [(Kind::Word, key), more @ ..] = rest {
+        rest = more;
+        if let [(Kind::Symbol, "="), more @ ..] = rest {
+            rest = more;
+        }
+        let [(kind, value), more @ ..] = rest else {
+            return None;
+        };
+        if *kind == Kind::Symbol {
+            return None;
+        }
+        rest = more;
+        let key = key.to_ascii_uppercase();
+        let plain = match kind {
+            Kind::Literal if value.starts_with('\'') => {
+                value[1..value.len() - 1].replace("''", "'")
+            }
+            Kind::Quoted => value[1..value.len() - 1].replace("\"\"", "\""),
+            Kind::Word => value.to_ascii_lowercase(),
+            _ => return None,
+        };
+        let l = &mut out.locale;
+        match key.as_str() {
+            // Made from template0 always; the dumping server's own identities and
+            // library versions are not the target's.
+            "TEMPLATE" | "OID" | "COLLATION_VERSION" | "OWNER" | "STRATEGY" => continue,
+            "TABLESPACE" => {
+                out.tablespace = Some(plain);
+                continue;
+            }
+            "ENCODING" => l.encoding = plain.to_ascii_uppercase(),
+            "LOCALE_PROVIDER" => l.provider = plain,
+            "LOCALE" => {
+                l.collate.clone_from(&plain);
+                l.ctype = plain;
+            }
+            "LC_COLLATE" => l.collate = plain,
+            "LC_CTYPE" => l.ctype = plain,
+            "ICU_LOCALE" | "BUILTIN_LOCALE" => l.locale = Some(plain),
+            "ICU_RULES" => l.icu_rules = Some(plain),
+            _ => {}
+        }
+        out.options.push((key, value.to_string()));
+    }
+    if !rest.is_empty() {
+        return None;
+    }
+    if out.locale.provider.is_empty() {
+        out.locale.provider = "libc".to_string();
+    }
+    Some(out)
 }
 
 /// A statement on one line, for a message.
@@ -493,6 +663,87 @@ RESET SESSION AUTHORIZATION;
             plain.statements("app_restored"),
             ["ALTER DATABASE \"app_restored\" SET x TO 'app';"]
         );
+    }
+
+    #[test]
+    fn the_archives_create_database_gives_the_new_database_its_encoding_and_locale() {
+        let props = parse(SCRIPT, "My \"DB\" x").expect("parsed");
+        let creation = props.creation().expect("a CREATE DATABASE");
+        assert_eq!(
+            creation.statement("New \"name\"", true),
+            "CREATE DATABASE \"New \"\"name\"\"\" WITH TEMPLATE = template0 ENCODING = 'UTF8' \
+             LOCALE_PROVIDER = libc LOCALE = 'C'"
+        );
+        assert_eq!(
+            creation.locale(),
+            &DatabaseLocale {
+                encoding: "UTF8".into(),
+                provider: "libc".into(),
+                collate: "C".into(),
+                ctype: "C".into(),
+                locale: None,
+                icu_rules: None,
+            }
+        );
+        // Every option pg_dump writes (binary upgrade's too), and a tablespace, which
+        // goes in only when the target has it.
+        let script = "CREATE DATABASE app WITH TEMPLATE = template0 OID = 16384 ENCODING = 'LATIN1' \
+            LOCALE_PROVIDER = icu LC_COLLATE = 'fr_FR.iso88591' LC_CTYPE = 'C' \
+            ICU_LOCALE = 'fr-u-co-''x' ICU_RULES = '&a < b' COLLATION_VERSION = '153.120' \
+            TABLESPACE = \"Fast Disk\";\nALTER DATABASE app OWNER TO r;";
+        let props = parse(script, "app").expect("parsed");
+        let creation = props.creation().expect("a CREATE DATABASE");
+        let options = "ENCODING = 'LATIN1' LOCALE_PROVIDER = icu LC_COLLATE = 'fr_FR.iso88591' \
+            LC_CTYPE = 'C' ICU_LOCALE = 'fr-u-co-''x' ICU_RULES = '&a < b'";
+        assert_eq!(
+            creation.statement("other", false),
+            format!("CREATE DATABASE \"other\" WITH TEMPLATE = template0 {options}")
+        );
+        assert_eq!(
+            creation.statement("other", true),
+            format!(
+                "CREATE DATABASE \"other\" WITH TEMPLATE = template0 {options} \
+                 TABLESPACE = \"Fast Disk\""
+            )
+        );
+        assert_eq!(creation.tablespace(), Some("Fast Disk"));
+        let want = DatabaseLocale {
+            encoding: "LATIN1".into(),
+            provider: "icu".into(),
+            collate: "fr_FR.iso88591".into(),
+            ctype: "C".into(),
+            locale: Some("fr-u-co-'x".into()),
+            icu_rules: Some("&a < b".into()),
+        };
+        assert_eq!(creation.locale(), &want);
+        assert!(want.matches(&want.clone()));
+        assert!(!want.matches(&DatabaseLocale {
+            encoding: "UTF8".into(),
+            ..want.clone()
+        }));
+        assert!(!want.matches(&DatabaseLocale {
+            collate: "C".into(),
+            ..want.clone()
+        }));
+        // A part the archive does not give is template0's: anything matches it.
+        assert!(DatabaseLocale::default().matches(&want));
+        // Without one, nothing is known of it; another database's is refused.
+        assert_eq!(
+            parse("ALTER DATABASE app SET x TO 1;", "app")
+                .expect("parsed")
+                .creation(),
+            None
+        );
+        let err = parse("CREATE DATABASE other WITH ENCODING = 'UTF8';", "app").expect_err("other");
+        assert!(err.contains("names database other, not app"), "{err}");
+        for odd in [
+            "CREATE DATABASE app WITH ENCODING = ;",
+            "CREATE DATABASE app WITH ENCODING 'UTF8' (x);",
+            "CREATE DATABASE app WITH LOCALE = E'C';",
+        ] {
+            let err = parse(odd, "app").expect_err(odd);
+            assert!(err.contains("does not apply"), "{odd}: {err}");
+        }
     }
 
     #[test]
