@@ -31,8 +31,9 @@ pub struct Endpoint {
     password: Option<String>,
     /// The TLS setup of the replication connection; `None`: plain TCP.
     tls: Option<Arc<rustls::ClientConfig>>,
-    /// The crate's client for commands: address, login, database, trust anchors.
-    client: redis::Client,
+    /// The crate's client for commands: address, login, database, trust anchors
+    /// (behind an `Arc`: it is large, and an endpoint is cloned and moved around).
+    client: Arc<redis::Client>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -146,7 +147,7 @@ impl Endpoint {
             username,
             password,
             tls,
-            client,
+            client: Arc::new(client),
         })
     }
 
