@@ -410,17 +410,20 @@ impl Conn {
         }
     }
 
-    /// Sends a pipeline and reads every reply, in order; an error reply is a
-    /// [`Value::Error`] in its place, so the connection stays in step.
-    pub fn pipeline(&mut self, pipe: &redis::Pipeline) -> Result<Vec<Value>, Failure> {
-        if pipe.is_empty() {
-            return Ok(Vec::new());
-        }
-        match self
-            .inner
-            .req_packed_commands(&pipe.get_packed_pipeline(), 0, pipe.len())
-        {
-            Ok(replies) => Ok(replies.into_iter().map(Value::from).collect()),
+    /// Sends a pipeline without reading; its replies are then read in order with
+    /// [`Conn::reply`], one at a time, so that no more than one value (a `DUMP`
+    /// payload can be hundreds of megabytes) is held at once.
+    pub fn send(&mut self, pipe: &redis::Pipeline) -> Result<(), Failure> {
+        self.inner
+            .send_packed_command(&pipe.get_packed_pipeline())
+            .map_err(|e| self.broken(&e))
+    }
+
+    /// Reads the next reply of a pipeline sent with [`Conn::send`] (an error reply is
+    /// a [`Value::Error`]).
+    pub fn reply(&mut self) -> Result<Value, Failure> {
+        match self.inner.recv_response() {
+            Ok(v) => Ok(Value::from(v)),
             Err(e) => Err(self.broken(&e)),
         }
     }

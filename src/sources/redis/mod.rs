@@ -629,12 +629,11 @@ fn scan_to_rdb(
                 pipeline.add_command(client::command(&[b"DUMP", k]));
                 pipeline.add_command(client::command(&[b"PTTL", k]));
             }
-            let mut replies = conn.pipeline(&pipeline)?.into_iter();
+            conn.send(&pipeline)?;
             let now = Utc::now().timestamp_millis();
             for k in &keys {
-                let (Some(dump), Some(ttl)) = (replies.next(), replies.next()) else {
-                    return Err(failed("DUMP and PTTL answered fewer replies than asked"));
-                };
+                let dump = conn.reply()?;
+                let ttl = conn.reply()?;
                 let payload = match dump {
                     Value::Bulk(p) => p,
                     // Gone since SCAN saw it.
@@ -887,11 +886,11 @@ impl Batch {
         if self.keys.is_empty() {
             return Ok(());
         }
-        // Every reply is read, so the connection stays in step even after an error.
-        let replies = conn.pipeline(&self.pipe)?;
+        conn.send(&self.pipe)?;
         let mut first_error = None;
-        for (key, reply) in self.keys.drain(..).zip(replies) {
-            if let Value::Error(e) = reply {
+        // Every reply is read, so the connection stays in step even after an error.
+        for key in self.keys.drain(..) {
+            if let Value::Error(e) = conn.reply()? {
                 first_error.get_or_insert_with(|| match key {
                     Some(k) => format!("restoring {}: {e}", printable(&k)),
                     None => e,
