@@ -190,7 +190,7 @@ impl Endpoint {
                 redis::ErrorKind::AuthenticationFailed => format!(
                     "AUTH refused: {}",
                     e.detail()
-                        .unwrap_or("the user name or password is not accepted")
+                        .unwrap_or("the user name or password is wrong, or the user is disabled")
                 ),
                 _ if e.to_string().contains("switch database") => format!(
                     "SELECT refused: {}",
