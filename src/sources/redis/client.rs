@@ -469,6 +469,20 @@ mod tests {
     }
 
     #[test]
+    fn a_certificate_failure_inside_a_crate_error_is_told_as_tls() {
+        let rustls_error =
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let e = redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls_error.clone(),
+        ));
+        assert_eq!(tls_reason(&e), Some(rustls_error.to_string()));
+        let refused =
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(tls_reason(&refused), None);
+    }
+
+    #[test]
     fn server_error_replies_keep_their_code_and_text() {
         let reply = |wire: &[u8]| Value::from(redis::parse_redis_value(wire).expect("a reply"));
         assert_eq!(
