@@ -495,7 +495,7 @@ async fn restore_step(
 
 /// Where a redis snapshot goes: a running server, or a `dump.rdb` in a folder.
 enum RedisInto {
-    Server(redis::resp::Endpoint),
+    Server(redis::client::Endpoint),
     File(PathBuf),
 }
 
@@ -505,7 +505,7 @@ fn redis_target(
     cx: &Context<'_>,
     name: &str,
     r: &crate::policy::model::RedisSource,
-) -> Result<redis::resp::Endpoint, Failure> {
+) -> Result<redis::client::Endpoint, Failure> {
     match cx.selection.targets.get(name) {
         Some(url) => redis::target_endpoint(url, r, cx.policy),
         None => redis::endpoint(r, cx.policy),

@@ -15,8 +15,8 @@
 //! `appendonly`) is compared with `CONFIG GET` for the plan and set with `CONFIG SET`
 //! and `CONFIG REWRITE` by apply.
 
+pub mod client;
 pub mod rdb;
-pub mod resp;
 pub mod sync;
 
 use std::collections::BTreeMap;
@@ -32,7 +32,7 @@ use crate::policy::Policy;
 use crate::policy::model::{RedisMode, RedisSource};
 use crate::repo::format::{Entry, Tree};
 use crate::sources::files::ScanReport;
-use resp::{Conn, Endpoint, Value};
+use client::{Conn, Endpoint, Value};
 
 /// The entry holding the RDB.
 pub const DUMP: &str = "dump.rdb";
@@ -345,7 +345,9 @@ pub fn backup(
     let (stored, meta) = match r.mode {
         RedisMode::Scan => scan_backup(conn, &redis_version, sink, None)?,
         RedisMode::Sync | RedisMode::Auto => {
-            match sync::start(&mut conn) {
+            // The snapshot comes over a connection of its own (see [`sync`]).
+            drop(conn);
+            match sync::start(&endpoint) {
                 Ok(mut stream) => {
                     let (stored, counted) = store_counted(&mut stream, sink);
                     let stored = stored
@@ -365,7 +367,6 @@ pub fn backup(
                     (stored, meta)
                 }
                 Err(sync::SyncError::Refused(why)) if r.mode == RedisMode::Auto => {
-                    drop(conn);
                     let conn = endpoint.connect()?;
                     scan_backup(conn, &redis_version, sink, Some(why))?
                 }
@@ -623,16 +624,16 @@ fn scan_to_rdb(
                 .into_iter()
                 .filter_map(|k| k.as_bytes().map(<[u8]>::to_vec))
                 .collect();
-            let mut pipeline = Vec::new();
+            let mut pipeline = redis::pipe();
             for k in &keys {
-                resp::encode(&mut pipeline, &[b"DUMP", k]);
-                resp::encode(&mut pipeline, &[b"PTTL", k]);
+                pipeline.add_command(client::command(&[b"DUMP", k]));
+                pipeline.add_command(client::command(&[b"PTTL", k]));
             }
-            conn.send_raw(&pipeline)?;
+            conn.send(&pipeline)?;
             let now = Utc::now().timestamp_millis();
             for k in &keys {
-                let dump = conn.read_value()?;
-                let ttl = conn.read_value()?;
+                let dump = conn.reply()?;
+                let ttl = conn.reply()?;
                 let payload = match dump {
                     Value::Bulk(p) => p,
                     // Gone since SCAN saw it.
@@ -852,39 +853,52 @@ pub fn restore(
 }
 
 /// A pipeline of commands whose replies must all be OK.
-#[derive(Default)]
 struct Batch {
-    bytes: Vec<u8>,
+    pipe: redis::Pipeline,
+    /// Bytes of the arguments queued.
+    bytes: usize,
     /// For each command, the key it names (for the message if it fails).
     keys: Vec<Option<Vec<u8>>>,
 }
 
+impl Default for Batch {
+    fn default() -> Self {
+        Batch {
+            pipe: redis::pipe(),
+            bytes: 0,
+            keys: Vec::new(),
+        }
+    }
+}
+
 impl Batch {
     fn push(&mut self, args: &[&[u8]], key: Option<&[u8]>) {
-        resp::encode(&mut self.bytes, args);
+        self.pipe.add_command(client::command(args));
+        self.bytes += args.iter().map(|a| a.len()).sum::<usize>();
         self.keys.push(key.map(<[u8]>::to_vec));
     }
 
     fn full(&self) -> bool {
-        self.keys.len() >= RESTORE_BATCH || self.bytes.len() >= RESTORE_BATCH_BYTES
+        self.keys.len() >= RESTORE_BATCH || self.bytes >= RESTORE_BATCH_BYTES
     }
 
     fn flush(&mut self, conn: &mut Conn) -> Result<(), Failure> {
         if self.keys.is_empty() {
             return Ok(());
         }
-        conn.send_raw(&self.bytes)?;
+        conn.send(&self.pipe)?;
         let mut first_error = None;
         // Every reply is read, so the connection stays in step even after an error.
         for key in self.keys.drain(..) {
-            if let Value::Error(e) = conn.read_value()? {
+            if let Value::Error(e) = conn.reply()? {
                 first_error.get_or_insert_with(|| match key {
                     Some(k) => format!("restoring {}: {e}", printable(&k)),
                     None => e,
                 });
             }
         }
-        self.bytes.clear();
+        self.pipe.clear();
+        self.bytes = 0;
         match first_error {
             Some(message) => Err(Failure::new(
                 Code::DatabaseError,

@@ -4,12 +4,23 @@
 //! mark after the last byte. [`RdbStream`] yields exactly the RDB's bytes and checks
 //! its header and its trailing CRC-64 on the way, so a truncated or damaged transfer
 //! is an error before the snapshot could be committed.
+//!
+//! Why this file talks to the server by hand while every other command goes through
+//! the `redis` crate ([`super::client`]): after `SYNC` the server does not answer with
+//! a reply but with a raw byte stream (newlines while it forks, then an RDB of any
+//! size framed as `$<len>` or `$EOF:<mark>`). The crate parses every byte it reads as
+//! RESP and gives no access to the socket, so it would try to hold the whole RDB as
+//! one value, or fail on the `$EOF:` framing. This connection therefore has its own
+//! socket (TCP, or TLS with the endpoint's rustls setup), sends `AUTH` and the three
+//! replication commands itself, and reads only their one-line replies before it
+//! streams the RDB.
 
-use std::io::{self, BufRead, Read};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
 
+use super::client::{CONNECT_TIMEOUT, Endpoint, READ_TIMEOUT};
 use super::rdb::Crc64;
-use super::resp::{Conn, Value};
-use crate::error::Failure;
+use crate::error::{Code, Failure};
 
 /// Why `SYNC` did not start.
 #[derive(Debug)]
@@ -36,25 +47,199 @@ pub fn is_refusal(reply: &str) -> bool {
         || reply.contains("disabled")
 }
 
-/// Starts a full synchronisation on `conn` and returns the RDB's bytes as a stream.
-pub fn start(conn: &mut Conn) -> Result<RdbStream<'_>, SyncError> {
-    match conn.cmd(&[b"REPLCONF", b"capa", b"eof"])? {
-        Value::Error(e) if is_refusal(&e) => return Err(SyncError::Refused(e)),
-        _ => {}
+/// The replication connection's socket.
+pub enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stream::Tcp(_) => "Stream(tcp)",
+            Stream::Tls(_) => "Stream(tls)",
+        })
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// A connection for one snapshot: its socket, buffered, and how to name it.
+struct Replica {
+    stream: BufReader<Stream>,
+    describe: String,
+}
+
+impl Replica {
+    /// Connects (TLS handshake included, so a certificate problem reads as one) and
+    /// logs in.
+    fn connect(endpoint: &Endpoint) -> Result<Replica, Failure> {
+        let describe = endpoint.describe();
+        let error = |message: String| {
+            Failure::new(
+                Code::DatabaseError,
+                format!("Redis at {describe}: {message}"),
+            )
+        };
+        let io = |e: io::Error| error(format!("cannot connect: {e}"));
+        let addrs: Vec<_> = (endpoint.host.as_str(), endpoint.port)
+            .to_socket_addrs()
+            .map_err(io)?
+            .collect();
+        let mut last = None;
+        let mut tcp = None;
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+                Ok(s) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let tcp = tcp.ok_or_else(|| {
+            io(last.unwrap_or_else(|| io::Error::other("the host has no address")))
+        })?;
+        tcp.set_read_timeout(Some(READ_TIMEOUT)).map_err(io)?;
+        tcp.set_write_timeout(Some(READ_TIMEOUT)).map_err(io)?;
+        let _ = tcp.set_nodelay(true);
+        let stream = match endpoint.tls() {
+            None => Stream::Tcp(tcp),
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone())
+                    .map_err(|e| error(format!("TLS: {e}")))?;
+                let client = rustls::ClientConnection::new(config.clone(), name)
+                    .map_err(|e| error(format!("TLS: {e}")))?;
+                let mut tls = rustls::StreamOwned::new(client, tcp);
+                while tls.conn.is_handshaking() {
+                    tls.conn
+                        .complete_io(&mut tls.sock)
+                        .map_err(|e| error(format!("TLS handshake: {e}")))?;
+                }
+                Stream::Tls(Box::new(tls))
+            }
+        };
+        let mut replica = Replica {
+            stream: BufReader::with_capacity(256 * 1024, stream),
+            describe: endpoint.describe(),
+        };
+        if let Some(password) = endpoint.password() {
+            let mut auth: Vec<&[u8]> = vec![b"AUTH"];
+            if let Some(user) = endpoint.username() {
+                auth.push(user.as_bytes());
+            }
+            auth.push(password.as_bytes());
+            if let Err(e) = replica.command(&auth)? {
+                return Err(replica.error(format!("AUTH refused: {e}")));
+            }
+        }
+        Ok(replica)
+    }
+
+    fn error(&self, message: impl std::fmt::Display) -> Failure {
+        Failure::new(
+            Code::DatabaseError,
+            format!("Redis at {}: {message}", self.describe),
+        )
+    }
+
+    /// Sends one command in RESP's array-of-bulk-strings form; nothing is read.
+    fn send(&mut self, args: &[&[u8]]) -> Result<(), Failure> {
+        let mut out = Vec::new();
+        out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+        self.send_raw(&out)
+    }
+
+    /// Sends bytes as they are.
+    fn send_raw(&mut self, bytes: &[u8]) -> Result<(), Failure> {
+        let s = self.stream.get_mut();
+        s.write_all(bytes)
+            .and_then(|()| s.flush())
+            .map_err(|e| self.error(format!("sending: {e}")))
+    }
+
+    /// Sends one command whose reply is one line (`+OK`, or `-ERR …`), and reads
+    /// it: `Err` holds the server's error reply.
+    fn command(&mut self, args: &[&[u8]]) -> Result<Result<(), String>, Failure> {
+        self.send(args)?;
+        let mut line = Vec::new();
+        let read = self.stream.read_until(b'\n', &mut line);
+        match read {
+            Ok(_) if line.last() == Some(&b'\n') => {}
+            Ok(_) => return Err(self.error("the server closed the connection")),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(self.error(format!("no answer within {} s", READ_TIMEOUT.as_secs())));
+            }
+            Err(e) => return Err(self.error(e)),
+        }
+        let text = String::from_utf8_lossy(&line).trim_end().to_string();
+        match text.split_at_checked(1) {
+            Some(("-", e)) => Ok(Err(e.to_string())),
+            Some(("+", _)) => Ok(Ok(())),
+            _ => Err(self.error(format!(
+                "unexpected reply to {}: {text:?}",
+                String::from_utf8_lossy(args[0])
+            ))),
+        }
+    }
+}
+
+/// Connects to `endpoint`, starts a full synchronisation and returns the RDB's bytes
+/// as a stream.
+pub fn start(endpoint: &Endpoint) -> Result<RdbStream<BufReader<Stream>>, SyncError> {
+    let mut replica = Replica::connect(endpoint)?;
+    if let Err(e) = replica.command(&[b"REPLCONF", b"capa", b"eof"])? {
+        if is_refusal(&e) {
+            return Err(SyncError::Refused(e));
+        }
     }
     // Asks the master for the snapshot alone, without the command stream after it
     // (Redis 7+; older servers answer with an error and send the stream, which is
     // never read).
-    let _ = conn.cmd(&[b"REPLCONF", b"rdb-only", b"1"])?;
-    conn.send_raw(b"SYNC\r\n")?;
-    let describe = conn.describe().to_string();
+    let _ = replica.command(&[b"REPLCONF", b"rdb-only", b"1"])?;
+    // Inline, as `redis-cli --rdb` sends it.
+    replica.send_raw(b"SYNC\r\n")?;
+    let describe = replica.describe.clone();
     let failed = |what: String| {
         SyncError::Failed(Failure::new(
-            crate::error::Code::SourceFailed,
+            Code::SourceFailed,
             format!("Redis at {describe}: {what}"),
         ))
     };
-    let r = conn.raw();
+    let mut r = replica.stream;
     // While the master forks and writes, it sends a newline now and then.
     let header = loop {
         let mut line = Vec::new();
@@ -102,8 +287,8 @@ enum End {
 
 /// The RDB bytes of one transfer. Reading past the end returns 0; an early end, a
 /// wrong header or a wrong checksum is an `InvalidData` / `UnexpectedEof` error.
-pub struct RdbStream<'a> {
-    inner: &'a mut dyn BufRead,
+pub struct RdbStream<R> {
+    inner: R,
     end: End,
     /// Bytes received and not yet handed out (the possible end mark is held back).
     pending: Vec<u8>,
@@ -113,7 +298,7 @@ pub struct RdbStream<'a> {
     check: TailCheck,
 }
 
-impl std::fmt::Debug for RdbStream<'_> {
+impl<R> std::fmt::Debug for RdbStream<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "RdbStream({} bytes)", self.received)
     }
@@ -126,8 +311,8 @@ fn end_len(end: &End) -> Option<u64> {
     }
 }
 
-impl<'a> RdbStream<'a> {
-    fn new(inner: &'a mut dyn BufRead, end: End) -> Self {
+impl<R: BufRead> RdbStream<R> {
+    fn new(inner: R, end: End) -> Self {
         RdbStream {
             inner,
             finished: matches!(end_len(&end), Some(0)),
@@ -194,7 +379,7 @@ impl<'a> RdbStream<'a> {
     }
 }
 
-impl Read for RdbStream<'_> {
+impl<R: BufRead> Read for RdbStream<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         loop {
             let ready = self.releasable();
