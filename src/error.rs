@@ -36,6 +36,9 @@ pub enum Code {
     EmptyPaths,
     UnsetEnv,
     InlineSecret,
+    UnknownScheme,
+    MissingServiceOption,
+    InlineServiceSecret,
     // --- planning and applying (BP2xx) ---
     BadTime,
     InventoryUnreadable,
@@ -68,6 +71,7 @@ pub enum Code {
     RestoreFailed,
     DatabaseRolesMissing,
     DatabaseProperties,
+    SshMissing,
     Io,
 }
 
@@ -96,6 +100,9 @@ impl Code {
         Code::EmptyPaths,
         Code::UnsetEnv,
         Code::InlineSecret,
+        Code::UnknownScheme,
+        Code::MissingServiceOption,
+        Code::InlineServiceSecret,
         Code::BadTime,
         Code::InventoryUnreadable,
         Code::PlanFileUnreadable,
@@ -127,6 +134,7 @@ impl Code {
         Code::RestoreFailed,
         Code::DatabaseRolesMissing,
         Code::DatabaseProperties,
+        Code::SshMissing,
         Code::Io,
     ];
 
@@ -256,6 +264,21 @@ impl Code {
                 "BP131",
                 "inline-secret",
                 "move the secret out of the policy: `${env:NAME}` or a `*_file` field",
+            ),
+            Code::UnknownScheme => (
+                "BP132",
+                "unknown-scheme",
+                "use one of the OpenDAL services this backplan is built with (listed in the help and in docs/policy.md)",
+            ),
+            Code::MissingServiceOption => (
+                "BP133",
+                "missing-service-option",
+                "add the option the message names under the destination's `options:`",
+            ),
+            Code::InlineServiceSecret => (
+                "BP134",
+                "inline-service-secret",
+                "write the secret as `${env:NAME}`, or put it in a file and name it with `<option>_file`",
             ),
             Code::BadTime => (
                 "BP200",
@@ -411,6 +434,11 @@ impl Code {
                 "BP241",
                 "database-properties",
                 "a database's owner, privileges and settings are set by a superuser: restore again as one, with --clean",
+            ),
+            Code::SshMissing => (
+                "BP250",
+                "ssh-missing",
+                "install OpenSSH's client (Debian: `apt-get install openssh-client`) so that `ssh` is on PATH",
             ),
             Code::Io => ("BP299", "io", "check the path and its permissions"),
         }

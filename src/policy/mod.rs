@@ -7,6 +7,7 @@ pub mod load;
 pub mod model;
 pub mod schedule;
 pub mod secret;
+pub mod services;
 pub mod spans;
 mod validate;
 

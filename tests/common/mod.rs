@@ -10,7 +10,10 @@
 pub mod pg;
 pub mod redis;
 
+pub mod azurite;
 pub mod s3;
+pub mod sftp;
+pub mod webdav;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
