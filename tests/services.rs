@@ -12,9 +12,11 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use backplan::error::{Located, PolicyReport};
+use backplan::error::{Code, Located, PolicyReport};
 use backplan::policy::load_str;
 use backplan::policy::spans::line_col;
+use backplan::repo::lock::{self, LockKind};
+use backplan::repo::store::Repo;
 use common::azurite::{self, AzuriteServer};
 use common::sftp::SftpServer;
 use common::webdav::{self, WebdavServer};
@@ -485,4 +487,45 @@ fn azblob_round_trip_backs_up_and_restores_through_azurite() {
     assert!(files.contains(&"backplan.json".to_string()), "{files:?}");
     assert!(files.iter().any(|f| f.starts_with("packs/")), "{files:?}");
     assert!(!files.iter().any(|f| f.contains("big.bin")), "{files:?}");
+}
+
+#[test]
+fn the_exclusive_lock_on_webdav_without_create_if_absent_refuses_a_second_holder() {
+    let Some(server) = WebdavServer::start() else {
+        return;
+    };
+    let operator = || {
+        opendal::Operator::new(
+            opendal::services::Webdav::default()
+                .endpoint(&server.endpoint())
+                .username(webdav::USER)
+                .password(webdav::PASSWORD)
+                .root("/locks"),
+        )
+        .expect("a webdav operator")
+    };
+    // The fallback (look, write, read back) is what runs here.
+    assert!(!operator().info().capability().write_with_if_not_exists);
+    let (first, second) = (Repo::new("dav", operator()), Repo::new("dav", operator()));
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(async {
+            let held = lock::acquire(&first, LockKind::Exclusive)
+                .await
+                .expect("an exclusive lock on a free repository");
+            for kind in [LockKind::Exclusive, LockKind::Shared] {
+                let f = lock::acquire(&second, kind)
+                    .await
+                    .expect_err("a second lock while an exclusive one is held");
+                assert_eq!(f.code, Code::RepositoryLocked, "{}", f.message);
+            }
+            held.release().await.expect("release");
+            assert!(first.locks().await.expect("list locks").is_empty());
+            let again = lock::acquire(&second, LockKind::Exclusive)
+                .await
+                .expect("the exclusive lock once released");
+            again.release().await.expect("release");
+        });
 }
