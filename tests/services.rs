@@ -167,6 +167,13 @@ fn a_secret_option_written_inline_is_bp134_and_its_value_is_not_shown() {
     );
     assert!(shown.contains("password_file"), "{shown}");
     assert!(!shown.contains("hunter2"), "{shown}");
+    // Nor in the policy's lines the report quotes.
+    let quoted = error.source.as_ref().expect("the policy's text").inner();
+    assert!(
+        quoted.contains("      password: **************\n"),
+        "{quoted}"
+    );
+    assert!(!quoted.contains("hunter2"), "{quoted}");
 }
 
 #[test]
@@ -528,4 +535,18 @@ fn the_exclusive_lock_on_webdav_without_create_if_absent_refuses_a_second_holder
                 .expect("the exclusive lock once released");
             again.release().await.expect("release");
         });
+}
+
+#[test]
+fn an_unknown_known_hosts_strategy_is_bp103_with_the_choices() {
+    let (text, report) = report(
+        "    type: opendal\n    scheme: sftp\n    options:\n      endpoint: backup@nas\n      known_hosts_strategy: yes\n",
+    );
+    let error = only_error(&report);
+    assert_eq!(error.problem.code.id(), "BP103");
+    assert_eq!(line_of(&text, error).1, "      known_hosts_strategy: yes");
+    assert_eq!(
+        error.problem.help.as_deref(),
+        Some("one of: strict, add, accept")
+    );
 }

@@ -65,9 +65,11 @@ pub fn load_str(text: &str, path: &Path, dir: &Path) -> Result<Loaded, PolicyRep
     let policy = parsed.and_then(|parsed| {
         validate::validate(parsed, text, path, dir, spans.clone(), &mut problems)
     });
-    let source = Arc::new(
-        NamedSource::new(path.display().to_string(), text.to_string()).with_language("yaml"),
-    );
+    // Shown without the secrets a problem points at (BP134), so that a report in a CI
+    // log does not carry them.
+    let shown = validate::mask_inline_secrets(text, &problems);
+    let source =
+        Arc::new(NamedSource::new(path.display().to_string(), shown).with_language("yaml"));
     let located: Vec<Located> = problems
         .into_iter()
         .map(|problem| Located {

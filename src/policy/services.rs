@@ -19,6 +19,8 @@ pub struct Service {
     pub options: Option<&'static [&'static str]>,
     /// What a missing required option is, for the help text.
     pub hint: &'static str,
+    /// Options that take one of a few words, with those words.
+    pub choices: &'static [(&'static str, &'static [&'static str])],
 }
 
 /// Every compiled-in service, by scheme. Cargo.toml's `opendal` features must match.
@@ -46,6 +48,7 @@ pub const SERVICES: &[Service] = &[
             "skip_signature",
         ]),
         hint: "azblob needs `container` and `endpoint` (https://ACCOUNT.blob.core.windows.net; the account name is read from it), with `account_key` or `sas_token`",
+        choices: &[],
     },
     Service {
         scheme: "b2",
@@ -65,6 +68,7 @@ pub const SERVICES: &[Service] = &[
             "application_key",
         ]),
         hint: "b2 needs `bucket`, `bucket_id` (shown in B2's bucket settings), `application_key_id` and `application_key`; or use `type: s3` with B2's S3 endpoint",
+        choices: &[],
     },
     Service {
         scheme: "fs",
@@ -73,6 +77,7 @@ pub const SERVICES: &[Service] = &[
         paths: &["root"],
         options: None,
         hint: "fs needs `root`, the folder; `type: fs` says the same more simply",
+        choices: &[],
     },
     Service {
         scheme: "gcs",
@@ -97,6 +102,7 @@ pub const SERVICES: &[Service] = &[
             "token",
         ]),
         hint: "gcs needs `bucket`; credentials come from `credential_path`, `credential`, or the machine's Google Cloud identity",
+        choices: &[],
     },
     Service {
         scheme: "memory",
@@ -105,6 +111,7 @@ pub const SERVICES: &[Service] = &[
         paths: &[],
         options: None,
         hint: "",
+        choices: &[],
     },
     Service {
         scheme: "s3",
@@ -113,6 +120,7 @@ pub const SERVICES: &[Service] = &[
         paths: &[],
         options: None,
         hint: "s3 needs `bucket`; `type: s3` says the same with its fields checked",
+        choices: &[],
     },
     Service {
         scheme: "sftp",
@@ -121,6 +129,7 @@ pub const SERVICES: &[Service] = &[
         paths: &["key"],
         options: Some(&["endpoint", "root", "user", "key", "known_hosts_strategy"]),
         hint: "sftp needs `endpoint`: `host`, `user@host` or `ssh://user@host:port`",
+        choices: &[("known_hosts_strategy", &["strict", "add", "accept"])],
     },
     Service {
         scheme: "webdav",
@@ -138,6 +147,7 @@ pub const SERVICES: &[Service] = &[
             "user_metadata_uri",
         ]),
         hint: "webdav needs `endpoint`, the server's URL, e.g. https://dav.example.org/remote.php/dav/files/backup",
+        choices: &[],
     },
 ];
 

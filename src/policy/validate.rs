@@ -20,6 +20,27 @@ use super::{
 use crate::error::{Code, Problem};
 use crate::graph::SourceGraph;
 
+/// `text` with every character of the values that [`Code::InlineServiceSecret`]
+/// problems point at replaced by `*` (byte for byte, so that every span still fits).
+pub(super) fn mask_inline_secrets(text: &str, problems: &[Problem]) -> String {
+    let mut out = text.to_string();
+    for problem in problems {
+        let Some((span, _)) = &problem.span else {
+            continue;
+        };
+        let range = span.offset()..span.offset() + span.len();
+        if problem.code != Code::InlineServiceSecret || text.get(range.clone()).is_none() {
+            continue;
+        }
+        let masked: String = text[range.clone()]
+            .chars()
+            .map(|c| "*".repeat(c.len_utf8()))
+            .collect();
+        out.replace_range(range, &masked);
+    }
+    out
+}
+
 struct Checker<'a> {
     spans: &'a SpanIndex,
     dir: &'a Path,
@@ -438,6 +459,18 @@ impl Checker<'_> {
                 }
                 self.error(p, &at);
                 continue;
+            }
+            if let Some((_, words)) = service.choices.iter().find(|(k, _)| k == key)
+                && !words.contains(&value.template().to_ascii_lowercase().as_str())
+            {
+                self.error_value(
+                    Problem::error(
+                        Code::InvalidValue,
+                        format!("`{at}` is `{}`", value.template()),
+                    )
+                    .with_help(format!("one of: {}", words.join(", "))),
+                    &at,
+                );
             }
             if let Some(secret) = service.secret_of_file_option(key) {
                 if options.contains_key(secret) {
