@@ -370,8 +370,8 @@ fn sftp_round_trip_backs_up_and_restores_through_sshd() {
     let Some(server) = SftpServer::start() else {
         return;
     };
+    // A folder that does not exist yet: init makes it.
     let root = server.files().join("backups/repo");
-    std::fs::create_dir_all(&root).expect("create the remote root");
     let sandbox = sandbox_with_data(&format!(
         "    type: opendal\n    scheme: sftp\n    options:\n      endpoint: {}\n      key: {}\n      root: {}\n",
         server.endpoint(),

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::sftp::{free_port, missing, on_path};
+use super::{free_port, missing, on_path};
 
 /// Azurite's well-known development account and key (public, in Azure's docs).
 pub const ACCOUNT: &str = "devstoreaccount1";

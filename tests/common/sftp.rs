@@ -12,12 +12,14 @@
 //! `sshd`. Without one, [`SftpServer::start`] fails the test when `CI` is set and
 //! otherwise skips it (returns `None`) loudly.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
+
+use super::{free_port, missing, on_path};
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const START_ATTEMPTS: usize = 5;
@@ -32,17 +34,6 @@ pub struct SftpServer {
     dir: tempfile::TempDir,
 }
 
-fn in_ci() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
-}
-
-/// The first executable `name` in PATH's folders.
-pub fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
-
 /// Where `sshd` is: `$BACKPLAN_SSHD`, /usr/sbin/sshd, or PATH.
 fn sshd_path() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("BACKPLAN_SSHD").filter(|p| !p.is_empty()) {
@@ -53,17 +44,6 @@ fn sshd_path() -> Option<PathBuf> {
         return Some(debian);
     }
     on_path("sshd")
-}
-
-/// Fails the test under CI, else says loudly that it is skipped.
-pub fn missing(what: &str, why: &str) {
-    if in_ci() {
-        panic!("{what} tests need it: {why}");
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n!!! SKIPPING a {what} test: {why} !!!\n"
-    );
 }
 
 fn user_name() -> String {
@@ -272,12 +252,4 @@ impl Drop for SftpServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A loopback port nobody listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }

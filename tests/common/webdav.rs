@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::sftp::{free_port, missing, on_path};
+use super::{free_port, missing, on_path};
 
 /// The user and password the server wants.
 pub const USER: &str = "backplan";
