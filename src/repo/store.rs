@@ -843,7 +843,13 @@ impl Repo {
                 .map_err(|e| storage(&self.name, &format!("writing {path}"), e));
         }
         if !self.creates_if_absent() {
-            return self.put_lock_unconditionally(path, bytes).await;
+            // Every lock has a name of its own here ([`super::lock::acquire`]).
+            return self
+                .op
+                .write(path, bytes)
+                .await
+                .map(|_| true)
+                .map_err(|e| storage(&self.name, &format!("writing {path}"), e));
         }
         match self.op.write_with(path, bytes).if_not_exists(true).await {
             Ok(_) => Ok(true),
@@ -854,26 +860,8 @@ impl Repo {
 
     /// Whether the service can write an object only if it is absent (S3, GCS, Azure
     /// Blob, SFTP, a local folder can; WebDAV and B2 cannot).
-    fn creates_if_absent(&self) -> bool {
+    pub fn creates_if_absent(&self) -> bool {
         self.op.info().capability().write_with_if_not_exists
-    }
-
-    /// A lock where the service cannot create-if-absent: look, write, and read back.
-    /// Of two runs that look at the same moment, both may write; the one whose lock
-    /// was overwritten sees the other's when it reads back and gives way. Two runs
-    /// that each read back their own before the other writes are not told apart:
-    /// docs/policy.md says not to start two runs on one such repository at once.
-    async fn put_lock_unconditionally(&self, path: &str, bytes: Vec<u8>) -> Result<bool, Failure> {
-        match self.op.exists(path).await {
-            Ok(true) => return Ok(false),
-            Ok(false) => {}
-            Err(e) => return Err(storage(&self.name, &format!("reading {path}"), e)),
-        }
-        self.op
-            .write(path, bytes.clone())
-            .await
-            .map_err(|e| storage(&self.name, &format!("writing {path}"), e))?;
-        Ok(self.read_opt(path).await?.is_some_and(|b| b == bytes))
     }
 
     /// Rewrites the caller's own lock (to push its expiry out).

@@ -1,6 +1,9 @@
 //! A local WebDAV server for tests: `rclone serve webdav` (Debian's `rclone`) on a
 //! free loopback port, serving a temporary folder, with basic authentication. One per
-//! [`WebdavServer`], killed when the handle is dropped.
+//! [`WebdavServer`], killed when the handle is dropped. Its listing cache is off
+//! (`--dir-cache-time 0s`): WebDAV has no create-if-absent, so backplan's exclusive
+//! lock relies on a listing showing a lock the moment it is written, as a WebDAV
+//! server that lists its folder does (rclone's default 5-minute cache does not).
 //!
 //! `scripts/install-deps` installs rclone; `$BACKPLAN_RCLONE` names another. Without
 //! one, [`WebdavServer::start`] fails the test when `CI` is set and otherwise skips it
@@ -75,6 +78,7 @@ impl WebdavServer {
             .arg(dir.path().join("files"))
             .args(["--addr", &format!("127.0.0.1:{port}")])
             .args(["--user", USER, "--pass", PASSWORD])
+            .args(["--dir-cache-time", "0s"])
             .arg("-v")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
