@@ -41,6 +41,9 @@ pub enum Code {
     NestingTooDeep,
     UnsetEnv,
     InlineSecret,
+    UnknownScheme,
+    MissingServiceOption,
+    InlineServiceSecret,
     // --- planning and applying (BP2xx) ---
     BadTime,
     InventoryUnreadable,
@@ -78,6 +81,7 @@ pub enum Code {
     DatabaseRolesMissing,
     DatabaseProperties,
     DatabaseLocale,
+    SshMissing,
     Io,
 }
 
@@ -111,6 +115,9 @@ impl Code {
         Code::NestingTooDeep,
         Code::UnsetEnv,
         Code::InlineSecret,
+        Code::UnknownScheme,
+        Code::MissingServiceOption,
+        Code::InlineServiceSecret,
         Code::BadTime,
         Code::InventoryUnreadable,
         Code::PlanFileUnreadable,
@@ -147,6 +154,7 @@ impl Code {
         Code::DatabaseRolesMissing,
         Code::DatabaseProperties,
         Code::DatabaseLocale,
+        Code::SshMissing,
         Code::Io,
     ];
 
@@ -301,6 +309,21 @@ impl Code {
                 "BP131",
                 "inline-secret",
                 "move the secret out of the policy: `${env:NAME}` or a `*_file` field",
+            ),
+            Code::UnknownScheme => (
+                "BP132",
+                "unknown-scheme",
+                "use one of the OpenDAL services this backplan is built with (listed in the help and in docs/policy.md)",
+            ),
+            Code::MissingServiceOption => (
+                "BP133",
+                "missing-service-option",
+                "add the option the message names under the destination's `options:`",
+            ),
+            Code::InlineServiceSecret => (
+                "BP134",
+                "inline-service-secret",
+                "write the secret as `${env:NAME}`, or put it in a file and name it with `<option>_file`",
             ),
             Code::BadTime => (
                 "BP200",
@@ -481,6 +504,11 @@ impl Code {
                 "BP245",
                 "database-locale",
                 "create the database by hand with a locale the server has, then restore into it",
+            ),
+            Code::SshMissing => (
+                "BP250",
+                "ssh-missing",
+                "install OpenSSH's client (Debian: `apt-get install openssh-client`) so that `ssh` is on PATH",
             ),
             Code::Io => ("BP299", "io", "check the path and its permissions"),
         }

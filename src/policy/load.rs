@@ -147,9 +147,11 @@ fn limits(text: &str) -> Option<Problem> {
 
 /// Binds problems to the text they point into.
 fn report_of(problems: Vec<Problem>, text: &str, path: &Path) -> PolicyReport {
-    let source = Arc::new(
-        NamedSource::new(path.display().to_string(), text.to_string()).with_language("yaml"),
-    );
+    // Shown without the secrets a problem points at (BP134), so that a report in a CI
+    // log does not carry them.
+    let shown = validate::mask_inline_secrets(text, &problems);
+    let source =
+        Arc::new(NamedSource::new(path.display().to_string(), shown).with_language("yaml"));
     PolicyReport {
         path: path.display().to_string(),
         problems: problems

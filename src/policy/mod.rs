@@ -8,6 +8,7 @@ pub mod model;
 pub mod prescan;
 pub mod schedule;
 pub mod secret;
+pub mod services;
 pub mod spans;
 mod validate;
 

@@ -9,9 +9,10 @@ use chrono_tz::Tz;
 use indexmap::IndexMap;
 
 use super::load::Parsed;
-use super::model::{PolicyFile, Retention, SourceKind, builtin_retention};
+use super::model::{Destination, PolicyFile, Retention, SourceKind, builtin_retention};
 use super::schedule::{Schedule, parse_timezone, timezone_for_abbreviation};
 use super::secret::{Secret, url_has_inline_password};
+use super::services;
 use super::spans::{SpanIndex, join, join_index};
 use super::{
     DEFAULT_COMPRESSION, DEFAULT_SCHEDULE, DEFAULT_TIMEZONE, EffectiveRetention, Policy,
@@ -20,6 +21,27 @@ use super::{
 use crate::error::{Code, Problem};
 use crate::graph::SourceGraph;
 use crate::pipeline::crypto::{KeyFile, inspect_key_file};
+
+/// `text` with every character of the values that [`Code::InlineServiceSecret`]
+/// problems point at replaced by `*` (byte for byte, so that every span still fits).
+pub(super) fn mask_inline_secrets(text: &str, problems: &[Problem]) -> String {
+    let mut out = text.to_string();
+    for problem in problems {
+        let Some((span, _)) = &problem.span else {
+            continue;
+        };
+        let range = span.offset()..span.offset() + span.len();
+        if problem.code != Code::InlineServiceSecret || text.get(range.clone()).is_none() {
+            continue;
+        }
+        let masked: String = text[range.clone()]
+            .chars()
+            .map(|c| "*".repeat(c.len_utf8()))
+            .collect();
+        out.replace_range(range, &masked);
+    }
+    out
+}
 
 struct Checker<'a> {
     spans: &'a SpanIndex,
@@ -103,6 +125,9 @@ pub(super) fn validate(
         let base = join("destinations", name);
         for (field, secret) in dest.secrets() {
             c.secret(secret, &join(&base, &field));
+        }
+        if let Destination::Opendal { scheme, options } = dest {
+            c.service(name, scheme, options, &base);
         }
     }
 
@@ -426,6 +451,127 @@ impl Checker<'_> {
                     format!("`{base}` holds a password inline"),
                 )
                 .at(span, "inline password"),
+            );
+        }
+    }
+
+    /// A `type: opendal` destination: a compiled-in scheme, the options it takes and
+    /// needs, its secrets only as references or files. Values are never printed.
+    fn service(
+        &mut self,
+        name: &str,
+        scheme: &str,
+        options: &std::collections::BTreeMap<String, Secret>,
+        base: &str,
+    ) {
+        let Some(service) = services::service(scheme) else {
+            let known: Vec<&str> = services::schemes().collect();
+            let mut help = String::new();
+            if let Some(near) = suggest(scheme, known.iter().copied()) {
+                help.push_str(&format!("did you mean `{near}`? "));
+            }
+            help.push_str(&format!(
+                "this backplan is built with: {}",
+                known.join(", ")
+            ));
+            self.error_value(
+                Problem::error(
+                    Code::UnknownScheme,
+                    format!(
+                        "destination `{name}` uses OpenDAL scheme `{scheme}`, which this backplan is not built with"
+                    ),
+                )
+                .with_help(help),
+                &join(base, "scheme"),
+            );
+            return;
+        };
+        let opts = join(base, "options");
+        for (key, value) in options {
+            let at = join(&opts, key);
+            if !service.takes(key) {
+                let mut p = Problem::error(
+                    Code::UnknownField,
+                    format!("destination `{name}`: {scheme} takes no option `{key}`"),
+                );
+                let known = service.options.unwrap_or_default().iter().copied();
+                let files: Vec<String> = service
+                    .secrets
+                    .iter()
+                    .map(|s| format!("{s}_file"))
+                    .collect();
+                if let Some(near) = suggest(key, known.chain(files.iter().map(String::as_str))) {
+                    p = p.with_help(format!("did you mean `{near}`?"));
+                }
+                self.error(p, &at);
+                continue;
+            }
+            if let Some((_, words)) = service.choices.iter().find(|(k, _)| k == key)
+                && !words.contains(&value.template().to_ascii_lowercase().as_str())
+            {
+                self.error_value(
+                    Problem::error(
+                        Code::InvalidValue,
+                        format!("`{at}` is `{}`", value.template()),
+                    )
+                    .with_help(format!("one of: {}", words.join(", "))),
+                    &at,
+                );
+            }
+            if let Some(secret) = service.secret_of_file_option(key) {
+                if options.contains_key(secret) {
+                    self.error(
+                        Problem::error(
+                            Code::InvalidValue,
+                            format!(
+                                "destination `{name}` sets both `options.{secret}` and `options.{key}`"
+                            ),
+                        )
+                        .with_help("keep one of them"),
+                        &at,
+                    );
+                }
+                continue;
+            }
+            if service.secrets.contains(&key.as_str()) && !value.is_reference() {
+                self.error_value(
+                    Problem::error(
+                        Code::InlineServiceSecret,
+                        format!("`{at}` holds a secret inline"),
+                    )
+                    .with_help(format!(
+                        "write `{key}: ${{env:NAME}}`, or put the secret in a file readable only by backplan and write `{key}_file: /path/to/it`"
+                    )),
+                    &at,
+                );
+            }
+        }
+        for required in service.required {
+            let file = format!("{required}_file");
+            if !options.contains_key(*required) && !options.contains_key(&file) {
+                let how = if service.secrets.contains(required) {
+                    format!("`options.{required}` (or `options.{file}`)")
+                } else {
+                    format!("`options.{required}`")
+                };
+                self.error(
+                    Problem::error(
+                        Code::MissingServiceOption,
+                        format!("destination `{name}` ({scheme}) needs {how}"),
+                    )
+                    .with_help(service.hint),
+                    &opts,
+                );
+            }
+        }
+        for (required, why) in service.required_given(options) {
+            self.error(
+                Problem::error(
+                    Code::MissingServiceOption,
+                    format!("destination `{name}` ({scheme}) needs `options.{required}`"),
+                )
+                .with_help(why),
+                &opts,
             );
         }
     }

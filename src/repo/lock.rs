@@ -168,16 +168,21 @@ fn locked(repo: &Repo, l: &LockInfo, now: DateTime<Utc>) -> Failure {
 pub async fn acquire(repo: &Repo, kind: LockKind) -> Result<Held, Failure> {
     let now = Utc::now();
     let mine = info(kind, now);
+    let unique = |prefix: &str| -> Result<String, Failure> {
+        let mut r = [0u8; 8];
+        getrandom::fill(&mut r).map_err(|e| Failure::new(Code::Io, e.to_string()))?;
+        Ok(format!(
+            "{prefix}-{}",
+            r.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ))
+    };
     let path = match kind {
-        LockKind::Exclusive => EXCLUSIVE.to_string(),
-        LockKind::Shared => {
-            let mut r = [0u8; 8];
-            getrandom::fill(&mut r).map_err(|e| Failure::new(Code::Io, e.to_string()))?;
-            format!(
-                "locks/shared-{}",
-                r.iter().map(|b| format!("{b:02x}")).collect::<String>()
-            )
-        }
+        // Where the storage cannot create-if-absent (WebDAV, B2), the exclusive lock
+        // has a name of its own too, and only the look after the write below (of two
+        // racers at least one sees the other) keeps it exclusive.
+        LockKind::Exclusive if repo.creates_if_absent() => EXCLUSIVE.to_string(),
+        LockKind::Exclusive => unique(EXCLUSIVE)?,
+        LockKind::Shared => unique("locks/shared")?,
     };
     let mut attempts = 0;
     while !repo.put_lock(&path, &mine).await? {

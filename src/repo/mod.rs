@@ -169,13 +169,67 @@ fn bare_operator(name: &str, dest: &Destination, policy: &Policy) -> Result<Oper
             Operator::new(b).map_err(|e| fail(&e))
         }
         Destination::Opendal { scheme, options } => {
+            let service = crate::policy::services::service(scheme);
             let mut resolved = BTreeMap::new();
             for (k, v) in options {
-                resolved.insert(k.clone(), resolve(v)?);
+                // `password_file: /path` hands the service `password`, read from the file.
+                match service.and_then(|s| s.secret_of_file_option(k)) {
+                    Some(secret) => {
+                        let path = policy.resolve_path(std::path::Path::new(&resolve(v)?));
+                        resolved.insert(secret.to_string(), read_secret_file(name, k, &path)?);
+                    }
+                    // A key or credentials file: relative to the policy, as every path
+                    // in it (`~/…` is left to the service: ssh expands it).
+                    None if service.is_some_and(|s| s.paths.contains(&k.as_str()))
+                        && !v.template().starts_with('~') =>
+                    {
+                        let path = policy.resolve_path(std::path::Path::new(&resolve(v)?));
+                        let path = std::path::absolute(&path).unwrap_or(path);
+                        resolved.insert(k.clone(), path.to_string_lossy().into_owned());
+                    }
+                    None => {
+                        resolved.insert(k.clone(), resolve(v)?);
+                    }
+                }
             }
+            if scheme == "sftp" && !on_path("ssh") {
+                return Err(Failure::new(
+                    Code::SshMissing,
+                    format!(
+                        "destination {name}: the sftp service runs OpenSSH's `ssh` client, which is not on PATH"
+                    ),
+                ));
+            }
+            opendal::init_default_registry();
             Operator::via_iter(scheme, resolved).map_err(|e| fail(&e))
         }
     }
+}
+
+/// A secret from the file an `<option>_file` option names: its first line, without
+/// the line end. The message names the file, never what it holds.
+fn read_secret_file(name: &str, key: &str, path: &std::path::Path) -> Result<String, Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Failure::new(
+            Code::SecretUnresolved,
+            format!(
+                "destination {name}: cannot read options.{key} ({}): {e}",
+                path.display()
+            ),
+        )
+    })?;
+    Ok(text.lines().next().unwrap_or_default().to_string())
+}
+
+/// Whether an executable named `program` is in one of PATH's folders.
+fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(program))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
 }
 
 /// Whether a destination certainly holds nothing, known without opening it. OpenDAL's

@@ -242,6 +242,15 @@ impl Repo {
                 .map(|_| ())
                 .map_err(|e| storage(&self.name, &format!("writing {path}"), e));
         }
+        if !self.creates_if_absent() {
+            // No create-if-absent (WebDAV, B2): the same name holds the same bytes.
+            return self
+                .op
+                .write(path, bytes)
+                .await
+                .map(|_| ())
+                .map_err(|e| storage(&self.name, &format!("writing {path}"), e));
+        }
         match self.op.write_with(path, bytes).if_not_exists(true).await {
             Ok(_) => Ok(()),
             // The same content-addressed object is there already: nothing to do.
@@ -833,11 +842,26 @@ impl Repo {
                 .map(|_| true)
                 .map_err(|e| storage(&self.name, &format!("writing {path}"), e));
         }
+        if !self.creates_if_absent() {
+            // Every lock has a name of its own here ([`super::lock::acquire`]).
+            return self
+                .op
+                .write(path, bytes)
+                .await
+                .map(|_| true)
+                .map_err(|e| storage(&self.name, &format!("writing {path}"), e));
+        }
         match self.op.write_with(path, bytes).if_not_exists(true).await {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == ErrorKind::ConditionNotMatch => Ok(false),
             Err(e) => Err(storage(&self.name, &format!("writing {path}"), e)),
         }
+    }
+
+    /// Whether the service can write an object only if it is absent (S3, GCS, Azure
+    /// Blob, SFTP, a local folder can; WebDAV and B2 cannot).
+    pub fn creates_if_absent(&self) -> bool {
+        self.op.info().capability().write_with_if_not_exists
     }
 
     /// Rewrites the caller's own lock (to push its expiry out).

@@ -10,7 +10,10 @@
 pub mod pg;
 pub mod redis;
 
+pub mod azurite;
 pub mod s3;
+pub mod sftp;
+pub mod webdav;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -326,4 +329,32 @@ impl From<Output> for Run {
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         }
     }
+}
+
+// --- shared by the server harnesses (sftp, webdav, azurite) ---
+
+/// The first executable `name` in PATH's folders.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Fails the test under CI, else says loudly that it is skipped.
+pub fn missing(what: &str, why: &str) {
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+        panic!("{what} tests need their server under CI: {why}");
+    }
+    let _ = std::io::Write::write_fmt(
+        &mut std::io::stderr(),
+        format_args!("\n!!! SKIPPING a {what} test: {why} !!!\n\n"),
+    );
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
 }
