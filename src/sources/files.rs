@@ -7,7 +7,7 @@
 //! - entries are in path order (components compared one by one, as [`Path`] orders
 //!   them), a directory before its contents; paths are relative and `/`-separated;
 //! - a regular file whose size, mtime, ctime and inode equal the parent snapshot's
-//!   entry is not read again: its chunk list is reused;
+//!   entry is not read again: its chunk list and extended attributes are reused;
 //! - names are bytes: any name the filesystem allows is stored (a name that is not
 //!   UTF-8 is shown with `\xNN` escapes);
 //! - owner and group (numbers and names), extended attributes (POSIX ACLs among them)
@@ -516,16 +516,28 @@ impl<'p> Scanner<'p> {
         meta: &Metadata,
         followed: bool,
     ) -> Entry {
+        let mut entry = self.owned_entry(rel, kind, meta);
+        self.add_xattrs(&mut entry, full, followed);
+        entry
+    }
+
+    /// An entry with its metadata and owner names, without its extended attributes.
+    fn owned_entry(&mut self, rel: Vec<u8>, kind: EntryKind, meta: &Metadata) -> Entry {
         let mut entry = base_entry(kind, meta);
         entry.set_path_bytes(rel);
         entry.user = self.names.user(meta.uid());
         entry.group = self.names.group(meta.gid());
+        entry
+    }
+
+    /// Reads the extended attributes of `full` into `entry`; what cannot be read is
+    /// a warning.
+    fn add_xattrs(&mut self, entry: &mut Entry, full: &Path, followed: bool) {
         let (xattrs, problems) = read_xattrs(full, followed);
         entry.xattrs = xattrs;
         for problem in problems {
             self.warnings.push(format!("{}: {problem}", shown(full)));
         }
-        entry
     }
 
     /// Records an entry once; false when it was there already.
@@ -654,7 +666,10 @@ impl<'p> Scanner<'p> {
         if self.recorded.contains(&rel) {
             return Ok(());
         }
-        let mut entry = self.make_entry(full, rel, EntryKind::File, meta, false);
+        // The extended attributes are read last: a file that is reused takes them
+        // along (they are the inode's; setting one changes the ctime), which keeps
+        // the no-change rerun at one `lstat` per file.
+        let mut entry = self.owned_entry(rel, EntryKind::File, meta);
         entry.sparse = meta.blocks().saturating_mul(512) < meta.len();
         // A further link to an inode read already: the same chunks, not read again.
         if meta.nlink() > 1
@@ -673,6 +688,7 @@ impl<'p> Scanner<'p> {
             entry.size = first.size;
             entry.chunks = first.chunks.clone();
             entry.sparse = first.sparse;
+            entry.xattrs = first.xattrs.clone();
             self.files += 1;
             self.files_reused += 1;
             self.record(entry);
@@ -682,11 +698,18 @@ impl<'p> Scanner<'p> {
             && unchanged(old, &entry)
         {
             entry.chunks = old.chunks.clone();
+            // A parent written before owners were recorded has no attributes either.
+            if old.uid.is_some() {
+                entry.xattrs = old.xattrs.clone();
+            } else {
+                self.add_xattrs(&mut entry, full, false);
+            }
             self.files += 1;
             self.files_reused += 1;
             self.record_file(entry, meta);
             return Ok(());
         }
+        self.add_xattrs(&mut entry, full, false);
         let mut file = match File::open(full) {
             Ok(f) => f,
             Err(e) => return self.unreadable(full, e),
@@ -2094,6 +2117,50 @@ mod tests {
         }
         backup_folder(root, &[], false, Some(&fake), &mut store).expect("fourth");
         assert_eq!(store.store_calls, 7);
+    }
+
+    #[test]
+    fn an_unchanged_file_keeps_its_extended_attributes_and_a_changed_one_is_read_again() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path();
+        let file = root.join("tagged");
+        write(&file, b"tagged");
+        if !try_xattr(&file, "user.backplan", b"first") {
+            return;
+        }
+        let mut store = MemStore::default();
+        let first = backup_folder(root, &[], false, None, &mut store).expect("first");
+        let xattrs = |r: &ScanReport| -> Vec<(String, Vec<u8>)> {
+            entry(r, "tagged")
+                .xattrs
+                .iter()
+                .map(|x| (x.name.clone(), x.value.clone()))
+                .collect()
+        };
+        let want = vec![("user.backplan".to_string(), b"first".to_vec())];
+        assert_eq!(xattrs(&first), want);
+
+        let second =
+            backup_folder(root, &[], false, Some(&first.tree), &mut store).expect("second");
+        assert_eq!(second.files_reused, 1);
+        assert_eq!(xattrs(&second), want);
+
+        // Setting an attribute changes the ctime: the file is looked at again.
+        assert!(try_xattr(&file, "user.backplan", b"second"));
+        let third = backup_folder(root, &[], false, Some(&second.tree), &mut store).expect("third");
+        assert_eq!(
+            xattrs(&third),
+            [("user.backplan".to_string(), b"second".to_vec())]
+        );
+
+        // A parent written before owners and attributes were recorded lends none.
+        let mut old = third.tree.clone();
+        for e in &mut old.entries {
+            (e.uid, e.gid, e.xattrs) = (None, None, Vec::new());
+        }
+        let fourth = backup_folder(root, &[], false, Some(&old), &mut store).expect("fourth");
+        assert_eq!(fourth.files_reused, 1);
+        assert_eq!(xattrs(&fourth), xattrs(&third));
     }
 
     #[test]
