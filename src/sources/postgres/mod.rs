@@ -322,16 +322,24 @@ impl Probe {
     }
 }
 
+/// The server's `server_version_num` (`170002`); 0 when it does not parse.
+async fn server_version_num(
+    client: &tokio_postgres::Client,
+    conn: &Connection,
+) -> Result<u32, Failure> {
+    let version: String = client
+        .query_one("SHOW server_version_num", &[])
+        .await
+        .map_err(|e| db_error(conn, &e))?
+        .get(0);
+    Ok(version.trim().parse().unwrap_or(0))
+}
+
 /// Reads the server version and the databases.
 pub async fn probe(conn: &Connection) -> Result<Probe, Failure> {
     let client = conn.client().await?;
     let q = |e: tokio_postgres::Error| db_error(conn, &e);
-    let version: String = client
-        .query_one("SHOW server_version_num", &[])
-        .await
-        .map_err(q)?
-        .get(0);
-    let server_version_num = version.trim().parse().unwrap_or(0);
+    let server_version_num = server_version_num(&client, conn).await?;
     let rows = client
         .query(
             "SELECT datname, pg_database_size(datname)::bigint FROM pg_database \
@@ -1535,12 +1543,7 @@ fn creation_failed(t: &RestoreTarget, statement: &str, said: &str) -> Failure {
 pub async fn database_locale(conn: &Connection, db: &str) -> Result<DatabaseLocale, Failure> {
     let client = conn.with_database("postgres").client().await?;
     let q = |e: tokio_postgres::Error| db_error(conn, &e);
-    let version: String = client
-        .query_one("SHOW server_version_num", &[])
-        .await
-        .map_err(q)?
-        .get(0);
-    let major = version.trim().parse::<u32>().unwrap_or(0) / 10_000;
+    let major = server_version_num(&client, conn).await? / 10_000;
     let (provider, locale, rules) = match major {
         0..=14 => ("'libc'", "NULL", "NULL"),
         15 => (
