@@ -1729,10 +1729,7 @@ fn database_list(listing: &str, dir: &Path) -> Result<Option<String>, Failure> {
     if lines.is_empty() {
         return Ok(None);
     }
-    let path = dir.join("database.list");
-    std::fs::write(&path, lines.join("\n") + "\n")
-        .map_err(|e| Failure::new(Code::Io, format!("{}: {e}", path.display())))?;
-    Ok(Some(path.display().to_string()))
+    sections::list_file(dir, "database.list", &lines).map(Some)
 }
 
 /// Checks that the roles the database's properties name (its owner, grantees, roles

@@ -25,6 +25,7 @@
 //! match the archive's tables one for one stops the restore there.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -162,11 +163,17 @@ impl Sections<'_> {
 
     /// Writes `lines` of the archive's listing into a list file for `-L`.
     fn list_file(&self, name: &str, lines: &[&str]) -> Result<String, Failure> {
-        let path = self.spooled.spool.path().join(name);
-        std::fs::write(&path, lines.join("\n") + "\n")
-            .map_err(|e| Failure::new(Code::Io, format!("{}: {e}", path.display())))?;
-        Ok(path.display().to_string())
+        list_file(self.spooled.spool.path(), name, lines)
     }
+}
+
+/// Writes `lines` of an archive's listing into the list file `dir/name`, for
+/// `pg_restore -L`; returns its path.
+pub(super) fn list_file(dir: &Path, name: &str, lines: &[&str]) -> Result<String, Failure> {
+    let path = dir.join(name);
+    std::fs::write(&path, lines.join("\n") + "\n")
+        .map_err(|e| Failure::new(Code::Io, format!("{}: {e}", path.display())))?;
+    Ok(path.display().to_string())
 }
 
 /// One table to copy: where its rows are and its statements.
