@@ -1646,6 +1646,23 @@ fn temp_name(dest: &Path) -> PathBuf {
     dest.with_file_name(name)
 }
 
+/// Makes something at a fresh temporary name next to `dest` with `make`, which fails
+/// with `AlreadyExists` when the name is taken (another name is tried then); returns
+/// the name and what `make` returned.
+fn at_temp_name<T>(
+    dest: &Path,
+    mut make: impl FnMut(&Path) -> io::Result<T>,
+) -> io::Result<(PathBuf, T)> {
+    loop {
+        let tmp = temp_name(dest);
+        match make(&tmp) {
+            Ok(made) => return Ok((tmp, made)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Runs of zeros at least this long, aligned to it in the file, are left as holes in
 /// a file the snapshot records as sparse.
 const HOLE_BLOCK: u64 = 4096;
@@ -1686,19 +1703,14 @@ fn write_file(
     source: &mut dyn ChunkSource,
 ) -> Result<u64, ScanError> {
     let fail = |what: String| ScanError::io(format!("restoring {}: {what}", entry.path));
-    let (tmp, mut file) = loop {
-        let tmp = temp_name(dest);
-        match fs::OpenOptions::new()
+    let (tmp, mut file) = at_temp_name(dest, |tmp| {
+        fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&tmp)
-        {
-            Ok(f) => break (tmp, f),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(fail(format!("cannot create a temporary file: {e}"))),
-        }
-    };
+            .open(tmp)
+    })
+    .map_err(|e| fail(format!("cannot create a temporary file: {e}")))?;
     let result = (|| {
         let mut written: u64 = 0;
         for id in &entry.chunks {
@@ -1761,14 +1773,8 @@ fn set_file_meta(file: &File, entry: &Entry, meta: &mut MetaWriter) -> Result<()
 /// before), under a temporary name and a rename.
 fn write_link(first: &Path, dest: &Path, entry: &Entry) -> Result<(), ScanError> {
     let fail = |what: String| ScanError::io(format!("restoring {}: {what}", entry.path));
-    let tmp = loop {
-        let tmp = temp_name(dest);
-        match fs::hard_link(first, &tmp) {
-            Ok(()) => break tmp,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(fail(format!("cannot link it to {}: {e}", shown(first)))),
-        }
-    };
+    let (tmp, ()) = at_temp_name(dest, |tmp| fs::hard_link(first, tmp))
+        .map_err(|e| fail(format!("cannot link it to {}: {e}", shown(first))))?;
     fs::rename(&tmp, dest).map_err(|e| {
         let _ = fs::remove_file(&tmp);
         fail(format!("cannot move it into place: {e}"))
@@ -1779,14 +1785,8 @@ fn write_link(first: &Path, dest: &Path, entry: &Entry) -> Result<(), ScanError>
 fn write_symlink(dest: &Path, entry: &Entry, meta: &mut MetaWriter) -> Result<(), ScanError> {
     let fail = |what: String| ScanError::io(format!("restoring {}: {what}", entry.path));
     let target = OsStr::from_bytes(entry.target_bytes().unwrap_or_default());
-    let tmp = loop {
-        let tmp = temp_name(dest);
-        match std::os::unix::fs::symlink(target, &tmp) {
-            Ok(()) => break tmp,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(fail(format!("cannot create the symlink: {e}"))),
-        }
-    };
+    let (tmp, ()) = at_temp_name(dest, |tmp| std::os::unix::fs::symlink(target, tmp))
+        .map_err(|e| fail(format!("cannot create the symlink: {e}")))?;
     if let Some((uid, gid)) = meta.owner(entry)
         && let Err(e) = std::os::unix::fs::lchown(&tmp, uid, gid)
     {
