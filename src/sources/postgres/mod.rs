@@ -1466,13 +1466,12 @@ pub async fn target_state(conn: &Connection, db: &str) -> Result<(bool, i64), Fa
 }
 
 /// Creates the database when missing (see [`create_database`]); refuses a non-empty
-/// one without `clean`. Returns whether it made it.
-pub async fn ready_target(t: &RestoreTarget, creation: Option<&Creation>) -> Result<bool, Failure> {
+/// one without `clean`.
+pub async fn ready_target(t: &RestoreTarget, creation: Option<&Creation>) -> Result<(), Failure> {
     if check_target(t).await? {
-        return Ok(false);
+        return Ok(());
     }
-    create_database(t, creation).await?;
-    Ok(true)
+    create_database(t, creation).await
 }
 
 /// Creates the target database: with the archive's encoding and locale from
