@@ -287,6 +287,8 @@ fn copy_tables(
     }
     let queue = Mutex::new(tables.into_iter());
     let stop = AtomicBool::new(false);
+    // The failure that stopped the others: theirs only say they were stopped.
+    let cause: Mutex<Option<Failure>> = Mutex::new(None);
     let runtime = tokio::runtime::Handle::current();
     let connection = |source: &mut dyn ChunkSource| -> Result<(), Failure> {
         let conn = t.conn.with_database(&t.database);
@@ -304,11 +306,14 @@ fn copy_tables(
             };
             let copied = copy_table(&runtime, &t.conn, &client, &table, source, &stop);
             copied.map_err(|f| {
-                stop.store(true, Ordering::Relaxed);
-                Failure {
+                let f = Failure {
                     message: format!("{}: {}", table.rows.name(), f.message),
                     ..f
+                };
+                if !stop.swap(true, Ordering::Relaxed) {
+                    *cause.lock().unwrap_or_else(|e| e.into_inner()) = Some(f.clone());
                 }
+                f
             })?;
         }
     };
@@ -327,7 +332,8 @@ fn copy_tables(
                 first.get_or_insert(f);
             }
         }
-        first.map_or(Ok(()), Err)
+        let cause = cause.lock().unwrap_or_else(|e| e.into_inner()).take();
+        cause.or(first).map_or(Ok(()), Err)
     })
 }
 
