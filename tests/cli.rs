@@ -7,7 +7,7 @@ mod common;
 use std::io::Read;
 use std::process::Stdio;
 
-use common::{POLICY, Sandbox};
+use common::{Cmd, POLICY, Sandbox};
 use serde_json::{Value, json};
 
 /// The `--now` of these tests; the policy's schedule is `@daily` in UTC.
@@ -312,13 +312,36 @@ fn apply_exits_0_when_nothing_is_to_do() {
         .check();
 }
 
-#[test]
-fn apply_refuses_a_saved_plan_when_the_policy_changed() {
+/// A sandbox whose day-old inventory was planned into `plan.json`.
+fn with_saved_plan() -> Sandbox {
     let sandbox = Sandbox::new();
     sandbox.write("inventory.json", &day_old_inventory());
     sandbox
         .run(&planning(&["plan", "--out", "plan.json"]))
         .check();
+    sandbox
+}
+
+/// Applies `plan.json` with another policy file, `staging.yaml`: a copy of the policy
+/// with the same names and another retention.
+fn apply_with_a_staging_copy(sandbox: &Sandbox) -> Cmd<'_> {
+    sandbox.write(
+        "staging.yaml",
+        &POLICY.replace("keep_daily: 7", "keep_daily: 3"),
+    );
+    sandbox.run(&[
+        "apply",
+        "-p",
+        "staging.yaml",
+        "plan.json",
+        "--inventory",
+        "inventory.json",
+    ])
+}
+
+#[test]
+fn apply_refuses_a_saved_plan_when_the_policy_changed() {
+    let sandbox = with_saved_plan();
     sandbox.write(
         "backplan.yaml",
         &POLICY.replace("keep_daily: 7", "keep_daily: 14"),
@@ -334,25 +357,9 @@ fn apply_refuses_a_saved_plan_when_the_policy_changed() {
 
 #[test]
 fn apply_refuses_a_saved_plan_of_another_policy_file_as_such() {
-    let sandbox = Sandbox::new();
-    sandbox.write("inventory.json", &day_old_inventory());
-    sandbox
-        .run(&planning(&["plan", "--out", "plan.json"]))
-        .check();
+    let sandbox = with_saved_plan();
     // Another policy, in another file, with the same names (a staging copy).
-    sandbox.write(
-        "staging.yaml",
-        &POLICY.replace("keep_daily: 7", "keep_daily: 3"),
-    );
-    sandbox
-        .run(&[
-            "apply",
-            "-p",
-            "staging.yaml",
-            "plan.json",
-            "--inventory",
-            "inventory.json",
-        ])
+    apply_with_a_staging_copy(&sandbox)
         .status(1)
         .stderr("BP215")
         .stderr("another policy")
@@ -364,11 +371,7 @@ fn apply_refuses_a_saved_plan_of_another_policy_file_as_such() {
 
 #[test]
 fn a_saved_plan_that_records_no_policy_identity_is_judged_stale_as_before() {
-    let sandbox = Sandbox::new();
-    sandbox.write("inventory.json", &day_old_inventory());
-    sandbox
-        .run(&planning(&["plan", "--out", "plan.json"]))
-        .check();
+    let sandbox = with_saved_plan();
     let mut plan: Value = serde_json::from_str(&sandbox.read("plan.json")).expect("saved plan");
     let recorded = plan["policy"].as_object_mut().expect("policy");
     assert!(recorded.contains_key("location"), "{recorded:?}");
@@ -376,19 +379,7 @@ fn a_saved_plan_that_records_no_policy_identity_is_judged_stale_as_before() {
         recorded.remove(field);
     }
     sandbox.write("plan.json", &plan.to_string());
-    sandbox.write(
-        "staging.yaml",
-        &POLICY.replace("keep_daily: 7", "keep_daily: 3"),
-    );
-    sandbox
-        .run(&[
-            "apply",
-            "-p",
-            "staging.yaml",
-            "plan.json",
-            "--inventory",
-            "inventory.json",
-        ])
+    apply_with_a_staging_copy(&sandbox)
         .status(1)
         .stderr("BP203")
         .check();
@@ -396,11 +387,7 @@ fn a_saved_plan_that_records_no_policy_identity_is_judged_stale_as_before() {
 
 #[test]
 fn apply_refuses_a_saved_plan_of_a_policy_with_none_of_these_names_as_another() {
-    let sandbox = Sandbox::new();
-    sandbox.write("inventory.json", &day_old_inventory());
-    sandbox
-        .run(&planning(&["plan", "--out", "plan.json"]))
-        .check();
+    let sandbox = with_saved_plan();
     // The same file now holds an unrelated policy: no source or destination in common.
     sandbox.write(
         "backplan.yaml",
@@ -419,11 +406,7 @@ fn apply_refuses_a_saved_plan_of_a_policy_with_none_of_these_names_as_another() 
 
 #[test]
 fn apply_refuses_a_saved_plan_when_the_inventory_changed() {
-    let sandbox = Sandbox::new();
-    sandbox.write("inventory.json", &day_old_inventory());
-    sandbox
-        .run(&planning(&["plan", "--out", "plan.json"]))
-        .check();
+    let sandbox = with_saved_plan();
     // Another apply ran in between: the destination now holds today's snapshots.
     sandbox.write("inventory.json", &recent_inventory());
     sandbox
@@ -437,11 +420,7 @@ fn apply_refuses_a_saved_plan_when_the_inventory_changed() {
 
 #[test]
 fn apply_refuses_a_saved_plan_of_another_format_version() {
-    let sandbox = Sandbox::new();
-    sandbox.write("inventory.json", &day_old_inventory());
-    sandbox
-        .run(&planning(&["plan", "--out", "plan.json"]))
-        .check();
+    let sandbox = with_saved_plan();
     let mut plan: Value = serde_json::from_str(&sandbox.read("plan.json")).expect("saved plan");
     plan["format_version"] = json!(99);
     sandbox.write("plan.json", &plan.to_string());

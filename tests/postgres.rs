@@ -42,6 +42,14 @@ fn server_with_fixture() -> PgServer {
     server
 }
 
+/// A diagnostic as one line: miette wraps its message in a gutter (`│`).
+fn one_line(text: &str) -> String {
+    text.split_whitespace()
+        .filter(|w| *w != "│")
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A sandbox backing up `app` of `server`, after one successful apply.
 fn backed_up(server: &PgServer) -> Sandbox {
     let sandbox = Sandbox::initialised(&policy(&server.url("app"), "", ""));
@@ -1512,12 +1520,7 @@ fn a_restoring_role_that_may_not_create_the_owner_or_give_the_database_away_fail
         .status(1)
         .stderr("BP240")
         .check();
-    let said = run
-        .stderr
-        .split_whitespace()
-        .filter(|w| *w != "│")
-        .collect::<Vec<_>>()
-        .join(" ");
+    let said = one_line(&run.stderr);
     assert!(
         said.contains("role \"App Owner\" that is not on restorer@")
             && said.contains(
@@ -1537,13 +1540,7 @@ fn a_restoring_role_that_may_not_create_the_owner_or_give_the_database_away_fail
         .stderr("BP241")
         .stderr("its data is restored")
         .check();
-    // miette wraps the message in a gutter: compare it as one line.
-    let said = run
-        .stderr
-        .split_whitespace()
-        .filter(|w| *w != "│")
-        .collect::<Vec<_>>()
-        .join(" ");
+    let said = one_line(&run.stderr);
     for part in [
         "its properties from the snapshot were not applied (none of them)",
         "must be member of role \"App Owner\"",
@@ -1766,12 +1763,7 @@ fn a_snapshot_whose_locale_the_server_lacks_fails_with_bp245_and_restores_into_a
         .stderr("BP245")
         .stderr("invalid locale name")
         .check();
-    let said = run
-        .stderr
-        .split_whitespace()
-        .filter(|w| *w != "│")
-        .collect::<Vec<_>>()
-        .join(" ");
+    let said = one_line(&run.stderr);
     for part in [
         "database fr was not created with the snapshot's encoding and locale",
         "LOCALE = 'fr_FR.iso88591'",

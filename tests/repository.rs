@@ -2111,6 +2111,32 @@ fn gnupg_home(sandbox: &Sandbox) -> PathBuf {
     home
 }
 
+/// A key made with `gpg --quick-gen-key` in the sandbox's GnuPG home: its public
+/// key written to `keys/ops.asc`, its secret key to `ops.secret.asc`. Returns the
+/// home and the secret key's path.
+fn key_made_by_gpg(sandbox: &Sandbox) -> (PathBuf, PathBuf) {
+    let home = gnupg_home(sandbox);
+    gpg(
+        &home,
+        &[
+            "--quick-gen-key",
+            "Ops <ops@example.invalid>",
+            "default",
+            "default",
+            "never",
+        ],
+    );
+    fs::write(
+        sandbox.path("keys/ops.asc"),
+        gpg(&home, &["--armor", "--export"]),
+    )
+    .expect("write the public key");
+    let secret = sandbox.path("ops.secret.asc");
+    fs::write(&secret, gpg(&home, &["--armor", "--export-secret-keys"]))
+        .expect("write the secret key");
+    (home, secret)
+}
+
 /// Runs gpg in `home` without any agent prompt; returns its stdout.
 fn gpg(home: &Path, args: &[&str]) -> Vec<u8> {
     let out = std::process::Command::new("gpg")
@@ -2173,25 +2199,7 @@ fn ops_policy() -> String {
 #[test]
 fn a_key_made_with_gpg_is_a_recipient_its_secret_key_restores_and_gpg_opens_the_key_copy() {
     let sandbox = Sandbox::with_policy(&ops_policy());
-    let home = gnupg_home(&sandbox);
-    gpg(
-        &home,
-        &[
-            "--quick-gen-key",
-            "Ops <ops@example.invalid>",
-            "default",
-            "default",
-            "never",
-        ],
-    );
-    fs::write(
-        sandbox.path("keys/ops.asc"),
-        gpg(&home, &["--armor", "--export"]),
-    )
-    .expect("write the public key");
-    let secret = sandbox.path("ops.secret.asc");
-    fs::write(&secret, gpg(&home, &["--armor", "--export-secret-keys"]))
-        .expect("write the secret key");
+    let (home, secret) = key_made_by_gpg(&sandbox);
 
     round_trip_with_key(&sandbox, &secret);
     // GnuPG 2.2 announces SEIPDv1 only: the chunks are v1 (with an MDC), their key
@@ -2528,24 +2536,6 @@ fn an_edge_case_tree_round_trips_with_a_key_made_by_gpg() {
         &policy(&files_source("uploads", "uploads"))
             .replace("keys/demo-recipient.asc", "keys/ops.asc"),
     );
-    let home = gnupg_home(&sandbox);
-    gpg(
-        &home,
-        &[
-            "--quick-gen-key",
-            "Ops <ops@example.invalid>",
-            "default",
-            "default",
-            "never",
-        ],
-    );
-    fs::write(
-        sandbox.path("keys/ops.asc"),
-        gpg(&home, &["--armor", "--export"]),
-    )
-    .expect("write the public key");
-    let secret = sandbox.path("ops.secret.asc");
-    fs::write(&secret, gpg(&home, &["--armor", "--export-secret-keys"]))
-        .expect("write the secret key");
+    let (_, secret) = key_made_by_gpg(&sandbox);
     edge_case_round_trip(&sandbox, &secret.display().to_string(), 32 << 20);
 }

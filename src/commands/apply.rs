@@ -12,7 +12,6 @@ use crate::cli::{ApplyArgs, Format};
 use crate::error::{Code, Failure, PolicyReport};
 use crate::graph::SourceGraph;
 use crate::inventory::Inventory;
-use crate::pipeline::crypto::Recipients;
 use crate::plan::{FORMAT_VERSION, Plan};
 use crate::policy::{Policy, load_file};
 use crate::render;
@@ -88,8 +87,7 @@ pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
         )
         .with_help("set `encryption.repository_key_file` and run `backplan init`")
     })?;
-    let recipients =
-        Recipients::load(&policy.recipients).map_err(|e| Failure::new(Code::NotAPublicKey, e.0))?;
+    let recipients = super::recipients(&policy)?;
     let rt = runtime()?;
     let now = chrono::Utc::now();
     let repos = open_all(&policy)?;

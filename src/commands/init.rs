@@ -6,7 +6,6 @@ use std::path::Path;
 
 use super::{Exit, load_policy, print, runtime, write_file, write_new};
 use crate::error::{Code, Failure};
-use crate::pipeline::crypto::Recipients;
 use crate::repo::keys::RepoKey;
 use crate::repo::{open_all, repository_key};
 
@@ -40,8 +39,7 @@ pub fn run(path: &Path) -> miette::Result<Exit> {
 fn init_repositories(path: &Path) -> miette::Result<Exit> {
     let loaded = load_policy(path)?;
     let policy = &loaded.policy;
-    let recipients =
-        Recipients::load(&policy.recipients).map_err(|e| Failure::new(Code::NotAPublicKey, e.0))?;
+    let recipients = super::recipients(policy)?;
     let mut out = String::new();
     let key = match repository_key(policy)? {
         Some(key) => key,

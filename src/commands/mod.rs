@@ -111,6 +111,12 @@ pub(crate) fn inventory(policy: &Policy, file: Option<&Path>) -> miette::Result<
     }
 }
 
+/// The policy's recipients, loaded to encrypt to (or to check against).
+pub(crate) fn recipients(policy: &Policy) -> Result<crate::pipeline::crypto::Recipients, Failure> {
+    crate::pipeline::crypto::Recipients::load(&policy.recipients)
+        .map_err(|e| Failure::new(Code::NotAPublicKey, e.0))
+}
+
 /// A recipient's secret key from `--secret-key FILE` (or its env variable).
 pub(crate) fn secret_keys(
     args: &crate::cli::SecretKeyArgs,

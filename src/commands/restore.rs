@@ -182,7 +182,7 @@ fn restore_locked(
 ) -> miette::Result<Exit> {
     let args = cx.args;
     let policy = cx.policy;
-    rt.block_on(preview(cx, plan, repos, Some(secret.clone())));
+    let properties_read = rt.block_on(preview(cx, plan, repos, Some(secret.clone())));
     for step in &plan.steps {
         if let Some(p) = &step.preview
             && !p.overwrite.is_empty()
@@ -223,7 +223,13 @@ fn restore_locked(
             let Some(repo) = repos.get(dest) else {
                 continue;
             };
-            let done = rt.block_on(restore_step(cx, step, repo, secret.clone()));
+            let done = rt.block_on(restore_step(
+                cx,
+                step,
+                repo,
+                secret.clone(),
+                &properties_read,
+            ));
             // A tool or server that fails a restore step fails the restore, not the
             // source (its "not committed" help would mislead here).
             let done = done.map_err(|f| match f.code {
@@ -337,12 +343,14 @@ pub(crate) async fn open_snapshot(
     Ok((tree, fetcher))
 }
 
-/// Restores one step from one repository; returns a line for the report.
+/// Restores one step from one repository; returns a line for the report. A
+/// database's properties come from `properties_read` where the preview read them.
 async fn restore_step(
     cx: &Context<'_>,
     step: &Step,
     repo: &Repo,
     secret: Arc<SecretKeys>,
+    properties_read: &PropertiesRead,
 ) -> Result<String, Failure> {
     let kind = cx.policy.sources.get(&step.source).map(|s| s.kind.clone());
     let (tree, mut fetcher) = open_snapshot(repo, &step.snapshot.id, cx.host, secret).await?;
@@ -376,6 +384,9 @@ async fn restore_step(
                     .iter()
                     .find(|e| e.path == postgres::GLOBALS)
                     .cloned();
+                let read_before = properties_read
+                    .get(&(step.source.clone(), archive.name()))
+                    .cloned();
                 let moved = tokio::task::spawn_blocking(move || {
                     let mut fetcher = fetcher;
                     let runtime = tokio::runtime::Handle::current();
@@ -383,15 +394,15 @@ async fn restore_step(
                     // The archive's own entries, before anything changes: how its
                     // database was made, for one the restore creates, and (restored
                     // whole) the database's properties.
-                    let read = if target.whole() || !exists {
-                        Some(postgres::database_properties(
+                    let read = match read_before {
+                        _ if !target.whole() && exists => None,
+                        Some(read) => Some(read),
+                        None => Some(postgres::database_properties(
                             &tools,
                             &archive,
                             &feed,
                             &mut fetcher,
-                        )?)
-                    } else {
-                        None
+                        )?),
                     };
                     let said = match &globals {
                         Some(g) => {
@@ -668,13 +679,19 @@ fn pg_targets(
     Ok(out)
 }
 
-/// Fills each step's preview: what restoring it would do to its target.
+/// The database properties a preview read, by source and archive name: the restore
+/// that follows applies them without reading the archive's table of contents again.
+type PropertiesRead = BTreeMap<(String, String), postgres::Properties>;
+
+/// Fills each step's preview: what restoring it would do to its target. Returns the
+/// database properties it read on the way.
 async fn preview(
     cx: &Context<'_>,
     plan: &mut RestorePlan,
     repos: &BTreeMap<String, Repo>,
     secret: Option<Arc<SecretKeys>>,
-) {
+) -> PropertiesRead {
+    let mut properties_read = PropertiesRead::new();
     let include = plan.include.clone();
     for step in &mut plan.steps {
         let Some(repo) = step.from.first().and_then(|d| repos.get(d)) else {
@@ -753,7 +770,11 @@ async fn preview(
                             tokio::task::block_in_place(|| {
                                 postgres::database_properties(tools, &archive, &feed, fetcher)
                             })
-                            .map(|p| p.creation().cloned())
+                            .map(|p| {
+                                let creation = p.creation().cloned();
+                                properties_read.insert((step.source.clone(), archive.name()), p);
+                                creation
+                            })
                             .map_err(|f| f.message)
                         }
                         Err(why) => Err(why.clone()),
@@ -824,4 +845,5 @@ async fn preview(
             ..Preview::default()
         }));
     }
+    properties_read
 }

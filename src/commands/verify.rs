@@ -9,7 +9,6 @@ use super::{Exit, load_policy, print, runtime, secret_keys};
 use crate::cli::{Format, VerifyArgs};
 use crate::error::{Code, Failure};
 use crate::inventory::SnapshotStatus;
-use crate::pipeline::crypto::Recipients;
 use crate::repo::keys::RepoKey;
 use crate::repo::lock;
 use crate::repo::store::Repo;
@@ -34,10 +33,7 @@ pub fn run(path: &Path, args: &VerifyArgs) -> miette::Result<Exit> {
     let recipients = if policy.recipients.is_empty() {
         None
     } else {
-        Some(
-            Recipients::load(&policy.recipients)
-                .map_err(|e| Failure::new(Code::NotAPublicKey, e.0))?,
-        )
+        Some(super::recipients(policy)?)
     };
     let rt = runtime()?;
     let mut all = Vec::new();

@@ -263,12 +263,9 @@ pub struct MessageShape {
 }
 
 impl Recipients {
-    /// Whether `handle` names one of these certificates' keys (primary or subkey,
-    /// valid now or not: a copy may be older than a subkey's expiry).
+    /// Whether `handle` names one of these certificates' keys.
     fn names(&self, handle: &KeyHandle) -> bool {
-        self.certs
-            .iter()
-            .any(|c| c.keys().any(|ka| handle.aliases(ka.key().key_handle())))
+        names_a_key(&self.certs, handle)
     }
 
     /// Checks that `message` is a complete OpenPGP message of the shape
@@ -316,6 +313,14 @@ impl Recipients {
         }
         Ok(shape)
     }
+}
+
+/// Whether `handle` names a key of `certs` (primary or subkey, valid now or not: a
+/// message may be older than a subkey's expiry).
+fn names_a_key(certs: &[Cert], handle: &KeyHandle) -> bool {
+    certs
+        .iter()
+        .any(|c| c.keys().any(|ka| handle.aliases(ka.key().key_handle())))
 }
 
 /// A session key and the packets that wrap it for the recipients.
@@ -477,10 +482,7 @@ impl SecretKeys {
     pub fn is_recipient(&self, shape: &MessageShape) -> bool {
         shape.recipients.iter().any(|r| match r {
             None => true,
-            Some(handle) => self
-                .certs
-                .iter()
-                .any(|c| c.keys().any(|ka| handle.aliases(ka.key().key_handle()))),
+            Some(handle) => names_a_key(&self.certs, handle),
         })
     }
 

@@ -404,16 +404,17 @@ pub fn plan_with(
             };
             let since = lock.started.format("%Y-%m-%d %H:%M UTC");
             let text = match lock.holder {
-                Some(Holder::Exited) => format!(
+                Some(holder @ (Holder::Exited | Holder::PidReused)) => format!(
                     "{} holds a stale {kind} lock of {} pid {} since {since}: that process is gone \
-                     from this host; apply removes it when it is in the way, `backplan unlock` now",
-                    d.name, lock.host, lock.pid
-                ),
-                Some(Holder::PidReused) => format!(
-                    "{} holds a stale {kind} lock of {} pid {} since {since}: that process is gone \
-                     from this host (the pid now runs a later program); apply removes it when it \
-                     is in the way, `backplan unlock` now",
-                    d.name, lock.host, lock.pid
+                     from this host{}; apply removes it when it is in the way, `backplan unlock` now",
+                    d.name,
+                    lock.host,
+                    lock.pid,
+                    if holder == Holder::PidReused {
+                        " (the pid now runs a later program)"
+                    } else {
+                        ""
+                    }
                 ),
                 _ => format!(
                     "{} holds an expired {kind} lock of {} pid {} since {since}; check, then `backplan unlock`",

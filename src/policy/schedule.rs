@@ -89,13 +89,19 @@ impl Serialize for Schedule {
 /// not the one a place follows (`EST` never has summer time, New York does).
 pub fn parse_timezone(name: &str) -> Result<Tz, String> {
     let tz = Tz::from_str(name).map_err(|_| format!("`{name}` is not an IANA time zone"))?;
-    if name == "UTC" || name.contains('/') {
+    if is_accepted_zone_name(name) {
         Ok(tz)
     } else {
         Err(format!(
             "`{name}` is an abbreviation or alias, not an IANA `Area/Location` time zone"
         ))
     }
+}
+
+/// Whether a tz database name is one [`parse_timezone`] accepts: `UTC` or
+/// `Area/Location`.
+pub fn is_accepted_zone_name(name: &str) -> bool {
+    name == "UTC" || name.contains('/')
 }
 
 /// The zone to suggest for a refused abbreviation or alias, if one is clear.

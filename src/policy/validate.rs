@@ -10,7 +10,7 @@ use indexmap::IndexMap;
 
 use super::load::Parsed;
 use super::model::{Destination, PolicyFile, Retention, SourceKind, builtin_retention};
-use super::schedule::{Schedule, parse_timezone, timezone_for_abbreviation};
+use super::schedule::{Schedule, is_accepted_zone_name, parse_timezone, timezone_for_abbreviation};
 use super::secret::{Secret, url_has_inline_password};
 use super::services;
 use super::spans::{SpanIndex, join, join_index};
@@ -278,7 +278,7 @@ impl Checker<'_> {
                     chrono_tz::TZ_VARIANTS
                         .iter()
                         .map(|t| t.name())
-                        .filter(|n| *n == "UTC" || n.contains('/')),
+                        .filter(|n| is_accepted_zone_name(n)),
                 ) {
                     p = p.with_help(format!("did you mean `{near}`?"));
                 }

@@ -259,17 +259,7 @@ impl Entry {
 
     /// Sets the path from its bytes (and its display form).
     pub fn set_path_bytes(&mut self, bytes: Vec<u8>) {
-        match String::from_utf8(bytes) {
-            Ok(s) => {
-                self.path = s;
-                self.path_bytes = None;
-            }
-            Err(e) => {
-                let bytes = e.into_bytes();
-                self.path = escape_bytes(&bytes);
-                self.path_bytes = Some(bytes);
-            }
-        }
+        (self.path, self.path_bytes) = shown_and_raw(bytes);
     }
 
     /// A symlink target's bytes.
@@ -281,16 +271,19 @@ impl Entry {
 
     /// Sets a symlink's target from its bytes (and its display form).
     pub fn set_target_bytes(&mut self, bytes: Vec<u8>) {
-        match String::from_utf8(bytes) {
-            Ok(s) => {
-                self.target = Some(s);
-                self.target_bytes = None;
-            }
-            Err(e) => {
-                let bytes = e.into_bytes();
-                self.target = Some(escape_bytes(&bytes));
-                self.target_bytes = Some(bytes);
-            }
+        let (shown, raw) = shown_and_raw(bytes);
+        (self.target, self.target_bytes) = (Some(shown), raw);
+    }
+}
+
+/// Bytes as text and, only when they are not UTF-8, the bytes themselves (the text
+/// is then their display form, see [`escape_bytes`]).
+fn shown_and_raw(bytes: Vec<u8>) -> (String, Option<Vec<u8>>) {
+    match String::from_utf8(bytes) {
+        Ok(text) => (text, None),
+        Err(e) => {
+            let bytes = e.into_bytes();
+            (escape_bytes(&bytes), Some(bytes))
         }
     }
 }

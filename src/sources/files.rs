@@ -7,7 +7,7 @@
 //! - entries are in path order (components compared one by one, as [`Path`] orders
 //!   them), a directory before its contents; paths are relative and `/`-separated;
 //! - a regular file whose size, mtime, ctime and inode equal the parent snapshot's
-//!   entry is not read again: its chunk list is reused;
+//!   entry is not read again: its chunk list and extended attributes are reused;
 //! - names are bytes: any name the filesystem allows is stored (a name that is not
 //!   UTF-8 is shown with `\xNN` escapes);
 //! - owner and group (numbers and names), extended attributes (POSIX ACLs among them)
@@ -516,16 +516,28 @@ impl<'p> Scanner<'p> {
         meta: &Metadata,
         followed: bool,
     ) -> Entry {
+        let mut entry = self.owned_entry(rel, kind, meta);
+        self.add_xattrs(&mut entry, full, followed);
+        entry
+    }
+
+    /// An entry with its metadata and owner names, without its extended attributes.
+    fn owned_entry(&mut self, rel: Vec<u8>, kind: EntryKind, meta: &Metadata) -> Entry {
         let mut entry = base_entry(kind, meta);
         entry.set_path_bytes(rel);
         entry.user = self.names.user(meta.uid());
         entry.group = self.names.group(meta.gid());
+        entry
+    }
+
+    /// Reads the extended attributes of `full` into `entry`; what cannot be read is
+    /// a warning.
+    fn add_xattrs(&mut self, entry: &mut Entry, full: &Path, followed: bool) {
         let (xattrs, problems) = read_xattrs(full, followed);
         entry.xattrs = xattrs;
         for problem in problems {
             self.warnings.push(format!("{}: {problem}", shown(full)));
         }
-        entry
     }
 
     /// Records an entry once; false when it was there already.
@@ -654,7 +666,10 @@ impl<'p> Scanner<'p> {
         if self.recorded.contains(&rel) {
             return Ok(());
         }
-        let mut entry = self.make_entry(full, rel, EntryKind::File, meta, false);
+        // The extended attributes are read last: a file that is reused takes them
+        // along (they are the inode's; setting one changes the ctime), which keeps
+        // the no-change rerun at one `lstat` per file.
+        let mut entry = self.owned_entry(rel, EntryKind::File, meta);
         entry.sparse = meta.blocks().saturating_mul(512) < meta.len();
         // A further link to an inode read already: the same chunks, not read again.
         if meta.nlink() > 1
@@ -673,6 +688,7 @@ impl<'p> Scanner<'p> {
             entry.size = first.size;
             entry.chunks = first.chunks.clone();
             entry.sparse = first.sparse;
+            entry.xattrs = first.xattrs.clone();
             self.files += 1;
             self.files_reused += 1;
             self.record(entry);
@@ -682,11 +698,18 @@ impl<'p> Scanner<'p> {
             && unchanged(old, &entry)
         {
             entry.chunks = old.chunks.clone();
+            // A parent written before owners were recorded has no attributes either.
+            if old.uid.is_some() {
+                entry.xattrs = old.xattrs.clone();
+            } else {
+                self.add_xattrs(&mut entry, full, false);
+            }
             self.files += 1;
             self.files_reused += 1;
             self.record_file(entry, meta);
             return Ok(());
         }
+        self.add_xattrs(&mut entry, full, false);
         let mut file = match File::open(full) {
             Ok(f) => f,
             Err(e) => return self.unreadable(full, e),
@@ -1623,6 +1646,23 @@ fn temp_name(dest: &Path) -> PathBuf {
     dest.with_file_name(name)
 }
 
+/// Makes something at a fresh temporary name next to `dest` with `make`, which fails
+/// with `AlreadyExists` when the name is taken (another name is tried then); returns
+/// the name and what `make` returned.
+fn at_temp_name<T>(
+    dest: &Path,
+    mut make: impl FnMut(&Path) -> io::Result<T>,
+) -> io::Result<(PathBuf, T)> {
+    loop {
+        let tmp = temp_name(dest);
+        match make(&tmp) {
+            Ok(made) => return Ok((tmp, made)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Runs of zeros at least this long, aligned to it in the file, are left as holes in
 /// a file the snapshot records as sparse.
 const HOLE_BLOCK: u64 = 4096;
@@ -1663,19 +1703,14 @@ fn write_file(
     source: &mut dyn ChunkSource,
 ) -> Result<u64, ScanError> {
     let fail = |what: String| ScanError::io(format!("restoring {}: {what}", entry.path));
-    let (tmp, mut file) = loop {
-        let tmp = temp_name(dest);
-        match fs::OpenOptions::new()
+    let (tmp, mut file) = at_temp_name(dest, |tmp| {
+        fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&tmp)
-        {
-            Ok(f) => break (tmp, f),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(fail(format!("cannot create a temporary file: {e}"))),
-        }
-    };
+            .open(tmp)
+    })
+    .map_err(|e| fail(format!("cannot create a temporary file: {e}")))?;
     let result = (|| {
         let mut written: u64 = 0;
         for id in &entry.chunks {
@@ -1738,14 +1773,8 @@ fn set_file_meta(file: &File, entry: &Entry, meta: &mut MetaWriter) -> Result<()
 /// before), under a temporary name and a rename.
 fn write_link(first: &Path, dest: &Path, entry: &Entry) -> Result<(), ScanError> {
     let fail = |what: String| ScanError::io(format!("restoring {}: {what}", entry.path));
-    let tmp = loop {
-        let tmp = temp_name(dest);
-        match fs::hard_link(first, &tmp) {
-            Ok(()) => break tmp,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(fail(format!("cannot link it to {}: {e}", shown(first)))),
-        }
-    };
+    let (tmp, ()) = at_temp_name(dest, |tmp| fs::hard_link(first, tmp))
+        .map_err(|e| fail(format!("cannot link it to {}: {e}", shown(first))))?;
     fs::rename(&tmp, dest).map_err(|e| {
         let _ = fs::remove_file(&tmp);
         fail(format!("cannot move it into place: {e}"))
@@ -1756,14 +1785,8 @@ fn write_link(first: &Path, dest: &Path, entry: &Entry) -> Result<(), ScanError>
 fn write_symlink(dest: &Path, entry: &Entry, meta: &mut MetaWriter) -> Result<(), ScanError> {
     let fail = |what: String| ScanError::io(format!("restoring {}: {what}", entry.path));
     let target = OsStr::from_bytes(entry.target_bytes().unwrap_or_default());
-    let tmp = loop {
-        let tmp = temp_name(dest);
-        match std::os::unix::fs::symlink(target, &tmp) {
-            Ok(()) => break tmp,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(fail(format!("cannot create the symlink: {e}"))),
-        }
-    };
+    let (tmp, ()) = at_temp_name(dest, |tmp| std::os::unix::fs::symlink(target, tmp))
+        .map_err(|e| fail(format!("cannot create the symlink: {e}")))?;
     if let Some((uid, gid)) = meta.owner(entry)
         && let Err(e) = std::os::unix::fs::lchown(&tmp, uid, gid)
     {
@@ -2094,6 +2117,53 @@ mod tests {
         }
         backup_folder(root, &[], false, Some(&fake), &mut store).expect("fourth");
         assert_eq!(store.store_calls, 7);
+    }
+
+    #[test]
+    fn an_unchanged_file_keeps_its_extended_attributes_without_listing_them_again() {
+        // (A changed attribute: `an_owner_or_xattr_change_alone_is_in_the_next_snapshot`.)
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path();
+        let file = root.join("tagged");
+        write(&file, b"tagged");
+        if !try_xattr(&file, "user.backplan", b"first") {
+            return;
+        }
+        let mut store = MemStore::default();
+        let first = backup_folder(root, &[], false, None, &mut store).expect("first");
+        let want = [Xattr {
+            name: "user.backplan".into(),
+            value: b"first".to_vec(),
+        }];
+        assert_eq!(entry(&first, "tagged").xattrs, want);
+
+        let second =
+            backup_folder(root, &[], false, Some(&first.tree), &mut store).expect("second");
+        assert_eq!(second.files_reused, 1);
+        assert_eq!(entry(&second, "tagged").xattrs, want);
+        // They come from the parent entry, not from another listing.
+        let mut marked = second.tree.clone();
+        for e in &mut marked.entries {
+            for x in &mut e.xattrs {
+                x.value = b"from the parent".to_vec();
+            }
+        }
+        let from_parent =
+            backup_folder(root, &[], false, Some(&marked), &mut store).expect("marked");
+        assert_eq!(
+            entry(&from_parent, "tagged").xattrs[0].value,
+            b"from the parent"
+        );
+
+        // A parent written before owners and attributes were recorded lends none:
+        // they are listed.
+        let mut old = second.tree.clone();
+        for e in &mut old.entries {
+            (e.uid, e.gid, e.xattrs) = (None, None, Vec::new());
+        }
+        let third = backup_folder(root, &[], false, Some(&old), &mut store).expect("third");
+        assert_eq!(third.files_reused, 1);
+        assert_eq!(entry(&third, "tagged").xattrs, want);
     }
 
     #[test]

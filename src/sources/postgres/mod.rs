@@ -322,16 +322,24 @@ impl Probe {
     }
 }
 
+/// The server's `server_version_num` (`170002`); 0 when it does not parse.
+async fn server_version_num(
+    client: &tokio_postgres::Client,
+    conn: &Connection,
+) -> Result<u32, Failure> {
+    let version: String = client
+        .query_one("SHOW server_version_num", &[])
+        .await
+        .map_err(|e| db_error(conn, &e))?
+        .get(0);
+    Ok(version.trim().parse().unwrap_or(0))
+}
+
 /// Reads the server version and the databases.
 pub async fn probe(conn: &Connection) -> Result<Probe, Failure> {
     let client = conn.client().await?;
     let q = |e: tokio_postgres::Error| db_error(conn, &e);
-    let version: String = client
-        .query_one("SHOW server_version_num", &[])
-        .await
-        .map_err(q)?
-        .get(0);
-    let server_version_num = version.trim().parse().unwrap_or(0);
+    let server_version_num = server_version_num(&client, conn).await?;
     let rows = client
         .query(
             "SELECT datname, pg_database_size(datname)::bigint FROM pg_database \
@@ -1458,13 +1466,12 @@ pub async fn target_state(conn: &Connection, db: &str) -> Result<(bool, i64), Fa
 }
 
 /// Creates the database when missing (see [`create_database`]); refuses a non-empty
-/// one without `clean`. Returns whether it made it.
-pub async fn ready_target(t: &RestoreTarget, creation: Option<&Creation>) -> Result<bool, Failure> {
+/// one without `clean`.
+pub async fn ready_target(t: &RestoreTarget, creation: Option<&Creation>) -> Result<(), Failure> {
     if check_target(t).await? {
-        return Ok(false);
+        return Ok(());
     }
-    create_database(t, creation).await?;
-    Ok(true)
+    create_database(t, creation).await
 }
 
 /// Creates the target database: with the archive's encoding and locale from
@@ -1535,12 +1542,7 @@ fn creation_failed(t: &RestoreTarget, statement: &str, said: &str) -> Failure {
 pub async fn database_locale(conn: &Connection, db: &str) -> Result<DatabaseLocale, Failure> {
     let client = conn.with_database("postgres").client().await?;
     let q = |e: tokio_postgres::Error| db_error(conn, &e);
-    let version: String = client
-        .query_one("SHOW server_version_num", &[])
-        .await
-        .map_err(q)?
-        .get(0);
-    let major = version.trim().parse::<u32>().unwrap_or(0) / 10_000;
+    let major = server_version_num(&client, conn).await? / 10_000;
     let (provider, locale, rules) = match major {
         0..=14 => ("'libc'", "NULL", "NULL"),
         15 => (
@@ -1726,10 +1728,7 @@ fn database_list(listing: &str, dir: &Path) -> Result<Option<String>, Failure> {
     if lines.is_empty() {
         return Ok(None);
     }
-    let path = dir.join("database.list");
-    std::fs::write(&path, lines.join("\n") + "\n")
-        .map_err(|e| Failure::new(Code::Io, format!("{}: {e}", path.display())))?;
-    Ok(Some(path.display().to_string()))
+    sections::list_file(dir, "database.list", &lines).map(Some)
 }
 
 /// Checks that the roles the database's properties name (its owner, grantees, roles

@@ -381,6 +381,15 @@ pub(super) fn parse(script: &str, dumped: &str) -> Result<Properties, String> {
             name(k)
         };
         let unknown = || format!("a statement backplan does not apply: {}", one_line(text));
+        // The database named by token `k` must be the dumped one.
+        let dumped_at = |k: usize| match name(k) {
+            Some(db) if db == dumped => Ok(()),
+            Some(db) => Err(format!(
+                "a statement names database {db}, not {dumped}: {}",
+                one_line(text)
+            )),
+            None => Err(unknown()),
+        };
 
         if is(0, "SET") || is(0, "RESET") {
             if is(1, "SESSION") && is(2, "AUTHORIZATION") && !is(3, "DEFAULT") {
@@ -405,16 +414,7 @@ pub(super) fn parse(script: &str, dumped: &str) -> Result<Properties, String> {
         if is(0, "CREATE") && is(1, "DATABASE") {
             // The restore makes (or reuses) the database itself: with these options
             // when it makes it.
-            match name(2) {
-                Some(db) if db == dumped => {}
-                Some(db) => {
-                    return Err(format!(
-                        "a statement names database {db}, not {dumped}: {}",
-                        one_line(text)
-                    ));
-                }
-                None => return Err(unknown()),
-            }
+            dumped_at(2)?;
             let pieces: Vec<(Kind, &str)> = tokens
                 .iter()
                 .skip(3)
@@ -437,16 +437,7 @@ pub(super) fn parse(script: &str, dumped: &str) -> Result<Properties, String> {
             return Err(unknown());
         };
         let k = k + 1;
-        match name(k) {
-            Some(db) if db == dumped => {}
-            Some(db) => {
-                return Err(format!(
-                    "a statement names database {db}, not {dumped}: {}",
-                    one_line(text)
-                ));
-            }
-            None => return Err(unknown()),
-        }
+        dumped_at(k)?;
         let after = |w: &str| (k + 1..tokens.len()).find(|&j| is(j, w)).map(|j| j + 1);
         if is(0, "ALTER") && is(1, "DATABASE") && is(k + 1, "OWNER") && is(k + 2, "TO") {
             let owner = role(k + 3);

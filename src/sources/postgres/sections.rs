@@ -25,6 +25,7 @@
 //! match the archive's tables one for one stops the restore there.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -162,11 +163,17 @@ impl Sections<'_> {
 
     /// Writes `lines` of the archive's listing into a list file for `-L`.
     fn list_file(&self, name: &str, lines: &[&str]) -> Result<String, Failure> {
-        let path = self.spooled.spool.path().join(name);
-        std::fs::write(&path, lines.join("\n") + "\n")
-            .map_err(|e| Failure::new(Code::Io, format!("{}: {e}", path.display())))?;
-        Ok(path.display().to_string())
+        list_file(self.spooled.spool.path(), name, lines)
     }
+}
+
+/// Writes `lines` of an archive's listing into the list file `dir/name`, for
+/// `pg_restore -L`; returns its path.
+pub(super) fn list_file(dir: &Path, name: &str, lines: &[&str]) -> Result<String, Failure> {
+    let path = dir.join(name);
+    std::fs::write(&path, lines.join("\n") + "\n")
+        .map_err(|e| Failure::new(Code::Io, format!("{}: {e}", path.display())))?;
+    Ok(path.display().to_string())
 }
 
 /// One table to copy: where its rows are and its statements.
@@ -280,6 +287,8 @@ fn copy_tables(
     }
     let queue = Mutex::new(tables.into_iter());
     let stop = AtomicBool::new(false);
+    // The failure that stopped the others: theirs only say they were stopped.
+    let cause: Mutex<Option<Failure>> = Mutex::new(None);
     let runtime = tokio::runtime::Handle::current();
     let connection = |source: &mut dyn ChunkSource| -> Result<(), Failure> {
         let conn = t.conn.with_database(&t.database);
@@ -297,11 +306,14 @@ fn copy_tables(
             };
             let copied = copy_table(&runtime, &t.conn, &client, &table, source, &stop);
             copied.map_err(|f| {
-                stop.store(true, Ordering::Relaxed);
-                Failure {
+                let f = Failure {
                     message: format!("{}: {}", table.rows.name(), f.message),
                     ..f
+                };
+                if !stop.swap(true, Ordering::Relaxed) {
+                    *cause.lock().unwrap_or_else(|e| e.into_inner()) = Some(f.clone());
                 }
+                f
             })?;
         }
     };
@@ -320,7 +332,8 @@ fn copy_tables(
                 first.get_or_insert(f);
             }
         }
-        first.map_or(Ok(()), Err)
+        let cause = cause.lock().unwrap_or_else(|e| e.into_inner()).take();
+        cause.or(first).map_or(Ok(()), Err)
     })
 }
 
