@@ -1,7 +1,8 @@
 //! backplan on real S3: moto's S3 server on loopback (tests/common/s3.rs). A round
 //! trip through the binary, concurrent applies on one repository, the exclusive
 //! lock's reliance on S3's conditional writes (`If-None-Match: *`), and listing
-//! snapshots while a prune deletes them.
+//! snapshots while a prune deletes them, and several hosts backing up into one
+//! repository while a third prunes.
 //!
 //! Each test starts its own server; without `moto_server` they fail under CI and are
 //! skipped (loudly) elsewhere.
@@ -895,4 +896,225 @@ fn a_lock_whose_conditional_write_answer_was_lost_is_taken_not_refused() {
         held.release().await.expect("release");
         assert!(repo.locks().await.expect("list locks").is_empty());
     });
+}
+
+/// A host of [`several_hosts_back_up_into_one_s3_repository_while_a_third_prunes`]:
+/// its own sandbox, source and data folder.
+struct Host {
+    sandbox: Sandbox,
+    source: &'static str,
+    folder: &'static str,
+}
+
+impl Host {
+    /// New data for `round`: one more file of its own, and `round.txt` naming the
+    /// round, so that a restored snapshot says which round it holds.
+    fn write_round(&self, round: u64) -> BTreeMap<PathBuf, Entry> {
+        let seed = round * 1000 + self.source.len() as u64 + u64::from(self.source.as_bytes()[0]);
+        put(
+            &self.sandbox,
+            &format!("{}/round-{round}.bin", self.folder),
+            &noise(seed, 1_200_000),
+        );
+        put(
+            &self.sandbox,
+            &format!("{}/round.txt", self.folder),
+            format!("round {round}\n").as_bytes(),
+        );
+        tree(&self.sandbox.path(self.folder))
+    }
+
+    fn spawn(&self, args: &[&str]) -> std::process::Child {
+        backplan(&self.sandbox, args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start backplan")
+    }
+}
+
+/// Checks an apply of the multi-host test: it either did everything, or failed only
+/// actions refused by a lock (BP222), saying so.
+fn ok_or_locked(what: &str, run: &Run, args: &[&str], server: &S3Server) -> bool {
+    let context = || format!("{what}:\n{}", show(args, run, server));
+    assert!(!run.stderr.contains("panicked"), "{}", context());
+    let (failed, codes) = failures_and_codes(run);
+    for line in &failed {
+        assert!(line.contains("BP222"), "{}", context());
+    }
+    for code in &codes {
+        assert!(
+            code == "BP222" || code == "BP205",
+            "unexpected {code}\n{}",
+            context()
+        );
+    }
+    match run.status {
+        Some(0) => {
+            assert!(failed.is_empty(), "{}", context());
+            true
+        }
+        _ => {
+            assert!(!failed.is_empty(), "{}", context());
+            false
+        }
+    }
+}
+
+#[test]
+fn several_hosts_back_up_into_one_s3_repository_while_a_third_prunes() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let bucket = server.bucket("many-hosts");
+    // Hosts A and B keep every snapshot of their own source; C, the trusted host,
+    // names both sources and keeps only the newest of each.
+    let keep_all = "    keep_last: 50\n";
+    let keep_newest = "    keep_last: 1\n    min_keep: 1\n";
+    let with_retention = |sources: &str, retention: &str| {
+        policy(&server, &bucket, sources).replace("    keep_daily: 7\n    min_keep: 2\n", retention)
+    };
+    let alpha = "  alpha:\n    type: files\n    path: data-a\n";
+    let beta = "  beta:\n    type: files\n    path: data-b\n";
+    let a = Host {
+        sandbox: Sandbox::with_policy(&with_retention(alpha, keep_all)),
+        source: "alpha",
+        folder: "data-a",
+    };
+    let b = Host {
+        sandbox: Sandbox::with_policy(&with_retention(beta, keep_all)),
+        source: "beta",
+        folder: "data-b",
+    };
+    let c = Sandbox::with_policy(&with_retention(&format!("{alpha}{beta}"), keep_newest));
+    std::fs::create_dir_all(c.path("data-a")).expect("create folder");
+    std::fs::create_dir_all(c.path("data-b")).expect("create folder");
+    a.write_round(0);
+    ok(&a.sandbox, &server, &["init"]);
+    // One repository key, copied to every host like any other secret.
+    for other in [b.sandbox.root(), c.root()] {
+        std::fs::copy(
+            a.sandbox.path("repository.key"),
+            other.join("repository.key"),
+        )
+        .expect("copy the repository key");
+    }
+
+    // What each host's data held in each round it backed up.
+    let mut expected: BTreeMap<(&str, String), BTreeMap<PathBuf, Entry>> = BTreeMap::new();
+    let (mut prunes_done, mut prunes_refused) = (0, 0);
+    // Rounds 1–3: A and B together. Rounds 4–6: C prunes while they back up, started
+    // a little later each round.
+    for round in 1u64..=6 {
+        let now = (chrono::Utc::now() + chrono::Duration::days(round as i64))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let args = ["apply", "--now", now.as_str()];
+        let trees = [a.write_round(round), b.write_round(round)];
+        let children = [a.spawn(&args), b.spawn(&args)];
+        let pruner = (round >= 4).then(|| {
+            std::thread::sleep(std::time::Duration::from_millis(150 * (round - 4)));
+            let mut command = backplan(&c, &["apply", "--max-deletes", "100"]);
+            command
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("start the pruning apply")
+        });
+        for ((host, child), tree) in [&a, &b].into_iter().zip(children).zip(trees) {
+            let run = Run::from(child.wait_with_output().expect("wait for apply"));
+            ok_or_locked(
+                &format!("round {round}, {}", host.source),
+                &run,
+                &args,
+                &server,
+            );
+            if run.stdout.contains(&format!("✓ backup {}", host.source)) {
+                expected.insert((host.source, format!("round {round}\n")), tree);
+            }
+        }
+        if let Some(child) = pruner {
+            let run = Run::from(child.wait_with_output().expect("wait for the prune"));
+            let args = ["apply", "--max-deletes", "100"];
+            assert!(
+                !run.stdout.contains("✓ backup"),
+                "the pruning host backed up: {}",
+                show(&args, &run, &server)
+            );
+            if ok_or_locked(&format!("round {round}, prune"), &run, &args, &server) {
+                if run.stdout.contains("✓ prune") {
+                    prunes_done += 1;
+                }
+            } else {
+                prunes_refused += 1;
+            }
+        }
+        let locks = objects(&server, &bucket, "locks/");
+        assert!(locks.is_empty(), "round {round}: locks left: {locks:?}");
+    }
+    // A last prune alone, nothing in its way (when the last round's prune left
+    // anything to do): below, only the newest snapshot of each source is left.
+    ok(&c, &server, &["apply", "--max-deletes", "100"]);
+    eprintln!(
+        "several hosts: prunes during backups: {prunes_done} done, {prunes_refused} refused on a lock; \
+         {} backups succeeded",
+        expected.len()
+    );
+
+    let key = secret_key();
+    let key = key.to_str().expect("a UTF-8 path");
+    let verify = ok(&c, &server, &["verify", "--read-data", "--secret-key", key]);
+    assert!(verify.stdout.contains("✓ s3"), "verify: {}", verify.stdout);
+    // Every snapshot left restores to exactly what its host held in its round.
+    let listed = ok(&c, &server, &["snapshots", "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&listed.stdout).expect("JSON");
+    let snapshots = json["destinations"]["s3"]["snapshots"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no snapshots: {json}"));
+    let mut restored = BTreeMap::<&str, usize>::new();
+    for s in snapshots {
+        assert_eq!(s["status"], "complete", "{s}");
+        let id = s["id"].as_str().expect("an id");
+        let host = match s["source"].as_str() {
+            Some("alpha") => &a,
+            Some("beta") => &b,
+            other => panic!("a snapshot of {other:?}"),
+        };
+        let into = format!("restored/{id}");
+        let target = format!("{}={into}", host.source);
+        ok(
+            &host.sandbox,
+            &server,
+            &[
+                "restore",
+                "--snapshot",
+                id,
+                "--target",
+                &target,
+                "--secret-key",
+                key,
+            ],
+        );
+        let round = std::fs::read_to_string(host.sandbox.path(&format!("{into}/round.txt")))
+            .expect("round.txt restored");
+        let want = expected
+            .get(&(host.source, round.clone()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{id} holds {round:?}, which no backup of {} reported",
+                    host.source
+                )
+            });
+        assert!(
+            tree(&host.sandbox.path(&into)) == *want,
+            "{id} ({} {round:?}) does not restore to what was backed up",
+            host.source
+        );
+        *restored.entry(host.source).or_default() += 1;
+    }
+    // The final prune kept exactly the newest of each.
+    assert_eq!(
+        restored,
+        BTreeMap::from([("alpha", 1), ("beta", 1)]),
+        "{json}"
+    );
 }
