@@ -101,6 +101,7 @@ fn pruning(snap: &backplan::inventory::SnapshotInfo) -> Prune {
             rules: "keep_last 0".into(),
         },
         held: false,
+        append_only: false,
     }
 }
 

@@ -14,7 +14,7 @@ use backplan::inventory::{
     SnapshotStatus,
 };
 use backplan::plan::{
-    self, Action, Backup, BackupReason, Copy, Plan, Prune, PruneReason, Repair, Settings,
+    self, Action, Backup, BackupReason, Copy, Plan, Prune, PruneReason, Repair, Role, Settings,
 };
 use backplan::policy::{Policy, load_str};
 use backplan::render;
@@ -134,7 +134,10 @@ fn run(policy: &Policy, inventory: &Inventory, now: &str, max_deletes: usize) ->
         &SourceGraph::new(policy),
         inventory,
         t(now),
-        Settings { max_deletes },
+        Settings {
+            max_deletes,
+            ..Settings::default()
+        },
     )
 }
 
@@ -633,6 +636,104 @@ fn prunes_within_max_deletes_are_not_held() {
     assert_eq!(pruned_set(&plan), pruned_set(&held));
 
     insta::assert_snapshot!("max_deletes_raised_human", render::plan::human(&plan));
+}
+
+// ---------------------------------------------------------------------------------
+// 6b. Append-only destinations and --role
+// ---------------------------------------------------------------------------------
+
+/// Source `db` (keep_daily 3) on `local` and on `vault`, which hosts write to with
+/// credentials that cannot delete; six daily snapshots on each, the last two days ago:
+/// a backup is due, and three snapshots are outside retention on each destination.
+fn append_only_case() -> (Policy, Inventory) {
+    let policy = policy(
+        r#"version: 1
+encryption:
+  recipients: [keys/demo-recipient.asc]
+defaults:
+  schedule: "0 3 * * *"
+  timezone: UTC
+destinations:
+  local:
+    type: memory
+  vault:
+    type: memory
+    append_only: true
+sources:
+  db:
+    type: postgres
+    url: postgres://backup@db:5432/app
+    retention: { keep_daily: 3, min_keep: 3 }
+"#,
+    );
+    let snaps = daily("db", "2026-11-18", 6, 3);
+    let inv = inventory(vec![("local", snaps.clone()), ("vault", snaps)]);
+    (policy, inv)
+}
+
+fn run_as(policy: &Policy, inventory: &Inventory, role: Role, max_deletes: usize) -> Plan {
+    plan::plan(
+        policy,
+        &SourceGraph::new(policy),
+        inventory,
+        t("2026-11-25T12:00:00Z"),
+        Settings { max_deletes, role },
+    )
+}
+
+#[test]
+fn a_backup_host_holds_prunes_of_an_append_only_destination_for_the_trusted_host() {
+    let (policy, inv) = append_only_case();
+    let plan = run_as(&policy, &inv, Role::Backup, 10);
+
+    assert_eq!(backups(&plan).len(), 1, "the backup still runs");
+    let prunes = prunes(&plan);
+    let local: Vec<_> = prunes.iter().filter(|p| p.destination == "local").collect();
+    let vault: Vec<_> = prunes.iter().filter(|p| p.destination == "vault").collect();
+    assert!(!local.is_empty() && local.iter().all(|p| !p.held && !p.append_only));
+    // Shown, with their reason, not dropped.
+    assert!(!vault.is_empty() && vault.iter().all(|p| p.held && p.append_only));
+    assert_eq!(pruned_times(&plan, "vault"), pruned_times(&plan, "local"));
+    assert_eq!(plan.summary.prunes, 3);
+    assert_eq!(plan.summary.held_prunes, 3);
+    assert_eq!(warning_codes(&plan), ["BP216"]);
+
+    insta::assert_snapshot!("append_only_backup_role_human", render::plan::human(&plan));
+    insta::assert_json_snapshot!("append_only_backup_role_json", plan);
+}
+
+#[test]
+fn prunes_held_for_the_trusted_host_do_not_count_against_max_deletes() {
+    let (policy, inv) = append_only_case();
+    // Six deletions in all, three of them on the append-only destination.
+    let plan = run_as(&policy, &inv, Role::Backup, 3);
+    assert!(
+        prunes(&plan)
+            .iter()
+            .all(|p| p.held == (p.destination == "vault")),
+        "{:?}",
+        prunes(&plan)
+    );
+    assert_eq!(warning_codes(&plan), ["BP216"]);
+}
+
+#[test]
+fn the_prune_role_prunes_every_destination_and_backs_nothing_up() {
+    let (policy, inv) = append_only_case();
+    let plan = run_as(&policy, &inv, Role::Prune, 10);
+
+    assert!(backups(&plan).is_empty(), "{:?}", plan.actions);
+    assert!(prunes(&plan).iter().all(|p| !p.held && !p.append_only));
+    assert_eq!(pruned_set(&plan).len(), 6);
+    assert_eq!(plan.summary.prunes, 6);
+    assert_eq!(plan.summary.held_prunes, 0);
+    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+    // The same snapshots the backup host held back.
+    let backup_host = run_as(&policy, &inv, Role::Backup, 10);
+    assert_eq!(pruned_set(&plan), pruned_set(&backup_host));
+
+    insta::assert_snapshot!("append_only_prune_role_human", render::plan::human(&plan));
+    insta::assert_json_snapshot!("append_only_prune_role_json", plan);
 }
 
 // ---------------------------------------------------------------------------------

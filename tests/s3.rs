@@ -772,6 +772,7 @@ fn a_backup_and_restore_complete_through_s3_answering_every_seventh_object_reque
     let Some(server) = S3Server::start_with(Faults {
         fail_every: Some(7),
         lose_conditionals: 0,
+        ..Faults::default()
     }) else {
         return;
     };
@@ -842,6 +843,7 @@ fn a_lock_whose_conditional_write_answer_was_lost_is_taken_not_refused() {
         fail_every: None,
         // The exclusive lock's, the refused shared lock's, the last shared lock's.
         lose_conditionals: 3,
+        ..Faults::default()
     }) else {
         return;
     };
@@ -1117,4 +1119,164 @@ fn several_hosts_back_up_into_one_s3_repository_while_a_third_prunes() {
         BTreeMap::from([("alpha", 1), ("beta", 1)]),
         "{json}"
     );
+}
+
+/// The access key id of the append-only host in
+/// [`an_append_only_host_never_deletes_outside_locks_and_the_trusted_host_prunes`].
+const APPEND_ONLY_KEY: &str = "backplan-append-only";
+
+#[test]
+fn an_append_only_host_never_deletes_outside_locks_and_the_trusted_host_prunes() {
+    // The server refuses the append-only host's DELETEs outside `locks/`, as the IAM
+    // policy in docs/security.md does.
+    let Some(server) = S3Server::start_with(Faults {
+        append_only_key: Some(APPEND_ONLY_KEY),
+        ..Faults::default()
+    }) else {
+        return;
+    };
+    let bucket = server.bucket("append-only");
+    let text = policy(&server, &bucket, DATA_SOURCE)
+        .replace(
+            "    keep_daily: 7\n    min_keep: 2\n",
+            "    keep_last: 1\n    min_keep: 1\n",
+        )
+        .replace(
+            "    secret_access_key: ${env:",
+            "    append_only: true\n    secret_access_key: ${env:",
+        );
+    assert!(text.contains("append_only: true") && text.contains("keep_last: 1"));
+    let sandbox = Sandbox::with_policy(&text);
+    put(&sandbox, "data/base.bin", &noise(7, 800_000));
+    // The backup host signs with the append-only key.
+    let as_backup_host = |args: &[&str]| {
+        let mut command = backplan(&sandbox, args);
+        command.env(KEY_ID_VAR, APPEND_ONLY_KEY);
+        Run::from(command.output().expect("run backplan"))
+    };
+    let init = as_backup_host(&["init"]);
+    assert_eq!(init.status, Some(0), "{}", show(&["init"], &init, &server));
+    // Two snapshot catalogs, as two hosts rewriting it at once leave: an apply
+    // would fold them into one and delete both, on a destination it may delete on.
+    let catalog = backplan::repo::object::encode(
+        &backplan::repo::format::CatalogHeader {
+            format: backplan::repo::format::FORMAT_VERSION,
+            snapshots: BTreeMap::new(),
+        },
+        &[],
+    );
+    let op = server.operator(&bucket, ROOT);
+    runtime().block_on(async {
+        for name in ["catalog/first", "catalog/second"] {
+            op.write(name, catalog.clone())
+                .await
+                .expect("write a catalog");
+        }
+    });
+
+    for round in 1..=3i64 {
+        put(
+            &sandbox,
+            "data/round.txt",
+            format!("round {round}\n").as_bytes(),
+        );
+        put(
+            &sandbox,
+            &format!("data/round-{round}.bin"),
+            &noise(20 + round as u64, 400_000),
+        );
+        let now = (chrono::Utc::now() + chrono::Duration::days(round))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let args = ["apply", "--now", now.as_str()];
+        let run = as_backup_host(&args);
+        let context = || format!("round {round}: {}", show(&args, &run, &server));
+        assert_eq!(run.status, Some(0), "{}", context());
+        assert!(run.stdout.contains("✓ backup data → s3"), "{}", context());
+        // From the third round on, the plan (made before this round's backup)
+        // prunes: shown and skipped with its reason, not carried out.
+        if round > 2 {
+            assert!(
+                run.stdout
+                    .contains("s3 is append-only; a host with --role prune prunes it"),
+                "{}",
+                context()
+            );
+        }
+        let injected = server.injected();
+        assert_eq!(injected.deletes_refused, 0, "{}", context());
+        // Its locks were released: the one kind of delete it may do.
+        assert!(injected.deletes > 0, "{injected:?}");
+        assert!(
+            objects(&server, &bucket, "locks/").is_empty(),
+            "{}",
+            context()
+        );
+    }
+    assert_eq!(objects(&server, &bucket, "snapshots/").len(), 3);
+    // The plan says who prunes.
+    let plan = as_backup_host(&["plan"]);
+    assert!(
+        plan.stdout
+            .contains("[held: append-only, for --role prune]")
+            && plan.stdout.contains("BP216"),
+        "{}",
+        plan.stdout
+    );
+
+    // The trusted host, whose credentials may delete, runs retention.
+    let pruned = ok(&sandbox, &server, &["apply", "--role", "prune"]);
+    assert!(pruned.stdout.contains("✓ prune data"), "{}", pruned.stdout);
+    assert!(!pruned.stdout.contains("backup data"), "{}", pruned.stdout);
+    assert_eq!(objects(&server, &bucket, "snapshots/").len(), 1);
+    assert_eq!(server.injected().deletes_refused, 0);
+    // The trusted host folded the catalogs.
+    assert_eq!(objects(&server, &bucket, "catalog/").len(), 1);
+
+    let key = secret_key();
+    let key = key.to_str().expect("a UTF-8 path");
+    let verify = ok(
+        &sandbox,
+        &server,
+        &["verify", "--read-data", "--secret-key", key],
+    );
+    assert!(verify.stdout.contains("✓ s3"), "verify: {}", verify.stdout);
+    ok(
+        &sandbox,
+        &server,
+        &["restore", "--target", "data=restored", "--secret-key", key],
+    );
+    assert_same_tree(&sandbox.path("data"), &sandbox.path("restored"));
+}
+
+#[test]
+fn the_append_only_test_server_refuses_that_key_s_deletes_outside_locks() {
+    // The check above is only as good as this refusal.
+    let Some(server) = S3Server::start_with(Faults {
+        append_only_key: Some(APPEND_ONLY_KEY),
+        ..Faults::default()
+    }) else {
+        return;
+    };
+    let bucket = server.bucket("refusal");
+    let op = opendal::Operator::new(
+        opendal::services::S3::default()
+            .bucket(&bucket)
+            .root(ROOT)
+            .region(REGION)
+            .endpoint(&server.endpoint())
+            .access_key_id(APPEND_ONLY_KEY)
+            .secret_access_key(SECRET_ACCESS_KEY),
+    )
+    .expect("an S3 operator");
+    runtime().block_on(async {
+        op.write("packs/00/p", vec![1u8; 10]).await.expect("write");
+        op.write("locks/l", vec![1u8; 10]).await.expect("write");
+        let refused = op.delete("packs/00/p").await.expect_err("a refused delete");
+        assert_eq!(refused.kind(), ErrorKind::PermissionDenied, "{refused}");
+        op.delete("locks/l").await.expect("a lock may go");
+        assert!(op.exists("packs/00/p").await.expect("stat"));
+        assert!(!op.exists("locks/l").await.expect("stat"));
+    });
+    assert_eq!(server.injected().deletes_refused, 1);
+    assert_eq!(server.injected().deletes, 1);
 }

@@ -170,7 +170,9 @@ fn lines(plan: &Plan) -> Vec<Line> {
                     verb: "prune",
                     source: p.source.clone(),
                     what: format!("{} from {}", span_of(&p.snapshots), p.destination),
-                    why: if p.held {
+                    why: if p.append_only {
+                        format!("{why} [held: append-only, for --role prune]")
+                    } else if p.held {
                         format!("{why} [held: over --max-deletes]")
                     } else {
                         why
@@ -226,6 +228,12 @@ const SEALED: &str =
 pub fn human(plan: &Plan) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}", inventory_line(plan));
+    if plan.settings.role == crate::plan::Role::Prune {
+        let _ = writeln!(
+            out,
+            "Role: prune (the trusted host: prunes and repairs, append-only destinations included; no backups)"
+        );
+    }
     if let Some(change) = &plan.policy_change {
         let _ = writeln!(
             out,

@@ -132,13 +132,13 @@ fn bare_operator(name: &str, dest: &Destination, policy: &Policy) -> Result<Oper
             .map_err(|e| Failure::new(Code::SecretUnresolved, format!("destination {name}: {e}")))
     };
     match dest {
-        Destination::Fs { root } => {
+        Destination::Fs { root, .. } => {
             let root = policy.resolve_path(root);
             let root = std::path::absolute(&root).unwrap_or(root);
             Operator::new(services::Fs::default().root(&root.to_string_lossy()))
                 .map_err(|e| fail(&e))
         }
-        Destination::Memory { root } => {
+        Destination::Memory { root, .. } => {
             Operator::new(services::Memory::default().root(root.as_deref().unwrap_or("/")))
                 .map_err(|e| fail(&e))
         }
@@ -149,6 +149,7 @@ fn bare_operator(name: &str, dest: &Destination, policy: &Policy) -> Result<Oper
             root,
             access_key_id,
             secret_access_key,
+            ..
         } => {
             let mut b = services::S3::default().bucket(bucket);
             if let Some(region) = region {
@@ -168,7 +169,9 @@ fn bare_operator(name: &str, dest: &Destination, policy: &Policy) -> Result<Oper
             }
             Operator::new(b).map_err(|e| fail(&e))
         }
-        Destination::Opendal { scheme, options } => {
+        Destination::Opendal {
+            scheme, options, ..
+        } => {
             let mut resolved = BTreeMap::new();
             for (k, v) in options {
                 resolved.insert(k.clone(), resolve(v)?);
@@ -182,7 +185,7 @@ fn bare_operator(name: &str, dest: &Destination, policy: &Policy) -> Result<Oper
 /// fs service creates a missing root when it is opened, and reading must not write.
 fn certainly_empty(dest: &Destination, policy: &Policy) -> bool {
     match dest {
-        Destination::Fs { root } => !policy.resolve_path(root).exists(),
+        Destination::Fs { root, .. } => !policy.resolve_path(root).exists(),
         _ => false,
     }
 }
@@ -293,7 +296,7 @@ pub fn open_all(policy: &Policy) -> Result<Vec<store::Repo>, Failure> {
 /// object under its final name.
 pub fn open(name: &str, dest: &Destination, policy: &Policy) -> Result<store::Repo, Failure> {
     let repo = store::Repo::new(name, operator(name, dest, policy)?);
-    let Destination::Fs { root } = dest else {
+    let Destination::Fs { root, .. } = dest else {
         return Ok(repo);
     };
     let root = policy.resolve_path(root);
