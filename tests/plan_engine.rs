@@ -1365,7 +1365,8 @@ fn plan_is_deterministic_and_inventory_order_does_not_matter() {
         }
     }
     assert_ne!(shuffled, inv);
-    assert_eq!(shuffled.digest(), inv.digest());
+    let digest = |i: &Inventory| i.digest_for(policy.file.sources.keys());
+    assert_eq!(digest(&shuffled), digest(&inv));
     let c = run(&policy, &shuffled, "2026-11-25T12:00:00Z", 100);
     assert_eq!(c, a);
 
@@ -1374,7 +1375,22 @@ fn plan_is_deterministic_and_inventory_order_does_not_matter() {
     if let Some(local) = fewer.destinations.get_mut("local") {
         local.snapshots.pop();
     }
-    assert_ne!(fewer.digest(), inv.digest());
+    assert_ne!(digest(&fewer), digest(&inv));
+
+    // Another host sharing the repository backs up a source this policy does not
+    // name and records its own policy: nothing this plan reads changed.
+    let mut shared = inv.clone();
+    if let Some(local) = shared.destinations.get_mut("local") {
+        local
+            .snapshots
+            .push(snap("another-hosts-source", "2026-11-25T11:00:00Z"));
+        local.applied_policy = Some(AppliedPolicy {
+            digest: "another-hosts-policy".into(),
+            applied_at: t("2026-11-25T11:05:00Z"),
+            text: None,
+        });
+    }
+    assert_eq!(digest(&shared), digest(&inv));
 }
 
 // ---------------------------------------------------------------------------------

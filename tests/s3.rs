@@ -1280,3 +1280,62 @@ fn the_append_only_test_server_refuses_that_key_s_deletes_outside_locks() {
     assert_eq!(server.injected().deletes_refused, 1);
     assert_eq!(server.injected().deletes, 1);
 }
+
+#[test]
+fn a_saved_plan_stays_fresh_while_another_host_backs_up_into_the_repository() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let bucket = server.bucket("saved-plan");
+    let host = |source: &'static str, folder: &'static str| Host {
+        sandbox: Sandbox::with_policy(&policy(
+            &server,
+            &bucket,
+            &format!("  {source}:\n    type: files\n    path: {folder}\n"),
+        )),
+        source,
+        folder,
+    };
+    let a = host("alpha", "data-a");
+    let b = host("beta", "data-b");
+    a.write_round(1);
+    b.write_round(1);
+    ok(&a.sandbox, &server, &["init"]);
+    std::fs::copy(
+        a.sandbox.path("repository.key"),
+        b.sandbox.root().join("repository.key"),
+    )
+    .expect("copy the repository key");
+    ok(&a.sandbox, &server, &["apply"]);
+    let later = (chrono::Utc::now() + chrono::Duration::days(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+
+    // A plans and saves; B backs up (new snapshots, a policy of its own recorded);
+    // A's reviewed plan still applies.
+    a.write_round(2);
+    ok(
+        &a.sandbox,
+        &server,
+        &["plan", "--now", &later, "--out", "plan.json"],
+    );
+    let run = ok(&b.sandbox, &server, &["apply"]);
+    assert!(run.stdout.contains("✓ backup beta"), "{}", run.stdout);
+    let run = ok(&a.sandbox, &server, &["apply", "plan.json"]);
+    assert!(run.stdout.contains("✓ backup alpha"), "{}", run.stdout);
+
+    // A change to what A's plan reads (a backup of its own source) still makes it
+    // stale.
+    ok(
+        &a.sandbox,
+        &server,
+        &["plan", "--now", &later, "--out", "plan.json"],
+    );
+    ok(&a.sandbox, &server, &["apply", "--now", &later]);
+    let run = Run::from(
+        backplan(&a.sandbox, &["apply", "plan.json"])
+            .output()
+            .expect("run backplan"),
+    );
+    assert_ne!(run.status, Some(0), "{}", run.stdout);
+    assert!(run.stderr.contains("BP203"), "{}", run.stderr);
+}

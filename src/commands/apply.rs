@@ -188,7 +188,7 @@ pub fn check_fresh(plan: &Plan, policy: &Policy, inventory: &Inventory) -> Resul
             ),
         ));
     }
-    if plan.inventory_digest != inventory.digest() {
+    if plan.inventory_digest != inventory.digest_for(policy.file.sources.keys()) {
         return Err(Failure::new(
             Code::StalePlan,
             "saved plan is stale: the destinations changed since the plan was made",

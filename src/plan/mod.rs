@@ -555,7 +555,7 @@ pub fn plan_with(
         format_version: FORMAT_VERSION,
         created_at: now,
         policy: PolicyRef::of(policy),
-        inventory_digest: inventory.digest(),
+        inventory_digest: inventory.digest_for(policy.file.sources.keys()),
         settings,
         destinations,
         policy_change,
