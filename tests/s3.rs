@@ -1282,7 +1282,7 @@ fn the_append_only_test_server_refuses_that_key_s_deletes_outside_locks() {
 }
 
 #[test]
-fn a_saved_plan_stays_fresh_while_another_host_backs_up_into_the_repository() {
+fn another_host_backing_up_neither_stales_a_saved_plan_nor_shows_as_a_policy_change() {
     let Some(server) = S3Server::start() else {
         return;
     };
@@ -1322,6 +1322,12 @@ fn a_saved_plan_stays_fresh_while_another_host_backs_up_into_the_repository() {
     assert!(run.stdout.contains("✓ backup beta"), "{}", run.stdout);
     let run = ok(&a.sandbox, &server, &["apply", "plan.json"]);
     assert!(run.stdout.contains("✓ backup alpha"), "{}", run.stdout);
+    // Each host compares its policy with the one it applied last, not with the
+    // other host's, which B recorded last.
+    let plan = ok(&b.sandbox, &server, &["plan"]);
+    assert!(!plan.stdout.contains("Policy changed"), "{}", plan.stdout);
+    let plan = ok(&a.sandbox, &server, &["plan"]);
+    assert!(!plan.stdout.contains("Policy changed"), "{}", plan.stdout);
 
     // A change to what A's plan reads (a backup of its own source) still makes it
     // stale.
@@ -1338,4 +1344,17 @@ fn a_saved_plan_stays_fresh_while_another_host_backs_up_into_the_repository() {
     );
     assert_ne!(run.status, Some(0), "{}", run.stdout);
     assert!(run.stderr.contains("BP203"), "{}", run.stderr);
+
+    // A's own change is shown.
+    let text = std::fs::read_to_string(a.sandbox.path("backplan.yaml")).expect("read policy");
+    a.sandbox.write(
+        "backplan.yaml",
+        &text.replace("keep_daily: 7", "keep_daily: 8"),
+    );
+    let plan = ok(&a.sandbox, &server, &["plan"]);
+    assert!(
+        plan.stdout.contains("Policy changed") && plan.stdout.contains("keep_daily: 8"),
+        "{}",
+        plan.stdout
+    );
 }

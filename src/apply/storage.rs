@@ -86,10 +86,17 @@ impl StorageExecutor {
 
     /// Stores the policy this apply ran with in every destination.
     pub async fn record_policy(&self, now: DateTime<Utc>) -> Result<(), Failure> {
+        let sources: Vec<String> = self.policy.file.sources.keys().cloned().collect();
         for repo in self.repos.values() {
             if repo.marker().await?.is_some() {
-                repo.put_policy(&self.key, &self.policy.text, &self.policy.digest, now)
-                    .await?;
+                repo.put_policy(
+                    &self.key,
+                    &self.policy.text,
+                    &self.policy.digest,
+                    &sources,
+                    now,
+                )
+                .await?;
             }
         }
         Ok(())

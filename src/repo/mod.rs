@@ -192,6 +192,8 @@ fn certainly_empty(dest: &Destination, policy: &Policy) -> bool {
 
 /// Reads every destination of the policy, concurrently.
 pub async fn read_inventory(policy: &Policy, key: Option<&keys::RepoKey>) -> Inventory {
+    let sources: Vec<String> = policy.file.sources.keys().cloned().collect();
+    let sources = sources.as_slice();
     let reads = policy
         .file
         .destinations
@@ -201,7 +203,11 @@ pub async fn read_inventory(policy: &Policy, key: Option<&keys::RepoKey>) -> Inv
                 DestinationState::default()
             } else {
                 match operator(name, dest, policy) {
-                    Ok(op) => store::Repo::new(name.clone(), op).read_state(key).await,
+                    Ok(op) => {
+                        store::Repo::new(name.clone(), op)
+                            .read_state(key, Some(sources))
+                            .await
+                    }
                     Err(f) => DestinationState {
                         error: Some(f.message),
                         ..DestinationState::default()
