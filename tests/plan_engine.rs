@@ -733,6 +733,11 @@ fn the_prune_role_prunes_every_destination_and_backs_nothing_up() {
     assert_eq!(pruned_set(&plan), pruned_set(&backup_host));
 
     insta::assert_snapshot!("append_only_prune_role_human", render::plan::human(&plan));
+    assert!(
+        render::plan::markdown(&plan).contains("Role: prune"),
+        "{}",
+        render::plan::markdown(&plan)
+    );
     insta::assert_json_snapshot!("append_only_prune_role_json", plan);
 }
 
