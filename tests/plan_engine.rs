@@ -901,9 +901,8 @@ fn keep_daily_buckets_by_local_day_around_fall_back_midnight() {
 // 9. Repair, and an unreadable destination
 // ---------------------------------------------------------------------------------
 
-fn repair_case() -> (Policy, Inventory) {
-    let policy = policy(
-        r#"version: 1
+/// The policy of [`repair_case`].
+const REPAIR_POLICY: &str = r#"version: 1
 encryption:
   recipients: [keys/demo-recipient.asc]
 defaults:
@@ -924,8 +923,10 @@ sources:
   db:
     type: postgres
     url: postgres://backup@db:5432/app
-"#,
-    );
+"#;
+
+fn repair_case() -> (Policy, Inventory) {
+    let policy = policy(REPAIR_POLICY);
     // local lacks 22 Nov; offsite lacks 25 Nov; archive cannot be read.
     let all = daily("db", "2026-11-18", 8, 3);
     let local: Vec<SnapshotInfo> = all
@@ -1052,6 +1053,30 @@ fn packs_lost_on_one_destination_are_repaired_from_another_that_holds_their_snap
 
     insta::assert_snapshot!("lost_packs_human", render::plan::human(&plan));
     insta::assert_json_snapshot!("lost_packs_json", plan);
+}
+
+#[test]
+fn a_repair_of_an_append_only_destination_is_left_to_the_trusted_host() {
+    let (_, inv) = lost_case();
+    let policy = policy(&REPAIR_POLICY.replace(
+        "    root: local\n",
+        "    root: local\n    append_only: true\n",
+    ));
+    let backup_host = run_as(&policy, &inv, Role::Backup, 100);
+    assert!(repairs(&backup_host).is_empty(), "{backup_host:?}");
+    assert_eq!(warning_codes(&backup_host), ["BP209", "BP216"]);
+    let text = render::plan::human(&backup_host);
+    assert!(
+        text.contains("local is append-only: 3 snapshot deletions held back, its repair left out"),
+        "{text}"
+    );
+    let trusted = run_as(&policy, &inv, Role::Prune, 100);
+    let repaired: Vec<&str> = repairs(&trusted)
+        .iter()
+        .map(|r| r.destination.as_str())
+        .collect();
+    assert_eq!(repaired, ["local"], "{trusted:?}");
+    assert_eq!(warning_codes(&trusted), ["BP209"]);
 }
 
 #[test]
