@@ -61,6 +61,7 @@ pub enum Code {
     TimeInFuture,
     UnknownSource,
     PlanOfAnotherPolicy,
+    AppendOnly,
     CorruptObject,
     RepositoryVersion,
     RepositoryLocked,
@@ -134,6 +135,7 @@ impl Code {
         Code::TimeInFuture,
         Code::UnknownSource,
         Code::PlanOfAnotherPolicy,
+        Code::AppendOnly,
         Code::CorruptObject,
         Code::RepositoryVersion,
         Code::RepositoryLocked,
@@ -404,6 +406,11 @@ impl Code {
                 "BP215",
                 "plan-of-another-policy",
                 "apply the plan with the policy it was made from (-p), or make a new plan from this policy",
+            ),
+            Code::AppendOnly => (
+                "BP216",
+                "append-only",
+                "prunes and repairs of an append-only destination are run by a trusted host: `backplan apply --role prune` there",
             ),
             Code::CorruptObject => (
                 "BP220",

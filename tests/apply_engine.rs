@@ -164,6 +164,7 @@ fn prune(source: &str, held: bool) -> Action {
             rules: "keep_daily 7, min_keep 3".into(),
         },
         held,
+        append_only: false,
     })
 }
 

@@ -38,7 +38,7 @@ async fn inventory(repos: &[Repo], key: &RepoKey) -> Inventory {
     let mut inv = Inventory::default();
     for r in repos {
         inv.destinations
-            .insert(r.name.clone(), r.read_state(Some(key)).await);
+            .insert(r.name.clone(), r.read_state(Some(key), None).await);
     }
     inv
 }
@@ -101,6 +101,7 @@ fn pruning(snap: &backplan::inventory::SnapshotInfo) -> Prune {
             rules: "keep_last 0".into(),
         },
         held: false,
+        append_only: false,
     }
 }
 
@@ -473,5 +474,57 @@ sources:
     assert_eq!(
         std::fs::read_to_string(target.join("small.txt")).expect("read"),
         "small"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_policy_sharing_a_repository_is_compared_with_its_own_last_apply() {
+    let (_, key, _, repos) = memory_repositories(&policy_text(Path::new("/nonexistent"))).await;
+    let repo = &repos[0];
+    let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let t0 = chrono::Utc::now();
+    // Host A backs up alpha, host B beta, the trusted host names both; B applied last.
+    for (i, (text, sources)) in [
+        ("trusted", names(&["alpha", "beta"])),
+        ("host a", names(&["alpha"])),
+        ("host b", names(&["beta"])),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let at = t0 + chrono::Duration::seconds(i as i64);
+        repo.put_policy(&key, text, text, &sources, at)
+            .await
+            .expect("record a policy");
+    }
+    let key = &key;
+    let compared = |sources: Option<Vec<String>>| async move {
+        repo.read_state(Some(key), sources.as_deref())
+            .await
+            .applied_policy
+            .and_then(|p| p.text)
+    };
+    assert_eq!(
+        compared(Some(names(&["alpha"]))).await.as_deref(),
+        Some("host a")
+    );
+    assert_eq!(
+        compared(Some(names(&["beta"]))).await.as_deref(),
+        Some("host b")
+    );
+    assert_eq!(
+        compared(Some(names(&["alpha", "beta"]))).await.as_deref(),
+        Some("trusted")
+    );
+    // A policy that renamed every source, or a reader that does not say: the newest.
+    assert_eq!(
+        compared(Some(names(&["gamma"]))).await.as_deref(),
+        Some("host b")
+    );
+    assert_eq!(compared(None).await.as_deref(), Some("host b"));
+    // A's policy gained a source: its own record still has the most in common.
+    assert_eq!(
+        compared(Some(names(&["alpha", "delta"]))).await.as_deref(),
+        Some("host a")
     );
 }

@@ -14,7 +14,7 @@ use backplan::inventory::{
     SnapshotStatus,
 };
 use backplan::plan::{
-    self, Action, Backup, BackupReason, Copy, Plan, Prune, PruneReason, Repair, Settings,
+    self, Action, Backup, BackupReason, Copy, Plan, Prune, PruneReason, Repair, Role, Settings,
 };
 use backplan::policy::{Policy, load_str};
 use backplan::render;
@@ -134,7 +134,10 @@ fn run(policy: &Policy, inventory: &Inventory, now: &str, max_deletes: usize) ->
         &SourceGraph::new(policy),
         inventory,
         t(now),
-        Settings { max_deletes },
+        Settings {
+            max_deletes,
+            ..Settings::default()
+        },
     )
 }
 
@@ -636,6 +639,109 @@ fn prunes_within_max_deletes_are_not_held() {
 }
 
 // ---------------------------------------------------------------------------------
+// 6b. Append-only destinations and --role
+// ---------------------------------------------------------------------------------
+
+/// Source `db` (keep_daily 3) on `local` and on `vault`, which hosts write to with
+/// credentials that cannot delete; six daily snapshots on each, the last two days ago:
+/// a backup is due, and three snapshots are outside retention on each destination.
+fn append_only_case() -> (Policy, Inventory) {
+    let policy = policy(
+        r#"version: 1
+encryption:
+  recipients: [keys/demo-recipient.asc]
+defaults:
+  schedule: "0 3 * * *"
+  timezone: UTC
+destinations:
+  local:
+    type: memory
+  vault:
+    type: memory
+    append_only: true
+sources:
+  db:
+    type: postgres
+    url: postgres://backup@db:5432/app
+    retention: { keep_daily: 3, min_keep: 3 }
+"#,
+    );
+    let snaps = daily("db", "2026-11-18", 6, 3);
+    let inv = inventory(vec![("local", snaps.clone()), ("vault", snaps)]);
+    (policy, inv)
+}
+
+fn run_as(policy: &Policy, inventory: &Inventory, role: Role, max_deletes: usize) -> Plan {
+    plan::plan(
+        policy,
+        &SourceGraph::new(policy),
+        inventory,
+        t("2026-11-25T12:00:00Z"),
+        Settings { max_deletes, role },
+    )
+}
+
+#[test]
+fn a_backup_host_holds_prunes_of_an_append_only_destination_for_the_trusted_host() {
+    let (policy, inv) = append_only_case();
+    let plan = run_as(&policy, &inv, Role::Backup, 10);
+
+    assert_eq!(backups(&plan).len(), 1, "the backup still runs");
+    let prunes = prunes(&plan);
+    let local: Vec<_> = prunes.iter().filter(|p| p.destination == "local").collect();
+    let vault: Vec<_> = prunes.iter().filter(|p| p.destination == "vault").collect();
+    assert!(!local.is_empty() && local.iter().all(|p| !p.held && !p.append_only));
+    // Shown, with their reason, not dropped.
+    assert!(!vault.is_empty() && vault.iter().all(|p| p.held && p.append_only));
+    assert_eq!(pruned_times(&plan, "vault"), pruned_times(&plan, "local"));
+    assert_eq!(plan.summary.prunes, 3);
+    assert_eq!(plan.summary.held_prunes, 3);
+    assert_eq!(warning_codes(&plan), ["BP216"]);
+
+    insta::assert_snapshot!("append_only_backup_role_human", render::plan::human(&plan));
+    insta::assert_json_snapshot!("append_only_backup_role_json", plan);
+}
+
+#[test]
+fn prunes_held_for_the_trusted_host_do_not_count_against_max_deletes() {
+    let (policy, inv) = append_only_case();
+    // Six deletions in all, three of them on the append-only destination.
+    let plan = run_as(&policy, &inv, Role::Backup, 3);
+    assert!(
+        prunes(&plan)
+            .iter()
+            .all(|p| p.held == (p.destination == "vault")),
+        "{:?}",
+        prunes(&plan)
+    );
+    assert_eq!(warning_codes(&plan), ["BP216"]);
+}
+
+#[test]
+fn the_prune_role_prunes_every_destination_and_backs_nothing_up() {
+    let (policy, inv) = append_only_case();
+    let plan = run_as(&policy, &inv, Role::Prune, 10);
+
+    assert!(backups(&plan).is_empty(), "{:?}", plan.actions);
+    assert!(prunes(&plan).iter().all(|p| !p.held && !p.append_only));
+    assert_eq!(pruned_set(&plan).len(), 6);
+    assert_eq!(plan.summary.prunes, 6);
+    assert_eq!(plan.summary.held_prunes, 0);
+    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+    // The same snapshots the backup host held back.
+    let backup_host = run_as(&policy, &inv, Role::Backup, 10);
+    assert_eq!(pruned_set(&plan), pruned_set(&backup_host));
+
+    insta::assert_snapshot!("append_only_prune_role_human", render::plan::human(&plan));
+    assert!(
+        render::plan::markdown(&plan).contains("Role: prune"),
+        "{}",
+        render::plan::markdown(&plan)
+    );
+    insta::assert_json_snapshot!("append_only_prune_role_json", plan);
+}
+
+// ---------------------------------------------------------------------------------
 // 7. A host that was off for three weeks
 // ---------------------------------------------------------------------------------
 
@@ -795,9 +901,8 @@ fn keep_daily_buckets_by_local_day_around_fall_back_midnight() {
 // 9. Repair, and an unreadable destination
 // ---------------------------------------------------------------------------------
 
-fn repair_case() -> (Policy, Inventory) {
-    let policy = policy(
-        r#"version: 1
+/// The policy of [`repair_case`].
+const REPAIR_POLICY: &str = r#"version: 1
 encryption:
   recipients: [keys/demo-recipient.asc]
 defaults:
@@ -818,8 +923,10 @@ sources:
   db:
     type: postgres
     url: postgres://backup@db:5432/app
-"#,
-    );
+"#;
+
+fn repair_case() -> (Policy, Inventory) {
+    let policy = policy(REPAIR_POLICY);
     // local lacks 22 Nov; offsite lacks 25 Nov; archive cannot be read.
     let all = daily("db", "2026-11-18", 8, 3);
     let local: Vec<SnapshotInfo> = all
@@ -946,6 +1053,30 @@ fn packs_lost_on_one_destination_are_repaired_from_another_that_holds_their_snap
 
     insta::assert_snapshot!("lost_packs_human", render::plan::human(&plan));
     insta::assert_json_snapshot!("lost_packs_json", plan);
+}
+
+#[test]
+fn a_repair_of_an_append_only_destination_is_left_to_the_trusted_host() {
+    let (_, inv) = lost_case();
+    let policy = policy(&REPAIR_POLICY.replace(
+        "    root: local\n",
+        "    root: local\n    append_only: true\n",
+    ));
+    let backup_host = run_as(&policy, &inv, Role::Backup, 100);
+    assert!(repairs(&backup_host).is_empty(), "{backup_host:?}");
+    assert_eq!(warning_codes(&backup_host), ["BP209", "BP216"]);
+    let text = render::plan::human(&backup_host);
+    assert!(
+        text.contains("local is append-only: 3 snapshot deletions held back, its repair left out"),
+        "{text}"
+    );
+    let trusted = run_as(&policy, &inv, Role::Prune, 100);
+    let repaired: Vec<&str> = repairs(&trusted)
+        .iter()
+        .map(|r| r.destination.as_str())
+        .collect();
+    assert_eq!(repaired, ["local"], "{trusted:?}");
+    assert_eq!(warning_codes(&trusted), ["BP209"]);
 }
 
 #[test]
@@ -1264,7 +1395,8 @@ fn plan_is_deterministic_and_inventory_order_does_not_matter() {
         }
     }
     assert_ne!(shuffled, inv);
-    assert_eq!(shuffled.digest(), inv.digest());
+    let digest = |i: &Inventory| i.digest_for(policy.file.sources.keys());
+    assert_eq!(digest(&shuffled), digest(&inv));
     let c = run(&policy, &shuffled, "2026-11-25T12:00:00Z", 100);
     assert_eq!(c, a);
 
@@ -1273,7 +1405,22 @@ fn plan_is_deterministic_and_inventory_order_does_not_matter() {
     if let Some(local) = fewer.destinations.get_mut("local") {
         local.snapshots.pop();
     }
-    assert_ne!(fewer.digest(), inv.digest());
+    assert_ne!(digest(&fewer), digest(&inv));
+
+    // Another host sharing the repository backs up a source this policy does not
+    // name and records its own policy: nothing this plan reads changed.
+    let mut shared = inv.clone();
+    if let Some(local) = shared.destinations.get_mut("local") {
+        local
+            .snapshots
+            .push(snap("another-hosts-source", "2026-11-25T11:00:00Z"));
+        local.applied_policy = Some(AppliedPolicy {
+            digest: "another-hosts-policy".into(),
+            applied_at: t("2026-11-25T11:05:00Z"),
+            text: None,
+        });
+    }
+    assert_eq!(digest(&shared), digest(&inv));
 }
 
 // ---------------------------------------------------------------------------------

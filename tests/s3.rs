@@ -1,7 +1,8 @@
 //! backplan on real S3: moto's S3 server on loopback (tests/common/s3.rs). A round
 //! trip through the binary, concurrent applies on one repository, the exclusive
 //! lock's reliance on S3's conditional writes (`If-None-Match: *`), and listing
-//! snapshots while a prune deletes them.
+//! snapshots while a prune deletes them, and several hosts backing up into one
+//! repository while a third prunes.
 //!
 //! Each test starts its own server; without `moto_server` they fail under CI and are
 //! skipped (loudly) elsewhere.
@@ -771,6 +772,7 @@ fn a_backup_and_restore_complete_through_s3_answering_every_seventh_object_reque
     let Some(server) = S3Server::start_with(Faults {
         fail_every: Some(7),
         lose_conditionals: 0,
+        ..Faults::default()
     }) else {
         return;
     };
@@ -841,6 +843,7 @@ fn a_lock_whose_conditional_write_answer_was_lost_is_taken_not_refused() {
         fail_every: None,
         // The exclusive lock's, the refused shared lock's, the last shared lock's.
         lose_conditionals: 3,
+        ..Faults::default()
     }) else {
         return;
     };
@@ -895,4 +898,463 @@ fn a_lock_whose_conditional_write_answer_was_lost_is_taken_not_refused() {
         held.release().await.expect("release");
         assert!(repo.locks().await.expect("list locks").is_empty());
     });
+}
+
+/// A host of [`several_hosts_back_up_into_one_s3_repository_while_a_third_prunes`]:
+/// its own sandbox, source and data folder.
+struct Host {
+    sandbox: Sandbox,
+    source: &'static str,
+    folder: &'static str,
+}
+
+impl Host {
+    /// New data for `round`: one more file of its own, and `round.txt` naming the
+    /// round, so that a restored snapshot says which round it holds.
+    fn write_round(&self, round: u64) -> BTreeMap<PathBuf, Entry> {
+        let seed = round * 1000 + self.source.len() as u64 + u64::from(self.source.as_bytes()[0]);
+        put(
+            &self.sandbox,
+            &format!("{}/round-{round}.bin", self.folder),
+            &noise(seed, 1_200_000),
+        );
+        put(
+            &self.sandbox,
+            &format!("{}/round.txt", self.folder),
+            format!("round {round}\n").as_bytes(),
+        );
+        tree(&self.sandbox.path(self.folder))
+    }
+
+    fn spawn(&self, args: &[&str]) -> std::process::Child {
+        backplan(&self.sandbox, args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start backplan")
+    }
+}
+
+/// Checks an apply of the multi-host test: it either did everything, or failed only
+/// actions refused by a lock (BP222), saying so.
+fn ok_or_locked(what: &str, run: &Run, args: &[&str], server: &S3Server) -> bool {
+    let context = || format!("{what}:\n{}", show(args, run, server));
+    assert!(!run.stderr.contains("panicked"), "{}", context());
+    let (failed, codes) = failures_and_codes(run);
+    for line in &failed {
+        assert!(line.contains("BP222"), "{}", context());
+    }
+    for code in &codes {
+        assert!(
+            code == "BP222" || code == "BP205",
+            "unexpected {code}\n{}",
+            context()
+        );
+    }
+    match run.status {
+        Some(0) => {
+            assert!(failed.is_empty(), "{}", context());
+            true
+        }
+        _ => {
+            assert!(!failed.is_empty(), "{}", context());
+            false
+        }
+    }
+}
+
+#[test]
+fn several_hosts_back_up_into_one_s3_repository_while_a_third_prunes() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let bucket = server.bucket("many-hosts");
+    // Hosts A and B keep every snapshot of their own source; C, the trusted host,
+    // names both sources and keeps only the newest of each.
+    let keep_all = "    keep_last: 50\n";
+    let keep_newest = "    keep_last: 1\n    min_keep: 1\n";
+    let with_retention = |sources: &str, retention: &str| {
+        policy(&server, &bucket, sources).replace("    keep_daily: 7\n    min_keep: 2\n", retention)
+    };
+    let alpha = "  alpha:\n    type: files\n    path: data-a\n";
+    let beta = "  beta:\n    type: files\n    path: data-b\n";
+    let a = Host {
+        sandbox: Sandbox::with_policy(&with_retention(alpha, keep_all)),
+        source: "alpha",
+        folder: "data-a",
+    };
+    let b = Host {
+        sandbox: Sandbox::with_policy(&with_retention(beta, keep_all)),
+        source: "beta",
+        folder: "data-b",
+    };
+    let c = Sandbox::with_policy(&with_retention(&format!("{alpha}{beta}"), keep_newest));
+    std::fs::create_dir_all(c.path("data-a")).expect("create folder");
+    std::fs::create_dir_all(c.path("data-b")).expect("create folder");
+    a.write_round(0);
+    ok(&a.sandbox, &server, &["init"]);
+    // One repository key, copied to every host like any other secret.
+    for other in [b.sandbox.root(), c.root()] {
+        std::fs::copy(
+            a.sandbox.path("repository.key"),
+            other.join("repository.key"),
+        )
+        .expect("copy the repository key");
+    }
+
+    // What each host's data held in each round it backed up.
+    let mut expected: BTreeMap<(&str, String), BTreeMap<PathBuf, Entry>> = BTreeMap::new();
+    let (mut prunes_done, mut prunes_refused) = (0, 0);
+    // Rounds 1–3: A and B together. Rounds 4–6: C prunes while they back up, started
+    // a little later each round.
+    for round in 1u64..=6 {
+        let now = (chrono::Utc::now() + chrono::Duration::days(round as i64))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let args = ["apply", "--now", now.as_str()];
+        let trees = [a.write_round(round), b.write_round(round)];
+        let children = [a.spawn(&args), b.spawn(&args)];
+        let pruner = (round >= 4).then(|| {
+            std::thread::sleep(std::time::Duration::from_millis(150 * (round - 4)));
+            let mut command = backplan(&c, &["apply", "--max-deletes", "100"]);
+            command
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("start the pruning apply")
+        });
+        for ((host, child), tree) in [&a, &b].into_iter().zip(children).zip(trees) {
+            let run = Run::from(child.wait_with_output().expect("wait for apply"));
+            ok_or_locked(
+                &format!("round {round}, {}", host.source),
+                &run,
+                &args,
+                &server,
+            );
+            if run.stdout.contains(&format!("✓ backup {}", host.source)) {
+                expected.insert((host.source, format!("round {round}\n")), tree);
+            }
+        }
+        if let Some(child) = pruner {
+            let run = Run::from(child.wait_with_output().expect("wait for the prune"));
+            let args = ["apply", "--max-deletes", "100"];
+            assert!(
+                !run.stdout.contains("✓ backup"),
+                "the pruning host backed up: {}",
+                show(&args, &run, &server)
+            );
+            if ok_or_locked(&format!("round {round}, prune"), &run, &args, &server) {
+                if run.stdout.contains("✓ prune") {
+                    prunes_done += 1;
+                }
+            } else {
+                prunes_refused += 1;
+            }
+        }
+        let locks = objects(&server, &bucket, "locks/");
+        assert!(locks.is_empty(), "round {round}: locks left: {locks:?}");
+    }
+    // A last prune alone, nothing in its way (when the last round's prune left
+    // anything to do): below, only the newest snapshot of each source is left.
+    ok(&c, &server, &["apply", "--max-deletes", "100"]);
+    eprintln!(
+        "several hosts: prunes during backups: {prunes_done} done, {prunes_refused} refused on a lock; \
+         {} backups succeeded",
+        expected.len()
+    );
+
+    let key = secret_key();
+    let key = key.to_str().expect("a UTF-8 path");
+    let verify = ok(&c, &server, &["verify", "--read-data", "--secret-key", key]);
+    assert!(verify.stdout.contains("✓ s3"), "verify: {}", verify.stdout);
+    // Every snapshot left restores to exactly what its host held in its round.
+    let listed = ok(&c, &server, &["snapshots", "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&listed.stdout).expect("JSON");
+    let snapshots = json["destinations"]["s3"]["snapshots"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no snapshots: {json}"));
+    let mut restored = BTreeMap::<&str, usize>::new();
+    for s in snapshots {
+        assert_eq!(s["status"], "complete", "{s}");
+        let id = s["id"].as_str().expect("an id");
+        let host = match s["source"].as_str() {
+            Some("alpha") => &a,
+            Some("beta") => &b,
+            other => panic!("a snapshot of {other:?}"),
+        };
+        let into = format!("restored/{id}");
+        let target = format!("{}={into}", host.source);
+        ok(
+            &host.sandbox,
+            &server,
+            &[
+                "restore",
+                "--snapshot",
+                id,
+                "--target",
+                &target,
+                "--secret-key",
+                key,
+            ],
+        );
+        let round = std::fs::read_to_string(host.sandbox.path(&format!("{into}/round.txt")))
+            .expect("round.txt restored");
+        let want = expected
+            .get(&(host.source, round.clone()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{id} holds {round:?}, which no backup of {} reported",
+                    host.source
+                )
+            });
+        assert!(
+            tree(&host.sandbox.path(&into)) == *want,
+            "{id} ({} {round:?}) does not restore to what was backed up",
+            host.source
+        );
+        *restored.entry(host.source).or_default() += 1;
+    }
+    // The final prune kept exactly the newest of each.
+    assert_eq!(
+        restored,
+        BTreeMap::from([("alpha", 1), ("beta", 1)]),
+        "{json}"
+    );
+}
+
+/// The access key id of the append-only host in
+/// [`an_append_only_host_never_deletes_outside_locks_and_the_trusted_host_prunes`].
+const APPEND_ONLY_KEY: &str = "backplan-append-only";
+
+#[test]
+fn an_append_only_host_never_deletes_outside_locks_and_the_trusted_host_prunes() {
+    // The server refuses the append-only host's DELETEs outside `locks/`, as the IAM
+    // policy in docs/security.md does.
+    let Some(server) = S3Server::start_with(Faults {
+        append_only_key: Some(APPEND_ONLY_KEY),
+        ..Faults::default()
+    }) else {
+        return;
+    };
+    let bucket = server.bucket("append-only");
+    let text = policy(&server, &bucket, DATA_SOURCE)
+        .replace(
+            "    keep_daily: 7\n    min_keep: 2\n",
+            "    keep_last: 1\n    min_keep: 1\n",
+        )
+        .replace(
+            "    secret_access_key: ${env:",
+            "    append_only: true\n    secret_access_key: ${env:",
+        );
+    assert!(text.contains("append_only: true") && text.contains("keep_last: 1"));
+    let sandbox = Sandbox::with_policy(&text);
+    put(&sandbox, "data/base.bin", &noise(7, 800_000));
+    // The backup host signs with the append-only key.
+    let as_backup_host = |args: &[&str]| {
+        let mut command = backplan(&sandbox, args);
+        command.env(KEY_ID_VAR, APPEND_ONLY_KEY);
+        Run::from(command.output().expect("run backplan"))
+    };
+    let init = as_backup_host(&["init"]);
+    assert_eq!(init.status, Some(0), "{}", show(&["init"], &init, &server));
+    // Two snapshot catalogs, as two hosts rewriting it at once leave: an apply
+    // would fold them into one and delete both, on a destination it may delete on.
+    let catalog = backplan::repo::object::encode(
+        &backplan::repo::format::CatalogHeader {
+            format: backplan::repo::format::FORMAT_VERSION,
+            snapshots: BTreeMap::new(),
+        },
+        &[],
+    );
+    let op = server.operator(&bucket, ROOT);
+    runtime().block_on(async {
+        for name in ["catalog/first", "catalog/second"] {
+            op.write(name, catalog.clone())
+                .await
+                .expect("write a catalog");
+        }
+    });
+
+    for round in 1..=3i64 {
+        put(
+            &sandbox,
+            "data/round.txt",
+            format!("round {round}\n").as_bytes(),
+        );
+        put(
+            &sandbox,
+            &format!("data/round-{round}.bin"),
+            &noise(20 + round as u64, 400_000),
+        );
+        let now = (chrono::Utc::now() + chrono::Duration::days(round))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let args = ["apply", "--now", now.as_str()];
+        let run = as_backup_host(&args);
+        let context = || format!("round {round}: {}", show(&args, &run, &server));
+        assert_eq!(run.status, Some(0), "{}", context());
+        assert!(run.stdout.contains("✓ backup data → s3"), "{}", context());
+        // From the third round on, the plan (made before this round's backup)
+        // prunes: shown and skipped with its reason, not carried out.
+        if round > 2 {
+            assert!(
+                run.stdout
+                    .contains("s3 is append-only; a host with --role prune prunes it"),
+                "{}",
+                context()
+            );
+        }
+        let injected = server.injected();
+        assert_eq!(injected.deletes_refused, 0, "{}", context());
+        // Its locks were released: the one kind of delete it may do.
+        assert!(injected.deletes > 0, "{injected:?}");
+        assert!(
+            objects(&server, &bucket, "locks/").is_empty(),
+            "{}",
+            context()
+        );
+    }
+    assert_eq!(objects(&server, &bucket, "snapshots/").len(), 3);
+    // The plan says who prunes.
+    let plan = as_backup_host(&["plan"]);
+    assert!(
+        plan.stdout
+            .contains("[held: append-only, for --role prune]")
+            && plan.stdout.contains("BP216"),
+        "{}",
+        plan.stdout
+    );
+
+    // The trusted host, whose credentials may delete, runs retention.
+    let pruned = ok(&sandbox, &server, &["apply", "--role", "prune"]);
+    assert!(pruned.stdout.contains("✓ prune data"), "{}", pruned.stdout);
+    assert!(!pruned.stdout.contains("backup data"), "{}", pruned.stdout);
+    assert_eq!(objects(&server, &bucket, "snapshots/").len(), 1);
+    assert_eq!(server.injected().deletes_refused, 0);
+    // The trusted host folded the catalogs.
+    assert_eq!(objects(&server, &bucket, "catalog/").len(), 1);
+
+    let key = secret_key();
+    let key = key.to_str().expect("a UTF-8 path");
+    let verify = ok(
+        &sandbox,
+        &server,
+        &["verify", "--read-data", "--secret-key", key],
+    );
+    assert!(verify.stdout.contains("✓ s3"), "verify: {}", verify.stdout);
+    ok(
+        &sandbox,
+        &server,
+        &["restore", "--target", "data=restored", "--secret-key", key],
+    );
+    assert_same_tree(&sandbox.path("data"), &sandbox.path("restored"));
+}
+
+#[test]
+fn the_append_only_test_server_refuses_that_key_s_deletes_outside_locks() {
+    // The check above is only as good as this refusal.
+    let Some(server) = S3Server::start_with(Faults {
+        append_only_key: Some(APPEND_ONLY_KEY),
+        ..Faults::default()
+    }) else {
+        return;
+    };
+    let bucket = server.bucket("refusal");
+    let op = opendal::Operator::new(
+        opendal::services::S3::default()
+            .bucket(&bucket)
+            .root(ROOT)
+            .region(REGION)
+            .endpoint(&server.endpoint())
+            .access_key_id(APPEND_ONLY_KEY)
+            .secret_access_key(SECRET_ACCESS_KEY),
+    )
+    .expect("an S3 operator");
+    runtime().block_on(async {
+        op.write("packs/00/p", vec![1u8; 10]).await.expect("write");
+        op.write("locks/l", vec![1u8; 10]).await.expect("write");
+        let refused = op.delete("packs/00/p").await.expect_err("a refused delete");
+        assert_eq!(refused.kind(), ErrorKind::PermissionDenied, "{refused}");
+        op.delete("locks/l").await.expect("a lock may go");
+        assert!(op.exists("packs/00/p").await.expect("stat"));
+        assert!(!op.exists("locks/l").await.expect("stat"));
+    });
+    assert_eq!(server.injected().deletes_refused, 1);
+    assert_eq!(server.injected().deletes, 1);
+}
+
+#[test]
+fn another_host_backing_up_neither_stales_a_saved_plan_nor_shows_as_a_policy_change() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let bucket = server.bucket("saved-plan");
+    let host = |source: &'static str, folder: &'static str| Host {
+        sandbox: Sandbox::with_policy(&policy(
+            &server,
+            &bucket,
+            &format!("  {source}:\n    type: files\n    path: {folder}\n"),
+        )),
+        source,
+        folder,
+    };
+    let a = host("alpha", "data-a");
+    let b = host("beta", "data-b");
+    a.write_round(1);
+    b.write_round(1);
+    ok(&a.sandbox, &server, &["init"]);
+    std::fs::copy(
+        a.sandbox.path("repository.key"),
+        b.sandbox.root().join("repository.key"),
+    )
+    .expect("copy the repository key");
+    ok(&a.sandbox, &server, &["apply"]);
+    let later = (chrono::Utc::now() + chrono::Duration::days(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+
+    // A plans and saves; B backs up (new snapshots, a policy of its own recorded);
+    // A's reviewed plan still applies.
+    a.write_round(2);
+    ok(
+        &a.sandbox,
+        &server,
+        &["plan", "--now", &later, "--out", "plan.json"],
+    );
+    let run = ok(&b.sandbox, &server, &["apply"]);
+    assert!(run.stdout.contains("✓ backup beta"), "{}", run.stdout);
+    let run = ok(&a.sandbox, &server, &["apply", "plan.json"]);
+    assert!(run.stdout.contains("✓ backup alpha"), "{}", run.stdout);
+    // Each host compares its policy with the one it applied last, not with the
+    // other host's, which B recorded last.
+    let plan = ok(&b.sandbox, &server, &["plan"]);
+    assert!(!plan.stdout.contains("Policy changed"), "{}", plan.stdout);
+    let plan = ok(&a.sandbox, &server, &["plan"]);
+    assert!(!plan.stdout.contains("Policy changed"), "{}", plan.stdout);
+
+    // A change to what A's plan reads (a backup of its own source) still makes it
+    // stale.
+    ok(
+        &a.sandbox,
+        &server,
+        &["plan", "--now", &later, "--out", "plan.json"],
+    );
+    ok(&a.sandbox, &server, &["apply", "--now", &later]);
+    let run = Run::from(
+        backplan(&a.sandbox, &["apply", "plan.json"])
+            .output()
+            .expect("run backplan"),
+    );
+    assert_ne!(run.status, Some(0), "{}", run.stdout);
+    assert!(run.stderr.contains("BP203"), "{}", run.stderr);
+
+    // A's own change is shown.
+    let text = std::fs::read_to_string(a.sandbox.path("backplan.yaml")).expect("read policy");
+    a.sandbox.write(
+        "backplan.yaml",
+        &text.replace("keep_daily: 7", "keep_daily: 8"),
+    );
+    let plan = ok(&a.sandbox, &server, &["plan"]);
+    assert!(
+        plan.stdout.contains("Policy changed") && plan.stdout.contains("keep_daily: 8"),
+        "{}",
+        plan.stdout
+    );
 }

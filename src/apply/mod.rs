@@ -172,7 +172,13 @@ pub async fn apply<E: Executor>(
         let Action::Prune(prune) = action else {
             continue;
         };
-        let outcome = if prune.held {
+        let outcome = if prune.append_only {
+            let why = format!(
+                "held back: {} is append-only; a host with --role prune prunes it",
+                prune.destination
+            );
+            skipped(index, action, on_event, why)
+        } else if prune.held {
             skipped(index, action, on_event, "held back by --max-deletes".into())
         } else if unhealthy.contains(&prune.source) {
             let why = format!("the backup of {} failed in this apply", prune.source);

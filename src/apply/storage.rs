@@ -16,7 +16,7 @@ use crate::error::{Code, Failure};
 use crate::inventory::{LockKind, Lost, PackState, SnapshotInfo, SnapshotStatus};
 use crate::pipeline::crypto::Recipients;
 use crate::pipeline::sink::{PackUpload, RepoSink, Target};
-use crate::plan::{Backup, Configure, Copy, Prune, Repair};
+use crate::plan::{Backup, Configure, Copy, Prune, Repair, Role};
 use crate::policy::{Policy, SourceKind};
 use crate::repo::format::{IndexBody, PackBuilder, PackRecord, Tree};
 use crate::repo::keys::{ChunkId, RepoKey};
@@ -86,10 +86,17 @@ impl StorageExecutor {
 
     /// Stores the policy this apply ran with in every destination.
     pub async fn record_policy(&self, now: DateTime<Utc>) -> Result<(), Failure> {
+        let sources: Vec<String> = self.policy.file.sources.keys().cloned().collect();
         for repo in self.repos.values() {
             if repo.marker().await?.is_some() {
-                repo.put_policy(&self.key, &self.policy.text, &self.policy.digest, now)
-                    .await?;
+                repo.put_policy(
+                    &self.key,
+                    &self.policy.text,
+                    &self.policy.digest,
+                    &sources,
+                    now,
+                )
+                .await?;
             }
         }
         Ok(())
@@ -97,10 +104,21 @@ impl StorageExecutor {
 
     /// Rewrites each destination's snapshot catalog where it has fallen behind, so
     /// that the next inventory reads one object rather than one per snapshot. A
-    /// failure costs only speed; it is returned for the operator to see.
-    pub async fn compact_catalogs(&self) -> Vec<Failure> {
+    /// failure costs only speed; it is returned for the operator to see. A rewrite
+    /// deletes the catalogs it replaces: on an append-only destination only the
+    /// trusted host (`role` prune) does it.
+    pub async fn compact_catalogs(&self, role: Role) -> Vec<Failure> {
         let mut problems = Vec::new();
         for repo in self.repos.values() {
+            let append_only = self
+                .policy
+                .file
+                .destinations
+                .get(&repo.name)
+                .is_some_and(|d| d.append_only());
+            if append_only && role != Role::Prune {
+                continue;
+            }
             if let Err(f) = repo.compact_catalog().await {
                 problems.push(f);
             }

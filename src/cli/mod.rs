@@ -122,6 +122,18 @@ pub struct PlanningArgs {
     /// Read the inventory from this JSON file instead of the destinations.
     #[arg(long, value_name = "FILE")]
     pub inventory: Option<PathBuf>,
+    /// What this host may do: `backup` only adds to append-only destinations (their
+    /// prunes are held back); `prune` is the trusted host that prunes and repairs
+    /// everywhere and backs nothing up [default: backup].
+    #[arg(long, value_enum, value_name = "ROLE")]
+    pub role: Option<RoleArg>,
+}
+
+/// `--role`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    Backup,
+    Prune,
 }
 
 #[derive(Debug, Args)]
@@ -298,6 +310,9 @@ impl PlanningArgs {
         if self.max_deletes.is_some() {
             flags.push("--max-deletes");
         }
+        if self.role.is_some() {
+            flags.push("--role");
+        }
         flags
     }
 }
@@ -322,6 +337,10 @@ impl PlanningArgs {
             now,
             settings: crate::plan::Settings {
                 max_deletes: self.max_deletes.unwrap_or(DEFAULT_MAX_DELETES),
+                role: match self.role {
+                    Some(RoleArg::Prune) => crate::plan::Role::Prune,
+                    Some(RoleArg::Backup) | None => crate::plan::Role::Backup,
+                },
             },
             inventory: self.inventory.clone(),
         })

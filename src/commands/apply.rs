@@ -109,7 +109,7 @@ pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
 
     if report.done() > 0 {
         rt.block_on(executor.record_policy(chrono::Utc::now()))?;
-        for f in rt.block_on(executor.compact_catalogs()) {
+        for f in rt.block_on(executor.compact_catalogs(plan.settings.role)) {
             eprintln!("{:?}", miette::Report::new(f.with_help(
                 "the snapshot catalog is only a cache: the inventory is read one snapshot at a time until the next apply rewrites it",
             )));
@@ -186,7 +186,7 @@ pub fn check_fresh(plan: &Plan, policy: &Policy, inventory: &Inventory) -> Resul
             ),
         ));
     }
-    if plan.inventory_digest != inventory.digest() {
+    if plan.inventory_digest != inventory.digest_for(policy.file.sources.keys()) {
         return Err(Failure::new(
             Code::StalePlan,
             "saved plan is stale: the destinations changed since the plan was made",

@@ -208,14 +208,26 @@ pub struct AppliedPolicy {
 }
 
 impl Inventory {
-    /// A digest of the inventory's content, independent of the order snapshots were
-    /// listed in. A saved plan records it; apply refuses the plan when it moved.
-    pub fn digest(&self) -> String {
+    /// A digest of what a plan of a policy with `sources` reads to decide its actions,
+    /// independent of the order snapshots were listed in: their snapshots, what was
+    /// found lost or damaged, which destinations could not be read. A saved plan
+    /// records it; apply refuses the plan when it moved. Other hosts sharing the
+    /// repository add snapshots of their own sources and record their own policies
+    /// all the time: that does not make this host's saved plan stale.
+    pub fn digest_for<'a>(&self, sources: impl IntoIterator<Item = &'a String>) -> String {
+        let sources: std::collections::BTreeSet<&str> =
+            sources.into_iter().map(String::as_str).collect();
         let mut canonical = self.clone();
         for state in canonical.destinations.values_mut() {
             // Locks come and go (a running backup refreshes its own): they do not
             // make a plan stale.
             state.locks.clear();
+            state
+                .snapshots
+                .retain(|s| sources.contains(s.source.as_str()));
+            // Every apply of every host records its policy: shown as the policy diff,
+            // it decides no action.
+            state.applied_policy = None;
             state
                 .snapshots
                 .sort_by(|a, b| (&a.source, a.time, &a.id).cmp(&(&b.source, b.time, &b.id)));

@@ -30,13 +30,37 @@ pub const DEFAULT_MAX_DELETES: usize = 10;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settings {
     pub max_deletes: usize,
+    /// The role of the host the plan is for (`--role`).
+    #[serde(default, skip_serializing_if = "Role::is_backup")]
+    pub role: Role,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             max_deletes: DEFAULT_MAX_DELETES,
+            role: Role::Backup,
         }
+    }
+}
+
+/// What the host a plan is for may do. An input of the plan, like `now`: the same
+/// policy plans differently on a backup host and on the trusted host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Backs up, copies, repairs and prunes; on an append-only destination it only
+    /// adds: its prunes are held back, its repairs left to the trusted host.
+    #[default]
+    Backup,
+    /// The trusted host, with credentials that may delete: prunes and repairs on
+    /// every destination, append-only ones included; backs nothing up.
+    Prune,
+}
+
+impl Role {
+    pub fn is_backup(&self) -> bool {
+        *self == Role::Backup
     }
 }
 
@@ -223,9 +247,14 @@ pub struct Prune {
     /// Oldest first.
     pub snapshots: Vec<SnapshotRef>,
     pub reason: PruneReason,
-    /// Held back: the plan prunes more than `max_deletes`. Apply skips held prunes.
+    /// Held back: the plan prunes more than `max_deletes`, or the destination is
+    /// append-only. Apply skips held prunes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub held: bool,
+    /// Held back because the destination is append-only: a host with `--role prune`
+    /// runs it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub append_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -479,8 +508,11 @@ pub fn plan_with(
             retain(source, &view, &mut copies, &mut prunes, &mut warnings);
         }
     }
-    let repairs = repairs(policy, inventory, &mut warnings);
+    let mut repairs = repairs(policy, inventory, &mut warnings);
     uncovered(policy, inventory, &mut warnings);
+    if settings.role == Role::Backup {
+        hold_for_trusted_host(policy, &mut prunes, &mut repairs, &mut warnings);
+    }
     for probe in probes.sources.values() {
         warnings.extend(probe.warnings.iter().cloned());
     }
@@ -489,7 +521,7 @@ pub fn plan_with(
     let deletes: usize = prunes
         .iter()
         .map(|p| match p {
-            Action::Prune(p) => p.snapshots.len(),
+            Action::Prune(p) if !p.held => p.snapshots.len(),
             _ => 0,
         })
         .sum();
@@ -509,17 +541,22 @@ pub fn plan_with(
         ));
     }
 
-    let mut actions = configures;
-    actions.extend(backups);
+    let mut actions = Vec::new();
+    if settings.role == Role::Backup {
+        actions.extend(configures);
+        actions.extend(backups);
+    }
     actions.extend(repairs);
-    actions.extend(copies);
+    if settings.role == Role::Backup {
+        actions.extend(copies);
+    }
     actions.extend(prunes);
     let policy_change = diff::policy_change(policy, inventory, &actions);
     Plan {
         format_version: FORMAT_VERSION,
         created_at: now,
         policy: PolicyRef::of(policy),
-        inventory_digest: inventory.digest(),
+        inventory_digest: inventory.digest_for(policy.file.sources.keys()),
         settings,
         destinations,
         policy_change,
@@ -620,6 +657,75 @@ fn backup_reason(
     })
 }
 
+/// On a backup host, what would delete on an append-only destination waits for the
+/// trusted host: its prunes are held back (shown, not dropped), its repairs (which
+/// replace damaged objects and records) are left out; a warning per destination says
+/// so.
+fn hold_for_trusted_host(
+    policy: &Policy,
+    prunes: &mut [Action],
+    repairs: &mut Vec<Action>,
+    warnings: &mut Vec<Warning>,
+) {
+    let append_only = |d: &str| {
+        policy
+            .file
+            .destinations
+            .get(d)
+            .is_some_and(|d| d.append_only())
+    };
+    let mut held: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for action in prunes.iter_mut() {
+        if let Action::Prune(p) = action
+            && append_only(&p.destination)
+        {
+            p.held = true;
+            p.append_only = true;
+            held.entry(policy_name(policy, &p.destination))
+                .or_default()
+                .0 += p.snapshots.len();
+        }
+    }
+    repairs.retain(|action| match action {
+        Action::Repair(r) if append_only(&r.destination) => {
+            held.entry(policy_name(policy, &r.destination))
+                .or_default()
+                .1 += 1;
+            false
+        }
+        _ => true,
+    });
+    for (dest, (snapshots, repairs)) in held {
+        let mut what = Vec::new();
+        if snapshots > 0 {
+            what.push(format!(
+                "{snapshots} snapshot deletion{} held back",
+                plural(snapshots)
+            ));
+        }
+        if repairs > 0 {
+            what.push("its repair left out".to_string());
+        }
+        warnings.push(Warning::new(
+            Code::AppendOnly,
+            None,
+            format!(
+                "{dest} is append-only: {}; a host with `--role prune` runs them",
+                what.join(", ")
+            ),
+        ));
+    }
+}
+
+/// `name` as the policy spells it (borrowed from the policy).
+fn policy_name<'a>(policy: &'a Policy, name: &str) -> &'a str {
+    policy
+        .file
+        .destinations
+        .get_key_value(name)
+        .map_or("", |(k, _)| k.as_str())
+}
+
 /// Retention and repair for one source: prunes per destination, copies of kept
 /// snapshots that a destination lacks.
 fn retain(
@@ -717,6 +823,7 @@ fn retain(
                 snapshots: list,
                 reason,
                 held: false,
+                append_only: false,
             }));
         }
     }

@@ -104,12 +104,24 @@ pub enum Destination {
     Fs {
         /// The folder; relative paths start at the policy's folder.
         root: PathBuf,
+        /// Hosts with this policy write here with credentials that cannot delete
+        /// (ransomware protection): apply backs up and never prunes nor deletes,
+        /// except its own lock objects under `locks/`. Prunes are held back for a
+        /// trusted host running `--role prune`. Default `false`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        append_only: bool,
     },
     /// Process memory: for tests and trials; nothing survives the process.
     Memory {
         /// A prefix inside the memory store.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         root: Option<String>,
+        /// Hosts with this policy write here with credentials that cannot delete
+        /// (ransomware protection): apply backs up and never prunes nor deletes,
+        /// except its own lock objects under `locks/`. Prunes are held back for a
+        /// trusted host running `--role prune`. Default `false`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        append_only: bool,
     },
     /// Amazon S3 or any S3-compatible store.
     S3 {
@@ -126,6 +138,12 @@ pub enum Destination {
         access_key_id: Option<Secret>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         secret_access_key: Option<Secret>,
+        /// Hosts with this policy write here with credentials that cannot delete
+        /// (ransomware protection): apply backs up and never prunes nor deletes,
+        /// except its own lock objects under `locks/`. Prunes are held back for a
+        /// trusted host running `--role prune`. Default `false`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        append_only: bool,
     },
     /// Any other OpenDAL service, by its scheme and options.
     Opendal {
@@ -134,10 +152,27 @@ pub enum Destination {
         /// The service's options; values may use `${env:NAME}`.
         #[serde(default)]
         options: BTreeMap<String, Secret>,
+        /// Hosts with this policy write here with credentials that cannot delete
+        /// (ransomware protection): apply backs up and never prunes nor deletes,
+        /// except its own lock objects under `locks/`. Prunes are held back for a
+        /// trusted host running `--role prune`. Default `false`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        append_only: bool,
     },
 }
 
 impl Destination {
+    /// Whether hosts with this policy may only add to this destination
+    /// (`append_only: true`).
+    pub fn append_only(&self) -> bool {
+        match self {
+            Destination::Fs { append_only, .. }
+            | Destination::Memory { append_only, .. }
+            | Destination::S3 { append_only, .. }
+            | Destination::Opendal { append_only, .. } => *append_only,
+        }
+    }
+
     /// The OpenDAL scheme this destination uses.
     pub fn scheme(&self) -> &str {
         match self {

@@ -126,7 +126,10 @@ pub(super) fn validate(
         for (field, secret) in dest.secrets() {
             c.secret(secret, &join(&base, &field));
         }
-        if let Destination::Opendal { scheme, options } = dest {
+        if let Destination::Opendal {
+            scheme, options, ..
+        } = dest
+        {
             c.service(name, scheme, options, &base);
         }
     }

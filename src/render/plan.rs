@@ -170,7 +170,9 @@ fn lines(plan: &Plan) -> Vec<Line> {
                     verb: "prune",
                     source: p.source.clone(),
                     what: format!("{} from {}", span_of(&p.snapshots), p.destination),
-                    why: if p.held {
+                    why: if p.append_only {
+                        format!("{why} [held: append-only, for --role prune]")
+                    } else if p.held {
                         format!("{why} [held: over --max-deletes]")
                     } else {
                         why
@@ -226,6 +228,9 @@ const SEALED: &str =
 pub fn human(plan: &Plan) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}", inventory_line(plan));
+    if let Some(role) = role_line(plan) {
+        let _ = writeln!(out, "{role}");
+    }
     if let Some(change) = &plan.policy_change {
         let _ = writeln!(
             out,
@@ -281,9 +286,19 @@ pub fn human(plan: &Plan) -> String {
 }
 
 /// Markdown, for a pull-request comment.
+/// Said when the plan is not a backup host's (`--role`).
+fn role_line(plan: &Plan) -> Option<&'static str> {
+    (plan.settings.role == crate::plan::Role::Prune).then_some(
+        "Role: prune (the trusted host: prunes and repairs, append-only destinations included; no backups)",
+    )
+}
+
 pub fn markdown(plan: &Plan) -> String {
     let mut out = String::from("### backplan plan\n\n");
     let _ = writeln!(out, "{}\n", inventory_line(plan));
+    if let Some(role) = role_line(plan) {
+        let _ = writeln!(out, "{role}\n");
+    }
     if plan.has_changes() {
         let _ = writeln!(out, "**{}**\n", summary_line(&plan.summary));
     } else {

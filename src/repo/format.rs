@@ -144,6 +144,11 @@ pub struct PolicyHeader {
     pub key_id: String,
     pub digest: String,
     pub applied_at: chrono::DateTime<chrono::Utc>,
+    /// The names of the policy's sources (public anyway, in snapshot headers): hosts
+    /// or policies sharing a repository each compare their policy with the last one
+    /// that backs up the same sources. Absent in records of earlier versions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
 }
 
 /// What one snapshot holds: entries in path order. Paths are relative, `/`-separated,

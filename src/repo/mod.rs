@@ -132,13 +132,13 @@ fn bare_operator(name: &str, dest: &Destination, policy: &Policy) -> Result<Oper
             .map_err(|e| Failure::new(Code::SecretUnresolved, format!("destination {name}: {e}")))
     };
     match dest {
-        Destination::Fs { root } => {
+        Destination::Fs { root, .. } => {
             let root = policy.resolve_path(root);
             let root = std::path::absolute(&root).unwrap_or(root);
             Operator::new(services::Fs::default().root(&root.to_string_lossy()))
                 .map_err(|e| fail(&e))
         }
-        Destination::Memory { root } => {
+        Destination::Memory { root, .. } => {
             Operator::new(services::Memory::default().root(root.as_deref().unwrap_or("/")))
                 .map_err(|e| fail(&e))
         }
@@ -149,6 +149,7 @@ fn bare_operator(name: &str, dest: &Destination, policy: &Policy) -> Result<Oper
             root,
             access_key_id,
             secret_access_key,
+            ..
         } => {
             let mut b = services::S3::default().bucket(bucket);
             if let Some(region) = region {
@@ -168,7 +169,9 @@ fn bare_operator(name: &str, dest: &Destination, policy: &Policy) -> Result<Oper
             }
             Operator::new(b).map_err(|e| fail(&e))
         }
-        Destination::Opendal { scheme, options } => {
+        Destination::Opendal {
+            scheme, options, ..
+        } => {
             let service = crate::policy::services::service(scheme);
             let mut resolved = BTreeMap::new();
             for (k, v) in options {
@@ -236,13 +239,15 @@ fn on_path(program: &str) -> bool {
 /// fs service creates a missing root when it is opened, and reading must not write.
 fn certainly_empty(dest: &Destination, policy: &Policy) -> bool {
     match dest {
-        Destination::Fs { root } => !policy.resolve_path(root).exists(),
+        Destination::Fs { root, .. } => !policy.resolve_path(root).exists(),
         _ => false,
     }
 }
 
 /// Reads every destination of the policy, concurrently.
 pub async fn read_inventory(policy: &Policy, key: Option<&keys::RepoKey>) -> Inventory {
+    let sources: Vec<String> = policy.file.sources.keys().cloned().collect();
+    let sources = sources.as_slice();
     let reads = policy
         .file
         .destinations
@@ -252,7 +257,11 @@ pub async fn read_inventory(policy: &Policy, key: Option<&keys::RepoKey>) -> Inv
                 DestinationState::default()
             } else {
                 match operator(name, dest, policy) {
-                    Ok(op) => store::Repo::new(name.clone(), op).read_state(key).await,
+                    Ok(op) => {
+                        store::Repo::new(name.clone(), op)
+                            .read_state(key, Some(sources))
+                            .await
+                    }
                     Err(f) => DestinationState {
                         error: Some(f.message),
                         ..DestinationState::default()
@@ -347,7 +356,7 @@ pub fn open_all(policy: &Policy) -> Result<Vec<store::Repo>, Failure> {
 /// object under its final name.
 pub fn open(name: &str, dest: &Destination, policy: &Policy) -> Result<store::Repo, Failure> {
     let repo = store::Repo::new(name, operator(name, dest, policy)?);
-    let Destination::Fs { root } = dest else {
+    let Destination::Fs { root, .. } = dest else {
         return Ok(repo);
     };
     let root = policy.resolve_path(root);

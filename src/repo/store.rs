@@ -30,6 +30,9 @@ const CATALOG_DIR: &str = "catalog/";
 /// The catalog is rewritten once this many listed snapshots are missing from it, or
 /// this many of its entries name snapshots that are gone.
 const CATALOG_SLACK: usize = 64;
+/// How many applied-policy records, newest first, are read to find the one a plan
+/// compares with.
+const POLICY_LOOKBACK: usize = 32;
 
 /// Where `verify` records what it found lost.
 const LOST_DIR: &str = "lost/";
@@ -359,8 +362,14 @@ impl Repo {
 
     /// What `plan` needs, with no key; with the repository key the applied policy's
     /// text too. Problems are recorded in the state, never raised.
-    pub async fn read_state(&self, key: Option<&RepoKey>) -> DestinationState {
-        match self.try_read_state(key).await {
+    /// `sources`, the reading policy's, pick the applied policy it is compared with
+    /// (see `applied_policy`); `None` takes the newest.
+    pub async fn read_state(
+        &self,
+        key: Option<&RepoKey>,
+        sources: Option<&[String]>,
+    ) -> DestinationState {
+        match self.try_read_state(key, sources).await {
             Ok(state) => state,
             Err(f) => DestinationState {
                 error: Some(f.message),
@@ -369,7 +378,11 @@ impl Repo {
         }
     }
 
-    async fn try_read_state(&self, key: Option<&RepoKey>) -> Result<DestinationState, Failure> {
+    async fn try_read_state(
+        &self,
+        key: Option<&RepoKey>,
+        sources: Option<&[String]>,
+    ) -> Result<DestinationState, Failure> {
         if self.marker().await?.is_none() {
             return Ok(DestinationState::default());
         }
@@ -394,7 +407,7 @@ impl Repo {
             }
         }
         state.lost = Lost::merged(&lost);
-        state.applied_policy = self.applied_policy(key).await?;
+        state.applied_policy = self.applied_policy(key, sources).await?;
         for (path, result) in self.locks().await? {
             match result {
                 Ok(lock) => state.locks.push(lock),
@@ -500,22 +513,44 @@ impl Repo {
         Ok(true)
     }
 
+    /// The applied policy a policy backing up `sources` is compared with: several
+    /// hosts or policies may share a repository, each with its own sources, and each
+    /// compares with its own last apply, not with another's. Of the newest
+    /// [`POLICY_LOOKBACK`] records, the one with the most source names in common
+    /// (the newest of those); with none in common (all sources renamed, or records
+    /// of earlier builds, which name none), the newest. `None`: the newest.
     async fn applied_policy(
         &self,
         key: Option<&RepoKey>,
+        sources: Option<&[String]>,
     ) -> Result<Option<AppliedPolicy>, Failure> {
         let mut paths = self.list("policies/").await?;
         // Names start with the time they were applied: the last is the newest.
         paths.sort();
-        let Some(path) = paths.pop() else {
+        let mut best: Option<(usize, PolicyHeader, Vec<u8>)> = None;
+        for path in paths.iter().rev().take(POLICY_LOOKBACK) {
+            let bytes = self.read(path).await?;
+            let (header, body) = object::decode::<PolicyHeader>(&bytes)
+                .map_err(|d| damaged(&self.name, path, &d.0))?;
+            let Some(ours) = sources else {
+                best = Some((0, header, body.to_vec()));
+                break;
+            };
+            let common = header.sources.iter().filter(|s| ours.contains(s)).count();
+            let exact = common == ours.len() && header.sources.len() == ours.len();
+            if best.as_ref().is_none_or(|(c, _, _)| common > *c) {
+                best = Some((common, header, body.to_vec()));
+            }
+            if exact {
+                break;
+            }
+        }
+        let Some((_, header, body)) = best else {
             return Ok(None);
         };
-        let bytes = self.read(&path).await?;
-        let (header, body) =
-            object::decode::<PolicyHeader>(&bytes).map_err(|d| damaged(&self.name, &path, &d.0))?;
         let text = match key {
             Some(k) if k.id() == header.key_id => k
-                .open(body)
+                .open(&body)
                 .ok()
                 .map(|t| String::from_utf8_lossy(&t).into_owned()),
             _ => None,
@@ -533,6 +568,7 @@ impl Repo {
         key: &RepoKey,
         text: &str,
         digest: &str,
+        sources: &[String],
         now: DateTime<Utc>,
     ) -> Result<(), Failure> {
         let header = PolicyHeader {
@@ -540,6 +576,7 @@ impl Repo {
             key_id: key.id(),
             digest: digest.to_string(),
             applied_at: now,
+            sources: sources.to_vec(),
         };
         let body = key
             .seal(text.as_bytes())

@@ -43,20 +43,37 @@ const LOG_KEEP: usize = 64 * 1024;
 /// object request with HTTP 503 `SlowDown` without carrying it out;
 /// `BACKPLAN_TEST_S3_LOSE_CONDITIONALS=N` carries out the first N `If-None-Match`
 /// writes and then answers each with a 503 (as when S3's answer is lost on the way).
-/// The counts of both are written to `BACKPLAN_TEST_S3_FAULTS_FILE`.
+/// `BACKPLAN_TEST_S3_APPEND_ONLY_KEY=ID` treats requests signed with access key ID as an
+/// append-only IAM user's (docs/security.md): an object DELETE outside a `locks/`
+/// folder, and any multi-object delete, is refused with HTTP 403 `AccessDenied`. The
+/// counts of all of these, and of that key's DELETEs let through, are written to
+/// `BACKPLAN_TEST_S3_FAULTS_FILE`.
 const SITECUSTOMIZE: &str = r#"import os
 import sys
 import threading
 
 try:
     from moto.s3.responses import S3Response
+    from urllib.parse import urlparse
 
     _lock = threading.Lock()
     _key_response = S3Response._key_response
     _every = int(os.environ.get("BACKPLAN_TEST_S3_FAIL_EVERY") or 0)
     _lose_conditionals = int(os.environ.get("BACKPLAN_TEST_S3_LOSE_CONDITIONALS") or 0)
     _faults_file = os.environ.get("BACKPLAN_TEST_S3_FAULTS_FILE")
-    _state = {"requests": 0, "refused": 0, "lost": 0}
+    _append_only_key = os.environ.get("BACKPLAN_TEST_S3_APPEND_ONLY_KEY")
+
+    def _append_only(request):
+        auth = request.headers.get("Authorization") or ""
+        return bool(_append_only_key) and f"Credential={_append_only_key}/" in auth
+    _state = {"requests": 0, "refused": 0, "lost": 0, "deletes_refused": 0, "deletes": 0}
+    _ACCESS_DENIED = (
+        403,
+        {"content-type": "application/xml"},
+        b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+        b"<Message>Access Denied</Message>"
+        b"<RequestId>backplan-test</RequestId></Error>",
+    )
     _SLOW_DOWN = (
         503,
         {"content-type": "application/xml"},
@@ -68,7 +85,10 @@ try:
     def _count():
         if _faults_file:
             with open(_faults_file, "w") as f:
-                f.write(f"{_state['refused']} {_state['lost']}\n")
+                f.write(
+                    f"{_state['refused']} {_state['lost']} "
+                    f"{_state['deletes_refused']} {_state['deletes']}\n"
+                )
 
     def _serialised(self, request, *args, **kwargs):
         with _lock:
@@ -77,6 +97,14 @@ try:
                 _state["refused"] += 1
                 _count()
                 return _SLOW_DOWN
+            if request.method == "DELETE" and _append_only(request):
+                full_url = args[0] if args else kwargs.get("full_url", "")
+                if "/locks/" not in urlparse(full_url).path:
+                    _state["deletes_refused"] += 1
+                    _count()
+                    return _ACCESS_DENIED
+                _state["deletes"] += 1
+                _count()
             response = _key_response(self, request, *args, **kwargs)
             if (
                 _state["lost"] < _lose_conditionals
@@ -89,6 +117,22 @@ try:
             return response
 
     S3Response._key_response = _serialised
+
+    _bucket_response = S3Response._bucket_response
+
+    def _bucket_guarded(self, request, full_url, *args, **kwargs):
+        if (
+            _append_only(request)
+            and request.method == "POST"
+            and "delete" in urlparse(full_url).query
+        ):
+            with _lock:
+                _state["deletes_refused"] += 1
+                _count()
+            return _ACCESS_DENIED
+        return _bucket_response(self, request, full_url, *args, **kwargs)
+
+    S3Response._bucket_response = _bucket_guarded
     print("backplan-tests: moto S3 object requests serialised", file=sys.stderr, flush=True)
 except Exception as e:
     print(f"backplan-tests: cannot patch moto: {e!r}", file=sys.stderr, flush=True)
@@ -106,6 +150,9 @@ pub struct Faults {
     /// The first this many `If-None-Match: *` writes are carried out, then each is
     /// answered 503.
     pub lose_conditionals: u32,
+    /// Requests signed with this access key id may delete only under `locks/`: any
+    /// other DELETE of theirs, and any multi-object delete, is refused (403).
+    pub append_only_key: Option<&'static str>,
 }
 
 /// What a server injected: requests refused, and answers lost after the write.
@@ -113,6 +160,10 @@ pub struct Faults {
 pub struct Injected {
     pub refused: u64,
     pub lost: u64,
+    /// DELETEs refused by [`Faults::append_only_key`].
+    pub deletes_refused: u64,
+    /// DELETEs of that key let through (under `locks/`).
+    pub deletes: u64,
 }
 
 /// A running `moto_server`; killed on drop.
@@ -197,6 +248,9 @@ impl S3Server {
                 "BACKPLAN_TEST_S3_LOSE_CONDITIONALS",
                 faults.lose_conditionals.to_string(),
             );
+        }
+        if let Some(key) = faults.append_only_key {
+            command.env("BACKPLAN_TEST_S3_APPEND_ONLY_KEY", key);
         }
         let mut child = command
             .env(
@@ -305,6 +359,8 @@ impl S3Server {
         Injected {
             refused: counts.next().unwrap_or(0),
             lost: counts.next().unwrap_or(0),
+            deletes_refused: counts.next().unwrap_or(0),
+            deletes: counts.next().unwrap_or(0),
         }
     }
 
