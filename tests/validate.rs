@@ -557,6 +557,13 @@ fn an_inline_password_in_a_postgres_url_is_flagged() {
     assert_eq!(position(&text, warning).0, 9);
     // The message names the field, never the password.
     assert!(!warning.problem.message.contains("hunter2"));
+    // Nor do the policy's lines that the report quotes.
+    let quoted = warning.source.as_ref().expect("the policy's text").inner();
+    assert!(
+        quoted.contains("    url: postgres://backup:*******@db/app\n"),
+        "{quoted}"
+    );
+    assert!(!quoted.contains("hunter2"), "{quoted}");
 }
 
 #[test]

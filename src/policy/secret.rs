@@ -3,6 +3,7 @@
 //! resolved value lives in a [`Resolved`] whose `Debug` hides it.
 
 use std::fmt;
+use std::ops::Range;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -151,34 +152,52 @@ impl fmt::Debug for Resolved {
     }
 }
 
-/// Replaces the password of every `scheme://user:password@host` in `text` with `***`.
-pub fn redact_url_password(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(pos) = rest.find("://") {
-        let (head, tail) = rest.split_at(pos + 3);
-        out.push_str(head);
+/// Where the password of every `scheme://user:password@host` in `text` stands (byte
+/// ranges, possibly empty for `user:@host`).
+fn url_passwords(text: &str) -> Vec<Range<usize>> {
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(pos) = text[from..].find("://") {
+        let start = from + pos + 3;
+        let tail = &text[start..];
         let authority_end = tail
             .find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace())
             .unwrap_or(tail.len());
         let authority = &tail[..authority_end];
-        match authority.rfind('@') {
-            Some(at) => {
-                let userinfo = &authority[..at];
-                match userinfo.find(':') {
-                    Some(colon) => {
-                        out.push_str(&userinfo[..colon]);
-                        out.push_str(":***");
-                    }
-                    None => out.push_str(userinfo),
-                }
-                out.push_str(&authority[at..]);
-            }
-            None => out.push_str(authority),
+        if let Some(at) = authority.rfind('@')
+            && let Some(colon) = authority[..at].find(':')
+        {
+            found.push(start + colon + 1..start + at);
         }
-        rest = &tail[authority_end..];
+        from = start + authority_end;
     }
-    out.push_str(rest);
+    found
+}
+
+/// Replaces the password of every `scheme://user:password@host` in `text` with `***`.
+pub fn redact_url_password(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut done = 0;
+    for range in url_passwords(text) {
+        out.push_str(&text[done..range.start]);
+        out.push_str("***");
+        done = range.end;
+    }
+    out.push_str(&text[done..]);
+    out
+}
+
+/// `text` with every literal URL password (not a `${env:…}` reference) replaced by
+/// as many `*` as it has bytes, so that every byte offset into `text` still holds:
+/// for quoting a policy's lines in a report.
+pub fn mask_url_passwords(text: &str) -> String {
+    let mut out = text.to_string();
+    for range in url_passwords(text) {
+        if !text[range.clone()].contains("${") {
+            let stars = "*".repeat(range.len());
+            out.replace_range(range, &stars);
+        }
+    }
     out
 }
 
@@ -199,6 +218,21 @@ mod tests {
             .expect("resolves");
         assert_eq!(r.expose(), "postgres://backup:hunter2@db/app");
         assert_eq!(format!("{r:?}"), "Resolved(<hidden>)");
+    }
+
+    #[test]
+    fn url_passwords_are_masked_byte_for_byte_and_references_kept() {
+        let text = "a: postgres://u:hunter2@db/app\nb: redis://:pw@r:6379 c: s3://u:${env:PW}@x\n";
+        let masked = mask_url_passwords(text);
+        assert_eq!(
+            masked,
+            "a: postgres://u:*******@db/app\nb: redis://:**@r:6379 c: s3://u:${env:PW}@x\n"
+        );
+        assert_eq!(masked.len(), text.len());
+        assert_eq!(
+            redact_url_password(text),
+            "a: postgres://u:***@db/app\nb: redis://:***@r:6379 c: s3://u:***@x\n"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use indexmap::IndexMap;
 use super::load::Parsed;
 use super::model::{Destination, PolicyFile, Retention, SourceKind, builtin_retention};
 use super::schedule::{Schedule, is_accepted_zone_name, parse_timezone, timezone_for_abbreviation};
-use super::secret::{Secret, url_has_inline_password};
+use super::secret::{Secret, mask_url_passwords, url_has_inline_password};
 use super::services;
 use super::spans::{SpanIndex, join, join_index};
 use super::{
@@ -23,9 +23,11 @@ use crate::graph::SourceGraph;
 use crate::pipeline::crypto::{KeyFile, inspect_key_file};
 
 /// `text` with every character of the values that [`Code::InlineServiceSecret`]
-/// problems point at replaced by `*` (byte for byte, so that every span still fits).
+/// problems point at, and of every literal password in a URL, replaced by `*` (byte
+/// for byte, so that every span still fits).
 pub(super) fn mask_inline_secrets(text: &str, problems: &[Problem]) -> String {
-    let mut out = text.to_string();
+    // Passwords inside URLs (BP131) too, wherever they stand.
+    let mut out = mask_url_passwords(text);
     for problem in problems {
         let Some((span, _)) = &problem.span else {
             continue;
