@@ -44,6 +44,7 @@ pub enum Code {
     UnknownScheme,
     MissingServiceOption,
     InlineServiceSecret,
+    ObjectLockTooShort,
     // --- planning and applying (BP2xx) ---
     BadTime,
     InventoryUnreadable,
@@ -83,6 +84,7 @@ pub enum Code {
     DatabaseProperties,
     DatabaseLocale,
     SshMissing,
+    ObjectLocked,
     Io,
 }
 
@@ -119,6 +121,7 @@ impl Code {
         Code::UnknownScheme,
         Code::MissingServiceOption,
         Code::InlineServiceSecret,
+        Code::ObjectLockTooShort,
         Code::BadTime,
         Code::InventoryUnreadable,
         Code::PlanFileUnreadable,
@@ -157,6 +160,7 @@ impl Code {
         Code::DatabaseProperties,
         Code::DatabaseLocale,
         Code::SshMissing,
+        Code::ObjectLocked,
         Code::Io,
     ];
 
@@ -327,6 +331,11 @@ impl Code {
                 "inline-service-secret",
                 "write the secret as `${env:NAME}`, or put it in a file and name it with `<option>_file`",
             ),
+            Code::ObjectLockTooShort => (
+                "BP135",
+                "object-lock-too-short",
+                "make `object_lock.retain_for` (and the bucket's default retention) at least as long as the longest time the sources writing there keep a snapshot",
+            ),
             Code::BadTime => (
                 "BP200",
                 "bad-time",
@@ -411,6 +420,11 @@ impl Code {
                 "BP216",
                 "append-only",
                 "prunes and repairs of an append-only destination are run by a trusted host: `backplan apply --role prune` there",
+            ),
+            Code::ObjectLocked => (
+                "BP255",
+                "object-locked",
+                "nothing to do: the held snapshots are deleted by the first prune after the date shown, when their S3 Object Lock has expired",
             ),
             Code::CorruptObject => (
                 "BP220",

@@ -96,12 +96,14 @@ fn pruning(snap: &backplan::inventory::SnapshotInfo) -> Prune {
             id: snap.id.clone(),
             time: snap.time,
             bytes_stored: snap.bytes_stored,
+            retain_until: None,
         }],
         reason: PruneReason::OutsideRetention {
             rules: "keep_last 0".into(),
         },
         held: false,
         append_only: false,
+        locked_until: None,
     }
 }
 

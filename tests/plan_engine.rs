@@ -84,6 +84,7 @@ fn snap_at(source: &str, time: DateTime<Utc>) -> SnapshotInfo {
         bytes_stored: Some(20 * MIB),
         source_digest: None,
         policy_digest: None,
+        retain_until: None,
     }
 }
 

@@ -70,6 +70,9 @@ pub struct Repo {
     /// For a local folder: the same folder, writing through a temporary file and a
     /// rename, so a crash never leaves a truncated object under its final name.
     data_op: Option<Operator>,
+    /// The bucket's S3 Object Lock period (`object_lock.retain_for`): each snapshot
+    /// written here records when its lock ends.
+    lock_period: Option<chrono::Duration>,
 }
 
 /// Where a chunk is stored.
@@ -173,7 +176,15 @@ impl Repo {
             name: name.into(),
             op,
             data_op: None,
+            lock_period: None,
         }
+    }
+
+    /// Records, in each snapshot written here, when the bucket's Object Lock of
+    /// `period` releases its objects.
+    pub fn with_lock_period(mut self, period: Option<chrono::Duration>) -> Repo {
+        self.lock_period = period;
+        self
     }
 
     /// Writes data objects through `op` (an fs operator with an atomic write dir).
@@ -766,10 +777,16 @@ impl Repo {
     ) -> Result<(), Failure> {
         self.create(&format!("trees/{}", info.id), tree_bytes)
             .await?;
+        let mut snapshot = info.clone();
+        // Every object of the snapshot (its packs, its tree) is written before this
+        // header, so the lock of each ends before this time: once it has passed,
+        // the whole snapshot can be deleted. (A copy's record of another
+        // destination's lock is replaced.)
+        snapshot.retain_until = self.lock_period.map(|p| chrono::Utc::now() + p);
         let header = SnapshotHeader {
             format: FORMAT_VERSION,
             key_id,
-            snapshot: info.clone(),
+            snapshot,
             tree_hash,
         };
         self.create(
