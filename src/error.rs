@@ -85,6 +85,7 @@ pub enum Code {
     DatabaseLocale,
     SshMissing,
     ObjectLocked,
+    ShortObjectLock,
     Io,
 }
 
@@ -161,6 +162,7 @@ impl Code {
         Code::DatabaseLocale,
         Code::SshMissing,
         Code::ObjectLocked,
+        Code::ShortObjectLock,
         Code::Io,
     ];
 
@@ -425,6 +427,11 @@ impl Code {
                 "BP255",
                 "object-locked",
                 "nothing to do: the held snapshots are deleted by the first prune after the date shown, when their S3 Object Lock has expired",
+            ),
+            Code::ShortObjectLock => (
+                "BP256",
+                "short-object-lock",
+                "nothing is lost: these packs are protected by the credentials (append-only hosts cannot delete) but no longer by the bucket's lock; backplan cannot extend a lock yet (docs/security.md)",
             ),
             Code::CorruptObject => (
                 "BP220",

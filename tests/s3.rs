@@ -1592,4 +1592,9 @@ fn an_object_lock_bucket_takes_backups_and_prunes_wait_for_the_lock_to_end() {
         !left.contains(&format!("snapshots/{}", oldest.id)),
         "{left:?}"
     );
+    // The packs the later snapshots reuse were written seconds before them: their
+    // locks cover those snapshots, and verify says nothing of them.
+    let verify = ok(&sandbox, &server, &["verify"]);
+    assert!(verify.stdout.contains("✓ s3"), "{}", verify.stdout);
+    assert!(!verify.stdout.contains("BP256"), "{}", verify.stdout);
 }

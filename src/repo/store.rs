@@ -75,6 +75,14 @@ pub struct Repo {
     lock_period: Option<chrono::Duration>,
 }
 
+/// A pack object as the listing shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct PackObject {
+    pub size: u64,
+    /// When it was written (S3: Last-Modified), when the listing says.
+    pub modified: Option<DateTime<Utc>>,
+}
+
 /// Where a chunk is stored.
 #[derive(Debug, Clone)]
 pub struct Location {
@@ -178,6 +186,11 @@ impl Repo {
             data_op: None,
             lock_period: None,
         }
+    }
+
+    /// The bucket's S3 Object Lock period, when the destination has one.
+    pub fn lock_period(&self) -> Option<chrono::Duration> {
+        self.lock_period
     }
 
     /// Records, in each snapshot written here, when the bucket's Object Lock of
@@ -849,12 +862,21 @@ impl Repo {
     }
 
     /// Every pack object's path and size.
-    pub async fn pack_objects(&self) -> Result<HashMap<String, u64>, Failure> {
+    pub async fn pack_objects(&self) -> Result<HashMap<String, PackObject>, Failure> {
         match self.op.list_with("packs/").recursive(true).await {
             Ok(entries) => Ok(entries
                 .into_iter()
                 .filter(|e| e.metadata().is_file())
-                .map(|e| (e.path().to_string(), e.metadata().content_length()))
+                .map(|e| {
+                    let m = e.metadata();
+                    let object = PackObject {
+                        size: m.content_length(),
+                        modified: m
+                            .last_modified()
+                            .map(|t| DateTime::<Utc>::from(std::time::SystemTime::from(t))),
+                    };
+                    (e.path().to_string(), object)
+                })
                 .collect()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(HashMap::new()),
             Err(e) => Err(storage(&self.name, "listing packs/", e)),
