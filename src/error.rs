@@ -44,6 +44,7 @@ pub enum Code {
     UnknownScheme,
     MissingServiceOption,
     InlineServiceSecret,
+    ObjectLockTooShort,
     // --- planning and applying (BP2xx) ---
     BadTime,
     InventoryUnreadable,
@@ -83,6 +84,8 @@ pub enum Code {
     DatabaseProperties,
     DatabaseLocale,
     SshMissing,
+    ObjectLocked,
+    ShortObjectLock,
     Io,
 }
 
@@ -119,6 +122,7 @@ impl Code {
         Code::UnknownScheme,
         Code::MissingServiceOption,
         Code::InlineServiceSecret,
+        Code::ObjectLockTooShort,
         Code::BadTime,
         Code::InventoryUnreadable,
         Code::PlanFileUnreadable,
@@ -157,6 +161,8 @@ impl Code {
         Code::DatabaseProperties,
         Code::DatabaseLocale,
         Code::SshMissing,
+        Code::ObjectLocked,
+        Code::ShortObjectLock,
         Code::Io,
     ];
 
@@ -327,6 +333,11 @@ impl Code {
                 "inline-service-secret",
                 "write the secret as `${env:NAME}`, or put it in a file and name it with `<option>_file`",
             ),
+            Code::ObjectLockTooShort => (
+                "BP135",
+                "object-lock-too-short",
+                "make `object_lock.retain_for` (and the bucket's default retention) at least as long as the longest time the sources writing there keep a snapshot",
+            ),
             Code::BadTime => (
                 "BP200",
                 "bad-time",
@@ -411,6 +422,16 @@ impl Code {
                 "BP216",
                 "append-only",
                 "prunes and repairs of an append-only destination are run by a trusted host: `backplan apply --role prune` there",
+            ),
+            Code::ObjectLocked => (
+                "BP255",
+                "object-locked",
+                "nothing to do: the held snapshots are deleted by the first prune after the date shown, when their S3 Object Lock has expired",
+            ),
+            Code::ShortObjectLock => (
+                "BP256",
+                "short-object-lock",
+                "nothing is lost: these packs are protected by the credentials (append-only hosts cannot delete) but no longer by the bucket's lock; backplan cannot extend a lock yet (docs/security.md)",
             ),
             Code::CorruptObject => (
                 "BP220",

@@ -44,6 +44,10 @@ pub struct Findings {
     /// destination cannot give: what [`record`] stores for a repair.
     #[serde(skip_serializing_if = "Lost::is_empty")]
     pub lost: Lost,
+    /// On a destination with S3 Object Lock: packs whose lock (their write time plus
+    /// the lock period) ends before a snapshot using them stops being protected.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub short_locks: Vec<ShortLock>,
     /// What [`record`] did, when it did something.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recorded: Option<String>,
@@ -84,9 +88,25 @@ impl Findings {
     }
 }
 
+/// A pack whose Object Lock ends before the snapshots that use it are unlocked.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShortLock {
+    pub pack: String,
+    /// When its lock ends: its Last-Modified plus the bucket's period.
+    pub locked_until: DateTime<Utc>,
+    /// When the lock of the latest snapshot using it should end (its time plus the
+    /// period).
+    pub needed_until: DateTime<Utc>,
+    /// How many snapshots use it past its lock.
+    pub snapshots: usize,
+}
+
 /// Which packs one snapshot's chunks are in, as far as the index knows.
 struct Uses {
     snapshot: String,
+    /// When the snapshot was taken, if it was written under an Object Lock (its
+    /// header records `retain_until`).
+    locked_at: Option<DateTime<Utc>>,
     /// Chunks per pack (a lost pack's too).
     packs: HashMap<Arc<str>, usize>,
     /// Chunks that no pack holds.
@@ -211,6 +231,7 @@ pub async fn check(
                     tree.entries.iter().flat_map(|e| e.chunks.iter()).collect();
                 let mut u = Uses {
                     snapshot: id.clone(),
+                    locked_at: header.snapshot.retain_until.map(|_| header.snapshot.time),
                     packs: HashMap::new(),
                     nowhere: 0,
                 };
@@ -239,6 +260,9 @@ pub async fn check(
             return f;
         }
     };
+    if let Some(period) = repo.lock_period() {
+        f.short_locks = short_locks(&uses, &stored, period);
+    }
     let mut bad: BTreeMap<String, LostPack> = BTreeMap::new();
     let lost = |id: &str, state: PackState, why: String| LostPack {
         id: id.to_string(),
@@ -269,11 +293,11 @@ pub async fn check(
                 }
                 continue;
             }
-            match stored.get(&pack_path(id)) {
+            match stored.get(&pack_path(id)).map(|o| o.size) {
                 None => {
                     bad.insert(id.to_string(), lost(id, PackState::Missing, missing()));
                 }
-                Some(size) if *size != record.size => {
+                Some(size) if size != record.size => {
                     let why = format!("it has {size} bytes, the index says {}", record.size);
                     bad.insert(id.to_string(), lost(id, PackState::Damaged, why));
                 }
@@ -519,6 +543,47 @@ pub async fn check_keys(
     }
 }
 
+/// How much earlier than a snapshot a pack may have been written and still count
+/// as written by it: S3's Last-Modified is whole seconds, from the server's clock.
+const LOCK_SLACK: chrono::Duration = chrono::Duration::minutes(2);
+
+/// Packs whose lock (under the bucket's default retention: Last-Modified plus
+/// `period`) ends before that of a snapshot using them: the snapshot's time plus
+/// `period`, what it would be had it written the pack itself. These are packs written
+/// by earlier snapshots and reused. Derived from the listing, not read from each
+/// object's retention.
+fn short_locks(
+    uses: &[Uses],
+    stored: &HashMap<String, crate::repo::store::PackObject>,
+    period: chrono::Duration,
+) -> Vec<ShortLock> {
+    let mut short: BTreeMap<&str, ShortLock> = BTreeMap::new();
+    for u in uses {
+        let Some(taken) = u.locked_at else {
+            continue;
+        };
+        let needed = taken + period;
+        for pack in u.packs.keys() {
+            let Some(modified) = stored.get(&pack_path(pack)).and_then(|o| o.modified) else {
+                continue;
+            };
+            let locked_until = modified + period;
+            if locked_until + LOCK_SLACK >= needed {
+                continue;
+            }
+            let entry = short.entry(pack).or_insert(ShortLock {
+                pack: pack.to_string(),
+                locked_until,
+                needed_until: needed,
+                snapshots: 0,
+            });
+            entry.needed_until = entry.needed_until.max(needed);
+            entry.snapshots += 1;
+        }
+    }
+    short.into_values().collect()
+}
+
 fn missing() -> String {
     "it is missing".to_string()
 }
@@ -559,4 +624,57 @@ pub async fn record(repo: &Repo, f: &mut Findings, now: DateTime<Utc>) -> Result
         None => "nothing is lost any more: the earlier record is removed".to_string(),
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::store::PackObject;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().expect("a time")
+    }
+
+    fn uses(snapshot: &str, taken: Option<&str>, packs: &[&str]) -> Uses {
+        Uses {
+            snapshot: snapshot.to_string(),
+            locked_at: taken.map(t),
+            packs: packs.iter().map(|p| (Arc::from(*p), 1)).collect(),
+            nowhere: 0,
+        }
+    }
+
+    #[test]
+    fn a_pack_reused_after_its_lock_period_began_is_reported_with_both_dates() {
+        let period = chrono::Duration::days(35);
+        let stored: HashMap<String, PackObject> = [
+            ("aa01", "2026-11-01T03:00:00Z"),
+            ("bb02", "2026-11-20T03:00:30Z"),
+        ]
+        .into_iter()
+        .map(|(id, at)| {
+            let object = PackObject {
+                size: 1,
+                modified: Some(t(at)),
+            };
+            (pack_path(id), object)
+        })
+        .collect();
+        let found = short_locks(
+            &[
+                // Wrote aa01; then, 19 days later, reused it and wrote bb02.
+                uses("first", Some("2026-11-01T03:00:00Z"), &["aa01"]),
+                uses("later", Some("2026-11-20T03:00:00Z"), &["aa01", "bb02"]),
+                // Written with no lock: not checked.
+                uses("unlocked", None, &["aa01"]),
+            ],
+            &stored,
+            period,
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].pack, "aa01");
+        assert_eq!(found[0].locked_until, t("2026-12-06T03:00:00Z"));
+        assert_eq!(found[0].needed_until, t("2026-12-25T03:00:00Z"));
+        assert_eq!(found[0].snapshots, 1);
+    }
 }

@@ -152,6 +152,7 @@ fn snapshot(source: &str, day: u32) -> SnapshotRef {
         id: format!("{source}-{day}"),
         time: t(day),
         bytes_stored: None,
+        retain_until: None,
     }
 }
 
@@ -165,6 +166,7 @@ fn prune(source: &str, held: bool) -> Action {
         },
         held,
         append_only: false,
+        locked_until: None,
     })
 }
 

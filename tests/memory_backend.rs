@@ -96,12 +96,14 @@ fn pruning(snap: &backplan::inventory::SnapshotInfo) -> Prune {
             id: snap.id.clone(),
             time: snap.time,
             bytes_stored: snap.bytes_stored,
+            retain_until: None,
         }],
         reason: PruneReason::OutsideRetention {
             rules: "keep_last 0".into(),
         },
         held: false,
         append_only: false,
+        locked_until: None,
     }
 }
 
@@ -430,7 +432,7 @@ sources:
     assert_eq!(a.name, "a");
 
     let packs = a.pack_objects().await.expect("packs");
-    let (largest, _) = packs.iter().max_by_key(|(_, size)| **size).expect("a pack");
+    let (largest, _) = packs.iter().max_by_key(|(_, o)| o.size).expect("a pack");
     a.delete(largest).await.expect("lose a pack");
     let mut found = backplan::verify::check(a, Some(&key), None, None, now).await;
     assert_eq!(found.lost.packs.len(), 1, "{found:?}");

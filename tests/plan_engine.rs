@@ -84,6 +84,7 @@ fn snap_at(source: &str, time: DateTime<Utc>) -> SnapshotInfo {
         bytes_stored: Some(20 * MIB),
         source_digest: None,
         policy_digest: None,
+        retain_until: None,
     }
 }
 
@@ -1517,4 +1518,55 @@ fn persistence_the_server_did_not_report_is_not_guessed() {
         "{:?}",
         plan.actions
     );
+}
+
+// ---------------------------------------------------------------------------------
+// S3 Object Lock
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn prunes_of_snapshots_still_under_object_lock_are_held_until_the_recorded_date() {
+    let policy = db_policy("{ keep_daily: 3, min_keep: 3 }");
+    // Six daily snapshots, each recording a lock of 6 days from its time.
+    let snaps: Vec<SnapshotInfo> = daily("db", "2026-11-18", 6, 3)
+        .into_iter()
+        .map(|mut s| {
+            s.retain_until = Some(s.time + Duration::days(6));
+            s
+        })
+        .collect();
+    let inv = inventory(vec![("local", snaps)]);
+    // 11-18 and 11-19 are unlocked by now (11-24 and 11-25 03:00); 11-20 is locked
+    // until 11-26 03:00.
+    let plan = run(&policy, &inv, "2026-11-25T12:00:00Z", 2);
+    let prunes = prunes(&plan);
+    let free: Vec<_> = prunes.iter().filter(|p| !p.held).collect();
+    let held: Vec<_> = prunes.iter().filter(|p| p.held).collect();
+    assert_eq!(free.len(), 1, "{prunes:?}");
+    assert_eq!(free[0].snapshots.len(), 2);
+    assert_eq!(free[0].locked_until, None);
+    assert_eq!(held.len(), 1, "{prunes:?}");
+    assert_eq!(held[0].snapshots.len(), 1);
+    assert_eq!(held[0].snapshots[0].time, t("2026-11-20T03:00:00Z"));
+    assert_eq!(held[0].locked_until, Some(t("2026-11-26T03:00:00Z")));
+    // The held one does not count against --max-deletes 2.
+    assert_eq!(plan.summary.prunes, 2);
+    assert_eq!(plan.summary.held_prunes, 1);
+    assert_eq!(warning_codes(&plan), ["BP255"]);
+    let human = render::plan::human(&plan);
+    assert!(
+        human.contains("[held: object lock until 2026-11-26 03:00 UTC]"),
+        "{human}"
+    );
+
+    // After the date, the same inventory prunes all three.
+    let later = run(&policy, &inv, "2026-11-26T03:01:00Z", 10);
+    assert!(prunes_all_free(&later, 3), "{:?}", later.actions);
+    assert!(!warning_codes(&later).contains(&"BP255"));
+}
+
+fn prunes_all_free(plan: &Plan, n: usize) -> bool {
+    let prunes = prunes(plan);
+    prunes.iter().all(|p| !p.held && p.locked_until.is_none())
+        && prunes.iter().map(|p| p.snapshots.len()).sum::<usize>() == n
 }

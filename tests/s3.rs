@@ -736,6 +736,7 @@ fn listing_snapshots_while_a_prune_deletes_them_reports_nothing_damaged() {
                 bytes_stored: Some(0),
                 source_digest: None,
                 policy_digest: None,
+                retain_until: None,
             };
             let (repo, key) = (&repo, &key);
             async move { repo.put_snapshot(key, &info, &Tree::default()).await }
@@ -1357,4 +1358,243 @@ fn another_host_backing_up_neither_stales_a_saved_plan_nor_shows_as_a_policy_cha
         "{}",
         plan.stdout
     );
+}
+
+/// A made-up signature: moto does not check it, but treats a request without one
+/// as anonymous (refused on private objects).
+const AUTH: (&str, &str) = (
+    "Authorization",
+    "AWS4-HMAC-SHA256 Credential=backplan-test-key/20260101/us-east-1/s3/aws4_request, \
+     SignedHeaders=host, Signature=0000",
+);
+
+/// Whether `text` holds the XML element `<name>…</name>`; its first value.
+fn xml_value<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    let open = format!("<{name}>");
+    let start = text.find(&open)? + open.len();
+    let end = text[start..].find(&format!("</{name}>"))? + start;
+    Some(&text[start..end])
+}
+
+/// An S3 Object Lock bucket (default retention 7 days, compliance mode) as the
+/// destination, `object_lock.retain_for: 7d` in the policy, `keep_last: 1`:
+/// backplan's writes carry the checksum such a bucket requires; the prune of an
+/// older snapshot is held, with the date its lock ends (read from the snapshot's
+/// header, not from the objects), until a later apply runs past that date; and the
+/// objects themselves cannot be deleted (their versions), as S3 enforces.
+#[test]
+fn an_object_lock_bucket_takes_backups_and_prunes_wait_for_the_lock_to_end() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let bucket = server.locked_bucket("object-lock", "COMPLIANCE", 7);
+    // The bucket refuses a PUT with no checksum (as S3 does): what backplan must send.
+    let (status, body) = server
+        .raw(
+            "PUT",
+            &format!("/{bucket}/probe"),
+            &[("Content-Type", "application/octet-stream")],
+            b"no checksum",
+        )
+        .expect("a PUT");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("MissingUploadObjectWithObjectLockHeaders"),
+        "{body}"
+    );
+
+    let text = policy(&server, &bucket, DATA_SOURCE)
+        .replace(
+            "    keep_daily: 7\n    min_keep: 2\n",
+            "    keep_last: 1\n    min_keep: 1\n",
+        )
+        .replace(
+            "    secret_access_key: ${env:",
+            "    object_lock:\n      retain_for: 7d\n    secret_access_key: ${env:",
+        );
+    assert!(text.contains("retain_for: 7d") && text.contains("keep_last: 1"));
+    let sandbox = Sandbox::with_policy(&text);
+    let validate = ok(&sandbox, &server, &["validate"]);
+    assert!(!validate.stdout.contains("BP135"), "{}", validate.stdout);
+    put(&sandbox, "data/base.bin", &noise(9, 600_000));
+    ok(&sandbox, &server, &["init"]);
+
+    let started = chrono::Utc::now();
+    for round in 1..=3i64 {
+        put(
+            &sandbox,
+            &format!("data/round-{round}.bin"),
+            &noise(30 + round as u64, 300_000),
+        );
+        let now = (chrono::Utc::now() + chrono::Duration::days(round))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let run = ok(&sandbox, &server, &["apply", "--now", now.as_str()]);
+        assert!(run.stdout.contains("✓ backup data → s3"), "{}", run.stdout);
+        if round == 3 {
+            // The plan of this round prunes the first snapshot: held, not tried.
+            assert!(
+                run.stdout.contains("held back: under S3 Object Lock until"),
+                "{}",
+                run.stdout
+            );
+        }
+    }
+    let finished = chrono::Utc::now();
+    let mut snapshots = objects(&server, &bucket, "snapshots/");
+    snapshots.sort();
+    assert_eq!(snapshots.len(), 3, "{snapshots:?}");
+
+    // Each snapshot records when its lock ends: 7 days after it was written.
+    let op = server.operator(&bucket, ROOT);
+    let headers: Vec<SnapshotInfo> = runtime().block_on(async {
+        let mut out = Vec::new();
+        for path in &snapshots {
+            let bytes = op.read(path).await.expect("read a snapshot").to_vec();
+            let header: backplan::repo::format::SnapshotHeader =
+                backplan::repo::object::header(&bytes).expect("a snapshot header");
+            out.push(header.snapshot);
+        }
+        out
+    });
+    for info in &headers {
+        let until = info.retain_until.expect("retain_until recorded");
+        assert!(
+            until >= started + chrono::Duration::days(7)
+                && until <= finished + chrono::Duration::days(7),
+            "{info:?}"
+        );
+    }
+    // Every pack's own lock (set by the bucket, read back with a HEAD) ends no
+    // later than the time recorded in the newest snapshot: packs are written before
+    // the snapshot header.
+    let newest = headers
+        .iter()
+        .filter_map(|i| i.retain_until)
+        .max()
+        .expect("a date");
+    let packs = objects(&server, &bucket, "packs/");
+    assert!(!packs.is_empty());
+    for pack in &packs {
+        let (status, head) = server
+            .raw("HEAD", &format!("/{bucket}{ROOT}/{pack}"), &[AUTH], b"")
+            .expect("a HEAD");
+        assert_eq!(status, 200, "{pack}: {head}");
+        let until = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .starts_with("x-amz-object-lock-retain-until-date:")
+                    .then(|| l.split_once(':').map(|(_, v)| v.trim().to_string()))
+                    .flatten()
+            })
+            .unwrap_or_else(|| panic!("{pack} has no lock: {head}"));
+        let until =
+            chrono::DateTime::parse_from_rfc3339(&until).unwrap_or_else(|e| panic!("{until}: {e}"));
+        assert!(
+            until <= newest,
+            "{pack} locked until {until}, after {newest}"
+        );
+    }
+    let oldest = headers
+        .iter()
+        .min_by_key(|i| i.time)
+        .expect("a snapshot")
+        .clone();
+    let oldest_until = oldest.retain_until.expect("a date");
+    assert!(oldest_until <= newest);
+
+    // The plan shows the held prune with its date, and why.
+    let plan = ok(&sandbox, &server, &["plan"]);
+    let shown = format!(
+        "[held: object lock until {}]",
+        oldest_until.format("%Y-%m-%d %H:%M UTC")
+    );
+    assert!(
+        plan.stdout.contains(&shown) && plan.stdout.contains("BP255"),
+        "expected {shown}:\n{}",
+        plan.stdout
+    );
+    assert_eq!(objects(&server, &bucket, "snapshots/").len(), 3);
+
+    // The objects cannot be deleted: a DELETE of a pack's version is refused by
+    // the bucket (what ransomware with the host's credentials would try).
+    let (status, versions) = server
+        .raw(
+            "GET",
+            &format!("/{bucket}?versions&prefix=backups/repo/packs/"),
+            &[AUTH],
+            b"",
+        )
+        .expect("list versions");
+    assert_eq!(status, 200, "{versions}");
+    let key = xml_value(&versions, "Key").expect("a pack version");
+    let version = xml_value(&versions, "VersionId").expect("a version id");
+    let (status, body) = server
+        .raw(
+            "DELETE",
+            &format!("/{bucket}/{key}?versionId={version}"),
+            &[AUTH],
+            b"",
+        )
+        .expect("a DELETE");
+    assert_eq!(status, 403, "deleting a locked version: {body}");
+    assert!(body.contains("AccessDenied"), "{body}");
+    // The same request without a version id succeeds, as on S3: it only hides the
+    // object behind a delete marker; the locked version stays. (Shown on an object
+    // of its own, written with Content-MD5, so the repository stays whole.)
+    let (status, body) = server
+        .raw(
+            "PUT",
+            &format!("/{bucket}/probe"),
+            &[
+                AUTH,
+                ("Content-Type", "application/octet-stream"),
+                ("Content-MD5", "v5Ea8QEaAKkr7/KEbArU7g=="),
+            ],
+            b"locked probe",
+        )
+        .expect("a PUT");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server
+        .raw("DELETE", &format!("/{bucket}/probe"), &[AUTH], b"")
+        .expect("a DELETE");
+    assert_eq!(status, 204, "{body}");
+    let (_, versions) = server
+        .raw(
+            "GET",
+            &format!("/{bucket}?versions&prefix=probe"),
+            &[AUTH],
+            b"",
+        )
+        .expect("list versions");
+    assert!(
+        versions.contains("<DeleteMarker>") && versions.contains("<Version>"),
+        "{versions}"
+    );
+
+    // Past the lock's end, the prune runs.
+    let later = (oldest_until + chrono::Duration::minutes(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let plan = ok(&sandbox, &server, &["plan", "--now", later.as_str()]);
+    assert!(
+        !plan.stdout.contains("object lock until"),
+        "{}",
+        plan.stdout
+    );
+    let pruned = ok(
+        &sandbox,
+        &server,
+        &["apply", "--role", "prune", "--now", later.as_str()],
+    );
+    assert!(pruned.stdout.contains("✓ prune data"), "{}", pruned.stdout);
+    let left = objects(&server, &bucket, "snapshots/");
+    assert!(
+        !left.contains(&format!("snapshots/{}", oldest.id)),
+        "{left:?}"
+    );
+    // The packs the later snapshots reuse were written seconds before them: their
+    // locks cover those snapshots, and verify says nothing of them.
+    let verify = ok(&sandbox, &server, &["verify"]);
+    assert!(verify.stdout.contains("✓ s3"), "{}", verify.stdout);
+    assert!(!verify.stdout.contains("BP256"), "{}", verify.stdout);
 }

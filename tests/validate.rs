@@ -677,3 +677,72 @@ fn validate_json_of_several_problems_lists_them_all() {
         ]
     );
 }
+
+/// An S3 destination with Object Lock of `retain_for`, written to by one source kept
+/// `keep_daily: 30` and another kept `keep_weekly: 6` (42 days).
+fn object_lock_policy(retain_for: &str) -> String {
+    format!(
+        r#"version: 1
+encryption:
+  recipients: [gnupg-2.2.asc]
+destinations:
+  vault:
+    type: s3
+    bucket: backups
+    object_lock:
+      retain_for: {retain_for}
+sources:
+  db:
+    type: postgres
+    url: postgres://backup@db:5432/app
+    retention: {{ keep_daily: 30 }}
+  files:
+    type: files
+    path: /srv
+    retention: {{ keep_daily: 7, keep_weekly: 6 }}
+"#
+    )
+}
+
+#[test]
+fn an_object_lock_shorter_than_the_longest_retention_is_warned_at_its_value() {
+    let text = object_lock_policy("35d");
+    let loaded = load_str(&text, Path::new("l.yaml"), &keys_dir()).expect("a valid policy");
+    let warning = loaded
+        .warnings
+        .iter()
+        .find(|w| w.problem.code.id() == "BP135")
+        .unwrap_or_else(|| panic!("no BP135 in {:?}", codes(&loaded.warnings)));
+    // The longest keep is the weekly rule of `files`: 6 weeks.
+    assert!(
+        warning
+            .problem
+            .message
+            .contains("source `files` keeps snapshots there up to 42d")
+            && warning.problem.message.contains("locks objects for 35d"),
+        "{}",
+        warning.problem.message
+    );
+    assert_eq!(position(&text, warning), (9, 19));
+
+    let long_enough = object_lock_policy("45d");
+    let loaded = load_str(&long_enough, Path::new("l.yaml"), &keys_dir()).expect("valid");
+    assert!(
+        !codes(&loaded.warnings).contains(&"BP135"),
+        "{:?}",
+        codes(&loaded.warnings)
+    );
+}
+
+#[test]
+fn an_object_lock_period_that_is_not_a_duration_is_refused() {
+    let text = object_lock_policy("forever");
+    let err = load_str(&text, Path::new("l.yaml"), &keys_dir()).expect_err("refused");
+    let problem = find(&err, "BP116");
+    assert!(
+        problem.problem.message.contains("retain_for"),
+        "{}",
+        problem.problem.message
+    );
+    assert_eq!(position(&text, problem), (9, 19));
+}

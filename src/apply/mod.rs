@@ -172,7 +172,17 @@ pub async fn apply<E: Executor>(
         let Action::Prune(prune) = action else {
             continue;
         };
-        let outcome = if prune.append_only {
+        let outcome = if let Some(until) = prune.locked_until {
+            skipped(
+                index,
+                action,
+                on_event,
+                format!(
+                    "held back: under S3 Object Lock until {}",
+                    until.format("%Y-%m-%d %H:%M UTC")
+                ),
+            )
+        } else if prune.append_only {
             let why = format!(
                 "held back: {} is append-only; a host with --role prune prunes it",
                 prune.destination

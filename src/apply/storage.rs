@@ -341,6 +341,7 @@ impl StorageExecutor {
             bytes_stored: None,
             source_digest: Some(source.digest.clone()),
             policy_digest: Some(self.policy.digest.clone()),
+            retain_until: None,
         }
     }
 

@@ -183,6 +183,11 @@ pub struct SnapshotInfo {
     /// Digest of the whole policy when it was taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_digest: Option<String>,
+    /// On a destination with S3 Object Lock: when the lock of this snapshot's objects
+    /// ends (the snapshot object's write time plus the lock period). Prunes wait
+    /// until then. Set per destination as the snapshot is written there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_until: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -255,6 +255,10 @@ pub struct Prune {
     /// runs it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub append_only: bool,
+    /// Held back because the snapshots' objects are under S3 Object Lock until this
+    /// time (the latest `retain_until` of them): the first prune after it deletes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked_until: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -272,6 +276,9 @@ pub struct SnapshotRef {
     pub time: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_stored: Option<u64>,
+    /// When the snapshot's S3 Object Lock ends, as recorded in its header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_until: Option<DateTime<Utc>>,
 }
 
 impl SnapshotRef {
@@ -280,6 +287,7 @@ impl SnapshotRef {
             id: s.id.clone(),
             time: s.time,
             bytes_stored: s.bytes_stored,
+            retain_until: s.retain_until,
         }
     }
 }
@@ -510,6 +518,7 @@ pub fn plan_with(
     }
     let mut repairs = repairs(policy, inventory, &mut warnings);
     uncovered(policy, inventory, &mut warnings);
+    hold_locked(policy, &mut prunes, now, &mut warnings);
     if settings.role == Role::Backup {
         hold_for_trusted_host(policy, &mut prunes, &mut repairs, &mut warnings);
     }
@@ -655,6 +664,62 @@ fn backup_reason(
         schedule: source.schedule.describe(),
         last: last.time,
     })
+}
+
+/// Snapshots whose S3 Object Lock has not ended yet (their header records when it
+/// does) cannot be deleted: each prune is split into what can go now and a held prune
+/// of the rest, dated, with a warning per destination. The date comes from the
+/// inventory, so the plan stays pure.
+fn hold_locked(
+    policy: &Policy,
+    prunes: &mut Vec<Action>,
+    now: DateTime<Utc>,
+    warnings: &mut Vec<Warning>,
+) {
+    let mut held: BTreeMap<&str, (usize, DateTime<Utc>)> = BTreeMap::new();
+    let mut out = Vec::with_capacity(prunes.len());
+    for action in prunes.drain(..) {
+        let Action::Prune(mut p) = action else {
+            out.push(action);
+            continue;
+        };
+        let (locked, free): (Vec<SnapshotRef>, Vec<SnapshotRef>) = std::mem::take(&mut p.snapshots)
+            .into_iter()
+            .partition(|s| s.retain_until.is_some_and(|t| t > now));
+        let Some(until) = locked.iter().filter_map(|s| s.retain_until).max() else {
+            p.snapshots = free;
+            out.push(Action::Prune(p));
+            continue;
+        };
+        let entry = held
+            .entry(policy_name(policy, &p.destination))
+            .or_insert((0, until));
+        entry.0 += locked.len();
+        entry.1 = entry.1.max(until);
+        let locked = Prune {
+            snapshots: locked,
+            held: true,
+            locked_until: Some(until),
+            ..p.clone()
+        };
+        if !free.is_empty() {
+            p.snapshots = free;
+            out.push(Action::Prune(p));
+        }
+        out.push(Action::Prune(locked));
+    }
+    *prunes = out;
+    for (dest, (snapshots, until)) in held {
+        warnings.push(Warning::new(
+            Code::ObjectLocked,
+            None,
+            format!(
+                "{dest} holds {snapshots} snapshot{} to prune under S3 Object Lock, the last until {}: their deletion waits until then",
+                plural(snapshots),
+                until.format("%Y-%m-%d %H:%M UTC"),
+            ),
+        ));
+    }
 }
 
 /// On a backup host, what would delete on an append-only destination waits for the
@@ -824,6 +889,7 @@ fn retain(
                 reason,
                 held: false,
                 append_only: false,
+                locked_until: None,
             }));
         }
     }

@@ -116,6 +116,24 @@ impl EffectiveRetention {
             || self.keep_within.is_some_and(|d| d > Duration::zero())
     }
 
+    /// The longest time the time-based rules keep a snapshot (`keep_within`, and N
+    /// hours, days, weeks, months of 31 days, years of 366 days for the `keep_*`
+    /// buckets); `None` when only `keep_last` and `min_keep` keep any, which bound a
+    /// count, not a time.
+    pub fn longest_keep(&self) -> Option<Duration> {
+        [
+            self.keep_within,
+            (self.keep_hourly > 0).then(|| Duration::hours(self.keep_hourly.into())),
+            (self.keep_daily > 0).then(|| Duration::days(self.keep_daily.into())),
+            (self.keep_weekly > 0).then(|| Duration::weeks(self.keep_weekly.into())),
+            (self.keep_monthly > 0).then(|| Duration::days(31 * i64::from(self.keep_monthly))),
+            (self.keep_yearly > 0).then(|| Duration::days(366 * i64::from(self.keep_yearly))),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+    }
+
     /// The rules as `(name, written value)` pairs, for diffs and explanations.
     pub fn rules(&self) -> Vec<(&'static str, String)> {
         let mut rules = Vec::new();

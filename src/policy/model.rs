@@ -144,6 +144,13 @@ pub enum Destination {
         /// trusted host running `--role prune`. Default `false`.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         append_only: bool,
+        /// The bucket has S3 Object Lock with a default retention: every object is
+        /// locked (cannot be deleted, even with the bucket owner's credentials in
+        /// compliance mode) for `retain_for` after it is written. backplan sends the
+        /// checksum locked buckets require, records in each snapshot when its lock
+        /// ends, and holds back prunes until then. See docs/security.md.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        object_lock: Option<ObjectLock>,
     },
     /// Any other OpenDAL service, by its scheme and options.
     Opendal {
@@ -161,7 +168,26 @@ pub enum Destination {
     },
 }
 
+/// S3 Object Lock on a destination's bucket (`object_lock:`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectLock {
+    /// The bucket's default retention period, e.g. `35d`: how long each object stays
+    /// locked after it is written. Set the same period on the bucket (its Object Lock
+    /// configuration); make it at least the longest time the sources writing here
+    /// keep a snapshot, plus a margin.
+    pub retain_for: String,
+}
+
 impl Destination {
+    /// The destination's S3 Object Lock settings, if its bucket has them.
+    pub fn object_lock(&self) -> Option<&ObjectLock> {
+        match self {
+            Destination::S3 { object_lock, .. } => object_lock.as_ref(),
+            _ => None,
+        }
+    }
+
     /// Whether hosts with this policy may only add to this destination
     /// (`append_only: true`).
     pub fn append_only(&self) -> bool {

@@ -216,6 +216,8 @@ pub(super) fn validate(
         }
     }
 
+    c.object_locks(&file, &sources);
+
     if let Err(cycle) = SourceGraph::from_file(&file) {
         let mut p = Problem::error(
             Code::DependencyCycle,
@@ -257,6 +259,62 @@ pub(super) fn validate(
 }
 
 impl Checker<'_> {
+    /// Each `object_lock:`: a duration, and (a warning, BP135) at least as long as
+    /// the longest time a source writing there keeps a snapshot, so that no snapshot
+    /// outlives its lock.
+    fn object_locks(&mut self, file: &PolicyFile, sources: &IndexMap<String, ResolvedSource>) {
+        for (name, dest) in &file.destinations {
+            let Some(lock) = dest.object_lock() else {
+                continue;
+            };
+            let path = join(
+                &join(&join("destinations", name), "object_lock"),
+                "retain_for",
+            );
+            let period = match super::parse_duration(&lock.retain_for) {
+                Ok(d) if d > chrono::Duration::zero() => d,
+                Ok(_) => {
+                    self.error_value(
+                        Problem::error(Code::BadDuration, "retain_for must be longer than 0"),
+                        &path,
+                    );
+                    continue;
+                }
+                Err(message) => {
+                    self.error_value(
+                        Problem::error(Code::BadDuration, format!("retain_for {message}")),
+                        &path,
+                    );
+                    continue;
+                }
+            };
+            let longest = sources
+                .values()
+                .filter(|s| s.destinations.iter().any(|d| d == name))
+                .filter_map(|s| s.retention.longest_keep().map(|d| (d, s.name.as_str())))
+                .max();
+            if let Some((need, source)) = longest
+                && period < need
+            {
+                let span = self
+                    .spans
+                    .value(&path)
+                    .or_else(|| self.spans.nearest(&path));
+                self.problems.push(
+                    Problem::warning(
+                        Code::ObjectLockTooShort,
+                        format!(
+                            "destination `{name}` locks objects for {}, but source `{source}` keeps snapshots there up to {}: the older ones are unprotected",
+                            super::format_duration(period),
+                            super::format_duration(need),
+                        ),
+                    )
+                    .at(span, "shorter than the retention"),
+                );
+            }
+        }
+    }
+
     /// Records an error pointing at the key at `path`.
     fn error(&mut self, problem: Problem, path: &str) {
         let span = self.spans.nearest(path);

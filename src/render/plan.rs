@@ -170,7 +170,12 @@ fn lines(plan: &Plan) -> Vec<Line> {
                     verb: "prune",
                     source: p.source.clone(),
                     what: format!("{} from {}", span_of(&p.snapshots), p.destination),
-                    why: if p.append_only {
+                    why: if let Some(until) = p.locked_until {
+                        format!(
+                            "{why} [held: object lock until {}]",
+                            until.format("%Y-%m-%d %H:%M UTC")
+                        )
+                    } else if p.append_only {
                         format!("{why} [held: append-only, for --role prune]")
                     } else if p.held {
                         format!("{why} [held: over --max-deletes]")

@@ -48,6 +48,17 @@ pub fn human(all: &[Findings]) -> String {
                 }
             }
         }
+        if let Some(last) = f.short_locks.iter().max_by_key(|l| l.needed_until) {
+            out.push_str(&format!(
+                "    ! warning {} {} pack{} locked for less time than the snapshots using them: the lock of {} ends {}, a snapshot using it is kept locked until {}\n",
+                crate::error::Code::ShortObjectLock,
+                f.short_locks.len(),
+                if f.short_locks.len() == 1 { "" } else { "s" },
+                last.pack,
+                last.locked_until.format("%Y-%m-%d %H:%M UTC"),
+                last.needed_until.format("%Y-%m-%d %H:%M UTC"),
+            ));
+        }
         if let Some(recorded) = &f.recorded {
             out.push_str(&format!("    {recorded}\n"));
         }

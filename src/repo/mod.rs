@@ -149,6 +149,7 @@ fn bare_operator(name: &str, dest: &Destination, policy: &Policy) -> Result<Oper
             root,
             access_key_id,
             secret_access_key,
+            object_lock,
             ..
         } => {
             let mut b = services::S3::default().bucket(bucket);
@@ -166,6 +167,13 @@ fn bare_operator(name: &str, dest: &Destination, policy: &Policy) -> Result<Oper
             }
             if let Some(key) = secret_access_key {
                 b = b.secret_access_key(&resolve(key)?);
+            }
+            // S3 refuses a PUT into a bucket with a default Object Lock retention
+            // unless it carries Content-MD5 (or an SDK checksum header). backplan
+            // writes every object with one PUT (OpenDAL refuses MD5 only for
+            // multipart uploads, which backplan does not make).
+            if object_lock.is_some() {
+                b = b.checksum_algorithm("md5");
             }
             Operator::new(b).map_err(|e| fail(&e))
         }
@@ -355,7 +363,10 @@ pub fn open_all(policy: &Policy) -> Result<Vec<store::Repo>, Failure> {
 /// temporary file in `.tmp/` and a rename, so that a crash never leaves a truncated
 /// object under its final name.
 pub fn open(name: &str, dest: &Destination, policy: &Policy) -> Result<store::Repo, Failure> {
-    let repo = store::Repo::new(name, operator(name, dest, policy)?);
+    let lock_period = dest
+        .object_lock()
+        .and_then(|l| crate::policy::parse_duration(&l.retain_for).ok());
+    let repo = store::Repo::new(name, operator(name, dest, policy)?).with_lock_period(lock_period);
     let Destination::Fs { root, .. } = dest else {
         return Ok(repo);
     };

@@ -70,6 +70,17 @@ pub struct Repo {
     /// For a local folder: the same folder, writing through a temporary file and a
     /// rename, so a crash never leaves a truncated object under its final name.
     data_op: Option<Operator>,
+    /// The bucket's S3 Object Lock period (`object_lock.retain_for`): each snapshot
+    /// written here records when its lock ends.
+    lock_period: Option<chrono::Duration>,
+}
+
+/// A pack object as the listing shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct PackObject {
+    pub size: u64,
+    /// When it was written (S3: Last-Modified), when the listing says.
+    pub modified: Option<DateTime<Utc>>,
 }
 
 /// Where a chunk is stored.
@@ -173,7 +184,20 @@ impl Repo {
             name: name.into(),
             op,
             data_op: None,
+            lock_period: None,
         }
+    }
+
+    /// The bucket's S3 Object Lock period, when the destination has one.
+    pub fn lock_period(&self) -> Option<chrono::Duration> {
+        self.lock_period
+    }
+
+    /// Records, in each snapshot written here, when the bucket's Object Lock of
+    /// `period` releases its objects.
+    pub fn with_lock_period(mut self, period: Option<chrono::Duration>) -> Repo {
+        self.lock_period = period;
+        self
     }
 
     /// Writes data objects through `op` (an fs operator with an atomic write dir).
@@ -766,10 +790,16 @@ impl Repo {
     ) -> Result<(), Failure> {
         self.create(&format!("trees/{}", info.id), tree_bytes)
             .await?;
+        let mut snapshot = info.clone();
+        // Every object of the snapshot (its packs, its tree) is written before this
+        // header, so the lock of each ends before this time: once it has passed,
+        // the whole snapshot can be deleted. (A copy's record of another
+        // destination's lock is replaced.)
+        snapshot.retain_until = self.lock_period.map(|p| chrono::Utc::now() + p);
         let header = SnapshotHeader {
             format: FORMAT_VERSION,
             key_id,
-            snapshot: info.clone(),
+            snapshot,
             tree_hash,
         };
         self.create(
@@ -832,12 +862,21 @@ impl Repo {
     }
 
     /// Every pack object's path and size.
-    pub async fn pack_objects(&self) -> Result<HashMap<String, u64>, Failure> {
+    pub async fn pack_objects(&self) -> Result<HashMap<String, PackObject>, Failure> {
         match self.op.list_with("packs/").recursive(true).await {
             Ok(entries) => Ok(entries
                 .into_iter()
                 .filter(|e| e.metadata().is_file())
-                .map(|e| (e.path().to_string(), e.metadata().content_length()))
+                .map(|e| {
+                    let m = e.metadata();
+                    let object = PackObject {
+                        size: m.content_length(),
+                        modified: m
+                            .last_modified()
+                            .map(|t| DateTime::<Utc>::from(std::time::SystemTime::from(t))),
+                    };
+                    (e.path().to_string(), object)
+                })
                 .collect()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(HashMap::new()),
             Err(e) => Err(storage(&self.name, "listing packs/", e)),

@@ -408,30 +408,82 @@ impl S3Server {
         opendal::Operator::new(builder).expect("an S3 operator")
     }
 
+    /// A new bucket with S3 Object Lock and a default retention of `days` days in
+    /// `mode` (`GOVERNANCE` or `COMPLIANCE`), as an operator sets one up.
+    pub fn locked_bucket(&self, prefix: &str, mode: &str, days: u32) -> String {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("{prefix}-locked-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        let (status, body) = self
+            .raw(
+                "PUT",
+                &format!("/{name}"),
+                &[("x-amz-bucket-object-lock-enabled", "true")],
+                b"",
+            )
+            .unwrap_or_else(|e| panic!("creating bucket {name}: {e}"));
+        assert_eq!(status, 200, "creating bucket {name}: {body}");
+        let config = format!(
+            "<ObjectLockConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
+             <ObjectLockEnabled>Enabled</ObjectLockEnabled><Rule><DefaultRetention>\
+             <Mode>{mode}</Mode><Days>{days}</Days></DefaultRetention></Rule>\
+             </ObjectLockConfiguration>"
+        );
+        let (status, body) = self
+            .raw(
+                "PUT",
+                &format!("/{name}?object-lock"),
+                &[("Content-Type", "application/xml")],
+                config.as_bytes(),
+            )
+            .unwrap_or_else(|e| panic!("object lock on {name}: {e}"));
+        assert_eq!(status, 200, "object lock on {name}: {body}");
+        name
+    }
+
     /// One plain HTTP/1.1 request with an empty body; returns the status code.
     fn request(&self, method: &str, path: &str) -> std::io::Result<u16> {
+        self.raw(method, path, &[], b"").map(|(status, _)| status)
+    }
+
+    /// One plain, unsigned HTTP/1.1 request (moto takes them); returns the status
+    /// code and the whole response (head and body).
+    pub fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<(u16, String)> {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         stream.set_write_timeout(Some(Duration::from_secs(30)))?;
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            self.port
-        )?;
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            self.port,
+            body.len()
+        );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes())?;
+        stream.write_all(body)?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response)?;
-        let head = String::from_utf8_lossy(&response);
-        head.split_whitespace()
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let status = text
+            .split_whitespace()
             .nth(1)
             .and_then(|code| code.parse().ok())
-            .filter(|_| head.starts_with("HTTP/"))
+            .filter(|_| text.starts_with("HTTP/"))
             .ok_or_else(|| {
                 std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
-                    format!("not an HTTP response: {:?}", head.lines().next()),
+                    format!("not an HTTP response: {:?}", text.lines().next()),
                 )
-            })
+            })?;
+        Ok((status, text))
     }
 }
 
