@@ -685,7 +685,9 @@ impl Diagnostic for PolicyReport {
 }
 
 /// An error outside the policy (planning, applying, reading files), with code and help.
-#[derive(Debug, Clone)]
+/// In JSON it is `{code, message, help}`, the help being the code's own unless the
+/// failure names a more precise one.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     pub code: Code,
     pub message: String,
@@ -705,6 +707,22 @@ impl Failure {
         self.help = Some(help.into());
         self
     }
+
+    /// The help shown with the failure: its own, else its code's.
+    pub fn help_text(&self) -> &str {
+        self.help.as_deref().unwrap_or(self.code.help())
+    }
+}
+
+impl serde::Serialize for Failure {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("Failure", 3)?;
+        s.serialize_field("code", self.code.id())?;
+        s.serialize_field("message", &self.message)?;
+        s.serialize_field("help", self.help_text())?;
+        s.end()
+    }
 }
 
 impl fmt::Display for Failure {
@@ -721,6 +739,6 @@ impl Diagnostic for Failure {
     }
 
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        Some(Box::new(self.help.as_deref().unwrap_or(self.code.help())))
+        Some(Box::new(self.help_text()))
     }
 }

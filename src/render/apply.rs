@@ -2,7 +2,9 @@
 
 use std::fmt::Write as _;
 
-use crate::apply::{Report, Status};
+use serde::Serialize;
+
+use crate::apply::{Outcome, REPORT_FORMAT_VERSION, Report, Status};
 use crate::plan::Action;
 
 use super::bytes;
@@ -51,7 +53,13 @@ pub fn human(report: &Report) -> String {
                     format!("  ✓ {}   {}", label(&o.action), figures.join(", "))
                 }
             }
-            Status::Failed { error } => format!("  ✗ {}   failed: {error}", label(&o.action)),
+            Status::Failed { error } => format!(
+                "  ✗ {}   failed: {}: {}\n      help: {}",
+                label(&o.action),
+                error.code.id(),
+                error.message,
+                error.help_text()
+            ),
             Status::Skipped { why } => format!("  - {}   skipped: {why}", label(&o.action)),
         };
         let _ = writeln!(out, "{line}");
@@ -64,4 +72,18 @@ pub fn human(report: &Report) -> String {
         report.skipped()
     );
     out
+}
+
+/// `apply --format json`: the outcomes with the report's `format_version`; a failed
+/// action's `error` is `{code, message, help}`.
+pub fn json(report: &Report) -> String {
+    #[derive(Serialize)]
+    struct Versioned<'a> {
+        format_version: u32,
+        outcomes: &'a [Outcome],
+    }
+    super::json(&Versioned {
+        format_version: REPORT_FORMAT_VERSION,
+        outcomes: &report.outcomes,
+    })
 }
