@@ -9,10 +9,25 @@ use std::sync::Arc;
 
 use miette::{Diagnostic, LabeledSpan, NamedSource, Severity, SourceSpan};
 
-/// Every diagnostic code backplan emits. The numbers are a stable contract: a code is
-/// never reused for another meaning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Code {
+/// Declares [`Code`] and [`Code::ALL`] from one list, so that no code can be left
+/// out of `ALL` (and so out of the test that keeps `docs/errors.md` in step).
+macro_rules! codes {
+    ($($variant:ident,)*) => {
+        /// Every diagnostic code backplan emits. The numbers are a stable contract: a
+        /// code is never reused for another meaning.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Code {
+            $($variant,)*
+        }
+
+        impl Code {
+            /// Every code, in documentation order.
+            pub const ALL: &'static [Code] = &[$(Code::$variant,)*];
+        }
+    };
+}
+
+codes! {
     // --- the policy file (BP1xx) ---
     PolicyUnreadable,
     YamlSyntax,
@@ -87,79 +102,6 @@ pub enum Code {
 }
 
 impl Code {
-    /// Every code, in documentation order.
-    pub const ALL: &'static [Code] = &[
-        Code::PolicyUnreadable,
-        Code::YamlSyntax,
-        Code::UnknownField,
-        Code::InvalidValue,
-        Code::MissingField,
-        Code::UnsupportedVersion,
-        Code::DuplicateName,
-        Code::InvalidName,
-        Code::UnknownDestination,
-        Code::UnknownDependency,
-        Code::DependencyCycle,
-        Code::BadSchedule,
-        Code::BadTimezone,
-        Code::RetentionKeepsNothing,
-        Code::BadDuration,
-        Code::KeyFileUnreadable,
-        Code::NotAPublicKey,
-        Code::NoDestinations,
-        Code::BadCompression,
-        Code::EmptyPaths,
-        Code::MalformedKey,
-        Code::MultipleDocuments,
-        Code::NotUtf8,
-        Code::PolicyTooLarge,
-        Code::NestingTooDeep,
-        Code::UnsetEnv,
-        Code::InlineSecret,
-        Code::UnknownScheme,
-        Code::MissingServiceOption,
-        Code::InlineServiceSecret,
-        Code::BadTime,
-        Code::InventoryUnreadable,
-        Code::PlanFileUnreadable,
-        Code::StalePlan,
-        Code::MaxDeletesExceeded,
-        Code::SourcesFailed,
-        Code::SecretUnresolved,
-        Code::NoExecutor,
-        Code::UncoveredSnapshots,
-        Code::DestinationUnreadable,
-        Code::NewestFailed,
-        Code::StaleLock,
-        Code::UsageError,
-        Code::TimeInFuture,
-        Code::UnknownSource,
-        Code::PlanOfAnotherPolicy,
-        Code::AppendOnly,
-        Code::CorruptObject,
-        Code::RepositoryVersion,
-        Code::RepositoryLocked,
-        Code::NoRepositoryKey,
-        Code::SnapshotNotFound,
-        Code::SecretKeyUnusable,
-        Code::RestoreRefused,
-        Code::SourceFailed,
-        Code::VerifyFailed,
-        Code::DatabaseError,
-        Code::UncoveredDatabase,
-        Code::NotPointInTime,
-        Code::PersistenceUnhealthy,
-        Code::ConfigRefused,
-        Code::NoSpace,
-        Code::Unrepairable,
-        Code::RestoreFailed,
-        Code::DatabaseRolesMissing,
-        Code::DatabaseProperties,
-        Code::DatabaseLocale,
-        Code::SshMissing,
-        Code::Io,
-    ];
-
     /// The stable code, e.g. `BP102`.
     pub fn id(self) -> &'static str {
         self.info().0
