@@ -87,3 +87,58 @@ pub fn json(report: &Report) -> String {
         outcomes: &report.outcomes,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{Code, Failure};
+    use crate::plan::Configure;
+
+    fn failed(error: Failure) -> Report {
+        Report {
+            outcomes: vec![Outcome {
+                index: 0,
+                action: Action::Configure(Configure {
+                    source: "cache".into(),
+                    source_type: "redis".into(),
+                    changes: Vec::new(),
+                }),
+                status: Status::Failed { error },
+            }],
+        }
+    }
+
+    #[test]
+    fn a_failed_action_is_code_message_and_help_in_json() {
+        let own = failed(
+            Failure::new(Code::ConfigRefused, "CONFIG SET is refused").with_help("allow it"),
+        );
+        let value: serde_json::Value = serde_json::from_str(&json(&own)).expect("JSON");
+        assert_eq!(value["format_version"], REPORT_FORMAT_VERSION);
+        assert_eq!(value["outcomes"][0]["status"], "failed");
+        assert_eq!(
+            value["outcomes"][0]["error"],
+            serde_json::json!({"code": "BP233", "message": "CONFIG SET is refused", "help": "allow it"})
+        );
+        // Without help of its own, the code's help.
+        let generic = failed(Failure::new(Code::ConfigRefused, "refused"));
+        let value: serde_json::Value = serde_json::from_str(&json(&generic)).expect("JSON");
+        assert_eq!(
+            value["outcomes"][0]["error"]["help"],
+            Code::ConfigRefused.help()
+        );
+    }
+
+    #[test]
+    fn the_terminal_report_shows_a_failure_with_its_code_and_help() {
+        let text = human(&failed(
+            Failure::new(Code::ConfigRefused, "CONFIG SET is refused").with_help("allow it"),
+        ));
+        assert!(
+            text.contains(
+                "✗ configure cache   failed: BP233: CONFIG SET is refused\n      help: allow it\n"
+            ),
+            "{text}"
+        );
+    }
+}
