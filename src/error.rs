@@ -9,10 +9,25 @@ use std::sync::Arc;
 
 use miette::{Diagnostic, LabeledSpan, NamedSource, Severity, SourceSpan};
 
-/// Every diagnostic code backplan emits. The numbers are a stable contract: a code is
-/// never reused for another meaning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Code {
+/// Declares [`Code`] and [`Code::ALL`] from one list, so that no code can be left
+/// out of `ALL` (and so out of the test that keeps `docs/errors.md` in step).
+macro_rules! codes {
+    ($($variant:ident,)*) => {
+        /// Every diagnostic code backplan emits. The numbers are a stable contract: a
+        /// code is never reused for another meaning.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Code {
+            $($variant,)*
+        }
+
+        impl Code {
+            /// Every code, in documentation order.
+            pub const ALL: &'static [Code] = &[$(Code::$variant,)*];
+        }
+    };
+}
+
+codes! {
     // --- the policy file (BP1xx) ---
     PolicyUnreadable,
     YamlSyntax,
@@ -90,82 +105,6 @@ pub enum Code {
 }
 
 impl Code {
-    /// Every code, in documentation order.
-    pub const ALL: &'static [Code] = &[
-        Code::PolicyUnreadable,
-        Code::YamlSyntax,
-        Code::UnknownField,
-        Code::InvalidValue,
-        Code::MissingField,
-        Code::UnsupportedVersion,
-        Code::DuplicateName,
-        Code::InvalidName,
-        Code::UnknownDestination,
-        Code::UnknownDependency,
-        Code::DependencyCycle,
-        Code::BadSchedule,
-        Code::BadTimezone,
-        Code::RetentionKeepsNothing,
-        Code::BadDuration,
-        Code::KeyFileUnreadable,
-        Code::NotAPublicKey,
-        Code::NoDestinations,
-        Code::BadCompression,
-        Code::EmptyPaths,
-        Code::MalformedKey,
-        Code::MultipleDocuments,
-        Code::NotUtf8,
-        Code::PolicyTooLarge,
-        Code::NestingTooDeep,
-        Code::UnsetEnv,
-        Code::InlineSecret,
-        Code::UnknownScheme,
-        Code::MissingServiceOption,
-        Code::InlineServiceSecret,
-        Code::ObjectLockTooShort,
-        Code::BadTime,
-        Code::InventoryUnreadable,
-        Code::PlanFileUnreadable,
-        Code::StalePlan,
-        Code::MaxDeletesExceeded,
-        Code::SourcesFailed,
-        Code::SecretUnresolved,
-        Code::NoExecutor,
-        Code::UncoveredSnapshots,
-        Code::DestinationUnreadable,
-        Code::NewestFailed,
-        Code::StaleLock,
-        Code::UsageError,
-        Code::TimeInFuture,
-        Code::UnknownSource,
-        Code::PlanOfAnotherPolicy,
-        Code::AppendOnly,
-        Code::CorruptObject,
-        Code::RepositoryVersion,
-        Code::RepositoryLocked,
-        Code::NoRepositoryKey,
-        Code::SnapshotNotFound,
-        Code::SecretKeyUnusable,
-        Code::RestoreRefused,
-        Code::SourceFailed,
-        Code::VerifyFailed,
-        Code::DatabaseError,
-        Code::UncoveredDatabase,
-        Code::NotPointInTime,
-        Code::PersistenceUnhealthy,
-        Code::ConfigRefused,
-        Code::NoSpace,
-        Code::Unrepairable,
-        Code::RestoreFailed,
-        Code::DatabaseRolesMissing,
-        Code::DatabaseProperties,
-        Code::DatabaseLocale,
-        Code::SshMissing,
-        Code::ObjectLocked,
-        Code::ShortObjectLock,
-        Code::Io,
-    ];
-
     /// The stable code, e.g. `BP102`.
     pub fn id(self) -> &'static str {
         self.info().0
@@ -706,7 +645,9 @@ impl Diagnostic for PolicyReport {
 }
 
 /// An error outside the policy (planning, applying, reading files), with code and help.
-#[derive(Debug, Clone)]
+/// In JSON it is `{code, message, help}`, the help being the code's own unless the
+/// failure names a more precise one.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     pub code: Code,
     pub message: String,
@@ -726,6 +667,22 @@ impl Failure {
         self.help = Some(help.into());
         self
     }
+
+    /// The help shown with the failure: its own, else its code's.
+    pub fn help_text(&self) -> &str {
+        self.help.as_deref().unwrap_or(self.code.help())
+    }
+}
+
+impl serde::Serialize for Failure {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("Failure", 3)?;
+        s.serialize_field("code", self.code.id())?;
+        s.serialize_field("message", &self.message)?;
+        s.serialize_field("help", self.help_text())?;
+        s.end()
+    }
 }
 
 impl fmt::Display for Failure {
@@ -742,6 +699,6 @@ impl Diagnostic for Failure {
     }
 
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        Some(Box::new(self.help.as_deref().unwrap_or(self.code.help())))
+        Some(Box::new(self.help_text()))
     }
 }

@@ -355,7 +355,7 @@ pub async fn check(
             failures
         })
         .await
-        .unwrap_or_else(|e| vec![(None, e.to_string())]);
+        .unwrap_or_else(|e| vec![(None, Failure::new(Code::VerifyFailed, e.to_string()))]);
         f.packs_read += take.min(packs.len());
         for (pack, error) in failures {
             // A pack that is not what it is named after is recorded; a chunk that
@@ -372,7 +372,7 @@ pub async fn check(
                 (Some(p), Ok(PackRead::Damaged(why))) => {
                     bad.insert(p.to_string(), lost(&p, PackState::Damaged, why));
                 }
-                _ => f.note("", error),
+                _ => f.note("", format!("{}: {}", error.code.id(), error.message)),
             }
         }
     }

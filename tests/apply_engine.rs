@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use backplan::apply::{Done, Event, Executor, Report, Status, apply};
+use backplan::error::{Code, Failure};
 use backplan::graph::SourceGraph;
 use backplan::inventory::Inventory;
 use backplan::plan::{
@@ -49,7 +50,7 @@ impl Recorder {
         }
     }
 
-    async fn work(&self, kind: &'static str, source: &str) -> Result<Done, String> {
+    async fn work(&self, kind: &'static str, source: &str) -> Result<Done, Failure> {
         let started = self.tick.fetch_add(1, Ordering::SeqCst);
         let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_running.fetch_max(now, Ordering::SeqCst);
@@ -63,7 +64,10 @@ impl Recorder {
             finished,
         });
         if matches!(kind, "backup" | "configure") && self.fail.contains(source) {
-            Err(format!("{source} exploded"))
+            Err(Failure::new(
+                Code::SourceFailed,
+                format!("{source} exploded"),
+            ))
         } else {
             Ok(Done {
                 detail: Some(format!("{kind} {source}")),
@@ -95,23 +99,23 @@ impl Recorder {
 }
 
 impl Executor for Recorder {
-    async fn backup(&self, action: &Backup) -> Result<Done, String> {
+    async fn backup(&self, action: &Backup) -> Result<Done, Failure> {
         self.work("backup", &action.source).await
     }
 
-    async fn configure(&self, action: &Configure) -> Result<Done, String> {
+    async fn configure(&self, action: &Configure) -> Result<Done, Failure> {
         self.work("configure", &action.source).await
     }
 
-    async fn copy(&self, action: &Copy) -> Result<Done, String> {
+    async fn copy(&self, action: &Copy) -> Result<Done, Failure> {
         self.work("copy", &action.source).await
     }
 
-    async fn repair(&self, action: &Repair) -> Result<Done, String> {
+    async fn repair(&self, action: &Repair) -> Result<Done, Failure> {
         self.work("repair", &action.destination).await
     }
 
-    async fn prune(&self, action: &Prune) -> Result<Done, String> {
+    async fn prune(&self, action: &Prune) -> Result<Done, Failure> {
         self.work("prune", &action.source).await
     }
 }
@@ -370,7 +374,7 @@ async fn a_failing_source_does_not_stop_independent_ones_and_its_dependents_are_
     assert_eq!(
         status_of(&report, "backup", "db"),
         &Status::Failed {
-            error: "db exploded".into()
+            error: Failure::new(Code::SourceFailed, "db exploded")
         }
     );
     assert!(matches!(

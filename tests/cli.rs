@@ -291,8 +291,29 @@ fn apply_format_json_reports_every_outcome() {
             .find(|o| o["action"]["source"] == source)
             .unwrap_or_else(|| panic!("no outcome for {source}"))
     };
-    let error = outcome("cache")["error"].as_str().expect("an error");
-    assert!(error.starts_with("BP229"), "{error}");
+    assert_eq!(report["format_version"], 2, "{}", run.stdout);
+    // A failed action is coded: {code, message, help}, the help being the code's.
+    let error = &outcome("cache")["error"];
+    assert_eq!(error["code"], "BP229", "{}", run.stdout);
+    let message = error["message"].as_str().expect("a message");
+    assert!(
+        !message.starts_with("BP"),
+        "the code is not repeated: {message}"
+    );
+    assert!(
+        message.contains("127.0.0.1:1") && message.contains("refused"),
+        "the message names the server and the cause: {message}"
+    );
+    assert_eq!(
+        error["help"].as_str(),
+        Some(backplan::error::Code::DatabaseError.help()),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        outcome("uploads")["error"].is_null(),
+        "only a failed action carries an error"
+    );
     assert!(
         outcome("config")["bytes_read"]
             .as_u64()

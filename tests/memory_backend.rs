@@ -214,9 +214,16 @@ async fn a_readers_shared_lock_on_memory_makes_a_prune_fail_until_it_is_released
         .await
         .expect("a shared lock on a free repository");
     let why = refused.expect_err("a prune under a reader's lock");
+    assert_eq!(
+        why.code,
+        backplan::error::Code::RepositoryLocked,
+        "{}",
+        why.message
+    );
     assert!(
-        why.contains("BP222") && why.contains("a shared lock held by"),
-        "{why}"
+        why.message.contains("a shared lock held by"),
+        "{}",
+        why.message
     );
     assert!(
         repo.locks().await.expect("locks").is_empty(),

@@ -695,8 +695,16 @@ fn an_unreachable_server_fails_its_source_with_a_code_and_the_others_succeed() {
     assert_eq!(outcomes["db"]["status"], "done", "{report:#}");
     assert_eq!(outcomes["uploads"]["status"], "done", "{report:#}");
     assert_eq!(outcomes["down"]["status"], "failed", "{report:#}");
-    let error = outcomes["down"]["error"].as_str().expect("an error");
-    assert!(error.starts_with("BP229: "), "{error}");
+    assert_eq!(outcomes["down"]["error"]["code"], "BP229", "{report:#}");
+    assert!(
+        outcomes["down"]["error"]["help"]
+            .as_str()
+            .is_some_and(|h| !h.is_empty()),
+        "{report:#}"
+    );
+    let error = outcomes["down"]["error"]["message"]
+        .as_str()
+        .expect("an error message");
     assert!(error.contains(&format!("127.0.0.1:{closed}")), "{error}");
     assert!(error.contains("refused"), "the cause is named: {error}");
     assert_eq!(snapshots_of(&sandbox, "down", "failed").len(), 1);

@@ -1970,6 +1970,11 @@ fn a_source_that_fails_is_a_failed_snapshot_and_the_others_succeed() {
         .stdout("✗ backup ghost → local")
         .stdout("BP227")
         .stdout("no-such-folder")
+        // The failure's help is shown under it.
+        .stdout(&format!(
+            "\n      help: {}\n",
+            backplan::error::Code::SourceFailed.help()
+        ))
         .stdout("Apply: 2 done, 1 failed, 0 skipped.")
         .stderr("BP205")
         .check();

@@ -14,15 +14,16 @@ use std::future::Future;
 use futures::StreamExt;
 use serde::Serialize;
 
+use crate::error::Failure;
 use crate::plan::{Action, Backup, Configure, Copy, Plan, Prune, Repair};
 
 /// What carries out each kind of action.
 pub trait Executor: Sync {
-    fn backup(&self, action: &Backup) -> impl Future<Output = Result<Done, String>> + Send;
-    fn configure(&self, action: &Configure) -> impl Future<Output = Result<Done, String>> + Send;
-    fn copy(&self, action: &Copy) -> impl Future<Output = Result<Done, String>> + Send;
-    fn repair(&self, action: &Repair) -> impl Future<Output = Result<Done, String>> + Send;
-    fn prune(&self, action: &Prune) -> impl Future<Output = Result<Done, String>> + Send;
+    fn backup(&self, action: &Backup) -> impl Future<Output = Result<Done, Failure>> + Send;
+    fn configure(&self, action: &Configure) -> impl Future<Output = Result<Done, Failure>> + Send;
+    fn copy(&self, action: &Copy) -> impl Future<Output = Result<Done, Failure>> + Send;
+    fn repair(&self, action: &Repair) -> impl Future<Output = Result<Done, Failure>> + Send;
+    fn prune(&self, action: &Prune) -> impl Future<Output = Result<Done, Failure>> + Send;
 }
 
 /// A finished action's figures, as far as the executor knows them.
@@ -36,12 +37,16 @@ pub struct Done {
     pub detail: Option<String>,
 }
 
+/// The `format_version` of `apply --format json`. Version 2: a failed action's
+/// `error` is `{code, message, help}` (version 1 had no `format_version` and a string).
+pub const REPORT_FORMAT_VERSION: u32 = 2;
+
 /// How one action ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Status {
     Done(Done),
-    Failed { error: String },
+    Failed { error: Failure },
     Skipped { why: String },
 }
 
@@ -205,7 +210,7 @@ pub async fn apply<E: Executor>(
 
 /// Carries out, `parallelism` at a time, the work given for some of the plan's
 /// actions (`works` has one item per action, `None` for the others).
-async fn in_parallel<F: Future<Output = Result<Done, String>>>(
+async fn in_parallel<F: Future<Output = Result<Done, Failure>>>(
     plan: &Plan,
     works: impl Iterator<Item = Option<F>>,
     parallelism: usize,
@@ -227,7 +232,7 @@ async fn carry_out<'a>(
     index: usize,
     action: &'a Action,
     on_event: &(dyn Fn(Event<'_>) + Sync),
-    work: impl Future<Output = Result<Done, String>>,
+    work: impl Future<Output = Result<Done, Failure>>,
 ) -> Outcome {
     on_event(Event::Started { index, action });
     let outcome = Outcome {
@@ -255,7 +260,7 @@ fn skipped(
     outcome
 }
 
-fn status_of(result: Result<Done, String>) -> Status {
+fn status_of(result: Result<Done, Failure>) -> Status {
     match result {
         Ok(done) => Status::Done(done),
         Err(error) => Status::Failed { error },

@@ -905,15 +905,11 @@ fn random_hex(bytes: usize) -> String {
     r.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn message(f: Failure) -> String {
-    format!("{}: {}", f.code.id(), f.message)
-}
-
 impl Executor for StorageExecutor {
-    async fn backup(&self, action: &Backup) -> Result<Done, String> {
+    async fn backup(&self, action: &Backup) -> Result<Done, Failure> {
         let mut repos = Vec::new();
         for d in &action.destinations {
-            repos.push(self.repo(d).map_err(message)?.clone());
+            repos.push(self.repo(d)?.clone());
         }
         let locked: Vec<&Repo> = repos.iter().collect();
         lock::holding(
@@ -923,16 +919,15 @@ impl Executor for StorageExecutor {
         )
         .await
         .and_then(|r| r)
-        .map_err(message)
     }
 
-    async fn configure(&self, action: &Configure) -> Result<Done, String> {
+    async fn configure(&self, action: &Configure) -> Result<Done, Failure> {
         let source = self.policy.sources.get(&action.source);
         let Some(SourceKind::Redis(r)) = source.map(|s| s.kind.clone()) else {
-            return Err(message(Failure::new(
+            return Err(Failure::new(
                 Code::NoExecutor,
                 format!("{} has no settings backplan can change", action.source),
-            )));
+            ));
         };
         let settings: Vec<(String, String)> = action
             .changes
@@ -942,8 +937,12 @@ impl Executor for StorageExecutor {
         let policy = self.policy.clone();
         let detail = tokio::task::spawn_blocking(move || redis::configure(&r, &policy, &settings))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(message)?;
+            .map_err(|e| {
+                Failure::new(
+                    Code::SourceFailed,
+                    format!("the settings task stopped: {e}"),
+                )
+            })??;
         Ok(Done {
             bytes_read: None,
             bytes_stored: None,
@@ -951,9 +950,9 @@ impl Executor for StorageExecutor {
         })
     }
 
-    async fn copy(&self, action: &Copy) -> Result<Done, String> {
-        let from = self.repo(&action.from).map_err(message)?.clone();
-        let to = self.repo(&action.to).map_err(message)?.clone();
+    async fn copy(&self, action: &Copy) -> Result<Done, Failure> {
+        let from = self.repo(&action.from)?.clone();
+        let to = self.repo(&action.to)?.clone();
         // Both ends: no prune may delete the packs being read either.
         lock::holding(
             &[&to, &from],
@@ -962,25 +961,23 @@ impl Executor for StorageExecutor {
         )
         .await
         .and_then(|r| r)
-        .map_err(message)
     }
 
-    async fn repair(&self, action: &Repair) -> Result<Done, String> {
-        let to = self.repo(&action.destination).map_err(message)?.clone();
+    async fn repair(&self, action: &Repair) -> Result<Done, Failure> {
+        let to = self.repo(&action.destination)?.clone();
         let mut from = Vec::new();
         for d in &action.from {
-            from.push(self.repo(d).map_err(message)?.clone());
+            from.push(self.repo(d)?.clone());
         }
         // The repaired destination and every source: no prune may run under it.
         let locked: Vec<&Repo> = std::iter::once(&to).chain(&from).collect();
         lock::holding(&locked, LockKind::Shared, self.repair_locked(&to, &from))
             .await
             .and_then(|r| r)
-            .map_err(message)
     }
 
-    async fn prune(&self, action: &Prune) -> Result<Done, String> {
-        let repo = self.repo(&action.destination).map_err(message)?.clone();
+    async fn prune(&self, action: &Prune) -> Result<Done, Failure> {
+        let repo = self.repo(&action.destination)?.clone();
         lock::holding(
             &[&repo],
             LockKind::Exclusive,
@@ -988,6 +985,5 @@ impl Executor for StorageExecutor {
         )
         .await
         .and_then(|r| r)
-        .map_err(message)
     }
 }

@@ -116,7 +116,7 @@ pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
         }
     }
     print(&match args.format {
-        Format::Json => render::json(&report),
+        Format::Json => render::apply::json(&report),
         Format::Human | Format::Markdown => render::apply::human(&report),
     })?;
     if report.failed() > 0 {

@@ -184,10 +184,7 @@ async fn database_checks(
                     Some(e) => {
                         let mut bytes = Vec::new();
                         for c in &e.chunks {
-                            bytes.extend(
-                                tokio::task::block_in_place(|| fetcher.fetch(c))
-                                    .map_err(|e| Failure::new(Code::CorruptObject, e))?,
-                            );
+                            bytes.extend(tokio::task::block_in_place(|| fetcher.fetch(c))?);
                         }
                         serde_json::from_slice(&bytes).unwrap_or_default()
                     }

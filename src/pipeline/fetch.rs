@@ -10,6 +10,7 @@ use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Scope;
 
+use crate::error::{Code, Failure};
 use crate::pipeline::crypto::SecretKeys;
 use crate::repo::format::pack_path;
 use crate::repo::keys::{ChunkHasher, ChunkId, RepoKey};
@@ -22,7 +23,7 @@ const PACK_CACHE: usize = 6;
 /// of the same packs, so they need the pack at hand and the next ones.
 const SHARED_PACK_CACHE: usize = 4;
 
-type Loaded = Result<Arc<Vec<u8>>, String>;
+type Loaded = Result<Arc<Vec<u8>>, Failure>;
 /// A pack's slot: filled once, by whichever lane wants it first.
 type Slot = (Arc<str>, Arc<OnceLock<Loaded>>);
 
@@ -118,14 +119,16 @@ impl RepoFetcher {
             let path = pack_path(id);
             let bytes = self
                 .runtime
-                .block_on(self.repo.read_whole(&path))
-                .map_err(|f| format!("{}: {}", f.code.id(), f.message))?;
+                .block_on(self.repo.read_whole(&path))?;
             self.fetched
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);
             if blake3::hash(&bytes).to_hex().as_str() != &**id {
-                return Err(format!(
-                    "BP220: destination {}: object {path} is damaged: its content does not match its name",
-                    self.repo.name
+                return Err(Failure::new(
+                    Code::CorruptObject,
+                    format!(
+                        "destination {}: object {path} is damaged: its content does not match its name",
+                        self.repo.name
+                    ),
                 ));
             }
             Ok(Arc::new(bytes))
@@ -151,14 +154,14 @@ impl ChunkSource for RepoFetcher {
     }
 
     /// From the index, which records it; the fetch tells a chunk it lacks.
-    fn length(&mut self, id: &ChunkId) -> Result<u64, String> {
+    fn length(&mut self, id: &ChunkId) -> Result<u64, Failure> {
         match self.index.chunks.get(id) {
             Some(loc) => Ok(u64::from(loc.raw_length)),
             None => self.fetch(id).map(|b| b.len() as u64),
         }
     }
 
-    fn fetch(&mut self, id: &ChunkId) -> Result<Vec<u8>, String> {
+    fn fetch(&mut self, id: &ChunkId) -> Result<Vec<u8>, Failure> {
         let index = self.index.clone();
         let loc = index.chunks.get(id).ok_or_else(|| {
             let damaged = if index.damaged.is_empty() {
@@ -166,15 +169,21 @@ impl ChunkSource for RepoFetcher {
             } else {
                 format!(" (damaged index objects: {})", index.damaged.join("; "))
             };
-            format!(
-                "BP228: chunk {} is in no pack of {}{damaged}",
-                id.to_hex(),
-                self.repo.name
+            Failure::new(
+                Code::VerifyFailed,
+                format!(
+                    "chunk {} is in no pack of {}{damaged}",
+                    id.to_hex(),
+                    self.repo.name
+                ),
             )
         })?;
-        let (ks_off, ks_len) = index
-            .key_set(loc)
-            .ok_or_else(|| format!("BP220: pack {} lists no key set {}", loc.pack, loc.key_set))?;
+        let (ks_off, ks_len) = index.key_set(loc).ok_or_else(|| {
+            Failure::new(
+                Code::CorruptObject,
+                format!("pack {} lists no key set {}", loc.pack, loc.key_set),
+            )
+        })?;
         let secret = self.secret.clone();
         let name = self.repo.name.clone();
         let pack = self.pack(&loc.pack)?;
@@ -182,31 +191,43 @@ impl ChunkSource for RepoFetcher {
         let slice = |off: u64, len: u32| pack.get(off as usize..off as usize + len as usize);
         let (Some(key_set), Some(packet)) = (slice(ks_off, ks_len), slice(loc.offset, loc.length))
         else {
-            return Err(format!(
-                "BP220: destination {name}: pack {} is shorter than the index says",
-                loc.pack
+            return Err(Failure::new(
+                Code::CorruptObject,
+                format!(
+                    "destination {name}: pack {} is shorter than the index says",
+                    loc.pack
+                ),
             ));
         };
         let compressed = secret.decrypt(key_set, packet).map_err(|e| {
-            format!(
-                "BP220: destination {name}: a chunk of pack {} does not decrypt: {e}",
-                loc.pack
+            Failure::new(
+                Code::CorruptObject,
+                format!(
+                    "destination {name}: a chunk of pack {} does not decrypt: {e}",
+                    loc.pack
+                ),
             )
         })?;
         let plain = self
             .decompressor
             .decompress(&compressed, loc.raw_length as usize)
             .map_err(|e| {
-                format!(
-                    "BP220: destination {name}: a chunk of pack {} does not decompress: {e}",
-                    loc.pack
+                Failure::new(
+                    Code::CorruptObject,
+                    format!(
+                        "destination {name}: a chunk of pack {} does not decompress: {e}",
+                        loc.pack
+                    ),
                 )
             })?;
         if self.hasher.id(&plain) != *id {
-            return Err(format!(
-                "BP220: destination {name}: chunk {} of pack {} does not match its id",
-                id.to_hex(),
-                loc.pack
+            return Err(Failure::new(
+                Code::CorruptObject,
+                format!(
+                    "destination {name}: chunk {} of pack {} does not match its id",
+                    id.to_hex(),
+                    loc.pack
+                ),
             ));
         }
         Ok(plain)
@@ -258,12 +279,12 @@ impl Prefetch {
     }
 }
 
-type Fetched = (ChunkId, Result<Vec<u8>, String>);
+type Fetched = (ChunkId, Result<Vec<u8>, Failure>);
 
 /// One lane: a thread that fetches `ids` in order into a bounded channel.
 fn lane<'scope>(
     scope: &'scope Scope<'scope, '_>,
-    mut fetch: impl FnMut(&ChunkId) -> Result<Vec<u8>, String> + Send + 'scope,
+    mut fetch: impl FnMut(&ChunkId) -> Result<Vec<u8>, Failure> + Send + 'scope,
     ids: Vec<ChunkId>,
 ) -> Receiver<Fetched> {
     let (tx, rx) = sync_channel(AHEAD);
@@ -280,19 +301,22 @@ fn lane<'scope>(
 }
 
 impl ChunkSource for Prefetch {
-    fn fetch(&mut self, id: &ChunkId) -> Result<Vec<u8>, String> {
+    fn fetch(&mut self, id: &ChunkId) -> Result<Vec<u8>, Failure> {
         let lane = self.next % self.lanes.len();
         self.next += 1;
         match self.lanes[lane].recv() {
             Ok((got, fetched)) if got == *id => fetched,
-            Ok((got, _)) => Err(format!(
-                "the restore asked for chunk {} where {} was fetched ahead",
-                id.to_hex(),
-                got.to_hex()
+            Ok((got, _)) => Err(Failure::new(
+                Code::CorruptObject,
+                format!(
+                    "the restore asked for chunk {} where {} was fetched ahead",
+                    id.to_hex(),
+                    got.to_hex()
+                ),
             )),
-            Err(_) => Err(format!(
-                "chunk {} was not among those fetched ahead",
-                id.to_hex()
+            Err(_) => Err(Failure::new(
+                Code::CorruptObject,
+                format!("chunk {} was not among those fetched ahead", id.to_hex()),
             )),
         }
     }

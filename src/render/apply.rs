@@ -2,7 +2,9 @@
 
 use std::fmt::Write as _;
 
-use crate::apply::{Report, Status};
+use serde::Serialize;
+
+use crate::apply::{Outcome, REPORT_FORMAT_VERSION, Report, Status};
 use crate::plan::Action;
 
 use super::bytes;
@@ -51,7 +53,13 @@ pub fn human(report: &Report) -> String {
                     format!("  ✓ {}   {}", label(&o.action), figures.join(", "))
                 }
             }
-            Status::Failed { error } => format!("  ✗ {}   failed: {error}", label(&o.action)),
+            Status::Failed { error } => format!(
+                "  ✗ {}   failed: {}: {}\n      help: {}",
+                label(&o.action),
+                error.code.id(),
+                error.message,
+                error.help_text()
+            ),
             Status::Skipped { why } => format!("  - {}   skipped: {why}", label(&o.action)),
         };
         let _ = writeln!(out, "{line}");
@@ -64,4 +72,73 @@ pub fn human(report: &Report) -> String {
         report.skipped()
     );
     out
+}
+
+/// `apply --format json`: the outcomes with the report's `format_version`; a failed
+/// action's `error` is `{code, message, help}`.
+pub fn json(report: &Report) -> String {
+    #[derive(Serialize)]
+    struct Versioned<'a> {
+        format_version: u32,
+        outcomes: &'a [Outcome],
+    }
+    super::json(&Versioned {
+        format_version: REPORT_FORMAT_VERSION,
+        outcomes: &report.outcomes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{Code, Failure};
+    use crate::plan::Configure;
+
+    fn failed(error: Failure) -> Report {
+        Report {
+            outcomes: vec![Outcome {
+                index: 0,
+                action: Action::Configure(Configure {
+                    source: "cache".into(),
+                    source_type: "redis".into(),
+                    changes: Vec::new(),
+                }),
+                status: Status::Failed { error },
+            }],
+        }
+    }
+
+    #[test]
+    fn a_failed_action_is_code_message_and_help_in_json() {
+        let own = failed(
+            Failure::new(Code::ConfigRefused, "CONFIG SET is refused").with_help("allow it"),
+        );
+        let value: serde_json::Value = serde_json::from_str(&json(&own)).expect("JSON");
+        assert_eq!(value["format_version"], REPORT_FORMAT_VERSION);
+        assert_eq!(value["outcomes"][0]["status"], "failed");
+        assert_eq!(
+            value["outcomes"][0]["error"],
+            serde_json::json!({"code": "BP233", "message": "CONFIG SET is refused", "help": "allow it"})
+        );
+        // Without help of its own, the code's help.
+        let generic = failed(Failure::new(Code::ConfigRefused, "refused"));
+        let value: serde_json::Value = serde_json::from_str(&json(&generic)).expect("JSON");
+        assert_eq!(
+            value["outcomes"][0]["error"]["help"],
+            Code::ConfigRefused.help()
+        );
+    }
+
+    #[test]
+    fn the_terminal_report_shows_a_failure_with_its_code_and_help() {
+        let text = human(&failed(
+            Failure::new(Code::ConfigRefused, "CONFIG SET is refused").with_help("allow it"),
+        ));
+        assert!(
+            text.contains(
+                "✗ configure cache   failed: BP233: CONFIG SET is refused\n      help: allow it\n"
+            ),
+            "{text}"
+        );
+    }
 }

@@ -1714,9 +1714,16 @@ fn write_file(
     let result = (|| {
         let mut written: u64 = 0;
         for id in &entry.chunks {
-            let bytes = source
-                .fetch(id)
-                .map_err(|e| fail(format!("cannot fetch chunk {}: {e}", id.to_hex())))?;
+            // The fetch's own code (a damaged or missing chunk) is kept.
+            let bytes = source.fetch(id).map_err(|f| ScanError {
+                code: f.code,
+                message: format!(
+                    "restoring {}: cannot fetch chunk {}: {}",
+                    entry.path,
+                    id.to_hex(),
+                    f.message
+                ),
+            })?;
             if written + bytes.len() as u64 > entry.size {
                 return Err(fail(format!(
                     "its chunks hold more than the {} bytes the snapshot records",
@@ -1844,11 +1851,11 @@ mod tests {
     }
 
     impl ChunkSource for MemStore {
-        fn fetch(&mut self, id: &ChunkId) -> Result<Vec<u8>, String> {
+        fn fetch(&mut self, id: &ChunkId) -> Result<Vec<u8>, Failure> {
             self.chunks
                 .get(id)
                 .cloned()
-                .ok_or_else(|| format!("no chunk {id:?}"))
+                .ok_or_else(|| Failure::new(Code::VerifyFailed, format!("no chunk {id:?}")))
         }
     }
 

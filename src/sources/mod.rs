@@ -34,10 +34,10 @@ pub struct Stored {
 /// Where a restore reads chunks from: decrypted, decompressed and checked against
 /// their id.
 pub trait ChunkSource {
-    fn fetch(&mut self, id: &ChunkId) -> Result<Vec<u8>, String>;
+    fn fetch(&mut self, id: &ChunkId) -> Result<Vec<u8>, Failure>;
 
     /// The length of a chunk's plaintext. By default the chunk is fetched to tell.
-    fn length(&mut self, id: &ChunkId) -> Result<u64, String> {
+    fn length(&mut self, id: &ChunkId) -> Result<u64, Failure> {
         self.fetch(id).map(|b| b.len() as u64)
     }
 

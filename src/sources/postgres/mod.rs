@@ -1196,9 +1196,7 @@ impl StoredArchive {
         let mut at = 0u64;
         for id in &entry.chunks {
             offsets.push(at);
-            at += source
-                .length(id)
-                .map_err(|e| Failure::new(Code::CorruptObject, e))?;
+            at += source.length(id)?;
         }
         offsets.push(at);
         if at != entry.size {
@@ -1234,11 +1232,7 @@ impl StoredArchive {
             if from >= end {
                 break;
             }
-            let bytes = bytes::Bytes::from(
-                source
-                    .fetch(id)
-                    .map_err(|e| Failure::new(Code::CorruptObject, e))?,
-            );
+            let bytes = bytes::Bytes::from(source.fetch(id)?);
             if bytes.len() as u64 != to - from {
                 return Err(Failure::new(
                     Code::CorruptObject,
@@ -1409,9 +1403,7 @@ fn each_chunk(
 ) -> Result<u64, Failure> {
     let mut n = 0u64;
     for id in &entry.chunks {
-        let bytes = source
-            .fetch(id)
-            .map_err(|e| Failure::new(Code::CorruptObject, e))?;
+        let bytes = source.fetch(id)?;
         n += bytes.len() as u64;
         out(bytes)?;
     }
@@ -2162,8 +2154,8 @@ mod tests {
     fn a_spool_that_does_not_fit_is_refused_before_anything_is_written() {
         struct NoChunks;
         impl ChunkSource for NoChunks {
-            fn fetch(&mut self, _: &crate::repo::keys::ChunkId) -> Result<Vec<u8>, String> {
-                Err("nothing may be fetched".into())
+            fn fetch(&mut self, _: &crate::repo::keys::ChunkId) -> Result<Vec<u8>, Failure> {
+                Err(Failure::new(Code::VerifyFailed, "nothing may be fetched"))
             }
         }
         let dir = tempfile::tempdir().expect("tempdir");
