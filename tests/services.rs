@@ -8,9 +8,8 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use backplan::error::{Code, Located, PolicyReport};
 use backplan::policy::load_str;
@@ -19,6 +18,7 @@ use backplan::repo::lock::{self, LockKind};
 use backplan::repo::store::Repo;
 use common::azurite::{self, AzuriteServer};
 use common::sftp::SftpServer;
+use common::tree::{Entry, assert_same_tree, noise, put, tree};
 use common::webdav::{self, WebdavServer};
 use common::{Run, Sandbox};
 
@@ -211,60 +211,6 @@ fn services_with_their_options_and_secret_references_validate() {
 
 // --- round trips through the binary ------------------------------------------------
 
-/// Deterministic incompressible bytes (xorshift64*).
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-fn put(sandbox: &Sandbox, relative: &str, bytes: &[u8]) {
-    let path = sandbox.path(relative);
-    std::fs::create_dir_all(path.parent().expect("a parent")).expect("create folder");
-    std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-}
-
-/// What a folder holds, as restore must reproduce it.
-#[derive(Debug, PartialEq, Eq)]
-enum Entry {
-    Dir,
-    File(Vec<u8>),
-    Symlink(PathBuf),
-}
-
-fn tree(root: &Path) -> BTreeMap<PathBuf, Entry> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Entry>) {
-        let entries =
-            std::fs::read_dir(dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display()));
-        for entry in entries {
-            let path = entry.expect("a folder entry").path();
-            let relative = path.strip_prefix(root).expect("inside root").to_path_buf();
-            let meta = std::fs::symlink_metadata(&path).expect("metadata");
-            if meta.file_type().is_symlink() {
-                out.insert(
-                    relative,
-                    Entry::Symlink(std::fs::read_link(&path).expect("link")),
-                );
-            } else if meta.is_dir() {
-                out.insert(relative, Entry::Dir);
-                walk(root, &path, out);
-            } else {
-                out.insert(relative, Entry::File(std::fs::read(&path).expect("read")));
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
-}
-
 /// A sandbox whose `data/` holds a large file, nested and empty files, an empty
 /// folder and a symbolic link.
 fn sandbox_with_data(destination: &str) -> Sandbox {
@@ -331,18 +277,7 @@ fn round_trip(sandbox: &Sandbox, env: &[(&str, OsString)], log: &dyn Fn() -> Str
         log,
         &["restore", "--target", "data=restored", "--secret-key", key],
     );
-    let (original, restored) = (tree(&sandbox.path("data")), tree(&sandbox.path("restored")));
-    assert_eq!(
-        original.keys().collect::<Vec<_>>(),
-        restored.keys().collect::<Vec<_>>()
-    );
-    for (path, entry) in &original {
-        assert!(
-            restored.get(path) == Some(entry),
-            "{} differs after the restore",
-            path.display()
-        );
-    }
+    assert_same_tree(&sandbox.path("data"), &sandbox.path("restored"));
     let verify = ok(
         sandbox,
         env,

@@ -13,6 +13,7 @@ pub mod redis;
 pub mod azurite;
 pub mod s3;
 pub mod sftp;
+pub mod tree;
 pub mod webdav;
 
 use std::path::{Path, PathBuf};
