@@ -7,13 +7,11 @@
 //! Without one, [`AzuriteServer::start`] fails the test when `CI` is set and otherwise
 //! skips it (returns `None`) loudly.
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use super::daemon::{self, Daemon};
 use super::{free_port, missing, on_path};
 
 /// Azurite's well-known development account and key (public, in Azure's docs).
@@ -55,9 +53,8 @@ req.end();
 /// A running Azurite blob service; killed on drop.
 #[derive(Debug)]
 pub struct AzuriteServer {
-    child: Child,
+    daemon: Daemon,
     port: u16,
-    log: Arc<Mutex<String>>,
     _dir: tempfile::TempDir,
 }
 
@@ -91,81 +88,30 @@ impl AzuriteServer {
             missing("Azure Blob", &format!("node not found; {why}"));
             return None;
         }
-        let mut failures = Vec::new();
-        for _ in 0..START_ATTEMPTS {
-            match AzuriteServer::spawn(&azurite) {
-                Ok(server) => return Some(server),
-                Err(why) => failures.push(why),
-            }
-        }
-        panic!(
-            "{} did not start:\n{}",
-            azurite.display(),
-            failures.join("\n---\n")
-        );
+        Some(daemon::start(
+            &azurite.display().to_string(),
+            START_ATTEMPTS,
+            || AzuriteServer::spawn(&azurite),
+        ))
     }
 
     fn spawn(azurite: &Path) -> Result<AzuriteServer, String> {
         let dir = tempfile::tempdir().expect("create a temporary folder");
         let port = free_port();
-        let mut child = Command::new(azurite)
-            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
-            .arg("--location")
-            .arg(dir.path())
-            .args(["--disableTelemetry", "--skipApiVersionCheck"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", azurite.display()))?;
-        let log = Arc::new(Mutex::new(String::new()));
-        for pipe in [
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines() {
-                    let Ok(line) = line else { break };
-                    let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            });
-        }
-        let mut server = AzuriteServer {
-            child,
+        let mut daemon = Daemon::spawn(
+            "azurite",
+            Command::new(azurite)
+                .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+                .arg("--location")
+                .arg(dir.path())
+                .args(["--disableTelemetry", "--skipApiVersionCheck"]),
+        )?;
+        daemon.wait_for_port(port, START_TIMEOUT)?;
+        Ok(AzuriteServer {
+            daemon,
             port,
-            log,
             _dir: dir,
-        };
-        let deadline = Instant::now() + START_TIMEOUT;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                return Err(format!(
-                    "azurite on port {port} exited with {status}:\n{}",
-                    server.log()
-                ));
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "azurite on port {port} did not listen within {START_TIMEOUT:?}:\n{}",
-                    server.log()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Ok(server)
+        })
     }
 
     /// The blob endpoint, for `options.endpoint` (the account is its last segment).
@@ -191,13 +137,6 @@ impl AzuriteServer {
 
     /// What the emulator has logged.
     pub fn log(&self) -> String {
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-impl Drop for AzuriteServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.daemon.log()
     }
 }

@@ -11,6 +11,7 @@ pub mod pg;
 pub mod redis;
 
 pub mod azurite;
+pub mod daemon;
 pub mod s3;
 pub mod sftp;
 pub mod tree;

@@ -12,13 +12,12 @@
 //! `sshd`. Without one, [`SftpServer::start`] fails the test when `CI` is set and
 //! otherwise skips it (returns `None`) loudly.
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use super::daemon::{self, Daemon};
 use super::{free_port, missing, on_path};
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -27,10 +26,9 @@ const START_ATTEMPTS: usize = 5;
 /// A running `sshd`; killed on drop.
 #[derive(Debug)]
 pub struct SftpServer {
-    child: Child,
+    daemon: Daemon,
     port: u16,
     user: String,
-    log: Arc<Mutex<String>>,
     dir: tempfile::TempDir,
 }
 
@@ -84,18 +82,11 @@ impl SftpServer {
         if user_name() == "root" && !Path::new("/run/sshd").is_dir() {
             let _ = std::fs::create_dir_all("/run/sshd");
         }
-        let mut failures = Vec::new();
-        for _ in 0..START_ATTEMPTS {
-            match SftpServer::spawn(&sshd) {
-                Ok(server) => return Some(server),
-                Err(why) => failures.push(why),
-            }
-        }
-        panic!(
-            "{} did not start:\n{}",
-            sshd.display(),
-            failures.join("\n---\n")
-        );
+        Some(daemon::start(
+            &sshd.display().to_string(),
+            START_ATTEMPTS,
+            || SftpServer::spawn(&sshd),
+        ))
     }
 
     fn spawn(sshd: &Path) -> Result<SftpServer, String> {
@@ -150,71 +141,29 @@ impl SftpServer {
                 .expect("chmod the ssh wrapper");
         }
 
-        let mut child = Command::new(sshd)
-            .arg("-D")
-            .arg("-e")
-            .arg("-f")
-            .arg(d.join("sshd_config"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", sshd.display()))?;
-        let log = Arc::new(Mutex::new(String::new()));
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let stderr = child.stderr.take().expect("piped stderr");
-        {
-            let log = log.clone();
-            let listening = format!("port {port}");
-            std::thread::spawn(move || {
-                let mut ready = Some(ready_tx);
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    if line.contains("Server listening")
-                        && line.contains(&listening)
-                        && let Some(tx) = ready.take()
-                    {
-                        let _ = tx.send(());
-                    }
-                    let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            });
-        }
-        let mut server = SftpServer {
-            child,
-            port,
-            user: user_name(),
-            log,
-            dir,
-        };
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            match ready_rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(()) => break,
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(format!("sshd on port {port} exited:\n{}", server.log()));
-                }
-            }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                return Err(format!(
-                    "sshd on port {port} exited with {status}:\n{}",
-                    server.log()
-                ));
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "sshd on port {port} did not listen within {START_TIMEOUT:?}:\n{}",
-                    server.log()
-                ));
-            }
-        }
+        let mut daemon = Daemon::spawn(
+            "sshd",
+            Command::new(sshd)
+                .arg("-D")
+                .arg("-e")
+                .arg("-f")
+                .arg(d.join("sshd_config")),
+        )?;
+        let listening = format!("port {port}");
+        daemon.wait_until(&format!("listen on port {port}"), START_TIMEOUT, |d| {
+            d.log()
+                .lines()
+                .any(|l| l.contains("Server listening") && l.contains(&listening))
+        })?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         TcpStream::connect_timeout(&addr, Duration::from_secs(5))
             .map_err(|e| format!("sshd on port {port} does not answer: {e}"))?;
-        Ok(server)
+        Ok(SftpServer {
+            daemon,
+            port,
+            user: user_name(),
+            dir,
+        })
     }
 
     /// The endpoint for a policy's `options.endpoint`.
@@ -243,13 +192,6 @@ impl SftpServer {
 
     /// What the server has logged.
     pub fn log(&self) -> String {
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-impl Drop for SftpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.daemon.log()
     }
 }

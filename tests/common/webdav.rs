@@ -9,13 +9,11 @@
 //! one, [`WebdavServer::start`] fails the test when `CI` is set and otherwise skips it
 //! (returns `None`) loudly.
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use super::daemon::{self, Daemon};
 use super::{free_port, missing, on_path};
 
 /// The user and password the server wants.
@@ -28,9 +26,8 @@ const START_ATTEMPTS: usize = 5;
 /// A running `rclone serve webdav`; killed on drop.
 #[derive(Debug)]
 pub struct WebdavServer {
-    child: Child,
+    daemon: Daemon,
     port: u16,
-    log: Arc<Mutex<String>>,
     dir: tempfile::TempDir,
 }
 
@@ -52,76 +49,32 @@ impl WebdavServer {
             );
             return None;
         };
-        let mut failures = Vec::new();
-        for _ in 0..START_ATTEMPTS {
-            match WebdavServer::spawn(&rclone) {
-                Ok(server) => return Some(server),
-                Err(why) => failures.push(why),
-            }
-        }
-        panic!(
-            "{} serve webdav did not start:\n{}",
-            rclone.display(),
-            failures.join("\n---\n")
-        );
+        Some(daemon::start(
+            &format!("{} serve webdav", rclone.display()),
+            START_ATTEMPTS,
+            || WebdavServer::spawn(&rclone),
+        ))
     }
 
     fn spawn(rclone: &Path) -> Result<WebdavServer, String> {
         let dir = tempfile::tempdir().expect("create a temporary folder");
         std::fs::create_dir(dir.path().join("files")).expect("create files/");
         let port = free_port();
-        let mut child = Command::new(rclone)
-            .arg("--config")
-            .arg(dir.path().join("rclone.conf"))
-            .arg("serve")
-            .arg("webdav")
-            .arg(dir.path().join("files"))
-            .args(["--addr", &format!("127.0.0.1:{port}")])
-            .args(["--user", USER, "--pass", PASSWORD])
-            .args(["--dir-cache-time", "0s"])
-            .arg("-v")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", rclone.display()))?;
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().expect("piped stderr");
-        {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            });
-        }
-        let mut server = WebdavServer {
-            child,
-            port,
-            log,
-            dir,
-        };
-        let deadline = Instant::now() + START_TIMEOUT;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                return Err(format!(
-                    "rclone on port {port} exited with {status}:\n{}",
-                    server.log()
-                ));
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "rclone on port {port} did not listen within {START_TIMEOUT:?}:\n{}",
-                    server.log()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(server)
+        let mut daemon = Daemon::spawn(
+            "rclone",
+            Command::new(rclone)
+                .arg("--config")
+                .arg(dir.path().join("rclone.conf"))
+                .arg("serve")
+                .arg("webdav")
+                .arg(dir.path().join("files"))
+                .args(["--addr", &format!("127.0.0.1:{port}")])
+                .args(["--user", USER, "--pass", PASSWORD])
+                .args(["--dir-cache-time", "0s"])
+                .arg("-v"),
+        )?;
+        daemon.wait_for_port(port, START_TIMEOUT)?;
+        Ok(WebdavServer { daemon, port, dir })
     }
 
     /// The endpoint URL, for `options.endpoint`.
@@ -136,13 +89,6 @@ impl WebdavServer {
 
     /// What the server has logged.
     pub fn log(&self) -> String {
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-impl Drop for WebdavServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.daemon.log()
     }
 }
