@@ -1274,20 +1274,6 @@ fn assert_same_database(source: &PgServer, restored: &PgServer, db: &str) {
     );
 }
 
-/// A sandbox backing up `ODD_DB` of `server`, with `extra` under the source.
-fn backed_up_odd(server: &PgServer, extra: &str) -> Sandbox {
-    let sandbox = Sandbox::initialised(&format!(
-        "{LOCAL_POLICY_HEAD}  db:\n    type: postgres\n    url: \"{}\"\n    databases: [{}]\n{extra}",
-        server.url("postgres"),
-        serde_json::to_string(ODD_DB).expect("a YAML string")
-    ));
-    sandbox
-        .run(&["apply"])
-        .stdout("✓ backup db → local")
-        .check();
-    sandbox
-}
-
 #[test]
 fn a_whole_database_restored_into_a_new_cluster_keeps_its_owner_settings_privileges_and_comment() {
     let (source, other) = std::thread::scope(|scope| {
@@ -1312,7 +1298,7 @@ fn a_whole_database_restored_into_a_new_cluster_keeps_its_owner_settings_privile
         !before.iter().any(|p| p.starts_with("acl PUBLIC")),
         "{before:?}"
     );
-    let sandbox = backed_up_odd(&source, "");
+    let sandbox = backed_up_database(&source, ODD_DB, "");
 
     // The plan says that the properties come along, into whatever name.
     let copy = "Restored \"Copy\" Ä";
@@ -1441,7 +1427,7 @@ fn a_directory_format_snapshot_restores_the_database_properties_into_a_new_clust
         let other = scope.spawn(PgServer::start);
         (source.join().expect("source"), other.join().expect("other"))
     });
-    let sandbox = backed_up_odd(&source, "    jobs: 2\n    spool_dir: spool\n");
+    let sandbox = backed_up_database(&source, ODD_DB, "    jobs: 2\n    spool_dir: spool\n");
     // By sections with one connection, then with two, into another name.
     for (db, jobs) in [(ODD_DB, "1"), ("second copy", "2")] {
         restore(
@@ -1573,10 +1559,11 @@ const LATIN1_WORDS: &str = "CREATE TABLE words (w text PRIMARY KEY, n int);
      INSERT INTO words VALUES ('zèbre', 1), ('été', 2), ('Straße', 3), ('façade', 4),
          ('über', 5), ('ÿ', 6), ('e', 7), ('f', 8), ('z', 9), ('é', 10);";
 
-/// A sandbox backing up database `db` of `server`, after one successful apply.
-fn backed_up_database(server: &PgServer, db: &str) -> Sandbox {
+/// A sandbox backing up database `db` of `server`, with `extra` under the source,
+/// after one successful apply.
+fn backed_up_database(server: &PgServer, db: &str, extra: &str) -> Sandbox {
     let sandbox = Sandbox::initialised(&format!(
-        "{LOCAL_POLICY_HEAD}  db:\n    type: postgres\n    url: \"{}\"\n    databases: [{}]\n",
+        "{LOCAL_POLICY_HEAD}  db:\n    type: postgres\n    url: \"{}\"\n    databases: [{}]\n{extra}",
         server.url("postgres"),
         serde_json::to_string(db).expect("a YAML string")
     ));
@@ -1650,7 +1637,7 @@ fn a_database_the_restore_creates_gets_the_snapshots_encoding_and_locale_by_ever
     other.createdb("utf8 copy");
     let default = encoding_of(&other, "utf8 copy");
     assert_eq!(default, "UTF8 C.UTF-8 C.UTF-8");
-    let sandbox = backed_up_database(&source, db);
+    let sandbox = backed_up_database(&source, db, "");
 
     // The plan says what the database will be made with.
     let into = |name: &str| format!("db={}", url_of(&other, name));
@@ -1763,7 +1750,7 @@ fn a_snapshot_whose_locale_the_server_lacks_fails_with_bp245_and_restores_into_a
         "Straße,e,f,façade,z,zèbre,é,été,über,ÿ",
     );
     assert_eq!(sorted_words(&source, "fr"), french_order);
-    let sandbox = backed_up_database(&source, "fr");
+    let sandbox = backed_up_database(&source, "fr", "");
 
     // A server without the locale: refused, with what to do, and nothing created.
     let run = restore(&sandbox, &["--target", &target(&bare, "fr")])
