@@ -390,7 +390,7 @@ impl Code {
             Code::NoRepositoryKey => (
                 "BP223",
                 "no-repository-key",
-                "set `encryption.repository_key_file` (or `repository_key`) and run `backplan init`; a restore recovers the key with a recipient's secret key",
+                "set `encryption.repository_key_file` (or `repository_key`) and run `backplan init`; on a rebuilt host, `backplan init --secret-key FILE` recovers the key the destinations already use",
             ),
             Code::SnapshotNotFound => (
                 "BP224",

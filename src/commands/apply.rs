@@ -85,7 +85,7 @@ pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
             Code::NoRepositoryKey,
             "backing up needs the repository key, and the policy names none or its file does not exist",
         )
-        .with_help("set `encryption.repository_key_file` and run `backplan init`")
+        .with_help("set `encryption.repository_key_file` and run `backplan init`; on a rebuilt host, `backplan init --secret-key FILE` recovers the key the destinations already use")
     })?;
     let recipients = super::recipients(&policy)?;
     let rt = runtime()?;
