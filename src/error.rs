@@ -60,6 +60,10 @@ codes! {
     MissingServiceOption,
     InlineServiceSecret,
     ObjectLockTooShort,
+    UnknownPlaceholder,
+    NotifyEnvUnset,
+    InlineNotifySecret,
+    BadNotifyState,
     // --- planning and applying (BP2xx) ---
     BadTime,
     InventoryUnreadable,
@@ -101,6 +105,8 @@ codes! {
     SshMissing,
     ObjectLocked,
     ShortObjectLock,
+    NotifyFailed,
+    NotifySecretUnresolved,
     Io,
 }
 
@@ -276,6 +282,26 @@ impl Code {
                 "BP135",
                 "object-lock-too-short",
                 "make `object_lock.retain_for` (and the bucket's default retention) at least as long as the longest time the sources writing there keep a snapshot",
+            ),
+            Code::UnknownPlaceholder => (
+                "BP136",
+                "unknown-placeholder",
+                "use one of the placeholders docs/operations.md lists, in braces (`{status}`); write `{{` and `}}` for literal braces",
+            ),
+            Code::NotifyEnvUnset => (
+                "BP137",
+                "notify-env-unset",
+                "export the variable where backplan runs; until then `apply` backs up as usual and warns that this notification was not sent",
+            ),
+            Code::InlineNotifySecret => (
+                "BP138",
+                "inline-notify-secret",
+                "anyone who has a ping URL, webhook URL or routing key can send as backplan: write it as `${env:NAME}`",
+            ),
+            Code::BadNotifyState => (
+                "BP139",
+                "bad-notify-state",
+                "list states this notification can send: start, success, warning, failure (PagerDuty: success, warning, failure)",
             ),
             Code::BadTime => (
                 "BP200",
@@ -476,6 +502,16 @@ impl Code {
                 "BP250",
                 "ssh-missing",
                 "install OpenSSH's client (Debian: `apt-get install openssh-client`) so that `ssh` is on PATH",
+            ),
+            Code::NotifyFailed => (
+                "BP265",
+                "notify-failed",
+                "the backup itself is not affected; check the notification's URL, the network and the service's status (the message says what happened)",
+            ),
+            Code::NotifySecretUnresolved => (
+                "BP266",
+                "notify-secret-unresolved",
+                "export the variable the notification refers to in the environment that runs backplan",
             ),
             Code::Io => ("BP299", "io", "check the path and its permissions"),
         }

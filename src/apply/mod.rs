@@ -70,6 +70,9 @@ pub enum Event<'a> {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Report {
     pub outcomes: Vec<Outcome>,
+    /// The run's notifications (`notify:`), sent or not.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<crate::notify::Delivery>,
 }
 
 impl Report {
@@ -205,7 +208,10 @@ pub async fn apply<E: Executor>(
     }
 
     outcomes.sort_by_key(|o| o.index);
-    Report { outcomes }
+    Report {
+        outcomes,
+        ..Report::default()
+    }
 }
 
 /// Carries out, `parallelism` at a time, the work given for some of the plan's

@@ -7,9 +7,10 @@ use miette::Severity;
 use super::{Exit, inventory, print, runtime};
 use std::sync::Arc;
 
+use crate::apply::Report;
 use crate::apply::storage::StorageExecutor;
 use crate::cli::{ApplyArgs, Format};
-use crate::error::{Code, Failure, PolicyReport};
+use crate::error::{Code, Failure, Located, PolicyReport};
 use crate::graph::SourceGraph;
 use crate::inventory::Inventory;
 use crate::plan::{FORMAT_VERSION, Plan};
@@ -19,16 +20,42 @@ use crate::repo::{open_all, repository_key};
 
 pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
     let loaded = load_file(path)?;
-    // A reference to an unset variable is a warning when planning, an error here. The
-    // report carries every warning, so none is printed twice.
-    if loaded
-        .warnings
-        .iter()
-        .any(|w| w.problem.code == Code::UnsetEnv)
-    {
-        let problems = loaded
-            .warnings
-            .into_iter()
+    // The policy's notifications hear of the run's start and of how it ended, an
+    // unset variable included.
+    let (report, exit) = crate::notify::notified(&loaded.policy, || {
+        refuse_unset_env(path, &loaded.warnings)?;
+        carry_out(&loaded.policy, args)
+    })?;
+    print(&match args.format {
+        Format::Json => render::apply::json(&report),
+        Format::Human | Format::Markdown => render::apply::human(&report),
+    })?;
+    if report.failed() > 0 {
+        // The report on stdout names each failure; stderr carries one coded line so
+        // that a cron mail or a log watcher sees it too.
+        eprintln!(
+            "{:?}",
+            miette::Report::new(Failure::new(
+                Code::SourcesFailed,
+                format!(
+                    "{} of {} actions failed",
+                    report.failed(),
+                    report.outcomes.len()
+                ),
+            ))
+        );
+    }
+    Ok(exit)
+}
+
+/// A reference to an unset variable is a warning when planning, an error here. The
+/// report carries every warning, so none is printed twice; without one, the
+/// warnings are printed.
+fn refuse_unset_env(path: &Path, warnings: &[Located]) -> miette::Result<()> {
+    if warnings.iter().any(|w| w.problem.code == Code::UnsetEnv) {
+        let problems = warnings
+            .iter()
+            .cloned()
             .map(|mut w| {
                 if w.problem.code == Code::UnsetEnv {
                     w.problem.severity = Severity::Error;
@@ -42,11 +69,16 @@ pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
         }
         .into());
     }
-    for warning in &loaded.warnings {
+    for warning in warnings {
         eprintln!("{:?}", miette::Report::new(warning.clone()));
     }
+    Ok(())
+}
+
+/// Plans (or takes the saved plan) and carries it out; the report is not printed yet.
+fn carry_out(policy: &Policy, args: &ApplyArgs) -> miette::Result<(Report, Exit)> {
     let planning = args.planning.resolve()?;
-    let inventory = inventory(&loaded.policy, planning.inventory.as_deref())?;
+    let inventory = inventory(policy, planning.inventory.as_deref())?;
     let plan = match &args.plan_file {
         Some(file) => {
             let flags = args.planning.shaping_flags();
@@ -62,24 +94,23 @@ pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
                 .into());
             }
             let saved = read_plan(file)?;
-            check_fresh(&saved, &loaded.policy, &inventory)?;
+            check_fresh(&saved, policy, &inventory)?;
             saved
         }
         // The same plan `backplan plan` shows, servers asked included.
         None => crate::plan::plan_with(
-            &loaded.policy,
-            &SourceGraph::new(&loaded.policy),
+            policy,
+            &SourceGraph::new(policy),
             &inventory,
-            &runtime()?.block_on(crate::sources::probe_all(&loaded.policy)),
+            &runtime()?.block_on(crate::sources::probe_all(policy)),
             planning.now,
             planning.settings,
         ),
     };
     if !plan.has_changes() {
-        print(&render::apply::human(&crate::apply::Report::default()))?;
-        return Ok(Exit::Ok);
+        return Ok((Report::default(), Exit::Ok));
     }
-    let policy = Arc::new(loaded.policy);
+    let policy = Arc::new(policy.clone());
     let key = repository_key(&policy)?.ok_or_else(|| {
         Failure::new(
             Code::NoRepositoryKey,
@@ -115,27 +146,12 @@ pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
             )));
         }
     }
-    print(&match args.format {
-        Format::Json => render::apply::json(&report),
-        Format::Human | Format::Markdown => render::apply::human(&report),
-    })?;
-    if report.failed() > 0 {
-        // The report on stdout names each failure; stderr carries one coded line so
-        // that a cron mail or a log watcher sees it too.
-        eprintln!(
-            "{:?}",
-            miette::Report::new(Failure::new(
-                Code::SourcesFailed,
-                format!(
-                    "{} of {} actions failed",
-                    report.failed(),
-                    report.outcomes.len()
-                ),
-            ))
-        );
-        return Ok(Exit::Partial);
-    }
-    Ok(Exit::Ok)
+    let exit = if report.failed() > 0 {
+        Exit::Partial
+    } else {
+        Exit::Ok
+    };
+    Ok((report, exit))
 }
 
 fn read_plan(file: &Path) -> miette::Result<Plan> {

@@ -71,6 +71,7 @@ pub fn human(report: &Report) -> String {
         report.failed(),
         report.skipped()
     );
+    out.push_str(&super::notify::report_lines(&report.notifications));
     out
 }
 
@@ -81,10 +82,13 @@ pub fn json(report: &Report) -> String {
     struct Versioned<'a> {
         format_version: u32,
         outcomes: &'a [Outcome],
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        notifications: &'a [crate::notify::Delivery],
     }
     super::json(&Versioned {
         format_version: REPORT_FORMAT_VERSION,
         outcomes: &report.outcomes,
+        notifications: &report.notifications,
     })
 }
 
@@ -105,6 +109,7 @@ mod tests {
                 }),
                 status: Status::Failed { error },
             }],
+            ..Report::default()
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod graph;
+pub mod notify;
 pub mod plan;
 pub mod progress;
 pub mod restore;
