@@ -44,7 +44,7 @@ pub use preview::{
 /// folder; called through [`Kind`].
 pub trait Seam {
     /// Where a restore puts a snapshot that no `--target` sends elsewhere: its folder,
-    /// or its server's URL (password and all, redacted by the caller). Pure.
+    /// or its server's URL (its password redacted). Pure.
     fn home(&self, policy: &Policy) -> String;
 
     /// Where `restore --as-file DIR` writes a snapshot of this kind, when it does.
