@@ -459,7 +459,8 @@ fn a_second_apply_reads_only_the_changed_file_and_its_restore_has_the_change() {
     let outcome = &report["outcomes"][0];
     assert_eq!(outcome["status"], "done", "{}", run.stdout);
     assert_eq!(
-        outcome["detail"], "4 files, 3 unchanged",
+        outcome["detail"],
+        serde_json::json!({"kind": "backup", "stored": "files", "files": 4, "unchanged": 3}),
         "the three others were not read again"
     );
     assert_eq!(
