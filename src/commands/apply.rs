@@ -77,6 +77,9 @@ pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
     };
     if !plan.has_changes() {
         print(&render::apply::human(&crate::apply::Report::default()))?;
+        if let Some(file) = &args.metrics_file {
+            super::status::write_metrics_file(&loaded.policy, file);
+        }
         return Ok(Exit::Ok);
     }
     let policy = Arc::new(loaded.policy);
@@ -114,6 +117,9 @@ pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
                 "the snapshot catalog is only a cache: the inventory is read one snapshot at a time until the next apply rewrites it",
             )));
         }
+    }
+    if let Some(file) = &args.metrics_file {
+        super::status::write_metrics_file(&policy, file);
     }
     print(&match args.format {
         Format::Json => render::apply::json(&report),
