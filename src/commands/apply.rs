@@ -26,6 +26,9 @@ pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
         refuse_unset_env(path, &loaded.warnings)?;
         carry_out(&loaded.policy, args)
     })?;
+    if let Some(file) = &args.metrics_file {
+        super::status::write_metrics_file(&loaded.policy, file);
+    }
     print(&match args.format {
         Format::Json => render::apply::json(&report),
         Format::Human | Format::Markdown => render::apply::human(&report),

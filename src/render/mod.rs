@@ -4,10 +4,12 @@
 pub mod apply;
 pub mod graph;
 pub mod notify;
+pub mod metrics;
 pub mod plan;
 pub mod progress;
 pub mod restore;
 pub mod snapshots;
+pub mod status;
 pub mod verify;
 
 use chrono::{DateTime, Utc};
