@@ -56,6 +56,17 @@ pub struct Policy {
     /// Recipient key files, resolved against `dir`.
     pub recipients: Vec<PathBuf>,
     pub compression: i32,
+    /// `objectives:`, parsed.
+    pub objectives: ResolvedObjectives,
+    /// `drill.schedule`, parsed: when restore drills are due.
+    pub drill_schedule: Option<Schedule>,
+}
+
+/// The recovery objectives, their durations parsed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResolvedObjectives {
+    pub rpo: Option<Duration>,
+    pub rto: Option<Duration>,
 }
 
 /// A source with what it inherits filled in.

@@ -268,11 +268,44 @@ pub(super) fn validate(
         c.problems.push(p);
     }
 
+    let objectives = file.objectives.clone().unwrap_or_default();
+    let mut duration = |text: &Option<String>, path: &str| {
+        let text = text.as_deref()?;
+        match super::parse_duration(text) {
+            Ok(d) if d > chrono::Duration::zero() => Some(d),
+            Ok(_) => {
+                c.error_value(
+                    Problem::error(Code::BadDuration, format!("{path} must be longer than 0")),
+                    path,
+                );
+                None
+            }
+            Err(message) => {
+                c.error_value(
+                    Problem::error(Code::BadDuration, format!("{path} {message}")),
+                    path,
+                );
+                None
+            }
+        }
+    };
+    let objectives = super::ResolvedObjectives {
+        rpo: duration(&objectives.rpo, "objectives.rpo"),
+        rto: duration(&objectives.rto, "objectives.rto"),
+    };
+    let drill_schedule = file
+        .drill
+        .as_ref()
+        .and_then(|d| d.schedule.as_deref())
+        .and_then(|expr| c.schedule(expr, default_tz, "drill.schedule"));
+
     let errors_after = c.problems.iter().filter(|p| p.is_error()).count();
     if errors_after > errors_before || !complete {
         return None;
     }
     Some(Policy {
+        objectives,
+        drill_schedule,
         path: path.to_path_buf(),
         dir: dir.to_path_buf(),
         location: std::fs::canonicalize(path).ok(),

@@ -2,6 +2,7 @@
 //! compute nothing themselves.
 
 pub mod apply;
+pub mod drill;
 pub mod graph;
 pub mod notify;
 pub mod metrics;

@@ -301,4 +301,9 @@ impl Seam for Redis<'_> {
             }))
         })
     }
+
+    /// A throwaway `redis-server` of this host.
+    fn scratch(&self, _policy: &Policy) -> Result<super::scratch::Scratch, Failure> {
+        super::scratch::Scratch::redis(&self.source.name)
+    }
 }
