@@ -220,8 +220,8 @@ fn a_drill_slower_than_the_rto_is_a_finding_and_a_due_drill_is_planned_and_appli
     // Never drilled: plan shows the drill as due, apply runs it.
     sandbox
         .run(&["plan"])
-        .stdout("drill  media")
-        .stdout("never drilled")
+        .stdout("? drill   media newest snapshot into a scratch target   never drilled")
+        .stdout("1 drill.")
         .check();
     sandbox.run(&["apply"]).stdout("drill media").check();
     sandbox.run(&["plan", "--detailed-exitcode"]).status(0).check();
