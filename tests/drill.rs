@@ -96,13 +96,21 @@ fn assert_scratch_removed(report: &Value, pg: &PgServer) {
         "0",
         "a scratch database is left"
     );
-    let url = drill_of(report, "cache")["scratch"].as_str().expect("a URL");
-    let port: u16 = url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port");
+    let url = drill_of(report, "cache")["scratch"]
+        .as_str()
+        .expect("a URL");
+    let port: u16 = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port");
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "the scratch redis-server on {port} still answers"
     );
-    let folder = drill_of(report, "media")["scratch"].as_str().expect("a path");
+    let folder = drill_of(report, "media")["scratch"]
+        .as_str()
+        .expect("a path");
     assert!(!Path::new(folder).exists(), "{folder} is left");
 }
 
@@ -129,7 +137,10 @@ fn a_drill_restores_checks_removes_and_records_every_source() {
             .map(|s| s["name"].as_str().expect("a name"))
             .collect();
         assert_eq!(steps, ["prepare", "restore", "check", "clean_up"], "{d:#}");
-        assert!(d["findings"].as_array().expect("findings").is_empty(), "{d:#}");
+        assert!(
+            d["findings"].as_array().expect("findings").is_empty(),
+            "{d:#}"
+        );
         assert_eq!(d["recorded"], serde_json::json!(["local"]));
         assert!(d["estimate"]["full_seconds"].as_f64().is_some(), "{d:#}");
     }
@@ -148,12 +159,7 @@ fn a_drill_restores_checks_removes_and_records_every_source() {
     assert_scratch_removed(&report, &pg);
 
     // status reads the drills back from the destination.
-    let status = json(
-        &sandbox
-            .run(&["status", "--format", "json"])
-            .check()
-            .stdout,
-    );
+    let status = json(&sandbox.run(&["status", "--format", "json"]).check().stdout);
     for source in ["db", "cache", "media"] {
         let s = status["sources"]
             .as_array()
@@ -162,7 +168,10 @@ fn a_drill_restores_checks_removes_and_records_every_source() {
             .find(|s| s["source"] == source)
             .expect("a source");
         assert_eq!(s["drill"]["result"], "passed", "{s:#}");
-        assert_eq!(s["drill"]["snapshot"], drill_of(&report, source)["snapshot"]);
+        assert_eq!(
+            s["drill"]["snapshot"],
+            drill_of(&report, source)["snapshot"]
+        );
         assert_eq!(s["drill"]["steps"].as_array().map(Vec::len), Some(4));
         assert_eq!(s["drill"]["rto_seconds"], 3600.0);
     }
@@ -179,7 +188,11 @@ fn a_drill_restores_checks_removes_and_records_every_source() {
                 .lines()
                 .find(|l| l.starts_with(name) && l.contains(&format!("source=\"{source}\"")))
                 .unwrap_or_else(|| panic!("no {name} of {source}:\n{metrics}"));
-            let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("a value");
+            let value: f64 = line
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .expect("a value");
             assert!(value > 0.0, "{line}");
         }
     }
@@ -224,7 +237,10 @@ fn a_drill_slower_than_the_rto_is_a_finding_and_a_due_drill_is_planned_and_appli
         .stdout("1 drill.")
         .check();
     sandbox.run(&["apply"]).stdout("drill media").check();
-    sandbox.run(&["plan", "--detailed-exitcode"]).status(0).check();
+    sandbox
+        .run(&["plan", "--detailed-exitcode"])
+        .status(0)
+        .check();
 
     let run = sandbox
         .run(&["drill", "--format", "json"])

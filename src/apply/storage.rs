@@ -881,7 +881,10 @@ impl StorageExecutor {
         let report = tokio::task::spawn_blocking(move || {
             handle.block_on(async {
                 let file = crate::drill::secret_key_file(&policy).ok_or_else(|| {
-                    Failure::new(Code::DrillNeedsSecretKey, "the policy names no drill.secret_key_file")
+                    Failure::new(
+                        Code::DrillNeedsSecretKey,
+                        "the policy names no drill.secret_key_file",
+                    )
                 })?;
                 let bytes = std::fs::read(&file).map_err(|e| {
                     Failure::new(
@@ -889,9 +892,10 @@ impl StorageExecutor {
                         format!("cannot read secret key {}: {e}", file.display()),
                     )
                 })?;
-                let secret = crate::pipeline::crypto::SecretKeys::from_bytes(&bytes).map_err(|e| {
-                    Failure::new(Code::SecretKeyUnusable, format!("{}: {e}", file.display()))
-                })?;
+                let secret =
+                    crate::pipeline::crypto::SecretKeys::from_bytes(&bytes).map_err(|e| {
+                        Failure::new(Code::SecretKeyUnusable, format!("{}: {e}", file.display()))
+                    })?;
                 let inventory = crate::repo::read_inventory(&policy, Some(&key)).await;
                 let d = crate::drill::Drill {
                     policy: &policy,

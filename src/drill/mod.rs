@@ -29,8 +29,8 @@ use crate::repo::lock;
 use crate::repo::store::Repo;
 use crate::restore::execute::{self, Restore, RestoreReport};
 use crate::restore::{RestorePlan, Selection, restore_plan};
-use crate::sources::kind::scratch::{CheckUnit, Checks, Scratch};
 use crate::sources::kind::Kind;
+use crate::sources::kind::scratch::{CheckUnit, Checks, Scratch};
 
 /// The version of `drill --format json`.
 pub const FORMAT_VERSION: u32 = 1;
@@ -108,10 +108,7 @@ pub enum Finding {
     /// The drill took longer than the recovery time objective.
     OverRto { seconds: f64, rto_seconds: f64 },
     /// The snapshot was older than the recovery point objective.
-    OverRpo {
-        age_seconds: f64,
-        rpo_seconds: f64,
-    },
+    OverRpo { age_seconds: f64, rpo_seconds: f64 },
 }
 
 impl Finding {
@@ -313,11 +310,7 @@ async fn restore_and_check(
     };
     out.snapshot = step.snapshot.id.clone();
     out.snapshot_time = step.snapshot.time;
-    out.restored_bytes = step
-        .snapshot
-        .size
-        .or(step.snapshot.bytes_read)
-        .unwrap_or(0);
+    out.restored_bytes = step.snapshot.size.or(step.snapshot.bytes_read).unwrap_or(0);
 
     let clock = Instant::now();
     let restore = Restore {
@@ -367,7 +360,9 @@ async fn check(
     let repo = &d.repos[&step.from];
     let (tree, mut fetcher, key) =
         execute::open_snapshot_with_key(repo, snapshot, d.host, d.secret.clone()).await?;
-    scratch.check(&tree, &key, &mut fetcher, &step.restored).await
+    scratch
+        .check(&tree, &key, &mut fetcher, &step.restored)
+        .await
 }
 
 /// The objectives the drill missed.

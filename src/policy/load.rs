@@ -11,7 +11,8 @@ use serde::de::DeserializeOwned;
 use serde_yaml::{Mapping, Value};
 
 use super::model::{
-    Defaults, Destination, DrillSettings, Encryption, Objectives, PolicyFile, Source, SourceCommon, SourceKind,
+    Defaults, Destination, DrillSettings, Encryption, Objectives, PolicyFile, Source, SourceCommon,
+    SourceKind,
 };
 use super::notify::Notifier;
 use super::spans::{SpanIndex, join};

@@ -124,7 +124,11 @@ fn source(d: &SourceDrill, out: &mut String) {
     out.push('\n');
     if !d.scratch.is_empty() {
         let _ = writeln!(out, "    scratch target: {} (removed: {})", d.scratch, {
-            if d.cleanup_error.is_none() { "yes" } else { "NO" }
+            if d.cleanup_error.is_none() {
+                "yes"
+            } else {
+                "NO"
+            }
         });
     }
     let steps: Vec<String> = d
@@ -160,7 +164,11 @@ fn source(d: &SourceDrill, out: &mut String) {
         let _ = writeln!(out, "    error {}: {}", e.code.id(), e.message);
         let _ = writeln!(out, "      help: {}", e.help_text());
     }
-    if let Some(e) = d.cleanup_error.as_ref().filter(|_| d.error.as_ref() != d.cleanup_error.as_ref()) {
+    if let Some(e) = d
+        .cleanup_error
+        .as_ref()
+        .filter(|_| d.error.as_ref() != d.cleanup_error.as_ref())
+    {
         let _ = writeln!(out, "    error {}: {}", e.code.id(), e.message);
     }
     for f in &d.findings {

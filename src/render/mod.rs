@@ -4,8 +4,8 @@
 pub mod apply;
 pub mod drill;
 pub mod graph;
-pub mod notify;
 pub mod metrics;
+pub mod notify;
 pub mod plan;
 pub mod progress;
 pub mod restore;

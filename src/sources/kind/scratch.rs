@@ -151,7 +151,11 @@ impl Scratch {
         let endpoint = redis::client::Endpoint::parse(&url, None, None, None)?;
         let started = Instant::now();
         loop {
-            if endpoint.connect().and_then(|mut c| c.ok(&[b"PING"])).is_ok() {
+            if endpoint
+                .connect()
+                .and_then(|mut c| c.ok(&[b"PING"]))
+                .is_ok()
+            {
                 return Ok(Scratch::Redis { child, dir, url });
             }
             if let Ok(Some(status)) = child.try_wait() {
@@ -241,7 +245,9 @@ impl Scratch {
                         &[&prefix],
                     )
                     .await
-                    .map_err(|e| scratch_failed(format!("cannot list the scratch databases: {e}")))?;
+                    .map_err(|e| {
+                        scratch_failed(format!("cannot list the scratch databases: {e}"))
+                    })?;
                 for row in rows {
                     let name: String = row.get(0);
                     client
@@ -256,9 +262,7 @@ impl Scratch {
                 }
                 Ok(())
             }
-            Scratch::Redis {
-                mut child, dir, ..
-            } => {
+            Scratch::Redis { mut child, dir, .. } => {
                 let _ = child.kill();
                 let _ = child.wait();
                 dir.close()
@@ -303,7 +307,10 @@ async fn check_rows(
         .map_err(|e| Failure::new(Code::CorruptObject, format!("{}: {e}", entry.path)))?;
         let recorded: BTreeMap<String, i64> = serde_json::from_slice(&bytes)
             .map_err(|e| Failure::new(Code::CorruptObject, format!("{}: {e}", entry.path)))?;
-        let client = conn.with_database(&format!("{prefix}{db}")).client().await?;
+        let client = conn
+            .with_database(&format!("{prefix}{db}"))
+            .client()
+            .await?;
         let counted = pg::row_counts(&client).await.map_err(|e| {
             Failure::new(
                 Code::DatabaseError,
@@ -392,9 +399,8 @@ fn check_files(dir: &Path, tree: &Tree, key: &RepoKey) -> Result<Checks, Failure
                 continue;
             }
         };
-        let (ids, bytes) = crate::pipeline::sink::chunk_ids(key, &mut file).map_err(|e| {
-            Failure::new(Code::Io, format!("cannot read {}: {e}", path.display()))
-        })?;
+        let (ids, bytes) = crate::pipeline::sink::chunk_ids(key, &mut file)
+            .map_err(|e| Failure::new(Code::Io, format!("cannot read {}: {e}", path.display())))?;
         if bytes != entry.size || ids != entry.chunks {
             checks.differences.push(differs(Some(bytes)));
         }
