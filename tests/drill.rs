@@ -259,3 +259,27 @@ fn a_drill_slower_than_the_rto_is_a_finding_and_a_due_drill_is_planned_and_appli
     let status = sandbox.run(&["status"]).status(4).check();
     assert!(status.stdout.contains("BP275"), "{}", status.stdout);
 }
+
+#[test]
+fn without_a_secret_key_a_due_drill_is_shown_as_needing_one_and_skipped() {
+    let sandbox = Sandbox::initialised(&format!(
+        "{LOCAL_POLICY_HEAD}  media:\n    type: files\n    path: media\ndrill:\n  schedule: \"@weekly\"\n"
+    ));
+    sandbox.write("media/a.txt", "alpha\n");
+    sandbox.run(&["apply"]).check();
+    sandbox
+        .run(&["plan"])
+        .stdout("never drilled [skipped: needs a secret key, drill.secret_key_file (BP277)]")
+        .check();
+    // Skipped, not failed: the run succeeds and says why.
+    sandbox
+        .run(&["apply"])
+        .stdout("BP277: a drill needs a secret key")
+        .check();
+    sandbox
+        .run(&["drill"])
+        .env_remove("BACKPLAN_SECRET_KEY_FILE")
+        .fails()
+        .stderr("BP277")
+        .check();
+}

@@ -28,7 +28,7 @@ pub enum Scratch {
     /// Databases named `<prefix><database>` on a PostgreSQL server: the restore
     /// creates them.
     Databases {
-        conn: pg::Connection,
+        conn: Box<pg::Connection>,
         prefix: String,
     },
     /// A throwaway `redis-server` on a free port of this host, with its folder.
@@ -102,7 +102,7 @@ impl Scratch {
     /// random suffix.
     pub fn databases(conn: pg::Connection, source: &str) -> Scratch {
         Scratch::Databases {
-            conn,
+            conn: Box::new(conn),
             prefix: format!("backplan_drill_{source}_{}_", random_suffix()),
         }
     }
