@@ -453,6 +453,29 @@ fn drill_records_written_to_the_repository_show_in_status_and_metrics() {
         .check();
 }
 
+#[test]
+fn a_size_change_factor_of_1_or_less_is_refused_where_it_is_written() {
+    let policy = with_repository_key(POLICY).replace(
+        "    depends_on: [config]\n",
+        "    depends_on: [config]\n    size_change_factor: 0.5\n",
+    );
+    Sandbox::with_policy(&policy)
+        .run(&["validate"])
+        .status(1)
+        .stderr("BP103")
+        .stderr("size_change_factor 0.5 is not above 1")
+        .check();
+    let defaults = with_repository_key(POLICY).replace(
+        "  timezone: UTC\n",
+        "  timezone: UTC\n  size_change_factor: 1\n",
+    );
+    Sandbox::with_policy(&defaults)
+        .run(&["validate"])
+        .status(1)
+        .stderr("size_change_factor 1 is not above 1")
+        .check();
+}
+
 // --- metrics -----------------------------------------------------------------------
 
 #[test]
@@ -514,16 +537,28 @@ fn apply_writes_the_metrics_file_atomically_with_the_inventory_after_the_run() {
         .stdout;
     assert_eq!(parse_metrics(&printed), samples);
 
-    // A run with nothing to do rewrites it all the same.
-    std::fs::remove_file(sandbox.path("textfile/backplan.prom")).expect("remove");
+    // A run with nothing to do writes it all the same, as a new file renamed over
+    // the old one (never rewritten in place: a reader holding the old one keeps it
+    // whole).
+    let inode = |path: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).expect("the metrics file").ino()
+    };
+    let path = sandbox.path("textfile/backplan.prom");
+    let before = inode(&path);
+    let held = std::fs::File::open(&path).expect("open the metrics file");
     sandbox
         .run(&["apply", "--metrics-file", "textfile/backplan.prom"])
         .stdout("Apply: 0 done")
         .check();
+    assert_ne!(inode(&path), before, "the file was rewritten in place");
     assert_eq!(
         parse_metrics(&sandbox.read("textfile/backplan.prom")),
         samples
     );
+    let mut old = String::new();
+    std::io::Read::read_to_string(&mut &held, &mut old).expect("read the old file");
+    assert_eq!(old, text, "the old file changed under its reader");
 
     if let Some(promtool) = promtool() {
         promtool_check_metrics(&promtool, &text);
