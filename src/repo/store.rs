@@ -726,9 +726,9 @@ impl Repo {
     ) -> Result<Vec<(String, Result<RecordHeader<R>, String>)>, Failure> {
         let mut out = Vec::new();
         for (path, size) in self.list_sized(dir).await? {
-            out.push(self.record(path, size).await?);
+            out.extend(self.record(path, size).await?);
         }
-        Ok(out.into_iter().flatten().collect())
+        Ok(out)
     }
 
     /// The newest record under `dir` and the newest of each folder in it (records
