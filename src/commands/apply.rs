@@ -26,6 +26,10 @@ pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
         refuse_unset_env(path, &loaded.warnings)?;
         carry_out(&loaded.policy, args)
     })?;
+    // The metrics read the destinations as the run left them.
+    if let Some(file) = &args.metrics_file {
+        super::status::write_metrics_file(&loaded.policy, file);
+    }
     print(&match args.format {
         Format::Json => render::apply::json(&report),
         Format::Human | Format::Markdown => render::apply::human(&report),

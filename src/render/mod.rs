@@ -3,11 +3,13 @@
 
 pub mod apply;
 pub mod graph;
+pub mod metrics;
 pub mod notify;
 pub mod plan;
 pub mod progress;
 pub mod restore;
 pub mod snapshots;
+pub mod status;
 pub mod verify;
 
 use chrono::{DateTime, Utc};
