@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod cli;
 pub mod commands;
+pub mod crypto;
 pub mod error;
 pub mod graph;
 pub mod inventory;

@@ -15,15 +15,15 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::crypto::keys::{ChunkId, RepoKey};
+use crate::crypto::{Recipients, SecretKeys};
 use crate::error::{Code, Failure};
 use crate::inventory::{Lost, LostPack, PackState, SnapshotStatus};
-use crate::pipeline::crypto::{Recipients, SecretKeys};
+use crate::pipeline::ChunkSource;
 use crate::pipeline::fetch::RepoFetcher;
 use crate::repo::format::pack_path;
 use crate::repo::key_for;
-use crate::repo::keys::{ChunkId, RepoKey};
 use crate::repo::store::{Index, PackRead, Repo};
-use crate::sources::ChunkSource;
 
 /// The findings for one destination.
 #[derive(Debug, Default, Serialize)]

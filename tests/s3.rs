@@ -13,10 +13,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use backplan::crypto::keys::RepoKey;
 use backplan::error::Code;
 use backplan::inventory::{SnapshotInfo, SnapshotStatus};
 use backplan::repo::format::Tree;
-use backplan::repo::keys::RepoKey;
 use backplan::repo::lock::{self, LockKind};
 use backplan::repo::store::Repo;
 use common::s3::{ACCESS_KEY_ID, Faults, REGION, S3Server, SECRET_ACCESS_KEY};

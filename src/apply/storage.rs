@@ -12,14 +12,14 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{OnceCell, mpsc};
 
 use super::{Done, Executor};
+use crate::crypto::Recipients;
+use crate::crypto::keys::{ChunkId, RepoKey};
 use crate::error::{Code, Failure};
 use crate::inventory::{LockKind, Lost, PackState, SnapshotInfo, SnapshotStatus};
-use crate::pipeline::crypto::Recipients;
 use crate::pipeline::sink::{PackUpload, RepoSink, Target};
 use crate::plan::{Backup, Configure, Copy, Prune, Repair, Role};
 use crate::policy::{Policy, SourceKind};
 use crate::repo::format::{IndexBody, PackBuilder, PackRecord, Tree};
-use crate::repo::keys::{ChunkId, RepoKey};
 use crate::repo::lock;
 use crate::repo::store::{Index, Location, PackRead, Repo};
 use crate::sources::{files, postgres, redis};

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use crate::apply::storage::StorageExecutor;
 use crate::cli::{ApplyArgs, Format};
 use crate::error::{Code, Failure, PolicyReport};
-use crate::graph::SourceGraph;
 use crate::inventory::Inventory;
 use crate::plan::{FORMAT_VERSION, Plan};
 use crate::policy::{Policy, load_file};
@@ -68,7 +67,7 @@ pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
         // The same plan `backplan plan` shows, servers asked included.
         None => crate::plan::plan_with(
             &loaded.policy,
-            &SourceGraph::new(&loaded.policy),
+            &loaded.policy.graph,
             &inventory,
             &runtime()?.block_on(crate::sources::probe_all(&loaded.policy)),
             planning.now,

@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use super::{Exit, load_policy, print, runtime, write_file, write_new};
+use crate::crypto::keys::RepoKey;
 use crate::error::{Code, Failure};
-use crate::repo::keys::RepoKey;
 use crate::repo::{open_all, repository_key};
 
 /// The starter policy `init` writes.

@@ -112,15 +112,15 @@ pub(crate) fn inventory(policy: &Policy, file: Option<&Path>) -> miette::Result<
 }
 
 /// The policy's recipients, loaded to encrypt to (or to check against).
-pub(crate) fn recipients(policy: &Policy) -> Result<crate::pipeline::crypto::Recipients, Failure> {
-    crate::pipeline::crypto::Recipients::load(&policy.recipients)
+pub(crate) fn recipients(policy: &Policy) -> Result<crate::crypto::Recipients, Failure> {
+    crate::crypto::Recipients::load(&policy.recipients)
         .map_err(|e| Failure::new(Code::NotAPublicKey, e.0))
 }
 
 /// A recipient's secret key from `--secret-key FILE` (or its env variable).
 pub(crate) fn secret_keys(
     args: &crate::cli::SecretKeyArgs,
-) -> miette::Result<Option<std::sync::Arc<crate::pipeline::crypto::SecretKeys>>> {
+) -> miette::Result<Option<std::sync::Arc<crate::crypto::SecretKeys>>> {
     let Some(path) = &args.secret_key else {
         return Ok(None);
     };
@@ -130,7 +130,7 @@ pub(crate) fn secret_keys(
             format!("cannot read secret key {}: {e}", path.display()),
         )
     })?;
-    crate::pipeline::crypto::SecretKeys::from_bytes(&bytes)
+    crate::crypto::SecretKeys::from_bytes(&bytes)
         .map(|k| Some(std::sync::Arc::new(k)))
         .map_err(|e| {
             Failure::new(Code::SecretKeyUnusable, format!("{}: {e}", path.display())).into()

@@ -6,15 +6,14 @@ use std::sync::Arc;
 
 use super::{Exit, inventory, load_policy, print, runtime, secret_keys};
 use crate::cli::{Format, RestoreArgs, parse_time};
+use crate::crypto::keys::RepoKey;
+use crate::crypto::{Recipients, SecretKeys};
 use crate::error::{Code, Failure};
-use crate::graph::SourceGraph;
 use crate::inventory::{Inventory, PackState};
-use crate::pipeline::crypto::{Recipients, SecretKeys};
 use crate::pipeline::fetch::RepoFetcher;
 use crate::policy::{Policy, SourceKind};
 use crate::render;
 use crate::repo::format::pack_path;
-use crate::repo::keys::RepoKey;
 use crate::repo::lock;
 use crate::repo::store::Repo;
 use crate::repo::{key_for, repository_key};
@@ -73,11 +72,11 @@ pub fn run(path: &Path, args: &RestoreArgs) -> miette::Result<Exit> {
     // The command line is checked before any destination is read.
     let selection = selection(args)?;
     let inventory = inventory(policy, None)?;
-    let graph = SourceGraph::new(policy);
+    let graph = &policy.graph;
     let fingerprints = Recipients::load(&policy.recipients)
         .map(|r| r.fingerprints())
         .unwrap_or_default();
-    let mut plan = restore_plan(policy, &graph, &inventory, &selection, fingerprints)?;
+    let mut plan = restore_plan(policy, graph, &inventory, &selection, fingerprints)?;
     let host_key = repository_key(policy)?;
     let secret = secret_keys(&args.secret)?;
     // Only the destinations the restore reads from: opening a local folder that does

@@ -7,13 +7,13 @@ use std::sync::Arc;
 
 use super::{Exit, load_policy, print, runtime, secret_keys};
 use crate::cli::{Format, VerifyArgs};
+use crate::crypto::keys::RepoKey;
 use crate::error::{Code, Failure};
 use crate::inventory::SnapshotStatus;
-use crate::repo::keys::RepoKey;
+use crate::pipeline::ChunkSource;
 use crate::repo::lock;
 use crate::repo::store::Repo;
 use crate::repo::{open_all, repository_key};
-use crate::sources::ChunkSource;
 use crate::verify::{Findings, check, check_keys, record};
 
 pub fn run(path: &Path, args: &VerifyArgs) -> miette::Result<Exit> {
@@ -124,7 +124,7 @@ async fn database_checks(
     policy: &crate::policy::Policy,
     repo: &Repo,
     host: Option<&RepoKey>,
-    secret: Arc<crate::pipeline::crypto::SecretKeys>,
+    secret: Arc<crate::crypto::SecretKeys>,
     restore: bool,
     f: &mut Findings,
 ) {
@@ -233,7 +233,7 @@ async fn redis_check(
     headers: &[(String, Result<crate::repo::format::SnapshotHeader, Failure>)],
     name: &str,
     host: Option<&RepoKey>,
-    secret: Arc<crate::pipeline::crypto::SecretKeys>,
+    secret: Arc<crate::crypto::SecretKeys>,
     f: &mut Findings,
 ) {
     use crate::sources::redis;

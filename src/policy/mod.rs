@@ -18,6 +18,8 @@ use chrono::Duration;
 use indexmap::IndexMap;
 use serde::Serialize;
 
+use crate::graph::SourceGraph;
+
 pub use load::{Loaded, load_bytes, load_file, load_str};
 pub use model::{Destination, PolicyFile, Retention, SourceKind};
 pub use schedule::Schedule;
@@ -52,6 +54,8 @@ pub struct Policy {
     /// Recipient key files, resolved against `dir`.
     pub recipients: Vec<PathBuf>,
     pub compression: i32,
+    /// The dependency graph of the sources, built (and found acyclic) by validation.
+    pub graph: SourceGraph,
 }
 
 /// A source with what it inherits filled in.

@@ -18,9 +18,9 @@ use super::{
     DEFAULT_COMPRESSION, DEFAULT_SCHEDULE, DEFAULT_TIMEZONE, EffectiveRetention, Policy,
     ResolvedSource, digest, load::suggest, resolve_path,
 };
+use crate::crypto::{KeyFile, inspect_key_file};
 use crate::error::{Code, Problem};
 use crate::graph::SourceGraph;
-use crate::pipeline::crypto::{KeyFile, inspect_key_file};
 
 /// `text` with every character of the values that [`Code::InlineServiceSecret`]
 /// problems point at, and of every literal password in a URL, replaced by `*` (byte
@@ -218,7 +218,13 @@ pub(super) fn validate(
 
     c.object_locks(&file, &sources);
 
-    if let Err(cycle) = SourceGraph::from_file(&file) {
+    let edges: Vec<(&str, &[String])> = file
+        .sources
+        .iter()
+        .map(|(name, s)| (name.as_str(), s.common.depends_on.as_slice()))
+        .collect();
+    let graph = SourceGraph::new(&edges);
+    if let Err(cycle) = &graph {
         let mut p = Problem::error(
             Code::DependencyCycle,
             format!(
@@ -244,6 +250,8 @@ pub(super) fn validate(
     if errors_after > errors_before || !complete {
         return None;
     }
+    // A cycle is an error above, so the graph is there.
+    let graph = graph.ok()?;
     Some(Policy {
         path: path.to_path_buf(),
         dir: dir.to_path_buf(),
@@ -255,6 +263,7 @@ pub(super) fn validate(
         sources,
         recipients,
         compression,
+        graph,
     })
 }
 

@@ -12,12 +12,12 @@ use super::format::{
     CatalogHeader, FORMAT_VERSION, IndexBody, LostHeader, Marker, PackRecord, PolicyHeader,
     SealedHeader, SnapshotHeader, Tree,
 };
-use super::keys::{ChunkId, RepoKey};
 use super::lock::LockInfo;
 use super::object;
+use crate::crypto::Recipients;
+use crate::crypto::keys::{ChunkId, RepoKey};
 use crate::error::{Code, Failure};
 use crate::inventory::{AppliedPolicy, DestinationState, Lost, SnapshotInfo};
-use crate::pipeline::crypto::Recipients;
 
 /// The object that marks a repository and carries its format version.
 pub const MARKER: &str = "backplan.json";

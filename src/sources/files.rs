@@ -41,11 +41,11 @@ use filetime::FileTime;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use serde::Serialize;
 
-use super::{ChunkSink, ChunkSource};
+use crate::crypto::keys::ChunkId;
 use crate::error::{Code, Failure};
 use crate::pipeline::fetch::Prefetch;
+use crate::pipeline::{ChunkSink, ChunkSource};
 use crate::repo::format::{Entry, EntryKind, Tree, Xattr, escape_bytes};
-use crate::repo::keys::ChunkId;
 
 /// How many paths an error lists before it says "and N more".
 const LIST_LIMIT: usize = 20;
@@ -1819,8 +1819,8 @@ mod tests {
     use std::os::unix::ffi::OsStrExt;
 
     use super::*;
-    use crate::repo::keys::ChunkId;
-    use crate::sources::Stored;
+    use crate::crypto::keys::ChunkId;
+    use crate::pipeline::Stored;
 
     /// Chunks of at most 64 KiB, kept in memory by their BLAKE3 hash.
     #[derive(Default)]

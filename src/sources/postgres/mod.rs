@@ -35,8 +35,8 @@ use chrono::Utc;
 use tokio_postgres::config::Host;
 use tokio_postgres::{Config, NoTls};
 
-use super::{ChunkSink, ChunkSource};
 use crate::error::{Code, Failure};
+use crate::pipeline::{ChunkSink, ChunkSource, Stored};
 use crate::policy::Policy;
 use crate::policy::model::PostgresSource;
 use crate::repo::format::{Entry, Tree};
@@ -612,7 +612,7 @@ fn stream(
     magic: &'static [u8],
     tap: Option<custom::LayoutReader>,
     sink: &mut dyn ChunkSink,
-) -> Result<(super::Stored, Option<Result<custom::Layout, String>>), Failure> {
+) -> Result<(Stored, Option<Result<custom::Layout, String>>), Failure> {
     let mut tool = Tool::start(cmd, what, Stdio::null(), Stdio::piped())?;
     let stdout = tool
         .child
@@ -730,7 +730,7 @@ pub fn backup(
     let mut report = ScanReport::default();
     let now = Utc::now();
     let entry =
-        |path: String, stored: super::Stored| Entry::stream(path, stored.bytes, stored.chunks, now);
+        |path: String, stored: Stored| Entry::stream(path, stored.bytes, stored.chunks, now);
     if p.globals {
         let mut cmd = p.conn.command(&p.tools.tool("pg_dumpall"));
         cmd.args(["--globals-only", "--no-password", "-l"])
@@ -2154,7 +2154,7 @@ mod tests {
     fn a_spool_that_does_not_fit_is_refused_before_anything_is_written() {
         struct NoChunks;
         impl ChunkSource for NoChunks {
-            fn fetch(&mut self, _: &crate::repo::keys::ChunkId) -> Result<Vec<u8>, Failure> {
+            fn fetch(&mut self, _: &crate::crypto::keys::ChunkId) -> Result<Vec<u8>, Failure> {
                 Err(Failure::new(Code::VerifyFailed, "nothing may be fetched"))
             }
         }
