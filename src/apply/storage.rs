@@ -296,7 +296,7 @@ impl StorageExecutor {
             repo.put_snapshot(&self.key, &info, &report.tree).await?;
         }
         let mut detail = match (&report.summary, &source.kind) {
-            (Some(summary), _) => summary.clone(),
+            (Some(summary), _) => summary.to_string(),
             (None, SourceKind::Postgres(_)) => format!(
                 "{} database{}",
                 report.files,

@@ -7,6 +7,7 @@ pub mod plan;
 pub mod progress;
 pub mod restore;
 pub mod snapshots;
+pub mod sources;
 pub mod verify;
 
 use chrono::{DateTime, Utc};

@@ -46,6 +46,7 @@ use crate::error::{Code, Failure};
 use crate::pipeline::fetch::Prefetch;
 use crate::pipeline::{ChunkSink, ChunkSource};
 use crate::repo::format::{Entry, EntryKind, Tree, Xattr, escape_bytes};
+use crate::sources::ScanReport;
 
 /// How many paths an error lists before it says "and N more".
 const LIST_LIMIT: usize = 20;
@@ -101,24 +102,6 @@ impl From<ScanError> for Failure {
     fn from(e: ScanError) -> Failure {
         Failure::new(e.code, e.message)
     }
-}
-
-/// What a scan found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ScanReport {
-    pub tree: Tree,
-    /// Bytes read from files (reused files are not read).
-    pub bytes_read: u64,
-    /// Regular files in the tree, read or reused.
-    pub files: u64,
-    /// Regular files whose chunk list came from the parent snapshot unread.
-    pub files_reused: u64,
-    /// Files and directories that could not be read (each has a warning).
-    pub unreadable: u64,
-    pub warnings: Vec<String>,
-    /// What the source says it stored, where files are not the measure (a Redis
-    /// snapshot's keys and mode).
-    pub summary: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------
@@ -1047,33 +1030,33 @@ impl MetaWriter {
 
     fn finish(mut self) -> Vec<String> {
         if self.chown_failures > 0 {
-            self.warnings.push(format!(
-                "the owner of {} entr{} could not be set ({}{})",
-                self.chown_failures,
-                if self.chown_failures == 1 { "y" } else { "ies" },
-                self.chown_examples.join("; "),
-                if self.chown_failures > self.chown_examples.len() as u64 {
-                    "; …"
-                } else {
-                    ""
-                }
-            ));
+            let w = MetaWarning::OwnersNotSet {
+                entries: self.chown_failures,
+                examples: self.chown_examples,
+            };
+            self.warnings.push(w.to_string());
         }
         if self.xattrs_unsupported > 0 {
-            self.warnings.push(format!(
-                "the target's filesystem does not support these extended attributes ({}): \
-                 they were not restored on {} entr{}",
-                self.unsupported_names.join(", "),
-                self.xattrs_unsupported,
-                if self.xattrs_unsupported == 1 {
-                    "y"
-                } else {
-                    "ies"
-                }
-            ));
+            let w = MetaWarning::XattrsUnsupported {
+                entries: self.xattrs_unsupported,
+                names: self.unsupported_names,
+            };
+            self.warnings.push(w.to_string());
         }
         self.warnings
     }
+}
+
+/// What a restore could not set on some entries, counted once for all of them
+/// (`render` words it as one warning each).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetaWarning {
+    /// The owner of `entries` entries could not be set; `examples` are the first few
+    /// (`path: error`).
+    OwnersNotSet { entries: u64, examples: Vec<String> },
+    /// The target's filesystem does not support the extended attributes `names`
+    /// (the first few), which `entries` entries have.
+    XattrsUnsupported { entries: u64, names: Vec<String> },
 }
 
 fn display_or_root(entry: &Entry) -> &str {

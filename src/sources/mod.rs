@@ -7,6 +7,9 @@ pub mod files;
 pub mod pgpass;
 pub mod postgres;
 pub mod redis;
+mod scan_report;
+
+pub use scan_report::{ScanReport, ScanSummary};
 
 use std::io::Read;
 use std::path::PathBuf;

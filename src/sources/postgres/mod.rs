@@ -40,7 +40,7 @@ use crate::pipeline::{ChunkSink, ChunkSource, Stored};
 use crate::policy::Policy;
 use crate::policy::model::PostgresSource;
 use crate::repo::format::{Entry, Tree};
-use crate::sources::files::ScanReport;
+use crate::sources::{ScanReport, ScanSummary};
 
 mod custom;
 mod properties;
@@ -821,12 +821,10 @@ pub fn backup(
         report.tree.entries.extend(dumped);
     }
     if p.jobs > 1 {
-        report.summary = Some(format!(
-            "{} database{}, pg_dump -j {} in directory format",
-            p.databases.len(),
-            crate::plan::plural(p.databases.len()),
-            p.jobs
-        ));
+        report.summary = Some(ScanSummary::PostgresParallel {
+            databases: p.databases.len(),
+            jobs: p.jobs,
+        });
     }
     Ok(report)
 }
@@ -1110,16 +1108,21 @@ fn check_room(archive: &Archive, needed: u64, dir: &Path) -> Result<(), Failure>
     if space.fits() {
         return Ok(());
     }
-    Err(Failure::new(
-        Code::NoSpace,
-        format!(
-            "the spool for {} needs {} in {}, which has {} available; nothing was restored",
-            archive.name(),
-            crate::render::bytes(space.needed),
-            dir.display(),
-            crate::render::bytes(space.available)
-        ),
-    ))
+    Err(NoRoom {
+        archive: archive.name(),
+        dir: dir.to_path_buf(),
+        space,
+    }
+    .into())
+}
+
+/// A spool that would not fit: a [`Code::NoSpace`] failure (`render` words it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoRoom {
+    /// The archive's name, as [`Archive::name`] gives it.
+    pub archive: String,
+    pub dir: PathBuf,
+    pub space: SpaceCheck,
 }
 
 /// What of an archive a spool holds.
@@ -1756,39 +1759,47 @@ pub fn check_roles(
     if missing.is_empty() {
         return Ok(());
     }
-    let help = match globals {
-        None => "this snapshot holds no globals (the source has `globals: false`): create the \
-                 roles on the target (CREATE ROLE …) and restore again, with --clean"
-            .to_string(),
+    let globals = match globals {
+        None => RolesFromGlobals::NoGlobals,
         Some(said) => {
             let refused = globals_refused(said, &absent);
             if refused.is_empty() {
-                "the snapshot's globals (globals.sql) do not create them: create the roles on \
-                 the target (CREATE ROLE …) and restore again, with --clean"
-                    .to_string()
+                RolesFromGlobals::NotCreated
             } else {
-                format!(
-                    "psql could not create them from the snapshot's globals ({}): restore as a \
-                     superuser, or create the roles on the target (CREATE ROLE …), and restore \
-                     again, with --clean",
-                    refused.join("; ")
-                )
+                RolesFromGlobals::Refused(refused)
             }
         }
     };
-    Err(Failure::new(
-        Code::DatabaseRolesMissing,
-        format!(
-            "database {}: its owner, privileges or settings name role{} {} that {} not on {}; \
-             its data was not restored",
-            t.database,
-            crate::plan::plural(missing.len()),
-            missing.join(", "),
-            if missing.len() == 1 { "is" } else { "are" },
-            t.conn.describe()
-        ),
-    )
-    .with_help(help))
+    Err(MissingRoles {
+        database: t.database.clone(),
+        roles: missing,
+        server: t.conn.describe(),
+        globals,
+    }
+    .into())
+}
+
+/// The roles a database's properties name that are not on the target server: a
+/// [`Code::DatabaseRolesMissing`] failure (`render` words it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingRoles {
+    pub database: String,
+    /// The missing roles, quoted as SQL identifiers.
+    pub roles: Vec<String>,
+    /// The target server, as [`Connection::describe`] names it.
+    pub server: String,
+    pub globals: RolesFromGlobals,
+}
+
+/// Why the snapshot's globals did not make the missing roles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RolesFromGlobals {
+    /// The snapshot holds no globals (`globals: false`).
+    NoGlobals,
+    /// Its globals do not create them.
+    NotCreated,
+    /// psql refused to create them: what it said, one line per role.
+    Refused(Vec<String>),
 }
 
 /// What psql said (with `--echo-errors`) when a `CREATE ROLE` of one of `roles`

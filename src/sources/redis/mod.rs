@@ -32,7 +32,7 @@ use crate::pipeline::{ChunkSink, ChunkSource, Stored};
 use crate::policy::Policy;
 use crate::policy::model::{RedisMode, RedisSource};
 use crate::repo::format::{Entry, Tree};
-use crate::sources::files::ScanReport;
+use crate::sources::{ScanReport, ScanSummary};
 use client::{Conn, Endpoint, Value};
 
 /// The entry holding the RDB.
@@ -400,16 +400,11 @@ pub fn backup(
     let mut report = ScanReport {
         bytes_read: stored.bytes,
         files: 1,
-        summary: Some(format!(
-            "{} keys in {} database{}, {}",
-            meta.total_keys(),
-            meta.keys.len(),
-            crate::plan::plural(meta.keys.len()),
-            match meta.mode {
-                Taken::Sync => "sync (point in time)",
-                Taken::Scan => "scan (not point in time)",
-            }
-        )),
+        summary: Some(ScanSummary::Redis {
+            keys: meta.total_keys(),
+            databases: meta.keys.len(),
+            mode: meta.mode,
+        }),
         ..ScanReport::default()
     };
     if let Some(why) = &meta.fallback {
