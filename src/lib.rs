@@ -6,6 +6,8 @@
 //! `DESIGN.md` for the whole picture.
 
 pub mod apply;
+#[cfg(test)]
+mod architecture;
 pub mod cli;
 pub mod commands;
 pub mod crypto;
