@@ -12,14 +12,14 @@ use super::format::{
     CatalogHeader, FORMAT_VERSION, IndexBody, LostHeader, Marker, PackRecord, PolicyHeader,
     RecordHeader, SealedHeader, SnapshotHeader, Tree,
 };
-use super::keys::{ChunkId, RepoKey};
 use super::lock::LockInfo;
 use super::object;
+use crate::crypto::Recipients;
+use crate::crypto::keys::{ChunkId, RepoKey};
 use crate::error::{Code, Failure};
 use crate::inventory::{
     AppliedPolicy, DestinationState, DrillRecord, FailureRecord, Lost, SnapshotInfo, VerifyRecord,
 };
-use crate::pipeline::crypto::Recipients;
 
 /// The object that marks a repository and carries its format version.
 pub const MARKER: &str = "backplan.json";

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use backplan::apply::{Done, Event, Executor, Report, Status, apply};
 use backplan::error::{Code, Failure};
-use backplan::graph::SourceGraph;
 use backplan::inventory::Inventory;
 use backplan::plan::{
     Action, Backup, BackupReason, Configure, Copy, FORMAT_VERSION, Plan, PolicyRef, Prune,
@@ -225,10 +224,9 @@ fn plan_from_policy(sources: &str) -> Plan {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let loaded = backplan::policy::load_str(&text, &dir.join("apply-engine-test.yaml"), &dir)
         .unwrap_or_else(|e| panic!("policy does not load: {:?}", miette::Report::new(e)));
-    let graph = SourceGraph::new(&loaded.policy);
     backplan::plan::plan(
         &loaded.policy,
-        &graph,
+        &loaded.policy.graph,
         &Inventory::default(),
         t(25),
         Settings::default(),

@@ -7,15 +7,14 @@ use std::sync::Arc;
 
 use backplan::apply::Executor;
 use backplan::apply::storage::StorageExecutor;
-use backplan::graph::SourceGraph;
+use backplan::crypto::keys::{ChunkId, RepoKey};
+use backplan::crypto::{Recipients, SecretKeys};
 use backplan::inventory::Inventory;
 use backplan::inventory::{Lost, LostPack, PackState};
-use backplan::pipeline::crypto::{Recipients, SecretKeys};
 use backplan::pipeline::fetch::RepoFetcher;
 use backplan::plan::{Action, Prune, PruneReason, Settings, SnapshotRef};
 use backplan::policy::Policy;
 use backplan::repo::format::{ChunkRecord, IndexBody, PackRecord};
-use backplan::repo::keys::{ChunkId, RepoKey};
 use backplan::repo::lock::{self, LockKind};
 use backplan::repo::store::Repo;
 use backplan::sources::files;
@@ -67,10 +66,9 @@ async fn plan_now(
     key: &RepoKey,
     now: chrono::DateTime<chrono::Utc>,
 ) -> backplan::plan::Plan {
-    let graph = SourceGraph::new(policy);
     backplan::plan::plan(
         policy,
-        &graph,
+        &policy.graph,
         &inventory(repos, key).await,
         now,
         Settings::default(),
@@ -144,7 +142,7 @@ async fn memory_destination_backs_up_deduplicates_and_restores() {
 
     let (policy, key, recipients, repos) = memory_repositories(&policy_text(&data)).await;
 
-    let graph = SourceGraph::new(&policy);
+    let graph = policy.graph.clone();
     let now = chrono::Utc::now();
     let plan = backplan::plan::plan(
         &policy,
@@ -422,7 +420,7 @@ sources:
         data.display()
     );
     let (policy, key, recipients, repos) = memory_repositories(&text).await;
-    let graph = SourceGraph::new(&policy);
+    let graph = policy.graph.clone();
     let now = chrono::Utc::now();
     let executor =
         StorageExecutor::new(policy.clone(), key.clone(), recipients, repos.clone(), now);

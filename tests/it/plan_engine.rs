@@ -8,7 +8,6 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use backplan::graph::SourceGraph;
 use backplan::inventory::{
     AppliedPolicy, DestinationState, Inventory, Lost, LostPack, PackState, SnapshotInfo,
     SnapshotStatus,
@@ -133,7 +132,7 @@ fn inventory(destinations: Vec<(&str, Vec<SnapshotInfo>)>) -> Inventory {
 fn run(policy: &Policy, inventory: &Inventory, now: &str, max_deletes: usize) -> Plan {
     plan::plan(
         policy,
-        &SourceGraph::new(policy),
+        &policy.graph,
         inventory,
         t(now),
         Settings {
@@ -676,7 +675,7 @@ sources:
 fn run_as(policy: &Policy, inventory: &Inventory, role: Role, max_deletes: usize) -> Plan {
     plan::plan(
         policy,
-        &SourceGraph::new(policy),
+        &policy.graph,
         inventory,
         t("2026-11-25T12:00:00Z"),
         Settings { max_deletes, role },
@@ -1459,7 +1458,7 @@ fn redis_case(current_save: &str, current_aof: &str) -> (Policy, plan::Probes) {
 fn run_probed(policy: &Policy, probes: &plan::Probes, inventory: &Inventory) -> Plan {
     plan::plan_with(
         policy,
-        &SourceGraph::new(policy),
+        &policy.graph,
         inventory,
         probes,
         t("2026-11-25T12:00:00Z"),

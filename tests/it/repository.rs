@@ -1671,11 +1671,10 @@ fn a_damaged_key_copy_is_named_by_verify() {
     verify_fails_naming(&sandbox, &["verify"], &name, "damaged");
 
     // Encrypted to a key the policy does not name (the same repository key inside).
-    let other =
-        backplan::pipeline::crypto::Recipients::load(&[
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys/gnupg-2.2.asc")
-        ])
-        .expect("another key");
+    let other = backplan::crypto::Recipients::load(&[
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys/gnupg-2.2.asc")
+    ])
+    .expect("another key");
     let hex = fs::read_to_string(sandbox.path("repo.key")).expect("the repository key");
     fs::write(
         &path,

@@ -1,6 +1,6 @@
 //! A notification's message template: text with `{name}` placeholders; `{{` and `}}`
 //! write literal braces. Parsing is pure, so the policy checks it; the values come from
-//! `crate::render::notify`.
+//! `render/notify.rs`.
 
 /// Every placeholder a template may use.
 pub const PLACEHOLDERS: &[&str] = &[

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::pipeline::crypto::{self, CryptoError, Recipients, SecretKeys};
+use crate::crypto::{self, CryptoError, Recipients, SecretKeys};
 
 /// The repository key and the keys derived from it.
 #[derive(Clone)]

@@ -1,4 +1,7 @@
-//! OpenPGP with sequoia, in the shapes the repository needs.
+//! The cryptography both the pipeline and the repository use, and nothing else: the
+//! repository key and the keyed chunk hash derived from it ([`keys`]), and OpenPGP
+//! with sequoia in the shapes the repository needs (this file; SEIPDv1 chunks through
+//! OpenSSL in `seipdv1`). It imports no other module of the crate.
 //!
 //! - **Content** is encrypted to the policy's recipients. A pack holds one *key set*
 //!   (the PKESK packets wrapping a random session key for every recipient) and, per
@@ -12,6 +15,9 @@
 //!
 //! Recipients that announce SEIPDv2 (RFC 9580) get AEAD; keys that announce only
 //! SEIPDv1 (every GnuPG 2.2 key) get SEIPDv1 with its MDC. Both decrypt the same way.
+
+pub mod keys;
+mod seipdv1;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -347,7 +353,7 @@ impl KeySet {
         if self.aead || SYM != SymmetricAlgorithm::AES256 {
             return seal_with(&self.session_key, self.aead, plaintext);
         }
-        super::seipdv1::seal(&self.session_key, plaintext)
+        seipdv1::seal(&self.session_key, plaintext)
             .ok_or_else(|| CryptoError("encrypt: OpenSSL failed".into()))
     }
 }
@@ -494,7 +500,7 @@ impl SecretKeys {
         let known = self.cache.lock().ok().and_then(|c| c.get(&id).cloned());
         if let Some((Some(SymmetricAlgorithm::AES256), key)) = known
             && !key_set.is_empty()
-            && let Some(plain) = super::seipdv1::open(&key, packet)
+            && let Some(plain) = seipdv1::open(&key, packet)
         {
             return Ok(plain);
         }
@@ -633,7 +639,7 @@ mod tests {
         for size in [0usize, 1, 191, 192, 8383, 8384, 65_536, 1_000_003, 4 << 20] {
             let plain: Vec<u8> = (0..size).map(|i| (i * 31 % 253) as u8).collect();
             let chunk = set.encrypt(&plain).expect("encrypt");
-            let opened = super::super::seipdv1::open(&set.session_key, &chunk);
+            let opened = seipdv1::open(&set.session_key, &chunk);
             assert_eq!(opened.as_deref(), Some(&plain[..]), "{size} bytes");
             // sequoia itself (a fresh cache) reads what was sealed.
             let fresh = secret_keys("tests/fixtures/keys/gnupg-2.2.secret.asc");
@@ -647,15 +653,15 @@ mod tests {
             for at in [0, chunk.len() / 2, chunk.len() - 1] {
                 let mut bad = chunk.clone();
                 bad[at] ^= 0x40;
-                assert_eq!(super::super::seipdv1::open(&set.session_key, &bad), None);
+                assert_eq!(seipdv1::open(&set.session_key, &bad), None);
                 assert!(secret.decrypt(&set.packets, &bad).is_err(), "{size}: {at}");
             }
         }
         // (That GnuPG reads what it seals is tested on the repository key's copy, in
-        // tests/repository.rs.) A SEIPDv2 chunk is not one it opens.
+        // tests/it/repository.rs.) A SEIPDv2 chunk is not one it opens.
         let v2 = demo_recipients().key_set().expect("key set");
         let chunk = v2.encrypt(b"aead").expect("encrypt");
-        assert_eq!(super::super::seipdv1::open(&v2.session_key, &chunk), None);
+        assert_eq!(seipdv1::open(&v2.session_key, &chunk), None);
     }
 
     #[test]
