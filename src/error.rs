@@ -798,3 +798,29 @@ impl Diagnostic for Failure {
         Some(Box::new(self.help_text()))
     }
 }
+
+/// How a command ended, as the process exit code (see the README).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Success; for `plan --detailed-exitcode`, nothing to do.
+    Ok = 0,
+    /// `plan --detailed-exitcode`: the plan has changes.
+    Changes = 2,
+    /// `apply`: some actions failed (the others completed).
+    Partial = 3,
+    /// `status`: warnings (a backup late, a size changed beyond its factor, a stale
+    /// lock), nothing critical.
+    Warning = 4,
+    /// `status`: critical findings (a backup missing or failed, a destination
+    /// unreadable, a verify or drill failed).
+    Critical = 5,
+    /// The command line is wrong: an unknown subcommand, flag or value (`EX_USAGE`
+    /// of sysexits.h). Never 2, which `plan --detailed-exitcode` means as changes.
+    Usage = 64,
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> std::process::ExitCode {
+        std::process::ExitCode::from(e as u8)
+    }
+}

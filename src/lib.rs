@@ -6,8 +6,11 @@
 //! `DESIGN.md` for the whole picture.
 
 pub mod apply;
+#[cfg(test)]
+mod architecture;
 pub mod cli;
 pub mod commands;
+pub mod crypto;
 pub mod drill;
 pub mod error;
 pub mod graph;

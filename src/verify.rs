@@ -18,16 +18,16 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::crypto::keys::{ChunkId, RepoKey};
+use crate::crypto::{Recipients, SecretKeys};
 use crate::error::{Code, Failure};
 use crate::inventory::{CheckResult, Lost, LostPack, PackState, SnapshotStatus, VerifyRecord};
-use crate::pipeline::crypto::{Recipients, SecretKeys};
+use crate::pipeline::ChunkSource;
 use crate::pipeline::fetch::RepoFetcher;
 use crate::repo::format::pack_path;
 use crate::repo::key_for;
-use crate::repo::keys::{ChunkId, RepoKey};
 use crate::repo::store::{Index, PackRead, Repo};
 use crate::restore::execute::SnapshotData;
-use crate::sources::ChunkSource;
 use crate::sources::kind::{Checked, Kind};
 
 /// The findings for one destination.

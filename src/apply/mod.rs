@@ -103,6 +103,19 @@ pub enum Status {
     Skipped { why: String },
 }
 
+/// One notification of the run (`notify:`) sent, or not: part of the apply report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Delivery {
+    /// The entry's name under `notify:`.
+    pub notifier: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub state: crate::policy::notify::NotifyState,
+    /// Why it was not sent; absent when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Failure>,
+}
+
 /// One action's outcome; `index` is its position in the plan.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Outcome {
@@ -125,7 +138,7 @@ pub struct Report {
     pub outcomes: Vec<Outcome>,
     /// The run's notifications (`notify:`), sent or not.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub notifications: Vec<crate::notify::Delivery>,
+    pub notifications: Vec<Delivery>,
 }
 
 impl Report {

@@ -11,18 +11,20 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{OnceCell, mpsc};
 
 use super::{Detail, Done, Executor, Setting};
+use crate::crypto::Recipients;
+use crate::crypto::keys::{ChunkId, RepoKey};
 use crate::error::{Code, Failure};
 use crate::inventory::{
     CheckResult, FailureRecord, LockKind, Lost, PackState, SnapshotInfo, SnapshotStatus,
 };
-use crate::pipeline::crypto::Recipients;
 use crate::pipeline::sink::{PackUpload, RepoSink, Target};
 use crate::plan::{Backup, Configure, Copy, Prune, Repair, Role};
 use crate::policy::Policy;
-use crate::repo::format::{IndexBody, PackBuilder, PackRecord, Tree};
-use crate::repo::keys::{ChunkId, RepoKey};
+use crate::repo::format::{IndexBody, PackRecord, Tree};
+use crate::repo::gc::gc;
 use crate::repo::lock;
-use crate::repo::store::{Index, Location, PackRead, Repo};
+use crate::repo::mover::ChunkMover;
+use crate::repo::store::{Index, Location, Repo};
 use crate::sources::kind::Kind;
 
 /// How many finished packs may wait for upload per destination.
@@ -589,253 +591,6 @@ fn by_pack(moves: &mut [(ChunkId, &Location)]) {
     moves.sort_by(|a, b| (&a.1.pack, a.1.offset).cmp(&(&b.1.pack, b.1.offset)));
 }
 
-/// Moves encrypted chunks from the packs of one repository into new packs of another
-/// (or the same), without decrypting: a chunk's SEIPD packet and the key set it needs
-/// are copied as they are.
-#[derive(Debug, Default)]
-struct ChunkMover {
-    builder: PackBuilder,
-    written: Vec<PackRecord>,
-    key_sets: HashMap<(Arc<str>, u16), Vec<u8>>,
-    /// Read source packs whole, each checked against its name, rather than byte
-    /// ranges: what goes to another destination is then known to be intact. Chunks
-    /// should come pack by pack: one pack is kept at a time.
-    whole: bool,
-    /// The source pack read last, when reading whole.
-    pack: Option<(Arc<str>, Vec<u8>)>,
-    /// Packs damaged on the target: a new pack of the same name (the same bytes as
-    /// the pack should have had) replaces them.
-    replace: HashSet<String>,
-}
-
-impl ChunkMover {
-    /// A mover between destinations: source packs read whole and checked.
-    fn checked(replace: HashSet<String>) -> ChunkMover {
-        ChunkMover {
-            whole: true,
-            replace,
-            ..ChunkMover::default()
-        }
-    }
-
-    async fn add(
-        &mut self,
-        from: &Repo,
-        index: &Index,
-        id: ChunkId,
-        loc: &Location,
-        to: &Repo,
-    ) -> Result<(), Failure> {
-        self.take(from, index, id, loc).await?;
-        self.flush_full(to).await
-    }
-
-    /// Reads a chunk's packet and key set into the pack in the making. A source pack
-    /// that cannot be read fails here, before anything of it is added.
-    async fn take(
-        &mut self,
-        from: &Repo,
-        index: &Index,
-        id: ChunkId,
-        loc: &Location,
-    ) -> Result<(), Failure> {
-        let path = crate::repo::format::pack_path(&loc.pack);
-        let (off, len) = index.key_set(loc).ok_or_else(|| {
-            Failure::new(
-                Code::CorruptObject,
-                format!(
-                    "{}: pack {} has no key set {}",
-                    from.name, loc.pack, loc.key_set
-                ),
-            )
-        })?;
-        if !self.whole {
-            let set_key = (loc.pack.clone(), loc.key_set);
-            if !self.key_sets.contains_key(&set_key) {
-                let bytes = from.read_range(&path, off, len).await?;
-                self.key_sets.insert(set_key.clone(), bytes);
-            }
-            let packet = from.read_range(&path, loc.offset, loc.length).await?;
-            self.builder
-                .add(id, &self.key_sets[&set_key], &packet, loc.raw_length);
-            return Ok(());
-        }
-        if self.pack.as_ref().is_none_or(|(p, _)| *p != loc.pack) {
-            let why = match from.read_pack(&loc.pack).await? {
-                PackRead::Intact(bytes) => {
-                    self.pack = Some((loc.pack.clone(), bytes));
-                    None
-                }
-                PackRead::Missing => Some("it is missing".to_string()),
-                PackRead::Damaged(why) => Some(why),
-            };
-            if let Some(why) = why {
-                return Err(Failure::new(
-                    Code::CorruptObject,
-                    format!(
-                        "destination {}: pack {path} cannot be copied: {why}",
-                        from.name
-                    ),
-                ));
-            }
-        }
-        let bytes = self
-            .pack
-            .as_ref()
-            .map(|(_, b)| b.as_slice())
-            .unwrap_or_default();
-        let slice = |o: u64, l: u32| bytes.get(o as usize..o as usize + l as usize);
-        let (Some(key_set), Some(packet)) = (slice(off, len), slice(loc.offset, loc.length)) else {
-            return Err(Failure::new(
-                Code::CorruptObject,
-                format!(
-                    "destination {}: object {path} is damaged: it is shorter than the index says",
-                    from.name
-                ),
-            ));
-        };
-        self.builder.add(id, key_set, packet, loc.raw_length);
-        Ok(())
-    }
-
-    /// Writes the pack in the making once it is full.
-    async fn flush_full(&mut self, to: &Repo) -> Result<(), Failure> {
-        if self.builder.len() >= crate::repo::format::PACK_TARGET {
-            let (bytes, record) = std::mem::take(&mut self.builder).finish();
-            self.write(to, bytes, record).await?;
-        }
-        Ok(())
-    }
-
-    async fn write(
-        &mut self,
-        to: &Repo,
-        bytes: Vec<u8>,
-        record: PackRecord,
-    ) -> Result<(), Failure> {
-        if self.replace.contains(&record.id) {
-            // Its bytes are not what it is named after: no reader can use them, and
-            // a write that must not overwrite would keep them.
-            to.delete(&record.path()).await?;
-        }
-        to.put_pack(bytes, &record).await?;
-        self.written.push(record);
-        Ok(())
-    }
-
-    /// Writes the last pack; returns every pack written.
-    async fn finish(mut self, to: &Repo) -> Result<Vec<PackRecord>, Failure> {
-        if !self.builder.is_empty() {
-            let (bytes, record) = std::mem::take(&mut self.builder).finish();
-            self.write(to, bytes, record).await?;
-        }
-        Ok(self.written)
-    }
-}
-
-/// What a garbage collection did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Collected {
-    /// Packs deleted (repacked ones included).
-    pub removed: usize,
-    /// Packs whose live chunks moved into new packs.
-    pub repacked: usize,
-    /// New packs those chunks went into.
-    pub written: usize,
-}
-
-/// A pack whose chunks still in use are less than this share of its bytes is
-/// repacked by prune: its live chunks move to a new pack and it goes.
-const REPACK_BELOW: f64 = 0.5;
-
-/// Deletes packs no snapshot refers to, repacks those mostly unreferenced, and
-/// compacts the index into one object. New packs and the new index are written before
-/// anything old is deleted.
-pub async fn gc(repo: &Repo, key: &RepoKey) -> Result<Collected, Failure> {
-    let index: Index = repo.load_index(key).await?;
-    let mut referenced = HashSet::new();
-    for (_, header) in repo.snapshot_headers().await? {
-        let header = header?;
-        if header.key_id != key.id() {
-            // A snapshot under another key: its references cannot be read, so no
-            // pack may be collected.
-            return Ok(Collected::default());
-        }
-        let (_, tree) = repo.read_snapshot(key, &header.snapshot.id).await?;
-        for e in tree.entries {
-            referenced.extend(e.chunks);
-        }
-    }
-    let mut keep = Vec::new();
-    let mut drop_packs = Vec::new();
-    let mut mover = ChunkMover::default();
-    let mut repacked = 0;
-    for (id, record) in &index.packs {
-        let total: u64 = record.chunks.iter().map(|c| u64::from(c.length)).sum();
-        let live: u64 = record
-            .chunks
-            .iter()
-            .filter(|c| referenced.contains(&c.id))
-            .map(|c| u64::from(c.length))
-            .sum();
-        if live == 0 {
-            drop_packs.push(id.clone());
-        } else if index.is_lost(id) {
-            // Lost but still needed: it stays for a repair, and for salvage when no
-            // other destination has its chunks.
-            keep.push(record.clone());
-        } else if (live as f64) < total as f64 * REPACK_BELOW {
-            for c in record.chunks.iter().filter(|c| referenced.contains(&c.id)) {
-                if let Some(loc) = index.chunks.get(&c.id).filter(|l| l.pack == *id) {
-                    mover.add(repo, &index, c.id, loc, repo).await?;
-                }
-            }
-            drop_packs.push(id.clone());
-            repacked += 1;
-        } else {
-            keep.push(record.clone());
-        }
-    }
-    let written = mover.finish(repo).await?;
-    let new_packs = written.len();
-    keep.extend(written);
-    // Packs that no index lists: left by a crashed backup. Only when every index
-    // could be read is it safe to say a pack is listed nowhere.
-    let all_read = index.damaged.is_empty() && index.foreign.is_empty();
-    let mut orphans = Vec::new();
-    if all_read {
-        // The packs just repacked into are in no index yet, and no orphans.
-        let kept: HashSet<&str> = keep.iter().map(|r| r.id.as_str()).collect();
-        for path in repo.pack_objects().await?.into_keys() {
-            let id = path.rsplit('/').next().unwrap_or_default();
-            if !index.packs.contains_key(id) && !kept.contains(id) {
-                orphans.push(path);
-            }
-        }
-    }
-    if drop_packs.is_empty() && orphans.is_empty() && index.objects.len() <= 1 {
-        return Ok(Collected::default());
-    }
-    keep.sort_by(|a, b| a.id.cmp(&b.id));
-    let new_index = repo.put_index(key, keep).await?;
-    for old in &index.objects {
-        if *old != new_index {
-            repo.delete(old).await?;
-        }
-    }
-    for id in &drop_packs {
-        repo.delete(&crate::repo::format::pack_path(id)).await?;
-    }
-    for path in &orphans {
-        repo.delete(path).await?;
-    }
-    Ok(Collected {
-        removed: drop_packs.len() + orphans.len(),
-        repacked,
-        written: new_packs,
-    })
-}
-
 async fn upload(
     repo: Repo,
     mut rx: mpsc::Receiver<PackUpload>,
@@ -892,10 +647,9 @@ impl StorageExecutor {
                         format!("cannot read secret key {}: {e}", file.display()),
                     )
                 })?;
-                let secret =
-                    crate::pipeline::crypto::SecretKeys::from_bytes(&bytes).map_err(|e| {
-                        Failure::new(Code::SecretKeyUnusable, format!("{}: {e}", file.display()))
-                    })?;
+                let secret = crate::crypto::SecretKeys::from_bytes(&bytes).map_err(|e| {
+                    Failure::new(Code::SecretKeyUnusable, format!("{}: {e}", file.display()))
+                })?;
                 let inventory = crate::repo::read_inventory(&policy, Some(&key)).await;
                 let d = crate::drill::Drill {
                     policy: &policy,

@@ -11,7 +11,6 @@ use crate::apply::Report;
 use crate::apply::storage::StorageExecutor;
 use crate::cli::{ApplyArgs, Format};
 use crate::error::{Code, Failure, Located, PolicyReport};
-use crate::graph::SourceGraph;
 use crate::inventory::Inventory;
 use crate::plan::{FORMAT_VERSION, Plan};
 use crate::policy::{Policy, load_file};
@@ -26,6 +25,7 @@ pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
         refuse_unset_env(path, &loaded.warnings)?;
         carry_out(&loaded.policy, args)
     })?;
+    // The metrics read the destinations as the run left them.
     if let Some(file) = &args.metrics_file {
         super::status::write_metrics_file(&loaded.policy, file);
     }
@@ -103,7 +103,7 @@ fn carry_out(policy: &Policy, args: &ApplyArgs) -> miette::Result<(Report, Exit)
         // The same plan `backplan plan` shows, servers asked included.
         None => crate::plan::plan_with(
             policy,
-            &SourceGraph::new(policy),
+            &policy.graph,
             &inventory,
             &runtime()?.block_on(crate::sources::probe_all(policy)),
             planning.now,

@@ -18,38 +18,12 @@ mod verify;
 
 use std::io::Write;
 use std::path::Path;
-use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
+pub use crate::error::Exit;
 use crate::error::{Code, Failure};
 use crate::inventory::Inventory;
 use crate::policy::{Loaded, Policy, load_file};
-
-/// How a command ended, as the process exit code (see the README).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// Success; for `plan --detailed-exitcode`, nothing to do.
-    Ok = 0,
-    /// `plan --detailed-exitcode`: the plan has changes.
-    Changes = 2,
-    /// `apply`: some actions failed (the others completed).
-    Partial = 3,
-    /// `status`: warnings (a backup late, a size changed beyond its factor, a stale
-    /// lock), nothing critical.
-    Warning = 4,
-    /// `status`: critical findings (a backup missing or failed, a destination
-    /// unreadable, a verify or drill failed).
-    Critical = 5,
-    /// The command line is wrong: an unknown subcommand, flag or value (`EX_USAGE`
-    /// of sysexits.h). Never 2, which `plan --detailed-exitcode` means as changes.
-    Usage = 64,
-}
-
-impl From<Exit> for ExitCode {
-    fn from(e: Exit) -> ExitCode {
-        ExitCode::from(e as u8)
-    }
-}
 
 /// Runs the command the command line names.
 pub fn run(cli: Cli) -> miette::Result<Exit> {
@@ -122,22 +96,22 @@ pub(crate) fn inventory(policy: &Policy, file: Option<&Path>) -> miette::Result<
 }
 
 /// The policy's recipients, loaded to encrypt to (or to check against).
-pub(crate) fn recipients(policy: &Policy) -> Result<crate::pipeline::crypto::Recipients, Failure> {
-    crate::pipeline::crypto::Recipients::load(&policy.recipients)
+pub(crate) fn recipients(policy: &Policy) -> Result<crate::crypto::Recipients, Failure> {
+    crate::crypto::Recipients::load(&policy.recipients)
         .map_err(|e| Failure::new(Code::NotAPublicKey, e.0))
 }
 
 /// A recipient's secret key from `--secret-key FILE` (or its env variable).
 pub(crate) fn secret_keys(
     args: &crate::cli::SecretKeyArgs,
-) -> miette::Result<Option<std::sync::Arc<crate::pipeline::crypto::SecretKeys>>> {
+) -> miette::Result<Option<std::sync::Arc<crate::crypto::SecretKeys>>> {
     secret_keys_from(args.secret_key.as_deref())
 }
 
 /// A recipient's secret key from a file, when one is named.
 pub(crate) fn secret_keys_from(
     path: Option<&Path>,
-) -> miette::Result<Option<std::sync::Arc<crate::pipeline::crypto::SecretKeys>>> {
+) -> miette::Result<Option<std::sync::Arc<crate::crypto::SecretKeys>>> {
     let Some(path) = path else {
         return Ok(None);
     };
@@ -147,7 +121,7 @@ pub(crate) fn secret_keys_from(
             format!("cannot read secret key {}: {e}", path.display()),
         )
     })?;
-    crate::pipeline::crypto::SecretKeys::from_bytes(&bytes)
+    crate::crypto::SecretKeys::from_bytes(&bytes)
         .map(|k| Some(std::sync::Arc::new(k)))
         .map_err(|e| {
             Failure::new(Code::SecretKeyUnusable, format!("{}: {e}", path.display())).into()

@@ -19,12 +19,12 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::crypto::SecretKeys;
+use crate::crypto::keys::RepoKey;
 use crate::error::{Code, Failure};
 use crate::graph::SourceGraph;
 use crate::inventory::{CheckResult, DrillRecord, DrillStep, Inventory};
-use crate::pipeline::crypto::SecretKeys;
 use crate::policy::Policy;
-use crate::repo::keys::RepoKey;
 use crate::repo::lock;
 use crate::repo::store::Repo;
 use crate::restore::execute::{self, Restore, RestoreReport};
@@ -161,12 +161,12 @@ const CLEAN_UP: &str = "clean_up";
 /// and records each drill in the destinations. A step that fails fails that
 /// source's drill, not the others'.
 pub async fn drill(d: &Drill<'_>, only: &[String]) -> Result<DrillReport, Failure> {
-    let graph = SourceGraph::new(d.policy);
+    let graph = &d.policy.graph;
     // The plan without scratch targets: which sources have a snapshot, and unknown
     // names refused before anything starts.
     let overview = restore_plan(
         d.policy,
-        &graph,
+        graph,
         d.inventory,
         &Selection {
             only: only.to_vec(),
@@ -176,7 +176,7 @@ pub async fn drill(d: &Drill<'_>, only: &[String]) -> Result<DrillReport, Failur
     )?;
     let mut drills = Vec::new();
     for step in &overview.steps {
-        let one = drill_source(d, &graph, &step.source).await;
+        let one = drill_source(d, graph, &step.source).await;
         drills.push(record(d, one).await);
     }
     Ok(DrillReport {

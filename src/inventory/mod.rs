@@ -373,3 +373,50 @@ impl Inventory {
         self.destinations.values().map(|d| d.snapshots.len()).sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_of_failures_verifies_and_drills_leave_the_digest_alone() {
+        let t: DateTime<Utc> = "2026-11-25T03:00:00Z".parse().expect("a time");
+        let sources = ["db".to_string()];
+        let mut inv = Inventory::default();
+        inv.destinations
+            .insert("local".into(), DestinationState::default());
+        let before = inv.digest_for(&sources);
+        let state = inv.destinations.get_mut("local").expect("local");
+        state.failures.push(FailureRecord {
+            snapshot: "s".into(),
+            source: "db".into(),
+            time: t,
+            code: "BP227".into(),
+        });
+        state.verify = Some(VerifyRecord {
+            started: t,
+            finished: t,
+            result: CheckResult::Passed,
+            snapshots: 0,
+            problems: 0,
+            read_data: None,
+        });
+        state.drills.push(DrillRecord {
+            source: "db".into(),
+            snapshot: "s".into(),
+            started: t,
+            finished: t,
+            result: CheckResult::Passed,
+            code: None,
+            steps: Vec::new(),
+            restored_bytes: 0,
+            checked: 0,
+            differences: 0,
+            rto_seconds: None,
+            rpo_seconds: None,
+            snapshot_age_seconds: None,
+            estimated_full_seconds: None,
+        });
+        assert_eq!(inv.digest_for(&sources), before);
+    }
+}

@@ -11,6 +11,7 @@ pub mod schedule;
 pub mod secret;
 pub mod services;
 pub mod spans;
+pub mod template;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -18,6 +19,8 @@ use std::path::{Path, PathBuf};
 use chrono::Duration;
 use indexmap::IndexMap;
 use serde::Serialize;
+
+use crate::graph::SourceGraph;
 
 pub use load::{Loaded, load_bytes, load_file, load_str};
 pub use model::{Destination, PolicyFile, Retention, SourceKind};
@@ -56,6 +59,8 @@ pub struct Policy {
     /// Recipient key files, resolved against `dir`.
     pub recipients: Vec<PathBuf>,
     pub compression: i32,
+    /// The dependency graph of the sources, built (and found acyclic) by validation.
+    pub graph: SourceGraph,
     /// `objectives:`, parsed.
     pub objectives: ResolvedObjectives,
     /// `drill.schedule`, parsed: when restore drills are due.

@@ -19,10 +19,10 @@ use super::{
     DEFAULT_COMPRESSION, DEFAULT_SCHEDULE, DEFAULT_TIMEZONE, EffectiveRetention, Policy,
     ResolvedSource, digest, load::suggest, resolve_path,
 };
+use crate::crypto::{KeyFile, inspect_key_file};
 use crate::error::{Code, Problem};
 use crate::graph::SourceGraph;
-use crate::notify::template::{PLACEHOLDERS, Template, TemplateError};
-use crate::pipeline::crypto::{KeyFile, inspect_key_file};
+use crate::policy::template::{PLACEHOLDERS, Template, TemplateError};
 
 /// `text` with every character of the values that [`Code::InlineServiceSecret`] and
 /// [`Code::InlineNotifySecret`] problems point at, and of every literal password in a URL, replaced by `*` (byte
@@ -246,7 +246,13 @@ pub(super) fn validate(
 
     c.object_locks(&file, &sources);
 
-    if let Err(cycle) = SourceGraph::from_file(&file) {
+    let edges: Vec<(&str, &[String])> = file
+        .sources
+        .iter()
+        .map(|(name, s)| (name.as_str(), s.common.depends_on.as_slice()))
+        .collect();
+    let graph = SourceGraph::new(&edges);
+    if let Err(cycle) = &graph {
         let mut p = Problem::error(
             Code::DependencyCycle,
             format!(
@@ -303,6 +309,8 @@ pub(super) fn validate(
     if errors_after > errors_before || !complete {
         return None;
     }
+    // A cycle is an error above, so the graph is there.
+    let graph = graph.ok()?;
     Some(Policy {
         objectives,
         drill_schedule,
@@ -316,6 +324,7 @@ pub(super) fn validate(
         sources,
         recipients,
         compression,
+        graph,
     })
 }
 

@@ -10,6 +10,7 @@ pub mod plan;
 pub mod progress;
 pub mod restore;
 pub mod snapshots;
+pub mod sources;
 pub mod status;
 pub mod verify;
 

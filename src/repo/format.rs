@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::keys::ChunkId;
+use crate::crypto::keys::ChunkId;
 use crate::inventory::SnapshotInfo;
 
 /// The repository format version; every reader checks it before anything else.

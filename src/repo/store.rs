@@ -12,14 +12,14 @@ use super::format::{
     CatalogHeader, FORMAT_VERSION, IndexBody, LostHeader, Marker, PackRecord, PolicyHeader,
     RecordHeader, SealedHeader, SnapshotHeader, Tree,
 };
-use super::keys::{ChunkId, RepoKey};
 use super::lock::LockInfo;
 use super::object;
+use crate::crypto::Recipients;
+use crate::crypto::keys::{ChunkId, RepoKey};
 use crate::error::{Code, Failure};
 use crate::inventory::{
     AppliedPolicy, DestinationState, DrillRecord, FailureRecord, Lost, SnapshotInfo, VerifyRecord,
 };
-use crate::pipeline::crypto::Recipients;
 
 /// The object that marks a repository and carries its format version.
 pub const MARKER: &str = "backplan.json";
@@ -726,9 +726,9 @@ impl Repo {
     ) -> Result<Vec<(String, Result<RecordHeader<R>, String>)>, Failure> {
         let mut out = Vec::new();
         for (path, size) in self.list_sized(dir).await? {
-            out.push(self.record(path, size).await?);
+            out.extend(self.record(path, size).await?);
         }
-        Ok(out.into_iter().flatten().collect())
+        Ok(out)
     }
 
     /// The newest record under `dir` and the newest of each folder in it (records

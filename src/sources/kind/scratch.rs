@@ -1,4 +1,4 @@
-//! The scratch targets of a restore drill ([`crate::drill`]): where a source's
+//! The scratch targets of a restore drill (`backplan drill`): where a source's
 //! snapshot is restored to be checked, never where the source lives. Each kind's
 //! [`super::Seam::scratch`] makes one; the drill restores into it through the
 //! restore executor, then [`Scratch::check`] compares what arrived with what the
@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::crypto::keys::RepoKey;
 use crate::error::{Code, Failure};
 use crate::pipeline::fetch::RepoFetcher;
 use crate::repo::format::{EntryKind, Tree};
-use crate::repo::keys::RepoKey;
 use crate::sources::{postgres as pg, redis};
 
 use super::{RestoreOptions, Restored};
