@@ -64,6 +64,7 @@ codes! {
     NotifyEnvUnset,
     InlineNotifySecret,
     BadNotifyState,
+    BadDrillTarget,
     // --- planning and applying (BP2xx) ---
     BadTime,
     InventoryUnreadable,
@@ -312,6 +313,11 @@ impl Code {
                 "BP139",
                 "bad-notify-state",
                 "list states this notification can send: start, success, warning, failure (PagerDuty: success, warning, failure)",
+            ),
+            Code::BadDrillTarget => (
+                "BP140",
+                "bad-drill-target",
+                "name a postgres or redis source of the policy under `drill.targets` (files and config sources are drilled into a temporary folder)",
             ),
             Code::BadTime => (
                 "BP200",

@@ -68,6 +68,12 @@ pub struct DrillSettings {
     /// folder. Without one, `apply` skips a due drill (BP277). See docs/security.md.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_key_file: Option<PathBuf>,
+    /// Where a database source's drill restores instead of its own server, by
+    /// source: a PostgreSQL URL (scratch databases are made and dropped there) or a
+    /// Redis URL (an empty server, emptied again after the drill). Passwords as
+    /// `${env:NAME}`.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub targets: IndexMap<String, Secret>,
 }
 
 /// Settings that sources inherit.

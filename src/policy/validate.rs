@@ -299,6 +299,24 @@ pub(super) fn validate(
         rpo: duration(&objectives.rpo, "objectives.rpo"),
         rto: duration(&objectives.rto, "objectives.rto"),
     };
+    for (name, url) in file.drill.iter().flat_map(|d| &d.targets) {
+        let path = join(&join("drill", "targets"), name);
+        c.secret(url, &path);
+        let kind = file.sources.get(name).map(|s| &s.kind);
+        if !matches!(
+            kind,
+            Some(SourceKind::Postgres(_)) | Some(SourceKind::Redis(_))
+        ) {
+            let why = match kind {
+                None => format!("`{name}` is not a source of the policy"),
+                Some(_) => format!("`{name}` is drilled into a temporary folder, not a server"),
+            };
+            c.error(
+                Problem::error(Code::BadDrillTarget, format!("drill target {why}")),
+                &path,
+            );
+        }
+    }
     let drill_schedule = file
         .drill
         .as_ref()

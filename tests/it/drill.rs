@@ -281,3 +281,38 @@ fn without_a_secret_key_a_due_drill_is_shown_as_needing_one_and_skipped() {
         .stderr("BP277")
         .check();
 }
+
+#[test]
+fn a_declared_redis_drill_target_is_used_and_emptied_and_a_files_source_takes_none() {
+    let cache = RedisServer::start();
+    redis::populate_fixture(&cache, false);
+    let target = RedisServer::start();
+    let sandbox = Sandbox::initialised(&format!(
+        "{LOCAL_POLICY_HEAD}  cache:\n    type: redis\n    url: \"{}\"\ndrill:\n  targets:\n    cache: \"{}\"\n",
+        cache.url(),
+        target.url()
+    ));
+    sandbox.run(&["apply"]).check();
+    let report = json(
+        &sandbox
+            .run(&["drill", "--secret-key", &secret(), "--format", "json"])
+            .check()
+            .stdout,
+    );
+    let d = drill_of(&report, "cache");
+    assert_eq!(d["result"], "passed", "{d:#}");
+    assert_eq!(d["scratch"], target.url().as_str());
+    assert!(d["checks"]["checked"].as_u64() >= Some(1), "{d:#}");
+    // Emptied after the drill, and so ready for the next one.
+    assert_eq!(target.connect().cmd(&["DBSIZE"]).trim(), "0");
+
+    let files = Sandbox::with_policy(&format!(
+        "{LOCAL_POLICY_HEAD}  media:\n    type: files\n    path: media\ndrill:\n  targets:\n    media: /tmp/elsewhere\n"
+    ));
+    files
+        .run(&["validate"])
+        .fails()
+        .stderr("BP140")
+        .stderr("drill target `media` is drilled into a temporary folder, not a server")
+        .check();
+}

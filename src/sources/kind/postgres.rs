@@ -484,11 +484,13 @@ impl Seam for Postgres<'_> {
         }))
     }
 
-    /// Scratch databases on the source's own server, named after the source.
+    /// Scratch databases named after the source, on the server `drill.targets`
+    /// declares for it, else on the source's own.
     fn scratch(&self, policy: &Policy) -> Result<super::scratch::Scratch, Failure> {
-        Ok(super::scratch::Scratch::databases(
-            pg::Connection::new(self.pg, policy)?,
-            &self.source.name,
-        ))
+        let conn = match super::scratch::declared(policy, &self.source.name)? {
+            Some(url) => pg::Connection::from_url(&url, None)?,
+            None => pg::Connection::new(self.pg, policy)?,
+        };
+        Ok(super::scratch::Scratch::databases(conn, &self.source.name))
     }
 }

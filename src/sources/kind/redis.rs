@@ -302,8 +302,12 @@ impl Seam for Redis<'_> {
         })
     }
 
-    /// A throwaway `redis-server` of this host.
-    fn scratch(&self, _policy: &Policy) -> Result<super::scratch::Scratch, Failure> {
-        super::scratch::Scratch::redis(&self.source.name)
+    /// The server `drill.targets` declares for the source, else a throwaway
+    /// `redis-server` of this host.
+    fn scratch(&self, policy: &Policy) -> Result<super::scratch::Scratch, Failure> {
+        match super::scratch::declared(policy, &self.source.name)? {
+            Some(url) => Ok(super::scratch::Scratch::Server { url }),
+            None => super::scratch::Scratch::redis(&self.source.name),
+        }
     }
 }

@@ -37,8 +37,31 @@ pub enum Scratch {
         dir: tempfile::TempDir,
         url: String,
     },
+    /// A Redis server the policy declares for drills (`drill.targets`): empty
+    /// before the drill (the restore refuses it otherwise), emptied after.
+    Server { url: String },
     /// An empty temporary folder.
     Folder { dir: tempfile::TempDir },
+}
+
+/// The drill target the policy declares for `source` (`drill.targets`), resolved.
+pub fn declared(policy: &crate::policy::Policy, source: &str) -> Result<Option<String>, Failure> {
+    let Some(url) = policy
+        .file
+        .drill
+        .as_ref()
+        .and_then(|d| d.targets.get(source))
+    else {
+        return Ok(None);
+    };
+    url.resolve()
+        .map(|r| Some(r.expose().to_string()))
+        .map_err(|e| {
+            Failure::new(
+                Code::SecretUnresolved,
+                format!("drill.targets.{source}: {e}"),
+            )
+        })
 }
 
 /// What the checks of one drill compared, and what differed.
@@ -179,7 +202,7 @@ impl Scratch {
     pub fn target(&self) -> Option<String> {
         match self {
             Scratch::Databases { .. } => None,
-            Scratch::Redis { url, .. } => Some(url.clone()),
+            Scratch::Redis { url, .. } | Scratch::Server { url } => Some(url.clone()),
             Scratch::Folder { dir } => Some(dir.path().display().to_string()),
         }
     }
@@ -201,6 +224,7 @@ impl Scratch {
         match self {
             Scratch::Databases { conn, prefix } => format!("{}/{prefix}*", conn.describe()),
             Scratch::Redis { url, .. } => url.clone(),
+            Scratch::Server { url } => crate::policy::secret::redact_url_password(url),
             Scratch::Folder { dir } => dir.path().display().to_string(),
         }
     }
@@ -218,7 +242,7 @@ impl Scratch {
     ) -> Result<Checks, Failure> {
         match self {
             Scratch::Databases { conn, prefix } => check_rows(conn, prefix, tree, fetcher).await,
-            Scratch::Redis { url, .. } => {
+            Scratch::Redis { url, .. } | Scratch::Server { url } => {
                 let expired = match restored {
                     Restored::Keys { expired, .. } => *expired,
                     _ => 0,
@@ -268,6 +292,13 @@ impl Scratch {
                 dir.close()
                     .map_err(|e| scratch_failed(format!("cannot remove the scratch folder: {e}")))
             }
+            Scratch::Server { url } => tokio::task::block_in_place(|| {
+                redis::client::Endpoint::parse(&url, None, None, None)?
+                    .connect()?
+                    .ok(&[b"FLUSHALL"])
+                    .map(drop)
+            })
+            .map_err(|f| scratch_failed(format!("cannot empty the drill target: {}", f.message))),
             Scratch::Folder { dir } => dir
                 .close()
                 .map_err(|e| scratch_failed(format!("cannot remove the scratch folder: {e}"))),
