@@ -60,6 +60,9 @@ fn difference(d: &Difference) -> String {
         } => format!(
             "all databases: {restored} keys restored (and the expired ones), {recorded} in the snapshot"
         ),
+        Difference::Digest { restored, snapshot } => format!(
+            "DEBUG DIGEST {restored} restored, {snapshot} of the snapshot's RDB: a value or expiry differs"
+        ),
         Difference::File {
             path,
             restored_bytes: None,
@@ -153,6 +156,9 @@ fn source(d: &SourceDrill, out: &mut String) {
                 format!("{} differ", c.differences.len())
             }
         );
+        if let Some(d) = &c.digest {
+            let _ = writeln!(out, "      DEBUG DIGEST {d}, as the snapshot's RDB loads");
+        }
         for diff in c.differences.iter().take(10) {
             let _ = writeln!(out, "      {}", difference(diff));
         }

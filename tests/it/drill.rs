@@ -147,6 +147,13 @@ fn a_drill_restores_checks_removes_and_records_every_source() {
     assert_eq!(drill_of(&report, "db")["checks"]["checked"], 2);
     assert_eq!(drill_of(&report, "db")["checks"]["unit"], "tables");
     assert!(drill_of(&report, "cache")["checks"]["checked"].as_u64() >= Some(1));
+    // The throwaway server allows DEBUG: the replayed keys' digest is the one a
+    // server loading the snapshot's RDB gives.
+    let digest = drill_of(&report, "cache")["checks"]["digest"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no digest: {report:#}"));
+    assert_eq!(digest.len(), 40, "{digest}");
+    assert_ne!(digest, "0".repeat(40), "an empty server's digest");
     assert_eq!(drill_of(&report, "media")["checks"]["checked"], 2);
     assert!(
         drill_of(&report, "db")["scratch"]

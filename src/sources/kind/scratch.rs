@@ -71,6 +71,10 @@ pub struct Checks {
     pub checked: u64,
     pub unit: CheckUnit,
     pub differences: Vec<Difference>,
+    /// Redis: the `DEBUG DIGEST` the restored keys and the snapshot's RDB (loaded
+    /// by a server of its own) both gave, when both servers allow `DEBUG`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 /// What [`Checks::checked`] counts.
@@ -104,6 +108,9 @@ pub enum Difference {
         restored: u64,
         recorded: u64,
     },
+    /// The restored keys' `DEBUG DIGEST` is not the snapshot RDB's: some value or
+    /// expiry differs.
+    Digest { restored: String, snapshot: String },
     /// A file: missing (`restored_bytes` `None`), of another size, or with other
     /// bytes (the same size, other chunk ids).
     File {
@@ -139,62 +146,14 @@ impl Scratch {
         Ok(Scratch::Folder { dir })
     }
 
-    /// Starts a throwaway `redis-server` (`$BACKPLAN_REDIS_SERVER`, else the one on
-    /// `PATH`) on a free port of the loopback, persisting nothing, and waits until
-    /// it answers.
+    /// Starts a throwaway `redis-server` ([`start_server`]) in a temporary folder.
     pub fn redis(source: &str) -> Result<Scratch, Failure> {
-        let binary = std::env::var_os("BACKPLAN_REDIS_SERVER")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("redis-server"));
         let dir = tempfile::Builder::new()
             .prefix(&format!("backplan-drill-{source}-"))
             .tempdir()
             .map_err(|e| scratch_failed(format!("cannot make a temporary folder: {e}")))?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| scratch_failed(format!("no free port on 127.0.0.1: {e}")))?
-            .port();
-        let mut child = Command::new(&binary)
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "yes"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                scratch_failed(format!(
-                    "cannot start {} for a scratch Redis: {e}",
-                    binary.display()
-                ))
-                .with_help("install redis-server (Debian: `apt-get install redis-server`) or set BACKPLAN_REDIS_SERVER to its path")
-            })?;
-        let url = format!("redis://127.0.0.1:{port}");
-        let endpoint = redis::client::Endpoint::parse(&url, None, None, None)?;
-        let started = Instant::now();
-        loop {
-            if endpoint
-                .connect()
-                .and_then(|mut c| c.ok(&[b"PING"]))
-                .is_ok()
-            {
-                return Ok(Scratch::Redis { child, dir, url });
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(scratch_failed(format!(
-                    "the scratch redis-server on port {port} exited ({status})"
-                )));
-            }
-            if started.elapsed() > Duration::from_secs(10) {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(scratch_failed(format!(
-                    "the scratch redis-server on port {port} did not answer within 10 s"
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (child, url) = start_server(dir.path())?;
+        Ok(Scratch::Redis { child, dir, url })
     }
 
     /// Where the restore goes, as `--target` would say it: `None` for databases,
@@ -248,7 +207,25 @@ impl Scratch {
                     _ => 0,
                 };
                 let endpoint = redis::client::Endpoint::parse(url, None, None, None)?;
-                tokio::task::block_in_place(|| check_keys(&endpoint, tree, fetcher, expired))
+                tokio::task::block_in_place(|| {
+                    let mut checks = check_keys(&endpoint, tree, fetcher, expired)?;
+                    // The values too, on a throwaway server that allows DEBUG, when no
+                    // key expired on the way (the RDB loaded at start would hold
+                    // those the replay skipped, or drop them later: not comparable).
+                    if let (Scratch::Redis { dir, .. }, 0) = (self, expired)
+                        && let Some(restored) = digest(url)?
+                        && let Some(snapshot) = snapshot_digest(dir.path(), tree, fetcher)?
+                    {
+                        if restored == snapshot {
+                            checks.digest = Some(restored);
+                        } else {
+                            checks
+                                .differences
+                                .push(Difference::Digest { restored, snapshot });
+                        }
+                    }
+                    Ok(checks)
+                })
             }
             Scratch::Folder { dir } => {
                 tokio::task::block_in_place(|| check_files(dir.path(), tree, key))
@@ -304,6 +281,112 @@ impl Scratch {
                 .map_err(|e| scratch_failed(format!("cannot remove the scratch folder: {e}"))),
         }
     }
+}
+
+/// Starts `redis-server` (`$BACKPLAN_REDIS_SERVER`, else the one on `PATH`) on a
+/// free port of the loopback with `dir` as its folder (a `dump.rdb` there is
+/// loaded), persisting nothing, `DEBUG` allowed from the loopback where the server
+/// knows that setting (Redis 7; an older one is started without it); waits until it
+/// answers.
+fn start_server(dir: &Path) -> Result<(Child, String), Failure> {
+    let binary = std::env::var_os("BACKPLAN_REDIS_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("redis-server"));
+    let mut debug = true;
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| scratch_failed(format!("no free port on 127.0.0.1: {e}")))?
+            .port();
+        let mut command = Command::new(&binary);
+        command
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
+            .arg("--dir")
+            .arg(dir);
+        if debug {
+            command.args(["--enable-debug-command", "local"]);
+        }
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                scratch_failed(format!(
+                    "cannot start {} for a scratch Redis: {e}",
+                    binary.display()
+                ))
+                .with_help("install redis-server (Debian: `apt-get install redis-server`) or set BACKPLAN_REDIS_SERVER to its path")
+            })?;
+        let url = format!("redis://127.0.0.1:{port}");
+        let endpoint = redis::client::Endpoint::parse(&url, None, None, None)?;
+        let started = Instant::now();
+        loop {
+            if endpoint
+                .connect()
+                .and_then(|mut c| c.ok(&[b"PING"]))
+                .is_ok()
+            {
+                return Ok((child, url));
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                if debug {
+                    break;
+                }
+                return Err(scratch_failed(format!(
+                    "the scratch redis-server on port {port} exited ({status})"
+                )));
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(scratch_failed(format!(
+                    "the scratch redis-server on port {port} did not answer within 10 s"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        debug = false;
+    }
+}
+
+/// `DEBUG DIGEST` of a server: `None` where it refuses `DEBUG`.
+fn digest(url: &str) -> Result<Option<String>, Failure> {
+    let mut conn = redis::client::Endpoint::parse(url, None, None, None)?.connect()?;
+    Ok(conn
+        .cmd(&[b"DEBUG", b"DIGEST"])
+        .ok()
+        .and_then(|v| v.as_text())
+        .filter(|d| d.len() == 40 && d.bytes().all(|b| b.is_ascii_hexdigit())))
+}
+
+/// The digest of the snapshot's own RDB as a server loads it at start (a second
+/// throwaway server, its folder under `dir`), to compare with the digest of the
+/// keys the restore replayed: the same keys, values and expiries. `None` when that
+/// server refuses `DEBUG` or cannot load the RDB (one written by a newer Redis).
+fn snapshot_digest(
+    dir: &Path,
+    tree: &Tree,
+    fetcher: &mut RepoFetcher,
+) -> Result<Option<String>, Failure> {
+    let rdb = dir.join("snapshot-rdb");
+    redis::restore_file(&rdb, true, tree, fetcher)?;
+    let Ok((mut child, url)) = start_server(&rdb) else {
+        return Ok(None);
+    };
+    let found = digest(&url);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&rdb);
+    found
 }
 
 fn scratch_failed(message: String) -> Failure {
@@ -380,7 +463,7 @@ fn check_keys(
     let mut checks = Checks {
         checked: dbs.len() as u64,
         unit: CheckUnit::Databases,
-        differences: Vec::new(),
+        ..Checks::default()
     };
     if expired > 0 {
         let restored: u64 = found.values().sum();
