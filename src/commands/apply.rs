@@ -8,7 +8,8 @@ use super::{Exit, inventory, print, runtime};
 use std::sync::Arc;
 
 use crate::apply::storage::StorageExecutor;
-use crate::cli::{ApplyArgs, Format};
+use crate::apply::Report;
+use crate::cli::{ApplyArgs, Format, PlanningArgs};
 use crate::error::{Code, Failure, PolicyReport};
 use crate::graph::SourceGraph;
 use crate::inventory::Inventory;
@@ -18,6 +19,34 @@ use crate::render;
 use crate::repo::{open_all, repository_key};
 
 pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
+    let report = apply_policy(
+        path,
+        &Request {
+            plan_file: args.plan_file.as_deref(),
+            planning: &args.planning,
+            parallel: args.parallel,
+        },
+    )?;
+    print(&match args.format {
+        // Nothing was to do: the human line whatever the format, as before.
+        Format::Json if !report.outcomes.is_empty() => render::apply::json(&report),
+        Format::Json | Format::Human | Format::Markdown => render::apply::human(&report),
+    })?;
+    Ok(exit_for(&report))
+}
+
+/// What one apply is asked to do.
+#[derive(Debug)]
+pub(crate) struct Request<'a> {
+    /// A plan saved with `backplan plan --out`; `None` plans afresh.
+    pub plan_file: Option<&'a Path>,
+    pub planning: &'a PlanningArgs,
+    pub parallel: usize,
+}
+
+/// Loads the policy, plans (or reads the saved plan) and carries the plan out: the one
+/// path of `backplan apply` and of every run of `backplan daemon`.
+pub(crate) fn apply_policy(path: &Path, request: &Request<'_>) -> miette::Result<Report> {
     let loaded = load_file(path)?;
     // A reference to an unset variable is a warning when planning, an error here. The
     // report carries every warning, so none is printed twice.
@@ -45,11 +74,11 @@ pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
     for warning in &loaded.warnings {
         eprintln!("{:?}", miette::Report::new(warning.clone()));
     }
-    let planning = args.planning.resolve()?;
+    let planning = request.planning.resolve()?;
     let inventory = inventory(&loaded.policy, planning.inventory.as_deref())?;
-    let plan = match &args.plan_file {
+    let plan = match request.plan_file {
         Some(file) => {
-            let flags = args.planning.shaping_flags();
+            let flags = request.planning.shaping_flags();
             if !flags.is_empty() {
                 return Err(Failure::new(
                     Code::PlanFileUnreadable,
@@ -76,8 +105,7 @@ pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
         ),
     };
     if !plan.has_changes() {
-        print(&render::apply::human(&crate::apply::Report::default()))?;
-        return Ok(Exit::Ok);
+        return Ok(Report::default());
     }
     let policy = Arc::new(loaded.policy);
     let key = repository_key(&policy)?.ok_or_else(|| {
@@ -103,7 +131,7 @@ pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
     let report = rt.block_on(crate::apply::apply(
         &plan,
         &executor,
-        args.parallel,
+        request.parallel,
         &|event| progress.event(event),
     ));
 
@@ -115,13 +143,14 @@ pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
             )));
         }
     }
-    print(&match args.format {
-        Format::Json => render::apply::json(&report),
-        Format::Human | Format::Markdown => render::apply::human(&report),
-    })?;
+    Ok(report)
+}
+
+/// The exit code of an apply with this report. A failure also goes to standard error
+/// as one coded line: the report on stdout names each failure, and a cron mail or a
+/// log watcher sees this line too.
+pub(crate) fn exit_for(report: &Report) -> Exit {
     if report.failed() > 0 {
-        // The report on stdout names each failure; stderr carries one coded line so
-        // that a cron mail or a log watcher sees it too.
         eprintln!(
             "{:?}",
             miette::Report::new(Failure::new(
@@ -133,9 +162,9 @@ pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
                 ),
             ))
         );
-        return Ok(Exit::Partial);
+        return Exit::Partial;
     }
-    Ok(Exit::Ok)
+    Exit::Ok
 }
 
 fn read_plan(file: &Path) -> miette::Result<Plan> {
