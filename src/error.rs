@@ -101,6 +101,9 @@ codes! {
     SshMissing,
     ObjectLocked,
     ShortObjectLock,
+    Stopped,
+    ListenFailed,
+    RunNotStarted,
     Io,
 }
 
@@ -476,6 +479,21 @@ impl Code {
                 "BP250",
                 "ssh-missing",
                 "install OpenSSH's client (Debian: `apt-get install openssh-client`) so that `ssh` is on PATH",
+            ),
+            Code::Stopped => (
+                "BP268",
+                "stopped",
+                "nothing to fix: backplan was asked to stop; the step left undone runs on the next run, and nothing half-written counts as a snapshot",
+            ),
+            Code::ListenFailed => (
+                "BP269",
+                "listen-failed",
+                "give --listen (or BACKPLAN_LISTEN) a free host:port this user may bind, or leave it out",
+            ),
+            Code::RunNotStarted => (
+                "BP270",
+                "run-not-started",
+                "fix what the message names (`backplan validate` checks the policy); the daemon tries again at the next due time",
             ),
             Code::Io => ("BP299", "io", "check the path and its permissions"),
         }

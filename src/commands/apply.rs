@@ -8,7 +8,7 @@ use super::{Exit, inventory, print, runtime};
 use std::sync::Arc;
 
 use crate::apply::storage::StorageExecutor;
-use crate::apply::Report;
+use crate::apply::{Report, Stop};
 use crate::cli::{ApplyArgs, Format, PlanningArgs};
 use crate::error::{Code, Failure, PolicyReport};
 use crate::graph::SourceGraph;
@@ -25,6 +25,7 @@ pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
             plan_file: args.plan_file.as_deref(),
             planning: &args.planning,
             parallel: args.parallel,
+            stop: None,
         },
     )?;
     print(&match args.format {
@@ -42,6 +43,8 @@ pub(crate) struct Request<'a> {
     pub plan_file: Option<&'a Path>,
     pub planning: &'a PlanningArgs,
     pub parallel: usize,
+    /// A stop request (the daemon's signals): running actions are abandoned.
+    pub stop: Option<Stop>,
 }
 
 /// Loads the policy, plans (or reads the saved plan) and carries the plan out: the one
@@ -126,7 +129,10 @@ pub(crate) fn apply_policy(path: &Path, request: &Request<'_>) -> miette::Result
             eprintln!("{:?}", miette::Report::new(f));
         }
     }
-    let executor = StorageExecutor::new(policy.clone(), key, recipients, repos, now);
+    let mut executor = StorageExecutor::new(policy.clone(), key, recipients, repos, now);
+    if let Some(stop) = &request.stop {
+        executor = executor.with_stop(stop.clone());
+    }
     let progress = render::progress::Progress::for_terminal();
     let report = rt.block_on(crate::apply::apply(
         &plan,
@@ -143,6 +149,9 @@ pub(crate) fn apply_policy(path: &Path, request: &Request<'_>) -> miette::Result
             )));
         }
     }
+    // A step abandoned on a stop may leave a blocking task behind (a source read
+    // waiting on its input); it holds no lock, and the runtime waits for it briefly.
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
     Ok(report)
 }
 

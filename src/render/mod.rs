@@ -2,10 +2,12 @@
 //! compute nothing themselves.
 
 pub mod apply;
+pub mod daemon;
 pub mod graph;
 pub mod plan;
 pub mod progress;
 pub mod restore;
+pub mod schedule;
 pub mod snapshots;
 pub mod verify;
 
