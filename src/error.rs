@@ -60,6 +60,10 @@ codes! {
     MissingServiceOption,
     InlineServiceSecret,
     ObjectLockTooShort,
+    UnknownPlaceholder,
+    NotifyEnvUnset,
+    InlineNotifySecret,
+    BadNotifyState,
     // --- planning and applying (BP2xx) ---
     BadTime,
     InventoryUnreadable,
@@ -101,6 +105,8 @@ codes! {
     SshMissing,
     ObjectLocked,
     ShortObjectLock,
+    NotifyFailed,
+    NotifySecretUnresolved,
     Stopped,
     ListenFailed,
     RunNotStarted,
@@ -280,6 +286,26 @@ impl Code {
                 "object-lock-too-short",
                 "make `object_lock.retain_for` (and the bucket's default retention) at least as long as the longest time the sources writing there keep a snapshot",
             ),
+            Code::UnknownPlaceholder => (
+                "BP136",
+                "unknown-placeholder",
+                "use one of the placeholders docs/operations.md lists, in braces (`{status}`); write `{{` and `}}` for literal braces",
+            ),
+            Code::NotifyEnvUnset => (
+                "BP137",
+                "notify-env-unset",
+                "export the variable where backplan runs; until then `apply` backs up as usual and warns that this notification was not sent",
+            ),
+            Code::InlineNotifySecret => (
+                "BP138",
+                "inline-notify-secret",
+                "anyone who has a ping URL, webhook URL or routing key can send as backplan: write it as `${env:NAME}`",
+            ),
+            Code::BadNotifyState => (
+                "BP139",
+                "bad-notify-state",
+                "list states this notification can send: start, success, warning, failure (PagerDuty: success, warning, failure)",
+            ),
             Code::BadTime => (
                 "BP200",
                 "bad-time",
@@ -393,7 +419,7 @@ impl Code {
             Code::NoRepositoryKey => (
                 "BP223",
                 "no-repository-key",
-                "set `encryption.repository_key_file` (or `repository_key`) and run `backplan init`; a restore recovers the key with a recipient's secret key",
+                "set `encryption.repository_key_file` (or `repository_key`) and run `backplan init`; on a rebuilt host, `backplan init --secret-key FILE` recovers the key the destinations already use",
             ),
             Code::SnapshotNotFound => (
                 "BP224",
@@ -479,6 +505,16 @@ impl Code {
                 "BP250",
                 "ssh-missing",
                 "install OpenSSH's client (Debian: `apt-get install openssh-client`) so that `ssh` is on PATH",
+            ),
+            Code::NotifyFailed => (
+                "BP265",
+                "notify-failed",
+                "the backup itself is not affected; check the notification's URL, the network and the service's status (the message says what happened)",
+            ),
+            Code::NotifySecretUnresolved => (
+                "BP266",
+                "notify-secret-unresolved",
+                "export the variable the notification refers to in the environment that runs backplan",
             ),
             Code::Stopped => (
                 "BP268",

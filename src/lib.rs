@@ -11,6 +11,7 @@ pub mod commands;
 pub mod error;
 pub mod graph;
 pub mod inventory;
+pub mod notify;
 pub mod pipeline;
 pub mod plan;
 pub mod policy;

@@ -7,7 +7,9 @@
 //! [`record`] stores that in the repository (`lost/`), where `plan` finds it with no
 //! key and offers a repair from another destination. [`check_keys`]: every copy of
 //! the repository key is whole, to the policy's recipients, and (with a secret key)
-//! opens to the key it is named after.
+//! opens to the key it is named after. [`check_databases`]: the newest good snapshot
+//! of each source whose kind reads its snapshots as its server would (postgres,
+//! redis), checked through the kind's seam.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -23,7 +25,9 @@ use crate::repo::format::pack_path;
 use crate::repo::key_for;
 use crate::repo::keys::{ChunkId, RepoKey};
 use crate::repo::store::{Index, PackRead, Repo};
+use crate::restore::execute::SnapshotData;
 use crate::sources::ChunkSource;
+use crate::sources::kind::{Checked, Kind};
 
 /// The findings for one destination.
 #[derive(Debug, Default, Serialize)]
@@ -36,8 +40,9 @@ pub struct Findings {
     /// them were opened with the secret key.
     pub key_copies: usize,
     pub key_copies_opened: usize,
-    /// Restore tests that ran (`--restore-test`).
-    pub restore_tests: Vec<String>,
+    /// The database sources' newest snapshots, read as their servers would read
+    /// them (`--read-data`, `--restore-test`).
+    pub database_checks: Vec<DatabaseCheck>,
     /// Problems per snapshot id ("" for problems of no single snapshot).
     pub problems: BTreeMap<String, Vec<String>>,
     /// Packs found missing or damaged, and the snapshots that need chunks the
@@ -80,11 +85,98 @@ impl Findings {
         }
     }
 
+    /// The problems found: those of the repository and of its database checks.
+    pub fn problem_count(&self) -> usize {
+        let checks: usize = self
+            .database_checks
+            .iter()
+            .map(|c| match &c.checked {
+                Ok(checked) => checked.differences(),
+                Err(_) => 1,
+            })
+            .sum();
+        self.problems.values().map(Vec::len).sum::<usize>() + checks
+    }
+
     fn note(&mut self, snapshot: &str, problem: String) {
         self.problems
             .entry(snapshot.to_string())
             .or_default()
             .push(problem);
+    }
+}
+
+/// One source's newest good snapshot read as its server would read it: what was
+/// found, or why it could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DatabaseCheck {
+    pub source: String,
+    pub snapshot: String,
+    #[serde(with = "checked_or_error")]
+    pub checked: Result<Checked, Failure>,
+}
+
+/// `checked` in JSON: what was found, or `{"error": {code, message, help}}`.
+mod checked_or_error {
+    use serde::{Serialize, Serializer};
+
+    use crate::error::Failure;
+    use crate::sources::kind::Checked;
+
+    pub fn serialize<S: Serializer>(
+        value: &Result<Checked, Failure>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Error<'a> {
+            error: &'a Failure,
+        }
+        match value {
+            Ok(checked) => checked.serialize(s),
+            Err(error) => Error { error }.serialize(s),
+        }
+    }
+}
+
+/// Reads the newest good snapshot of each source whose kind checks its snapshots
+/// (a postgres archive listed by `pg_restore --list`, and with `restore` restored
+/// into a scratch database and compared by row counts; a Redis RDB parsed whole and
+/// its keys counted against those recorded).
+pub async fn check_databases(
+    policy: &crate::policy::Policy,
+    repo: &Repo,
+    host: Option<&RepoKey>,
+    secret: Arc<SecretKeys>,
+    restore: bool,
+    f: &mut Findings,
+) {
+    let Ok(headers) = repo.snapshot_headers().await else {
+        return;
+    };
+    for (name, source) in &policy.sources {
+        let newest = headers
+            .iter()
+            .filter_map(|(_, h)| h.as_ref().ok())
+            .filter(|h| h.snapshot.source == *name && h.snapshot.status == SnapshotStatus::Complete)
+            .max_by_key(|h| h.snapshot.time);
+        let Some(header) = newest else { continue };
+        let snapshot = SnapshotData {
+            repo,
+            id: &header.snapshot.id,
+            host,
+            secret: secret.clone(),
+        };
+        let checked = Kind::of(source).check(policy, &snapshot, restore).await;
+        let checked = match checked {
+            Ok(None) => continue,
+            Ok(Some(checked)) => Ok(checked),
+            Err(e) => Err(e),
+        };
+        f.database_checks.push(DatabaseCheck {
+            source: name.clone(),
+            snapshot: header.snapshot.id.clone(),
+            checked,
+        });
     }
 }
 

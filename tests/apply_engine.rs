@@ -69,10 +69,7 @@ impl Recorder {
                 format!("{source} exploded"),
             ))
         } else {
-            Ok(Done {
-                detail: Some(format!("{kind} {source}")),
-                ..Done::default()
-            })
+            Ok(Done::default())
         }
     }
 
@@ -258,11 +255,8 @@ fn status_of<'a>(report: &'a Report, kind: &str, source: &str) -> &'a Status {
 }
 
 /// What the recorder reports of an action it carried out.
-fn done(detail: &str) -> Status {
-    Status::Done(Done {
-        detail: Some(detail.into()),
-        ..Done::default()
-    })
+fn done() -> Status {
+    Status::Done(Done::default())
 }
 
 fn skipped_why(status: &Status) -> &str {
@@ -489,7 +483,7 @@ async fn copies_run() {
     let report = run(&plan, &executor, 2).await;
     assert!(executor.called("copy", "db"));
     assert!(executor.called("copy", "media"));
-    assert_eq!(status_of(&report, "copy", "media"), &done("copy media"));
+    assert_eq!(status_of(&report, "copy", "media"), &done());
     assert_eq!(report.done(), 3);
 }
 
@@ -501,10 +495,7 @@ async fn repairs_run_after_the_backups_and_before_the_copies() {
     let repair = executor.call("repair", "offsite");
     assert!(executor.call("backup", "db").finished < repair.started);
     assert!(repair.finished < executor.call("copy", "db").started);
-    assert_eq!(
-        status_of(&report, "repair", "offsite"),
-        &done("repair offsite")
-    );
+    assert_eq!(status_of(&report, "repair", "offsite"), &done());
     assert_eq!(report.done(), 3);
 }
 

@@ -291,7 +291,7 @@ fn apply_format_json_reports_every_outcome() {
             .find(|o| o["action"]["source"] == source)
             .unwrap_or_else(|| panic!("no outcome for {source}"))
     };
-    assert_eq!(report["format_version"], 2, "{}", run.stdout);
+    assert_eq!(report["format_version"], 3, "{}", run.stdout);
     // A failed action is coded: {code, message, help}, the help being the code's.
     let error = &outcome("cache")["error"];
     assert_eq!(error["code"], "BP229", "{}", run.stdout);
@@ -321,6 +321,15 @@ fn apply_format_json_reports_every_outcome() {
         "{}",
         run.stdout
     );
+    // What a done action did is typed, named by its kind.
+    let detail = &outcome("config")["detail"];
+    assert_eq!(
+        (&detail["kind"], &detail["stored"]),
+        (&Value::from("backup"), &Value::from("files")),
+        "{}",
+        run.stdout
+    );
+    assert!(detail["files"].as_u64().is_some_and(|n| n > 0), "{detail}");
 }
 
 #[test]

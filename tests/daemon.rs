@@ -189,7 +189,10 @@ fn daemon_with_jitter_runs_a_due_backup_once_within_the_jitter() {
     // Due at once (never backed up): "now" at every look, and still one jitter only.
     let mut d = daemon(&sandbox, "2027-01-25 12:00:00", &["--jitter", "4s"]);
     wait_for(&mut d, "daemon: run finished");
-    wait_for(&mut d, "daemon: next run due 2027-01-26 00:00:00 UTC, starting");
+    wait_for(
+        &mut d,
+        "daemon: next run due 2027-01-26 00:00:00 UTC, starting",
+    );
     let log = stop(d);
     assert_eq!(count_in(&log, "daemon: run started"), 1, "{log}");
     let uploads = times(&sandbox, "uploads");

@@ -281,7 +281,8 @@ fn a_backup_restores_identically_on_the_same_server_and_on_another_with_its_role
     let preview = &plan["steps"][0]["preview"];
     assert_eq!(preview["entries"], 4, "{plan:#}");
     assert_eq!(
-        preview["notes"][0], "app.dump: app_restored will be created",
+        preview["notes"][0],
+        serde_json::json!({"note": "database", "archive": "app.dump", "database": "app_restored", "state": "created"}),
         "{plan:#}"
     );
     assert!(!databases(&server).contains(&"app_restored".to_string()));
@@ -1009,17 +1010,52 @@ fn restore_with_jobs_restores_a_streamed_dump_by_sections_from_its_layout() {
     let plan: Value = serde_json::from_str(&plan.stdout).expect("the restore plan is JSON");
     let notes = &plan["steps"][0]["preview"]["notes"];
     assert_eq!(
-        notes[0], "app.dump: app_restored will be created",
+        notes[0],
+        serde_json::json!({"note": "database", "archive": "app.dump", "database": "app_restored", "state": "created"}),
         "{plan:#}"
     );
-    let spool = notes[1].as_str().expect("a spool note");
-    let needs = backplan::render::bytes(size.div_ceil(4096) * 4096);
-    assert!(
-        spool.starts_with(&format!(
-            "app.dump: pg_restore -j 2 from a spool in spool (needs at most {needs} free, "
-        )) && spool.contains(" available, restored by sections"),
+    let spool = &notes[1];
+    assert_eq!(
+        (
+            &spool["note"],
+            &spool["archive"],
+            &spool["jobs"],
+            &spool["dir"],
+            &spool["layout"]
+        ),
+        (
+            &Value::from("spool"),
+            &Value::from("app.dump"),
+            &Value::from(2),
+            &Value::from("spool"),
+            &Value::from("by_sections")
+        ),
         "{spool}"
     );
+    assert_eq!(
+        spool["needed"].as_u64(),
+        Some(size.div_ceil(4096) * 4096),
+        "{spool}"
+    );
+    // The same, in words.
+    let needs = backplan::render::bytes(size.div_ceil(4096) * 4096);
+    restore(
+        &sandbox,
+        &[
+            "--plan",
+            "--jobs",
+            "2",
+            "--spool",
+            "spool",
+            "--target",
+            &target(&server, "app_restored"),
+        ],
+    )
+    .stdout(&format!(
+        "app.dump: pg_restore -j 2 from a spool in spool (needs at most {needs} free, "
+    ))
+    .stdout(" available, restored by sections")
+    .check();
     // Without --jobs the archive streams: no spool, and the plan says what --jobs
     // would do.
     let streamed = restore(

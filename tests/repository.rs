@@ -459,7 +459,8 @@ fn a_second_apply_reads_only_the_changed_file_and_its_restore_has_the_change() {
     let outcome = &report["outcomes"][0];
     assert_eq!(outcome["status"], "done", "{}", run.stdout);
     assert_eq!(
-        outcome["detail"], "4 files, 3 unchanged",
+        outcome["detail"],
+        serde_json::json!({"kind": "backup", "stored": "files", "files": 4, "unchanged": 3}),
         "the three others were not read again"
     );
     assert_eq!(
@@ -1035,6 +1036,56 @@ fn backed_up_twice() -> Sandbox {
         .stdout("✓ backup data → one, two")
         .check();
     sandbox
+}
+
+#[test]
+fn a_rebuilt_host_recovers_its_repository_key_from_the_surviving_destination() {
+    // The host is gone with its repository key file and the destination on its disk.
+    let sandbox = backed_up_twice();
+    let original = sandbox.read("repo.key");
+    fs::remove_file(sandbox.path("repo.key")).expect("lose the key file");
+    fs::remove_dir_all(sandbox.path("one")).expect("lose destination one");
+
+    // Another recipient's secret key does not open the copy: nothing is written.
+    let foreign = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/keys/gnupg-2.2.secret.asc")
+        .display()
+        .to_string();
+    sandbox
+        .run(&["init", "--secret-key", &foreign])
+        .fails()
+        .stderr("BP")
+        .check();
+    assert!(!sandbox.path("repo.key").exists(), "a key file was written");
+
+    sandbox
+        .run(&["init", "--secret-key", &secret()])
+        .stdout("Recovered repository key ")
+        .stdout(" from two into ")
+        .stdout("one: repository created")
+        .stdout("two: repository exists")
+        .check();
+    assert_eq!(sandbox.read("repo.key"), original, "not the same key");
+
+    // The next backup deduplicates against what the host wrote before: the 3 MiB
+    // file is not stored again on two.
+    sandbox
+        .run(&["apply", "--now", "2099-01-01T00:00:00Z"])
+        .stdout("✓ backup data → one, two")
+        .check();
+    let stored: u64 = files_under(&sandbox.path("two/packs"))
+        .iter()
+        .map(|p| fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    assert!(
+        stored < (5 << 20),
+        "the data was stored again: {stored} bytes in packs"
+    );
+
+    // Without a secret key, init makes a new key (a new chunk-id space).
+    fs::remove_file(sandbox.path("repo.key")).expect("lose the key file again");
+    sandbox.run(&["init"]).stdout("Made repository key").check();
+    assert_ne!(sandbox.read("repo.key"), original);
 }
 
 #[test]

@@ -34,6 +34,8 @@ const BROKEN: &[(&str, &str, usize, usize)] = &[
     ("multiple-documents.yaml", "BP123", 10, 1),
     ("not-utf8.yaml", "BP124", 12, 17),
     ("nesting-too-deep.yaml", "BP126", 13, 75),
+    ("unknown-placeholder.yaml", "BP136", 18, 15),
+    ("bad-notify-state.yaml", "BP139", 17, 23),
 ];
 
 /// Further broken policies, of codes the table above has already: each still points
@@ -745,4 +747,115 @@ fn an_object_lock_period_that_is_not_a_duration_is_refused() {
         problem.problem.message
     );
     assert_eq!(position(&text, problem), (9, 19));
+}
+
+/// A valid policy with `notify` appended.
+fn with_notify(notify: &str) -> String {
+    format!("{TZ_BASE}notify:\n{notify}")
+}
+
+fn notify_report(notify: &str) -> Result<backplan::policy::Loaded, PolicyReport> {
+    load_str(
+        &with_notify(notify),
+        Path::new("n.yaml"),
+        &root().join("policies"),
+    )
+}
+
+/// A problem as miette draws it, source lines included.
+fn drawn(problem: &Located) -> String {
+    let mut out = String::new();
+    miette::GraphicalReportHandler::new()
+        .render_report(&mut out, problem)
+        .expect("render");
+    out
+}
+
+#[test]
+fn an_unknown_placeholder_gets_a_did_you_mean_or_the_list() {
+    let err = notify_report(
+        "  chat:\n    type: webhook\n    url: https://chat.invalid/${env:PATH}\n    message: \"{status} {hots}\"\n",
+    )
+    .expect_err("unknown placeholder");
+    assert_eq!(codes(&err.problems), ["BP136"]);
+    let problem = &err.problems[0];
+    assert_eq!(
+        problem.problem.help.as_deref(),
+        Some("did you mean `{host}`?")
+    );
+    // The span is the placeholder itself: line 13, after `{status} `.
+    assert_eq!(
+        position(
+            &with_notify(
+                "  chat:\n    type: webhook\n    url: https://chat.invalid/${env:PATH}\n    message: \"{status} {hots}\"\n"
+            ),
+            problem
+        ),
+        (14, 24)
+    );
+    let err = notify_report(
+        "  chat:\n    type: webhook\n    url: https://chat.invalid/${env:PATH}\n    message: \"{xyzzy} done\"\n",
+    )
+    .expect_err("unknown placeholder");
+    let help = err.problems[0].problem.help.as_deref().unwrap_or_default();
+    assert!(
+        help.contains("{summary}") && help.contains("{run_id}"),
+        "{help}"
+    );
+    let err = notify_report(
+        "  chat:\n    type: webhook\n    url: https://chat.invalid/${env:PATH}\n    message: \"half {status\"\n",
+    )
+    .expect_err("unbalanced");
+    assert_eq!(codes(&err.problems), ["BP136"]);
+}
+
+#[test]
+fn notification_states_timeouts_and_urls_are_checked_at_their_lines() {
+    let text = "  hc:\n    type: healthchecks\n    url: ${env:PATH}\n    states: []\n    timeout: 5m\n  hook:\n    type: webhook\n    url: ftp://files.invalid/${env:PATH}\n    headers:\n      \"bad header\": x\n";
+    let err = notify_report(text).expect_err("broken notifications");
+    let mut got: Vec<(&str, (usize, usize))> = err
+        .problems
+        .iter()
+        .map(|p| (p.problem.code.id(), position(&with_notify(text), p)))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("BP103", (15, 14)), // timeout 5m is over 60s
+            ("BP103", (18, 10)), // not an http(s) URL
+            ("BP103", (20, 7)),  // not a header name
+            ("BP139", (14, 13)), // no state
+        ]
+    );
+}
+
+#[test]
+fn an_unset_notification_reference_is_its_own_warning_not_bp130() {
+    let loaded = notify_report(
+        "  hc:\n    type: healthchecks\n    url: ${env:BACKPLAN_TEST_NEVER_SET_HC}\n",
+    )
+    .expect("valid with a warning");
+    assert_eq!(codes(&loaded.warnings), ["BP137"]);
+    assert!(!loaded.warnings[0].problem.is_error());
+}
+
+#[test]
+fn a_notification_secret_written_inline_is_a_warning_and_never_shown() {
+    let secret_url = "https://hc-ping.com/0d338dcc-a054-11ec-b909-0242ac120002";
+    let key = "R0c1f9e2d4b84a6f8c3e0a7b5d2f1e9c";
+    let loaded = notify_report(&format!(
+        "  hc:\n    type: healthchecks\n    url: {secret_url}\n  on-call:\n    type: pagerduty\n    routing_key: {key}\n    url: https://events.pagerduty.com/v2/enqueue\n  hook:\n    type: webhook\n    url: ${{env:PATH}}\n    headers:\n      Authorization: Bearer abcdef123456\n      Title: backups\n"
+    ))
+    .expect("valid with warnings");
+    // The URL, the routing key, the Authorization header; not PagerDuty's endpoint
+    // nor a harmless header.
+    assert_eq!(codes(&loaded.warnings), ["BP138", "BP138", "BP138"]);
+    for warning in &loaded.warnings {
+        let shown = drawn(warning);
+        for secret in ["0d338dcc", key, "abcdef123456"] {
+            assert!(!shown.contains(secret), "{secret} shown:\n{shown}");
+        }
+        assert!(shown.contains("***"), "{shown}");
+    }
 }

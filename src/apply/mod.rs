@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::error::Failure;
 use crate::plan::{Action, Backup, Configure, Copy, Plan, Prune, Repair};
+use crate::sources::kind::BackupReport;
 
 /// What carries out each kind of action.
 pub trait Executor: Sync {
@@ -34,12 +35,46 @@ pub struct Done {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_stored: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
+    pub detail: Option<Detail>,
+}
+
+/// What a finished action did, by kind of action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Detail {
+    /// What a backup stored (files, databases, keys) and what it warned of.
+    Backup(BackupReport),
+    /// Server settings set and written to the server's config file.
+    Configured { settings: Vec<Setting> },
+    /// Chunks copied to the other destination.
+    Copied { chunks: usize },
+    /// Chunks copied back into new packs; lost packs retired.
+    Repaired {
+        chunks: usize,
+        packs_written: usize,
+        packs_retired: usize,
+    },
+    /// Snapshots deleted, packs removed (some repacked into new ones first).
+    Pruned {
+        snapshots: usize,
+        packs_removed: usize,
+        packs_repacked: usize,
+        packs_written: usize,
+    },
+}
+
+/// One server setting and the value it was given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Setting {
+    pub name: String,
+    pub value: String,
 }
 
 /// The `format_version` of `apply --format json`. Version 2: a failed action's
-/// `error` is `{code, message, help}` (version 1 had no `format_version` and a string).
-pub const REPORT_FORMAT_VERSION: u32 = 2;
+/// `error` is `{code, message, help}` (version 1 had no `format_version` and a
+/// string). Version 3: a done action's `detail` is an object tagged by `kind`
+/// (`backup`, `configured`, `copied`, `repaired`, `pruned`), not a sentence.
+pub const REPORT_FORMAT_VERSION: u32 = 3;
 
 /// How one action ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -70,6 +105,9 @@ pub enum Event<'a> {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Report {
     pub outcomes: Vec<Outcome>,
+    /// The run's notifications (`notify:`), sent or not.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<crate::notify::Delivery>,
 }
 
 impl Report {
@@ -245,7 +283,10 @@ pub async fn apply<E: Executor>(
     }
 
     outcomes.sort_by_key(|o| o.index);
-    Report { outcomes }
+    Report {
+        outcomes,
+        ..Report::default()
+    }
 }
 
 /// Carries out, `parallelism` at a time, the work given for some of the plan's

@@ -5,24 +5,23 @@
 //! data for the next prune, never a half snapshot.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{OnceCell, mpsc};
 
-use super::{Done, Executor, Stop};
+use super::{Detail, Done, Executor, Setting, Stop};
 use crate::error::{Code, Failure};
 use crate::inventory::{LockKind, Lost, PackState, SnapshotInfo, SnapshotStatus};
 use crate::pipeline::crypto::Recipients;
 use crate::pipeline::sink::{PackUpload, RepoSink, Target};
 use crate::plan::{Backup, Configure, Copy, Prune, Repair, Role};
-use crate::policy::{Policy, SourceKind};
+use crate::policy::Policy;
 use crate::repo::format::{IndexBody, PackBuilder, PackRecord, Tree};
 use crate::repo::keys::{ChunkId, RepoKey};
 use crate::repo::lock;
 use crate::repo::store::{Index, Location, PackRead, Repo};
-use crate::sources::{files, postgres, redis};
+use crate::sources::kind::Kind;
 
 /// How many finished packs may wait for upload per destination.
 const UPLOAD_QUEUE: usize = 2;
@@ -213,9 +212,8 @@ impl StorageExecutor {
         // A file whose chunks a destination lost (`verify` found their packs missing
         // or damaged) is read again rather than its parent's chunk list reused: its
         // chunks are then stored again.
-        if let (Some(tree), SourceKind::Files(_) | SourceKind::Config(_)) =
-            (parent.as_mut(), &source.kind)
-        {
+        let kind = Kind::of(source);
+        if let (Some(tree), true) = (parent.as_mut(), kind.reuses_parent_chunks()) {
             tree.entries.retain(|e| {
                 e.chunks
                     .iter()
@@ -236,54 +234,19 @@ impl StorageExecutor {
             .map_err(|e| Failure::new(Code::KeyFileUnreadable, e.0))?;
         let sink = RepoSink::new(&self.key, key_set, self.policy.compression, targets)
             .map_err(|e| Failure::new(Code::Io, format!("zstd: {e}")))?;
-        let kind = source.kind.clone();
-        // A database is probed (version, databases) before anything is read.
-        let prepared = match &kind {
-            SourceKind::Postgres(pg) => match postgres::prepare(pg, &self.policy).await {
-                Ok(p) => Some(p),
-                Err(f) => {
-                    drop(sink);
-                    for u in uploads {
-                        let _ = u.await;
-                    }
-                    return Err(f);
+        let job = match kind.prepare_backup(&self.policy).await {
+            Ok(job) => job,
+            Err(f) => {
+                drop(sink);
+                for u in uploads {
+                    let _ = u.await;
                 }
-            },
-            _ => None,
+                return Err(f);
+            }
         };
-        let policy = self.policy.clone();
         let scan = tokio::task::spawn_blocking(move || {
             let mut sink = sink;
-            let report = match &kind {
-                SourceKind::Files(f) => files::backup_folder(
-                    &policy.resolve_path(&f.path),
-                    &f.exclude,
-                    f.fail_on_unreadable,
-                    parent.as_ref(),
-                    &mut sink,
-                )
-                .map_err(|e| Failure::new(Code::SourceFailed, e.message)),
-                SourceKind::Config(c) => {
-                    let paths: Vec<PathBuf> = c
-                        .paths
-                        .iter()
-                        .map(|p| {
-                            std::path::absolute(policy.resolve_path(p))
-                                .unwrap_or_else(|_| policy.resolve_path(p))
-                        })
-                        .collect();
-                    files::backup_paths(&paths, parent.as_ref(), &mut sink)
-                        .map_err(|e| Failure::new(Code::SourceFailed, e.message))
-                }
-                SourceKind::Postgres(_) => match &prepared {
-                    Some(p) => postgres::backup(p, parent.as_ref(), &mut sink),
-                    None => Err(Failure::new(
-                        Code::SourceFailed,
-                        "the database was not probed",
-                    )),
-                },
-                SourceKind::Redis(r) => redis::backup(r, &policy, parent.as_ref(), &mut sink),
-            };
+            let report = job(parent.as_ref(), &mut sink);
             let flushed = sink.finish();
             // Dropping the sink closes the upload channels.
             drop(sink);
@@ -328,31 +291,10 @@ impl StorageExecutor {
             info.bytes_stored = Some(stored);
             repo.put_snapshot(&self.key, &info, &report.tree).await?;
         }
-        let mut detail = match (&report.summary, &source.kind) {
-            (Some(summary), _) => summary.clone(),
-            (None, SourceKind::Postgres(_)) => format!(
-                "{} database{}",
-                report.files,
-                crate::plan::plural(report.files as usize)
-            ),
-            (None, _) => format!(
-                "{} file{}, {} unchanged",
-                report.files,
-                crate::plan::plural(report.files as usize),
-                report.files_reused
-            ),
-        };
-        if !report.warnings.is_empty() {
-            detail.push_str(&format!(
-                ", {} warnings: {}",
-                report.warnings.len(),
-                report.warnings.join("; ")
-            ));
-        }
         Ok(Done {
             bytes_read: Some(report.bytes_read),
             bytes_stored: stored_first,
-            detail: Some(detail),
+            detail: Some(Detail::Backup(report.report)),
         })
     }
 
@@ -472,7 +414,9 @@ impl StorageExecutor {
         Ok(Done {
             bytes_read: None,
             bytes_stored: Some(stored),
-            detail: Some(format!("{} chunks copied", copied.len())),
+            detail: Some(Detail::Copied {
+                chunks: copied.len(),
+            }),
         })
     }
 
@@ -609,6 +553,17 @@ impl StorageExecutor {
                 to.delete(old).await?;
             }
         }
+        if still.is_empty() {
+            return Ok(Done {
+                bytes_read: None,
+                bytes_stored: Some(stored),
+                detail: Some(Detail::Repaired {
+                    chunks: copied.len(),
+                    packs_written: rewritten.len(),
+                    packs_retired: retired.len(),
+                }),
+            });
+        }
         let detail = format!(
             "{} chunk{} copied into {} pack{}, {} lost pack{} retired",
             copied.len(),
@@ -618,13 +573,6 @@ impl StorageExecutor {
             retired.len(),
             crate::plan::plural(retired.len())
         );
-        if still.is_empty() {
-            return Ok(Done {
-                bytes_read: None,
-                bytes_stored: Some(stored),
-                detail: Some(detail),
-            });
-        }
         let mut message = format!(
             "{}: {} chunk{} of {} are on no other destination intact; {detail}",
             to.name,
@@ -646,13 +594,12 @@ impl StorageExecutor {
         Ok(Done {
             bytes_read: None,
             bytes_stored: None,
-            detail: Some(format!(
-                "{} snapshots deleted, {} packs removed ({} of them repacked into {})",
-                action.snapshots.len(),
-                freed.removed,
-                freed.repacked,
-                freed.written
-            )),
+            detail: Some(Detail::Pruned {
+                snapshots: action.snapshots.len(),
+                packs_removed: freed.removed,
+                packs_repacked: freed.repacked,
+                packs_written: freed.written,
+            }),
         })
     }
 }
@@ -964,32 +911,30 @@ impl Executor for StorageExecutor {
     }
 
     async fn configure(&self, action: &Configure) -> Result<Done, Failure> {
-        let source = self.policy.sources.get(&action.source);
         self.not_stopping()?;
-        let Some(SourceKind::Redis(r)) = source.map(|s| s.kind.clone()) else {
-            return Err(Failure::new(
+        let source = self.policy.sources.get(&action.source).ok_or_else(|| {
+            Failure::new(
                 Code::NoExecutor,
                 format!("{} has no settings backplan can change", action.source),
-            ));
-        };
+            )
+        })?;
         let settings: Vec<(String, String)> = action
             .changes
             .iter()
             .map(|c| (c.name.clone(), c.to.clone()))
             .collect();
-        let policy = self.policy.clone();
-        let detail = tokio::task::spawn_blocking(move || redis::configure(&r, &policy, &settings))
-            .await
-            .map_err(|e| {
-                Failure::new(
-                    Code::SourceFailed,
-                    format!("the settings task stopped: {e}"),
-                )
-            })??;
+        Kind::of(source)
+            .configure(&self.policy, settings.clone())
+            .await?;
         Ok(Done {
             bytes_read: None,
             bytes_stored: None,
-            detail: Some(detail),
+            detail: Some(Detail::Configured {
+                settings: settings
+                    .into_iter()
+                    .map(|(name, value)| Setting { name, value })
+                    .collect(),
+            }),
         })
     }
 

@@ -45,8 +45,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Write a starter policy to the --policy path (never overwrites).
-    Init,
+    /// Write a starter policy to the --policy path (never overwrites); with a policy,
+    /// make the repository key (or recover it with --secret-key) and the repositories.
+    Init(InitArgs),
     /// Check the policy and report every problem at once.
     Validate(ValidateArgs),
     /// Print the JSON Schema of the policy.
@@ -178,6 +179,15 @@ pub struct ApplyArgs {
 pub struct SnapshotsArgs {
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// With a secret key, a missing repository key file is recovered from the
+    /// destinations (the key of their newest snapshot) instead of made anew: for a
+    /// rebuilt backup host.
+    #[command(flatten)]
+    pub secret: SecretKeyArgs,
 }
 
 /// Where a recipient's secret key comes from.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::apply::storage::StorageExecutor;
 use crate::apply::{Report, Stop};
 use crate::cli::{ApplyArgs, Format, PlanningArgs};
-use crate::error::{Code, Failure, PolicyReport};
+use crate::error::{Code, Failure, Located, PolicyReport};
 use crate::graph::SourceGraph;
 use crate::inventory::Inventory;
 use crate::plan::{FORMAT_VERSION, Plan};
@@ -19,7 +19,7 @@ use crate::render;
 use crate::repo::{open_all, repository_key};
 
 pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
-    let report = apply_policy(
+    let (report, exit) = apply_policy(
         path,
         &Request {
             plan_file: args.plan_file.as_deref(),
@@ -29,11 +29,11 @@ pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
         },
     )?;
     print(&match args.format {
-        // Nothing was to do: the human line whatever the format, as before.
-        Format::Json if !report.outcomes.is_empty() => render::apply::json(&report),
-        Format::Json | Format::Human | Format::Markdown => render::apply::human(&report),
+        Format::Json => render::apply::json(&report),
+        Format::Human | Format::Markdown => render::apply::human(&report),
     })?;
-    Ok(exit_for(&report))
+    report_failures(&report);
+    Ok(exit)
 }
 
 /// What one apply is asked to do.
@@ -47,20 +47,45 @@ pub(crate) struct Request<'a> {
     pub stop: Option<Stop>,
 }
 
-/// Loads the policy, plans (or reads the saved plan) and carries the plan out: the one
-/// path of `backplan apply` and of every run of `backplan daemon`.
-pub(crate) fn apply_policy(path: &Path, request: &Request<'_>) -> miette::Result<Report> {
+/// Loads the policy, plans (or reads the saved plan) and carries the plan out between
+/// the policy's notifications: the one path of `backplan apply` and of every run of
+/// `backplan daemon`. The report is not printed yet.
+pub(crate) fn apply_policy(path: &Path, request: &Request<'_>) -> miette::Result<(Report, Exit)> {
     let loaded = load_file(path)?;
-    // A reference to an unset variable is a warning when planning, an error here. The
-    // report carries every warning, so none is printed twice.
-    if loaded
-        .warnings
-        .iter()
-        .any(|w| w.problem.code == Code::UnsetEnv)
-    {
-        let problems = loaded
-            .warnings
-            .into_iter()
+    // The policy's notifications hear of the run's start and of how it ended, an
+    // unset variable included.
+    crate::notify::notified(&loaded.policy, || {
+        refuse_unset_env(path, &loaded.warnings)?;
+        carry_out(&loaded.policy, request)
+    })
+}
+
+/// The report on stdout names each failure; stderr carries one coded line so that a
+/// cron mail or a log watcher sees it too.
+pub(crate) fn report_failures(report: &Report) {
+    if report.failed() > 0 {
+        eprintln!(
+            "{:?}",
+            miette::Report::new(Failure::new(
+                Code::SourcesFailed,
+                format!(
+                    "{} of {} actions failed",
+                    report.failed(),
+                    report.outcomes.len()
+                ),
+            ))
+        );
+    }
+}
+
+/// A reference to an unset variable is a warning when planning, an error here. The
+/// report carries every warning, so none is printed twice; without one, the
+/// warnings are printed.
+fn refuse_unset_env(path: &Path, warnings: &[Located]) -> miette::Result<()> {
+    if warnings.iter().any(|w| w.problem.code == Code::UnsetEnv) {
+        let problems = warnings
+            .iter()
+            .cloned()
             .map(|mut w| {
                 if w.problem.code == Code::UnsetEnv {
                     w.problem.severity = Severity::Error;
@@ -74,11 +99,16 @@ pub(crate) fn apply_policy(path: &Path, request: &Request<'_>) -> miette::Result
         }
         .into());
     }
-    for warning in &loaded.warnings {
+    for warning in warnings {
         eprintln!("{:?}", miette::Report::new(warning.clone()));
     }
+    Ok(())
+}
+
+/// Plans (or takes the saved plan) and carries it out; the report is not printed yet.
+fn carry_out(policy: &Policy, request: &Request<'_>) -> miette::Result<(Report, Exit)> {
     let planning = request.planning.resolve()?;
-    let inventory = inventory(&loaded.policy, planning.inventory.as_deref())?;
+    let inventory = inventory(policy, planning.inventory.as_deref())?;
     let plan = match request.plan_file {
         Some(file) => {
             let flags = request.planning.shaping_flags();
@@ -94,29 +124,29 @@ pub(crate) fn apply_policy(path: &Path, request: &Request<'_>) -> miette::Result
                 .into());
             }
             let saved = read_plan(file)?;
-            check_fresh(&saved, &loaded.policy, &inventory)?;
+            check_fresh(&saved, policy, &inventory)?;
             saved
         }
         // The same plan `backplan plan` shows, servers asked included.
         None => crate::plan::plan_with(
-            &loaded.policy,
-            &SourceGraph::new(&loaded.policy),
+            policy,
+            &SourceGraph::new(policy),
             &inventory,
-            &runtime()?.block_on(crate::sources::probe_all(&loaded.policy)),
+            &runtime()?.block_on(crate::sources::probe_all(policy)),
             planning.now,
             planning.settings,
         ),
     };
     if !plan.has_changes() {
-        return Ok(Report::default());
+        return Ok((Report::default(), Exit::Ok));
     }
-    let policy = Arc::new(loaded.policy);
+    let policy = Arc::new(policy.clone());
     let key = repository_key(&policy)?.ok_or_else(|| {
         Failure::new(
             Code::NoRepositoryKey,
             "backing up needs the repository key, and the policy names none or its file does not exist",
         )
-        .with_help("set `encryption.repository_key_file` and run `backplan init`")
+        .with_help("set `encryption.repository_key_file` and run `backplan init`; on a rebuilt host, `backplan init --secret-key FILE` recovers the key the destinations already use")
     })?;
     let recipients = super::recipients(&policy)?;
     let rt = runtime()?;
@@ -152,28 +182,12 @@ pub(crate) fn apply_policy(path: &Path, request: &Request<'_>) -> miette::Result
     // A step abandoned on a stop may leave a blocking task behind (a source read
     // waiting on its input); it holds no lock, and the runtime waits for it briefly.
     rt.shutdown_timeout(std::time::Duration::from_secs(5));
-    Ok(report)
-}
-
-/// The exit code of an apply with this report. A failure also goes to standard error
-/// as one coded line: the report on stdout names each failure, and a cron mail or a
-/// log watcher sees this line too.
-pub(crate) fn exit_for(report: &Report) -> Exit {
-    if report.failed() > 0 {
-        eprintln!(
-            "{:?}",
-            miette::Report::new(Failure::new(
-                Code::SourcesFailed,
-                format!(
-                    "{} of {} actions failed",
-                    report.failed(),
-                    report.outcomes.len()
-                ),
-            ))
-        );
-        return Exit::Partial;
-    }
-    Exit::Ok
+    let exit = if report.failed() > 0 {
+        Exit::Partial
+    } else {
+        Exit::Ok
+    };
+    Ok((report, exit))
 }
 
 fn read_plan(file: &Path) -> miette::Result<Plan> {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::apply::{Request, apply_policy, exit_for};
+use super::apply::{Request, apply_policy, report_failures};
 use super::{Exit, print, runtime};
 use crate::apply::{Stop, StopSender};
 use crate::cli::{DaemonArgs, PlanningArgs};
@@ -163,9 +163,9 @@ pub fn run(path: &Path, args: &DaemonArgs) -> miette::Result<Exit> {
         attempted = Some(started);
         let finished = Utc::now();
         let last = match result {
-            Ok(report) => {
+            Ok((report, _)) => {
                 print(&render::apply::human(&report))?;
-                exit_for(&report);
+                report_failures(&report);
                 LastRun {
                     started,
                     finished,
@@ -223,7 +223,7 @@ fn once(path: &Path, args: &DaemonArgs, planning: &PlanningArgs) -> miette::Resu
         return Ok(Exit::Ok);
     }
     eprintln!("{}", render::daemon::run_started(&next));
-    let report = apply_policy(
+    let (report, exit) = apply_policy(
         path,
         &Request {
             plan_file: None,
@@ -233,7 +233,8 @@ fn once(path: &Path, args: &DaemonArgs, planning: &PlanningArgs) -> miette::Resu
         },
     )?;
     print(&render::apply::human(&report))?;
-    Ok(exit_for(&report))
+    report_failures(&report);
+    Ok(exit)
 }
 
 /// Reads the policy and the inventory: the next run, whether a run is going, and the

@@ -1,20 +1,28 @@
 //! `backplan init`: without a policy, writes a starter policy to edit; with one,
 //! makes the repository key (when its file does not exist yet) and creates the
-//! repository in every destination, with the key's copy for the recipients.
+//! repository in every destination, with the key's copy for the recipients. With
+//! `--secret-key`, a missing key file is recovered from the destinations instead: the
+//! key of their newest snapshot, opened from its copy (a rebuilt backup host goes on
+//! deduplicating against what it wrote before).
 
 use std::path::Path;
 
-use super::{Exit, load_policy, print, runtime, write_file, write_new};
+use chrono::{DateTime, Utc};
+
+use super::{Exit, load_policy, print, runtime, secret_keys, write_file, write_new};
+use crate::cli::SecretKeyArgs;
 use crate::error::{Code, Failure};
+use crate::pipeline::crypto::SecretKeys;
+use crate::policy::Policy;
 use crate::repo::keys::RepoKey;
-use crate::repo::{open_all, repository_key};
+use crate::repo::{key_for, open_all, repository_key};
 
 /// The starter policy `init` writes.
 pub const STARTER: &str = include_str!("starter.yaml");
 
-pub fn run(path: &Path) -> miette::Result<Exit> {
+pub fn run(path: &Path, secret: &SecretKeyArgs) -> miette::Result<Exit> {
     if path.exists() {
-        return init_repositories(path);
+        return init_repositories(path, secret);
     }
 
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -36,10 +44,11 @@ pub fn run(path: &Path) -> miette::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-fn init_repositories(path: &Path) -> miette::Result<Exit> {
+fn init_repositories(path: &Path, secret: &SecretKeyArgs) -> miette::Result<Exit> {
     let loaded = load_policy(path)?;
     let policy = &loaded.policy;
     let recipients = super::recipients(policy)?;
+    let rt = runtime()?;
     let mut out = String::new();
     let key = match repository_key(policy)? {
         Some(key) => key,
@@ -53,17 +62,29 @@ fn init_repositories(path: &Path) -> miette::Result<Exit> {
                 .into());
             };
             let file = policy.resolve_path(file);
-            let key = RepoKey::generate().map_err(|e| Failure::new(Code::Io, e.0))?;
+            let (key, said) = match secret_keys(secret)? {
+                Some(secret) => {
+                    let (key, from) = rt.block_on(recover(policy, &secret))?;
+                    let said = format!(
+                        "Recovered repository key {} from {from} into {}",
+                        key.id(),
+                        file.display()
+                    );
+                    (key, said)
+                }
+                None => {
+                    let key = RepoKey::generate().map_err(|e| Failure::new(Code::Io, e.0))?;
+                    let said = format!("Made repository key {} in {}", key.id(), file.display());
+                    (key, said)
+                }
+            };
             write_new(&file, &format!("{}\n", key.to_hex()), 0o600)?;
             out.push_str(&format!(
-                "Made repository key {} in {} (keep it like a database password; a copy encrypted to the recipients goes into every repository).\n",
-                key.id(),
-                file.display()
+                "{said} (keep it like a database password; a copy encrypted to the recipients goes into every repository).\n"
             ));
             key
         }
     };
-    let rt = runtime()?;
     for repo in open_all(policy)? {
         let created = rt.block_on(repo.init(&key, &recipients, chrono::Utc::now()))?;
         out.push_str(&format!(
@@ -78,4 +99,40 @@ fn init_repositories(path: &Path) -> miette::Result<Exit> {
     }
     print(&out)?;
     Ok(Exit::Ok)
+}
+
+/// The repository key of the newest snapshot any destination holds, opened from that
+/// destination's copy with a recipient's secret key; also names the destination.
+async fn recover(policy: &Policy, secret: &SecretKeys) -> Result<(RepoKey, String), Failure> {
+    let repos = open_all(policy)?;
+    let mut newest: Option<(DateTime<Utc>, String, usize)> = None;
+    let mut unread = Vec::new();
+    for (i, repo) in repos.iter().enumerate() {
+        let headers = match repo.snapshot_headers().await {
+            Ok(headers) => headers,
+            Err(f) => {
+                unread.push(format!("{}: {}", repo.name, f.message));
+                continue;
+            }
+        };
+        for header in headers.into_iter().filter_map(|(_, h)| h.ok()) {
+            if newest
+                .as_ref()
+                .is_none_or(|(time, ..)| header.snapshot.time > *time)
+            {
+                newest = Some((header.snapshot.time, header.key_id, i));
+            }
+        }
+    }
+    let Some((_, key_id, i)) = newest else {
+        let mut message =
+            "no destination holds a snapshot whose repository key could be recovered".to_string();
+        if !unread.is_empty() {
+            message.push_str(&format!(" (unreadable: {})", unread.join("; ")));
+        }
+        return Err(Failure::new(Code::NoRepositoryKey, message)
+            .with_help("without --secret-key, `backplan init` makes a new repository key"));
+    };
+    let key = key_for(&repos[i], &key_id, None, Some(secret)).await?;
+    Ok((key, repos[i].name.clone()))
 }

@@ -49,7 +49,7 @@ impl From<Exit> for ExitCode {
 pub fn run(cli: Cli) -> miette::Result<Exit> {
     let policy = cli.policy;
     match cli.command {
-        Command::Init => init::run(&policy),
+        Command::Init(args) => init::run(&policy, &args.secret),
         Command::Validate(args) => validate::run(&policy, &args),
         Command::Schema(args) => schema::run(&args),
         Command::Graph(args) => graph::run(&policy, &args),

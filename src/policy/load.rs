@@ -13,6 +13,7 @@ use serde_yaml::{Mapping, Value};
 use super::model::{
     Defaults, Destination, Encryption, PolicyFile, Source, SourceCommon, SourceKind,
 };
+use super::notify::Notifier;
 use super::spans::{SpanIndex, join};
 use super::validate;
 use super::{Policy, prescan, spans};
@@ -24,6 +25,7 @@ const TOP_LEVEL: &[&str] = &[
     "encryption",
     "destinations",
     "sources",
+    "notify",
 ];
 
 /// The outcome of reading a policy that has no errors: the policy and its warnings.
@@ -289,6 +291,23 @@ fn parse(text: &str, spans: &SpanIndex, problems: &mut Vec<Problem>) -> Option<P
         },
     );
     let sources = named_map(&mut top, "sources", spans, problems, parse_source);
+    // Optional: a policy without `notify:` notifies no one.
+    let notify = top
+        .contains_key("notify")
+        .then(|| {
+            named_map(
+                &mut top,
+                "notify",
+                spans,
+                problems,
+                |value, path, spans, problems| {
+                    deserialize_at::<Notifier>(value, path, spans, problems, &[])
+                },
+            )
+        })
+        .flatten()
+        .map(|n| n.entries)
+        .unwrap_or_default();
 
     let errors_after = problems.iter().filter(|p| p.is_error()).count();
     let encryption_broken = encryption_given && encryption.is_none();
@@ -307,6 +326,7 @@ fn parse(text: &str, spans: &SpanIndex, problems: &mut Vec<Problem>) -> Option<P
             encryption,
             destinations,
             sources,
+            notify,
         },
         complete: errors_after == errors_before,
         source_names,

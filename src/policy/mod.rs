@@ -5,6 +5,7 @@
 
 pub mod load;
 pub mod model;
+pub mod notify;
 pub mod prescan;
 pub mod schedule;
 pub mod secret;

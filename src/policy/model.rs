@@ -27,6 +27,10 @@ pub struct PolicyFile {
     pub destinations: IndexMap<String, Destination>,
     /// What to back up, by name.
     pub sources: IndexMap<String, Source>,
+    /// Who hears how each `apply` run went, by name: Healthchecks-style pings,
+    /// webhooks (Slack, Teams, ntfy, JSON), PagerDuty.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub notify: IndexMap<String, super::notify::Notifier>,
 }
 
 /// Settings that sources inherit.

@@ -71,6 +71,11 @@ impl SpanIndex {
             .min_by_key(|span| span.offset())
     }
 
+    /// The text a span of the indexed document covers.
+    pub fn text(&self, span: SourceSpan) -> Option<&str> {
+        self.text.get(span.offset()..span.offset() + span.len())
+    }
+
     /// The span of the key at `path` (falling back to its value).
     pub fn key(&self, path: &str) -> Option<SourceSpan> {
         self.keys

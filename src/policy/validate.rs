@@ -10,6 +10,7 @@ use indexmap::IndexMap;
 
 use super::load::Parsed;
 use super::model::{Destination, PolicyFile, Retention, SourceKind, builtin_retention};
+use super::notify::{MAX_TIMEOUT_SECS, Notifier};
 use super::schedule::{Schedule, is_accepted_zone_name, parse_timezone, timezone_for_abbreviation};
 use super::secret::{Secret, mask_url_passwords, url_has_inline_password};
 use super::services;
@@ -20,10 +21,11 @@ use super::{
 };
 use crate::error::{Code, Problem};
 use crate::graph::SourceGraph;
+use crate::notify::template::{PLACEHOLDERS, Template, TemplateError};
 use crate::pipeline::crypto::{KeyFile, inspect_key_file};
 
-/// `text` with every character of the values that [`Code::InlineServiceSecret`]
-/// problems point at, and of every literal password in a URL, replaced by `*` (byte
+/// `text` with every character of the values that [`Code::InlineServiceSecret`] and
+/// [`Code::InlineNotifySecret`] problems point at, and of every literal password in a URL, replaced by `*` (byte
 /// for byte, so that every span still fits).
 pub(super) fn mask_inline_secrets(text: &str, problems: &[Problem]) -> String {
     // Passwords inside URLs (BP131) too, wherever they stand.
@@ -33,7 +35,11 @@ pub(super) fn mask_inline_secrets(text: &str, problems: &[Problem]) -> String {
             continue;
         };
         let range = span.offset()..span.offset() + span.len();
-        if problem.code != Code::InlineServiceSecret || text.get(range.clone()).is_none() {
+        let secret = matches!(
+            problem.code,
+            Code::InlineServiceSecret | Code::InlineNotifySecret
+        );
+        if !secret || text.get(range.clone()).is_none() {
             continue;
         }
         let masked: String = text[range.clone()]
@@ -43,6 +49,21 @@ pub(super) fn mask_inline_secrets(text: &str, problems: &[Problem]) -> String {
         out.replace_range(range, &masked);
     }
     out
+}
+
+/// Whether a healthchecks or webhook field holds a secret, so that writing it inline
+/// is BP138: the URL, and headers that carry credentials.
+fn secret_field(field: &str) -> bool {
+    match field.strip_prefix("headers.") {
+        Some(header) => {
+            let header = header.to_ascii_lowercase();
+            header == "authorization"
+                || ["token", "key", "secret", "password"]
+                    .iter()
+                    .any(|w| header.contains(w))
+        }
+        None => field == "url",
+    }
 }
 
 struct Checker<'a> {
@@ -134,6 +155,10 @@ pub(super) fn validate(
         {
             c.service(name, scheme, options, &base);
         }
+    }
+
+    for (name, notifier) in &file.notify {
+        c.notifier(name, notifier);
     }
 
     let mut sources = IndexMap::new();
@@ -259,6 +284,205 @@ pub(super) fn validate(
 }
 
 impl Checker<'_> {
+    /// One `notify:` entry: its references (an unset one is its own warning, BP137: a
+    /// notification never stops a backup), secrets written inline (BP138), the URL,
+    /// the states it can send (BP139), the timeout and the message template (BP136).
+    fn notifier(&mut self, name: &str, notifier: &Notifier) {
+        let base = join("notify", name);
+        for (field, secret) in notifier.secrets() {
+            let at = join(&base, &field);
+            match secret.env_names() {
+                Err(e) => {
+                    self.error_value(
+                        Problem::error(Code::InvalidValue, format!("`{at}`: {e}")),
+                        &at,
+                    );
+                    continue;
+                }
+                Ok(names) => {
+                    for var in names.into_iter().filter(|n| std::env::var_os(n).is_none()) {
+                        let span = self.spans.nearest(&at);
+                        self.problems.push(
+                            Problem::warning(
+                                Code::NotifyEnvUnset,
+                                format!("`{at}` refers to ${{env:{var}}}, which is not set here: `apply` would not send this notification"),
+                            )
+                            .at(span, "refers to an unset variable"),
+                        );
+                    }
+                }
+            }
+            let holds_secret = match notifier {
+                Notifier::Pagerduty { .. } => field == "routing_key",
+                _ => secret_field(&field),
+            };
+            if holds_secret && !secret.is_reference() {
+                self.problems.push(
+                    Problem::warning(
+                        Code::InlineNotifySecret,
+                        format!("`{at}` is written inline: it is a secret"),
+                    )
+                    .with_help(format!(
+                        "anyone who has it can send as backplan: write `{}: ${{env:NAME}}` and export NAME",
+                        field.rsplit('.').next().unwrap_or(&field)
+                    ))
+                    .at(self.spans.value(&at), "secret written inline"),
+                );
+            }
+            if field == "url" && !secret.template().starts_with("${") {
+                // References stand for some text; the URL's shape is checked with them
+                // filled in, its value never shown.
+                let sample = secret.resolve_with(|_| Some("x".into()));
+                let usable = sample.ok().and_then(|s| url::Url::parse(s.expose()).ok());
+                if !usable.is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host()) {
+                    self.error_value(
+                        Problem::error(
+                            Code::InvalidValue,
+                            format!("`{at}` is not an http:// or https:// URL"),
+                        ),
+                        &at,
+                    );
+                }
+            }
+        }
+        if let Notifier::Webhook { headers, .. } = notifier {
+            for key in headers.keys() {
+                // An HTTP token (RFC 9110, 5.6.2).
+                let token = !key.is_empty()
+                    && key
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                if !token {
+                    self.error(
+                        Problem::error(
+                            Code::InvalidValue,
+                            format!("`{key}` is not an HTTP header name"),
+                        ),
+                        &join(&join(&base, "headers"), key),
+                    );
+                }
+            }
+        }
+
+        let states_at = join(&base, "states");
+        let written = match notifier {
+            Notifier::Healthchecks { states, .. }
+            | Notifier::Webhook { states, .. }
+            | Notifier::Pagerduty { states, .. } => states.as_deref(),
+        };
+        if written.is_some_and(<[_]>::is_empty) {
+            self.error_value(
+                Problem::error(
+                    Code::BadNotifyState,
+                    format!("notification `{name}` lists no state: it would never be sent"),
+                )
+                .with_help("list the states to send, or remove the notification"),
+                &states_at,
+            );
+        }
+        for (i, state) in written.unwrap_or_default().iter().enumerate() {
+            if !notifier.supported_states().contains(state) {
+                self.error_value(
+                    Problem::error(
+                        Code::BadNotifyState,
+                        format!(
+                            "a {} notification cannot send `{}`",
+                            notifier.kind(),
+                            state.word()
+                        ),
+                    )
+                    .with_help(format!(
+                        "it sends: {}",
+                        notifier
+                            .supported_states()
+                            .iter()
+                            .map(|s| s.word())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
+                    &join_index(&states_at, i),
+                );
+            }
+        }
+
+        if let Some(text) = notifier.timeout() {
+            let at = join(&base, "timeout");
+            match super::parse_duration(text) {
+                Err(message) => self.error_value(
+                    Problem::error(Code::BadDuration, format!("timeout {message}")),
+                    &at,
+                ),
+                Ok(d)
+                    if d < chrono::Duration::seconds(1)
+                        || d > chrono::Duration::seconds(MAX_TIMEOUT_SECS as i64) =>
+                {
+                    self.error_value(
+                        Problem::error(
+                            Code::InvalidValue,
+                            format!("timeout {text} is outside 1s..={MAX_TIMEOUT_SECS}s"),
+                        )
+                        .with_help(
+                            "a notification must not hold up the run: a few seconds is plenty",
+                        ),
+                        &at,
+                    )
+                }
+                Ok(_) => {}
+            }
+        }
+
+        if let Notifier::Webhook {
+            message: Some(text),
+            ..
+        } = notifier
+        {
+            self.message_template(text, &join(&base, "message"));
+        }
+    }
+
+    /// A message template: known placeholders, balanced braces. The span narrows to
+    /// the placeholder when the policy writes it as is.
+    fn message_template(&mut self, text: &str, at: &str) {
+        let (problem, written) = match Template::parse(text) {
+            Ok(_) => return,
+            Err(TemplateError::Unknown { name, .. }) => {
+                let mut p = Problem::error(
+                    Code::UnknownPlaceholder,
+                    format!("the message names an unknown placeholder `{{{name}}}`"),
+                );
+                p = match suggest(name.trim(), PLACEHOLDERS.iter().copied()) {
+                    Some(near) => p.with_help(format!("did you mean `{{{near}}}`?")),
+                    None => p.with_help(format!(
+                        "the placeholders are: {}",
+                        PLACEHOLDERS
+                            .iter()
+                            .map(|p| format!("{{{p}}}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
+                };
+                (p, format!("{{{name}}}"))
+            }
+            Err(TemplateError::Unbalanced { at: offset }) => (
+                Problem::error(
+                    Code::UnknownPlaceholder,
+                    "the message has a brace that opens or closes no placeholder",
+                ),
+                text[offset..].chars().take(1).collect(),
+            ),
+        };
+        let value = self.spans.value(at).or_else(|| self.spans.nearest(at));
+        let narrowed = value.and_then(|span| {
+            let raw = self.spans.text(span)?;
+            let start = raw.find(&written)?;
+            Some(miette::SourceSpan::new(
+                (span.offset() + start).into(),
+                written.len(),
+            ))
+        });
+        self.problems.push(problem.at(narrowed.or(value), "here"));
+    }
+
     /// Each `object_lock:`: a duration, and (a warning, BP135) at least as long as
     /// the longest time a source writing there keeps a snapshot, so that no snapshot
     /// outlives its lock.

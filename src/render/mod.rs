@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod daemon;
 pub mod graph;
+pub mod notify;
 pub mod plan;
 pub mod progress;
 pub mod restore;

@@ -2,11 +2,16 @@
 
 use std::fmt::Write as _;
 
+use crate::error::Code;
+use crate::restore::execute::RestoreReport;
 use crate::restore::{
-    DatabaseLocale, DatabaseLocalePlan, DatabaseProperties, Preview, RestorePlan, TargetLocale,
+    DatabaseLocale, DatabaseLocalePlan, DatabaseProperties, DatabaseState, DumpFile, Note, Preview,
+    RestorePlan, Restored, SpoolFit, SpoolLayout, TargetLocale,
 };
+use crate::sources::redis::Taken;
 
 use super::{bytes, time};
+use crate::plan::plural;
 
 /// What a database restore does with the database's own properties.
 fn properties_text(p: &DatabaseProperties) -> String {
@@ -89,16 +94,118 @@ fn locale_plan_text(p: &DatabaseLocalePlan) -> Option<String> {
     Some(format!("{}: {text}", p.archive))
 }
 
-/// The warnings of a restore plan about databases that keep an encoding or locale
-/// other than their snapshot's, for the restore's report.
-pub fn locale_warnings(plan: &RestorePlan) -> Vec<String> {
-    plan.steps
-        .iter()
-        .filter_map(|s| s.preview.as_ref())
-        .flat_map(|p| &p.database_locales)
-        .filter(|l| matches!(l.target, TargetLocale::Differs { .. }))
-        .filter_map(locale_plan_text)
-        .collect()
+/// One note of a preview.
+fn note_text(note: &Note) -> String {
+    match note {
+        Note::OwnersLeftToUser => {
+            "owners are left to the restoring user: only a restore run as root sets them".into()
+        }
+        Note::RedisSnapshot {
+            keys,
+            databases,
+            redis_version,
+            mode,
+        } => format!(
+            "{keys} keys in {databases} database{} from Redis {redis_version}, {}",
+            plural(*databases),
+            match mode {
+                Taken::Sync => "one point in time (sync)",
+                Taken::Scan => "not one point in time (scan)",
+            }
+        ),
+        Note::DumpFile { path, state } => match state {
+            DumpFile::New => format!("writes {} for a cold start", path.display()),
+            DumpFile::Overwritten => format!("overwrites {} (--force)", path.display()),
+            DumpFile::NeedsForce => format!("{} exists: needs --force", path.display()),
+        },
+        Note::TargetKeys { keys: 0, .. } => {
+            "the target holds no keys; RESTORE … REPLACE ABSTTL per key".into()
+        }
+        Note::TargetKeys { keys, flush: true } => {
+            format!("the target holds {keys} keys: --flush empties it first")
+        }
+        Note::TargetKeys { keys, flush: false } => {
+            format!("the target holds {keys} keys: needs --flush")
+        }
+        Note::Database {
+            archive,
+            database,
+            state,
+        } => {
+            let state = match state {
+                DatabaseState::Created => format!("{database} will be created"),
+                DatabaseState::Empty => format!("{database} exists and is empty"),
+                DatabaseState::Tables {
+                    tables,
+                    clean: true,
+                } => {
+                    format!("{database} holds {tables} tables: --clean replaces them")
+                }
+                DatabaseState::Tables {
+                    tables,
+                    clean: false,
+                } => format!("{database} holds {tables} tables: needs --clean"),
+                DatabaseState::Unknown { why } => format!("{database}: {why}"),
+            };
+            format!("{archive}: {state}")
+        }
+        Note::BySections { archive } => format!(
+            "{archive}: streamed into one pg_restore; --jobs N restores it by sections, N tables at once"
+        ),
+        Note::Spool {
+            archive,
+            jobs,
+            dir,
+            needed,
+            layout,
+            fit,
+        } => {
+            let why = match layout {
+                SpoolLayout::Archive => "",
+                SpoolLayout::Directory => ", a directory-format archive",
+                SpoolLayout::BySections => {
+                    ", restored by sections: the spool holds the table of contents and large \
+                     objects, its tables' data copied straight from the repository"
+                }
+                SpoolLayout::DirectoryBySections => {
+                    ", a directory-format archive, restored by sections: its tables' data \
+                     copied straight from the repository"
+                }
+            };
+            let spool = format!("pg_restore -j {jobs} from a spool in {}", dir.display());
+            // Of a custom-format archive by sections the plan knows only the
+            // archive's size, the most its skeleton can take.
+            let at_most = if *layout == SpoolLayout::BySections {
+                "at most "
+            } else {
+                ""
+            };
+            let room = |available: &u64, tail: String| {
+                format!(
+                    "{archive}: {spool} (needs {at_most}{} free, {} available{why}){tail}",
+                    bytes(*needed),
+                    bytes(*available)
+                )
+            };
+            let code = Code::NoSpace.id();
+            match fit {
+                SpoolFit::Fits { available } => room(available, String::new()),
+                SpoolFit::MayNotFit { available } => room(
+                    available,
+                    format!(": it may not fit, the restore checks before it starts ({code})"),
+                ),
+                SpoolFit::DoesNotFit { available } => room(
+                    available,
+                    format!(": not enough space, the restore would stop ({code})"),
+                ),
+                SpoolFit::Unknown { why: unknown } => format!(
+                    "{archive}: {spool} (needs {} free{why}): {unknown}",
+                    bytes(*needed)
+                ),
+            }
+        }
+        Note::Unknown { why } => why.clone(),
+    }
 }
 
 fn preview_text(p: &Preview) -> String {
@@ -109,7 +216,7 @@ fn preview_text(p: &Preview) -> String {
         let notes: Vec<String> = p
             .notes
             .iter()
-            .cloned()
+            .map(note_text)
             .chain(p.database_locales.iter().filter_map(locale_plan_text))
             .chain(p.database_properties.iter().map(properties_text))
             .collect();
@@ -191,6 +298,88 @@ pub fn human(plan: &RestorePlan) -> String {
     out
 }
 
+/// What a step restored, after its arrow.
+fn restored_text(restored: &Restored) -> String {
+    match restored {
+        Restored::Databases { databases } => format!(
+            "database{} {} restored",
+            plural(databases.len()),
+            databases.join(", ")
+        ),
+        Restored::DumpFile { path, bytes: n } => {
+            format!("{} written ({})", path.display(), bytes(*n))
+        }
+        Restored::Keys {
+            keys,
+            split,
+            expired,
+            functions,
+        } => format!(
+            "{keys} keys restored{}, {expired} already expired and skipped{}",
+            if *split > 0 {
+                format!(" ({split} too large for RESTORE, as commands)")
+            } else {
+                String::new()
+            },
+            if *functions > 0 {
+                format!(", {functions} function libraries")
+            } else {
+                String::new()
+            }
+        ),
+        Restored::Files {
+            entries,
+            fetched,
+            warnings,
+        } => format!(
+            "{entries} entries, {} fetched{}",
+            bytes(*fetched),
+            if warnings.is_empty() {
+                String::new()
+            } else {
+                format!(", {} warning(s)", warnings.len())
+            }
+        ),
+    }
+}
+
+/// The report of a restore: one line per step, the sources with nothing to
+/// restore, the databases that kept their own locale, and a count.
+pub fn report(report: &RestoreReport) -> String {
+    let mut out = String::new();
+    for step in &report.steps {
+        let _ = writeln!(
+            out,
+            "  ✓ {} → {}   {} from {}",
+            step.source,
+            step.target,
+            restored_text(&step.restored),
+            step.from
+        );
+    }
+    for m in &report.missing {
+        let _ = writeln!(out, "  ✗ {m}: no good snapshot to restore");
+    }
+    for warning in report.locale_warnings.iter().filter_map(locale_plan_text) {
+        let _ = writeln!(out, "  ! {warning}");
+    }
+    let _ = writeln!(out, "\nRestore: {} step(s) done.", report.steps.len());
+    out
+}
+
+/// What the restored steps could not carry over, for standard error.
+pub fn warnings(report: &RestoreReport) -> String {
+    let mut out = String::new();
+    for step in &report.steps {
+        if let Restored::Files { warnings, .. } = &step.restored {
+            for warning in warnings {
+                let _ = writeln!(out, "warning: {}: {warning}", step.source);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +433,148 @@ mod tests {
                  LATIN1, locale C:"
             ),
             "{differs}"
+        );
+    }
+
+    #[test]
+    fn a_restore_report_reads_one_line_per_step_then_the_count() {
+        use crate::restore::execute::{RestoreReport, StepDone};
+
+        let step = |source: &str, target: &str, restored| StepDone {
+            source: source.into(),
+            target: target.into(),
+            from: "local".into(),
+            restored,
+        };
+        let report = RestoreReport {
+            steps: vec![
+                step(
+                    "db",
+                    "postgres://db/app",
+                    Restored::Databases {
+                        databases: vec!["app".into(), "shop".into()],
+                    },
+                ),
+                step(
+                    "cache",
+                    "redis://cache:6379",
+                    Restored::Keys {
+                        keys: 12,
+                        split: 1,
+                        expired: 2,
+                        functions: 0,
+                    },
+                ),
+                step(
+                    "cold",
+                    "/srv/redis/dump.rdb",
+                    Restored::DumpFile {
+                        path: "/srv/redis/dump.rdb".into(),
+                        bytes: 2048,
+                    },
+                ),
+                step(
+                    "media",
+                    "/srv/media",
+                    Restored::Files {
+                        entries: 3,
+                        fetched: 1024,
+                        warnings: vec!["owner of a.jpg not set".into()],
+                    },
+                ),
+            ],
+            missing: vec!["config".into()],
+            locale_warnings: Vec::new(),
+        };
+        assert_eq!(
+            super::report(&report),
+            "  ✓ db → postgres://db/app   databases app, shop restored from local\n\
+             \x20 ✓ cache → redis://cache:6379   12 keys restored (1 too large for RESTORE, as commands), 2 already expired and skipped from local\n\
+             \x20 ✓ cold → /srv/redis/dump.rdb   /srv/redis/dump.rdb written (2.0 KiB) from local\n\
+             \x20 ✓ media → /srv/media   3 entries, 1.0 KiB fetched, 1 warning(s) from local\n\
+             \x20 ✗ config: no good snapshot to restore\n\
+             \nRestore: 4 step(s) done.\n"
+        );
+        assert_eq!(
+            warnings(&report),
+            "warning: media: owner of a.jpg not set\n"
+        );
+    }
+
+    #[test]
+    fn a_spool_note_names_the_room_it_needs_and_the_code_when_it_does_not_fit() {
+        let note = |layout, fit| Note::Spool {
+            archive: "app.dump".into(),
+            jobs: 2,
+            dir: "/var/tmp".into(),
+            needed: 4096,
+            layout,
+            fit,
+        };
+        assert_eq!(
+            note_text(&note(
+                SpoolLayout::BySections,
+                SpoolFit::MayNotFit { available: 1024 }
+            )),
+            "app.dump: pg_restore -j 2 from a spool in /var/tmp (needs at most 4.0 KiB free, \
+             1.0 KiB available, restored by sections: the spool holds the table of contents \
+             and large objects, its tables' data copied straight from the repository): it may \
+             not fit, the restore checks before it starts (BP234)"
+        );
+        assert_eq!(
+            note_text(&note(
+                SpoolLayout::Archive,
+                SpoolFit::DoesNotFit { available: 1024 }
+            )),
+            "app.dump: pg_restore -j 2 from a spool in /var/tmp (needs 4.0 KiB free, 1.0 KiB \
+             available): not enough space, the restore would stop (BP234)"
+        );
+        assert_eq!(
+            note_text(&note(
+                SpoolLayout::Directory,
+                SpoolFit::Unknown {
+                    why: "no such folder".into()
+                }
+            )),
+            "app.dump: pg_restore -j 2 from a spool in /var/tmp (needs 4.0 KiB free, a \
+             directory-format archive): no such folder"
+        );
+    }
+
+    #[test]
+    fn a_database_note_says_what_the_target_needs() {
+        let note = |state| Note::Database {
+            archive: "app.dump".into(),
+            database: "app".into(),
+            state,
+        };
+        assert_eq!(
+            note_text(&note(DatabaseState::Tables {
+                tables: 3,
+                clean: false
+            })),
+            "app.dump: app holds 3 tables: needs --clean"
+        );
+        assert_eq!(
+            note_text(&note(DatabaseState::Tables {
+                tables: 3,
+                clean: true
+            })),
+            "app.dump: app holds 3 tables: --clean replaces them"
+        );
+        assert_eq!(
+            note_text(&note(DatabaseState::Created)),
+            "app.dump: app will be created"
+        );
+        let json = serde_json::to_value(note(DatabaseState::Tables {
+            tables: 3,
+            clean: false,
+        }))
+        .expect("JSON");
+        assert_eq!(
+            json,
+            serde_json::json!({"note": "database", "archive": "app.dump", "database": "app",
+                "state": "tables", "tables": 3, "clean": false})
         );
     }
 }

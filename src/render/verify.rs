@@ -1,6 +1,48 @@
 //! The findings of `backplan verify`, per destination.
 
-use crate::verify::Findings;
+use crate::sources::kind::Checked;
+use crate::verify::{DatabaseCheck, Findings};
+
+/// A database check: what it read, then what differed, each on its line.
+fn database_check(c: &DatabaseCheck, out: &mut String) {
+    let (source, id) = (&c.source, &c.snapshot);
+    match &c.checked {
+        Ok(Checked::Archives {
+            restored,
+            differences,
+        }) => {
+            out.push_str(&format!(
+                "    database check: {source} ({id}): {}\n",
+                if *restored {
+                    "archive listed, restored into a scratch database and counted"
+                } else {
+                    "archive listed by pg_restore"
+                }
+            ));
+            for d in differences {
+                out.push_str(&format!(
+                    "    snapshot {id}: {}: {}\n",
+                    d.database, d.difference
+                ));
+            }
+        }
+        Ok(Checked::Rdb { keys, differences }) => {
+            out.push_str(&format!(
+                "    database check: {source} ({id}): RDB read whole, checksum right, {keys} keys\n"
+            ));
+            for d in differences {
+                out.push_str(&format!(
+                    "    snapshot {id}: db {}: the RDB holds {} keys, {} were recorded at backup\n",
+                    d.db, d.found, d.recorded
+                ));
+            }
+        }
+        Err(e) => out.push_str(&format!(
+            "    snapshot {id}: database check: {}\n",
+            e.message
+        )),
+    }
+}
 
 /// One line per destination, then its problems.
 pub fn human(all: &[Findings]) -> String {
@@ -10,7 +52,7 @@ pub fn human(all: &[Findings]) -> String {
             out.push_str(&format!("✗ {}: not verified: {why}\n", f.destination));
             continue;
         }
-        let n: usize = f.problems.values().map(Vec::len).sum();
+        let n = f.problem_count();
         out.push_str(&format!(
             "{} {}: {} snapshots, {} packs{}{}{}\n",
             if n == 0 { "✓" } else { "✗" },
@@ -36,8 +78,8 @@ pub fn human(all: &[Findings]) -> String {
                 format!(", {n} problem(s)")
             },
         ));
-        for t in &f.restore_tests {
-            out.push_str(&format!("    database check: {t}\n"));
+        for c in &f.database_checks {
+            database_check(c, &mut out);
         }
         for (snapshot, problems) in &f.problems {
             for p in problems {

@@ -1,6 +1,10 @@
 //! Restores: `restore_plan` (pure) picks the snapshots, their order, where to fetch
-//! them and where they go; the command adds what only I/O can tell (which files would
-//! change) and the executor carries the plan out. The executor never re-decides.
+//! them and where they go; [`preview`] adds what only I/O can tell (which files would
+//! change, what a database or server holds) and [`execute`] carries the plan out,
+//! returning a [`execute::RestoreReport`]. The executor never re-decides.
+
+pub mod execute;
+pub mod preview;
 
 use std::collections::BTreeMap;
 
@@ -10,12 +14,17 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Code, Failure};
 use crate::graph::SourceGraph;
 use crate::inventory::{Inventory, SnapshotInfo, SnapshotStatus};
-use crate::policy::secret::redact_url_password;
-use crate::policy::{Policy, SourceKind};
+use crate::policy::Policy;
+use crate::sources::kind::Kind;
+pub use crate::sources::kind::{
+    DatabaseLocalePlan, DatabaseProperties, DatabaseState, DumpFile, Note, Preview, RestoreOptions,
+    Restored, SpoolFit, SpoolLayout, TargetLocale,
+};
 pub use crate::sources::postgres::DatabaseLocale;
 
-/// The version of the restore plan's JSON shape.
-pub const FORMAT_VERSION: u32 = 1;
+/// The version of the restore plan's JSON shape. Version 2: a preview's `notes` are
+/// typed objects (`{"note": "database", …}`), not sentences.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// What to restore, from the command line.
 #[derive(Debug, Clone, Default)]
@@ -60,74 +69,9 @@ pub struct Step {
     pub from: Vec<String>,
     /// A folder, or a database URL (its password, if any, redacted).
     pub target: String,
-    /// Filled in by the command from the target and the snapshot's tree.
+    /// Filled in by [`preview`] from the target and the snapshot's tree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview: Option<Preview>,
-}
-
-/// What a step would do to its target.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Preview {
-    pub entries: usize,
-    pub bytes: u64,
-    pub create: usize,
-    pub unchanged: usize,
-    /// Existing files that differ and would be overwritten (names only).
-    pub overwrite: Vec<String>,
-    /// What else the restore would do or needs (a database created, `--clean`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub notes: Vec<String>,
-    /// Of a database source: whether each database's own properties come along.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub database_properties: Vec<DatabaseProperties>,
-    /// Of a database source: the encoding and locale each database gets or keeps.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub database_locales: Vec<DatabaseLocalePlan>,
-    /// Set when the preview could not be made (no key at hand, unreadable tree).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unknown: Option<String>,
-}
-
-/// What a database restore does with the database's own properties: its owner, its
-/// settings (`ALTER DATABASE … SET`), the settings of roles in it (`ALTER ROLE … IN
-/// DATABASE … SET`), its privileges (`GRANT`/`REVOKE … ON DATABASE`) and its comment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DatabaseProperties {
-    /// The archive (`app.dump`, `app.dir/`).
-    pub archive: String,
-    /// The database restored into.
-    pub database: String,
-    /// `true`: replaced by the snapshot's, after the data (a whole restore); `false`:
-    /// left as they are (`--table`, `--schema`).
-    pub applied: bool,
-}
-
-/// The encoding and locale of a database a restore goes into.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DatabaseLocalePlan {
-    /// The archive (`app.dump`, `app.dir/`).
-    pub archive: String,
-    /// The database restored into.
-    pub database: String,
-    /// The snapshot's (its `CREATE DATABASE`), when read.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot: Option<DatabaseLocale>,
-    pub target: TargetLocale,
-}
-
-/// What becomes of the snapshot's encoding and locale in the target database.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum TargetLocale {
-    /// The database is created with them, from `template0`; in the snapshot's
-    /// `tablespace` when the server has it then (after the globals), else its default.
-    Created { tablespace: Option<String> },
-    /// The database exists with the same.
-    Same,
-    /// The database exists with others, which it keeps.
-    Differs { own: DatabaseLocale },
-    /// Not known: why (no secret key to read the snapshot, a server not reached).
-    Unknown { why: String },
 }
 
 /// Chooses what to restore. Pure.
@@ -229,27 +173,15 @@ pub fn restore_plan(
         if let (Some(first), Some(bytes)) = (from.first(), snapshot.bytes_stored) {
             *fetch.entry(first.clone()).or_default() += bytes;
         }
-        let target = match (
-            selection.targets.get(&snapshot.source),
-            source.map(|s| &s.kind),
-        ) {
-            (_, Some(SourceKind::Redis(_))) if selection.as_file.is_some() => format!(
-                "{}/{}",
-                selection
-                    .as_file
-                    .as_deref()
-                    .unwrap_or_default()
-                    .trim_end_matches('/'),
-                crate::sources::redis::DUMP
+        let target = match source {
+            Some(source) => Kind::of(source).restore_target(
+                policy,
+                selection.targets.get(&snapshot.source).map(String::as_str),
+                selection.as_file.as_deref(),
             ),
-            (Some(t), _) => redact_url_password(t),
-            (None, Some(SourceKind::Files(f))) => {
-                policy.resolve_path(&f.path).display().to_string()
-            }
-            (None, Some(SourceKind::Postgres(pg))) => pg.url.to_string(),
-            (None, Some(SourceKind::Redis(r))) => r.url.to_string(),
-            // Config entries are absolute paths without their leading `/`.
-            (None, _) => "/".to_string(),
+            // A snapshot of a source the policy no longer names: its entries are
+            // absolute paths without their leading `/`, as a config source's.
+            None => "/".to_string(),
         };
         steps.push(Step {
             order: i + 1,

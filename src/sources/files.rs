@@ -116,9 +116,6 @@ pub struct ScanReport {
     /// Files and directories that could not be read (each has a warning).
     pub unreadable: u64,
     pub warnings: Vec<String>,
-    /// What the source says it stored, where files are not the measure (a Redis
-    /// snapshot's keys and mode).
-    pub summary: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------
@@ -500,7 +497,6 @@ impl<'p> Scanner<'p> {
             files_reused: self.files_reused,
             unreadable: self.unreadable,
             warnings: self.warnings,
-            summary: None,
         }
     }
 

@@ -4,6 +4,7 @@
 //! business.
 
 pub mod files;
+pub mod kind;
 pub mod pgpass;
 pub mod postgres;
 pub mod redis;
@@ -144,81 +145,21 @@ impl Read for EntryReader<'_> {
 pub async fn probe_all(policy: &crate::policy::Policy) -> crate::plan::Probes {
     use std::collections::{BTreeMap, BTreeSet};
 
-    use crate::error::Code;
-    use crate::plan::{Probes, SourceProbe, Warning};
-    use crate::policy::SourceKind;
+    use crate::plan::{Probes, Warning};
 
     let mut probes = Probes::default();
     // Per server: every database it has, and the ones some source covers.
     let mut servers: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
     for (name, source) in &policy.sources {
-        if let SourceKind::Redis(r) = &source.kind {
-            let probe = tokio::task::block_in_place(|| redis::probe(r, policy));
-            probes
-                .sources
-                .insert(name.clone(), redis_probe(name, source, r, probe));
-            continue;
-        }
-        let SourceKind::Postgres(pg) = &source.kind else {
+        let Some(probed) = kind::Kind::of(source).probe(policy).await else {
             continue;
         };
-        let mut sp = SourceProbe::default();
-        let warn = |sp: &mut SourceProbe, code: Code, message: String| {
-            sp.warnings.push(Warning::about(code, Some(name), message));
-        };
-        match postgres::Connection::new(pg, policy) {
-            Err(f) => warn(&mut sp, f.code, format!("{name}: {}", f.message)),
-            Ok(conn) => match postgres::probe(&conn).await {
-                Err(f) => warn(
-                    &mut sp,
-                    f.code,
-                    format!(
-                        "{name}: {}; its backup will fail unless the server answers",
-                        f.message
-                    ),
-                ),
-                Ok(probe) => {
-                    let wanted: Vec<String> = if pg.databases.is_empty() {
-                        vec![conn.database().unwrap_or("postgres").to_string()]
-                    } else {
-                        pg.databases.clone()
-                    };
-                    let mut total = 0;
-                    for db in &wanted {
-                        match probe.databases.get(db) {
-                            Some(size) => total += size,
-                            None => warn(
-                                &mut sp,
-                                Code::DatabaseError,
-                                format!(
-                                    "{name}: database {db} does not exist on {}",
-                                    conn.describe()
-                                ),
-                            ),
-                        }
-                    }
-                    sp.estimated_bytes = Some(total);
-                    let bin_dir = pg.bin_dir.as_ref().map(|d| policy.resolve_path(d));
-                    if let Err(f) = postgres::find_tools(bin_dir.as_deref(), probe.major()) {
-                        warn(&mut sp, f.code, format!("{name}: {}", f.message));
-                    }
-                    if probe.in_recovery {
-                        warn(
-                            &mut sp,
-                            Code::DatabaseError,
-                            format!(
-                                "{name}: {} is a standby; a long dump can be cancelled by max_standby_streaming_delay (raise it, or enable hot_standby_feedback)",
-                                conn.describe()
-                            ),
-                        );
-                    }
-                    let server = servers.entry(conn.describe()).or_default();
-                    server.0.extend(probe.databases.keys().cloned());
-                    server.1.extend(wanted);
-                }
-            },
+        if let Some(s) = probed.server {
+            let server = servers.entry(s.server).or_default();
+            server.0.extend(s.all);
+            server.1.extend(s.covered);
         }
-        probes.sources.insert(name.clone(), sp);
+        probes.sources.insert(name.clone(), probed.probe);
     }
     for (server, (all, covered)) in servers {
         for db in all.difference(&covered) {
@@ -232,90 +173,4 @@ pub async fn probe_all(policy: &crate::policy::Policy) -> crate::plan::Probes {
         }
     }
     probes
-}
-
-/// What `plan` shows of a Redis server: the mode, key counts, persistence drift and
-/// health.
-fn redis_probe(
-    name: &str,
-    source: &crate::policy::ResolvedSource,
-    r: &crate::policy::model::RedisSource,
-    probe: Result<redis::Probe, Failure>,
-) -> crate::plan::SourceProbe {
-    use crate::plan::{SourceProbe, Warning};
-    use crate::policy::model::RedisMode;
-
-    let mut sp = SourceProbe::default();
-    let warn = |sp: &mut SourceProbe, code: Code, message: String| {
-        sp.warnings.push(Warning::about(code, Some(name), message));
-    };
-    let probe = match probe {
-        Ok(p) => p,
-        Err(f) => {
-            warn(
-                &mut sp,
-                f.code,
-                format!(
-                    "{name}: {}; its backup will fail unless the server answers",
-                    f.message
-                ),
-            );
-            return sp;
-        }
-    };
-    let keys: u64 = probe.keys.values().sum();
-    let counted = format!(
-        "{keys} keys in {} database{}",
-        probe.keys.len(),
-        crate::plan::plural(probe.keys.len())
-    );
-    sp.mode = Some(match (&probe.scan_because, r.mode) {
-        (None, _) => format!("sync, point in time ({counted})"),
-        (Some(_), RedisMode::Scan) => format!("scan, not point in time ({counted})"),
-        (Some(why), RedisMode::Auto) => {
-            warn(
-                &mut sp,
-                Code::NotPointInTime,
-                format!(
-                    "{name}: {why}; the backup falls back to SCAN + DUMP, which is not point in time"
-                ),
-            );
-            format!("scan, not point in time ({counted})")
-        }
-        (Some(why), RedisMode::Sync) => {
-            warn(
-                &mut sp,
-                Code::SourceFailed,
-                format!("{name}: {why}; with `mode: sync` its backup will fail"),
-            );
-            format!("sync, refused ({counted})")
-        }
-    });
-    let declared = source.kind.declared_settings();
-    if !declared.is_empty() {
-        match probe.persistence {
-            Ok(current) => {
-                sp.settings = current
-                    .into_iter()
-                    .filter(|(k, _)| declared.contains_key(k))
-                    .collect();
-            }
-            Err(why) => warn(
-                &mut sp,
-                Code::ConfigRefused,
-                format!("{name}: cannot read its persistence settings ({why}); drift is unknown"),
-            ),
-        }
-    }
-    for problem in probe.unhealthy {
-        warn(
-            &mut sp,
-            Code::PersistenceUnhealthy,
-            format!(
-                "{name}: Redis {} reports that {problem}",
-                probe.redis_version
-            ),
-        );
-    }
-    sp
 }

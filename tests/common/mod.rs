@@ -12,6 +12,7 @@ pub mod redis;
 
 pub mod azurite;
 pub mod daemon;
+pub mod http;
 pub mod s3;
 pub mod sftp;
 pub mod tree;

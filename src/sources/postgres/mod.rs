@@ -820,14 +820,6 @@ pub fn backup(
         report.files += 1;
         report.tree.entries.extend(dumped);
     }
-    if p.jobs > 1 {
-        report.summary = Some(format!(
-            "{} database{}, pg_dump -j {} in directory format",
-            p.databases.len(),
-            crate::plan::plural(p.databases.len()),
-            p.jobs
-        ));
-    }
     Ok(report)
 }
 

@@ -290,7 +290,7 @@ pub fn configure(
     r: &RedisSource,
     policy: &Policy,
     settings: &[(String, String)],
-) -> Result<String, Failure> {
+) -> Result<(), Failure> {
     let endpoint = endpoint(r, policy)?;
     let mut conn = endpoint.connect()?;
     for (name, value) in settings {
@@ -316,24 +316,18 @@ pub fn configure(
         )
         .with_help("give the server a config file, or put the settings into the one it reads"));
     }
-    Ok(format!(
-        "{} set and written to the config file",
-        settings
-            .iter()
-            .map(|(k, v)| format!("{k} {v:?}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ))
+    Ok(())
 }
 
-/// Backs a server up into a tree of `dump.rdb` and `redis.json`. Blocking. A dump
-/// far smaller than the last good one (`min_size_ratio`) fails the snapshot.
+/// Backs a server up into a tree of `dump.rdb` and `redis.json`; returns them with
+/// what `redis.json` says. Blocking. A dump far smaller than the last good one
+/// (`min_size_ratio`) fails the snapshot.
 pub fn backup(
     r: &RedisSource,
     policy: &Policy,
     parent: Option<&Tree>,
     sink: &mut dyn ChunkSink,
-) -> Result<ScanReport, Failure> {
+) -> Result<(ScanReport, Meta), Failure> {
     let endpoint = endpoint(r, policy)?;
     let mut conn = endpoint.connect()?;
     let redis_version = info(&mut conn, "server")?
@@ -399,16 +393,6 @@ pub fn backup(
     let mut report = ScanReport {
         bytes_read: stored.bytes,
         files: 1,
-        summary: Some(format!(
-            "{} keys in {} database{}, {}",
-            meta.total_keys(),
-            meta.keys.len(),
-            crate::plan::plural(meta.keys.len()),
-            match meta.mode {
-                Taken::Sync => "sync (point in time)",
-                Taken::Scan => "scan (not point in time)",
-            }
-        )),
         ..ScanReport::default()
     };
     if let Some(why) = &meta.fallback {
@@ -430,7 +414,7 @@ pub fn backup(
         Entry::stream(DUMP, stored.bytes, stored.chunks, started),
         Entry::stream(META, described.bytes, described.chunks, started),
     ];
-    Ok(report)
+    Ok((report, meta))
 }
 
 /// Scan mode: a thread walks the server and writes an RDB into a pipe that the sink

@@ -1,0 +1,84 @@
+//! The config kind: named files and folders, kept as the files kind keeps a folder
+//! (its restore and preview are those of [`super::files`]); entries are absolute
+//! paths, so a restore goes under `/` unless `--target` says otherwise.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{
+    BackupJob, Checked, OpenSnapshot, Preview, PropertiesRead, RestoreContext, Restored, Seam,
+    files,
+};
+use crate::error::Failure;
+use crate::pipeline::fetch::RepoFetcher;
+use crate::policy::model::ConfigSource;
+use crate::policy::{Policy, ResolvedSource};
+use crate::repo::format::Tree;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Config<'a> {
+    pub(super) source: &'a ResolvedSource,
+    pub(super) c: &'a ConfigSource,
+}
+
+impl Seam for Config<'_> {
+    fn name(&self) -> &str {
+        &self.source.name
+    }
+
+    /// Config entries are absolute paths without their leading `/`.
+    fn home(&self, _policy: &Policy) -> String {
+        "/".to_string()
+    }
+
+    fn reuses_parent_chunks(&self) -> bool {
+        true
+    }
+
+    async fn prepare_backup(&self, policy: &Arc<Policy>) -> Result<BackupJob, Failure> {
+        let paths: Vec<PathBuf> = self
+            .c
+            .paths
+            .iter()
+            .map(|p| {
+                std::path::absolute(policy.resolve_path(p))
+                    .unwrap_or_else(|_| policy.resolve_path(p))
+            })
+            .collect();
+        Ok(Box::new(move |parent, sink| {
+            files::backed(crate::sources::files::backup_paths(&paths, parent, sink))
+        }))
+    }
+
+    async fn preview(
+        &self,
+        cx: &RestoreContext<'_>,
+        target: &str,
+        tree: &Tree,
+        _data: Option<&dyn OpenSnapshot>,
+        _read: &mut PropertiesRead,
+    ) -> Result<Preview, Failure> {
+        files::preview(cx, target, tree)
+    }
+
+    async fn restore(
+        &self,
+        cx: &RestoreContext<'_>,
+        target: &str,
+        tree: Tree,
+        fetcher: RepoFetcher,
+        _read: &PropertiesRead,
+    ) -> Result<Restored, Failure> {
+        files::restore(cx, target, tree, fetcher).await
+    }
+
+    /// Every chunk's hash is what `verify --read-data` checks of files already.
+    async fn check(
+        &self,
+        _policy: &Policy,
+        _snapshot: &dyn OpenSnapshot,
+        _restore: bool,
+    ) -> Result<Option<Checked>, Failure> {
+        Ok(None)
+    }
+}
