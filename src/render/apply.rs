@@ -264,6 +264,7 @@ mod tests {
                     )),
                 },
             ],
+            notifications: Vec::new(),
         };
         let value: serde_json::Value = serde_json::from_str(&json(&report)).expect("JSON");
         assert_eq!(value["format_version"], 3);
