@@ -17,6 +17,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::daemon::Daemon;
+use common::http::HttpServer;
 use common::pg::PgServer;
 use common::{LOCAL_POLICY_HEAD, POLICY, Sandbox, free_port, with_repository_key};
 use serde_json::Value;
@@ -269,6 +270,54 @@ fn daemon_catches_up_a_missed_run_once_after_a_restart() {
 
 fn count_in(log: &str, text: &str) -> usize {
     log.matches(text).count()
+}
+
+#[test]
+fn a_run_that_cannot_start_is_logged_and_not_repeated_before_the_next_tick() {
+    if !have_faketime() {
+        return;
+    }
+    // No repository key: every run stops before its first action, recording nothing.
+    let sandbox = Sandbox::with_policy(&with_repository_key(POLICY)).example_data();
+    let mut d = daemon(&sandbox, "2027-01-25 12:00:00", &[]);
+    wait_for(&mut d, "without applying: BP223");
+    wait_for(&mut d, "daemon: next run due 2027-01-26 00:00:00 UTC");
+    std::thread::sleep(Duration::from_secs(2));
+    let log = stop(d);
+    assert_eq!(count_in(&log, "daemon: run started"), 1, "{log}");
+}
+
+#[test]
+fn a_daemon_run_notifies_as_an_apply_does() {
+    if !have_faketime() {
+        return;
+    }
+    let server = HttpServer::start();
+    let sandbox = Sandbox::initialised(&format!(
+        "{}notify:\n  hc:\n    type: healthchecks\n    url: ${{env:HC_URL}}\n",
+        with_repository_key(POLICY)
+    ))
+    .example_data();
+    let mut command = sandbox.command(&["daemon"]);
+    command
+        .env("LD_PRELOAD", libfaketime().expect("libfaketime"))
+        .env("FAKETIME", "@2027-01-25 12:00:00")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .env("HC_URL", server.url("/ping/daemon"));
+    let mut d = Daemon::spawn("backplan daemon", &mut command).expect("start the daemon");
+    wait_for(&mut d, "daemon: run finished");
+    stop(d);
+    let routes: Vec<String> = server
+        .requests()
+        .iter()
+        .map(|r| r.route().to_string())
+        .collect();
+    assert_eq!(routes, ["/ping/daemon/start", "/ping/daemon"], "{routes:?}");
+    assert!(
+        server.to("/ping/daemon")[0]
+            .text()
+            .contains("2 done, 0 failed")
+    );
 }
 
 #[test]

@@ -62,12 +62,12 @@ fn references(text: &str, prefix: &str) -> BTreeSet<String> {
         .filter(|l| !l.trim_start().starts_with('#'))
         .flat_map(|line| {
             line.match_indices(&opening)
-                .filter_map(|(i, _)| {
+                .map(|(i, _)| {
                     let rest = &line[i + opening.len()..];
                     let end = rest
                         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                         .unwrap_or(rest.len());
-                    Some(rest[..end].to_string())
+                    rest[..end].to_string()
                 })
                 .collect::<Vec<_>>()
         })
