@@ -170,6 +170,47 @@ fn shell_word(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::due::HostTick;
+
+    fn tick(schedule: &str, on_calendar: Option<&str>, source: &str) -> HostTick {
+        HostTick {
+            schedule: schedule.into(),
+            on_calendar: on_calendar.map(str::to_string),
+            sources: vec![source.into()],
+        }
+    }
+
+    #[test]
+    fn a_timer_has_one_on_calendar_per_schedule_and_the_jitter_as_randomized_delay() {
+        let invocation = Invocation {
+            bin: Path::new("/usr/local/bin/backplan"),
+            policy: Path::new("/etc/backplan/policy.yaml"),
+        };
+        let schedule = HostSchedule {
+            schedules: vec![
+                tick("0 3 * * * UTC", Some("*-*-* 03:00:00 UTC"), "db"),
+                tick("0 * * * * UTC", Some("*-*-* *:00:00 UTC"), "cache"),
+            ],
+        };
+        let text = timer(&invocation, &schedule, Some(Duration::from_secs(600)));
+        assert!(text.contains("OnCalendar=*-*-* 03:00:00 UTC\n"), "{text}");
+        assert!(text.contains("OnCalendar=*-*-* *:00:00 UTC\n"), "{text}");
+        assert!(text.contains("RandomizedDelaySec=600\n"), "{text}");
+        assert!(!text.contains("0/5"), "{text}");
+
+        // One schedule systemd cannot say: the frequent timer alone, naming it.
+        let schedule = HostSchedule {
+            schedules: vec![
+                tick("0 3 * * * UTC", Some("*-*-* 03:00:00 UTC"), "db"),
+                tick("0 4 1 * 1 UTC", None, "media"),
+            ],
+        };
+        let text = timer(&invocation, &schedule, None);
+        assert!(text.contains("OnCalendar=*:0/5\n"), "{text}");
+        assert!(!text.contains("OnCalendar=*-*-*"), "{text}");
+        assert!(text.contains("the schedule 0 4 1 * 1 UTC"), "{text}");
+        assert!(!text.contains("RandomizedDelaySec"), "{text}");
+    }
 
     #[test]
     fn paths_with_blanks_and_percent_signs_stay_one_word() {
