@@ -106,6 +106,7 @@ pub fn run(path: &Path, args: &DaemonArgs) -> miette::Result<Exit> {
     // drawn for it): kept while that due time stays the next one, and once it has
     // come, until the run starts (a source due at once is due "now" at every look).
     let mut planned: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
+    let mut waited_for: Option<Busy> = None;
     while !stop.requested() {
         let now = Utc::now();
         let (next, busy_now, digest) = match look(path, now, attempted) {
@@ -142,11 +143,16 @@ pub fn run(path: &Path, args: &DaemonArgs) -> miette::Result<Exit> {
             continue;
         }
         if let Some(b) = busy_now {
-            eprintln!("{}", render::daemon::busy(&b));
+            // Said once per run waited for, not at every look.
+            if waited_for.as_ref() != Some(&b) {
+                eprintln!("{}", render::daemon::busy(&b));
+            }
+            waited_for = Some(b.clone());
             update(&health, |h| h.waiting_for = Some(b));
             nap(&rt, &stop, RETRY);
             continue;
         }
+        waited_for = None;
         planned = None;
         let started = Utc::now();
         eprintln!("{}", render::daemon::run_started(&next));
