@@ -71,7 +71,7 @@ pub enum Command {
     /// for restores (keep it off the backup host).
     Keygen(KeygenArgs),
     /// Run forever: apply whenever the policy's schedules make a run due, catching up
-    /// a missed one once; serve /healthz and /metrics.
+    /// a missed one once; serve /healthz.
     Daemon(DaemonArgs),
     /// Print systemd units (service and timer) or a crontab line that run backplan on
     /// the host's own scheduler.
@@ -305,7 +305,7 @@ pub struct KeygenArgs {
 
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
-    /// Serve /healthz and /metrics here (host:port); none without it.
+    /// Serve /healthz here (host:port); no HTTP without it.
     #[arg(long, value_name = "ADDR", env = "BACKPLAN_LISTEN")]
     pub listen: Option<std::net::SocketAddr>,
     /// Start each run up to this long after it is due, at random (e.g. 10m), so that
