@@ -105,6 +105,11 @@ codes! {
     SshMissing,
     ObjectLocked,
     ShortObjectLock,
+    BackupMissing,
+    BackupLate,
+    BackupFailed,
+    SizeAnomaly,
+    CheckFailed,
     NotifyFailed,
     NotifySecretUnresolved,
     Stopped,
@@ -515,6 +520,31 @@ impl Code {
                 "BP266",
                 "notify-secret-unresolved",
                 "export the variable the notification refers to in the environment that runs backplan",
+            ),
+            Code::BackupMissing => (
+                "BP260",
+                "backup-missing",
+                "run `backplan apply` (or check why the scheduler does not): the source has no good snapshot on this destination",
+            ),
+            Code::BackupLate => (
+                "BP261",
+                "backup-late",
+                "check that the scheduler runs `backplan apply`, and why the last runs did not back the source up (`backplan plan` shows what is due)",
+            ),
+            Code::BackupFailed => (
+                "BP262",
+                "backup-failed",
+                "the failure's own code (docs/errors.md) says why; fix it and run `backplan apply` again",
+            ),
+            Code::SizeAnomaly => (
+                "BP263",
+                "size-anomaly",
+                "compare the snapshot with the one before (`backplan snapshots`): a folder emptied or a database truncated shows here; raise `size_change_factor` if the change is expected",
+            ),
+            Code::CheckFailed => (
+                "BP264",
+                "check-failed",
+                "run `backplan verify` (or the drill) again to see what it found; `backplan plan` offers repairs from other destinations",
             ),
             Code::Stopped => (
                 "BP268",

@@ -19,4 +19,5 @@ pub mod render;
 pub mod repo;
 pub mod restore;
 pub mod sources;
+pub mod status;
 pub mod verify;

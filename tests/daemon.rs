@@ -205,7 +205,7 @@ fn daemon_with_jitter_runs_a_due_backup_once_within_the_jitter() {
 }
 
 #[test]
-fn daemon_runs_a_due_backup_when_its_tick_comes_and_answers_healthz() {
+fn daemon_runs_a_due_backup_when_its_tick_comes_and_serves_healthz_and_metrics() {
     if !have_faketime() {
         return;
     }
@@ -233,10 +233,31 @@ fn daemon_runs_a_due_backup_when_its_tick_comes_and_answers_healthz() {
     let health: Value = serde_json::from_str(&body).expect("/healthz is JSON");
     assert_eq!(health["last_run"]["done"], 2, "{body}");
     assert_eq!(health["last_run"]["failed"], 0, "{body}");
-    stop(d);
+
+    // /metrics: the destinations as the run left them, the new snapshot's time in it.
+    let (status, metrics) = get(port, "/metrics");
+    assert_eq!(status, 200, "{metrics}");
     let uploads = times(&sandbox, "uploads");
     assert_eq!(uploads.len(), 2, "{uploads:?}");
     assert!(uploads[1].starts_with("2027-01-26T00:00"), "{uploads:?}");
+    let newest: chrono::DateTime<chrono::Utc> = uploads[1].parse().expect("a time");
+    let gauge = |name: &str| -> f64 {
+        let series = format!("{name}{{source=\"uploads\",destination=\"local\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
+            .parse()
+            .expect("a number")
+    };
+    let success = gauge("backplan_last_success_timestamp_seconds");
+    assert!(
+        (success - newest.timestamp() as f64).abs() < 1.0,
+        "{success} is not {newest}"
+    );
+    assert_eq!(gauge("backplan_last_status"), 2.0);
+    assert_eq!(gauge("backplan_expected_interval_seconds"), 86400.0);
+    stop(d);
 }
 
 #[test]

@@ -82,6 +82,7 @@ fn snap_at(source: &str, time: DateTime<Utc>) -> SnapshotInfo {
         status: SnapshotStatus::Complete,
         bytes_read: Some(50 * MIB),
         bytes_stored: Some(20 * MIB),
+        size: None,
         source_digest: None,
         policy_digest: None,
         retain_until: None,

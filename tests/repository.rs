@@ -412,7 +412,7 @@ fn quick_start_round_trip_restores_bytes_modes_mtimes_symlinks_and_empty_dirs() 
             "--target",
             "config=restored/config",
         ])
-        .stdout("Restore: 2 step(s) done.")
+        .stdout("Restore: 2 steps done.")
         .check();
     assert_same_tree(&sandbox.path("data"), &sandbox.path("restored/data"));
 
@@ -2547,7 +2547,7 @@ fn edge_case_round_trip(sandbox: &Sandbox, secret: &str, sparse_size: u64) {
             "--target",
             "uploads=restored",
         ])
-        .stdout("Restore: 1 step(s) done.")
+        .stdout("Restore: 1 step done.")
         .stderr_lacks("warning")
         .check();
     assert_same_fidelity(&sandbox.path("uploads"), &sandbox.path("restored"));
@@ -2572,7 +2572,7 @@ fn edge_case_round_trip(sandbox: &Sandbox, secret: &str, sparse_size: u64) {
             "--target",
             "uploads=numeric",
         ])
-        .stdout("Restore: 1 step(s) done.")
+        .stdout("Restore: 1 step done.")
         .check();
     // Here names and numbers agree, so both ways give the same owners (the unit test
     // `owners_are_set_by_name_where_known_unless_numeric_and_only_by_root` has a

@@ -663,6 +663,7 @@ fn listing_snapshots_while_a_prune_deletes_them_reports_nothing_damaged() {
                 status: SnapshotStatus::Complete,
                 bytes_read: Some(0),
                 bytes_stored: Some(0),
+                size: None,
                 source_digest: None,
                 policy_digest: None,
                 retain_until: None,

@@ -12,7 +12,7 @@ use tokio::sync::{OnceCell, mpsc};
 
 use super::{Detail, Done, Executor, Setting, Stop};
 use crate::error::{Code, Failure};
-use crate::inventory::{LockKind, Lost, PackState, SnapshotInfo, SnapshotStatus};
+use crate::inventory::{FailureRecord, LockKind, Lost, PackState, SnapshotInfo, SnapshotStatus};
 use crate::pipeline::crypto::Recipients;
 use crate::pipeline::sink::{PackUpload, RepoSink, Target};
 use crate::plan::{Backup, Configure, Copy, Prune, Repair, Role};
@@ -184,12 +184,20 @@ impl StorageExecutor {
         })?;
         let started = Utc::now();
         let result = self.backup_locked(action, source, repos, started).await;
-        if result.is_err() {
+        if let Err(failure) = &result {
             // Its own id: a destination may hold this run's complete snapshot already.
             let id = snapshot_id(started, &action.source);
             let mut info = self.snapshot_info(action, source, &id, started);
             info.status = SnapshotStatus::Failed;
+            // Why it failed, for `status`: written before the snapshot's header.
+            let why = FailureRecord {
+                snapshot: id,
+                source: action.source.clone(),
+                time: started,
+                code: failure.code.id().to_string(),
+            };
             for repo in repos {
+                let _ = repo.put_failure(&why).await;
                 let _ = repo.put_snapshot(&self.key, &info, &Tree::default()).await;
             }
         }
@@ -280,6 +288,7 @@ impl StorageExecutor {
             (Err(f), _) | (Ok(_), Some(f)) => return Err(f),
         };
         info.bytes_read = Some(report.bytes_read);
+        info.size = Some(report.tree.entries.iter().map(|e| e.size).sum());
         let mut stored_first = None;
         for (repo, packs) in repos.iter().zip(records) {
             let stored: u64 = packs.iter().map(|p| p.size).sum();
@@ -314,6 +323,7 @@ impl StorageExecutor {
             status: SnapshotStatus::Complete,
             bytes_read: None,
             bytes_stored: None,
+            size: None,
             source_digest: Some(source.digest.clone()),
             policy_digest: Some(self.policy.digest.clone()),
             retain_until: None,
@@ -409,7 +419,7 @@ impl StorageExecutor {
             to.put_index(&self.key, packs).await?;
         }
         let tree_hash = blake3::hash(&tree_bytes).to_hex().to_string();
-        to.put_snapshot_objects(header.key_id, &header.snapshot, tree_bytes, tree_hash)
+        to.put_snapshot_objects(header.key_id.clone(), &header.info(), tree_bytes, tree_hash)
             .await?;
         Ok(Done {
             bytes_read: None,

@@ -25,6 +25,7 @@ pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
             plan_file: args.plan_file.as_deref(),
             planning: &args.planning,
             parallel: args.parallel,
+            metrics_file: args.metrics_file.as_deref(),
             stop: None,
         },
     )?;
@@ -43,6 +44,8 @@ pub(crate) struct Request<'a> {
     pub plan_file: Option<&'a Path>,
     pub planning: &'a PlanningArgs,
     pub parallel: usize,
+    /// Where to write the metrics after the run (`--metrics-file`).
+    pub metrics_file: Option<&'a Path>,
     /// A stop request (the daemon's signals): running actions are abandoned.
     pub stop: Option<Stop>,
 }
@@ -54,10 +57,15 @@ pub(crate) fn apply_policy(path: &Path, request: &Request<'_>) -> miette::Result
     let loaded = load_file(path)?;
     // The policy's notifications hear of the run's start and of how it ended, an
     // unset variable included.
-    crate::notify::notified(&loaded.policy, || {
+    let (report, exit) = crate::notify::notified(&loaded.policy, || {
         refuse_unset_env(path, &loaded.warnings)?;
         carry_out(&loaded.policy, request)
-    })
+    })?;
+    // The metrics read the destinations as the run left them.
+    if let Some(file) = request.metrics_file {
+        super::status::write_metrics_file(&loaded.policy, file);
+    }
+    Ok((report, exit))
 }
 
 /// The report on stdout names each failure; stderr carries one coded line so that a

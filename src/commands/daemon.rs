@@ -4,7 +4,8 @@
 //! catches a missed run up once. Every run goes through `apply`'s own path
 //! ([`super::apply::apply_policy`]). One run at a time, and none while another
 //! backplan on this host or a prune anywhere holds a destination's lock. SIGTERM and
-//! SIGINT abandon the running step (its locks released) and end the daemon.
+//! SIGINT abandon the running step (its locks released) and end the daemon. `/healthz`
+//! and `/metrics` are served on `--listen`.
 
 mod http;
 
@@ -94,7 +95,12 @@ pub fn run(path: &Path, args: &DaemonArgs) -> miette::Result<Exit> {
                 Failure::new(Code::ListenFailed, format!("cannot listen on {addr}: {e}"))
             })?;
         let local = listener.local_addr().unwrap_or(addr);
-        rt.spawn(http::serve(listener, health.clone(), stop.clone()));
+        rt.spawn(http::serve(
+            listener,
+            health.clone(),
+            stop.clone(),
+            path.to_path_buf(),
+        ));
         eprintln!("{}", render::daemon::listening(local));
     }
     // A policy that cannot be read at the start is an error: the daemon would only
@@ -163,6 +169,7 @@ pub fn run(path: &Path, args: &DaemonArgs) -> miette::Result<Exit> {
                 plan_file: None,
                 planning: &planning,
                 parallel: args.parallel,
+                metrics_file: None,
                 stop: Some(stop.clone()),
             },
         );
@@ -235,6 +242,7 @@ fn once(path: &Path, args: &DaemonArgs, planning: &PlanningArgs) -> miette::Resu
             plan_file: None,
             planning,
             parallel: args.parallel,
+            metrics_file: None,
             stop: None,
         },
     )?;

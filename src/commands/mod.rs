@@ -12,6 +12,7 @@ mod restore;
 mod schedule;
 mod schema;
 mod snapshots;
+mod status;
 mod unlock;
 mod validate;
 mod verify;
@@ -34,6 +35,12 @@ pub enum Exit {
     Changes = 2,
     /// `apply`: some actions failed (the others completed).
     Partial = 3,
+    /// `status`: warnings (a backup late, a size changed beyond its factor, a stale
+    /// lock), nothing critical.
+    Warning = 4,
+    /// `status`: critical findings (a backup missing or failed, a destination
+    /// unreadable, a verify or drill failed).
+    Critical = 5,
     /// The command line is wrong: an unknown subcommand, flag or value (`EX_USAGE`
     /// of sysexits.h). Never 2, which `plan --detailed-exitcode` means as changes.
     Usage = 64,
@@ -58,6 +65,7 @@ pub fn run(cli: Cli) -> miette::Result<Exit> {
         Command::Snapshots(args) => snapshots::run(&policy, &args),
         Command::Restore(args) => restore::run(&policy, &args),
         Command::Verify(args) => verify::run(&policy, &args),
+        Command::Status(args) => status::run(&policy, &args),
         Command::Unlock(args) => unlock::run(&policy, &args),
         Command::Keygen(args) => keygen::run(&args),
         Command::Daemon(args) => daemon::run(&policy, &args),

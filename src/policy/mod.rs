@@ -31,6 +31,9 @@ pub const DEFAULT_TIMEZONE: &str = "UTC";
 pub const DEFAULT_KEEP_DAILY: u32 = 30;
 pub const DEFAULT_MIN_KEEP: u32 = 3;
 pub const DEFAULT_COMPRESSION: i32 = 3;
+/// What `status` reports as a size anomaly: a snapshot this many times larger or
+/// smaller than the one before.
+pub const DEFAULT_SIZE_CHANGE_FACTOR: f64 = 2.0;
 
 /// A validated policy with every inherited setting resolved.
 #[derive(Debug, Clone)]

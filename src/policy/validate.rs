@@ -138,6 +138,8 @@ pub(super) fn validate(
         );
     }
 
+    c.size_change_factor(file.defaults.size_change_factor, "defaults");
+
     let recipients = if encryption_broken {
         Vec::new()
     } else {
@@ -222,6 +224,7 @@ pub(super) fn validate(
             }
         }
         c.kind(&source.kind, &base);
+        c.size_change_factor(source.common.size_change_factor, &base);
 
         if let (Some(schedule), Some(retention)) = (schedule, retention) {
             let kind_json = serde_json::to_vec(&source.kind).unwrap_or_default();
@@ -859,6 +862,23 @@ impl Checker<'_> {
                 )
                 .with_help(why),
                 &opts,
+            );
+        }
+    }
+
+    /// `size_change_factor` is above 1: a change by that factor either way is
+    /// reported.
+    fn size_change_factor(&mut self, factor: Option<f64>, base: &str) {
+        if let Some(factor) = factor
+            && !(factor.is_finite() && factor > 1.0)
+        {
+            self.error_value(
+                Problem::error(
+                    Code::InvalidValue,
+                    format!("size_change_factor {factor} is not above 1"),
+                )
+                .with_help("give a factor above 1, e.g. 2: a snapshot twice or half the size of the one before is reported"),
+                &join(base, "size_change_factor"),
             );
         }
     }

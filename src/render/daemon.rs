@@ -28,7 +28,7 @@ fn sources(next: &NextRun) -> String {
 }
 
 pub fn listening(addr: SocketAddr) -> String {
-    format!("daemon: serving /healthz on http://{addr}")
+    format!("daemon: serving /healthz and /metrics on http://{addr}")
 }
 
 pub fn nothing_scheduled() -> String {

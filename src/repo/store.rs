@@ -10,13 +10,15 @@ use opendal::{ErrorKind, Operator};
 
 use super::format::{
     CatalogHeader, FORMAT_VERSION, IndexBody, LostHeader, Marker, PackRecord, PolicyHeader,
-    SealedHeader, SnapshotHeader, Tree,
+    RecordHeader, SealedHeader, SnapshotHeader, Tree,
 };
 use super::keys::{ChunkId, RepoKey};
 use super::lock::LockInfo;
 use super::object;
 use crate::error::{Code, Failure};
-use crate::inventory::{AppliedPolicy, DestinationState, Lost, SnapshotInfo};
+use crate::inventory::{
+    AppliedPolicy, DestinationState, DrillRecord, FailureRecord, Lost, SnapshotInfo, VerifyRecord,
+};
 use crate::pipeline::crypto::Recipients;
 
 /// The object that marks a repository and carries its format version.
@@ -36,6 +38,13 @@ const POLICY_LOOKBACK: usize = 32;
 
 /// Where `verify` records what it found lost.
 const LOST_DIR: &str = "lost/";
+
+/// Where apply records why a backup failed, one object per failed snapshot.
+const FAILURES_DIR: &str = "failures/";
+/// Where `verify` records each run.
+const VERIFIES_DIR: &str = "verifies/";
+/// Where restore drills record each run, in a folder per source.
+const DRILLS_DIR: &str = "drills/";
 
 /// A pack read whole.
 #[derive(Debug)]
@@ -414,7 +423,7 @@ impl Repo {
         let scan = self.scan_headers().await?;
         for (path, result) in scan.headers {
             match result {
-                Ok(h) => state.snapshots.push(h.snapshot),
+                Ok(h) => state.snapshots.push(h.info()),
                 Err(f) => state.damaged.push(format!("{path}: {}", f.message)),
             }
         }
@@ -431,6 +440,24 @@ impl Repo {
             }
         }
         state.lost = Lost::merged(&lost);
+        for (path, record) in self.records::<FailureRecord>(FAILURES_DIR).await? {
+            match record {
+                Ok(r) => state.failures.push(r.record),
+                Err(why) => state.damaged.push(format!("{path}: {why}")),
+            }
+        }
+        if let Some((path, record)) = self.newest_records(VERIFIES_DIR).await?.pop() {
+            match record {
+                Ok(r) => state.verify = Some(r.record),
+                Err(why) => state.damaged.push(format!("{path}: {why}")),
+            }
+        }
+        for (path, record) in self.newest_records::<DrillRecord>(DRILLS_DIR).await? {
+            match record {
+                Ok(r) => state.drills.push(r.record),
+                Err(why) => state.damaged.push(format!("{path}: {why}")),
+            }
+        }
         state.applied_policy = self.applied_policy(key, sources).await?;
         for (path, result) in self.locks().await? {
             match result {
@@ -641,6 +668,105 @@ impl Repo {
         Ok(path)
     }
 
+    /// Records why a backup failed, beside its failed snapshot (written before the
+    /// snapshot's header; deleted with it).
+    pub async fn put_failure(&self, record: &FailureRecord) -> Result<(), Failure> {
+        let path = format!("{FAILURES_DIR}{}", record.snapshot);
+        self.put_record(path, record).await.map(|_| ())
+    }
+
+    /// Records a `verify` run. Returns its path.
+    pub async fn put_verify(&self, record: &VerifyRecord) -> Result<String, Failure> {
+        self.put_dated(VERIFIES_DIR.to_string(), record.finished, record)
+            .await
+    }
+
+    /// Records a restore drill of one source. Returns its path.
+    pub async fn put_drill(&self, record: &DrillRecord) -> Result<String, Failure> {
+        self.put_dated(
+            format!("{DRILLS_DIR}{}/", record.source),
+            record.finished,
+            record,
+        )
+        .await
+    }
+
+    /// Writes a record named `<dir><time>-<hash>`: listed in name order, the last
+    /// one is the newest.
+    async fn put_dated<R: serde::Serialize>(
+        &self,
+        dir: String,
+        at: DateTime<Utc>,
+        record: &R,
+    ) -> Result<String, Failure> {
+        let hash = blake3::hash(&serde_json::to_vec(record).unwrap_or_default()).to_hex();
+        let path = format!("{dir}{}-{}", at.format("%Y%m%dT%H%M%S%.6fZ"), &hash[..16]);
+        self.put_record(path, record).await
+    }
+
+    async fn put_record<R: serde::Serialize>(
+        &self,
+        path: String,
+        record: &R,
+    ) -> Result<String, Failure> {
+        let header = RecordHeader {
+            format: FORMAT_VERSION,
+            written: Utc::now(),
+            host: gethostname::gethostname().to_string_lossy().into_owned(),
+            record,
+        };
+        self.create(&path, object::encode(&header, &[])).await?;
+        Ok(path)
+    }
+
+    /// Every record under `dir`, each parsed (or why not).
+    async fn records<R: serde::de::DeserializeOwned>(
+        &self,
+        dir: &str,
+    ) -> Result<Vec<(String, Result<RecordHeader<R>, String>)>, Failure> {
+        let mut out = Vec::new();
+        for (path, size) in self.list_sized(dir).await? {
+            out.extend(self.record(path, size).await?);
+        }
+        Ok(out)
+    }
+
+    /// The newest record under `dir` and the newest of each folder in it (records
+    /// are named after their time), each parsed (or why not).
+    async fn newest_records<R: serde::de::DeserializeOwned>(
+        &self,
+        dir: &str,
+    ) -> Result<Vec<(String, Result<RecordHeader<R>, String>)>, Failure> {
+        let mut newest: std::collections::BTreeMap<String, (String, u64)> = Default::default();
+        for (path, size) in self.list_sized(dir).await? {
+            let folder = path.rsplit_once('/').map_or("", |(f, _)| f).to_string();
+            match newest.get(&folder) {
+                Some((p, _)) if *p >= path => {}
+                _ => {
+                    newest.insert(folder, (path, size));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (path, size) in newest.into_values() {
+            out.extend(self.record(path, size).await?);
+        }
+        Ok(out)
+    }
+
+    /// One record, `None` when it was deleted since it was listed.
+    async fn record<R: serde::de::DeserializeOwned>(
+        &self,
+        path: String,
+        size: u64,
+    ) -> Result<Option<(String, Result<RecordHeader<R>, String>)>, Failure> {
+        let Some(bytes) = self.read_sized(&path, size).await? else {
+            return Ok(None);
+        };
+        let parsed = object::header::<RecordHeader<R>>(&bytes).map_err(|d| d.0);
+        Ok(Some((path, parsed)))
+    }
+
     /// Reads a pack whole and checks it against its name; `Err` only when the
     /// storage cannot be read.
     pub async fn read_pack(&self, id: &str) -> Result<PackRead, Failure> {
@@ -796,11 +922,13 @@ impl Repo {
         // the whole snapshot can be deleted. (A copy's record of another
         // destination's lock is replaced.)
         snapshot.retain_until = self.lock_period.map(|p| chrono::Utc::now() + p);
+        let size = snapshot.size.take();
         let header = SnapshotHeader {
             format: FORMAT_VERSION,
             key_id,
             snapshot,
             tree_hash,
+            size,
         };
         self.create(
             &format!("snapshots/{}", info.id),
@@ -855,10 +983,12 @@ impl Repo {
         Ok((header, tree))
     }
 
-    /// Deletes a snapshot: the header first (it stops existing), then its tree.
+    /// Deletes a snapshot: the header first (it stops existing), then its tree and
+    /// the record of its failure (if it failed).
     pub async fn delete_snapshot(&self, id: &str) -> Result<(), Failure> {
         self.delete(&format!("snapshots/{id}")).await?;
-        self.delete(&format!("trees/{id}")).await
+        self.delete(&format!("trees/{id}")).await?;
+        self.delete(&format!("{FAILURES_DIR}{id}")).await
     }
 
     /// Every pack object's path and size.
