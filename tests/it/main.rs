@@ -7,6 +7,9 @@ mod common;
 
 mod apply_engine;
 mod cli;
+mod daemon;
+mod deploy;
+mod due;
 mod error_codes;
 mod memory_backend;
 mod notify;
