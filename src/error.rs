@@ -113,6 +113,9 @@ codes! {
     CheckFailed,
     NotifyFailed,
     NotifySecretUnresolved,
+    Stopped,
+    ListenFailed,
+    RunNotStarted,
     DrillFailed,
     DrillScratch,
     DrillOverRto,
@@ -553,6 +556,21 @@ impl Code {
                 "BP264",
                 "check-failed",
                 "run `backplan verify` (or the drill) again to see what it found; `backplan plan` offers repairs from other destinations",
+            ),
+            Code::Stopped => (
+                "BP268",
+                "stopped",
+                "nothing to fix: backplan was asked to stop; the step left undone runs on the next run, and nothing half-written counts as a snapshot",
+            ),
+            Code::ListenFailed => (
+                "BP269",
+                "listen-failed",
+                "give --listen (or BACKPLAN_LISTEN) a free host:port this user may bind, or leave it out",
+            ),
+            Code::RunNotStarted => (
+                "BP270",
+                "run-not-started",
+                "fix what the message names (`backplan validate` checks the policy); the daemon tries again at the next due time",
             ),
             Code::DrillFailed => (
                 "BP273",

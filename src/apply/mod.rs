@@ -159,6 +159,46 @@ impl Report {
     }
 }
 
+/// A request to stop, as the daemon's signal handler makes it: an executor given one
+/// starts no further action, and abandons a running one at its current await point
+/// after which its locks are released. Abandoning is no worse than a crash, which the
+/// repository survives by design (data first, manifest last: no half snapshot), and
+/// unlike a crash it leaves no lock behind.
+#[derive(Debug, Clone)]
+pub struct Stop(tokio::sync::watch::Receiver<bool>);
+
+/// What requests a [`Stop`].
+#[derive(Debug)]
+pub struct StopSender(tokio::sync::watch::Sender<bool>);
+
+impl Stop {
+    /// A stop request and what sends it.
+    pub fn new() -> (StopSender, Stop) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        (StopSender(tx), Stop(rx))
+    }
+
+    /// Whether a stop was requested.
+    pub fn requested(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Completes once a stop is requested (never, when the sender is gone first).
+    pub async fn wait(&self) {
+        let mut rx = self.0.clone();
+        if rx.wait_for(|stop| *stop).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl StopSender {
+    /// Requests the stop; every [`Stop`] sees it.
+    pub fn stop(&self) {
+        self.0.send_replace(true);
+    }
+}
+
 /// Carries out `plan` with at most `parallelism` actions at once.
 pub async fn apply<E: Executor>(
     plan: &Plan,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio::sync::{OnceCell, mpsc};
 
-use super::{Detail, Done, Executor, Setting};
+use super::{Detail, Done, Executor, Setting, Stop};
 use crate::crypto::Recipients;
 use crate::crypto::keys::{ChunkId, RepoKey};
 use crate::error::{Code, Failure};
@@ -47,6 +47,8 @@ pub struct StorageExecutor {
     /// one copy in memory however many backups run, and no backup reading every
     /// index object again.
     indexes: HashMap<String, tokio::sync::Mutex<Option<Arc<Index>>>>,
+    /// The daemon's stop request, if any (see [`Stop`]).
+    stop: Option<Stop>,
 }
 
 impl StorageExecutor {
@@ -71,6 +73,37 @@ impl StorageExecutor {
                 .collect(),
             repos: repos.into_iter().map(|r| (r.name.clone(), r)).collect(),
             run_id: format!("{}-{}", now.format("%Y%m%dT%H%M%SZ"), random_hex(2)),
+            stop: None,
+        }
+    }
+
+    /// Starts no action once `stop` is requested, and abandons the running ones.
+    pub fn with_stop(mut self, stop: Stop) -> StorageExecutor {
+        self.stop = Some(stop);
+        self
+    }
+
+    /// Fails when a stop was requested, before an action takes its locks.
+    fn not_stopping(&self) -> Result<(), Failure> {
+        match &self.stop {
+            Some(stop) if stop.requested() => Err(stopped("not started")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs `work` (which holds its locks) unless a stop is requested first: then it
+    /// is dropped where it waits, and the caller releases its locks. A backup dropped
+    /// so records no failed snapshot: it did not fail, and the next run takes it.
+    async fn abandonable<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, Failure>>,
+    ) -> Result<T, Failure> {
+        let Some(stop) = &self.stop else {
+            return work.await;
+        };
+        tokio::select! {
+            out = work => out,
+            () = stop.wait() => Err(stopped("abandoned")),
         }
     }
 
@@ -613,6 +646,14 @@ fn snapshot_id(started: DateTime<Utc>, source: &str) -> String {
     )
 }
 
+/// An action that a stop request kept from running or cut short.
+fn stopped(what: &str) -> Failure {
+    Failure::new(
+        Code::Stopped,
+        format!("{what}: backplan was asked to stop (SIGTERM or SIGINT)"),
+    )
+}
+
 fn random_hex(bytes: usize) -> String {
     let mut r = vec![0u8; bytes];
     let _ = getrandom::fill(&mut r);
@@ -703,16 +744,18 @@ impl Executor for StorageExecutor {
             repos.push(self.repo(d)?.clone());
         }
         let locked: Vec<&Repo> = repos.iter().collect();
+        self.not_stopping()?;
         lock::holding(
             &locked,
             LockKind::Shared,
-            self.backup_recorded(action, &repos),
+            self.abandonable(self.backup_recorded(action, &repos)),
         )
         .await
         .and_then(|r| r)
     }
 
     async fn configure(&self, action: &Configure) -> Result<Done, Failure> {
+        self.not_stopping()?;
         let source = self.policy.sources.get(&action.source).ok_or_else(|| {
             Failure::new(
                 Code::NoExecutor,
@@ -743,10 +786,11 @@ impl Executor for StorageExecutor {
         let from = self.repo(&action.from)?.clone();
         let to = self.repo(&action.to)?.clone();
         // Both ends: no prune may delete the packs being read either.
+        self.not_stopping()?;
         lock::holding(
             &[&to, &from],
             LockKind::Shared,
-            self.copy_locked(action, &from, &to),
+            self.abandonable(self.copy_locked(action, &from, &to)),
         )
         .await
         .and_then(|r| r)
@@ -760,17 +804,23 @@ impl Executor for StorageExecutor {
         }
         // The repaired destination and every source: no prune may run under it.
         let locked: Vec<&Repo> = std::iter::once(&to).chain(&from).collect();
-        lock::holding(&locked, LockKind::Shared, self.repair_locked(&to, &from))
-            .await
-            .and_then(|r| r)
+        self.not_stopping()?;
+        lock::holding(
+            &locked,
+            LockKind::Shared,
+            self.abandonable(self.repair_locked(&to, &from)),
+        )
+        .await
+        .and_then(|r| r)
     }
 
     async fn prune(&self, action: &Prune) -> Result<Done, Failure> {
         let repo = self.repo(&action.destination)?.clone();
+        self.not_stopping()?;
         lock::holding(
             &[&repo],
             LockKind::Exclusive,
-            self.prune_locked(action, &repo),
+            self.abandonable(self.prune_locked(action, &repo)),
         )
         .await
         .and_then(|r| r)

@@ -3,12 +3,14 @@
 
 mod apply;
 mod completions;
+mod daemon;
 mod drill;
 mod graph;
 mod init;
 mod keygen;
 mod plan;
 mod restore;
+mod schedule;
 mod schema;
 mod snapshots;
 mod status;
@@ -42,6 +44,8 @@ pub fn run(cli: Cli) -> miette::Result<Exit> {
         Command::Drill(args) => drill::run(&policy, &args),
         Command::Unlock(args) => unlock::run(&policy, &args),
         Command::Keygen(args) => keygen::run(&args),
+        Command::Daemon(args) => daemon::run(&policy, &args),
+        Command::Schedule(args) => schedule::run(&policy, &args),
         Command::Completions(args) => completions::completions(&args),
 
         Command::Man(args) => completions::man(&args),

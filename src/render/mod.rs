@@ -2,6 +2,7 @@
 //! compute nothing themselves.
 
 pub mod apply;
+pub mod daemon;
 pub mod drill;
 pub mod graph;
 pub mod metrics;
@@ -9,6 +10,7 @@ pub mod notify;
 pub mod plan;
 pub mod progress;
 pub mod restore;
+pub mod schedule;
 pub mod snapshots;
 pub mod sources;
 pub mod status;

@@ -7,7 +7,10 @@ mod common;
 
 mod apply_engine;
 mod cli;
+mod daemon;
+mod deploy;
 mod drill;
+mod due;
 mod error_codes;
 mod memory_backend;
 mod notify;
