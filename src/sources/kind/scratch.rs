@@ -521,3 +521,66 @@ fn check_files(dir: &Path, tree: &Tree, key: &RepoKey) -> Result<Checks, Failure
     }
     Ok(checks)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::format::Entry;
+
+    /// A file entry for `bytes`, its chunks cut and named as a backup with `key`
+    /// would.
+    fn entry(key: &RepoKey, path: &str, bytes: &[u8]) -> Entry {
+        let (chunks, size) =
+            crate::pipeline::sink::chunk_ids(key, &mut &bytes[..]).expect("in memory");
+        Entry {
+            path: path.into(),
+            size,
+            chunks,
+            ..Entry::default()
+        }
+    }
+
+    #[test]
+    fn a_restored_file_is_checked_by_its_bytes_against_the_entrys_chunks() {
+        let key = RepoKey::generate().expect("random");
+        // Over the smallest chunk, so that the content-defined cut points count too.
+        let big: Vec<u8> = (0..700_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let tree = Tree {
+            entries: vec![
+                entry(&key, "a.txt", b"alpha\n"),
+                entry(&key, "big.bin", &big),
+                entry(&key, "gone.txt", b"gone\n"),
+                entry(&key, "same-size.txt", b"hello\n"),
+            ],
+            root: None,
+        };
+        let dir = tempfile::tempdir().expect("a folder");
+        std::fs::write(dir.path().join("a.txt"), b"alpha\n").expect("write");
+        std::fs::write(dir.path().join("big.bin"), &big).expect("write");
+        // One byte changed, the size kept.
+        std::fs::write(dir.path().join("same-size.txt"), b"hellO\n").expect("write");
+
+        let checks = check_files(dir.path(), &tree, &key).expect("checked");
+        assert_eq!(checks.checked, 4);
+        assert_eq!(
+            checks.differences,
+            [
+                Difference::File {
+                    path: "gone.txt".into(),
+                    restored_bytes: None,
+                    recorded_bytes: 5,
+                },
+                Difference::File {
+                    path: "same-size.txt".into(),
+                    restored_bytes: Some(6),
+                    recorded_bytes: 6,
+                },
+            ]
+        );
+
+        // Another key names the same bytes differently: the check is the backup's.
+        let other = RepoKey::generate().expect("random");
+        let checks = check_files(dir.path(), &tree, &other).expect("checked");
+        assert_eq!(checks.differences.len(), 4);
+    }
+}
