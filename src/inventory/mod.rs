@@ -341,7 +341,8 @@ impl Inventory {
         for state in canonical.destinations.values_mut() {
             // Locks come and go (a running backup refreshes its own): they do not
             // make a plan stale. Nor do the records of checks and failures, which
-            // decide no action (a failed backup's snapshot does).
+            // decide no action (a failed backup's snapshot does), nor drills: one
+            // recorded since the plan only makes its due drill run once more.
             state.locks.clear();
             state.failures.clear();
             state.verify = None;
