@@ -379,12 +379,14 @@ async fn a_chunk_whose_pack_is_lost_or_retired_is_read_from_its_new_pack() {
     };
     let path = repo.put_lost(&lost, now).await.expect("a lost record");
     let index = repo.load_index(&key).await.expect("load");
-    assert_eq!(&*index.chunks[&chunk].pack, new.as_str());
-    assert_eq!(index.chunks[&chunk].offset, 20);
-    assert!(index.packs.contains_key(old.as_str()));
+    let found = index.locate(&chunk).expect("the chunk");
+    assert_eq!(&*found.pack, new.as_str());
+    assert_eq!(found.offset, 20);
+    assert!(index.pack(&old).is_some());
     assert_eq!(index.lost, lost);
     assert_eq!(index.lost_objects, std::slice::from_ref(&path));
-    assert!(index.lost_chunks().contains_key(&chunk));
+    // Found in the new pack, so in no lost one.
+    assert_eq!(index.lost_pack_of(&chunk), None);
 
     // Retired by the repair's index, with the record gone: the old pack is ignored.
     repo.delete(&path).await.expect("remove the record");
@@ -394,8 +396,11 @@ async fn a_chunk_whose_pack_is_lost_or_retired_is_read_from_its_new_pack() {
     };
     repo.put_index_body(&key, &retiring).await.expect("index");
     let index = repo.load_index(&key).await.expect("load");
-    assert_eq!(&*index.chunks[&chunk].pack, new.as_str());
-    assert!(!index.packs.contains_key(old.as_str()));
+    assert_eq!(
+        &*index.locate(&chunk).expect("the chunk").pack,
+        new.as_str()
+    );
+    assert!(index.pack(&old).is_none());
     assert!(index.lost.is_empty());
 }
 

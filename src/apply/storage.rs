@@ -184,7 +184,7 @@ impl StorageExecutor {
             tree.entries.retain(|e| {
                 e.chunks
                     .iter()
-                    .all(|c| indexes.iter().all(|i| i.chunks.contains_key(c)))
+                    .all(|c| indexes.iter().all(|i| i.contains(c)))
             });
         }
 
@@ -347,10 +347,10 @@ impl StorageExecutor {
         let mut moves = Vec::new();
         for entry in &tree.entries {
             for id in &entry.chunks {
-                if target_index.chunks.contains_key(id) || !copied.insert(*id) {
+                if target_index.contains(id) || !copied.insert(*id) {
                     continue;
                 }
-                let loc = source_index.chunks.get(id).ok_or_else(|| {
+                let loc = source_index.locate(id).ok_or_else(|| {
                     Failure::new(
                         Code::VerifyFailed,
                         format!(
@@ -368,7 +368,7 @@ impl StorageExecutor {
         by_pack(&mut moves);
         let mut mover = ChunkMover::checked(HashSet::new());
         for (id, loc) in moves {
-            mover.add(from, &source_index, id, loc, to).await?;
+            mover.add(from, &source_index, id, &loc, to).await?;
         }
         let packs = mover.finish(to).await?;
         let stored: u64 = packs.iter().map(|p| p.size).sum();
@@ -413,7 +413,7 @@ impl StorageExecutor {
                 .entries
                 .iter()
                 .flat_map(|e| e.chunks.iter().copied())
-                .filter(|c| !index.chunks.contains_key(c))
+                .filter(|c| !index.contains(c))
                 .collect();
             if !mine.is_empty() {
                 needed.extend(mine.iter().copied());
@@ -443,9 +443,9 @@ impl StorageExecutor {
                     continue;
                 }
             };
-            let mut moves: Vec<(ChunkId, &Location)> = wanted
+            let mut moves: Vec<(ChunkId, Location)> = wanted
                 .iter()
-                .filter_map(|c| source_index.chunks.get(c).map(|l| (*c, l)))
+                .filter_map(|c| source_index.locate(c).map(|l| (*c, l)))
                 .collect();
             by_pack(&mut moves);
             // A source pack that is itself lost is skipped; the next source may have it.
@@ -454,7 +454,7 @@ impl StorageExecutor {
                 if unreadable.contains(&loc.pack) {
                     continue;
                 }
-                match mover.take(source, &source_index, id, loc).await {
+                match mover.take(source, &source_index, id, &loc).await {
                     Ok(()) => {
                         copied.insert(id);
                         mover.flush_full(to).await?;
@@ -478,9 +478,8 @@ impl StorageExecutor {
             .filter(|p| !rewritten.contains(&p.id))
             .filter(|p| {
                 index
-                    .packs
-                    .get(p.id.as_str())
-                    .is_some_and(|r| r.chunks.iter().all(|c| !still.contains(&c.id)))
+                    .pack(&p.id)
+                    .is_some_and(|r| r.chunks().all(|c| !still.contains(&c.id)))
             })
             .map(|p| p.id.clone())
             .collect();
@@ -505,7 +504,7 @@ impl StorageExecutor {
                 .lost
                 .packs
                 .iter()
-                .filter(|p| index.packs.contains_key(p.id.as_str()))
+                .filter(|p| index.pack(&p.id).is_some())
                 .filter(|p| !retired.contains(&p.id) && !rewritten.contains(&p.id))
                 .cloned()
                 .collect(),
@@ -573,7 +572,7 @@ impl StorageExecutor {
 
 /// Orders chunk moves pack by pack, in each pack by offset: a mover that reads whole
 /// packs then reads each once.
-fn by_pack(moves: &mut [(ChunkId, &Location)]) {
+fn by_pack(moves: &mut [(ChunkId, Location)]) {
     moves.sort_by(|a, b| (&a.1.pack, a.1.offset).cmp(&(&b.1.pack, b.1.offset)));
 }
 
@@ -758,11 +757,11 @@ pub async fn gc(repo: &Repo, key: &RepoKey) -> Result<Collected, Failure> {
     let mut drop_packs = Vec::new();
     let mut mover = ChunkMover::default();
     let mut repacked = 0;
-    for (id, record) in &index.packs {
-        let total: u64 = record.chunks.iter().map(|c| u64::from(c.length)).sum();
-        let live: u64 = record
-            .chunks
-            .iter()
+    for pack in index.packs() {
+        let id = pack.id();
+        let total: u64 = pack.chunks().map(|c| u64::from(c.length)).sum();
+        let live: u64 = pack
+            .chunks()
             .filter(|c| referenced.contains(&c.id))
             .map(|c| u64::from(c.length))
             .sum();
@@ -771,17 +770,17 @@ pub async fn gc(repo: &Repo, key: &RepoKey) -> Result<Collected, Failure> {
         } else if index.is_lost(id) {
             // Lost but still needed: it stays for a repair, and for salvage when no
             // other destination has its chunks.
-            keep.push(record.clone());
+            keep.push(pack.record());
         } else if (live as f64) < total as f64 * REPACK_BELOW {
-            for c in record.chunks.iter().filter(|c| referenced.contains(&c.id)) {
-                if let Some(loc) = index.chunks.get(&c.id).filter(|l| l.pack == *id) {
-                    mover.add(repo, &index, c.id, loc, repo).await?;
+            for c in pack.chunks().filter(|c| referenced.contains(&c.id)) {
+                if let Some(loc) = index.locate(&c.id).filter(|l| l.pack == *id) {
+                    mover.add(repo, &index, c.id, &loc, repo).await?;
                 }
             }
             drop_packs.push(id.clone());
             repacked += 1;
         } else {
-            keep.push(record.clone());
+            keep.push(pack.record());
         }
     }
     let written = mover.finish(repo).await?;
@@ -796,7 +795,7 @@ pub async fn gc(repo: &Repo, key: &RepoKey) -> Result<Collected, Failure> {
         let kept: HashSet<&str> = keep.iter().map(|r| r.id.as_str()).collect();
         for path in repo.pack_objects().await?.into_keys() {
             let id = path.rsplit('/').next().unwrap_or_default();
-            if !index.packs.contains_key(id) && !kept.contains(id) {
+            if index.pack(id).is_none() && !kept.contains(id) {
                 orphans.push(path);
             }
         }

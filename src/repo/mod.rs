@@ -3,6 +3,7 @@
 //! ([`store`]) and its locks ([`lock`]). `docs/repository-format.md` is the contract.
 
 pub mod format;
+pub mod index;
 pub mod keys;
 pub mod lock;
 pub mod object;

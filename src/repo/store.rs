@@ -2,7 +2,6 @@
 //! Content is immutable and content-addressed; nothing is overwritten in place.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -12,7 +11,8 @@ use super::format::{
     CatalogHeader, FORMAT_VERSION, IndexBody, LostHeader, Marker, PackRecord, PolicyHeader,
     SealedHeader, SnapshotHeader, Tree,
 };
-use super::keys::{ChunkId, RepoKey};
+pub use super::index::{Index, Location};
+use super::keys::RepoKey;
 use super::lock::LockInfo;
 use super::object;
 use crate::error::{Code, Failure};
@@ -81,87 +81,6 @@ pub struct PackObject {
     pub size: u64,
     /// When it was written (S3: Last-Modified), when the listing says.
     pub modified: Option<DateTime<Utc>>,
-}
-
-/// Where a chunk is stored.
-#[derive(Debug, Clone)]
-pub struct Location {
-    pub pack: Arc<str>,
-    pub key_set: u16,
-    pub offset: u64,
-    pub length: u32,
-    pub raw_length: u32,
-}
-
-/// Every pack and chunk the repository's index objects list.
-#[derive(Debug, Default, Clone)]
-pub struct Index {
-    /// Where each chunk is read from: never from a pack `lost/` records or an index
-    /// object retires, so that a chunk a repair wrote anew is found in its new pack,
-    /// and a backup stores again what it would otherwise take as present.
-    pub chunks: HashMap<ChunkId, Location>,
-    /// Every pack the index objects list, lost ones included, retired ones not.
-    pub packs: HashMap<Arc<str>, PackRecord>,
-    /// What the `lost/` objects record.
-    pub lost: Lost,
-    /// The `lost/` objects read, so that a repair can replace them.
-    pub lost_objects: Vec<String>,
-    /// Packs an index object retires.
-    pub retired: HashSet<String>,
-    /// The ids of `lost.packs`, for lookups.
-    lost_ids: HashSet<String>,
-    /// The `index/` objects read, so a compaction can delete them afterwards.
-    pub objects: Vec<String>,
-    /// Index objects written under another repository key.
-    pub foreign: Vec<String>,
-    /// Index objects that could not be read, with why.
-    pub damaged: Vec<String>,
-}
-
-impl Index {
-    /// Adds a pack's record; its chunks are found in it unless the pack is lost (or
-    /// another pack gave them first: equal chunks are equal wherever they are).
-    fn add(&mut self, record: PackRecord) {
-        let pack: Arc<str> = Arc::from(record.id.as_str());
-        if !self.is_lost(&pack) {
-            for c in &record.chunks {
-                self.chunks.entry(c.id).or_insert(Location {
-                    pack: pack.clone(),
-                    key_set: c.key_set,
-                    offset: c.offset,
-                    length: c.length,
-                    raw_length: c.raw_length,
-                });
-            }
-        }
-        self.packs.insert(pack, record);
-    }
-
-    /// Whether `lost/` records pack `id` as missing or damaged.
-    pub fn is_lost(&self, id: &str) -> bool {
-        self.lost_ids.contains(id)
-    }
-
-    /// Where the chunks of lost packs are: what verify and a repair need to tell
-    /// which of them a snapshot uses.
-    pub fn lost_chunks(&self) -> HashMap<ChunkId, Arc<str>> {
-        let mut out = HashMap::new();
-        for p in &self.lost.packs {
-            if let Some((id, record)) = self.packs.get_key_value(p.id.as_str()) {
-                for c in &record.chunks {
-                    out.entry(c.id).or_insert_with(|| id.clone());
-                }
-            }
-        }
-        out
-    }
-
-    /// The key set's byte range of a chunk's pack.
-    pub fn key_set(&self, loc: &Location) -> Option<(u64, u32)> {
-        self.packs
-            .get(&loc.pack)
-            .and_then(|p| p.key_sets.get(loc.key_set as usize).copied())
-    }
 }
 
 fn storage(repo: &str, what: &str, e: opendal::Error) -> Failure {
@@ -656,29 +575,26 @@ impl Repo {
         Ok(PackRead::Intact(bytes))
     }
 
-    /// Every index object, merged, with what `lost/` records.
+    /// Every index object, merged, with what `lost/` records. Each object is read
+    /// as it arrives and added pack by pack, so memory holds the compact index and a
+    /// few objects in flight, never an object's JSON or record list whole.
     pub async fn load_index(&self, key: &RepoKey) -> Result<Index, Failure> {
-        let paths = self.list("index/").await?;
-        let bodies: Vec<(String, Result<Vec<u8>, Failure>)> = futures::stream::iter(paths)
-            .map(|path| async move {
-                let r = self.read(&path).await;
-                (path, r)
-            })
-            .buffer_unordered(READ_CONCURRENCY)
-            .collect()
-            .await;
-        let mut index = Index::default();
         // A damaged record of lost packs hides nothing: `plan` and `verify` name it.
         let records = self.lost_records().await?;
-        index.lost = Lost::merged(
+        let lost = Lost::merged(
             records
                 .iter()
                 .filter_map(|(_, r)| r.as_ref().ok().map(|h| &h.lost)),
         );
-        index.lost_objects = records.into_iter().map(|(path, _)| path).collect();
-        index.lost_ids = index.lost.packs.iter().map(|p| p.id.clone()).collect();
-        let mut listed = Vec::new();
-        for (path, bytes) in bodies {
+        let mut index = Index::new(lost, records.into_iter().map(|(path, _)| path).collect());
+        let paths = self.list("index/").await?;
+        let mut bodies = futures::stream::iter(paths)
+            .map(|path| async move {
+                let r = self.read(&path).await;
+                (path, r)
+            })
+            .buffer_unordered(READ_CONCURRENCY);
+        while let Some((path, bytes)) = bodies.next().await {
             let bytes = bytes?;
             let opened = object::decode::<SealedHeader>(&bytes)
                 .map_err(|d| d.0)
@@ -686,32 +602,32 @@ impl Repo {
                     if header.key_id != key.id() {
                         return Ok(None);
                     }
-                    let plain = key.open(body).map_err(|e| e.0)?;
-                    let plain = zstd::decode_all(&plain[..]).map_err(|e| e.to_string())?;
-                    serde_json::from_slice::<IndexBody>(&plain)
-                        .map(Some)
-                        .map_err(|e| e.to_string())
+                    key.open(body).map(Some).map_err(|e| e.0)
                 });
-            match opened {
-                Ok(Some(body)) => {
-                    index.retired.extend(body.retired);
-                    listed.extend(body.packs);
-                    index.objects.push(path);
-                }
+            drop(bytes);
+            let read = match opened {
+                Ok(Some(plain)) => zstd::Decoder::new(&plain[..])
+                    .map_err(|e| e.to_string())
+                    .and_then(|json| {
+                        let json = std::io::BufReader::with_capacity(1 << 16, json);
+                        index.read_object(path.clone(), json)
+                    }),
                 // Written under another repository key: its chunk ids live in
                 // another id space and cannot be reused; its packs stay for restores.
-                Ok(None) => index.foreign.push(path),
-                // A damaged index object must not stop backups: its chunks are
-                // stored again, `verify` names it, and no prune collects a pack
-                // while an index cannot be read.
-                Err(why) => index.damaged.push(format!("{path}: {why}")),
+                Ok(None) => {
+                    index.foreign.push(path);
+                    continue;
+                }
+                Err(why) => Err(why),
+            };
+            // A damaged index object must not stop backups: its chunks are stored
+            // again, `verify` names it, and no prune collects a pack while an index
+            // cannot be read.
+            if let Err(why) = read {
+                index.damaged.push(format!("{path}: {why}"));
             }
         }
-        for record in listed {
-            if !index.retired.contains(&record.id) {
-                index.add(record);
-            }
-        }
+        index.finish();
         Ok(index)
     }
 
