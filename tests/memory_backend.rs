@@ -542,3 +542,49 @@ async fn each_policy_sharing_a_repository_is_compared_with_its_own_last_apply() 
         Some("host a")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_index_is_written_as_objects_of_bounded_size_and_read_whole() {
+    use backplan::repo::store::INDEX_OBJECT_CHUNKS;
+    let op = opendal::Operator::new(opendal::services::Memory::default()).expect("memory");
+    let repo = Repo::new("mem", op);
+    let key = RepoKey::generate().expect("key");
+    let hasher = key.chunk_id();
+    // Three packs of 3/7 of the bound: the first two fill one object, the third its own.
+    let per_pack = (INDEX_OBJECT_CHUNKS * 3 / 7) as u64;
+    let packs: Vec<PackRecord> = (0..3u64)
+        .map(|p| PackRecord {
+            id: blake3::hash(&p.to_le_bytes()).to_hex().to_string(),
+            size: 1 << 24,
+            key_sets: vec![(10, 4)],
+            chunks: (p * per_pack..(p + 1) * per_pack)
+                .map(|n| ChunkRecord {
+                    id: hasher.id(&n.to_le_bytes()),
+                    key_set: 0,
+                    offset: 14 + (n % per_pack) * 100,
+                    length: 100,
+                    raw_length: 90,
+                })
+                .collect(),
+        })
+        .collect();
+    assert!(
+        2 * per_pack as usize <= INDEX_OBJECT_CHUNKS && 3 * per_pack as usize > INDEX_OBJECT_CHUNKS
+    );
+    let paths = repo.put_index(&key, packs.clone()).await.expect("index");
+    assert_eq!(paths.len(), 2);
+
+    let index = repo.load_index(&key).await.expect("load");
+    let mut objects = index.objects.clone();
+    objects.sort();
+    let mut written = paths.clone();
+    written.sort();
+    assert_eq!(objects, written);
+    assert_eq!(index.chunk_records(), 3 * per_pack as usize);
+    for pack in &packs {
+        for c in pack.chunks.iter().step_by(97) {
+            let found = index.locate(&c.id).expect("listed");
+            assert_eq!((&*found.pack, found.offset), (pack.id.as_str(), c.offset));
+        }
+    }
+}

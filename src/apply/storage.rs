@@ -20,7 +20,7 @@ use crate::policy::Policy;
 use crate::repo::format::{IndexBody, PackBuilder, PackRecord, Tree};
 use crate::repo::keys::{ChunkId, RepoKey};
 use crate::repo::lock;
-use crate::repo::store::{Index, Location, PackRead, Repo};
+use crate::repo::store::{Index, IndexBatch, Location, PackRead, Repo, index_objects};
 use crate::sources::kind::Kind;
 
 /// How many finished packs may wait for upload per destination.
@@ -193,7 +193,7 @@ impl StorageExecutor {
         for (repo, index) in repos.iter().zip(&indexes) {
             let (tx, rx) = mpsc::channel::<PackUpload>(UPLOAD_QUEUE);
             targets.push(Target::new(index.clone(), tx));
-            uploads.push(tokio::spawn(upload(repo.clone(), rx)));
+            uploads.push(tokio::spawn(upload(repo.clone(), self.key.clone(), rx)));
         }
         let key_set = self
             .recipients
@@ -226,18 +226,18 @@ impl StorageExecutor {
         let report = scan
             .await
             .map_err(|e| Failure::new(Code::SourceFailed, format!("the scan stopped: {e}")))?;
-        let mut records = Vec::new();
+        let mut stored = Vec::new();
         let mut upload_error = None;
         for u in uploads {
             match u.await {
-                Ok(Ok(r)) => records.push(r),
+                Ok(Ok(bytes)) => stored.push(bytes),
                 Ok(Err(f)) => {
                     upload_error.get_or_insert(f);
-                    records.push(Vec::new());
+                    stored.push(0);
                 }
                 Err(e) => {
                     upload_error.get_or_insert(Failure::new(Code::Io, e.to_string()));
-                    records.push(Vec::new());
+                    stored.push(0);
                 }
             }
         }
@@ -248,12 +248,8 @@ impl StorageExecutor {
         };
         info.bytes_read = Some(report.bytes_read);
         let mut stored_first = None;
-        for (repo, packs) in repos.iter().zip(records) {
-            let stored: u64 = packs.iter().map(|p| p.size).sum();
+        for (repo, stored) in repos.iter().zip(stored) {
             stored_first.get_or_insert(stored);
-            if !packs.is_empty() {
-                repo.put_index(&self.key, packs).await?;
-            }
             let mut info = info.clone();
             info.bytes_stored = Some(stored);
             repo.put_snapshot(&self.key, &info, &report.tree).await?;
@@ -800,13 +796,17 @@ pub async fn gc(repo: &Repo, key: &RepoKey) -> Result<Collected, Failure> {
             }
         }
     }
-    if drop_packs.is_empty() && orphans.is_empty() && index.objects.len() <= 1 {
+    keep.sort_by(|a, b| a.id.cmp(&b.id));
+    let compact = index_objects(keep);
+    if drop_packs.is_empty() && orphans.is_empty() && index.objects.len() <= compact.len() {
         return Ok(Collected::default());
     }
-    keep.sort_by(|a, b| a.id.cmp(&b.id));
-    let new_index = repo.put_index(key, keep).await?;
+    let mut new_index = Vec::new();
+    for packs in compact {
+        new_index.extend(repo.put_index(key, packs).await?);
+    }
     for old in &index.objects {
-        if *old != new_index {
+        if !new_index.contains(old) {
             repo.delete(old).await?;
         }
     }
@@ -823,16 +823,30 @@ pub async fn gc(repo: &Repo, key: &RepoKey) -> Result<Collected, Failure> {
     })
 }
 
+/// Stores a backup's packs as they come, and lists them in an index object as soon as
+/// the next pack would not fit in it ([`IndexBatch`]; the rest when the packs end): a
+/// backup holds the records of at most [`INDEX_OBJECT_CHUNKS`] new chunks and a pack,
+/// however many it stores. Returns the bytes stored. Packs listed by a backup that
+/// then fails are referred to by no snapshot, and the next prune deletes them.
 async fn upload(
     repo: Repo,
+    key: RepoKey,
     mut rx: mpsc::Receiver<PackUpload>,
-) -> Result<Vec<PackRecord>, Failure> {
-    let mut records = Vec::new();
+) -> Result<u64, Failure> {
+    let mut batch = IndexBatch::default();
+    let mut stored = 0;
     while let Some((bytes, record)) = rx.recv().await {
         repo.put_pack(bytes, &record).await?;
-        records.push(record);
+        stored += record.size;
+        if let Some(full) = batch.push(record) {
+            repo.put_index(&key, full).await?;
+        }
     }
-    Ok(records)
+    let rest = batch.rest();
+    if !rest.is_empty() {
+        repo.put_index(&key, rest).await?;
+    }
+    Ok(stored)
 }
 
 fn snapshot_id(started: DateTime<Utc>, source: &str) -> String {
@@ -929,5 +943,66 @@ impl Executor for StorageExecutor {
         )
         .await
         .and_then(|r| r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::format::ChunkRecord;
+    use crate::repo::store::INDEX_OBJECT_CHUNKS;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_backups_uploads_are_listed_in_an_index_object_per_bound_of_chunks() {
+        let op = opendal::Operator::new(opendal::services::Memory::default()).expect("memory");
+        let repo = Repo::new("mem", op);
+        let key = RepoKey::generate().expect("key");
+        let hasher = key.chunk_id();
+        let (tx, rx) = mpsc::channel::<PackUpload>(UPLOAD_QUEUE);
+        let uploader = tokio::spawn(upload(repo.clone(), key.clone(), rx));
+        // Four packs of 3/7 of the bound: two in each object.
+        let per_pack = (INDEX_OBJECT_CHUNKS * 3 / 7) as u64;
+        let mut sent = Vec::new();
+        for p in 0..4u64 {
+            let bytes = format!("pack {p}").into_bytes();
+            let record = PackRecord {
+                id: blake3::hash(&bytes).to_hex().to_string(),
+                size: bytes.len() as u64,
+                key_sets: vec![(0, 1)],
+                chunks: (p * per_pack..(p + 1) * per_pack)
+                    .map(|n| ChunkRecord {
+                        id: hasher.id(&n.to_le_bytes()),
+                        key_set: 0,
+                        offset: 1,
+                        length: 1,
+                        raw_length: 1,
+                    })
+                    .collect(),
+            };
+            sent.push(record.clone());
+            tx.send((bytes, record)).await.expect("sent");
+            if p == 2 {
+                // The third pack does not fit beside the first two: they are listed.
+                let mut index = repo.load_index(&key).await.expect("index");
+                for _ in 0..1000 {
+                    if !index.objects.is_empty() {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                    index = repo.load_index(&key).await.expect("index");
+                }
+                assert_eq!(index.objects.len(), 1);
+                assert_eq!(index.chunk_records(), 2 * per_pack as usize);
+            }
+        }
+        drop(tx);
+        let stored = uploader.await.expect("join").expect("upload");
+        assert_eq!(stored, sent.iter().map(|p| p.size).sum::<u64>());
+        let index = repo.load_index(&key).await.expect("index");
+        assert_eq!(index.objects.len(), 2);
+        assert_eq!(index.chunk_records(), 4 * per_pack as usize);
+        for pack in &sent {
+            assert_eq!(index.pack(&pack.id).expect("listed").record(), *pack);
+        }
     }
 }

@@ -37,6 +37,13 @@ const POLICY_LOOKBACK: usize = 32;
 /// Where `verify` records what it found lost.
 const LOST_DIR: &str = "lost/";
 
+/// The most chunk records one index object lists, as a writer splits them. Whoever
+/// writes an index object holds its JSON whole (about 115 bytes per record), and a
+/// reader holds the objects it has read and not yet added ([`READ_CONCURRENCY`] at
+/// most, about 50 bytes per record sealed): this bounds both, about 2 MiB and 26 MiB,
+/// however many chunks the repository holds.
+pub const INDEX_OBJECT_CHUNKS: usize = 16_384;
+
 /// A pack read whole.
 #[derive(Debug)]
 pub enum PackRead {
@@ -658,20 +665,23 @@ impl Repo {
         self.create(&record.path(), bytes).await
     }
 
-    /// Writes an index object listing `packs`; returns its path.
+    /// Writes the index objects listing `packs` (at least one, each with at most
+    /// [`INDEX_OBJECT_CHUNKS`] chunk records unless one pack holds more); returns
+    /// their paths.
     pub async fn put_index(
         &self,
         key: &RepoKey,
         packs: Vec<PackRecord>,
-    ) -> Result<String, Failure> {
-        self.put_index_body(
-            key,
-            &IndexBody {
+    ) -> Result<Vec<String>, Failure> {
+        let mut paths = Vec::new();
+        for packs in index_objects(packs) {
+            let body = IndexBody {
                 packs,
                 retired: Vec::new(),
-            },
-        )
-        .await
+            };
+            paths.push(self.put_index_body(key, &body).await?);
+        }
+        Ok(paths)
     }
 
     /// Writes an index object; returns its path.
@@ -870,6 +880,42 @@ impl Repo {
     }
 }
 
+/// `packs` in groups of at most [`INDEX_OBJECT_CHUNKS`] chunk records (a pack with
+/// more alone), in order; always at least one group.
+pub fn index_objects(packs: Vec<PackRecord>) -> Vec<Vec<PackRecord>> {
+    let mut batch = IndexBatch::default();
+    let mut groups: Vec<Vec<PackRecord>> =
+        packs.into_iter().filter_map(|p| batch.push(p)).collect();
+    groups.push(batch.rest());
+    groups
+}
+
+/// Packs gathered into the groups index objects list: at most
+/// [`INDEX_OBJECT_CHUNKS`] chunk records each (a pack with more alone).
+#[derive(Debug, Default)]
+pub struct IndexBatch {
+    packs: Vec<PackRecord>,
+    records: usize,
+}
+
+impl IndexBatch {
+    /// Adds a pack; returns the group it does not fit in, which is full.
+    pub fn push(&mut self, pack: PackRecord) -> Option<Vec<PackRecord>> {
+        let full = (self.records + pack.chunks.len() > INDEX_OBJECT_CHUNKS
+            && !self.packs.is_empty())
+        .then(|| self.rest());
+        self.records += pack.chunks.len();
+        self.packs.push(pack);
+        full
+    }
+
+    /// The group being gathered, which may be empty.
+    pub fn rest(&mut self) -> Vec<PackRecord> {
+        self.records = 0;
+        std::mem::take(&mut self.packs)
+    }
+}
+
 /// Encodes a tree object: zstd-compressed JSON, sealed with the repository key.
 pub fn encode_tree(key: &RepoKey, tree: &Tree) -> Result<Vec<u8>, Failure> {
     seal_json(key, tree)
@@ -897,4 +943,52 @@ pub fn decode_tree(key: &RepoKey, bytes: &[u8]) -> Result<Tree, String> {
     let plain = key.open(body).map_err(|e| e.0)?;
     let json = zstd::decode_all(&plain[..]).map_err(|e| e.to_string())?;
     serde_json::from_slice(&json).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::format::ChunkRecord;
+    use crate::repo::keys::ChunkId;
+
+    fn pack(name: &str, chunks: usize) -> PackRecord {
+        let record = ChunkRecord {
+            id: ChunkId([1; 32]),
+            key_set: 0,
+            offset: 14,
+            length: 1,
+            raw_length: 1,
+        };
+        PackRecord {
+            id: name.into(),
+            size: 15,
+            key_sets: vec![(10, 4)],
+            chunks: vec![record; chunks],
+        }
+    }
+
+    fn names(groups: &[Vec<PackRecord>]) -> Vec<Vec<&str>> {
+        groups
+            .iter()
+            .map(|g| g.iter().map(|p| p.id.as_str()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn index_objects_hold_at_most_the_bound_of_chunk_records_and_a_larger_pack_alone() {
+        let half = INDEX_OBJECT_CHUNKS / 2;
+        let groups = index_objects(vec![
+            pack("a", half),
+            pack("b", half),
+            pack("c", 1),
+            pack("d", INDEX_OBJECT_CHUNKS + 1),
+            pack("e", 0),
+            pack("f", 3),
+        ]);
+        assert_eq!(
+            names(&groups),
+            [vec!["a", "b"], vec!["c"], vec!["d"], vec!["e", "f"]]
+        );
+        assert_eq!(names(&index_objects(Vec::new())), [Vec::<&str>::new()]);
+    }
 }
