@@ -587,4 +587,38 @@ async fn a_large_index_is_written_as_objects_of_bounded_size_and_read_whole() {
             assert_eq!((&*found.pack, found.offset), (pack.id.as_str(), c.offset));
         }
     }
+
+    // One object as an earlier build's prune wrote it, every pack in it (too large to
+    // read whole: it is read as a stream), in a repository of its own.
+    let op = opendal::Operator::new(opendal::services::Memory::default()).expect("memory");
+    let earlier = Repo::new("mem", op);
+    let mut many = packs.clone();
+    for round in 1..4u8 {
+        for (i, p) in packs.iter().enumerate() {
+            let mut copy = p.clone();
+            copy.id = format!("{round}{i:063x}");
+            for c in &mut copy.chunks {
+                c.id = hasher.id(&[c.id.0.as_slice(), &[round]].concat());
+            }
+            many.push(copy);
+        }
+    }
+    let body = IndexBody {
+        packs: many.clone(),
+        retired: Vec::new(),
+    };
+    let path = earlier.put_index_body(&key, &body).await.expect("index");
+    let size = earlier
+        .object(&path)
+        .await
+        .expect("read")
+        .expect("object")
+        .len();
+    assert!(size > 2 << 20, "{size} bytes");
+    let index = earlier.load_index(&key).await.expect("load");
+    assert_eq!(index.objects, [path]);
+    assert_eq!(index.chunk_records(), 12 * per_pack as usize);
+    for pack in &many {
+        assert_eq!(index.pack(&pack.id).expect("listed").record(), *pack);
+    }
 }

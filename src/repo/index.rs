@@ -3,16 +3,16 @@
 //!
 //! Every chunk record of every listed pack is one 48-byte [`Record`] in one `Vec`,
 //! pack after pack, and a second `Vec` of 4-byte positions sorted by chunk id finds a
-//! chunk by binary search: 52 bytes per chunk, where a hash map of ids to locations
-//! and the packs' own record lists cost about 200. Packs are a small table of their
-//! own (id, size, key sets, where their records start), a few hundred bytes per pack
-//! of up to 16 MiB. Index objects are read pack by pack
-//! ([`Index::read_object`]), so no object's JSON text or record list is ever held
-//! whole either.
+//! chunk by binary search, within the few positions a directory by the ids' first
+//! bits points at: 52 bytes per chunk (and at most half a byte of directory), where a
+//! hash map of ids to locations and the packs' own record lists cost about 200. Packs
+//! are a small table of their own (id, size, key sets, where their records start), a
+//! few hundred bytes per pack of up to 16 MiB. Index objects are added pack by pack
+//! ([`Index::read_object`]): no object's record list is ever held whole, and a large
+//! object's JSON text neither.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::io::Read;
 use std::sync::Arc;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -135,6 +135,11 @@ pub struct Index {
     records: Vec<Record>,
     /// Positions in `records`, sorted by chunk id, then position.
     by_id: Vec<u32>,
+    /// Where in `by_id` the ids of each value of their first `bits` bits start (and,
+    /// last, the end): a lookup searches about 8 positions, not all of them. Chunk ids
+    /// are keyed hashes, spread evenly.
+    directory: Vec<u32>,
+    bits: u32,
     /// Every pack the index objects list, lost ones included, retired ones not, in
     /// the order their records come.
     packs: Vec<Pack>,
@@ -180,13 +185,21 @@ impl Index {
         }
     }
 
-    /// Adds the packs of one index object's body, read from `json` pack by pack.
-    /// `Err(why)`: nothing of it was added (it does not parse, or lists a chunk that
-    /// no record can hold).
-    pub fn read_object(&mut self, path: String, json: impl Read) -> Result<(), String> {
+    /// Adds the packs of one index object's body, read from `json` pack by pack: the
+    /// whole text ([`SliceRead`]) or a stream of it ([`IoRead`]), for an object too
+    /// large to hold. `Err(why)`: nothing of it was added (it does not parse, or lists
+    /// a chunk that no record can hold).
+    ///
+    /// [`SliceRead`]: serde_json::de::SliceRead
+    /// [`IoRead`]: serde_json::de::IoRead
+    pub fn read_object<'de>(
+        &mut self,
+        path: String,
+        json: impl serde_json::de::Read<'de>,
+    ) -> Result<(), String> {
         let (records, packs) = (self.records.len(), self.packs.len());
         let mut retired = Vec::new();
-        let mut de = serde_json::Deserializer::from_reader(json);
+        let mut de = serde_json::Deserializer::new(json);
         let read = BodySeed {
             index: self,
             retired: &mut retired,
@@ -274,16 +287,36 @@ impl Index {
         by_id.sort_unstable_by(|a, b| {
             (&records[*a as usize].id, a).cmp(&(&records[*b as usize].id, b))
         });
+        // About 8 ids a bucket: at most half a byte per chunk.
+        self.bits = (records.len() / 8).max(1).ilog2().min(24);
+        let buckets = 1usize << self.bits;
+        let mut directory = Vec::with_capacity(buckets + 1);
+        let mut next = 0;
+        for bucket in 0..buckets {
+            while next < by_id.len() && self.bucket(&records[by_id[next] as usize].id) < bucket {
+                next += 1;
+            }
+            directory.push(next as u32);
+        }
+        directory.push(by_id.len() as u32);
         self.by_id = by_id;
+        self.directory = directory;
     }
 
-    /// The heap bytes that grow with the number of chunks: the records and their
-    /// sorted positions, by capacity ([`BYTES_PER_CHUNK`] per chunk once read). The
-    /// pack table and the lost and retired lists are left out: they grow with packs
-    /// (each up to 16 MiB of chunks), not chunks.
+    /// The directory's bucket of an id: its first `bits` bits.
+    fn bucket(&self, id: &[u8; 32]) -> usize {
+        let top = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
+        top.checked_shr(32 - self.bits).unwrap_or(0) as usize
+    }
+
+    /// The heap bytes that grow with the number of chunks: the records, their sorted
+    /// positions and the directory into them, by capacity ([`BYTES_PER_CHUNK`] per
+    /// chunk, and at most half a byte more for the directory, once read). The pack
+    /// table and the lost and retired lists are left out: they grow with packs (each
+    /// up to 16 MiB of chunks), not chunks.
     pub fn heap_bytes(&self) -> usize {
         self.records.capacity() * std::mem::size_of::<Record>()
-            + self.by_id.capacity() * std::mem::size_of::<u32>()
+            + (self.by_id.capacity() + self.directory.capacity()) * std::mem::size_of::<u32>()
     }
 
     /// How many chunk records the index holds (a chunk in two packs counts twice).
@@ -298,10 +331,15 @@ impl Index {
 
     /// The positions of every record of `id`, in the order the packs were read.
     fn records_of<'a>(&'a self, id: &'a ChunkId) -> impl Iterator<Item = u32> + 'a {
-        let first = self
-            .by_id
-            .partition_point(|p| self.records[*p as usize].id < id.0);
-        self.by_id[first..]
+        let bucket = self.bucket(&id.0);
+        // Empty until `finish`.
+        let (start, end) = match self.directory.get(bucket..bucket + 2) {
+            Some([start, end]) => (*start as usize, *end as usize),
+            _ => (0, 0),
+        };
+        let candidates = &self.by_id[start..end];
+        let first = candidates.partition_point(|p| self.records[*p as usize].id < id.0);
+        candidates[first..]
             .iter()
             .copied()
             .take_while(move |p| self.records[*p as usize].id == id.0)
@@ -446,6 +484,7 @@ mod tests {
     use crate::inventory::{LostPack, PackState};
     use crate::repo::format::IndexBody;
     use crate::repo::keys::RepoKey;
+    use serde_json::de::{IoRead, SliceRead};
 
     /// Packs of `per_pack` chunks with real chunk ids (the keyed hash of `from..to`).
     fn packs(key: &RepoKey, from: u64, to: u64, per_pack: u64) -> Vec<PackRecord> {
@@ -473,26 +512,33 @@ mod tests {
         serde_json::to_vec(&IndexBody { packs, retired }).expect("json")
     }
 
+    fn text(json: &[u8]) -> SliceRead<'_> {
+        SliceRead::new(json)
+    }
+
     #[test]
-    fn two_hundred_thousand_chunks_cost_at_most_52_bytes_each_and_are_all_found() {
+    fn two_hundred_thousand_chunks_cost_at_most_53_bytes_each_and_are_all_found() {
         const N: u64 = 200_000;
         let key = RepoKey::generate().expect("key");
         let written = packs(&key, 0, N, 1000);
         let mut index = Index::default();
-        // Two objects, as two backups write them.
+        // Two objects, as two backups write them: one read whole, one as a stream.
         let (first, second) = written.split_at(120);
         index
-            .read_object("index/a".into(), &json(first.to_vec(), Vec::new())[..])
+            .read_object("index/a".into(), text(&json(first.to_vec(), Vec::new())))
             .expect("first object");
+        let second = json(second.to_vec(), Vec::new());
+        let stream = IoRead::new(&second[..]);
         index
-            .read_object("index/b".into(), &json(second.to_vec(), Vec::new())[..])
+            .read_object("index/b".into(), stream)
             .expect("second object");
         index.finish();
 
         assert_eq!(index.chunk_records(), N as usize);
         assert_eq!(BYTES_PER_CHUNK, 52);
+        // And at most half a byte for the directory.
         assert!(
-            index.heap_bytes() <= N as usize * BYTES_PER_CHUNK,
+            index.heap_bytes() <= N as usize * BYTES_PER_CHUNK + N as usize / 2 + 4,
             "{} bytes for {N} chunks",
             index.heap_bytes()
         );
@@ -550,7 +596,7 @@ mod tests {
         };
         let mut index = Index::new(lost, Vec::new());
         index
-            .read_object("index/a".into(), &json(all.clone(), Vec::new())[..])
+            .read_object("index/a".into(), text(&json(all.clone(), Vec::new())))
             .expect("object");
         index.finish();
         let first = all[0].chunks[0].id;
@@ -572,12 +618,12 @@ mod tests {
         // packs after it are still found where they are.
         let mut index = Index::default();
         index
-            .read_object("index/a".into(), &json(all.clone(), Vec::new())[..])
+            .read_object("index/a".into(), text(&json(all.clone(), Vec::new())))
             .expect("object");
         index
             .read_object(
                 "index/b".into(),
-                &json(Vec::new(), vec![all[1].id.clone()])[..],
+                text(&json(Vec::new(), vec![all[1].id.clone()])),
             )
             .expect("retiring object");
         index.finish();
@@ -600,22 +646,22 @@ mod tests {
         let all = packs(&key, 0, 20, 10);
         let mut index = Index::default();
         index
-            .read_object("index/a".into(), &json(all[..1].to_vec(), Vec::new())[..])
+            .read_object("index/a".into(), text(&json(all[..1].to_vec(), Vec::new())))
             .expect("object");
         // Both packs, then a cut: the whole object is left out.
         let whole = json(all.clone(), vec!["dd".repeat(32)]);
-        let cut = &whole[..whole.len() - 40];
+        let cut = IoRead::new(&whole[..whole.len() - 40]);
         assert!(index.read_object("index/b".into(), cut).is_err());
         // A chunk at an offset no record holds.
         let mut far = all[1].clone();
         far.chunks[3].offset = 1 << 50;
         let err = index
-            .read_object("index/c".into(), &json(vec![far], Vec::new())[..])
+            .read_object("index/c".into(), text(&json(vec![far], Vec::new())))
             .expect_err("refused");
         assert!(err.contains("offset"), "{err}");
         // The first pack again, beside the second.
         index
-            .read_object("index/d".into(), &json(all.clone(), Vec::new())[..])
+            .read_object("index/d".into(), text(&json(all.clone(), Vec::new())))
             .expect("object");
         index.finish();
         assert_eq!(index.objects, ["index/a", "index/d"]);

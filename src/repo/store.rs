@@ -44,6 +44,11 @@ const LOST_DIR: &str = "lost/";
 /// however many chunks the repository holds.
 pub const INDEX_OBJECT_CHUNKS: usize = 16_384;
 
+/// An index object whose compressed body is at most this large is decompressed whole
+/// and parsed from memory (one of [`INDEX_OBJECT_CHUNKS`] records is about 0.8 MiB);
+/// a larger one, which earlier builds wrote, is parsed as it is decompressed.
+const WHOLE_INDEX_OBJECT: usize = 2 << 20;
+
 /// A pack read whole.
 #[derive(Debug)]
 pub enum PackRead {
@@ -582,9 +587,10 @@ impl Repo {
         Ok(PackRead::Intact(bytes))
     }
 
-    /// Every index object, merged, with what `lost/` records. Each object is read
-    /// as it arrives and added pack by pack, so memory holds the compact index and a
-    /// few objects in flight, never an object's JSON or record list whole.
+    /// Every index object, merged, with what `lost/` records. Each object is added
+    /// pack by pack as it arrives, so memory holds the compact index, the objects in
+    /// flight and the JSON of one object of at most [`WHOLE_INDEX_OBJECT`] (a larger
+    /// one is parsed as it is decompressed), never a record list whole.
     pub async fn load_index(&self, key: &RepoKey) -> Result<Index, Failure> {
         // A damaged record of lost packs hides nothing: `plan` and `verify` name it.
         let records = self.lost_records().await?;
@@ -613,11 +619,20 @@ impl Repo {
                 });
             drop(bytes);
             let read = match opened {
+                // An object written under the bound (about 0.8 MiB) is read whole,
+                // which is quicker; a larger one (an earlier build's) as a stream.
+                Ok(Some(plain)) if plain.len() <= WHOLE_INDEX_OBJECT => {
+                    zstd::decode_all(&plain[..])
+                        .map_err(|e| e.to_string())
+                        .and_then(|json| {
+                            index.read_object(path.clone(), serde_json::de::SliceRead::new(&json))
+                        })
+                }
                 Ok(Some(plain)) => zstd::Decoder::new(&plain[..])
                     .map_err(|e| e.to_string())
                     .and_then(|json| {
                         let json = std::io::BufReader::with_capacity(1 << 16, json);
-                        index.read_object(path.clone(), json)
+                        index.read_object(path.clone(), serde_json::de::IoRead::new(json))
                     }),
                 // Written under another repository key: its chunk ids live in
                 // another id space and cannot be reused; its packs stay for restores.
