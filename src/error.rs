@@ -105,8 +105,16 @@ codes! {
     SshMissing,
     ObjectLocked,
     ShortObjectLock,
+    BackupMissing,
+    BackupLate,
+    BackupFailed,
+    SizeAnomaly,
+    CheckFailed,
     NotifyFailed,
     NotifySecretUnresolved,
+    Stopped,
+    ListenFailed,
+    RunNotStarted,
     Io,
 }
 
@@ -513,6 +521,46 @@ impl Code {
                 "notify-secret-unresolved",
                 "export the variable the notification refers to in the environment that runs backplan",
             ),
+            Code::BackupMissing => (
+                "BP260",
+                "backup-missing",
+                "run `backplan apply` (or check why the scheduler does not): the source has no good snapshot on this destination",
+            ),
+            Code::BackupLate => (
+                "BP261",
+                "backup-late",
+                "check that the scheduler runs `backplan apply`, and why the last runs did not back the source up (`backplan plan` shows what is due)",
+            ),
+            Code::BackupFailed => (
+                "BP262",
+                "backup-failed",
+                "the failure's own code (docs/errors.md) says why; fix it and run `backplan apply` again",
+            ),
+            Code::SizeAnomaly => (
+                "BP263",
+                "size-anomaly",
+                "compare the snapshot with the one before (`backplan snapshots`): a folder emptied or a database truncated shows here; raise `size_change_factor` if the change is expected",
+            ),
+            Code::CheckFailed => (
+                "BP264",
+                "check-failed",
+                "run `backplan verify` (or the drill) again to see what it found; `backplan plan` offers repairs from other destinations",
+            ),
+            Code::Stopped => (
+                "BP268",
+                "stopped",
+                "nothing to fix: backplan was asked to stop; the step left undone runs on the next run, and nothing half-written counts as a snapshot",
+            ),
+            Code::ListenFailed => (
+                "BP269",
+                "listen-failed",
+                "give --listen (or BACKPLAN_LISTEN) a free host:port this user may bind, or leave it out",
+            ),
+            Code::RunNotStarted => (
+                "BP270",
+                "run-not-started",
+                "fix what the message names (`backplan validate` checks the policy); the daemon tries again at the next due time",
+            ),
             Code::Io => ("BP299", "io", "check the path and its permissions"),
         }
     }
@@ -736,5 +784,31 @@ impl Diagnostic for Failure {
 
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
         Some(Box::new(self.help_text()))
+    }
+}
+
+/// How a command ended, as the process exit code (see the README).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Success; for `plan --detailed-exitcode`, nothing to do.
+    Ok = 0,
+    /// `plan --detailed-exitcode`: the plan has changes.
+    Changes = 2,
+    /// `apply`: some actions failed (the others completed).
+    Partial = 3,
+    /// `status`: warnings (a backup late, a size changed beyond its factor, a stale
+    /// lock), nothing critical.
+    Warning = 4,
+    /// `status`: critical findings (a backup missing or failed, a destination
+    /// unreadable, a verify or drill failed).
+    Critical = 5,
+    /// The command line is wrong: an unknown subcommand, flag or value (`EX_USAGE`
+    /// of sysexits.h). Never 2, which `plan --detailed-exitcode` means as changes.
+    Usage = 64,
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> std::process::ExitCode {
+        std::process::ExitCode::from(e as u8)
     }
 }

@@ -7,8 +7,6 @@ use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde::Serialize;
 
-use crate::policy::{Policy, PolicyFile};
-
 /// Sources as nodes; an edge `a → b` means "a depends on b".
 #[derive(Debug, Clone)]
 pub struct SourceGraph {
@@ -26,32 +24,20 @@ pub struct Level {
 }
 
 impl SourceGraph {
-    /// Builds the graph of a validated policy (validation has ruled out cycles).
-    pub fn new(policy: &Policy) -> SourceGraph {
-        match Self::from_file(&policy.file) {
-            Ok(graph) => graph,
-            // Unreachable for a validated policy; an empty order is the safe answer.
-            Err(_) => SourceGraph {
-                graph: DiGraph::new(),
-                nodes: Vec::new(),
-            },
-        }
-    }
-
-    /// Builds the graph, or returns one dependency cycle as the names along it, the
+    /// Builds the graph of `sources` (each source's name and the names it depends on,
+    /// in policy order), or returns one dependency cycle as the names along it, the
     /// first repeated at the end (`a → b → a`). Unknown dependencies are skipped: they
     /// are reported on their own.
-    pub fn from_file(file: &PolicyFile) -> Result<SourceGraph, Vec<String>> {
+    pub fn new(sources: &[(&str, &[String])]) -> Result<SourceGraph, Vec<String>> {
         let mut graph = DiGraph::new();
-        let nodes: Vec<(String, NodeIndex)> = file
-            .sources
-            .keys()
-            .map(|name| (name.clone(), graph.add_node(name.clone())))
+        let nodes: Vec<(String, NodeIndex)> = sources
+            .iter()
+            .map(|(name, _)| (name.to_string(), graph.add_node(name.to_string())))
             .collect();
         let index: HashMap<&str, NodeIndex> = nodes.iter().map(|(n, i)| (n.as_str(), *i)).collect();
-        for (name, source) in &file.sources {
-            for dep in &source.common.depends_on {
-                if let (Some(&a), Some(&b)) = (index.get(name.as_str()), index.get(dep.as_str())) {
+        for (name, depends_on) in sources {
+            for dep in *depends_on {
+                if let (Some(&a), Some(&b)) = (index.get(name), index.get(dep.as_str())) {
                     graph.add_edge(a, b, ());
                 }
             }
@@ -132,7 +118,7 @@ impl SourceGraph {
             return l;
         }
         if depth > self.nodes.len() {
-            return 0; // only reachable with a cycle, which from_file rules out
+            return 0; // only reachable with a cycle, which `new` rules out
         }
         let l = self
             .graph

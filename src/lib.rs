@@ -6,8 +6,11 @@
 //! `DESIGN.md` for the whole picture.
 
 pub mod apply;
+#[cfg(test)]
+mod architecture;
 pub mod cli;
 pub mod commands;
+pub mod crypto;
 pub mod error;
 pub mod graph;
 pub mod inventory;
@@ -19,4 +22,5 @@ pub mod render;
 pub mod repo;
 pub mod restore;
 pub mod sources;
+pub mod status;
 pub mod verify;

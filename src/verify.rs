@@ -9,7 +9,8 @@
 //! the repository key is whole, to the policy's recipients, and (with a secret key)
 //! opens to the key it is named after. [`check_databases`]: the newest good snapshot
 //! of each source whose kind reads its snapshots as its server would (postgres,
-//! redis), checked through the kind's seam.
+//! redis), checked through the kind's seam. [`record_run`] records each run and its
+//! result (`verifies/`) for `status`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -17,16 +18,16 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::crypto::keys::{ChunkId, RepoKey};
+use crate::crypto::{Recipients, SecretKeys};
 use crate::error::{Code, Failure};
-use crate::inventory::{Lost, LostPack, PackState, SnapshotStatus};
-use crate::pipeline::crypto::{Recipients, SecretKeys};
+use crate::inventory::{CheckResult, Lost, LostPack, PackState, SnapshotStatus, VerifyRecord};
+use crate::pipeline::ChunkSource;
 use crate::pipeline::fetch::RepoFetcher;
 use crate::repo::format::pack_path;
 use crate::repo::key_for;
-use crate::repo::keys::{ChunkId, RepoKey};
 use crate::repo::store::{Index, PackRead, Repo};
 use crate::restore::execute::SnapshotData;
-use crate::sources::ChunkSource;
 use crate::sources::kind::{Checked, Kind};
 
 /// The findings for one destination.
@@ -714,6 +715,30 @@ pub async fn record(repo: &Repo, f: &mut Findings, now: DateTime<Utc>) -> Result
         None => "nothing is lost any more: the earlier record is removed".to_string(),
     });
     Ok(())
+}
+
+/// Records that `verify` ran on the repository and how it ended (`verifies/`), for
+/// `status` and the metrics: `started` is when the run began, `read_data` the
+/// fraction of packs it read back.
+pub async fn record_run(
+    repo: &Repo,
+    f: &Findings,
+    started: DateTime<Utc>,
+    read_data: Option<f64>,
+) -> Result<(), Failure> {
+    let problems: usize = f.problems.values().map(Vec::len).sum();
+    let record = VerifyRecord {
+        started,
+        finished: Utc::now(),
+        result: match problems {
+            0 => CheckResult::Passed,
+            _ => CheckResult::Failed,
+        },
+        snapshots: f.snapshots,
+        problems,
+        read_data,
+    };
+    repo.put_verify(&record).await.map(|_| ())
 }
 
 #[cfg(test)]

@@ -85,6 +85,19 @@ pub enum Status {
     Skipped { why: String },
 }
 
+/// One notification of the run (`notify:`) sent, or not: part of the apply report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Delivery {
+    /// The entry's name under `notify:`.
+    pub notifier: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub state: crate::policy::notify::NotifyState,
+    /// Why it was not sent; absent when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Failure>,
+}
+
 /// One action's outcome; `index` is its position in the plan.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Outcome {
@@ -107,7 +120,7 @@ pub struct Report {
     pub outcomes: Vec<Outcome>,
     /// The run's notifications (`notify:`), sent or not.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub notifications: Vec<crate::notify::Delivery>,
+    pub notifications: Vec<Delivery>,
 }
 
 impl Report {
@@ -125,6 +138,46 @@ impl Report {
 
     fn count(&self, f: impl Fn(&Status) -> bool) -> usize {
         self.outcomes.iter().filter(|o| f(&o.status)).count()
+    }
+}
+
+/// A request to stop, as the daemon's signal handler makes it: an executor given one
+/// starts no further action, and abandons a running one at its current await point
+/// after which its locks are released. Abandoning is no worse than a crash, which the
+/// repository survives by design (data first, manifest last: no half snapshot), and
+/// unlike a crash it leaves no lock behind.
+#[derive(Debug, Clone)]
+pub struct Stop(tokio::sync::watch::Receiver<bool>);
+
+/// What requests a [`Stop`].
+#[derive(Debug)]
+pub struct StopSender(tokio::sync::watch::Sender<bool>);
+
+impl Stop {
+    /// A stop request and what sends it.
+    pub fn new() -> (StopSender, Stop) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        (StopSender(tx), Stop(rx))
+    }
+
+    /// Whether a stop was requested.
+    pub fn requested(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Completes once a stop is requested (never, when the sender is gone first).
+    pub async fn wait(&self) {
+        let mut rx = self.0.clone();
+        if rx.wait_for(|stop| *stop).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl StopSender {
+    /// Requests the stop; every [`Stop`] sees it.
+    pub fn stop(&self) {
+        self.0.send_replace(true);
     }
 }
 

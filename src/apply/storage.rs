@@ -10,17 +10,19 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio::sync::{OnceCell, mpsc};
 
-use super::{Detail, Done, Executor, Setting};
+use super::{Detail, Done, Executor, Setting, Stop};
+use crate::crypto::Recipients;
+use crate::crypto::keys::{ChunkId, RepoKey};
 use crate::error::{Code, Failure};
-use crate::inventory::{LockKind, Lost, PackState, SnapshotInfo, SnapshotStatus};
-use crate::pipeline::crypto::Recipients;
+use crate::inventory::{FailureRecord, LockKind, Lost, PackState, SnapshotInfo, SnapshotStatus};
 use crate::pipeline::sink::{PackUpload, RepoSink, Target};
 use crate::plan::{Backup, Configure, Copy, Prune, Repair, Role};
 use crate::policy::Policy;
-use crate::repo::format::{IndexBody, PackBuilder, PackRecord, Tree};
-use crate::repo::keys::{ChunkId, RepoKey};
+use crate::repo::format::{IndexBody, Tree};
+use crate::repo::gc::gc;
 use crate::repo::lock;
-use crate::repo::store::{Index, IndexBatch, Location, PackRead, Repo, index_objects};
+use crate::repo::mover::ChunkMover;
+use crate::repo::store::{Index, IndexBatch, Location, Repo};
 use crate::sources::kind::Kind;
 
 /// How many finished packs may wait for upload per destination.
@@ -43,6 +45,8 @@ pub struct StorageExecutor {
     /// one copy in memory however many backups run, and no backup reading every
     /// index object again.
     indexes: HashMap<String, tokio::sync::Mutex<Option<Arc<Index>>>>,
+    /// The daemon's stop request, if any (see [`Stop`]).
+    stop: Option<Stop>,
 }
 
 impl StorageExecutor {
@@ -67,6 +71,37 @@ impl StorageExecutor {
                 .collect(),
             repos: repos.into_iter().map(|r| (r.name.clone(), r)).collect(),
             run_id: format!("{}-{}", now.format("%Y%m%dT%H%M%SZ"), random_hex(2)),
+            stop: None,
+        }
+    }
+
+    /// Starts no action once `stop` is requested, and abandons the running ones.
+    pub fn with_stop(mut self, stop: Stop) -> StorageExecutor {
+        self.stop = Some(stop);
+        self
+    }
+
+    /// Fails when a stop was requested, before an action takes its locks.
+    fn not_stopping(&self) -> Result<(), Failure> {
+        match &self.stop {
+            Some(stop) if stop.requested() => Err(stopped("not started")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs `work` (which holds its locks) unless a stop is requested first: then it
+    /// is dropped where it waits, and the caller releases its locks. A backup dropped
+    /// so records no failed snapshot: it did not fail, and the next run takes it.
+    async fn abandonable<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, Failure>>,
+    ) -> Result<T, Failure> {
+        let Some(stop) = &self.stop else {
+            return work.await;
+        };
+        tokio::select! {
+            out = work => out,
+            () = stop.wait() => Err(stopped("abandoned")),
         }
     }
 
@@ -151,12 +186,20 @@ impl StorageExecutor {
         })?;
         let started = Utc::now();
         let result = self.backup_locked(action, source, repos, started).await;
-        if result.is_err() {
+        if let Err(failure) = &result {
             // Its own id: a destination may hold this run's complete snapshot already.
             let id = snapshot_id(started, &action.source);
             let mut info = self.snapshot_info(action, source, &id, started);
             info.status = SnapshotStatus::Failed;
+            // Why it failed, for `status`: written before the snapshot's header.
+            let why = FailureRecord {
+                snapshot: id,
+                source: action.source.clone(),
+                time: started,
+                code: failure.code.id().to_string(),
+            };
             for repo in repos {
+                let _ = repo.put_failure(&why).await;
                 let _ = repo.put_snapshot(&self.key, &info, &Tree::default()).await;
             }
         }
@@ -247,6 +290,7 @@ impl StorageExecutor {
             (Err(f), _) | (Ok(_), Some(f)) => return Err(f),
         };
         info.bytes_read = Some(report.bytes_read);
+        info.size = Some(report.tree.entries.iter().map(|e| e.size).sum());
         let mut stored_first = None;
         for (repo, stored) in repos.iter().zip(stored) {
             stored_first.get_or_insert(stored);
@@ -277,6 +321,7 @@ impl StorageExecutor {
             status: SnapshotStatus::Complete,
             bytes_read: None,
             bytes_stored: None,
+            size: None,
             source_digest: Some(source.digest.clone()),
             policy_digest: Some(self.policy.digest.clone()),
             retain_until: None,
@@ -372,7 +417,7 @@ impl StorageExecutor {
             to.put_index(&self.key, packs).await?;
         }
         let tree_hash = blake3::hash(&tree_bytes).to_hex().to_string();
-        to.put_snapshot_objects(header.key_id, &header.snapshot, tree_bytes, tree_hash)
+        to.put_snapshot_objects(header.key_id.clone(), &header.info(), tree_bytes, tree_hash)
             .await?;
         Ok(Done {
             bytes_read: None,
@@ -572,257 +617,6 @@ fn by_pack(moves: &mut [(ChunkId, Location)]) {
     moves.sort_by(|a, b| (&a.1.pack, a.1.offset).cmp(&(&b.1.pack, b.1.offset)));
 }
 
-/// Moves encrypted chunks from the packs of one repository into new packs of another
-/// (or the same), without decrypting: a chunk's SEIPD packet and the key set it needs
-/// are copied as they are.
-#[derive(Debug, Default)]
-struct ChunkMover {
-    builder: PackBuilder,
-    written: Vec<PackRecord>,
-    key_sets: HashMap<(Arc<str>, u16), Vec<u8>>,
-    /// Read source packs whole, each checked against its name, rather than byte
-    /// ranges: what goes to another destination is then known to be intact. Chunks
-    /// should come pack by pack: one pack is kept at a time.
-    whole: bool,
-    /// The source pack read last, when reading whole.
-    pack: Option<(Arc<str>, Vec<u8>)>,
-    /// Packs damaged on the target: a new pack of the same name (the same bytes as
-    /// the pack should have had) replaces them.
-    replace: HashSet<String>,
-}
-
-impl ChunkMover {
-    /// A mover between destinations: source packs read whole and checked.
-    fn checked(replace: HashSet<String>) -> ChunkMover {
-        ChunkMover {
-            whole: true,
-            replace,
-            ..ChunkMover::default()
-        }
-    }
-
-    async fn add(
-        &mut self,
-        from: &Repo,
-        index: &Index,
-        id: ChunkId,
-        loc: &Location,
-        to: &Repo,
-    ) -> Result<(), Failure> {
-        self.take(from, index, id, loc).await?;
-        self.flush_full(to).await
-    }
-
-    /// Reads a chunk's packet and key set into the pack in the making. A source pack
-    /// that cannot be read fails here, before anything of it is added.
-    async fn take(
-        &mut self,
-        from: &Repo,
-        index: &Index,
-        id: ChunkId,
-        loc: &Location,
-    ) -> Result<(), Failure> {
-        let path = crate::repo::format::pack_path(&loc.pack);
-        let (off, len) = index.key_set(loc).ok_or_else(|| {
-            Failure::new(
-                Code::CorruptObject,
-                format!(
-                    "{}: pack {} has no key set {}",
-                    from.name, loc.pack, loc.key_set
-                ),
-            )
-        })?;
-        if !self.whole {
-            let set_key = (loc.pack.clone(), loc.key_set);
-            if !self.key_sets.contains_key(&set_key) {
-                let bytes = from.read_range(&path, off, len).await?;
-                self.key_sets.insert(set_key.clone(), bytes);
-            }
-            let packet = from.read_range(&path, loc.offset, loc.length).await?;
-            self.builder
-                .add(id, &self.key_sets[&set_key], &packet, loc.raw_length);
-            return Ok(());
-        }
-        if self.pack.as_ref().is_none_or(|(p, _)| *p != loc.pack) {
-            let why = match from.read_pack(&loc.pack).await? {
-                PackRead::Intact(bytes) => {
-                    self.pack = Some((loc.pack.clone(), bytes));
-                    None
-                }
-                PackRead::Missing => Some("it is missing".to_string()),
-                PackRead::Damaged(why) => Some(why),
-            };
-            if let Some(why) = why {
-                return Err(Failure::new(
-                    Code::CorruptObject,
-                    format!(
-                        "destination {}: pack {path} cannot be copied: {why}",
-                        from.name
-                    ),
-                ));
-            }
-        }
-        let bytes = self
-            .pack
-            .as_ref()
-            .map(|(_, b)| b.as_slice())
-            .unwrap_or_default();
-        let slice = |o: u64, l: u32| bytes.get(o as usize..o as usize + l as usize);
-        let (Some(key_set), Some(packet)) = (slice(off, len), slice(loc.offset, loc.length)) else {
-            return Err(Failure::new(
-                Code::CorruptObject,
-                format!(
-                    "destination {}: object {path} is damaged: it is shorter than the index says",
-                    from.name
-                ),
-            ));
-        };
-        self.builder.add(id, key_set, packet, loc.raw_length);
-        Ok(())
-    }
-
-    /// Writes the pack in the making once it is full.
-    async fn flush_full(&mut self, to: &Repo) -> Result<(), Failure> {
-        if self.builder.len() >= crate::repo::format::PACK_TARGET {
-            let (bytes, record) = std::mem::take(&mut self.builder).finish();
-            self.write(to, bytes, record).await?;
-        }
-        Ok(())
-    }
-
-    async fn write(
-        &mut self,
-        to: &Repo,
-        bytes: Vec<u8>,
-        record: PackRecord,
-    ) -> Result<(), Failure> {
-        if self.replace.contains(&record.id) {
-            // Its bytes are not what it is named after: no reader can use them, and
-            // a write that must not overwrite would keep them.
-            to.delete(&record.path()).await?;
-        }
-        to.put_pack(bytes, &record).await?;
-        self.written.push(record);
-        Ok(())
-    }
-
-    /// Writes the last pack; returns every pack written.
-    async fn finish(mut self, to: &Repo) -> Result<Vec<PackRecord>, Failure> {
-        if !self.builder.is_empty() {
-            let (bytes, record) = std::mem::take(&mut self.builder).finish();
-            self.write(to, bytes, record).await?;
-        }
-        Ok(self.written)
-    }
-}
-
-/// What a garbage collection did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Collected {
-    /// Packs deleted (repacked ones included).
-    pub removed: usize,
-    /// Packs whose live chunks moved into new packs.
-    pub repacked: usize,
-    /// New packs those chunks went into.
-    pub written: usize,
-}
-
-/// A pack whose chunks still in use are less than this share of its bytes is
-/// repacked by prune: its live chunks move to a new pack and it goes.
-const REPACK_BELOW: f64 = 0.5;
-
-/// Deletes packs no snapshot refers to, repacks those mostly unreferenced, and
-/// compacts the index into one object. New packs and the new index are written before
-/// anything old is deleted.
-pub async fn gc(repo: &Repo, key: &RepoKey) -> Result<Collected, Failure> {
-    let index: Index = repo.load_index(key).await?;
-    let mut referenced = HashSet::new();
-    for (_, header) in repo.snapshot_headers().await? {
-        let header = header?;
-        if header.key_id != key.id() {
-            // A snapshot under another key: its references cannot be read, so no
-            // pack may be collected.
-            return Ok(Collected::default());
-        }
-        let (_, tree) = repo.read_snapshot(key, &header.snapshot.id).await?;
-        for e in tree.entries {
-            referenced.extend(e.chunks);
-        }
-    }
-    let mut keep = Vec::new();
-    let mut drop_packs = Vec::new();
-    let mut mover = ChunkMover::default();
-    let mut repacked = 0;
-    for pack in index.packs() {
-        let id = pack.id();
-        let total: u64 = pack.chunks().map(|c| u64::from(c.length)).sum();
-        let live: u64 = pack
-            .chunks()
-            .filter(|c| referenced.contains(&c.id))
-            .map(|c| u64::from(c.length))
-            .sum();
-        if live == 0 {
-            drop_packs.push(id.clone());
-        } else if index.is_lost(id) {
-            // Lost but still needed: it stays for a repair, and for salvage when no
-            // other destination has its chunks.
-            keep.push(pack.record());
-        } else if (live as f64) < total as f64 * REPACK_BELOW {
-            for c in pack.chunks().filter(|c| referenced.contains(&c.id)) {
-                if let Some(loc) = index.locate(&c.id).filter(|l| l.pack == *id) {
-                    mover.add(repo, &index, c.id, &loc, repo).await?;
-                }
-            }
-            drop_packs.push(id.clone());
-            repacked += 1;
-        } else {
-            keep.push(pack.record());
-        }
-    }
-    let written = mover.finish(repo).await?;
-    let new_packs = written.len();
-    keep.extend(written);
-    // Packs that no index lists: left by a crashed backup. Only when every index
-    // could be read is it safe to say a pack is listed nowhere.
-    let all_read = index.damaged.is_empty() && index.foreign.is_empty();
-    let mut orphans = Vec::new();
-    if all_read {
-        // The packs just repacked into are in no index yet, and no orphans.
-        let kept: HashSet<&str> = keep.iter().map(|r| r.id.as_str()).collect();
-        for path in repo.pack_objects().await?.into_keys() {
-            let id = path.rsplit('/').next().unwrap_or_default();
-            if index.pack(id).is_none() && !kept.contains(id) {
-                orphans.push(path);
-            }
-        }
-    }
-    keep.sort_by(|a, b| a.id.cmp(&b.id));
-    let compact = index_objects(keep);
-    if drop_packs.is_empty() && orphans.is_empty() && index.objects.len() <= compact.len() {
-        return Ok(Collected::default());
-    }
-    let mut new_index = Vec::new();
-    for packs in compact {
-        new_index.extend(repo.put_index(key, packs).await?);
-    }
-    for old in &index.objects {
-        if !new_index.contains(old) {
-            repo.delete(old).await?;
-        }
-    }
-    for id in &drop_packs {
-        repo.delete(&crate::repo::format::pack_path(id)).await?;
-    }
-    for path in &orphans {
-        repo.delete(path).await?;
-    }
-    Ok(Collected {
-        removed: drop_packs.len() + orphans.len(),
-        repacked,
-        written: new_packs,
-    })
-}
-
 /// Stores a backup's packs as they come, and lists them in an index object as soon as
 /// the next pack would not fit in it ([`IndexBatch`]; the rest when the packs end): a
 /// backup holds the records of at most [`INDEX_OBJECT_CHUNKS`] new chunks and a pack,
@@ -859,6 +653,14 @@ fn snapshot_id(started: DateTime<Utc>, source: &str) -> String {
     )
 }
 
+/// An action that a stop request kept from running or cut short.
+fn stopped(what: &str) -> Failure {
+    Failure::new(
+        Code::Stopped,
+        format!("{what}: backplan was asked to stop (SIGTERM or SIGINT)"),
+    )
+}
+
 fn random_hex(bytes: usize) -> String {
     let mut r = vec![0u8; bytes];
     let _ = getrandom::fill(&mut r);
@@ -872,16 +674,18 @@ impl Executor for StorageExecutor {
             repos.push(self.repo(d)?.clone());
         }
         let locked: Vec<&Repo> = repos.iter().collect();
+        self.not_stopping()?;
         lock::holding(
             &locked,
             LockKind::Shared,
-            self.backup_recorded(action, &repos),
+            self.abandonable(self.backup_recorded(action, &repos)),
         )
         .await
         .and_then(|r| r)
     }
 
     async fn configure(&self, action: &Configure) -> Result<Done, Failure> {
+        self.not_stopping()?;
         let source = self.policy.sources.get(&action.source).ok_or_else(|| {
             Failure::new(
                 Code::NoExecutor,
@@ -912,10 +716,11 @@ impl Executor for StorageExecutor {
         let from = self.repo(&action.from)?.clone();
         let to = self.repo(&action.to)?.clone();
         // Both ends: no prune may delete the packs being read either.
+        self.not_stopping()?;
         lock::holding(
             &[&to, &from],
             LockKind::Shared,
-            self.copy_locked(action, &from, &to),
+            self.abandonable(self.copy_locked(action, &from, &to)),
         )
         .await
         .and_then(|r| r)
@@ -929,17 +734,23 @@ impl Executor for StorageExecutor {
         }
         // The repaired destination and every source: no prune may run under it.
         let locked: Vec<&Repo> = std::iter::once(&to).chain(&from).collect();
-        lock::holding(&locked, LockKind::Shared, self.repair_locked(&to, &from))
-            .await
-            .and_then(|r| r)
+        self.not_stopping()?;
+        lock::holding(
+            &locked,
+            LockKind::Shared,
+            self.abandonable(self.repair_locked(&to, &from)),
+        )
+        .await
+        .and_then(|r| r)
     }
 
     async fn prune(&self, action: &Prune) -> Result<Done, Failure> {
         let repo = self.repo(&action.destination)?.clone();
+        self.not_stopping()?;
         lock::holding(
             &[&repo],
             LockKind::Exclusive,
-            self.prune_locked(action, &repo),
+            self.abandonable(self.prune_locked(action, &repo)),
         )
         .await
         .and_then(|r| r)
@@ -949,7 +760,7 @@ impl Executor for StorageExecutor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::format::ChunkRecord;
+    use crate::repo::format::{ChunkRecord, PackRecord};
     use crate::repo::store::INDEX_OBJECT_CHUNKS;
 
     #[tokio::test(flavor = "current_thread")]

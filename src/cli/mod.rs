@@ -10,9 +10,10 @@ use crate::error::{Code, Failure};
 use crate::plan::DEFAULT_MAX_DELETES;
 
 /// The exit codes, as the README lists them.
-const EXIT_CODES: &str = "Exit codes: 0 success (plan --detailed-exitcode: nothing to do); 1 error, \
-nothing changed; 2 plan --detailed-exitcode: changes pending; 3 apply: some actions failed; \
-64 usage error (unknown subcommand, flag or value).";
+const EXIT_CODES: &str = "Exit codes: 0 success (plan --detailed-exitcode: nothing to do; status: \
+healthy); 1 error, nothing changed; 2 plan --detailed-exitcode: changes pending; 3 apply: some \
+actions failed; 4 status: warnings; 5 status: critical findings; 64 usage error (unknown \
+subcommand, flag or value).";
 
 /// Declarative backups of a production stack.
 ///
@@ -64,12 +65,21 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Check that every snapshot's data is present and intact.
     Verify(VerifyArgs),
+    /// Show the health of every source on every destination, from the destinations
+    /// alone: exit 0 healthy, 4 warnings, 5 critical (a monitoring check by itself).
+    Status(StatusArgs),
     /// Remove stale locks: expired ones, and this host's whose process is gone (every
     /// lock with --all).
     Unlock(UnlockArgs),
     /// Make a key pair for a recipient: the public key for the policy, the secret key
     /// for restores (keep it off the backup host).
     Keygen(KeygenArgs),
+    /// Run forever: apply whenever the policy's schedules make a run due, catching up
+    /// a missed one once; serve /healthz and /metrics.
+    Daemon(DaemonArgs),
+    /// Print systemd units (service and timer) or a crontab line that run backplan on
+    /// the host's own scheduler.
+    Schedule(ScheduleArgs),
     /// Print shell completions.
     Completions(CompletionsArgs),
     /// Write the man pages into a folder.
@@ -167,6 +177,31 @@ pub struct ApplyArgs {
     /// Output format of the report.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
+    /// After the run, write the status as Prometheus metrics to this file (for
+    /// node_exporter's textfile collector), atomically.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The status as of this time (RFC 3339), instead of now: for reviews and tests.
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<String>,
+    /// Read the inventory from this JSON file instead of the destinations.
+    #[arg(long, value_name = "FILE")]
+    pub inventory: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = StatusFormat::Human)]
+    pub format: StatusFormat,
+}
+
+/// `status --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
+    Human,
+    Json,
+    /// Prometheus's text exposition format.
+    Prometheus,
 }
 
 #[derive(Debug, Args)]
@@ -295,6 +330,58 @@ pub struct KeygenArgs {
     /// Where to write the secret key (mode 0600). Never overwritten.
     #[arg(long, value_name = "FILE")]
     pub secret: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Serve /healthz and /metrics here (host:port); no HTTP without it.
+    #[arg(long, value_name = "ADDR", env = "BACKPLAN_LISTEN")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Start each run up to this long after it is due, at random (e.g. 10m), so that
+    /// many hosts do not hit one destination at once.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub jitter: Option<std::time::Duration>,
+    /// Do what the daemon would do now, then exit: one run if one is due, nothing
+    /// otherwise (for a host scheduler that starts backplan often).
+    #[arg(long)]
+    pub once: bool,
+    /// Allow a run to delete at most this many snapshots; more are held back
+    /// [default: 10].
+    #[arg(long, value_name = "N")]
+    pub max_deletes: Option<usize>,
+    /// What this host may do, as for `apply` [default: backup].
+    #[arg(long, value_enum, value_name = "ROLE")]
+    pub role: Option<RoleArg>,
+    /// How many actions of one graph level run at once.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub parallel: usize,
+}
+
+/// `backplan schedule`'s scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scheduler {
+    Systemd,
+    Cron,
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    #[arg(value_enum)]
+    pub scheduler: Scheduler,
+    /// The backplan binary on the host that runs the units.
+    #[arg(long, value_name = "PATH", default_value = "/usr/local/bin/backplan")]
+    pub bin: PathBuf,
+    /// The policy's path on that host [default: its absolute path here].
+    #[arg(long, value_name = "PATH")]
+    pub policy_path: Option<PathBuf>,
+    /// systemd: start each run up to this long after its time, at random
+    /// (RandomizedDelaySec).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub jitter: Option<std::time::Duration>,
+    /// Write the files into DIR instead of printing them: backplan.service and
+    /// backplan.timer, or backplan.crontab.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

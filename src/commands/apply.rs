@@ -7,11 +7,10 @@ use miette::Severity;
 use super::{Exit, inventory, print, runtime};
 use std::sync::Arc;
 
-use crate::apply::Report;
 use crate::apply::storage::StorageExecutor;
-use crate::cli::{ApplyArgs, Format};
+use crate::apply::{Report, Stop};
+use crate::cli::{ApplyArgs, Format, PlanningArgs};
 use crate::error::{Code, Failure, Located, PolicyReport};
-use crate::graph::SourceGraph;
 use crate::inventory::Inventory;
 use crate::plan::{FORMAT_VERSION, Plan};
 use crate::policy::{Policy, load_file};
@@ -19,20 +18,59 @@ use crate::render;
 use crate::repo::{open_all, repository_key};
 
 pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
+    let (report, exit) = apply_policy(
+        path,
+        &Request {
+            plan_file: args.plan_file.as_deref(),
+            planning: &args.planning,
+            parallel: args.parallel,
+            metrics_file: args.metrics_file.as_deref(),
+            stop: None,
+        },
+    )?;
+    print(&match args.format {
+        Format::Json => render::apply::json(&report),
+        Format::Human | Format::Markdown => render::apply::human(&report),
+    })?;
+    report_failures(&report);
+    Ok(exit)
+}
+
+/// What one apply is asked to do.
+#[derive(Debug)]
+pub(crate) struct Request<'a> {
+    /// A plan saved with `backplan plan --out`; `None` plans afresh.
+    pub plan_file: Option<&'a Path>,
+    pub planning: &'a PlanningArgs,
+    pub parallel: usize,
+    /// Where to write the metrics after the run (`--metrics-file`).
+    pub metrics_file: Option<&'a Path>,
+    /// A stop request (the daemon's signals): running actions are abandoned.
+    pub stop: Option<Stop>,
+}
+
+/// Loads the policy, plans (or reads the saved plan) and carries the plan out between
+/// the policy's notifications: the one path of `backplan apply` and of every run of
+/// `backplan daemon`. The report is not printed yet.
+pub(crate) fn apply_policy(path: &Path, request: &Request<'_>) -> miette::Result<(Report, Exit)> {
     let loaded = load_file(path)?;
     // The policy's notifications hear of the run's start and of how it ended, an
     // unset variable included.
     let (report, exit) = crate::notify::notified(&loaded.policy, || {
         refuse_unset_env(path, &loaded.warnings)?;
-        carry_out(&loaded.policy, args)
+        carry_out(&loaded.policy, request)
     })?;
-    print(&match args.format {
-        Format::Json => render::apply::json(&report),
-        Format::Human | Format::Markdown => render::apply::human(&report),
-    })?;
+    // The metrics read the destinations as the run left them.
+    if let Some(file) = request.metrics_file {
+        super::status::write_metrics_file(&loaded.policy, file);
+    }
+    Ok((report, exit))
+}
+
+/// The report on stdout names each failure; stderr carries one coded line so that a
+/// cron mail or a log watcher sees it too.
+pub(crate) fn report_failures(report: &Report) {
     if report.failed() > 0 {
-        // The report on stdout names each failure; stderr carries one coded line so
-        // that a cron mail or a log watcher sees it too.
         eprintln!(
             "{:?}",
             miette::Report::new(Failure::new(
@@ -45,7 +83,6 @@ pub fn run(path: &Path, args: &ApplyArgs) -> miette::Result<Exit> {
             ))
         );
     }
-    Ok(exit)
 }
 
 /// A reference to an unset variable is a warning when planning, an error here. The
@@ -76,12 +113,12 @@ fn refuse_unset_env(path: &Path, warnings: &[Located]) -> miette::Result<()> {
 }
 
 /// Plans (or takes the saved plan) and carries it out; the report is not printed yet.
-fn carry_out(policy: &Policy, args: &ApplyArgs) -> miette::Result<(Report, Exit)> {
-    let planning = args.planning.resolve()?;
+fn carry_out(policy: &Policy, request: &Request<'_>) -> miette::Result<(Report, Exit)> {
+    let planning = request.planning.resolve()?;
     let inventory = inventory(policy, planning.inventory.as_deref())?;
-    let plan = match &args.plan_file {
+    let plan = match request.plan_file {
         Some(file) => {
-            let flags = args.planning.shaping_flags();
+            let flags = request.planning.shaping_flags();
             if !flags.is_empty() {
                 return Err(Failure::new(
                     Code::PlanFileUnreadable,
@@ -100,7 +137,7 @@ fn carry_out(policy: &Policy, args: &ApplyArgs) -> miette::Result<(Report, Exit)
         // The same plan `backplan plan` shows, servers asked included.
         None => crate::plan::plan_with(
             policy,
-            &SourceGraph::new(policy),
+            &policy.graph,
             &inventory,
             &runtime()?.block_on(crate::sources::probe_all(policy)),
             planning.now,
@@ -129,12 +166,15 @@ fn carry_out(policy: &Policy, args: &ApplyArgs) -> miette::Result<(Report, Exit)
             eprintln!("{:?}", miette::Report::new(f));
         }
     }
-    let executor = StorageExecutor::new(policy.clone(), key, recipients, repos, now);
+    let mut executor = StorageExecutor::new(policy.clone(), key, recipients, repos, now);
+    if let Some(stop) = &request.stop {
+        executor = executor.with_stop(stop.clone());
+    }
     let progress = render::progress::Progress::for_terminal();
     let report = rt.block_on(crate::apply::apply(
         &plan,
         &executor,
-        args.parallel,
+        request.parallel,
         &|event| progress.event(event),
     ));
 
@@ -146,6 +186,9 @@ fn carry_out(policy: &Policy, args: &ApplyArgs) -> miette::Result<(Report, Exit)
             )));
         }
     }
+    // A step abandoned on a stop may leave a blocking task behind (a source read
+    // waiting on its input); it holds no lock, and the runtime waits for it briefly.
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
     let exit = if report.failed() > 0 {
         Exit::Partial
     } else {

@@ -4,13 +4,12 @@ use std::path::Path;
 
 use super::{Exit, load_policy, print};
 use crate::cli::{GraphArgs, GraphFormat};
-use crate::graph::SourceGraph;
 
 pub fn run(path: &Path, args: &GraphArgs) -> miette::Result<Exit> {
     let loaded = load_policy(path)?;
-    let graph = SourceGraph::new(&loaded.policy);
+    let graph = &loaded.policy.graph;
     let text = match args.format {
-        GraphFormat::Text => crate::render::graph::text(&graph),
+        GraphFormat::Text => crate::render::graph::text(graph),
         GraphFormat::Dot => graph.to_dot(),
         GraphFormat::Json => crate::render::json(&graph.levels()),
     };

@@ -11,10 +11,10 @@ use chrono::{DateTime, Utc};
 
 use super::{Exit, load_policy, print, runtime, secret_keys, write_file, write_new};
 use crate::cli::SecretKeyArgs;
+use crate::crypto::SecretKeys;
+use crate::crypto::keys::RepoKey;
 use crate::error::{Code, Failure};
-use crate::pipeline::crypto::SecretKeys;
 use crate::policy::Policy;
-use crate::repo::keys::RepoKey;
 use crate::repo::{key_for, open_all, repository_key};
 
 /// The starter policy `init` writes.

@@ -4,8 +4,8 @@
 
 use super::{Exit, print, write_new};
 use crate::cli::KeygenArgs;
+use crate::crypto::generate_key;
 use crate::error::{Code, Failure};
-use crate::pipeline::crypto::generate_key;
 
 pub fn run(args: &KeygenArgs) -> miette::Result<Exit> {
     for path in [&args.public, &args.secret] {

@@ -3,45 +3,28 @@
 
 mod apply;
 mod completions;
+mod daemon;
 mod graph;
 mod init;
 mod keygen;
 mod plan;
 mod restore;
+mod schedule;
 mod schema;
 mod snapshots;
+mod status;
 mod unlock;
 mod validate;
 mod verify;
 
 use std::io::Write;
 use std::path::Path;
-use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
+pub use crate::error::Exit;
 use crate::error::{Code, Failure};
 use crate::inventory::Inventory;
 use crate::policy::{Loaded, Policy, load_file};
-
-/// How a command ended, as the process exit code (see the README).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// Success; for `plan --detailed-exitcode`, nothing to do.
-    Ok = 0,
-    /// `plan --detailed-exitcode`: the plan has changes.
-    Changes = 2,
-    /// `apply`: some actions failed (the others completed).
-    Partial = 3,
-    /// The command line is wrong: an unknown subcommand, flag or value (`EX_USAGE`
-    /// of sysexits.h). Never 2, which `plan --detailed-exitcode` means as changes.
-    Usage = 64,
-}
-
-impl From<Exit> for ExitCode {
-    fn from(e: Exit) -> ExitCode {
-        ExitCode::from(e as u8)
-    }
-}
 
 /// Runs the command the command line names.
 pub fn run(cli: Cli) -> miette::Result<Exit> {
@@ -56,8 +39,11 @@ pub fn run(cli: Cli) -> miette::Result<Exit> {
         Command::Snapshots(args) => snapshots::run(&policy, &args),
         Command::Restore(args) => restore::run(&policy, &args),
         Command::Verify(args) => verify::run(&policy, &args),
+        Command::Status(args) => status::run(&policy, &args),
         Command::Unlock(args) => unlock::run(&policy, &args),
         Command::Keygen(args) => keygen::run(&args),
+        Command::Daemon(args) => daemon::run(&policy, &args),
+        Command::Schedule(args) => schedule::run(&policy, &args),
         Command::Completions(args) => completions::completions(&args),
 
         Command::Man(args) => completions::man(&args),
@@ -112,15 +98,15 @@ pub(crate) fn inventory(policy: &Policy, file: Option<&Path>) -> miette::Result<
 }
 
 /// The policy's recipients, loaded to encrypt to (or to check against).
-pub(crate) fn recipients(policy: &Policy) -> Result<crate::pipeline::crypto::Recipients, Failure> {
-    crate::pipeline::crypto::Recipients::load(&policy.recipients)
+pub(crate) fn recipients(policy: &Policy) -> Result<crate::crypto::Recipients, Failure> {
+    crate::crypto::Recipients::load(&policy.recipients)
         .map_err(|e| Failure::new(Code::NotAPublicKey, e.0))
 }
 
 /// A recipient's secret key from `--secret-key FILE` (or its env variable).
 pub(crate) fn secret_keys(
     args: &crate::cli::SecretKeyArgs,
-) -> miette::Result<Option<std::sync::Arc<crate::pipeline::crypto::SecretKeys>>> {
+) -> miette::Result<Option<std::sync::Arc<crate::crypto::SecretKeys>>> {
     let Some(path) = &args.secret_key else {
         return Ok(None);
     };
@@ -130,7 +116,7 @@ pub(crate) fn secret_keys(
             format!("cannot read secret key {}: {e}", path.display()),
         )
     })?;
-    crate::pipeline::crypto::SecretKeys::from_bytes(&bytes)
+    crate::crypto::SecretKeys::from_bytes(&bytes)
         .map(|k| Some(std::sync::Arc::new(k)))
         .map_err(|e| {
             Failure::new(Code::SecretKeyUnusable, format!("{}: {e}", path.display())).into()

@@ -4,18 +4,16 @@ use std::path::Path;
 
 use super::{Exit, inventory, load_policy, print, write_file};
 use crate::cli::{Format, PlanArgs};
-use crate::graph::SourceGraph;
 use crate::render;
 
 pub fn run(path: &Path, args: &PlanArgs) -> miette::Result<Exit> {
     let loaded = load_policy(path)?;
     let planning = args.planning.resolve()?;
     let inventory = inventory(&loaded.policy, planning.inventory.as_deref())?;
-    let graph = SourceGraph::new(&loaded.policy);
     let probes = super::runtime()?.block_on(crate::sources::probe_all(&loaded.policy));
     let plan = crate::plan::plan_with(
         &loaded.policy,
-        &graph,
+        &loaded.policy.graph,
         &inventory,
         &probes,
         planning.now,

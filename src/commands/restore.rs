@@ -5,9 +5,8 @@ use std::path::Path;
 
 use super::{Exit, inventory, load_policy, print, runtime, secret_keys};
 use crate::cli::{Format, RestoreArgs, parse_time};
+use crate::crypto::Recipients;
 use crate::error::{Code, Failure};
-use crate::graph::SourceGraph;
-use crate::pipeline::crypto::Recipients;
 use crate::render;
 use crate::repo::lock;
 use crate::repo::repository_key;
@@ -71,11 +70,11 @@ pub fn run(path: &Path, args: &RestoreArgs) -> miette::Result<Exit> {
     let selection = selection(args)?;
     let options = options(args);
     let inventory = inventory(policy, None)?;
-    let graph = SourceGraph::new(policy);
+    let graph = &policy.graph;
     let fingerprints = Recipients::load(&policy.recipients)
         .map(|r| r.fingerprints())
         .unwrap_or_default();
-    let mut plan = restore_plan(policy, &graph, &inventory, &selection, fingerprints)?;
+    let mut plan = restore_plan(policy, graph, &inventory, &selection, fingerprints)?;
     let host_key = repository_key(policy)?;
     let secret = secret_keys(&args.secret)?;
     // Only the destinations the restore reads from: opening a local folder that does

@@ -10,7 +10,7 @@ use crate::cli::{Format, VerifyArgs};
 use crate::error::{Code, Failure};
 use crate::repo::lock;
 use crate::repo::{open_all, repository_key};
-use crate::verify::{Findings, check, check_databases, check_keys, record};
+use crate::verify::{Findings, check, check_databases, check_keys, record, record_run};
 
 pub fn run(path: &Path, args: &VerifyArgs) -> miette::Result<Exit> {
     let loaded = load_policy(path)?;
@@ -74,6 +74,13 @@ pub fn run(path: &Path, args: &VerifyArgs) -> miette::Result<Exit> {
                         "what was found could not be recorded for a repair: {}",
                         e.message
                     ));
+            }
+            if locked && let Err(e) = record_run(&repo, &findings, now, fraction).await {
+                findings
+                    .problems
+                    .entry(String::new())
+                    .or_default()
+                    .push(format!("this verify could not be recorded: {}", e.message));
             }
             findings
         };

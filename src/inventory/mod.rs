@@ -39,6 +39,85 @@ pub struct DestinationState {
     /// and the snapshots that need chunks this destination cannot give.
     #[serde(default, skip_serializing_if = "Lost::is_empty")]
     pub lost: Lost,
+    /// Why backups failed here: one record per failed snapshot that apply could
+    /// record it for (`failures/`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<FailureRecord>,
+    /// The newest `verify` of this destination (`verifies/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyRecord>,
+    /// The newest restore drill of each source from this destination (`drills/`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drills: Vec<DrillRecord>,
+}
+
+/// Why one backup failed: the public record apply writes beside the failed snapshot
+/// (its header says only that it failed). The code is the failure's diagnostic code;
+/// its message stays out, as it may name paths and hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureRecord {
+    /// The failed snapshot's id.
+    pub snapshot: String,
+    pub source: String,
+    /// When the backup started, as the failed snapshot's `time`.
+    pub time: DateTime<Utc>,
+    /// The diagnostic code, e.g. `BP236`.
+    pub code: String,
+}
+
+/// How a check (a `verify`, a restore drill) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckResult {
+    Passed,
+    Failed,
+}
+
+/// One run of `backplan verify` on one destination, as it recorded it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifyRecord {
+    pub started: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+    pub result: CheckResult,
+    /// How many snapshots it checked, and how many problems it found.
+    pub snapshots: usize,
+    pub problems: usize,
+    /// The fraction of packs read back and decrypted (`--read-data`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_data: Option<f64>,
+}
+
+/// One restore drill of one source's snapshot, restored from one destination into
+/// scratch targets: how it ended, how long each step took, how much it restored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrillRecord {
+    pub source: String,
+    /// The snapshot restored.
+    pub snapshot: String,
+    pub started: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+    pub result: CheckResult,
+    /// The diagnostic code of what failed, when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// Each step's wall time, in order (e.g. fetch, restore, check, clean up).
+    #[serde(default)]
+    pub steps: Vec<DrillStep>,
+    pub restored_bytes: u64,
+}
+
+/// One step of a drill and its wall time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrillStep {
+    pub name: String,
+    pub seconds: f64,
+}
+
+impl DrillRecord {
+    /// The drill's wall time: its steps' together.
+    pub fn seconds(&self) -> f64 {
+        self.steps.iter().map(|s| s.seconds).sum()
+    }
 }
 
 /// Data `verify` found lost on one destination. Pack names are content hashes and
@@ -177,6 +256,12 @@ pub struct SnapshotInfo {
     pub bytes_read: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_stored: Option<u64>,
+    /// The bytes the snapshot holds, every entry's size together: for an incremental
+    /// `files` snapshot more than it read. In the repository it is the header's
+    /// `size`, beside `snapshot` (see `SnapshotHeader`); absent in snapshots of
+    /// earlier builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
     /// Digest of the source's settings when it was taken (see `ResolvedSource::digest`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_digest: Option<String>,
@@ -225,8 +310,12 @@ impl Inventory {
         let mut canonical = self.clone();
         for state in canonical.destinations.values_mut() {
             // Locks come and go (a running backup refreshes its own): they do not
-            // make a plan stale.
+            // make a plan stale. Nor do the records of checks and failures, which
+            // decide no action (a failed backup's snapshot does).
             state.locks.clear();
+            state.failures.clear();
+            state.verify = None;
+            state.drills.clear();
             state
                 .snapshots
                 .retain(|s| sources.contains(s.source.as_str()));
@@ -252,5 +341,46 @@ impl Inventory {
 
     pub fn snapshot_count(&self) -> usize {
         self.destinations.values().map(|d| d.snapshots.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_of_failures_verifies_and_drills_leave_the_digest_alone() {
+        let t: DateTime<Utc> = "2026-11-25T03:00:00Z".parse().expect("a time");
+        let sources = ["db".to_string()];
+        let mut inv = Inventory::default();
+        inv.destinations
+            .insert("local".into(), DestinationState::default());
+        let before = inv.digest_for(&sources);
+        let state = inv.destinations.get_mut("local").expect("local");
+        state.failures.push(FailureRecord {
+            snapshot: "s".into(),
+            source: "db".into(),
+            time: t,
+            code: "BP227".into(),
+        });
+        state.verify = Some(VerifyRecord {
+            started: t,
+            finished: t,
+            result: CheckResult::Passed,
+            snapshots: 0,
+            problems: 0,
+            read_data: None,
+        });
+        state.drills.push(DrillRecord {
+            source: "db".into(),
+            snapshot: "s".into(),
+            started: t,
+            finished: t,
+            result: CheckResult::Passed,
+            code: None,
+            steps: Vec::new(),
+            restored_bytes: 0,
+        });
+        assert_eq!(inv.digest_for(&sources), before);
     }
 }

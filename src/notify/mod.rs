@@ -11,15 +11,14 @@
 //! refers to.
 
 mod send;
-pub mod template;
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::apply::{Report, Status};
-use crate::commands::Exit;
+use crate::apply::{Delivery, Report, Status};
+use crate::error::Exit;
 use crate::error::{Code, Failure};
 use crate::plan::Action;
 use crate::policy::Policy;
@@ -28,9 +27,9 @@ use crate::policy::notify::{
     DEFAULT_TIMEOUT_SECS, Notifier, NotifyState, PAGERDUTY_URL, PagerdutySeverity,
 };
 use crate::policy::secret::{Resolved, Secret, redact_url_password};
+use crate::policy::template::Template;
 use crate::render;
 use send::Request;
-use template::Template;
 
 /// What every notification of one run is made from.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -84,19 +83,6 @@ pub struct RunError {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
     pub message: String,
-}
-
-/// One notification sent, or not: part of the apply report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Delivery {
-    /// The entry's name under `notify:`.
-    pub notifier: String,
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub state: NotifyState,
-    /// Why it was not sent; absent when it was.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<Failure>,
 }
 
 /// The policy's notifications for one run.

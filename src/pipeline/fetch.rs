@@ -10,12 +10,12 @@ use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Scope;
 
+use crate::crypto::SecretKeys;
+use crate::crypto::keys::{ChunkHasher, ChunkId, RepoKey};
 use crate::error::{Code, Failure};
-use crate::pipeline::crypto::SecretKeys;
+use crate::pipeline::ChunkSource;
 use crate::repo::format::pack_path;
-use crate::repo::keys::{ChunkHasher, ChunkId, RepoKey};
 use crate::repo::store::{Index, Repo};
-use crate::sources::ChunkSource;
 
 /// How many whole packs are kept in memory.
 const PACK_CACHE: usize = 6;

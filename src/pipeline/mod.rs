@@ -1,8 +1,44 @@
 //! The stream stages between a source and the repository: content-defined chunking,
-//! keyed hashing, zstd and OpenPGP. Nothing here knows where bytes come from or where
-//! they are stored.
+//! keyed hashing, zstd and OpenPGP (the cryptography itself is [`crate::crypto`]'s),
+//! behind the two traits a source sees: [`ChunkSink`] to store its bytes and
+//! [`ChunkSource`] to read them back. Nothing here knows where bytes come from.
 
-pub mod crypto;
 pub mod fetch;
-mod seipdv1;
 pub mod sink;
+
+use std::io::Read;
+
+use crate::crypto::keys::ChunkId;
+use crate::error::Failure;
+
+/// Where a source's bytes go: chunked, deduplicated, compressed, encrypted, packed.
+pub trait ChunkSink {
+    /// Stores everything `reader` yields; returns the chunk ids in order and the
+    /// number of bytes read.
+    fn store(&mut self, reader: &mut dyn Read) -> std::io::Result<Stored>;
+}
+
+/// What [`ChunkSink::store`] stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stored {
+    pub chunks: Vec<ChunkId>,
+    pub bytes: u64,
+}
+
+/// Where a restore reads chunks from: decrypted, decompressed and checked against
+/// their id.
+pub trait ChunkSource {
+    fn fetch(&mut self, id: &ChunkId) -> Result<Vec<u8>, Failure>;
+
+    /// The length of a chunk's plaintext. By default the chunk is fetched to tell.
+    fn length(&mut self, id: &ChunkId) -> Result<u64, Failure> {
+        self.fetch(id).map(|b| b.len() as u64)
+    }
+
+    /// Another source reading the same chunks, for a second thread; `None` where the
+    /// source cannot be shared (the default). The source may shrink its own caches
+    /// to share memory with its twins.
+    fn twin(&mut self) -> Option<Box<dyn ChunkSource + Send>> {
+        None
+    }
+}

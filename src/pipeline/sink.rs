@@ -18,11 +18,11 @@ use std::thread::JoinHandle;
 use fastcdc::v2020::{Normalization, StreamCDC};
 use tokio::sync::mpsc;
 
-use crate::pipeline::crypto::KeySet;
+use crate::crypto::KeySet;
+use crate::crypto::keys::{ChunkHasher, ChunkId, RepoKey};
+use crate::pipeline::{ChunkSink, Stored};
 use crate::repo::format::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, PACK_TARGET, PackBuilder, PackRecord};
-use crate::repo::keys::{ChunkHasher, ChunkId, RepoKey};
 use crate::repo::store::Index;
-use crate::sources::{ChunkSink, Stored};
 
 /// A finished pack on its way to storage.
 pub type PackUpload = (Vec<u8>, PackRecord);

@@ -4,6 +4,7 @@
 //! is what every view renders and what `apply` executes.
 
 pub mod diff;
+pub mod due;
 pub mod retention;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -11,6 +11,7 @@ pub mod schedule;
 pub mod secret;
 pub mod services;
 pub mod spans;
+pub mod template;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -18,6 +19,8 @@ use std::path::{Path, PathBuf};
 use chrono::Duration;
 use indexmap::IndexMap;
 use serde::Serialize;
+
+use crate::graph::SourceGraph;
 
 pub use load::{Loaded, load_bytes, load_file, load_str};
 pub use model::{Destination, PolicyFile, Retention, SourceKind};
@@ -31,6 +34,9 @@ pub const DEFAULT_TIMEZONE: &str = "UTC";
 pub const DEFAULT_KEEP_DAILY: u32 = 30;
 pub const DEFAULT_MIN_KEEP: u32 = 3;
 pub const DEFAULT_COMPRESSION: i32 = 3;
+/// What `status` reports as a size anomaly: a snapshot this many times larger or
+/// smaller than the one before.
+pub const DEFAULT_SIZE_CHANGE_FACTOR: f64 = 2.0;
 
 /// A validated policy with every inherited setting resolved.
 #[derive(Debug, Clone)]
@@ -53,6 +59,8 @@ pub struct Policy {
     /// Recipient key files, resolved against `dir`.
     pub recipients: Vec<PathBuf>,
     pub compression: i32,
+    /// The dependency graph of the sources, built (and found acyclic) by validation.
+    pub graph: SourceGraph,
 }
 
 /// A source with what it inherits filled in.

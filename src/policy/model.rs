@@ -50,6 +50,11 @@ pub struct Defaults {
     /// zstd compression level, 1 to 22. Default 3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<i32>,
+    /// `backplan status` reports a snapshot that holds more than this many times the
+    /// bytes of the one before, or less than the one before divided by it. Above 1;
+    /// default 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_change_factor: Option<f64>,
 }
 
 /// How many snapshots to keep. A snapshot kept by any rule is kept.
@@ -264,6 +269,10 @@ pub struct SourceCommon {
     /// Destinations to write to; default: every destination.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destinations: Option<Vec<String>>,
+    /// The size change `backplan status` reports; inherits
+    /// `defaults.size_change_factor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_change_factor: Option<f64>,
 }
 
 impl SourceCommon {
@@ -274,6 +283,7 @@ impl SourceCommon {
         "timezone",
         "retention",
         "destinations",
+        "size_change_factor",
     ];
 }
 
@@ -518,6 +528,15 @@ impl PolicyFile {
             .and_then(|s| s.common.schedule.clone())
             .or_else(|| self.defaults.schedule.clone())
             .unwrap_or_else(|| super::DEFAULT_SCHEDULE.to_string())
+    }
+
+    /// The size change factor a source's snapshots are checked with.
+    pub fn size_change_factor_for(&self, source: &str) -> f64 {
+        self.sources
+            .get(source)
+            .and_then(|s| s.common.size_change_factor)
+            .or(self.defaults.size_change_factor)
+            .unwrap_or(super::DEFAULT_SIZE_CHANGE_FACTOR)
     }
 
     /// The destinations a source writes to.

@@ -1,5 +1,5 @@
 //! The YAML shape of `notify:`: who hears how each `apply` run went. Sending is in
-//! `crate::notify`; the checks are in `validate`.
+//! `notify/`; the checks are in `validate`.
 
 use std::collections::BTreeMap;
 

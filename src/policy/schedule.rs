@@ -76,6 +76,159 @@ impl Schedule {
     }
 }
 
+impl Schedule {
+    /// The schedule as a systemd `OnCalendar=` expression with the same ticks, or
+    /// `None` when systemd cannot say it: day-of-month and day-of-week both restricted
+    /// (cron runs on either, systemd on both), `L`, `W`, `#`, a stepped day-of-week or
+    /// range, or a tick that falls into a daylight-saving gap of the zone within a year
+    /// of `now` (systemd skips it, backplan runs it once that day).
+    pub fn on_calendar(&self, now: DateTime<Utc>) -> Option<String> {
+        let expr = self.expr.trim();
+        let fields: Vec<&str> = match expr {
+            "@yearly" | "@annually" => vec!["0", "0", "1", "1", "*"],
+            "@monthly" => vec!["0", "0", "1", "*", "*"],
+            "@weekly" => vec!["0", "0", "*", "*", "0"],
+            "@daily" | "@midnight" => vec!["0", "0", "*", "*", "*"],
+            "@hourly" => vec!["0", "*", "*", "*", "*"],
+            _ if expr.starts_with('@') => return None,
+            _ => expr.split_whitespace().collect(),
+        };
+        let [minute, hour, dom, month, dow] = fields[..] else {
+            return None;
+        };
+        let unrestricted = |f: &str| f == "*" || f == "?";
+        if !unrestricted(dom) && !unrestricted(dow) {
+            return None;
+        }
+        let minute = calendar_field(minute, 0, 59, &[])?;
+        let hour = calendar_field(hour, 0, 23, &[])?;
+        let dom = calendar_field(dom, 1, 31, &[])?;
+        let month = calendar_field(month, 1, 12, &MONTHS)?;
+        let weekdays = weekday_field(dow)?;
+        if self.timezone != Tz::UTC && self.falls_into_a_gap(now) {
+            return None;
+        }
+        let date = format!("*-{month}-{dom}");
+        let time = format!("{hour}:{minute}:00");
+        Some(match weekdays {
+            Some(days) => format!("{days} {date} {time} {}", self.timezone),
+            None => format!("{date} {time} {}", self.timezone),
+        })
+    }
+
+    /// Whether a tick within a year of `now` names a local time that the zone skips
+    /// (a spring-forward gap).
+    fn falls_into_a_gap(&self, now: DateTime<Utc>) -> bool {
+        use chrono::{Offset, TimeZone};
+        let end = now + chrono::Duration::days(366);
+        let mut day = now;
+        while day < end {
+            let next = day + chrono::Duration::days(1);
+            let before = self
+                .timezone
+                .offset_from_utc_datetime(&day.naive_utc())
+                .fix();
+            let after = self
+                .timezone
+                .offset_from_utc_datetime(&next.naive_utc())
+                .fix();
+            if before.local_minus_utc() < after.local_minus_utc() {
+                // Clocks go forward within this day: a naive walk over its local
+                // minutes finds the skipped ones among the ticks.
+                let mut t = self
+                    .timezone
+                    .from_utc_datetime(&day.naive_utc())
+                    .naive_local();
+                let stop = self
+                    .timezone
+                    .from_utc_datetime(&next.naive_utc())
+                    .naive_local();
+                while t < stop {
+                    let skipped = self.timezone.from_local_datetime(&t).earliest().is_none();
+                    if skipped && self.cron.is_time_matching(&t.and_utc()).unwrap_or(false) {
+                        return true;
+                    }
+                    t += chrono::Duration::minutes(1);
+                }
+            }
+            day = next;
+        }
+        false
+    }
+}
+
+const MONTHS: [&str; 12] = [
+    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+];
+const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+
+/// One cron field (minute, hour, day of month, month) in systemd's syntax: `*`, lists,
+/// ranges `a-b` as `a..b`, steps `*/n` and `a/n`; `names` are the field's names
+/// (months), numbered from `min`.
+fn calendar_field(field: &str, min: u32, max: u32, names: &[&str]) -> Option<String> {
+    if field == "*" || field == "?" {
+        return Some("*".into());
+    }
+    let value = |v: &str| -> Option<u32> {
+        let n = match names.iter().position(|n| n.eq_ignore_ascii_case(v)) {
+            Some(i) => min + i as u32,
+            None => v.parse().ok()?,
+        };
+        (min..=max).contains(&n).then_some(n)
+    };
+    let items: Option<Vec<String>> = field
+        .split(',')
+        .map(|item| match item.split_once('/') {
+            Some((start, step)) => {
+                let step: u32 = step.parse().ok().filter(|s| *s > 0)?;
+                let start = if start == "*" { min } else { value(start)? };
+                Some(format!("{start:02}/{step}"))
+            }
+            None => match item.split_once('-') {
+                Some((a, b)) => Some(format!("{:02}..{:02}", value(a)?, value(b)?)),
+                None => Some(format!("{:02}", value(item)?)),
+            },
+        })
+        .collect();
+    Some(items?.join(","))
+}
+
+/// A cron day-of-week field as systemd's weekday list (`Mon,Tue,Wed`); `None` inside
+/// for every day, `None` outside when systemd cannot say it. Ranges are spelled out:
+/// cron's may start on Sunday (0), systemd's weeks start on Monday.
+fn weekday_field(field: &str) -> Option<Option<String>> {
+    if field == "*" || field == "?" {
+        return Some(None);
+    }
+    // 0 and 7 are Sunday.
+    let day = |v: &str| -> Option<usize> {
+        match WEEKDAYS.iter().position(|d| d.eq_ignore_ascii_case(v)) {
+            Some(i) => Some(i),
+            None => v.parse::<usize>().ok().filter(|n| *n <= 7),
+        }
+    };
+    let mut days = [false; 7];
+    for item in field.split(',') {
+        let (a, b) = match item.split_once('-') {
+            Some((a, b)) => (day(a)?, day(b)?),
+            None => (day(item)?, day(item)?),
+        };
+        if a > b {
+            return None;
+        }
+        for d in a..=b {
+            days[d % 7] = true;
+        }
+    }
+    // Monday first, as systemd writes them.
+    let names: Vec<&str> = (1..=7)
+        .map(|d| d % 7)
+        .filter(|d| days[*d])
+        .map(|d| WEEKDAYS[d])
+        .collect();
+    Some(Some(names.join(",")))
+}
+
 impl Serialize for Schedule {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.describe())
@@ -171,6 +324,37 @@ mod tests {
             following > utc("2026-03-30T00:00:00Z"),
             "once only: {following}"
         );
+    }
+
+    #[test]
+    fn on_calendar_says_what_systemd_can_and_nothing_else() {
+        let now = utc("2026-01-10T00:00:00Z");
+        let berlin = parse_timezone("Europe/Berlin").expect("tz");
+        let on = |expr: &str, tz: Tz| Schedule::parse(expr, tz).expect("cron").on_calendar(now);
+        assert_eq!(
+            on("0 3 * * *", berlin).as_deref(),
+            Some("*-*-* 03:00:00 Europe/Berlin")
+        );
+        assert_eq!(
+            on("*/15 8-18 * * MON-FRI", Tz::UTC).as_deref(),
+            Some("Mon,Tue,Wed,Thu,Fri *-*-* 08..18:00/15:00 UTC")
+        );
+        assert_eq!(
+            on("0 0 1 JAN,JUL *", Tz::UTC).as_deref(),
+            Some("*-01,07-01 00:00:00 UTC")
+        );
+        assert_eq!(
+            on("@weekly", Tz::UTC).as_deref(),
+            Some("Sun *-*-* 00:00:00 UTC")
+        );
+        // 02:30 does not exist in Berlin on the spring change: systemd would skip it.
+        assert_eq!(on("30 2 * * *", berlin), None);
+        assert!(on("30 2 * * *", Tz::UTC).is_some());
+        // Day of month or day of week (cron) is not day of month and week (systemd).
+        assert_eq!(on("0 4 1 * 1", Tz::UTC), None);
+        assert_eq!(on("0 4 L * *", Tz::UTC), None);
+        assert_eq!(on("0 4 * * 5#2", Tz::UTC), None);
+        assert_eq!(on("0 1-10/2 * * *", Tz::UTC), None);
     }
 
     #[test]

@@ -19,10 +19,10 @@ use super::{
     DEFAULT_COMPRESSION, DEFAULT_SCHEDULE, DEFAULT_TIMEZONE, EffectiveRetention, Policy,
     ResolvedSource, digest, load::suggest, resolve_path,
 };
+use crate::crypto::{KeyFile, inspect_key_file};
 use crate::error::{Code, Problem};
 use crate::graph::SourceGraph;
-use crate::notify::template::{PLACEHOLDERS, Template, TemplateError};
-use crate::pipeline::crypto::{KeyFile, inspect_key_file};
+use crate::policy::template::{PLACEHOLDERS, Template, TemplateError};
 
 /// `text` with every character of the values that [`Code::InlineServiceSecret`] and
 /// [`Code::InlineNotifySecret`] problems point at, and of every literal password in a URL, replaced by `*` (byte
@@ -138,6 +138,8 @@ pub(super) fn validate(
         );
     }
 
+    c.size_change_factor(file.defaults.size_change_factor, "defaults");
+
     let recipients = if encryption_broken {
         Vec::new()
     } else {
@@ -222,6 +224,7 @@ pub(super) fn validate(
             }
         }
         c.kind(&source.kind, &base);
+        c.size_change_factor(source.common.size_change_factor, &base);
 
         if let (Some(schedule), Some(retention)) = (schedule, retention) {
             let kind_json = serde_json::to_vec(&source.kind).unwrap_or_default();
@@ -243,7 +246,13 @@ pub(super) fn validate(
 
     c.object_locks(&file, &sources);
 
-    if let Err(cycle) = SourceGraph::from_file(&file) {
+    let edges: Vec<(&str, &[String])> = file
+        .sources
+        .iter()
+        .map(|(name, s)| (name.as_str(), s.common.depends_on.as_slice()))
+        .collect();
+    let graph = SourceGraph::new(&edges);
+    if let Err(cycle) = &graph {
         let mut p = Problem::error(
             Code::DependencyCycle,
             format!(
@@ -269,6 +278,8 @@ pub(super) fn validate(
     if errors_after > errors_before || !complete {
         return None;
     }
+    // A cycle is an error above, so the graph is there.
+    let graph = graph.ok()?;
     Some(Policy {
         path: path.to_path_buf(),
         dir: dir.to_path_buf(),
@@ -280,6 +291,7 @@ pub(super) fn validate(
         sources,
         recipients,
         compression,
+        graph,
     })
 }
 
@@ -859,6 +871,23 @@ impl Checker<'_> {
                 )
                 .with_help(why),
                 &opts,
+            );
+        }
+    }
+
+    /// `size_change_factor` is above 1: a change by that factor either way is
+    /// reported.
+    fn size_change_factor(&mut self, factor: Option<f64>, base: &str) {
+        if let Some(factor) = factor
+            && !(factor.is_finite() && factor > 1.0)
+        {
+            self.error_value(
+                Problem::error(
+                    Code::InvalidValue,
+                    format!("size_change_factor {factor} is not above 1"),
+                )
+                .with_help("give a factor above 1, e.g. 2: a snapshot twice or half the size of the one before is reported"),
+                &join(base, "size_change_factor"),
             );
         }
     }

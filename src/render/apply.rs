@@ -157,7 +157,7 @@ pub fn json(report: &Report) -> String {
         format_version: u32,
         outcomes: &'a [Outcome],
         #[serde(skip_serializing_if = "<[_]>::is_empty")]
-        notifications: &'a [crate::notify::Delivery],
+        notifications: &'a [crate::apply::Delivery],
     }
     super::json(&Versioned {
         format_version: REPORT_FORMAT_VERSION,

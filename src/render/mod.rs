@@ -2,12 +2,17 @@
 //! compute nothing themselves.
 
 pub mod apply;
+pub mod daemon;
 pub mod graph;
+pub mod metrics;
 pub mod notify;
 pub mod plan;
 pub mod progress;
 pub mod restore;
+pub mod schedule;
 pub mod snapshots;
+pub mod sources;
+pub mod status;
 pub mod verify;
 
 use chrono::{DateTime, Utc};

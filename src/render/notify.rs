@@ -4,10 +4,11 @@
 
 use serde_json::{Value, json};
 
-use crate::notify::template::Template;
-use crate::notify::{Body, Delivery, RunError, RunEvent};
+use crate::apply::Delivery;
+use crate::notify::{Body, RunError, RunEvent};
 use crate::policy::notify::{NotifyState, PagerdutySeverity, WebhookFormat};
 use crate::policy::secret::Resolved;
+use crate::policy::template::Template;
 
 /// At most this much of the apply report is sent (`send_log`); chat services refuse
 /// longer messages.
@@ -313,8 +314,8 @@ pub fn pagerduty(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::template::PLACEHOLDERS;
     use crate::notify::{Counts, FailedAction};
+    use crate::policy::template::PLACEHOLDERS;
 
     fn event(state: NotifyState) -> RunEvent {
         let t = |s: &str| s.parse().expect("time");

@@ -208,9 +208,11 @@ fn note_text(note: &Note) -> String {
     }
 }
 
-fn preview_text(p: &Preview) -> String {
+/// A step's preview: its figures, then one line per note (a database step has
+/// several).
+fn preview_lines(p: &Preview) -> Vec<String> {
     if let Some(why) = &p.unknown {
-        return format!("contents unknown: {why}");
+        return vec![format!("contents unknown: {why}")];
     }
     if !p.notes.is_empty() || !p.database_properties.is_empty() || !p.database_locales.is_empty() {
         let notes: Vec<String> = p
@@ -220,12 +222,10 @@ fn preview_text(p: &Preview) -> String {
             .chain(p.database_locales.iter().filter_map(locale_plan_text))
             .chain(p.database_properties.iter().map(properties_text))
             .collect();
-        return format!(
-            "{} entries, {}; {}",
-            p.entries,
-            bytes(p.bytes),
-            notes.join("; ")
-        );
+        let figures = format!("{} entries, {}", p.entries, bytes(p.bytes));
+        return std::iter::once(figures)
+            .chain(notes.into_iter().map(|n| format!("· {n}")))
+            .collect();
     }
     let mut parts = vec![format!("{} entries, {}", p.entries, bytes(p.bytes))];
     parts.push(format!("{} new", p.create));
@@ -241,7 +241,7 @@ fn preview_text(p: &Preview) -> String {
             names.join(", ")
         ));
     }
-    parts.join("; ")
+    vec![parts.join("; ")]
 }
 
 /// The terminal view of a restore plan.
@@ -267,8 +267,8 @@ pub fn human(plan: &RestorePlan) -> String {
             time(step.snapshot.time),
             step.from.join(", then "),
         );
-        if let Some(p) = &step.preview {
-            let _ = writeln!(out, "    {:<w$}   {}", "", preview_text(p));
+        for line in step.preview.iter().flat_map(preview_lines) {
+            let _ = writeln!(out, "    {:<w$}   {line}", "");
         }
     }
     if plan.steps.is_empty() {
@@ -337,7 +337,7 @@ fn restored_text(restored: &Restored) -> String {
             if warnings.is_empty() {
                 String::new()
             } else {
-                format!(", {} warning(s)", warnings.len())
+                format!(", {} warning{}", warnings.len(), plural(warnings.len()))
             }
         ),
     }
@@ -363,7 +363,8 @@ pub fn report(report: &RestoreReport) -> String {
     for warning in report.locale_warnings.iter().filter_map(locale_plan_text) {
         let _ = writeln!(out, "  ! {warning}");
     }
-    let _ = writeln!(out, "\nRestore: {} step(s) done.", report.steps.len());
+    let n = report.steps.len();
+    let _ = writeln!(out, "\nRestore: {n} step{} done.", plural(n));
     out
 }
 
@@ -491,9 +492,9 @@ mod tests {
             "  ✓ db → postgres://db/app   databases app, shop restored from local\n\
              \x20 ✓ cache → redis://cache:6379   12 keys restored (1 too large for RESTORE, as commands), 2 already expired and skipped from local\n\
              \x20 ✓ cold → /srv/redis/dump.rdb   /srv/redis/dump.rdb written (2.0 KiB) from local\n\
-             \x20 ✓ media → /srv/media   3 entries, 1.0 KiB fetched, 1 warning(s) from local\n\
+             \x20 ✓ media → /srv/media   3 entries, 1.0 KiB fetched, 1 warning from local\n\
              \x20 ✗ config: no good snapshot to restore\n\
-             \nRestore: 4 step(s) done.\n"
+             \nRestore: 4 steps done.\n"
         );
         assert_eq!(
             warnings(&report),
@@ -575,6 +576,36 @@ mod tests {
             json,
             serde_json::json!({"note": "database", "archive": "app.dump", "database": "app",
                 "state": "tables", "tables": 3, "clean": false})
+        );
+    }
+
+    #[test]
+    fn a_database_steps_notes_read_one_per_line_under_its_figures() {
+        let preview = Preview {
+            entries: 4,
+            bytes: 2048,
+            create: 0,
+            unchanged: 0,
+            overwrite: Vec::new(),
+            notes: ["app", "shop"]
+                .into_iter()
+                .map(|db| Note::Database {
+                    archive: format!("{db}.dump"),
+                    database: db.into(),
+                    state: DatabaseState::Created,
+                })
+                .collect(),
+            database_properties: Vec::new(),
+            database_locales: Vec::new(),
+            unknown: None,
+        };
+        assert_eq!(
+            preview_lines(&preview),
+            [
+                "4 entries, 2.0 KiB",
+                "· app.dump: app will be created",
+                "· shop.dump: shop will be created"
+            ]
         );
     }
 }

@@ -75,7 +75,7 @@ pub fn human(all: &[Findings]) -> String {
             if n == 0 {
                 String::new()
             } else {
-                format!(", {n} problem(s)")
+                format!(", {n} problem{}", crate::plan::plural(n))
             },
         ));
         for c in &f.database_checks {

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::keys::ChunkId;
+use crate::crypto::keys::ChunkId;
 use crate::inventory::SnapshotInfo;
 
 /// The repository format version; every reader checks it before anything else.
@@ -109,6 +109,22 @@ pub struct LostHeader {
     pub lost: crate::inventory::Lost,
 }
 
+/// The public header of the records of what happened in a repository, body empty:
+/// a failed backup's code (`failures/<snapshot id>`), a `verify` run
+/// (`verifies/<time>-<hash>`), a restore drill (`drills/<source>/<time>-<hash>`).
+/// `backplan status` reads them with no key. Later builds may extend a record:
+/// unknown fields are ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordHeader<R> {
+    pub format: u32,
+    /// When this record was written.
+    pub written: chrono::DateTime<chrono::Utc>,
+    /// The host that wrote it.
+    pub host: String,
+    #[serde(flatten)]
+    pub record: R,
+}
+
 /// The public header of sealed objects: which repository key opens them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SealedHeader {
@@ -124,6 +140,20 @@ pub struct SnapshotHeader {
     pub snapshot: SnapshotInfo,
     /// BLAKE3 of the `trees/<id>` object, so the pair cannot be mixed up.
     pub tree_hash: String,
+    /// The snapshot's [`SnapshotInfo::size`]. Here rather than in `snapshot`,
+    /// whose fields earlier readers check strictly: they ignore it here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+}
+
+impl SnapshotHeader {
+    /// The snapshot as the inventory holds it: `snapshot` with the header's `size`.
+    pub fn info(&self) -> SnapshotInfo {
+        SnapshotInfo {
+            size: self.size,
+            ..self.snapshot.clone()
+        }
+    }
 }
 
 /// The public header of `catalog/<hash>`: copies of snapshot headers, so that reading

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::format::{ChunkRecord, PackRecord};
-use super::keys::ChunkId;
+use crate::crypto::keys::ChunkId;
 use crate::inventory::Lost;
 
 /// Where a chunk is stored.
@@ -481,9 +481,9 @@ impl<'de> Visitor<'de> for PacksSeed<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::keys::RepoKey;
     use crate::inventory::{LostPack, PackState};
     use crate::repo::format::IndexBody;
-    use crate::repo::keys::RepoKey;
     use serde_json::de::{IoRead, SliceRead};
 
     /// Packs of `per_pack` chunks with real chunk ids (the keyed hash of `from..to`).

@@ -1,11 +1,15 @@
 //! The repository inside one destination, over an `opendal::Operator` only: its
-//! format ([`format`], [`object`]), its keys ([`keys`]), reading and writing it
-//! ([`store`]) and its locks ([`lock`]). `docs/repository-format.md` is the contract.
+//! format ([`format`], [`object`]), reading and writing it ([`store`]), its index in
+//! memory ([`index`]), its locks ([`lock`]), moving packed chunks ([`mover`]) and
+//! collecting garbage ([`gc`]); the
+//! keys it is written with are [`crate::crypto`]'s. `docs/repository-format.md` is
+//! the contract.
 
 pub mod format;
+pub mod gc;
 pub mod index;
-pub mod keys;
 pub mod lock;
+pub mod mover;
 pub mod object;
 pub mod store;
 
@@ -16,6 +20,7 @@ use std::time::Duration;
 use opendal::layers::{RetryEvent, RetryInterceptor, RetryLayer, TimeoutLayer};
 use opendal::{Operator, services};
 
+use crate::crypto::keys;
 use crate::error::{Code, Failure};
 use crate::inventory::{DestinationState, Inventory};
 use crate::policy::{Destination, Policy};
@@ -325,7 +330,7 @@ pub async fn key_for(
     repo: &store::Repo,
     key_id: &str,
     host: Option<&keys::RepoKey>,
-    secret: Option<&crate::pipeline::crypto::SecretKeys>,
+    secret: Option<&crate::crypto::SecretKeys>,
 ) -> Result<keys::RepoKey, Failure> {
     if let Some(k) = host.filter(|k| k.id() == key_id) {
         return Ok(k.clone());

@@ -9,15 +9,17 @@ use opendal::{ErrorKind, Operator};
 
 use super::format::{
     CatalogHeader, FORMAT_VERSION, IndexBody, LostHeader, Marker, PackRecord, PolicyHeader,
-    SealedHeader, SnapshotHeader, Tree,
+    RecordHeader, SealedHeader, SnapshotHeader, Tree,
 };
 pub use super::index::{Index, Location};
-use super::keys::RepoKey;
 use super::lock::LockInfo;
 use super::object;
+use crate::crypto::Recipients;
+use crate::crypto::keys::RepoKey;
 use crate::error::{Code, Failure};
-use crate::inventory::{AppliedPolicy, DestinationState, Lost, SnapshotInfo};
-use crate::pipeline::crypto::Recipients;
+use crate::inventory::{
+    AppliedPolicy, DestinationState, DrillRecord, FailureRecord, Lost, SnapshotInfo, VerifyRecord,
+};
 
 /// The object that marks a repository and carries its format version.
 pub const MARKER: &str = "backplan.json";
@@ -48,6 +50,13 @@ pub const INDEX_OBJECT_CHUNKS: usize = 16_384;
 /// and parsed from memory (one of [`INDEX_OBJECT_CHUNKS`] records is about 0.8 MiB);
 /// a larger one, which earlier builds wrote, is parsed as it is decompressed.
 const WHOLE_INDEX_OBJECT: usize = 2 << 20;
+
+/// Where apply records why a backup failed, one object per failed snapshot.
+const FAILURES_DIR: &str = "failures/";
+/// Where `verify` records each run.
+const VERIFIES_DIR: &str = "verifies/";
+/// Where restore drills record each run, in a folder per source.
+const DRILLS_DIR: &str = "drills/";
 
 /// A pack read whole.
 #[derive(Debug)]
@@ -345,7 +354,7 @@ impl Repo {
         let scan = self.scan_headers().await?;
         for (path, result) in scan.headers {
             match result {
-                Ok(h) => state.snapshots.push(h.snapshot),
+                Ok(h) => state.snapshots.push(h.info()),
                 Err(f) => state.damaged.push(format!("{path}: {}", f.message)),
             }
         }
@@ -362,6 +371,24 @@ impl Repo {
             }
         }
         state.lost = Lost::merged(&lost);
+        for (path, record) in self.records::<FailureRecord>(FAILURES_DIR).await? {
+            match record {
+                Ok(r) => state.failures.push(r.record),
+                Err(why) => state.damaged.push(format!("{path}: {why}")),
+            }
+        }
+        if let Some((path, record)) = self.newest_records(VERIFIES_DIR).await?.pop() {
+            match record {
+                Ok(r) => state.verify = Some(r.record),
+                Err(why) => state.damaged.push(format!("{path}: {why}")),
+            }
+        }
+        for (path, record) in self.newest_records::<DrillRecord>(DRILLS_DIR).await? {
+            match record {
+                Ok(r) => state.drills.push(r.record),
+                Err(why) => state.damaged.push(format!("{path}: {why}")),
+            }
+        }
         state.applied_policy = self.applied_policy(key, sources).await?;
         for (path, result) in self.locks().await? {
             match result {
@@ -572,6 +599,105 @@ impl Repo {
         Ok(path)
     }
 
+    /// Records why a backup failed, beside its failed snapshot (written before the
+    /// snapshot's header; deleted with it).
+    pub async fn put_failure(&self, record: &FailureRecord) -> Result<(), Failure> {
+        let path = format!("{FAILURES_DIR}{}", record.snapshot);
+        self.put_record(path, record).await.map(|_| ())
+    }
+
+    /// Records a `verify` run. Returns its path.
+    pub async fn put_verify(&self, record: &VerifyRecord) -> Result<String, Failure> {
+        self.put_dated(VERIFIES_DIR.to_string(), record.finished, record)
+            .await
+    }
+
+    /// Records a restore drill of one source. Returns its path.
+    pub async fn put_drill(&self, record: &DrillRecord) -> Result<String, Failure> {
+        self.put_dated(
+            format!("{DRILLS_DIR}{}/", record.source),
+            record.finished,
+            record,
+        )
+        .await
+    }
+
+    /// Writes a record named `<dir><time>-<hash>`: listed in name order, the last
+    /// one is the newest.
+    async fn put_dated<R: serde::Serialize>(
+        &self,
+        dir: String,
+        at: DateTime<Utc>,
+        record: &R,
+    ) -> Result<String, Failure> {
+        let hash = blake3::hash(&serde_json::to_vec(record).unwrap_or_default()).to_hex();
+        let path = format!("{dir}{}-{}", at.format("%Y%m%dT%H%M%S%.6fZ"), &hash[..16]);
+        self.put_record(path, record).await
+    }
+
+    async fn put_record<R: serde::Serialize>(
+        &self,
+        path: String,
+        record: &R,
+    ) -> Result<String, Failure> {
+        let header = RecordHeader {
+            format: FORMAT_VERSION,
+            written: Utc::now(),
+            host: gethostname::gethostname().to_string_lossy().into_owned(),
+            record,
+        };
+        self.create(&path, object::encode(&header, &[])).await?;
+        Ok(path)
+    }
+
+    /// Every record under `dir`, each parsed (or why not).
+    async fn records<R: serde::de::DeserializeOwned>(
+        &self,
+        dir: &str,
+    ) -> Result<Vec<(String, Result<RecordHeader<R>, String>)>, Failure> {
+        let mut out = Vec::new();
+        for (path, size) in self.list_sized(dir).await? {
+            out.extend(self.record(path, size).await?);
+        }
+        Ok(out)
+    }
+
+    /// The newest record under `dir` and the newest of each folder in it (records
+    /// are named after their time), each parsed (or why not).
+    async fn newest_records<R: serde::de::DeserializeOwned>(
+        &self,
+        dir: &str,
+    ) -> Result<Vec<(String, Result<RecordHeader<R>, String>)>, Failure> {
+        let mut newest: std::collections::BTreeMap<String, (String, u64)> = Default::default();
+        for (path, size) in self.list_sized(dir).await? {
+            let folder = path.rsplit_once('/').map_or("", |(f, _)| f).to_string();
+            match newest.get(&folder) {
+                Some((p, _)) if *p >= path => {}
+                _ => {
+                    newest.insert(folder, (path, size));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (path, size) in newest.into_values() {
+            out.extend(self.record(path, size).await?);
+        }
+        Ok(out)
+    }
+
+    /// One record, `None` when it was deleted since it was listed.
+    async fn record<R: serde::de::DeserializeOwned>(
+        &self,
+        path: String,
+        size: u64,
+    ) -> Result<Option<(String, Result<RecordHeader<R>, String>)>, Failure> {
+        let Some(bytes) = self.read_sized(&path, size).await? else {
+            return Ok(None);
+        };
+        let parsed = object::header::<RecordHeader<R>>(&bytes).map_err(|d| d.0);
+        Ok(Some((path, parsed)))
+    }
+
     /// Reads a pack whole and checks it against its name; `Err` only when the
     /// storage cannot be read.
     pub async fn read_pack(&self, id: &str) -> Result<PackRead, Failure> {
@@ -737,11 +863,13 @@ impl Repo {
         // the whole snapshot can be deleted. (A copy's record of another
         // destination's lock is replaced.)
         snapshot.retain_until = self.lock_period.map(|p| chrono::Utc::now() + p);
+        let size = snapshot.size.take();
         let header = SnapshotHeader {
             format: FORMAT_VERSION,
             key_id,
             snapshot,
             tree_hash,
+            size,
         };
         self.create(
             &format!("snapshots/{}", info.id),
@@ -796,10 +924,12 @@ impl Repo {
         Ok((header, tree))
     }
 
-    /// Deletes a snapshot: the header first (it stops existing), then its tree.
+    /// Deletes a snapshot: the header first (it stops existing), then its tree and
+    /// the record of its failure (if it failed).
     pub async fn delete_snapshot(&self, id: &str) -> Result<(), Failure> {
         self.delete(&format!("snapshots/{id}")).await?;
-        self.delete(&format!("trees/{id}")).await
+        self.delete(&format!("trees/{id}")).await?;
+        self.delete(&format!("{FAILURES_DIR}{id}")).await
     }
 
     /// Every pack object's path and size.
@@ -963,8 +1093,8 @@ pub fn decode_tree(key: &RepoKey, bytes: &[u8]) -> Result<Tree, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::keys::ChunkId;
     use crate::repo::format::ChunkRecord;
-    use crate::repo::keys::ChunkId;
 
     fn pack(name: &str, chunks: usize) -> PackRecord {
         let record = ChunkRecord {

@@ -11,14 +11,14 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 
 use super::{DatabaseLocalePlan, RestorePlan, Selection, Step, TargetLocale};
+use crate::crypto::SecretKeys;
+use crate::crypto::keys::RepoKey;
 use crate::error::{Code, Failure};
 use crate::inventory::{Inventory, PackState};
-use crate::pipeline::crypto::SecretKeys;
 use crate::pipeline::fetch::RepoFetcher;
 use crate::policy::{Policy, ResolvedSource};
 use crate::repo::format::{Tree, pack_path};
 use crate::repo::key_for;
-use crate::repo::keys::RepoKey;
 use crate::repo::lock;
 use crate::repo::store::Repo;
 use crate::sources::kind::{

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use super::RestorePlan;
 use super::execute::{Restore, SnapshotData};
+use crate::crypto::SecretKeys;
 use crate::error::Failure;
-use crate::pipeline::crypto::SecretKeys;
 use crate::repo::key_for;
 use crate::restore::Preview;
 use crate::sources::kind::{OpenSnapshot, PropertiesRead};

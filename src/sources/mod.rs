@@ -1,54 +1,25 @@
 //! The sources: what reads the data to back up and writes it back on restore. A
-//! source hands its bytes to a [`ChunkSink`] and reads them back from a
-//! [`ChunkSource`]; chunking, compression, keys and the repository layout are not its
-//! business.
+//! source hands its bytes to a [`ChunkSink`](crate::pipeline::ChunkSink) and reads
+//! them back from a [`ChunkSource`]; chunking, compression, keys and the repository
+//! layout are not its business.
 
 pub mod files;
 pub mod kind;
 pub mod pgpass;
 pub mod postgres;
 pub mod redis;
+mod scan_report;
+
+pub use scan_report::ScanReport;
 
 use std::io::Read;
 use std::path::PathBuf;
 
 use crate::error::{Code, Failure};
+use crate::pipeline::ChunkSource;
 use crate::policy::Policy;
 use crate::policy::secret::Secret;
 use crate::repo::format::Entry;
-use crate::repo::keys::ChunkId;
-
-/// Where a source's bytes go: chunked, deduplicated, compressed, encrypted, packed.
-pub trait ChunkSink {
-    /// Stores everything `reader` yields; returns the chunk ids in order and the
-    /// number of bytes read.
-    fn store(&mut self, reader: &mut dyn Read) -> std::io::Result<Stored>;
-}
-
-/// What [`ChunkSink::store`] stored.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stored {
-    pub chunks: Vec<ChunkId>,
-    pub bytes: u64,
-}
-
-/// Where a restore reads chunks from: decrypted, decompressed and checked against
-/// their id.
-pub trait ChunkSource {
-    fn fetch(&mut self, id: &ChunkId) -> Result<Vec<u8>, Failure>;
-
-    /// The length of a chunk's plaintext. By default the chunk is fetched to tell.
-    fn length(&mut self, id: &ChunkId) -> Result<u64, Failure> {
-        self.fetch(id).map(|b| b.len() as u64)
-    }
-
-    /// Another source reading the same chunks, for a second thread; `None` where the
-    /// source cannot be shared (the default). The source may shrink its own caches
-    /// to share memory with its twins.
-    fn twin(&mut self) -> Option<Box<dyn ChunkSource + Send>> {
-        None
-    }
-}
 
 /// A password from a `${env:…}` reference or a file (its trailing newline dropped);
 /// `what` names it in messages ("postgres password"), which never quote it.

@@ -26,12 +26,12 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 
 use crate::error::{Code, Failure};
+use crate::pipeline::ChunkSink;
 use crate::pipeline::fetch::RepoFetcher;
 use crate::plan::SourceProbe;
 use crate::policy::secret::redact_url_password;
 use crate::policy::{Policy, ResolvedSource, SourceKind};
 use crate::repo::format::Tree;
-use crate::sources::ChunkSink;
 use crate::sources::files::ScanReport;
 use crate::sources::redis::Taken;
 

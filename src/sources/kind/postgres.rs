@@ -11,12 +11,12 @@ use super::{
     SpoolFit, SpoolLayout, Stored, TableDifference, TargetLocale, stopped,
 };
 use crate::error::{Code, Failure};
+use crate::pipeline::ChunkSource;
 use crate::pipeline::fetch::RepoFetcher;
 use crate::plan::{SourceProbe, Warning};
 use crate::policy::model::PostgresSource;
 use crate::policy::{Policy, ResolvedSource};
 use crate::repo::format::Tree;
-use crate::sources::ChunkSource;
 use crate::sources::postgres as pg;
 
 #[derive(Debug, Clone, Copy)]

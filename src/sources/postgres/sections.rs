@@ -38,7 +38,7 @@ use super::{
     tool_failed,
 };
 use crate::error::{Code, Failure};
-use crate::sources::ChunkSource;
+use crate::pipeline::ChunkSource;
 
 /// Whether a restore can go by sections: a whole restore. `--clean` (whose drops
 /// must run in one pass, in dependency order), `--table` and `--schema` go through

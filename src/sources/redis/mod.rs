@@ -26,12 +26,13 @@ use std::path::Path;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
-use super::{ChunkSink, ChunkSource, EntryReader};
+use super::EntryReader;
 use crate::error::{Code, Failure};
+use crate::pipeline::{ChunkSink, ChunkSource, Stored};
 use crate::policy::Policy;
 use crate::policy::model::{RedisMode, RedisSource};
 use crate::repo::format::{Entry, Tree};
-use crate::sources::files::ScanReport;
+use crate::sources::ScanReport;
 use client::{Conn, Endpoint, Value};
 
 /// The entry holding the RDB.
@@ -424,7 +425,7 @@ fn scan_backup(
     redis_version: &str,
     sink: &mut dyn ChunkSink,
     fallback: Option<String>,
-) -> Result<(super::Stored, Meta), Failure> {
+) -> Result<(Stored, Meta), Failure> {
     let (mut reader, writer) =
         std::io::pipe().map_err(|e| failed(format!("cannot make a pipe: {e}")))?;
     let version = redis_version.to_string();
@@ -464,10 +465,7 @@ fn scan_backup(
 fn store_counted(
     stream: &mut dyn Read,
     sink: &mut dyn ChunkSink,
-) -> (
-    std::io::Result<super::Stored>,
-    Result<BTreeMap<u32, u64>, String>,
-) {
+) -> (std::io::Result<Stored>, Result<BTreeMap<u32, u64>, String>) {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
     let counter = std::thread::spawn(move || {
         let mut reader = rdb::Reader::new(ChannelReader {
