@@ -210,8 +210,6 @@ struct Uses {
 struct Opened {
     key: RepoKey,
     index: Arc<Index>,
-    /// Where the chunks of lost packs are (the index finds no chunk there).
-    lost_chunks: HashMap<ChunkId, Arc<str>>,
 }
 
 /// Checks one repository; `fraction` of its packs are read back with `secret`.
@@ -297,7 +295,6 @@ pub async fn check(
                 let index = repo.load_index(&key).await?;
                 Ok::<_, Failure>(Opened {
                     key,
-                    lost_chunks: index.lost_chunks(),
                     index: Arc::new(index),
                 })
             }
@@ -329,14 +326,14 @@ pub async fn check(
                     nowhere: 0,
                 };
                 for c in chunks {
+                    // A lost pack's chunks are found in no pack, but counted in it.
                     let pack = o
                         .index
-                        .chunks
-                        .get(c)
-                        .map(|l| &l.pack)
-                        .or_else(|| o.lost_chunks.get(c));
+                        .locate(c)
+                        .map(|l| l.pack)
+                        .or_else(|| o.index.lost_pack_of(c).cloned());
                     match pack {
-                        Some(p) => *u.packs.entry(p.clone()).or_default() += 1,
+                        Some(p) => *u.packs.entry(p).or_default() += 1,
                         None => u.nowhere += 1,
                     }
                 }
@@ -367,8 +364,9 @@ pub async fn check(
         for d in &index.damaged {
             f.note("", format!("index object {d}"));
         }
-        f.packs += index.packs.len();
-        for (id, record) in &index.packs {
+        f.packs += index.pack_count();
+        for pack in index.packs() {
+            let (id, size) = (pack.id(), pack.size());
             if index.is_lost(id) {
                 // Recorded before: read whole, to tell whether it still is lost.
                 match repo.read_pack(id).await {
@@ -390,8 +388,8 @@ pub async fn check(
                 None => {
                     bad.insert(id.to_string(), lost(id, PackState::Missing, missing()));
                 }
-                Some(size) if size != record.size => {
-                    let why = format!("it has {size} bytes, the index says {}", record.size);
+                Some(stored) if stored != size => {
+                    let why = format!("it has {stored} bytes, the index says {size}");
                     bad.insert(id.to_string(), lost(id, PackState::Damaged, why));
                 }
                 Some(_) => {}
@@ -401,8 +399,8 @@ pub async fn check(
             continue;
         };
         let mut packs: Vec<&Arc<str>> = index
-            .packs
-            .keys()
+            .packs()
+            .map(|p| p.id())
             .filter(|p| !index.is_lost(p) && !bad.contains_key(&***p))
             .collect();
         packs.sort();
@@ -434,12 +432,12 @@ pub async fn check(
         let failures = tokio::task::spawn_blocking(move || {
             let mut failures = Vec::new();
             for pack in sample {
-                let Some(record) = index2.packs.get(&pack) else {
+                let Some(record) = index2.pack(&pack) else {
                     continue;
                 };
-                for c in &record.chunks {
+                for c in record.chunks() {
                     if let Err(e) = fetcher.fetch(&c.id) {
-                        let read = index2.chunks.get(&c.id).map(|l| l.pack.clone());
+                        let read = index2.locate(&c.id).map(|l| l.pack);
                         failures.push((read, e));
                         break;
                     }

@@ -20,11 +20,11 @@ use crate::inventory::{
 use crate::pipeline::sink::{PackUpload, RepoSink, Target};
 use crate::plan::{Backup, Configure, Copy, Prune, Repair, Role};
 use crate::policy::Policy;
-use crate::repo::format::{IndexBody, PackRecord, Tree};
+use crate::repo::format::{IndexBody, Tree};
 use crate::repo::gc::gc;
 use crate::repo::lock;
 use crate::repo::mover::ChunkMover;
-use crate::repo::store::{Index, Location, Repo};
+use crate::repo::store::{Index, IndexBatch, Location, Repo};
 use crate::sources::kind::Kind;
 
 /// How many finished packs may wait for upload per destination.
@@ -229,7 +229,7 @@ impl StorageExecutor {
             tree.entries.retain(|e| {
                 e.chunks
                     .iter()
-                    .all(|c| indexes.iter().all(|i| i.chunks.contains_key(c)))
+                    .all(|c| indexes.iter().all(|i| i.contains(c)))
             });
         }
 
@@ -238,7 +238,7 @@ impl StorageExecutor {
         for (repo, index) in repos.iter().zip(&indexes) {
             let (tx, rx) = mpsc::channel::<PackUpload>(UPLOAD_QUEUE);
             targets.push(Target::new(index.clone(), tx));
-            uploads.push(tokio::spawn(upload(repo.clone(), rx)));
+            uploads.push(tokio::spawn(upload(repo.clone(), self.key.clone(), rx)));
         }
         let key_set = self
             .recipients
@@ -271,18 +271,18 @@ impl StorageExecutor {
         let report = scan
             .await
             .map_err(|e| Failure::new(Code::SourceFailed, format!("the scan stopped: {e}")))?;
-        let mut records = Vec::new();
+        let mut stored = Vec::new();
         let mut upload_error = None;
         for u in uploads {
             match u.await {
-                Ok(Ok(r)) => records.push(r),
+                Ok(Ok(bytes)) => stored.push(bytes),
                 Ok(Err(f)) => {
                     upload_error.get_or_insert(f);
-                    records.push(Vec::new());
+                    stored.push(0);
                 }
                 Err(e) => {
                     upload_error.get_or_insert(Failure::new(Code::Io, e.to_string()));
-                    records.push(Vec::new());
+                    stored.push(0);
                 }
             }
         }
@@ -294,12 +294,8 @@ impl StorageExecutor {
         info.bytes_read = Some(report.bytes_read);
         info.size = Some(report.tree.entries.iter().map(|e| e.size).sum());
         let mut stored_first = None;
-        for (repo, packs) in repos.iter().zip(records) {
-            let stored: u64 = packs.iter().map(|p| p.size).sum();
+        for (repo, stored) in repos.iter().zip(stored) {
             stored_first.get_or_insert(stored);
-            if !packs.is_empty() {
-                repo.put_index(&self.key, packs).await?;
-            }
             let mut info = info.clone();
             info.bytes_stored = Some(stored);
             repo.put_snapshot(&self.key, &info, &report.tree).await?;
@@ -394,10 +390,10 @@ impl StorageExecutor {
         let mut moves = Vec::new();
         for entry in &tree.entries {
             for id in &entry.chunks {
-                if target_index.chunks.contains_key(id) || !copied.insert(*id) {
+                if target_index.contains(id) || !copied.insert(*id) {
                     continue;
                 }
-                let loc = source_index.chunks.get(id).ok_or_else(|| {
+                let loc = source_index.locate(id).ok_or_else(|| {
                     Failure::new(
                         Code::VerifyFailed,
                         format!(
@@ -415,7 +411,7 @@ impl StorageExecutor {
         by_pack(&mut moves);
         let mut mover = ChunkMover::checked(HashSet::new());
         for (id, loc) in moves {
-            mover.add(from, &source_index, id, loc, to).await?;
+            mover.add(from, &source_index, id, &loc, to).await?;
         }
         let packs = mover.finish(to).await?;
         let stored: u64 = packs.iter().map(|p| p.size).sum();
@@ -460,7 +456,7 @@ impl StorageExecutor {
                 .entries
                 .iter()
                 .flat_map(|e| e.chunks.iter().copied())
-                .filter(|c| !index.chunks.contains_key(c))
+                .filter(|c| !index.contains(c))
                 .collect();
             if !mine.is_empty() {
                 needed.extend(mine.iter().copied());
@@ -490,9 +486,9 @@ impl StorageExecutor {
                     continue;
                 }
             };
-            let mut moves: Vec<(ChunkId, &Location)> = wanted
+            let mut moves: Vec<(ChunkId, Location)> = wanted
                 .iter()
-                .filter_map(|c| source_index.chunks.get(c).map(|l| (*c, l)))
+                .filter_map(|c| source_index.locate(c).map(|l| (*c, l)))
                 .collect();
             by_pack(&mut moves);
             // A source pack that is itself lost is skipped; the next source may have it.
@@ -501,7 +497,7 @@ impl StorageExecutor {
                 if unreadable.contains(&loc.pack) {
                     continue;
                 }
-                match mover.take(source, &source_index, id, loc).await {
+                match mover.take(source, &source_index, id, &loc).await {
                     Ok(()) => {
                         copied.insert(id);
                         mover.flush_full(to).await?;
@@ -525,9 +521,8 @@ impl StorageExecutor {
             .filter(|p| !rewritten.contains(&p.id))
             .filter(|p| {
                 index
-                    .packs
-                    .get(p.id.as_str())
-                    .is_some_and(|r| r.chunks.iter().all(|c| !still.contains(&c.id)))
+                    .pack(&p.id)
+                    .is_some_and(|r| r.chunks().all(|c| !still.contains(&c.id)))
             })
             .map(|p| p.id.clone())
             .collect();
@@ -552,7 +547,7 @@ impl StorageExecutor {
                 .lost
                 .packs
                 .iter()
-                .filter(|p| index.packs.contains_key(p.id.as_str()))
+                .filter(|p| index.pack(&p.id).is_some())
                 .filter(|p| !retired.contains(&p.id) && !rewritten.contains(&p.id))
                 .cloned()
                 .collect(),
@@ -620,20 +615,34 @@ impl StorageExecutor {
 
 /// Orders chunk moves pack by pack, in each pack by offset: a mover that reads whole
 /// packs then reads each once.
-fn by_pack(moves: &mut [(ChunkId, &Location)]) {
+fn by_pack(moves: &mut [(ChunkId, Location)]) {
     moves.sort_by(|a, b| (&a.1.pack, a.1.offset).cmp(&(&b.1.pack, b.1.offset)));
 }
 
+/// Stores a backup's packs as they come, and lists them in an index object as soon as
+/// the next pack would not fit in it ([`IndexBatch`]; the rest when the packs end): a
+/// backup holds the records of at most [`INDEX_OBJECT_CHUNKS`] new chunks and a pack,
+/// however many it stores. Returns the bytes stored. Packs listed by a backup that
+/// then fails are referred to by no snapshot, and the next prune deletes them.
 async fn upload(
     repo: Repo,
+    key: RepoKey,
     mut rx: mpsc::Receiver<PackUpload>,
-) -> Result<Vec<PackRecord>, Failure> {
-    let mut records = Vec::new();
+) -> Result<u64, Failure> {
+    let mut batch = IndexBatch::default();
+    let mut stored = 0;
     while let Some((bytes, record)) = rx.recv().await {
         repo.put_pack(bytes, &record).await?;
-        records.push(record);
+        stored += record.size;
+        if let Some(full) = batch.push(record) {
+            repo.put_index(&key, full).await?;
+        }
     }
-    Ok(records)
+    let rest = batch.rest();
+    if !rest.is_empty() {
+        repo.put_index(&key, rest).await?;
+    }
+    Ok(stored)
 }
 
 fn snapshot_id(started: DateTime<Utc>, source: &str) -> String {
@@ -824,5 +833,66 @@ impl Executor for StorageExecutor {
         )
         .await
         .and_then(|r| r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::format::{ChunkRecord, PackRecord};
+    use crate::repo::store::INDEX_OBJECT_CHUNKS;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_backups_uploads_are_listed_in_an_index_object_per_bound_of_chunks() {
+        let op = opendal::Operator::new(opendal::services::Memory::default()).expect("memory");
+        let repo = Repo::new("mem", op);
+        let key = RepoKey::generate().expect("key");
+        let hasher = key.chunk_id();
+        let (tx, rx) = mpsc::channel::<PackUpload>(UPLOAD_QUEUE);
+        let uploader = tokio::spawn(upload(repo.clone(), key.clone(), rx));
+        // Four packs of 3/7 of the bound: two in each object.
+        let per_pack = (INDEX_OBJECT_CHUNKS * 3 / 7) as u64;
+        let mut sent = Vec::new();
+        for p in 0..4u64 {
+            let bytes = format!("pack {p}").into_bytes();
+            let record = PackRecord {
+                id: blake3::hash(&bytes).to_hex().to_string(),
+                size: bytes.len() as u64,
+                key_sets: vec![(0, 1)],
+                chunks: (p * per_pack..(p + 1) * per_pack)
+                    .map(|n| ChunkRecord {
+                        id: hasher.id(&n.to_le_bytes()),
+                        key_set: 0,
+                        offset: 1,
+                        length: 1,
+                        raw_length: 1,
+                    })
+                    .collect(),
+            };
+            sent.push(record.clone());
+            tx.send((bytes, record)).await.expect("sent");
+            if p == 2 {
+                // The third pack does not fit beside the first two: they are listed.
+                let mut index = repo.load_index(&key).await.expect("index");
+                for _ in 0..1000 {
+                    if !index.objects.is_empty() {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                    index = repo.load_index(&key).await.expect("index");
+                }
+                assert_eq!(index.objects.len(), 1);
+                assert_eq!(index.chunk_records(), 2 * per_pack as usize);
+            }
+        }
+        drop(tx);
+        let stored = uploader.await.expect("join").expect("upload");
+        assert_eq!(stored, sent.iter().map(|p| p.size).sum::<u64>());
+        let index = repo.load_index(&key).await.expect("index");
+        assert_eq!(index.objects.len(), 2);
+        assert_eq!(index.chunk_records(), 4 * per_pack as usize);
+        for pack in &sent {
+            assert_eq!(index.pack(&pack.id).expect("listed").record(), *pack);
+        }
     }
 }

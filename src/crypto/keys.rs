@@ -148,8 +148,19 @@ impl serde::Serialize for ChunkId {
 
 impl<'de> serde::Deserialize<'de> for ChunkId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        ChunkId::from_hex(&s).ok_or_else(|| serde::de::Error::custom("a chunk id is 64 hex digits"))
+        // Parsed from the reader's buffer: no string is made for each of the
+        // index's chunk records.
+        struct Hex;
+        impl serde::de::Visitor<'_> for Hex {
+            type Value = ChunkId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a chunk id, 64 hex digits")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ChunkId, E> {
+                ChunkId::from_hex(s).ok_or_else(|| E::custom("a chunk id is 64 hex digits"))
+            }
+        }
+        d.deserialize_str(Hex)
     }
 }
 

@@ -155,7 +155,7 @@ impl ChunkSource for RepoFetcher {
 
     /// From the index, which records it; the fetch tells a chunk it lacks.
     fn length(&mut self, id: &ChunkId) -> Result<u64, Failure> {
-        match self.index.chunks.get(id) {
+        match self.index.locate(id) {
             Some(loc) => Ok(u64::from(loc.raw_length)),
             None => self.fetch(id).map(|b| b.len() as u64),
         }
@@ -163,7 +163,7 @@ impl ChunkSource for RepoFetcher {
 
     fn fetch(&mut self, id: &ChunkId) -> Result<Vec<u8>, Failure> {
         let index = self.index.clone();
-        let loc = index.chunks.get(id).ok_or_else(|| {
+        let loc = index.locate(id).ok_or_else(|| {
             let damaged = if index.damaged.is_empty() {
                 String::new()
             } else {
@@ -178,7 +178,7 @@ impl ChunkSource for RepoFetcher {
                 ),
             )
         })?;
-        let (ks_off, ks_len) = index.key_set(loc).ok_or_else(|| {
+        let (ks_off, ks_len) = index.key_set(&loc).ok_or_else(|| {
             Failure::new(
                 Code::CorruptObject,
                 format!("pack {} lists no key set {}", loc.pack, loc.key_set),

@@ -63,7 +63,7 @@ struct Known {
 impl Known {
     /// Records `id` as held; whether it was not before.
     fn insert(&mut self, id: ChunkId) -> bool {
-        !self.index.chunks.contains_key(&id) && self.sent.insert(id)
+        !self.index.contains(&id) && self.sent.insert(id)
     }
 }
 

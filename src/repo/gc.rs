@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use super::mover::ChunkMover;
-use super::store::{Index, Repo};
+use super::store::{Index, Repo, index_objects};
 use crate::crypto::keys::RepoKey;
 use crate::error::Failure;
 
@@ -44,11 +44,11 @@ pub async fn gc(repo: &Repo, key: &RepoKey) -> Result<Collected, Failure> {
     let mut drop_packs = Vec::new();
     let mut mover = ChunkMover::default();
     let mut repacked = 0;
-    for (id, record) in &index.packs {
-        let total: u64 = record.chunks.iter().map(|c| u64::from(c.length)).sum();
-        let live: u64 = record
-            .chunks
-            .iter()
+    for pack in index.packs() {
+        let id = pack.id();
+        let total: u64 = pack.chunks().map(|c| u64::from(c.length)).sum();
+        let live: u64 = pack
+            .chunks()
             .filter(|c| referenced.contains(&c.id))
             .map(|c| u64::from(c.length))
             .sum();
@@ -57,17 +57,17 @@ pub async fn gc(repo: &Repo, key: &RepoKey) -> Result<Collected, Failure> {
         } else if index.is_lost(id) {
             // Lost but still needed: it stays for a repair, and for salvage when no
             // other destination has its chunks.
-            keep.push(record.clone());
+            keep.push(pack.record());
         } else if (live as f64) < total as f64 * REPACK_BELOW {
-            for c in record.chunks.iter().filter(|c| referenced.contains(&c.id)) {
-                if let Some(loc) = index.chunks.get(&c.id).filter(|l| l.pack == *id) {
-                    mover.add(repo, &index, c.id, loc, repo).await?;
+            for c in pack.chunks().filter(|c| referenced.contains(&c.id)) {
+                if let Some(loc) = index.locate(&c.id).filter(|l| l.pack == *id) {
+                    mover.add(repo, &index, c.id, &loc, repo).await?;
                 }
             }
             drop_packs.push(id.clone());
             repacked += 1;
         } else {
-            keep.push(record.clone());
+            keep.push(pack.record());
         }
     }
     let written = mover.finish(repo).await?;
@@ -82,18 +82,22 @@ pub async fn gc(repo: &Repo, key: &RepoKey) -> Result<Collected, Failure> {
         let kept: HashSet<&str> = keep.iter().map(|r| r.id.as_str()).collect();
         for path in repo.pack_objects().await?.into_keys() {
             let id = path.rsplit('/').next().unwrap_or_default();
-            if !index.packs.contains_key(id) && !kept.contains(id) {
+            if index.pack(id).is_none() && !kept.contains(id) {
                 orphans.push(path);
             }
         }
     }
-    if drop_packs.is_empty() && orphans.is_empty() && index.objects.len() <= 1 {
+    keep.sort_by(|a, b| a.id.cmp(&b.id));
+    let compact = index_objects(keep);
+    if drop_packs.is_empty() && orphans.is_empty() && index.objects.len() <= compact.len() {
         return Ok(Collected::default());
     }
-    keep.sort_by(|a, b| a.id.cmp(&b.id));
-    let new_index = repo.put_index(key, keep).await?;
+    let mut new_index = Vec::new();
+    for packs in compact {
+        new_index.extend(repo.put_index(key, packs).await?);
+    }
     for old in &index.objects {
-        if *old != new_index {
+        if !new_index.contains(old) {
             repo.delete(old).await?;
         }
     }

@@ -1,11 +1,13 @@
 //! The repository inside one destination, over an `opendal::Operator` only: its
-//! format ([`format`], [`object`]), reading and writing it ([`store`]), its locks
-//! ([`lock`]), moving packed chunks ([`mover`]) and collecting garbage ([`gc`]); the
+//! format ([`format`], [`object`]), reading and writing it ([`store`]), its index in
+//! memory ([`index`]), its locks ([`lock`]), moving packed chunks ([`mover`]) and
+//! collecting garbage ([`gc`]); the
 //! keys it is written with are [`crate::crypto`]'s. `docs/repository-format.md` is
 //! the contract.
 
 pub mod format;
 pub mod gc;
+pub mod index;
 pub mod lock;
 pub mod mover;
 pub mod object;

@@ -2,7 +2,6 @@
 //! Content is immutable and content-addressed; nothing is overwritten in place.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -12,10 +11,11 @@ use super::format::{
     CatalogHeader, FORMAT_VERSION, IndexBody, LostHeader, Marker, PackRecord, PolicyHeader,
     RecordHeader, SealedHeader, SnapshotHeader, Tree,
 };
+pub use super::index::{Index, Location};
 use super::lock::LockInfo;
 use super::object;
 use crate::crypto::Recipients;
-use crate::crypto::keys::{ChunkId, RepoKey};
+use crate::crypto::keys::RepoKey;
 use crate::error::{Code, Failure};
 use crate::inventory::{
     AppliedPolicy, DestinationState, DrillRecord, FailureRecord, Lost, SnapshotInfo, VerifyRecord,
@@ -38,6 +38,18 @@ const POLICY_LOOKBACK: usize = 32;
 
 /// Where `verify` records what it found lost.
 const LOST_DIR: &str = "lost/";
+
+/// The most chunk records one index object lists, as a writer splits them. Whoever
+/// writes an index object holds its JSON whole (about 115 bytes per record), and a
+/// reader holds the objects it has read and not yet added ([`READ_CONCURRENCY`] at
+/// most, about 50 bytes per record sealed): this bounds both, about 2 MiB and 26 MiB,
+/// however many chunks the repository holds.
+pub const INDEX_OBJECT_CHUNKS: usize = 16_384;
+
+/// An index object whose compressed body is at most this large is decompressed whole
+/// and parsed from memory (one of [`INDEX_OBJECT_CHUNKS`] records is about 0.8 MiB);
+/// a larger one, which earlier builds wrote, is parsed as it is decompressed.
+const WHOLE_INDEX_OBJECT: usize = 2 << 20;
 
 /// Where apply records why a backup failed, one object per failed snapshot.
 const FAILURES_DIR: &str = "failures/";
@@ -90,87 +102,6 @@ pub struct PackObject {
     pub size: u64,
     /// When it was written (S3: Last-Modified), when the listing says.
     pub modified: Option<DateTime<Utc>>,
-}
-
-/// Where a chunk is stored.
-#[derive(Debug, Clone)]
-pub struct Location {
-    pub pack: Arc<str>,
-    pub key_set: u16,
-    pub offset: u64,
-    pub length: u32,
-    pub raw_length: u32,
-}
-
-/// Every pack and chunk the repository's index objects list.
-#[derive(Debug, Default, Clone)]
-pub struct Index {
-    /// Where each chunk is read from: never from a pack `lost/` records or an index
-    /// object retires, so that a chunk a repair wrote anew is found in its new pack,
-    /// and a backup stores again what it would otherwise take as present.
-    pub chunks: HashMap<ChunkId, Location>,
-    /// Every pack the index objects list, lost ones included, retired ones not.
-    pub packs: HashMap<Arc<str>, PackRecord>,
-    /// What the `lost/` objects record.
-    pub lost: Lost,
-    /// The `lost/` objects read, so that a repair can replace them.
-    pub lost_objects: Vec<String>,
-    /// Packs an index object retires.
-    pub retired: HashSet<String>,
-    /// The ids of `lost.packs`, for lookups.
-    lost_ids: HashSet<String>,
-    /// The `index/` objects read, so a compaction can delete them afterwards.
-    pub objects: Vec<String>,
-    /// Index objects written under another repository key.
-    pub foreign: Vec<String>,
-    /// Index objects that could not be read, with why.
-    pub damaged: Vec<String>,
-}
-
-impl Index {
-    /// Adds a pack's record; its chunks are found in it unless the pack is lost (or
-    /// another pack gave them first: equal chunks are equal wherever they are).
-    fn add(&mut self, record: PackRecord) {
-        let pack: Arc<str> = Arc::from(record.id.as_str());
-        if !self.is_lost(&pack) {
-            for c in &record.chunks {
-                self.chunks.entry(c.id).or_insert(Location {
-                    pack: pack.clone(),
-                    key_set: c.key_set,
-                    offset: c.offset,
-                    length: c.length,
-                    raw_length: c.raw_length,
-                });
-            }
-        }
-        self.packs.insert(pack, record);
-    }
-
-    /// Whether `lost/` records pack `id` as missing or damaged.
-    pub fn is_lost(&self, id: &str) -> bool {
-        self.lost_ids.contains(id)
-    }
-
-    /// Where the chunks of lost packs are: what verify and a repair need to tell
-    /// which of them a snapshot uses.
-    pub fn lost_chunks(&self) -> HashMap<ChunkId, Arc<str>> {
-        let mut out = HashMap::new();
-        for p in &self.lost.packs {
-            if let Some((id, record)) = self.packs.get_key_value(p.id.as_str()) {
-                for c in &record.chunks {
-                    out.entry(c.id).or_insert_with(|| id.clone());
-                }
-            }
-        }
-        out
-    }
-
-    /// The key set's byte range of a chunk's pack.
-    pub fn key_set(&self, loc: &Location) -> Option<(u64, u32)> {
-        self.packs
-            .get(&loc.pack)
-            .and_then(|p| p.key_sets.get(loc.key_set as usize).copied())
-    }
 }
 
 fn storage(repo: &str, what: &str, e: opendal::Error) -> Failure {
@@ -782,29 +713,27 @@ impl Repo {
         Ok(PackRead::Intact(bytes))
     }
 
-    /// Every index object, merged, with what `lost/` records.
+    /// Every index object, merged, with what `lost/` records. Each object is added
+    /// pack by pack as it arrives, so memory holds the compact index, the objects in
+    /// flight and the JSON of one object of at most [`WHOLE_INDEX_OBJECT`] (a larger
+    /// one is parsed as it is decompressed), never a record list whole.
     pub async fn load_index(&self, key: &RepoKey) -> Result<Index, Failure> {
-        let paths = self.list("index/").await?;
-        let bodies: Vec<(String, Result<Vec<u8>, Failure>)> = futures::stream::iter(paths)
-            .map(|path| async move {
-                let r = self.read(&path).await;
-                (path, r)
-            })
-            .buffer_unordered(READ_CONCURRENCY)
-            .collect()
-            .await;
-        let mut index = Index::default();
         // A damaged record of lost packs hides nothing: `plan` and `verify` name it.
         let records = self.lost_records().await?;
-        index.lost = Lost::merged(
+        let lost = Lost::merged(
             records
                 .iter()
                 .filter_map(|(_, r)| r.as_ref().ok().map(|h| &h.lost)),
         );
-        index.lost_objects = records.into_iter().map(|(path, _)| path).collect();
-        index.lost_ids = index.lost.packs.iter().map(|p| p.id.clone()).collect();
-        let mut listed = Vec::new();
-        for (path, bytes) in bodies {
+        let mut index = Index::new(lost, records.into_iter().map(|(path, _)| path).collect());
+        let paths = self.list("index/").await?;
+        let mut bodies = futures::stream::iter(paths)
+            .map(|path| async move {
+                let r = self.read(&path).await;
+                (path, r)
+            })
+            .buffer_unordered(READ_CONCURRENCY);
+        while let Some((path, bytes)) = bodies.next().await {
             let bytes = bytes?;
             let opened = object::decode::<SealedHeader>(&bytes)
                 .map_err(|d| d.0)
@@ -812,32 +741,41 @@ impl Repo {
                     if header.key_id != key.id() {
                         return Ok(None);
                     }
-                    let plain = key.open(body).map_err(|e| e.0)?;
-                    let plain = zstd::decode_all(&plain[..]).map_err(|e| e.to_string())?;
-                    serde_json::from_slice::<IndexBody>(&plain)
-                        .map(Some)
-                        .map_err(|e| e.to_string())
+                    key.open(body).map(Some).map_err(|e| e.0)
                 });
-            match opened {
-                Ok(Some(body)) => {
-                    index.retired.extend(body.retired);
-                    listed.extend(body.packs);
-                    index.objects.push(path);
+            drop(bytes);
+            let read = match opened {
+                // An object written under the bound (about 0.8 MiB) is read whole,
+                // which is quicker; a larger one (an earlier build's) as a stream.
+                Ok(Some(plain)) if plain.len() <= WHOLE_INDEX_OBJECT => {
+                    zstd::decode_all(&plain[..])
+                        .map_err(|e| e.to_string())
+                        .and_then(|json| {
+                            index.read_object(path.clone(), serde_json::de::SliceRead::new(&json))
+                        })
                 }
+                Ok(Some(plain)) => zstd::Decoder::new(&plain[..])
+                    .map_err(|e| e.to_string())
+                    .and_then(|json| {
+                        let json = std::io::BufReader::with_capacity(1 << 16, json);
+                        index.read_object(path.clone(), serde_json::de::IoRead::new(json))
+                    }),
                 // Written under another repository key: its chunk ids live in
                 // another id space and cannot be reused; its packs stay for restores.
-                Ok(None) => index.foreign.push(path),
-                // A damaged index object must not stop backups: its chunks are
-                // stored again, `verify` names it, and no prune collects a pack
-                // while an index cannot be read.
-                Err(why) => index.damaged.push(format!("{path}: {why}")),
+                Ok(None) => {
+                    index.foreign.push(path);
+                    continue;
+                }
+                Err(why) => Err(why),
+            };
+            // A damaged index object must not stop backups: its chunks are stored
+            // again, `verify` names it, and no prune collects a pack while an index
+            // cannot be read.
+            if let Err(why) = read {
+                index.damaged.push(format!("{path}: {why}"));
             }
         }
-        for record in listed {
-            if !index.retired.contains(&record.id) {
-                index.add(record);
-            }
-        }
+        index.finish();
         Ok(index)
     }
 
@@ -868,20 +806,23 @@ impl Repo {
         self.create(&record.path(), bytes).await
     }
 
-    /// Writes an index object listing `packs`; returns its path.
+    /// Writes the index objects listing `packs` (at least one, each with at most
+    /// [`INDEX_OBJECT_CHUNKS`] chunk records unless one pack holds more); returns
+    /// their paths.
     pub async fn put_index(
         &self,
         key: &RepoKey,
         packs: Vec<PackRecord>,
-    ) -> Result<String, Failure> {
-        self.put_index_body(
-            key,
-            &IndexBody {
+    ) -> Result<Vec<String>, Failure> {
+        let mut paths = Vec::new();
+        for packs in index_objects(packs) {
+            let body = IndexBody {
                 packs,
                 retired: Vec::new(),
-            },
-        )
-        .await
+            };
+            paths.push(self.put_index_body(key, &body).await?);
+        }
+        Ok(paths)
     }
 
     /// Writes an index object; returns its path.
@@ -1084,6 +1025,42 @@ impl Repo {
     }
 }
 
+/// `packs` in groups of at most [`INDEX_OBJECT_CHUNKS`] chunk records (a pack with
+/// more alone), in order; always at least one group.
+pub fn index_objects(packs: Vec<PackRecord>) -> Vec<Vec<PackRecord>> {
+    let mut batch = IndexBatch::default();
+    let mut groups: Vec<Vec<PackRecord>> =
+        packs.into_iter().filter_map(|p| batch.push(p)).collect();
+    groups.push(batch.rest());
+    groups
+}
+
+/// Packs gathered into the groups index objects list: at most
+/// [`INDEX_OBJECT_CHUNKS`] chunk records each (a pack with more alone).
+#[derive(Debug, Default)]
+pub struct IndexBatch {
+    packs: Vec<PackRecord>,
+    records: usize,
+}
+
+impl IndexBatch {
+    /// Adds a pack; returns the group it does not fit in, which is full.
+    pub fn push(&mut self, pack: PackRecord) -> Option<Vec<PackRecord>> {
+        let full = (self.records + pack.chunks.len() > INDEX_OBJECT_CHUNKS
+            && !self.packs.is_empty())
+        .then(|| self.rest());
+        self.records += pack.chunks.len();
+        self.packs.push(pack);
+        full
+    }
+
+    /// The group being gathered, which may be empty.
+    pub fn rest(&mut self) -> Vec<PackRecord> {
+        self.records = 0;
+        std::mem::take(&mut self.packs)
+    }
+}
+
 /// Encodes a tree object: zstd-compressed JSON, sealed with the repository key.
 pub fn encode_tree(key: &RepoKey, tree: &Tree) -> Result<Vec<u8>, Failure> {
     seal_json(key, tree)
@@ -1111,4 +1088,52 @@ pub fn decode_tree(key: &RepoKey, bytes: &[u8]) -> Result<Tree, String> {
     let plain = key.open(body).map_err(|e| e.0)?;
     let json = zstd::decode_all(&plain[..]).map_err(|e| e.to_string())?;
     serde_json::from_slice(&json).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::keys::ChunkId;
+    use crate::repo::format::ChunkRecord;
+
+    fn pack(name: &str, chunks: usize) -> PackRecord {
+        let record = ChunkRecord {
+            id: ChunkId([1; 32]),
+            key_set: 0,
+            offset: 14,
+            length: 1,
+            raw_length: 1,
+        };
+        PackRecord {
+            id: name.into(),
+            size: 15,
+            key_sets: vec![(10, 4)],
+            chunks: vec![record; chunks],
+        }
+    }
+
+    fn names(groups: &[Vec<PackRecord>]) -> Vec<Vec<&str>> {
+        groups
+            .iter()
+            .map(|g| g.iter().map(|p| p.id.as_str()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn index_objects_hold_at_most_the_bound_of_chunk_records_and_a_larger_pack_alone() {
+        let half = INDEX_OBJECT_CHUNKS / 2;
+        let groups = index_objects(vec![
+            pack("a", half),
+            pack("b", half),
+            pack("c", 1),
+            pack("d", INDEX_OBJECT_CHUNKS + 1),
+            pack("e", 0),
+            pack("f", 3),
+        ]);
+        assert_eq!(
+            names(&groups),
+            [vec!["a", "b"], vec!["c"], vec!["d"], vec!["e", "f"]]
+        );
+        assert_eq!(names(&index_objects(Vec::new())), [Vec::<&str>::new()]);
+    }
 }

@@ -377,12 +377,14 @@ async fn a_chunk_whose_pack_is_lost_or_retired_is_read_from_its_new_pack() {
     };
     let path = repo.put_lost(&lost, now).await.expect("a lost record");
     let index = repo.load_index(&key).await.expect("load");
-    assert_eq!(&*index.chunks[&chunk].pack, new.as_str());
-    assert_eq!(index.chunks[&chunk].offset, 20);
-    assert!(index.packs.contains_key(old.as_str()));
+    let found = index.locate(&chunk).expect("the chunk");
+    assert_eq!(&*found.pack, new.as_str());
+    assert_eq!(found.offset, 20);
+    assert!(index.pack(&old).is_some());
     assert_eq!(index.lost, lost);
     assert_eq!(index.lost_objects, std::slice::from_ref(&path));
-    assert!(index.lost_chunks().contains_key(&chunk));
+    // Found in the new pack, so in no lost one.
+    assert_eq!(index.lost_pack_of(&chunk), None);
 
     // Retired by the repair's index, with the record gone: the old pack is ignored.
     repo.delete(&path).await.expect("remove the record");
@@ -392,8 +394,11 @@ async fn a_chunk_whose_pack_is_lost_or_retired_is_read_from_its_new_pack() {
     };
     repo.put_index_body(&key, &retiring).await.expect("index");
     let index = repo.load_index(&key).await.expect("load");
-    assert_eq!(&*index.chunks[&chunk].pack, new.as_str());
-    assert!(!index.packs.contains_key(old.as_str()));
+    assert_eq!(
+        &*index.locate(&chunk).expect("the chunk").pack,
+        new.as_str()
+    );
+    assert!(index.pack(&old).is_none());
     assert!(index.lost.is_empty());
 }
 
@@ -534,4 +539,84 @@ async fn each_policy_sharing_a_repository_is_compared_with_its_own_last_apply() 
         compared(Some(names(&["alpha", "delta"]))).await.as_deref(),
         Some("host a")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_index_is_written_as_objects_of_bounded_size_and_read_whole() {
+    use backplan::repo::store::INDEX_OBJECT_CHUNKS;
+    let op = opendal::Operator::new(opendal::services::Memory::default()).expect("memory");
+    let repo = Repo::new("mem", op);
+    let key = RepoKey::generate().expect("key");
+    let hasher = key.chunk_id();
+    // Three packs of 3/7 of the bound: the first two fill one object, the third its own.
+    let per_pack = (INDEX_OBJECT_CHUNKS * 3 / 7) as u64;
+    let packs: Vec<PackRecord> = (0..3u64)
+        .map(|p| PackRecord {
+            id: blake3::hash(&p.to_le_bytes()).to_hex().to_string(),
+            size: 1 << 24,
+            key_sets: vec![(10, 4)],
+            chunks: (p * per_pack..(p + 1) * per_pack)
+                .map(|n| ChunkRecord {
+                    id: hasher.id(&n.to_le_bytes()),
+                    key_set: 0,
+                    offset: 14 + (n % per_pack) * 100,
+                    length: 100,
+                    raw_length: 90,
+                })
+                .collect(),
+        })
+        .collect();
+    assert!(
+        2 * per_pack as usize <= INDEX_OBJECT_CHUNKS && 3 * per_pack as usize > INDEX_OBJECT_CHUNKS
+    );
+    let paths = repo.put_index(&key, packs.clone()).await.expect("index");
+    assert_eq!(paths.len(), 2);
+
+    let index = repo.load_index(&key).await.expect("load");
+    let mut objects = index.objects.clone();
+    objects.sort();
+    let mut written = paths.clone();
+    written.sort();
+    assert_eq!(objects, written);
+    assert_eq!(index.chunk_records(), 3 * per_pack as usize);
+    for pack in &packs {
+        for c in pack.chunks.iter().step_by(97) {
+            let found = index.locate(&c.id).expect("listed");
+            assert_eq!((&*found.pack, found.offset), (pack.id.as_str(), c.offset));
+        }
+    }
+
+    // One object as an earlier build's prune wrote it, every pack in it (too large to
+    // read whole: it is read as a stream), in a repository of its own.
+    let op = opendal::Operator::new(opendal::services::Memory::default()).expect("memory");
+    let earlier = Repo::new("mem", op);
+    let mut many = packs.clone();
+    for round in 1..4u8 {
+        for (i, p) in packs.iter().enumerate() {
+            let mut copy = p.clone();
+            copy.id = format!("{round}{i:063x}");
+            for c in &mut copy.chunks {
+                c.id = hasher.id(&[c.id.0.as_slice(), &[round]].concat());
+            }
+            many.push(copy);
+        }
+    }
+    let body = IndexBody {
+        packs: many.clone(),
+        retired: Vec::new(),
+    };
+    let path = earlier.put_index_body(&key, &body).await.expect("index");
+    let size = earlier
+        .object(&path)
+        .await
+        .expect("read")
+        .expect("object")
+        .len();
+    assert!(size > 2 << 20, "{size} bytes");
+    let index = earlier.load_index(&key).await.expect("load");
+    assert_eq!(index.objects, [path]);
+    assert_eq!(index.chunk_records(), 12 * per_pack as usize);
+    for pack in &many {
+        assert_eq!(index.pack(&pack.id).expect("listed").record(), *pack);
+    }
 }

@@ -1677,7 +1677,7 @@ fn a_database_the_restore_creates_gets_the_snapshots_encoding_and_locale_by_ever
     let into = |name: &str| format!("db={}", url_of(&other, name));
     restore(&sandbox, &["--plan", "--target", &into(db)])
         .stdout(&format!(
-            "{db}.dump: {db} created from template0 with the snapshot's encoding LATIN1, locale C;"
+            "{db}.dump: {db} created from template0 with the snapshot's encoding LATIN1, locale C\n"
         ))
         .check();
     let plan = restore(
