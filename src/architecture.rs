@@ -19,6 +19,7 @@ const LAYERS: &[&str] = &[
     "sources",
     "restore",
     "verify",
+    "drill",
     "apply",
     "render",
     "notify",

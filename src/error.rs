@@ -64,6 +64,7 @@ codes! {
     NotifyEnvUnset,
     InlineNotifySecret,
     BadNotifyState,
+    BadDrillTarget,
     // --- planning and applying (BP2xx) ---
     BadTime,
     InventoryUnreadable,
@@ -115,6 +116,11 @@ codes! {
     Stopped,
     ListenFailed,
     RunNotStarted,
+    DrillFailed,
+    DrillScratch,
+    DrillOverRto,
+    DrillOverRpo,
+    DrillNeedsSecretKey,
     Io,
 }
 
@@ -310,6 +316,11 @@ impl Code {
                 "BP139",
                 "bad-notify-state",
                 "list states this notification can send: start, success, warning, failure (PagerDuty: success, warning, failure)",
+            ),
+            Code::BadDrillTarget => (
+                "BP140",
+                "bad-drill-target",
+                "name a postgres or redis source of the policy under `drill.targets` (files and config sources are drilled into a temporary folder)",
             ),
             Code::BadTime => (
                 "BP200",
@@ -560,6 +571,31 @@ impl Code {
                 "BP270",
                 "run-not-started",
                 "fix what the message names (`backplan validate` checks the policy); the daemon tries again at the next due time",
+            ),
+            Code::DrillFailed => (
+                "BP273",
+                "drill-failed",
+                "what the drill restored differs from what the snapshot recorded at backup (the message names the tables, databases or files): restore the snapshot into a scratch target by hand, compare, and run `backplan verify --read-data`",
+            ),
+            Code::DrillScratch => (
+                "BP274",
+                "drill-scratch",
+                "the drill could not make (or remove) its scratch target: check that the database server lets the backup role CREATE DATABASE, that redis-server is installed, and that the temporary folder is writable",
+            ),
+            Code::DrillOverRto => (
+                "BP275",
+                "drill-over-rto",
+                "the restore took longer than the policy's `objectives.rto`: restore faster (parallel jobs, a nearer destination, more bandwidth) or agree on a longer objective",
+            ),
+            Code::DrillOverRpo => (
+                "BP276",
+                "drill-over-rpo",
+                "the newest good snapshot was older than the policy's `objectives.rpo`: back up more often (the schedule) or find out why backups fail (`backplan status`)",
+            ),
+            Code::DrillNeedsSecretKey => (
+                "BP277",
+                "drill-needs-secret-key",
+                "a drill decrypts what it restores: give `--secret-key FILE`, or name `drill.secret_key_file` in the policy on a host meant to hold it",
             ),
             Code::Io => ("BP299", "io", "check the path and its permissions"),
         }

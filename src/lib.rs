@@ -11,6 +11,7 @@ mod architecture;
 pub mod cli;
 pub mod commands;
 pub mod crypto;
+pub mod drill;
 pub mod error;
 pub mod graph;
 pub mod inventory;

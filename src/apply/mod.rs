@@ -15,7 +15,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::error::Failure;
-use crate::plan::{Action, Backup, Configure, Copy, Plan, Prune, Repair};
+use crate::plan::{Action, Backup, Configure, Copy, Drill, Plan, Prune, Repair};
 use crate::sources::kind::BackupReport;
 
 /// What carries out each kind of action.
@@ -25,6 +25,16 @@ pub trait Executor: Sync {
     fn copy(&self, action: &Copy) -> impl Future<Output = Result<Done, Failure>> + Send;
     fn repair(&self, action: &Repair) -> impl Future<Output = Result<Done, Failure>> + Send;
     fn prune(&self, action: &Prune) -> impl Future<Output = Result<Done, Failure>> + Send;
+    /// Runs a restore drill; an executor that cannot says so.
+    fn drill(&self, action: &Drill) -> impl Future<Output = Result<Done, Failure>> + Send {
+        let source = action.source.clone();
+        async move {
+            Err(Failure::new(
+                crate::error::Code::NoExecutor,
+                format!("this executor cannot drill {source}"),
+            ))
+        }
+    }
 }
 
 /// A finished action's figures, as far as the executor knows them.
@@ -60,6 +70,14 @@ pub enum Detail {
         packs_removed: usize,
         packs_repacked: usize,
         packs_written: usize,
+    },
+    /// A restore drill that passed: its wall time, what it checked, the objectives
+    /// it missed (codes).
+    Drilled {
+        milliseconds: u64,
+        checked: u64,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        findings: Vec<String>,
     },
 }
 
@@ -262,6 +280,24 @@ pub async fn apply<E: Executor>(
         _ => None,
     });
     outcomes.extend(in_parallel(plan, copies, parallelism, on_event).await);
+
+    // Drills after the backups and copies (they restore the newest snapshot), one
+    // at a time: each restores a whole source.
+    for (index, action) in plan.actions.iter().enumerate() {
+        let Action::Drill(drill) = action else {
+            continue;
+        };
+        let outcome = if drill.needs_secret_key {
+            let why = format!(
+                "{}: a drill needs a secret key; name drill.secret_key_file in the policy",
+                crate::error::Code::DrillNeedsSecretKey.id()
+            );
+            skipped(index, action, on_event, why)
+        } else {
+            carry_out(index, action, on_event, executor.drill(drill)).await
+        };
+        outcomes.push(outcome);
+    }
 
     // Prunes take the destination's exclusive lock: one at a time.
     for (index, action) in plan.actions.iter().enumerate() {

@@ -14,7 +14,9 @@ use super::{Detail, Done, Executor, Setting, Stop};
 use crate::crypto::Recipients;
 use crate::crypto::keys::{ChunkId, RepoKey};
 use crate::error::{Code, Failure};
-use crate::inventory::{FailureRecord, LockKind, Lost, PackState, SnapshotInfo, SnapshotStatus};
+use crate::inventory::{
+    CheckResult, FailureRecord, LockKind, Lost, PackState, SnapshotInfo, SnapshotStatus,
+};
 use crate::pipeline::sink::{PackUpload, RepoSink, Target};
 use crate::plan::{Backup, Configure, Copy, Prune, Repair, Role};
 use crate::policy::Policy;
@@ -667,7 +669,84 @@ fn random_hex(bytes: usize) -> String {
     r.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+impl StorageExecutor {
+    /// One source's restore drill ([`crate::drill`]) with the policy's
+    /// `drill.secret_key_file`, the inventory read as it is now (after this apply's
+    /// backups). Runs on a blocking thread of its own: the restore's futures are
+    /// not `Send`.
+    async fn drill_source(&self, source: String) -> Result<Done, Failure> {
+        let policy = self.policy.clone();
+        let key = self.key.clone();
+        let repos: std::collections::BTreeMap<String, Repo> = self
+            .repos
+            .iter()
+            .map(|(n, r)| (n.clone(), r.clone()))
+            .collect();
+        let handle = tokio::runtime::Handle::current();
+        let report = tokio::task::spawn_blocking(move || {
+            handle.block_on(async {
+                let file = crate::drill::secret_key_file(&policy).ok_or_else(|| {
+                    Failure::new(
+                        Code::DrillNeedsSecretKey,
+                        "the policy names no drill.secret_key_file",
+                    )
+                })?;
+                let bytes = std::fs::read(&file).map_err(|e| {
+                    Failure::new(
+                        Code::SecretKeyUnusable,
+                        format!("cannot read secret key {}: {e}", file.display()),
+                    )
+                })?;
+                let secret = crate::crypto::SecretKeys::from_bytes(&bytes).map_err(|e| {
+                    Failure::new(Code::SecretKeyUnusable, format!("{}: {e}", file.display()))
+                })?;
+                let inventory = crate::repo::read_inventory(&policy, Some(&key)).await;
+                let d = crate::drill::Drill {
+                    policy: &policy,
+                    inventory: &inventory,
+                    repos: &repos,
+                    host: Some(&key),
+                    secret: Arc::new(secret),
+                };
+                crate::drill::drill(&d, &[source]).await
+            })
+        })
+        .await
+        .map_err(|e| Failure::new(Code::Io, format!("the drill stopped: {e}")))??;
+        let Some(drill) = report.drills.into_iter().next() else {
+            return Err(Failure::new(
+                Code::SnapshotNotFound,
+                format!("no good snapshot of {} to drill", report.missing.join(", ")),
+            ));
+        };
+        if let Some(error) = drill.error.filter(|_| drill.result == CheckResult::Failed) {
+            return Err(error);
+        }
+        Ok(Done {
+            bytes_read: Some(drill.restored_bytes),
+            bytes_stored: None,
+            detail: Some(Detail::Drilled {
+                milliseconds: drill
+                    .steps
+                    .iter()
+                    .map(|s| (s.seconds * 1000.0) as u64)
+                    .sum(),
+                checked: drill.checks.map_or(0, |c| c.checked),
+                findings: drill
+                    .findings
+                    .iter()
+                    .map(|f| f.code().id().to_string())
+                    .collect(),
+            }),
+        })
+    }
+}
+
 impl Executor for StorageExecutor {
+    async fn drill(&self, action: &crate::plan::Drill) -> Result<Done, Failure> {
+        self.drill_source(action.source.clone()).await
+    }
+
     async fn backup(&self, action: &Backup) -> Result<Done, Failure> {
         let mut repos = Vec::new();
         for d in &action.destinations {

@@ -68,6 +68,10 @@ pub enum Command {
     /// Show the health of every source on every destination, from the destinations
     /// alone: exit 0 healthy, 4 warnings, 5 critical (a monitoring check by itself).
     Status(StatusArgs),
+    /// Restore the newest good snapshot of each source into scratch targets, check
+    /// it, remove them, and record how long it took: exit 0 passed, 3 a drill
+    /// failed, 4 an objective (RPO, RTO) missed.
+    Drill(DrillArgs),
     /// Remove stale locks: expired ones, and this host's whose process is gone (every
     /// lock with --all).
     Unlock(UnlockArgs),
@@ -202,6 +206,17 @@ pub enum StatusFormat {
     Json,
     /// Prometheus's text exposition format.
     Prometheus,
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// Drill only this source (repeatable; default: every source).
+    #[arg(long, value_name = "NAME")]
+    pub only: Vec<String>,
+    #[command(flatten)]
+    pub secret: SecretKeyArgs,
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
 }
 
 #[derive(Debug, Args)]

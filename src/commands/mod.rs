@@ -4,6 +4,7 @@
 mod apply;
 mod completions;
 mod daemon;
+mod drill;
 mod graph;
 mod init;
 mod keygen;
@@ -40,6 +41,7 @@ pub fn run(cli: Cli) -> miette::Result<Exit> {
         Command::Restore(args) => restore::run(&policy, &args),
         Command::Verify(args) => verify::run(&policy, &args),
         Command::Status(args) => status::run(&policy, &args),
+        Command::Drill(args) => drill::run(&policy, &args),
         Command::Unlock(args) => unlock::run(&policy, &args),
         Command::Keygen(args) => keygen::run(&args),
         Command::Daemon(args) => daemon::run(&policy, &args),
@@ -107,7 +109,14 @@ pub(crate) fn recipients(policy: &Policy) -> Result<crate::crypto::Recipients, F
 pub(crate) fn secret_keys(
     args: &crate::cli::SecretKeyArgs,
 ) -> miette::Result<Option<std::sync::Arc<crate::crypto::SecretKeys>>> {
-    let Some(path) = &args.secret_key else {
+    secret_keys_from(args.secret_key.as_deref())
+}
+
+/// A recipient's secret key from a file, when one is named.
+pub(crate) fn secret_keys_from(
+    path: Option<&Path>,
+) -> miette::Result<Option<std::sync::Arc<crate::crypto::SecretKeys>>> {
+    let Some(path) = path else {
         return Ok(None);
     };
     let bytes = std::fs::read(path).map_err(|e| {

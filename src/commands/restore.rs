@@ -60,6 +60,7 @@ fn options(args: &RestoreArgs) -> RestoreOptions {
         spool: args.spool.clone(),
         numeric_owner: args.numeric_owner,
         as_file: args.as_file.clone(),
+        database_prefix: None,
     }
 }
 

@@ -104,6 +104,26 @@ pub struct DrillRecord {
     #[serde(default)]
     pub steps: Vec<DrillStep>,
     pub restored_bytes: u64,
+    /// What the checks compared (tables, Redis databases, files) and how many of
+    /// them differed from what the snapshot recorded. Absent in records of builds
+    /// before `backplan drill`.
+    #[serde(default)]
+    pub checked: u64,
+    #[serde(default)]
+    pub differences: u64,
+    /// The objectives the drill was held to, when the policy declares them: the
+    /// recovery time (`rto`) against the drill's wall time, the recovery point
+    /// (`rpo`) against the snapshot's age when the drill started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rto_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_age_seconds: Option<f64>,
+    /// The restore time of the source at its full size, extrapolated from this
+    /// drill's throughput.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_full_seconds: Option<f64>,
 }
 
 /// One step of a drill and its wall time.
@@ -117,6 +137,16 @@ impl DrillRecord {
     /// The drill's wall time: its steps' together.
     pub fn seconds(&self) -> f64 {
         self.steps.iter().map(|s| s.seconds).sum()
+    }
+
+    /// Whether the drill took longer than the recovery time objective.
+    pub fn over_rto(&self) -> bool {
+        self.rto_seconds.is_some_and(|rto| self.seconds() > rto)
+    }
+
+    /// Whether the snapshot drilled was older than the recovery point objective.
+    pub fn over_rpo(&self) -> bool {
+        matches!((self.snapshot_age_seconds, self.rpo_seconds), (Some(age), Some(rpo)) if age > rpo)
     }
 }
 
@@ -311,7 +341,8 @@ impl Inventory {
         for state in canonical.destinations.values_mut() {
             // Locks come and go (a running backup refreshes its own): they do not
             // make a plan stale. Nor do the records of checks and failures, which
-            // decide no action (a failed backup's snapshot does).
+            // decide no action (a failed backup's snapshot does), nor drills: one
+            // recorded since the plan only makes its due drill run once more.
             state.locks.clear();
             state.failures.clear();
             state.verify = None;
@@ -380,6 +411,12 @@ mod tests {
             code: None,
             steps: Vec::new(),
             restored_bytes: 0,
+            checked: 0,
+            differences: 0,
+            rto_seconds: None,
+            rpo_seconds: None,
+            snapshot_age_seconds: None,
+            estimated_full_seconds: None,
         });
         assert_eq!(inv.digest_for(&sources), before);
     }

@@ -528,6 +528,7 @@ fn action_kind(action: &Action) -> &'static str {
         Action::Copy(_) => "copy",
         Action::Repair(_) => "repair",
         Action::Prune(_) => "prune",
+        Action::Drill(_) => "drill",
     }
 }
 
@@ -538,6 +539,7 @@ fn action_target(action: &Action) -> String {
         Action::Copy(c) => c.source.clone(),
         Action::Repair(r) => r.destination.clone(),
         Action::Prune(p) => p.source.clone(),
+        Action::Drill(d) => d.source.clone(),
     }
 }
 

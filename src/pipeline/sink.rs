@@ -250,6 +250,45 @@ impl RepoSink {
     }
 }
 
+/// The content-defined chunker of a stream at least [`CHUNK_MIN`] long: the cut
+/// points depend on the repository key's seed.
+fn chunker<R: Read>(reader: R, seed: u64) -> StreamCDC<R> {
+    StreamCDC::with_level_and_seed(
+        reader,
+        CHUNK_MIN as usize,
+        CHUNK_AVG as usize,
+        CHUNK_MAX as usize,
+        Normalization::Level1,
+        seed,
+    )
+}
+
+/// The chunk ids a backup with `key` would give the bytes of `reader`, and their
+/// length: how a restore drill checks a restored file against its snapshot entry
+/// without fetching anything again. Cut exactly as [`RepoSink`] cuts a stream.
+pub fn chunk_ids(key: &RepoKey, reader: &mut dyn Read) -> io::Result<(Vec<ChunkId>, u64)> {
+    let hasher = key.chunk_id();
+    let mut short = Vec::new();
+    reader.take(u64::from(CHUNK_MIN)).read_to_end(&mut short)?;
+    let len = short.len() as u64;
+    if short.len() < CHUNK_MIN as usize {
+        let ids = if short.is_empty() {
+            Vec::new()
+        } else {
+            vec![hasher.id(&short)]
+        };
+        return Ok((ids, len));
+    }
+    let mut ids = Vec::new();
+    let mut bytes = 0;
+    for chunk in chunker((&short[..]).chain(reader), key.chunker_seed()) {
+        let chunk = chunk.map_err(io::Error::from)?;
+        bytes += chunk.data.len() as u64;
+        ids.push(hasher.id(&chunk.data));
+    }
+    Ok((ids, bytes))
+}
+
 impl Drop for RepoSink {
     fn drop(&mut self) {
         if !self.sealers.is_empty() {
@@ -279,15 +318,7 @@ impl ChunkSink for RepoSink {
             self.bytes_read += stored.bytes;
             return Ok(stored);
         }
-        let chunker = StreamCDC::with_level_and_seed(
-            (&short[..]).chain(reader),
-            CHUNK_MIN as usize,
-            CHUNK_AVG as usize,
-            CHUNK_MAX as usize,
-            Normalization::Level1,
-            self.seed,
-        );
-        for chunk in chunker {
+        for chunk in chunker((&short[..]).chain(reader), self.seed) {
             let chunk = chunk.map_err(io::Error::from)?;
             self.chunk(chunk.data, &mut stored)?;
         }

@@ -153,6 +153,82 @@ pub enum Action {
     Copy(Copy),
     Repair(Repair),
     Prune(Prune),
+    Drill(Drill),
+}
+
+/// Run a restore drill of a source (`backplan drill`): its schedule
+/// (`drill.schedule`) says one is due.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drill {
+    pub source: String,
+    pub source_type: String,
+    pub reason: DrillReason,
+    /// The policy names no `drill.secret_key_file`: apply skips the drill (BP277).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub needs_secret_key: bool,
+}
+
+/// Why a drill is due.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DrillReason {
+    NeverDrilled,
+    /// The schedule's first tick after the last drill (`last`) has passed.
+    Due {
+        since: DateTime<Utc>,
+        last: DateTime<Utc>,
+    },
+}
+
+/// The drills due at `now`: of each source with a good snapshot, when the policy has
+/// a drill schedule and the schedule ticked since the source's last drill on any
+/// destination.
+fn due_drills(policy: &Policy, inventory: &Inventory, now: DateTime<Utc>) -> Vec<Action> {
+    let Some(schedule) = &policy.drill_schedule else {
+        return Vec::new();
+    };
+    let needs_secret_key = policy
+        .file
+        .drill
+        .as_ref()
+        .is_none_or(|d| d.secret_key_file.is_none());
+    let mut out = Vec::new();
+    for source in policy.sources.values() {
+        let states = || {
+            inventory
+                .destinations
+                .iter()
+                .filter(|(d, _)| source.destinations.contains(d))
+                .map(|(_, s)| s)
+        };
+        let has_snapshot = states().any(|s| {
+            s.snapshots
+                .iter()
+                .any(|x| x.source == source.name && x.status == SnapshotStatus::Complete)
+        });
+        if !has_snapshot {
+            continue;
+        }
+        let last = states()
+            .flat_map(|s| &s.drills)
+            .filter(|d| d.source == source.name)
+            .map(|d| d.finished)
+            .max();
+        let reason = match last {
+            None => DrillReason::NeverDrilled,
+            Some(last) => match schedule.next_after(last) {
+                Some(since) if since <= now => DrillReason::Due { since, last },
+                _ => continue,
+            },
+        };
+        out.push(Action::Drill(Drill {
+            source: source.name.clone(),
+            source_type: source.type_name.to_string(),
+            reason,
+            needs_secret_key,
+        }));
+    }
+    out
 }
 
 /// Bring a source's server settings in line with what the policy declares (a Redis
@@ -327,6 +403,9 @@ pub struct Summary {
     pub prunes: usize,
     /// Snapshots whose deletion is held back by `max_deletes`.
     pub held_prunes: usize,
+    /// Restore drills due.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub drills: usize,
 }
 
 impl Summary {
@@ -340,6 +419,7 @@ impl Summary {
                 Action::Repair(_) => s.repairs += 1,
                 Action::Prune(p) if p.held => s.held_prunes += p.snapshots.len(),
                 Action::Prune(p) => s.prunes += p.snapshots.len(),
+                Action::Drill(_) => s.drills += 1,
             }
         }
         s
@@ -559,6 +639,7 @@ pub fn plan_with(
     actions.extend(repairs);
     if settings.role == Role::Backup {
         actions.extend(copies);
+        actions.extend(due_drills(policy, inventory, now));
     }
     actions.extend(prunes);
     let policy_change = diff::policy_change(policy, inventory, &actions);

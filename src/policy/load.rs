@@ -11,7 +11,8 @@ use serde::de::DeserializeOwned;
 use serde_yaml::{Mapping, Value};
 
 use super::model::{
-    Defaults, Destination, Encryption, PolicyFile, Source, SourceCommon, SourceKind,
+    Defaults, Destination, DrillSettings, Encryption, Objectives, PolicyFile, Source, SourceCommon,
+    SourceKind,
 };
 use super::notify::Notifier;
 use super::spans::{SpanIndex, join};
@@ -26,6 +27,8 @@ const TOP_LEVEL: &[&str] = &[
     "destinations",
     "sources",
     "notify",
+    "objectives",
+    "drill",
 ];
 
 /// The outcome of reading a policy that has no errors: the policy and its warnings.
@@ -291,6 +294,8 @@ fn parse(text: &str, spans: &SpanIndex, problems: &mut Vec<Problem>) -> Option<P
         },
     );
     let sources = named_map(&mut top, "sources", spans, problems, parse_source);
+    let objectives: Option<Objectives> = section(&mut top, "objectives", spans, problems, false);
+    let drill: Option<DrillSettings> = section(&mut top, "drill", spans, problems, false);
     // Optional: a policy without `notify:` notifies no one.
     let notify = top
         .contains_key("notify")
@@ -327,6 +332,8 @@ fn parse(text: &str, spans: &SpanIndex, problems: &mut Vec<Problem>) -> Option<P
             destinations,
             sources,
             notify,
+            objectives,
+            drill,
         },
         complete: errors_after == errors_before,
         source_names,

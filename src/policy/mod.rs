@@ -61,6 +61,17 @@ pub struct Policy {
     pub compression: i32,
     /// The dependency graph of the sources, built (and found acyclic) by validation.
     pub graph: SourceGraph,
+    /// `objectives:`, parsed.
+    pub objectives: ResolvedObjectives,
+    /// `drill.schedule`, parsed: when restore drills are due.
+    pub drill_schedule: Option<Schedule>,
+}
+
+/// The recovery objectives, their durations parsed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResolvedObjectives {
+    pub rpo: Option<Duration>,
+    pub rto: Option<Duration>,
 }
 
 /// A source with what it inherits filled in.

@@ -31,6 +31,49 @@ pub struct PolicyFile {
     /// webhooks (Slack, Teams, ntfy, JSON), PagerDuty.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub notify: IndexMap<String, super::notify::Notifier>,
+    /// Recovery objectives every source is held to: how old its newest good snapshot
+    /// may be (`rpo`) and how long its restore may take (`rto`). Restore drills
+    /// measure both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objectives: Option<Objectives>,
+    /// Restore drills (`backplan drill`): when `plan` proposes one, and the secret
+    /// key they decrypt with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillSettings>,
+}
+
+/// Recovery objectives, as durations (`24h`, `30m`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Objectives {
+    /// Recovery point objective: the newest good snapshot may be at most this old.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo: Option<String>,
+    /// Recovery time objective: a restore (as a drill measures it) may take at most
+    /// this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rto: Option<String>,
+}
+
+/// When restore drills are due, and what they decrypt with.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DrillSettings {
+    /// Cron expression (five fields, or `@weekly`, …) in the policy's time zone: a
+    /// drill of each source is due at its first tick after its last drill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// A recipient's OpenPGP secret key for `apply` to run due drills with
+    /// (`backplan drill` takes `--secret-key`). Relative paths start at the policy's
+    /// folder. Without one, `apply` skips a due drill (BP277). See docs/security.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_file: Option<PathBuf>,
+    /// Where a database source's drill restores instead of its own server, by
+    /// source: a PostgreSQL URL (scratch databases are made and dropped there) or a
+    /// Redis URL (an empty server, emptied again after the drill). Passwords as
+    /// `${env:NAME}`.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub targets: IndexMap<String, Secret>,
 }
 
 /// Settings that sources inherit.

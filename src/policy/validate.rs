@@ -274,6 +274,55 @@ pub(super) fn validate(
         c.problems.push(p);
     }
 
+    let objectives = file.objectives.clone().unwrap_or_default();
+    let mut duration = |text: &Option<String>, path: &str| {
+        let text = text.as_deref()?;
+        match super::parse_duration(text) {
+            Ok(d) if d > chrono::Duration::zero() => Some(d),
+            Ok(_) => {
+                c.error_value(
+                    Problem::error(Code::BadDuration, format!("{path} must be longer than 0")),
+                    path,
+                );
+                None
+            }
+            Err(message) => {
+                c.error_value(
+                    Problem::error(Code::BadDuration, format!("{path} {message}")),
+                    path,
+                );
+                None
+            }
+        }
+    };
+    let objectives = super::ResolvedObjectives {
+        rpo: duration(&objectives.rpo, "objectives.rpo"),
+        rto: duration(&objectives.rto, "objectives.rto"),
+    };
+    for (name, url) in file.drill.iter().flat_map(|d| &d.targets) {
+        let path = join(&join("drill", "targets"), name);
+        c.secret(url, &path);
+        let kind = file.sources.get(name).map(|s| &s.kind);
+        if !matches!(
+            kind,
+            Some(SourceKind::Postgres(_)) | Some(SourceKind::Redis(_))
+        ) {
+            let why = match kind {
+                None => format!("`{name}` is not a source of the policy"),
+                Some(_) => format!("`{name}` is drilled into a temporary folder, not a server"),
+            };
+            c.error(
+                Problem::error(Code::BadDrillTarget, format!("drill target {why}")),
+                &path,
+            );
+        }
+    }
+    let drill_schedule = file
+        .drill
+        .as_ref()
+        .and_then(|d| d.schedule.as_deref())
+        .and_then(|expr| c.schedule(expr, default_tz, "drill.schedule"));
+
     let errors_after = c.problems.iter().filter(|p| p.is_error()).count();
     if errors_after > errors_before || !complete {
         return None;
@@ -281,6 +330,8 @@ pub(super) fn validate(
     // A cycle is an error above, so the graph is there.
     let graph = graph.ok()?;
     Some(Policy {
+        objectives,
+        drill_schedule,
         path: path.to_path_buf(),
         dir: dir.to_path_buf(),
         location: std::fs::canonicalize(path).ok(),

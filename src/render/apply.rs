@@ -80,6 +80,18 @@ fn detail_text(detail: &Detail) -> String {
         } => format!(
             "{snapshots} snapshots deleted, {packs_removed} packs removed ({packs_repacked} of them repacked into {packs_written})"
         ),
+        Detail::Drilled {
+            milliseconds,
+            checked,
+            findings,
+        } => format!(
+            "passed in {}, {checked} checked{}",
+            super::drill::duration(*milliseconds as f64 / 1000.0),
+            match findings.is_empty() {
+                true => String::new(),
+                false => format!("; objectives missed: {}", findings.join(", ")),
+            }
+        ),
     }
 }
 
@@ -104,6 +116,7 @@ fn label(action: &Action) -> String {
             p.snapshots.len(),
             p.destination
         ),
+        Action::Drill(d) => format!("drill {}", d.source),
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod daemon;
+pub mod drill;
 pub mod graph;
 pub mod metrics;
 pub mod notify;

@@ -3,7 +3,9 @@
 
 use std::fmt::Write as _;
 
-use crate::plan::{Action, BackupReason, Plan, PruneReason, SnapshotRef, Summary, plural};
+use crate::plan::{
+    Action, BackupReason, DrillReason, Plan, PruneReason, SnapshotRef, Summary, plural,
+};
 
 use super::{bytes, time};
 
@@ -185,6 +187,27 @@ fn lines(plan: &Plan) -> Vec<Line> {
                 });
                 i += 1;
             }
+            Action::Drill(d) => {
+                let why = match &d.reason {
+                    DrillReason::NeverDrilled => "never drilled".to_string(),
+                    DrillReason::Due { since, .. } => format!("due since {}", time(*since)),
+                };
+                out.push(Line {
+                    symbol: '?',
+                    verb: "drill",
+                    source: d.source.clone(),
+                    what: "newest snapshot into a scratch target".to_string(),
+                    why: if d.needs_secret_key {
+                        format!(
+                            "{why} [skipped: needs a secret key, drill.secret_key_file ({})]",
+                            crate::error::Code::DrillNeedsSecretKey.id()
+                        )
+                    } else {
+                        why
+                    },
+                });
+                i += 1;
+            }
         }
     }
     out
@@ -209,6 +232,9 @@ pub fn summary_line(s: &Summary) -> String {
     ]);
     if s.held_prunes > 0 {
         parts.push(format!("{} held", s.held_prunes));
+    }
+    if s.drills > 0 {
+        parts.push(format!("{} drill{}", s.drills, plural(s.drills)));
     }
     format!("Plan: {}.", parts.join(", "))
 }

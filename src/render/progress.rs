@@ -25,6 +25,7 @@ fn label(action: &Action) -> String {
         Action::Copy(c) => format!("copy {} {} → {}", c.source, c.from, c.to),
         Action::Repair(r) => format!("repair {}", r.destination),
         Action::Prune(p) => format!("prune {} on {}", p.source, p.destination),
+        Action::Drill(d) => format!("drill {}", d.source),
     }
 }
 

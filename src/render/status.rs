@@ -233,6 +233,26 @@ pub fn finding(f: &Finding) -> String {
                 .map(|c| format!(" with {c}"))
                 .unwrap_or_default()
         ),
+        FindingKind::DrillOverRto {
+            at,
+            seconds,
+            rto_seconds,
+        } => format!(
+            "the last restore drill ({}) took {}, longer than the RTO of {}",
+            time(*at),
+            crate::render::drill::duration(*seconds),
+            crate::render::drill::duration(*rto_seconds)
+        ),
+        FindingKind::DrillOverRpo {
+            at,
+            age_seconds,
+            rpo_seconds,
+        } => format!(
+            "the last restore drill ({}) found the newest snapshot {} old, older than the RPO of {}",
+            time(*at),
+            crate::render::drill::duration(*age_seconds),
+            crate::render::drill::duration(*rpo_seconds)
+        ),
         FindingKind::Unreadable { error } => format!("could not be read: {error}"),
         FindingKind::StaleLock { host, pid, since } => format!(
             "a stale lock of {host} pid {pid} since {}; `backplan unlock` removes it",

@@ -332,6 +332,19 @@ pub async fn open_snapshot(
     host: Option<&RepoKey>,
     secret: Arc<SecretKeys>,
 ) -> Result<(Tree, RepoFetcher), Failure> {
+    open_snapshot_with_key(repo, id, host, secret)
+        .await
+        .map(|(tree, fetcher, _)| (tree, fetcher))
+}
+
+/// [`open_snapshot`], with the repository key the snapshot was taken with (which
+/// names its chunks).
+pub async fn open_snapshot_with_key(
+    repo: &Repo,
+    id: &str,
+    host: Option<&RepoKey>,
+    secret: Arc<SecretKeys>,
+) -> Result<(Tree, RepoFetcher, RepoKey), Failure> {
     let (header, _) = repo.snapshot_objects(id).await?;
     let key = key_for(repo, &header.key_id, host, Some(&secret)).await?;
     let (_, tree) = repo.read_snapshot(&key, id).await?;
@@ -342,7 +355,7 @@ pub async fn open_snapshot(
         secret,
         tokio::runtime::Handle::current(),
     );
-    Ok((tree, fetcher))
+    Ok((tree, fetcher, key))
 }
 
 /// A snapshot in one repository, its data opened when a kind reads it.

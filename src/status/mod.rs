@@ -209,6 +209,20 @@ pub enum FindingKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         failure_code: Option<String>,
     },
+    /// The source's last restore drill took longer than its recovery time
+    /// objective.
+    DrillOverRto {
+        at: DateTime<Utc>,
+        seconds: f64,
+        rto_seconds: f64,
+    },
+    /// The snapshot the source's last restore drill found newest was older than the
+    /// recovery point objective.
+    DrillOverRpo {
+        at: DateTime<Utc>,
+        age_seconds: f64,
+        rpo_seconds: f64,
+    },
     /// The destination could not be read.
     Unreadable { error: String },
     /// A lock that nobody holds any more.
@@ -231,6 +245,8 @@ impl FindingKind {
             FindingKind::VerifyFailed { .. } | FindingKind::DrillFailed { .. } => {
                 (Code::CheckFailed, Health::Critical)
             }
+            FindingKind::DrillOverRto { .. } => (Code::DrillOverRto, Health::Warning),
+            FindingKind::DrillOverRpo { .. } => (Code::DrillOverRpo, Health::Warning),
             FindingKind::Unreadable { .. } => (Code::DestinationUnreadable, Health::Critical),
             FindingKind::StaleLock { .. } => (Code::StaleLock, Health::Warning),
             FindingKind::Damaged { .. } => (Code::CorruptObject, Health::Warning),
@@ -487,6 +503,28 @@ fn source_status(
             FindingKind::DrillFailed {
                 at: d.finished,
                 failure_code: d.code.clone(),
+            },
+        ));
+    }
+    if let Some(d) = drill.as_ref().filter(|d| d.over_rto()) {
+        findings.push(Finding::new(
+            Some(&source.name),
+            dest,
+            FindingKind::DrillOverRto {
+                at: d.finished,
+                seconds: d.seconds(),
+                rto_seconds: d.rto_seconds.unwrap_or_default(),
+            },
+        ));
+    }
+    if let Some(d) = drill.as_ref().filter(|d| d.over_rpo()) {
+        findings.push(Finding::new(
+            Some(&source.name),
+            dest,
+            FindingKind::DrillOverRpo {
+                at: d.finished,
+                age_seconds: d.snapshot_age_seconds.unwrap_or_default(),
+                rpo_seconds: d.rpo_seconds.unwrap_or_default(),
             },
         ));
     }
@@ -815,6 +853,12 @@ sources:
             code: None,
             steps: vec![],
             restored_bytes: 1,
+            checked: 0,
+            differences: 0,
+            rto_seconds: None,
+            rpo_seconds: None,
+            snapshot_age_seconds: None,
+            estimated_full_seconds: None,
         });
         local.locks.push(LockInfo {
             kind: LockKind::Shared,

@@ -12,8 +12,8 @@ use backplan::apply::{Done, Event, Executor, Report, Status, apply};
 use backplan::error::{Code, Failure};
 use backplan::inventory::Inventory;
 use backplan::plan::{
-    Action, Backup, BackupReason, Configure, Copy, FORMAT_VERSION, Plan, PolicyRef, Prune,
-    PruneReason, Repair, SettingChange, Settings, SnapshotRef, Summary,
+    Action, Backup, BackupReason, Configure, Copy, Drill, DrillReason, FORMAT_VERSION, Plan,
+    PolicyRef, Prune, PruneReason, Repair, SettingChange, Settings, SnapshotRef, Summary,
 };
 use chrono::{DateTime, TimeZone, Utc};
 
@@ -247,6 +247,7 @@ fn status_of<'a>(report: &'a Report, kind: &str, source: &str) -> &'a Status {
             Action::Copy(c) => kind == "copy" && c.source == source,
             Action::Repair(r) => kind == "repair" && r.destination == source,
             Action::Prune(p) => kind == "prune" && p.source == source,
+            Action::Drill(d) => kind == "drill" && d.source == source,
         })
         .map(|o| &o.status)
         .unwrap_or_else(|| panic!("no {kind} of {source} in the report"))
@@ -555,6 +556,37 @@ async fn settings_are_changed_before_any_backup_and_a_refused_change_stops_nothi
             status_of(&report, "backup", source),
             Status::Done(_)
         ));
+    }
+    assert_eq!(report.failed(), 1);
+}
+
+#[tokio::test]
+async fn a_due_drill_without_a_secret_key_is_skipped_with_its_code_and_one_with_a_key_runs() {
+    let drill = |source: &str, needs_secret_key| {
+        Action::Drill(Drill {
+            source: source.into(),
+            source_type: "files".into(),
+            reason: DrillReason::NeverDrilled,
+            needs_secret_key,
+        })
+    };
+    let plan = plan_of(vec![
+        backup("media", 0, &[]),
+        drill("media", true),
+        drill("config", false),
+    ]);
+    let report = run(&plan, &Recorder::default(), 2).await;
+    assert_eq!(status_of(&report, "backup", "media"), &done());
+    let why = skipped_why(status_of(&report, "drill", "media"));
+    assert!(
+        why.starts_with("BP277: a drill needs a secret key"),
+        "{why}"
+    );
+    // The recording executor has no drill of its own: the trait's default refuses,
+    // which fails the action rather than passing it silently.
+    match status_of(&report, "drill", "config") {
+        Status::Failed { error } => assert_eq!(error.code, Code::NoExecutor),
+        other => panic!("expected a failure, got {other:?}"),
     }
     assert_eq!(report.failed(), 1);
 }

@@ -9,6 +9,7 @@ mod apply_engine;
 mod cli;
 mod daemon;
 mod deploy;
+mod drill;
 mod due;
 mod error_codes;
 mod memory_backend;

@@ -1570,3 +1570,86 @@ fn prunes_all_free(plan: &Plan, n: usize) -> bool {
     prunes.iter().all(|p| !p.held && p.locked_until.is_none())
         && prunes.iter().map(|p| p.snapshots.len()).sum::<usize>() == n
 }
+
+// ---------------------------------------------------------------------------------
+// Restore drills
+// ---------------------------------------------------------------------------------
+
+/// A passed drill record of `source`, finished at `finished`.
+fn drill_record(source: &str, finished: &str) -> backplan::inventory::DrillRecord {
+    backplan::inventory::DrillRecord {
+        source: source.into(),
+        snapshot: format!("{source}-x"),
+        started: t(finished) - Duration::minutes(5),
+        finished: t(finished),
+        result: backplan::inventory::CheckResult::Passed,
+        code: None,
+        steps: Vec::new(),
+        restored_bytes: MIB,
+        checked: 3,
+        differences: 0,
+        rto_seconds: None,
+        rpo_seconds: None,
+        snapshot_age_seconds: None,
+        estimated_full_seconds: None,
+    }
+}
+
+fn drills(plan: &Plan) -> Vec<&plan::Drill> {
+    plan.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Drill(d) => Some(d),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_drill_is_due_at_the_first_tick_of_its_schedule_after_the_last_drill() {
+    // Sundays at 05:00; the sources were backed up today (Tuesday) at 03:00.
+    let policy = daily_policy(
+        "  db:\n    type: postgres\n    url: postgres://backup@db:5432/app\n  media:\n    type: files\n    path: /srv/media\n  cache:\n    type: files\n    path: /srv/cache\ndrill:\n  schedule: \"0 5 * * 0\"\n  secret_key_file: /secure/drill.asc\n",
+    );
+    let mut inv = inventory(vec![(
+        "local",
+        vec![
+            snap("db", "2026-11-24T03:00:00Z"),
+            snap("media", "2026-11-24T03:00:00Z"),
+        ],
+    )]);
+    let local = inv.destinations.get_mut("local").expect("local");
+    // db: drilled last Sunday after 05:00, so the next tick (next Sunday) is ahead.
+    local
+        .drills
+        .push(drill_record("db", "2026-11-22T05:10:00Z"));
+    // media: drilled the Sunday before; last Sunday's tick has passed.
+    local
+        .drills
+        .push(drill_record("media", "2026-11-15T05:10:00Z"));
+    // cache has no snapshot: nothing to drill.
+    let plan = run(&policy, &inv, "2026-11-24T12:00:00Z", 10);
+    let due = drills(&plan);
+    assert_eq!(due.len(), 1, "{:#?}", plan.actions);
+    assert_eq!(due[0].source, "media");
+    assert_eq!(
+        due[0].reason,
+        plan::DrillReason::Due {
+            since: t("2026-11-22T05:00:00Z"),
+            last: t("2026-11-15T05:10:00Z"),
+        }
+    );
+    assert!(!due[0].needs_secret_key);
+    assert_eq!(plan.summary.drills, 1);
+    let human = render::plan::human(&plan);
+    assert!(
+        human.contains(
+            "? drill   media newest snapshot into a scratch target   due since 2026-11-22 05:00 UTC"
+        ),
+        "{human}"
+    );
+
+    // Without a drill schedule nothing is proposed.
+    let plain = daily_policy("  media:\n    type: files\n    path: /srv/media\n");
+    assert!(drills(&run(&plain, &inv, "2026-11-24T12:00:00Z", 10)).is_empty());
+}

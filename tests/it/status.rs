@@ -379,6 +379,12 @@ fn drill_records_written_to_the_repository_show_in_status_and_metrics() {
             })
             .collect(),
         restored_bytes: 16,
+        checked: 0,
+        differences: 0,
+        rto_seconds: None,
+        rpo_seconds: None,
+        snapshot_age_seconds: None,
+        estimated_full_seconds: None,
     };
     let op = opendal::Operator::new(
         opendal::services::Fs::default().root(&sandbox.path("backups").to_string_lossy()),

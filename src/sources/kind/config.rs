@@ -81,4 +81,9 @@ impl Seam for Config<'_> {
     ) -> Result<Option<Checked>, Failure> {
         Ok(None)
     }
+
+    /// A temporary folder: the entries' absolute paths go under it.
+    fn scratch(&self, _policy: &Policy) -> Result<super::scratch::Scratch, Failure> {
+        super::scratch::Scratch::folder(&self.source.name)
+    }
 }

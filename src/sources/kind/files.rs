@@ -140,4 +140,8 @@ impl Seam for Files<'_> {
     ) -> Result<Option<Checked>, Failure> {
         Ok(None)
     }
+
+    fn scratch(&self, _policy: &Policy) -> Result<super::scratch::Scratch, Failure> {
+        super::scratch::Scratch::folder(&self.source.name)
+    }
 }

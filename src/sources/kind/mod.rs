@@ -16,6 +16,7 @@ mod files;
 mod postgres;
 pub mod preview;
 mod redis;
+pub mod scratch;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -124,6 +125,10 @@ pub trait Seam {
         snapshot: &dyn OpenSnapshot,
         restore: bool,
     ) -> impl Future<Output = Result<Option<Checked>, Failure>>;
+
+    /// A scratch target for a restore drill of this source, ready for the restore:
+    /// never where the source lives. Blocking (a server may be started).
+    fn scratch(&self, policy: &Policy) -> Result<scratch::Scratch, Failure>;
 }
 
 /// Opens a snapshot's data: its tree and a fetcher for its chunks. Only the kinds
@@ -222,6 +227,9 @@ pub struct RestoreOptions {
     pub spool: Option<PathBuf>,
     /// Files: owners by number only.
     pub numeric_owner: bool,
+    /// Databases: each restored as `<prefix><its name>` on the source's server, its
+    /// roles left as the server has them (a drill's scratch databases).
+    pub database_prefix: Option<String>,
     /// Redis: a `dump.rdb` in this folder instead of a running server.
     pub as_file: Option<PathBuf>,
 }
@@ -415,6 +423,10 @@ impl<'a> Kind<'a> {
         restore: bool,
     ) -> Result<Option<Checked>, Failure> {
         each!(self, k => k.check(policy, snapshot, restore).await)
+    }
+
+    pub fn scratch(self, policy: &Policy) -> Result<scratch::Scratch, Failure> {
+        each!(self, k => k.scratch(policy))
     }
 }
 

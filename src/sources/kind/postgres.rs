@@ -70,7 +70,10 @@ impl Postgres<'_> {
                     let database = conn.database().map(str::to_string).unwrap_or(db.clone());
                     (conn, database)
                 }
-                None => (source.clone(), db),
+                None => match &options.database_prefix {
+                    Some(prefix) => (source.clone(), format!("{prefix}{db}")),
+                    None => (source.clone(), db),
+                },
             };
             out.push((
                 archive,
@@ -361,7 +364,11 @@ impl Seam for Postgres<'_> {
         for (archive, target) in &targets {
             let feed = feed(cx, archive);
             let (archive, target, tools) = (archive.clone(), target.clone(), tools.clone());
-            let globals = tree.entries.iter().find(|e| e.path == pg::GLOBALS).cloned();
+            // Scratch databases beside the source's own leave its server's roles be.
+            let globals = match cx.options.database_prefix {
+                Some(_) => None,
+                None => tree.entries.iter().find(|e| e.path == pg::GLOBALS).cloned(),
+            };
             let read_before = read
                 .get(&(self.source.name.clone(), archive.name()))
                 .cloned();
@@ -475,5 +482,15 @@ impl Seam for Postgres<'_> {
             restored: restore,
             differences,
         }))
+    }
+
+    /// Scratch databases named after the source, on the server `drill.targets`
+    /// declares for it, else on the source's own.
+    fn scratch(&self, policy: &Policy) -> Result<super::scratch::Scratch, Failure> {
+        let conn = match super::scratch::declared(policy, &self.source.name)? {
+            Some(url) => pg::Connection::from_url(&url, None)?,
+            None => pg::Connection::new(self.pg, policy)?,
+        };
+        Ok(super::scratch::Scratch::databases(conn, &self.source.name))
     }
 }

@@ -301,4 +301,13 @@ impl Seam for Redis<'_> {
             }))
         })
     }
+
+    /// The server `drill.targets` declares for the source, else a throwaway
+    /// `redis-server` of this host.
+    fn scratch(&self, policy: &Policy) -> Result<super::scratch::Scratch, Failure> {
+        match super::scratch::declared(policy, &self.source.name)? {
+            Some(url) => Ok(super::scratch::Scratch::Server { url }),
+            None => super::scratch::Scratch::redis(&self.source.name),
+        }
+    }
 }

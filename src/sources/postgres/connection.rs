@@ -131,7 +131,7 @@ impl Connection {
 
     /// A client connection; without a password from the policy or the URL, with the
     /// one `.pgpass` gives, as `pg_dump` would use.
-    pub(super) async fn client(&self) -> Result<tokio_postgres::Client, Failure> {
+    pub async fn client(&self) -> Result<tokio_postgres::Client, Failure> {
         let mut config = self.config.clone();
         if self.password.is_none()
             && let Some(p) = self.pgpass_password()

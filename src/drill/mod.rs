@@ -1,0 +1,469 @@
+//! Restore drills (`backplan drill`): the newest good snapshot of each source
+//! restored into a scratch target (its kind's [`Seam::scratch`]) through the restore
+//! executor, checked against what the snapshot recorded at backup, the scratch
+//! target removed, and the result with each step's wall time recorded in the
+//! destinations (`drills/`, public: no key needed to read it), where `status`,
+//! metrics and `plan` find it.
+//!
+//! The drill is held to the policy's `objectives`: taking longer than the `rto`, or
+//! finding the newest snapshot older than the `rpo`, is a [`Finding`]. The restore's
+//! throughput, scaled to the source's current size, estimates how long a full
+//! restore would take.
+//!
+//! [`Seam::scratch`]: crate::sources::kind::Seam::scratch
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::crypto::SecretKeys;
+use crate::crypto::keys::RepoKey;
+use crate::error::{Code, Failure};
+use crate::graph::SourceGraph;
+use crate::inventory::{CheckResult, DrillRecord, DrillStep, Inventory};
+use crate::policy::Policy;
+use crate::repo::lock;
+use crate::repo::store::Repo;
+use crate::restore::execute::{self, Restore, RestoreReport};
+use crate::restore::{RestorePlan, Selection, restore_plan};
+use crate::sources::kind::Kind;
+use crate::sources::kind::scratch::{CheckUnit, Checks, Scratch};
+
+/// The version of `drill --format json`.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Every source's drill.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DrillReport {
+    pub format_version: u32,
+    pub drills: Vec<SourceDrill>,
+    /// Sources with no good snapshot to drill.
+    pub missing: Vec<String>,
+}
+
+impl DrillReport {
+    /// Drills that failed (a check differed, or a step failed).
+    pub fn failed(&self) -> usize {
+        self.drills
+            .iter()
+            .filter(|d| d.result == CheckResult::Failed)
+            .count()
+    }
+
+    /// Objectives missed, by any drill.
+    pub fn findings(&self) -> usize {
+        self.drills.iter().map(|d| d.findings.len()).sum()
+    }
+}
+
+/// One source's drill: what was restored from where into what, each step's wall
+/// time, what the checks found, and how it measured against the objectives.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SourceDrill {
+    pub source: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub snapshot: String,
+    pub snapshot_time: DateTime<Utc>,
+    /// The destination the restore read from (empty when it got that far).
+    pub from: String,
+    /// The scratch target (no password).
+    pub scratch: String,
+    pub started: DateTime<Utc>,
+    pub steps: Vec<DrillStep>,
+    /// The snapshot's size: the bytes restored.
+    pub restored_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checks: Option<Checks>,
+    pub result: CheckResult,
+    /// Why the drill failed: a step's failure, or the differences' code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Failure>,
+    /// The scratch target could not be removed (it is then left behind).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cleanup_error: Option<Failure>,
+    pub findings: Vec<Finding>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<Estimate>,
+    /// The destinations the drill was recorded in, and those that refused.
+    pub recorded: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub not_recorded: BTreeMap<String, Failure>,
+}
+
+impl SourceDrill {
+    /// The drill's wall time, all steps.
+    pub fn seconds(&self) -> f64 {
+        self.steps.iter().map(|s| s.seconds).sum()
+    }
+}
+
+/// An objective the drill missed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "finding", rename_all = "snake_case")]
+pub enum Finding {
+    /// The drill took longer than the recovery time objective.
+    OverRto { seconds: f64, rto_seconds: f64 },
+    /// The snapshot was older than the recovery point objective.
+    OverRpo { age_seconds: f64, rpo_seconds: f64 },
+}
+
+impl Finding {
+    pub fn code(&self) -> Code {
+        match self {
+            Finding::OverRto { .. } => Code::DrillOverRto,
+            Finding::OverRpo { .. } => Code::DrillOverRpo,
+        }
+    }
+}
+
+/// The full restore's time, extrapolated from the drill's throughput.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Estimate {
+    /// Bytes restored per second of the restore step.
+    pub bytes_per_second: f64,
+    /// The source's current size: from its server or folder when it answered, else
+    /// the snapshot's.
+    pub full_bytes: u64,
+    pub full_from: SizeFrom,
+    pub full_seconds: f64,
+}
+
+/// Where [`Estimate::full_bytes`] comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SizeFrom {
+    Probe,
+    Snapshot,
+}
+
+/// What a drill needs besides the sources to drill.
+#[derive(Debug)]
+pub struct Drill<'a> {
+    pub policy: &'a Policy,
+    pub inventory: &'a Inventory,
+    /// Every destination of the policy, opened.
+    pub repos: &'a BTreeMap<String, Repo>,
+    pub host: Option<&'a RepoKey>,
+    pub secret: Arc<SecretKeys>,
+}
+
+/// Step names, in order.
+const PREPARE: &str = "prepare";
+const RESTORE: &str = "restore";
+const CHECK: &str = "check";
+const CLEAN_UP: &str = "clean_up";
+
+/// Drills each source of `only` (every source when empty), one after the other,
+/// and records each drill in the destinations. A step that fails fails that
+/// source's drill, not the others'.
+pub async fn drill(d: &Drill<'_>, only: &[String]) -> Result<DrillReport, Failure> {
+    let graph = &d.policy.graph;
+    // The plan without scratch targets: which sources have a snapshot, and unknown
+    // names refused before anything starts.
+    let overview = restore_plan(
+        d.policy,
+        graph,
+        d.inventory,
+        &Selection {
+            only: only.to_vec(),
+            ..Selection::default()
+        },
+        Vec::new(),
+    )?;
+    let mut drills = Vec::new();
+    for step in &overview.steps {
+        let one = drill_source(d, graph, &step.source).await;
+        drills.push(record(d, one).await);
+    }
+    Ok(DrillReport {
+        format_version: FORMAT_VERSION,
+        drills,
+        missing: overview.missing,
+    })
+}
+
+/// Times one step.
+fn timed(steps: &mut Vec<DrillStep>, name: &str, started: Instant) {
+    steps.push(DrillStep {
+        name: name.to_string(),
+        seconds: started.elapsed().as_secs_f64(),
+    });
+}
+
+/// One source's drill, its scratch target removed whatever happened (Ctrl-C
+/// included: the drill stops, the target goes).
+async fn drill_source(d: &Drill<'_>, graph: &SourceGraph, source: &str) -> SourceDrill {
+    let started = Utc::now();
+    let resolved = &d.policy.sources[source];
+    let kind = Kind::of(resolved);
+    let mut steps = Vec::new();
+    let mut out = SourceDrill {
+        source: source.to_string(),
+        type_name: resolved.type_name.to_string(),
+        snapshot: String::new(),
+        snapshot_time: started,
+        from: String::new(),
+        scratch: String::new(),
+        started,
+        steps: Vec::new(),
+        restored_bytes: 0,
+        checks: None,
+        result: CheckResult::Failed,
+        error: None,
+        cleanup_error: None,
+        findings: Vec::new(),
+        estimate: None,
+        recorded: Vec::new(),
+        not_recorded: BTreeMap::new(),
+    };
+
+    let clock = Instant::now();
+    let scratch = tokio::task::block_in_place(|| kind.scratch(d.policy));
+    timed(&mut steps, PREPARE, clock);
+    let scratch = match scratch {
+        Ok(s) => s,
+        Err(f) => {
+            out.steps = steps;
+            out.error = Some(f);
+            return out;
+        }
+    };
+    out.scratch = scratch.describe();
+
+    let work = restore_and_check(d, graph, source, &scratch, &mut steps, &mut out);
+    let ended = tokio::select! {
+        ended = work => ended,
+        _ = tokio::signal::ctrl_c() => Err(Failure::new(
+            Code::DrillFailed,
+            "interrupted (Ctrl-C): the drill stopped, its scratch target was removed",
+        )),
+    };
+
+    let clock = Instant::now();
+    let removed = scratch.remove().await;
+    timed(&mut steps, CLEAN_UP, clock);
+    out.cleanup_error = removed.err();
+    out.steps = steps;
+    match ended {
+        Ok(checks) if checks.differences.is_empty() => {
+            out.result = CheckResult::Passed;
+            out.checks = Some(checks);
+        }
+        Ok(checks) => {
+            out.error = Some(Failure::new(
+                Code::DrillFailed,
+                format!(
+                    "{} of the {} {} checked differ from what the snapshot recorded",
+                    checks.differences.len(),
+                    checks.checked,
+                    match checks.unit {
+                        CheckUnit::Tables => "tables",
+                        CheckUnit::Databases => "Redis databases",
+                        CheckUnit::Files => "files",
+                    }
+                ),
+            ));
+            out.checks = Some(checks);
+        }
+        Err(f) => out.error = Some(f),
+    }
+    // A scratch target left behind fails the drill: it may hold production data.
+    if out.result == CheckResult::Passed && out.cleanup_error.is_some() {
+        out.result = CheckResult::Failed;
+        out.error = out.cleanup_error.clone();
+    }
+    out.findings = findings(d.policy, &out);
+    if out.result == CheckResult::Passed {
+        out.estimate = estimate(d.policy, kind, &out).await;
+    }
+    out
+}
+
+/// Locks, restores into the scratch target through the restore executor, checks.
+async fn restore_and_check(
+    d: &Drill<'_>,
+    graph: &SourceGraph,
+    source: &str,
+    scratch: &Scratch,
+    steps: &mut Vec<DrillStep>,
+    out: &mut SourceDrill,
+) -> Result<Checks, Failure> {
+    let selection = Selection {
+        only: vec![source.to_string()],
+        targets: scratch
+            .target()
+            .map(|t| BTreeMap::from([(source.to_string(), t)]))
+            .unwrap_or_default(),
+        ..Selection::default()
+    };
+    let options = scratch.options();
+    let mut plan: RestorePlan = restore_plan(d.policy, graph, d.inventory, &selection, Vec::new())?;
+    let Some(step) = plan.steps.first() else {
+        return Err(Failure::new(
+            Code::SnapshotNotFound,
+            format!("{source} has no good snapshot"),
+        ));
+    };
+    out.snapshot = step.snapshot.id.clone();
+    out.snapshot_time = step.snapshot.time;
+    out.restored_bytes = step.snapshot.size.or(step.snapshot.bytes_read).unwrap_or(0);
+
+    let clock = Instant::now();
+    let restore = Restore {
+        policy: d.policy,
+        selection: &selection,
+        options: &options,
+        host: d.host,
+        inventory: d.inventory,
+        repos: d.repos,
+    };
+    let locks = execute::lock(&mut plan, d.repos).await?;
+    let restored = execute::execute(&restore, &mut plan, d.secret.clone()).await;
+    let checked = match restored {
+        Ok(report) => {
+            timed(steps, RESTORE, clock);
+            let clock = Instant::now();
+            let checked = check(d, scratch, &report, &out.snapshot).await;
+            timed(steps, CHECK, clock);
+            out.from = report
+                .steps
+                .first()
+                .map(|s| s.from.clone())
+                .unwrap_or_default();
+            checked
+        }
+        Err(f) => {
+            timed(steps, RESTORE, clock);
+            Err(f)
+        }
+    };
+    lock::release_all(locks.held).await;
+    checked
+}
+
+/// The scratch target against the snapshot, read again from the destination the
+/// restore read.
+async fn check(
+    d: &Drill<'_>,
+    scratch: &Scratch,
+    report: &RestoreReport,
+    snapshot: &str,
+) -> Result<Checks, Failure> {
+    let step = report
+        .steps
+        .first()
+        .ok_or_else(|| Failure::new(Code::SnapshotNotFound, "nothing was restored"))?;
+    let repo = &d.repos[&step.from];
+    let (tree, mut fetcher, key) =
+        execute::open_snapshot_with_key(repo, snapshot, d.host, d.secret.clone()).await?;
+    scratch
+        .check(&tree, &key, &mut fetcher, &step.restored)
+        .await
+}
+
+/// The objectives the drill missed.
+fn findings(policy: &Policy, drill: &SourceDrill) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if let Some(rto) = policy.objectives.rto {
+        let rto_seconds = rto.as_seconds_f64();
+        let seconds = drill.seconds();
+        if seconds > rto_seconds {
+            out.push(Finding::OverRto {
+                seconds,
+                rto_seconds,
+            });
+        }
+    }
+    if let Some(rpo) = policy.objectives.rpo
+        && !drill.snapshot.is_empty()
+    {
+        let age_seconds = (drill.started - drill.snapshot_time).as_seconds_f64();
+        let rpo_seconds = rpo.as_seconds_f64();
+        if age_seconds > rpo_seconds {
+            out.push(Finding::OverRpo {
+                age_seconds,
+                rpo_seconds,
+            });
+        }
+    }
+    out
+}
+
+/// The restore step's throughput, scaled to the source's current size: its
+/// server's or folder's estimate when it answers, else the snapshot's size.
+async fn estimate(policy: &Policy, kind: Kind<'_>, drill: &SourceDrill) -> Option<Estimate> {
+    let seconds = drill.steps.iter().find(|s| s.name == RESTORE)?.seconds;
+    if seconds <= 0.0 || drill.restored_bytes == 0 {
+        return None;
+    }
+    let bytes_per_second = drill.restored_bytes as f64 / seconds;
+    let probed = kind
+        .probe(policy)
+        .await
+        .and_then(|p| p.probe.estimated_bytes);
+    let (full_bytes, full_from) = match probed {
+        Some(b) => (b, SizeFrom::Probe),
+        None => (drill.restored_bytes, SizeFrom::Snapshot),
+    };
+    Some(Estimate {
+        bytes_per_second,
+        full_bytes,
+        full_from,
+        full_seconds: full_bytes as f64 / bytes_per_second,
+    })
+}
+
+/// The secret key file the policy names for drills, resolved.
+pub fn secret_key_file(policy: &Policy) -> Option<std::path::PathBuf> {
+    policy
+        .file
+        .drill
+        .as_ref()
+        .and_then(|d| d.secret_key_file.as_deref())
+        .map(|p| policy.resolve_path(p))
+}
+
+/// The public record of a drill.
+pub fn to_record(drill: &SourceDrill, finished: DateTime<Utc>, policy: &Policy) -> DrillRecord {
+    DrillRecord {
+        source: drill.source.clone(),
+        snapshot: drill.snapshot.clone(),
+        started: drill.started,
+        finished,
+        result: drill.result,
+        code: drill.error.as_ref().map(|f| f.code.id().to_string()),
+        steps: drill.steps.clone(),
+        restored_bytes: drill.restored_bytes,
+        checked: drill.checks.as_ref().map_or(0, |c| c.checked),
+        differences: drill
+            .checks
+            .as_ref()
+            .map_or(0, |c| c.differences.len() as u64),
+        rto_seconds: policy.objectives.rto.map(|d| d.as_seconds_f64()),
+        rpo_seconds: policy.objectives.rpo.map(|d| d.as_seconds_f64()),
+        snapshot_age_seconds: (!drill.snapshot.is_empty())
+            .then(|| (drill.started - drill.snapshot_time).as_seconds_f64()),
+        estimated_full_seconds: drill.estimate.as_ref().map(|e| e.full_seconds),
+    }
+}
+
+/// Records the drill in every destination of its source that is open.
+async fn record(d: &Drill<'_>, mut drill: SourceDrill) -> SourceDrill {
+    let record = to_record(&drill, Utc::now(), d.policy);
+    for dest in &d.policy.sources[&drill.source].destinations {
+        let Some(repo) = d.repos.get(dest) else {
+            continue;
+        };
+        match repo.put_drill(&record).await {
+            Ok(_) => drill.recorded.push(dest.clone()),
+            Err(f) => {
+                drill.not_recorded.insert(dest.clone(), f);
+            }
+        }
+    }
+    drill
+}

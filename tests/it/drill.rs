@@ -1,0 +1,325 @@
+//! End-to-end tests of `backplan drill` through the binary: a PostgreSQL database, a
+//! Redis server and a folder backed up, then restored into scratch targets (a
+//! scratch database on the same server, a throwaway redis-server, a temporary
+//! folder), checked, removed, and recorded where `status` and its metrics read it;
+//! a damaged pack that fails its drill and still leaves no scratch target behind;
+//! the recovery objectives; and a due drill that `plan` shows and `apply` runs.
+
+use std::path::Path;
+
+use crate::common::pg::PgServer;
+use crate::common::redis::{self, RedisServer};
+use crate::common::{LOCAL_POLICY_HEAD, Sandbox, secret_key};
+use serde_json::Value;
+
+fn secret() -> String {
+    secret_key().display().to_string()
+}
+
+/// A small database: two tables in two schemas.
+fn small_database(server: &PgServer, db: &str) {
+    server.createdb(db);
+    server.psql(
+        db,
+        "CREATE TABLE items (id int PRIMARY KEY, name text);
+         INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 300) g;
+         CREATE SCHEMA shop;
+         CREATE TABLE shop.orders (id int PRIMARY KEY, item int REFERENCES items);
+         INSERT INTO shop.orders SELECT g, g % 300 + 1 FROM generate_series(1, 120) g;",
+    );
+}
+
+/// A sandbox backing up database `app` of `pg`, the Redis server `cache` and the
+/// folder `media`, after one apply; `extra` is appended at the top level.
+fn backed_up(pg: &PgServer, cache: &RedisServer, extra: &str) -> Sandbox {
+    let sandbox = Sandbox::initialised(&format!(
+        "{LOCAL_POLICY_HEAD}  db:\n    type: postgres\n    url: \"{}\"\n    databases: [app]\n  cache:\n    type: redis\n    url: \"{}\"\n  media:\n    type: files\n    path: media\n{extra}",
+        pg.url("postgres"),
+        cache.url(),
+    ));
+    sandbox.write("media/a.txt", "alpha\n");
+    // Bytes zstd cannot shrink: the folder's pack is the largest.
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let noise: Vec<u8> = (0..300 * 1024)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    std::fs::create_dir_all(sandbox.path("media/sub")).expect("a folder");
+    std::fs::write(sandbox.path("media/sub/b.bin"), noise).expect("a file");
+    sandbox.run(&["apply"]).check();
+    sandbox
+}
+
+/// Every file under `dir`.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten() {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
+}
+
+/// The drill of `source` in a `drill --format json` report.
+fn drill_of<'a>(report: &'a Value, source: &str) -> &'a Value {
+    report["drills"]
+        .as_array()
+        .expect("drills")
+        .iter()
+        .find(|d| d["source"] == source)
+        .unwrap_or_else(|| panic!("no drill of {source}: {report:#}"))
+}
+
+/// No scratch target of the report is left: no `backplan_drill_` database on
+/// `pg`, no server answering at the scratch Redis URL, no scratch folder.
+fn assert_scratch_removed(report: &Value, pg: &PgServer) {
+    assert_eq!(
+        pg.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'backplan_drill_%';"
+        )
+        .trim(),
+        "0",
+        "a scratch database is left"
+    );
+    let url = drill_of(report, "cache")["scratch"]
+        .as_str()
+        .expect("a URL");
+    let port: u16 = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the scratch redis-server on {port} still answers"
+    );
+    let folder = drill_of(report, "media")["scratch"]
+        .as_str()
+        .expect("a path");
+    assert!(!Path::new(folder).exists(), "{folder} is left");
+}
+
+#[test]
+fn a_drill_restores_checks_removes_and_records_every_source() {
+    let pg = PgServer::start();
+    small_database(&pg, "app");
+    let cache = RedisServer::start();
+    redis::populate_fixture(&cache, false);
+    let sandbox = backed_up(&pg, &cache, "objectives:\n  rpo: 24h\n  rto: 1h\n");
+
+    let run = sandbox
+        .run(&["drill", "--secret-key", &secret(), "--format", "json"])
+        .check();
+    let report = json(&run.stdout);
+    assert_eq!(report["format_version"], 1);
+    for source in ["db", "cache", "media"] {
+        let d = drill_of(&report, source);
+        assert_eq!(d["result"], "passed", "{d:#}");
+        let steps: Vec<&str> = d["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .map(|s| s["name"].as_str().expect("a name"))
+            .collect();
+        assert_eq!(steps, ["prepare", "restore", "check", "clean_up"], "{d:#}");
+        assert!(
+            d["findings"].as_array().expect("findings").is_empty(),
+            "{d:#}"
+        );
+        assert_eq!(d["recorded"], serde_json::json!(["local"]));
+        assert!(d["estimate"]["full_seconds"].as_f64().is_some(), "{d:#}");
+    }
+    // What each check compared: both tables, the fixture's Redis databases, both
+    // files.
+    assert_eq!(drill_of(&report, "db")["checks"]["checked"], 2);
+    assert_eq!(drill_of(&report, "db")["checks"]["unit"], "tables");
+    assert!(drill_of(&report, "cache")["checks"]["checked"].as_u64() >= Some(1));
+    // The throwaway server allows DEBUG: the replayed keys' digest is the one a
+    // server loading the snapshot's RDB gives.
+    let digest = drill_of(&report, "cache")["checks"]["digest"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no digest: {report:#}"));
+    assert_eq!(digest.len(), 40, "{digest}");
+    assert_ne!(digest, "0".repeat(40), "an empty server's digest");
+    assert_eq!(drill_of(&report, "media")["checks"]["checked"], 2);
+    assert!(
+        drill_of(&report, "db")["scratch"]
+            .as_str()
+            .is_some_and(|s| s.contains("backplan_drill_db_")),
+        "{report:#}"
+    );
+    assert_scratch_removed(&report, &pg);
+
+    // status reads the drills back from the destination.
+    let status = json(&sandbox.run(&["status", "--format", "json"]).check().stdout);
+    for source in ["db", "cache", "media"] {
+        let s = status["sources"]
+            .as_array()
+            .expect("sources")
+            .iter()
+            .find(|s| s["source"] == source)
+            .expect("a source");
+        assert_eq!(s["drill"]["result"], "passed", "{s:#}");
+        assert_eq!(
+            s["drill"]["snapshot"],
+            drill_of(&report, source)["snapshot"]
+        );
+        assert_eq!(s["drill"]["steps"].as_array().map(Vec::len), Some(4));
+        assert_eq!(s["drill"]["rto_seconds"], 3600.0);
+    }
+    let metrics = sandbox
+        .run(&["status", "--format", "prometheus"])
+        .check()
+        .stdout;
+    for source in ["db", "cache", "media"] {
+        for name in [
+            "backplan_last_drill_timestamp_seconds",
+            "backplan_drill_duration_seconds",
+        ] {
+            let line = metrics
+                .lines()
+                .find(|l| l.starts_with(name) && l.contains(&format!("source=\"{source}\"")))
+                .unwrap_or_else(|| panic!("no {name} of {source}:\n{metrics}"));
+            let value: f64 = line
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .expect("a value");
+            assert!(value > 0.0, "{line}");
+        }
+    }
+
+    // A flipped bit in the largest pack (the folder's 300 KiB file) fails that drill
+    // with the damage's code; the scratch targets go all the same.
+    let mut packs = files_under(&sandbox.path("backups/packs"));
+    packs.sort_by_key(|p| std::cmp::Reverse(std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)));
+    let pack = &packs[0];
+    let mut bytes = std::fs::read(pack).expect("a pack");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(pack, bytes).expect("write the pack");
+    let run = sandbox
+        .run(&["drill", "--secret-key", &secret(), "--format", "json"])
+        .status(3)
+        .stderr("BP273")
+        .check();
+    let report = json(&run.stdout);
+    let media = drill_of(&report, "media");
+    assert_eq!(media["result"], "failed", "{media:#}");
+    // BP220: the pack is not what it is named after.
+    assert_eq!(media["error"]["code"], "BP220", "{media:#}");
+    assert_scratch_removed(&report, &pg);
+    let status = sandbox.run(&["status"]).status(5).check();
+    assert!(status.stdout.contains("BP264"), "{}", status.stdout);
+}
+
+#[test]
+fn a_drill_slower_than_the_rto_is_a_finding_and_a_due_drill_is_planned_and_applied() {
+    let sandbox = Sandbox::initialised(&format!(
+        "{LOCAL_POLICY_HEAD}  media:\n    type: files\n    path: media\nobjectives:\n  rto: 1ms\ndrill:\n  schedule: \"@weekly\"\n  secret_key_file: {}\n",
+        secret()
+    ));
+    sandbox.write("media/a.txt", "alpha\n");
+    sandbox.run(&["apply"]).check();
+
+    // Never drilled: plan shows the drill as due, apply runs it.
+    sandbox
+        .run(&["plan"])
+        .stdout("? drill   media newest snapshot into a scratch target   never drilled")
+        .stdout("1 drill.")
+        .check();
+    sandbox.run(&["apply"]).stdout("drill media").check();
+    sandbox
+        .run(&["plan", "--detailed-exitcode"])
+        .status(0)
+        .check();
+
+    let run = sandbox
+        .run(&["drill", "--format", "json"])
+        .status(4)
+        .check();
+    let report = json(&run.stdout);
+    let media = drill_of(&report, "media");
+    assert_eq!(media["result"], "passed");
+    assert_eq!(media["findings"][0]["finding"], "over_rto", "{media:#}");
+    sandbox
+        .run(&["drill"])
+        .status(4)
+        .stdout("BP275 the drill took")
+        .stdout("longer than the RTO of 1 ms")
+        .check();
+    let status = sandbox.run(&["status"]).status(4).check();
+    assert!(status.stdout.contains("BP275"), "{}", status.stdout);
+}
+
+#[test]
+fn without_a_secret_key_a_due_drill_is_shown_as_needing_one_and_skipped() {
+    let sandbox = Sandbox::initialised(&format!(
+        "{LOCAL_POLICY_HEAD}  media:\n    type: files\n    path: media\ndrill:\n  schedule: \"@weekly\"\n"
+    ));
+    sandbox.write("media/a.txt", "alpha\n");
+    sandbox.run(&["apply"]).check();
+    sandbox
+        .run(&["plan"])
+        .stdout("never drilled [skipped: needs a secret key, drill.secret_key_file (BP277)]")
+        .check();
+    // Skipped, not failed: the run succeeds and says why.
+    sandbox
+        .run(&["apply"])
+        .stdout("BP277: a drill needs a secret key")
+        .check();
+    sandbox
+        .run(&["drill"])
+        .env_remove("BACKPLAN_SECRET_KEY_FILE")
+        .fails()
+        .stderr("BP277")
+        .check();
+}
+
+#[test]
+fn a_declared_redis_drill_target_is_used_and_emptied_and_a_files_source_takes_none() {
+    let cache = RedisServer::start();
+    redis::populate_fixture(&cache, false);
+    let target = RedisServer::start();
+    let sandbox = Sandbox::initialised(&format!(
+        "{LOCAL_POLICY_HEAD}  cache:\n    type: redis\n    url: \"{}\"\ndrill:\n  targets:\n    cache: \"{}\"\n",
+        cache.url(),
+        target.url()
+    ));
+    sandbox.run(&["apply"]).check();
+    let report = json(
+        &sandbox
+            .run(&["drill", "--secret-key", &secret(), "--format", "json"])
+            .check()
+            .stdout,
+    );
+    let d = drill_of(&report, "cache");
+    assert_eq!(d["result"], "passed", "{d:#}");
+    assert_eq!(d["scratch"], target.url().as_str());
+    assert!(d["checks"]["checked"].as_u64() >= Some(1), "{d:#}");
+    // Emptied after the drill, and so ready for the next one.
+    assert_eq!(target.connect().cmd(&["DBSIZE"]).trim(), "0");
+
+    let files = Sandbox::with_policy(&format!(
+        "{LOCAL_POLICY_HEAD}  media:\n    type: files\n    path: media\ndrill:\n  targets:\n    media: /tmp/elsewhere\n"
+    ));
+    files
+        .run(&["validate"])
+        .fails()
+        .stderr("BP140")
+        .stderr("drill target `media` is drilled into a temporary folder, not a server")
+        .check();
+}
