@@ -29,9 +29,10 @@ FROM debian:bookworm-slim AS runtime
 ARG PG_MAJORS="14 15 16 17 18"
 # ca-certificates: TLS to S3 and the other services; libssl3: OpenPGP (sequoia's
 # OpenSSL backend); openssh-client: sftp destinations; curl: the health check and
-# the PGDG key. Redis needs no client tool: backplan speaks its protocol itself.
+# the PGDG key; redis-server: the throwaway servers a restore drill restores Redis
+# into (backplan speaks Redis's protocol itself; no client tool is needed).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates curl libssl3 openssh-client \
+    && apt-get install -y --no-install-recommends ca-certificates curl libssl3 openssh-client redis-server \
     && install -d /usr/share/postgresql-common/pgdg \
     && curl -fsSL -o /usr/share/postgresql-common/pgdg/apt.postgresql.org.asc \
         https://www.postgresql.org/media/keys/ACCC4CF8.asc \
