@@ -295,7 +295,10 @@ fn the_dockerfile_builds_in_one_stage_and_runs_the_daemon_as_a_user_in_another()
     assert!(dockerfile.contains("postgresql-client-$v"));
     assert!(dockerfile.contains("apt.postgresql.org"));
     // A drill restores Redis into a throwaway redis-server.
-    assert!(dockerfile.contains(" redis-server"), "the runtime lacks redis-server");
+    assert!(
+        dockerfile.contains(" redis-server"),
+        "the runtime lacks redis-server"
+    );
     // Not root, then the entrypoint and the daemon.
     let user = lines
         .iter()
