@@ -443,6 +443,7 @@ pub fn to_record(drill: &SourceDrill, finished: DateTime<Utc>, policy: &Policy) 
             .checks
             .as_ref()
             .map_or(0, |c| c.differences.len() as u64),
+        checksums: drill.checks.as_ref().and_then(|c| c.checksums),
         rto_seconds: policy.objectives.rto.map(|d| d.as_seconds_f64()),
         rpo_seconds: policy.objectives.rpo.map(|d| d.as_seconds_f64()),
         snapshot_age_seconds: (!drill.snapshot.is_empty())

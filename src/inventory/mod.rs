@@ -111,6 +111,10 @@ pub struct DrillRecord {
     pub checked: u64,
     #[serde(default)]
     pub differences: u64,
+    /// The tables whose row checksums the drill compared too, when the snapshot
+    /// recorded them (a postgres source with `checksums: true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksums: Option<u64>,
     /// The objectives the drill was held to, when the policy declares them: the
     /// recovery time (`rto`) against the drill's wall time, the recovery point
     /// (`rpo`) against the snapshot's age when the drill started.
@@ -413,6 +417,7 @@ mod tests {
             restored_bytes: 0,
             checked: 0,
             differences: 0,
+            checksums: None,
             rto_seconds: None,
             rpo_seconds: None,
             snapshot_age_seconds: None,

@@ -417,6 +417,11 @@ pub struct PostgresSource {
     /// Relative paths start at the policy's folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spool_dir: Option<PathBuf>,
+    /// Also record a checksum of every table's rows at backup (an md5 of each row's
+    /// text, read in the same pass as the row count), which a restore drill compares.
+    /// It costs the server an md5 per row at every backup. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksums: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -48,6 +48,14 @@ fn difference(d: &Difference) -> String {
             restored: None,
             ..
         } => format!("{database}: {table}: missing after the restore"),
+        Difference::Checksum {
+            database,
+            table,
+            restored,
+            recorded,
+        } => format!(
+            "{database}: {table}: row checksum {restored} restored, {recorded} at backup: a value differs"
+        ),
         Difference::Keys {
             db: Some(db),
             restored,
@@ -158,6 +166,13 @@ fn source(d: &SourceDrill, out: &mut String) {
         );
         if let Some(d) = &c.digest {
             let _ = writeln!(out, "      DEBUG DIGEST {d}, as the snapshot's RDB loads");
+        }
+        if let Some(n) = c.checksums {
+            let _ = writeln!(
+                out,
+                "      row checksums compared for {}",
+                counted(n, CheckUnit::Tables)
+            );
         }
         for diff in c.differences.iter().take(10) {
             let _ = writeln!(out, "      {}", difference(diff));

@@ -855,6 +855,7 @@ sources:
             restored_bytes: 1,
             checked: 0,
             differences: 0,
+            checksums: None,
             rto_seconds: None,
             rpo_seconds: None,
             snapshot_age_seconds: None,

@@ -3,7 +3,8 @@
 //! scratch database on the same server, a throwaway redis-server, a temporary
 //! folder), checked, removed, and recorded where `status` and its metrics read it;
 //! a damaged pack that fails its drill and still leaves no scratch target behind;
-//! the recovery objectives; and a due drill that `plan` shows and `apply` runs.
+//! the recovery objectives; a due drill that `plan` shows and `apply` runs; and row
+//! checksums recorded at backup and compared by the drill.
 
 use std::path::Path;
 
@@ -322,4 +323,149 @@ fn a_declared_redis_drill_target_is_used_and_emptied_and_a_files_source_takes_no
         .stderr("BP140")
         .stderr("drill target `media` is drilled into a temporary folder, not a server")
         .check();
+}
+
+/// A table of values whose text depends on the session: timestamps with a time
+/// zone, dates, intervals, floats, bytea.
+fn session_dependent_table(server: &PgServer, db: &str) {
+    server.psql(
+        db,
+        "CREATE TABLE readings (id int PRIMARY KEY, at timestamptz, day date, took interval,
+                                value float8, raw bytea, note text);
+         INSERT INTO readings SELECT g,
+             timestamptz '2026-01-02 03:04:05.678+00' + g * interval '97 minutes',
+             date '2026-03-04' + g, g * interval '90 minutes 1.5 seconds', g / 7.0 + 1e-12,
+             decode(md5(g::text), 'hex'), CASE WHEN g % 5 = 0 THEN NULL ELSE 'n,\"' || g END
+         FROM generate_series(1, 400) g;",
+    );
+}
+
+#[test]
+fn a_drill_of_a_source_with_checksums_compares_them_and_passes() {
+    let pg = PgServer::start();
+    small_database(&pg, "app");
+    session_dependent_table(&pg, "app");
+    // The source's sessions and the scratch database's (which gets the database's
+    // settings) would print timestamps in Tokyo time, dates the SQL way.
+    pg.psql(
+        "postgres",
+        "ALTER DATABASE app SET TimeZone = 'Asia/Tokyo'; ALTER DATABASE app SET DateStyle = 'SQL, DMY';",
+    );
+    let sandbox = Sandbox::initialised(&format!(
+        "{LOCAL_POLICY_HEAD}  db:\n    type: postgres\n    url: \"{}\"\n    databases: [app]\n    checksums: true\n",
+        pg.url("postgres"),
+    ));
+    sandbox.run(&["apply"]).check();
+
+    let run = sandbox
+        .run(&["drill", "--secret-key", &secret(), "--format", "json"])
+        .check();
+    let report = json(&run.stdout);
+    let d = drill_of(&report, "db");
+    assert_eq!(d["result"], "passed", "{d:#}");
+    assert_eq!(d["checks"]["checked"], 3, "{d:#}");
+    assert_eq!(d["checks"]["checksums"], 3, "{d:#}");
+    // The record says so too.
+    let status = json(&sandbox.run(&["status", "--format", "json"]).check().stdout);
+    let s = &status["sources"][0];
+    assert_eq!(s["drill"]["checksums"], 3, "{s:#}");
+
+    let run = sandbox.run(&["drill", "--secret-key", &secret()]).check();
+    assert!(
+        run.stdout.contains("row checksums compared for 3 tables"),
+        "{}",
+        run.stdout
+    );
+}
+
+/// `(count, checksum)` of `readings` in `db` by the query of a backup with
+/// checksums, in a session of the database's own settings (psql's, none set).
+fn unset_session_checksum(server: &PgServer, db: &str) -> String {
+    server.psql(
+        db,
+        "SELECT count(*), coalesce(sum(('x' || substr(md5((r.*)::text), 1, 15))::bit(60)::bigint::numeric), 0)::text FROM public.readings AS r;",
+    )
+}
+
+/// What [`backplan::sources::postgres::table_rows`] reads of `db`, with checksums.
+fn table_rows(server: &PgServer, db: &str) -> backplan::sources::postgres::TableRows {
+    let conn =
+        backplan::sources::postgres::Connection::from_url(&server.url(db), None).expect("a URL");
+    tokio::runtime::Runtime::new()
+        .expect("a runtime")
+        .block_on(async {
+            let client = conn.client().await.expect("connected");
+            backplan::sources::postgres::table_rows(&client, true)
+                .await
+                .expect("read")
+        })
+}
+
+#[test]
+fn row_checksums_are_the_same_for_restored_rows_in_any_session_and_differ_for_one_changed_value() {
+    let pg = PgServer::start();
+    pg.createdb("origin");
+    session_dependent_table(&pg, "origin");
+    // A copy restored by pg_restore, its sessions in another time zone and date
+    // style than the origin's.
+    pg.createdb("copy");
+    let dump = pg
+        .tool("pg_dump")
+        .args(["-Fc", "-d", "origin"])
+        .output()
+        .expect("pg_dump");
+    assert!(dump.status.success(), "{dump:?}");
+    let archive = pg.data_dir().with_file_name("origin.dump");
+    std::fs::write(&archive, &dump.stdout).expect("write the archive");
+    let restored = pg
+        .tool("pg_restore")
+        .args(["--no-owner", "-d", "copy"])
+        .arg(&archive)
+        .output()
+        .expect("pg_restore");
+    assert!(restored.status.success(), "{restored:?}");
+    pg.psql(
+        "postgres",
+        "ALTER DATABASE origin SET TimeZone = 'Asia/Tokyo'; ALTER DATABASE origin SET DateStyle = 'SQL, DMY';
+         ALTER DATABASE copy SET TimeZone = 'America/Los_Angeles'; ALTER DATABASE copy SET DateStyle = 'German';",
+    );
+
+    // Without the settings, the same rows give other checksums: the text differs.
+    let (origin, copy) = (
+        unset_session_checksum(&pg, "origin"),
+        unset_session_checksum(&pg, "copy"),
+    );
+    assert_ne!(
+        origin, copy,
+        "the session's settings did not change the text"
+    );
+    assert!(
+        origin.starts_with("400|") && copy.starts_with("400|"),
+        "{origin} {copy}"
+    );
+
+    // With them, the restored rows give the origin's checksum.
+    let (origin, copy) = (table_rows(&pg, "origin"), table_rows(&pg, "copy"));
+    assert_eq!(origin.counts.get("public.readings"), Some(&400));
+    assert_eq!(origin, copy);
+    let sum = &origin.checksums["public.readings"];
+    assert!(
+        sum.len() > 10 && sum.bytes().all(|b| b.is_ascii_digit()),
+        "{sum}"
+    );
+
+    // One value changed by the last bit of a float: the same count, another checksum.
+    pg.psql(
+        "copy",
+        "UPDATE readings SET value = value * (1 + 1e-15) WHERE id = 200;",
+    );
+    let changed = table_rows(&pg, "copy");
+    assert_eq!(changed.counts, origin.counts);
+    assert_ne!(changed.checksums, origin.checksums);
+    // Changed back: the same again (a sum, the order of rows does not count).
+    pg.psql(
+        "copy",
+        "UPDATE readings SET value = 200 / 7.0 + 1e-12 WHERE id = 200;",
+    );
+    assert_eq!(table_rows(&pg, "copy"), origin);
 }

@@ -1588,6 +1588,7 @@ fn drill_record(source: &str, finished: &str) -> backplan::inventory::DrillRecor
         restored_bytes: MIB,
         checked: 3,
         differences: 0,
+        checksums: None,
         rto_seconds: None,
         rpo_seconds: None,
         snapshot_age_seconds: None,

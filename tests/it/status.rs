@@ -381,6 +381,7 @@ fn drill_records_written_to_the_repository_show_in_status_and_metrics() {
         restored_bytes: 16,
         checked: 0,
         differences: 0,
+        checksums: None,
         rto_seconds: None,
         rpo_seconds: None,
         snapshot_age_seconds: None,

@@ -75,6 +75,10 @@ pub struct Checks {
     /// by a server of its own) both gave, when both servers allow `DEBUG`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    /// PostgreSQL: the tables whose row checksums were compared too, when the
+    /// snapshot recorded them (a source with `checksums: true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checksums: Option<u64>,
 }
 
 /// What [`Checks::checked`] counts.
@@ -100,6 +104,14 @@ pub enum Difference {
         table: String,
         restored: Option<i64>,
         recorded: i64,
+    },
+    /// A table's rows are as many as recorded, but their checksum differs: some
+    /// value does.
+    Checksum {
+        database: String,
+        table: String,
+        restored: String,
+        recorded: String,
     },
     /// A Redis database's keys (all databases together as `db` `None`, when keys
     /// expired on the way and are left out of the per-database counts).
@@ -189,7 +201,7 @@ impl Scratch {
     }
 
     /// Compares what the restore put into the scratch target with what the
-    /// snapshot recorded: row counts per table (counted at backup), keys per Redis
+    /// snapshot recorded: row counts (and checksums) per table (at backup), keys per Redis
     /// database (counted in the RDB at backup), every file's size and chunk ids
     /// (its bytes re-hashed with the repository key).
     pub async fn check(
@@ -393,8 +405,26 @@ fn scratch_failed(message: String) -> Failure {
     Failure::new(Code::DrillScratch, message)
 }
 
+/// Reads a small JSON entry of a snapshot.
+fn read_json<T: serde::de::DeserializeOwned>(
+    entry: &crate::repo::format::Entry,
+    fetcher: &mut RepoFetcher,
+) -> Result<T, Failure> {
+    let corrupt = |e: &dyn std::fmt::Display| {
+        Failure::new(Code::CorruptObject, format!("{}: {e}", entry.path))
+    };
+    let mut bytes = Vec::new();
+    tokio::task::block_in_place(|| {
+        crate::sources::EntryReader::new(entry, fetcher).read_to_end(&mut bytes)
+    })
+    .map_err(|e| corrupt(&e))?;
+    serde_json::from_slice(&bytes).map_err(|e| corrupt(&e))
+}
+
 /// Each database's tables restored under the prefix, their rows counted and
-/// compared with the counts the backup recorded beside its archive.
+/// compared with the counts the backup recorded beside its archive; and, when the
+/// snapshot recorded row checksums (of a method this build knows), their
+/// checksums, read in the same pass.
 async fn check_rows(
     conn: &pg::Connection,
     prefix: &str,
@@ -405,6 +435,11 @@ async fn check_rows(
         unit: CheckUnit::Tables,
         ..Checks::default()
     };
+    let checksums = match tree.entries.iter().find(|e| e.path == pg::CHECKSUMS) {
+        Some(entry) => Some(read_json::<pg::Checksums>(entry, fetcher)?)
+            .filter(|c| c.method == pg::CHECKSUM_METHOD),
+        None => None,
+    };
     for archive in pg::archives(tree) {
         let db = archive.database.as_str();
         let Some(entry) = tree
@@ -414,37 +449,62 @@ async fn check_rows(
         else {
             continue;
         };
-        let mut bytes = Vec::new();
-        tokio::task::block_in_place(|| {
-            crate::sources::EntryReader::new(entry, fetcher).read_to_end(&mut bytes)
-        })
-        .map_err(|e| Failure::new(Code::CorruptObject, format!("{}: {e}", entry.path)))?;
-        let recorded: BTreeMap<String, i64> = serde_json::from_slice(&bytes)
-            .map_err(|e| Failure::new(Code::CorruptObject, format!("{}: {e}", entry.path)))?;
+        let counts: BTreeMap<String, i64> = read_json(entry, fetcher)?;
+        let sums = checksums.as_ref().and_then(|c| c.databases.get(db));
         let client = conn
             .with_database(&format!("{prefix}{db}"))
             .client()
             .await?;
-        let counted = pg::row_counts(&client).await.map_err(|e| {
+        let found = pg::table_rows(&client, sums.is_some()).await.map_err(|e| {
             Failure::new(
                 Code::DatabaseError,
                 format!("PostgreSQL at {}: {e}", conn.describe()),
             )
         })?;
-        for (table, want) in recorded {
-            checks.checked += 1;
-            let got = counted.get(&table).copied();
-            if got != Some(want) {
-                checks.differences.push(Difference::Rows {
-                    database: db.to_string(),
-                    table,
-                    restored: got,
-                    recorded: want,
-                });
-            }
-        }
+        let recorded = pg::TableRows {
+            counts,
+            checksums: sums.cloned().unwrap_or_default(),
+        };
+        compare_tables(db, &recorded, &found, &mut checks);
     }
     Ok(checks)
+}
+
+/// Compares one database's tables as restored (`found`) with what the backup
+/// recorded: each table's row count, then its checksum where one was recorded and
+/// the count matches. Counts into `checks`.
+fn compare_tables(
+    database: &str,
+    recorded: &pg::TableRows,
+    found: &pg::TableRows,
+    checks: &mut Checks,
+) {
+    for (table, want) in &recorded.counts {
+        checks.checked += 1;
+        let got = found.counts.get(table).copied();
+        if got != Some(*want) {
+            checks.differences.push(Difference::Rows {
+                database: database.to_string(),
+                table: table.clone(),
+                restored: got,
+                recorded: *want,
+            });
+            continue;
+        }
+        let Some(sum) = recorded.checksums.get(table) else {
+            continue;
+        };
+        *checks.checksums.get_or_insert(0) += 1;
+        let restored = found.checksums.get(table).cloned().unwrap_or_default();
+        if restored != *sum {
+            checks.differences.push(Difference::Checksum {
+                database: database.to_string(),
+                table: table.clone(),
+                restored,
+                recorded: sum.clone(),
+            });
+        }
+    }
 }
 
 /// The scratch server's keys per database against those the backup counted in the
@@ -538,6 +598,67 @@ mod tests {
             chunks,
             ..Entry::default()
         }
+    }
+
+    #[test]
+    fn a_table_with_its_recorded_count_but_another_checksum_is_a_difference() {
+        let rows = |tables: &[(&str, i64, &str)]| pg::TableRows {
+            counts: tables.iter().map(|(t, n, _)| (t.to_string(), *n)).collect(),
+            checksums: tables
+                .iter()
+                .filter(|(_, _, s)| !s.is_empty())
+                .map(|(t, _, s)| (t.to_string(), s.to_string()))
+                .collect(),
+        };
+        let recorded = rows(&[
+            ("public.a", 3, "111"),
+            ("public.b", 2, "222"),
+            ("public.c", 5, "333"),
+        ]);
+        let same = rows(&[
+            ("public.a", 3, "111"),
+            ("public.b", 2, "222"),
+            ("public.c", 5, "333"),
+        ]);
+        let mut checks = Checks::default();
+        compare_tables("app", &recorded, &same, &mut checks);
+        assert_eq!((checks.checked, checks.checksums), (3, Some(3)));
+        assert!(checks.differences.is_empty(), "{checks:?}");
+
+        // One value changed in `b` (same count), a row lost from `c`: the count
+        // speaks for `c`, the checksum for `b`.
+        let changed = rows(&[
+            ("public.a", 3, "111"),
+            ("public.b", 2, "223"),
+            ("public.c", 4, "300"),
+        ]);
+        let mut checks = Checks::default();
+        compare_tables("app", &recorded, &changed, &mut checks);
+        assert_eq!((checks.checked, checks.checksums), (3, Some(2)));
+        assert_eq!(
+            checks.differences,
+            [
+                Difference::Checksum {
+                    database: "app".into(),
+                    table: "public.b".into(),
+                    restored: "223".into(),
+                    recorded: "222".into(),
+                },
+                Difference::Rows {
+                    database: "app".into(),
+                    table: "public.c".into(),
+                    restored: Some(4),
+                    recorded: 5,
+                },
+            ]
+        );
+
+        // Without recorded checksums, counts alone, as before.
+        let mut checks = Checks::default();
+        let counts_only = rows(&[("public.a", 3, ""), ("public.b", 2, "")]);
+        compare_tables("app", &counts_only, &changed, &mut checks);
+        assert_eq!((checks.checked, checks.checksums), (2, None));
+        assert!(checks.differences.is_empty(), "{checks:?}");
     }
 
     #[test]

@@ -619,10 +619,13 @@ mod tests {
 
     #[test]
     fn archives_are_found_in_both_formats_in_tree_order_and_names_may_hold_slashes() {
+        // `checksums.json` holds no `/` and does not end in `.dump`: no archive, here
+        // nor in builds before it.
         let t = tree(&[
             (GLOBALS, 10),
             ("app.counts.json", 5),
             ("app.dump", 1000),
+            (CHECKSUMS, 5),
             ("a/b.dir/toc.dat", 100),
             ("a/b.dir/3001.dat", 5000),
             ("a/b.counts.json", 5),

@@ -31,6 +31,8 @@ pub struct Prepared {
     pub jobs: u32,
     /// The source's `spool_dir`, resolved against the policy's folder.
     pub spool_dir: Option<PathBuf>,
+    /// Record each table's row checksum beside its count ([`CHECKSUMS`]).
+    pub checksums: bool,
 }
 
 /// Connects, checks versions and picks the databases.
@@ -69,6 +71,7 @@ pub async fn prepare(pg: &PostgresSource, policy: &Policy) -> Result<Prepared, F
         probe,
         jobs: pg.jobs.unwrap_or(1).max(1),
         spool_dir: pg.spool_dir.as_ref().map(|d| policy.resolve_path(d)),
+        checksums: pg.checksums.unwrap_or(false),
     })
 }
 
@@ -188,7 +191,8 @@ fn dump_directory(
 }
 
 /// Dumps the globals and every database into a tree: `globals.sql`, and per database
-/// `DB.dump` (streamed) or, with `jobs` above 1, `DB.dir/…`, plus `DB.counts.json`.
+/// `DB.dump` (streamed) or, with `jobs` above 1, `DB.dir/…`, plus `DB.counts.json`;
+/// with `checksums`, one `checksums.json` for all the databases, last.
 /// A dump far smaller than the same database's in `parent` fails the snapshot.
 pub fn backup(
     p: &Prepared,
@@ -209,10 +213,14 @@ pub fn backup(
     }
     let before = parent.map(archives).unwrap_or_default();
     let runtime = tokio::runtime::Handle::current();
+    let mut checksums = Checksums {
+        method: CHECKSUM_METHOD.to_string(),
+        databases: Default::default(),
+    };
     for db in &p.databases {
-        // One snapshot for the dump and the row counts: pg_dump (each of its workers,
-        // in parallel) imports the snapshot this transaction exports, and the counts
-        // are read in it afterwards.
+        // One snapshot for the dump and the row counts (and checksums): pg_dump (each
+        // of its workers, in parallel) imports the snapshot this transaction exports,
+        // and the counts are read in it afterwards.
         let conn = p.conn.with_database(db);
         let client = runtime.block_on(conn.client())?;
         let snapshot: String = runtime
@@ -262,11 +270,12 @@ pub fn backup(
             }
             (entries, bytes)
         };
-        let counts = runtime
-            .block_on(row_counts(&client))
+        let rows = runtime
+            .block_on(table_rows(&client, p.checksums))
             .map_err(|e| db_error(&conn, &e))?;
         let _ = runtime.block_on(client.batch_execute("COMMIT"));
-        let json = serde_json::to_vec_pretty(&counts).unwrap_or_default();
+        // As builds before checksums wrote it, which they read.
+        let json = serde_json::to_vec_pretty(&rows.counts).unwrap_or_default();
         let counted = sink
             .store(&mut &json[..])
             .map_err(|e| failed(format!("storing the row counts of {db}: {e}")))?;
@@ -287,6 +296,16 @@ pub fn backup(
         report.bytes_read += bytes;
         report.files += 1;
         report.tree.entries.extend(dumped);
+        if p.checksums {
+            checksums.databases.insert(db.clone(), rows.checksums);
+        }
+    }
+    if p.checksums {
+        let json = serde_json::to_vec_pretty(&checksums).unwrap_or_default();
+        let stored = sink
+            .store(&mut &json[..])
+            .map_err(|e| failed(format!("storing the row checksums: {e}")))?;
+        report.tree.entries.push(entry(CHECKSUMS.into(), stored));
     }
     Ok(report)
 }

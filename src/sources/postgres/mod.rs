@@ -56,7 +56,9 @@ pub use archive::{
     Archive, ArchiveFormat, Feed, Files, NoRoom, SpaceCheck, Spool, archives, available_space,
     check_space, space_for,
 };
-pub use check::{restore_test, row_counts};
+pub use check::{
+    CHECKSUM_METHOD, CHECKSUMS, Checksums, TableRows, restore_test, stable_row_text, table_rows,
+};
 pub use connection::{Connection, Probe, probe};
 pub use custom::LAYOUT_SUFFIX;
 pub use dump::{Prepared, backup, prepare};
