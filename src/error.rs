@@ -764,6 +764,14 @@ impl Diagnostic for PolicyReport {
     }
 }
 
+/// One warning line on standard error, for what the user must hear of while a
+/// command runs (a stale lock removed, a storage request retried). Here, at the
+/// bottom, so that the repository can say so without reaching up to `render`.
+pub fn notice(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "warning: {text}");
+}
+
 /// An error outside the policy (planning, applying, reading files), with code and help.
 /// In JSON it is `{code, message, help}`, the help being the code's own unless the
 /// failure names a more precise one.

@@ -5,6 +5,7 @@
 //! independent ones; what depends on it is skipped, and so are the prunes of a source
 //! whose backup failed.
 
+pub mod event;
 pub mod storage;
 
 use std::collections::BTreeSet;

@@ -21,8 +21,9 @@ use crate::policy::{Policy, ResolvedSource};
 pub use diff::PolicyChange;
 use retention::Candidate;
 
-/// The version of the plan's JSON shape. Bumped on any incompatible change.
-pub const FORMAT_VERSION: u32 = 1;
+/// The version of the plan's JSON shape. Bumped on any incompatible change. Version 2:
+/// a backup's `mode` is an object ([`BackupMode`]), not a sentence.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// At most this many snapshots are pruned by one plan unless `--max-deletes` says more.
 pub const DEFAULT_MAX_DELETES: usize = 10;
@@ -267,7 +268,28 @@ pub struct Backup {
     /// How the backup will run, where the server decides it (a Redis source's sync or
     /// scan mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mode: Option<String>,
+    pub mode: Option<BackupMode>,
+}
+
+/// How a Redis source's backup will run, as its server answered the probe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupMode {
+    pub method: BackupMethod,
+    /// The policy demands `sync` and the server refuses it: the backup will fail.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
+    /// Keys in all databases, and how many databases hold them.
+    pub keys: u64,
+    pub databases: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupMethod {
+    /// The replication stream: a point-in-time copy.
+    Sync,
+    /// SCAN + DUMP: not point in time.
+    Scan,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -460,7 +482,7 @@ pub struct SourceProbe {
     pub warnings: Vec<Warning>,
     /// How a backup would run, where the server decides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mode: Option<String>,
+    pub mode: Option<BackupMode>,
     /// The server's current values of the settings the policy declares.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub settings: BTreeMap<String, String>,

@@ -18,12 +18,7 @@ pub mod verify;
 
 use chrono::{DateTime, Utc};
 
-/// One warning line on standard error, for what the user must hear of while a
-/// command runs (a stale lock removed, a storage request retried).
-pub fn notice(text: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "warning: {text}");
-}
+pub use crate::error::notice;
 
 /// `2026-11-24 03:00 UTC`.
 pub fn time(t: DateTime<Utc>) -> String {

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::apply::Delivery;
-use crate::notify::{Body, RunError, RunEvent};
+use crate::apply::event::{Body, RunError, RunEvent};
 use crate::policy::notify::{NotifyState, PagerdutySeverity, WebhookFormat};
 use crate::policy::secret::Resolved;
 use crate::policy::template::Template;
@@ -102,8 +102,9 @@ fn failures(event: &RunEvent) -> String {
 
 /// The value of one placeholder of a message template.
 fn placeholder(event: &RunEvent, name: &str) -> String {
-    let count =
-        |f: fn(&crate::notify::Counts) -> usize| event.counts.as_ref().map_or(0, f).to_string();
+    let count = |f: fn(&crate::apply::event::Counts) -> usize| {
+        event.counts.as_ref().map_or(0, f).to_string()
+    };
     match name {
         "state" => event.state.word().into(),
         "status" => status(event.state).into(),
@@ -314,7 +315,7 @@ pub fn pagerduty(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::{Counts, FailedAction};
+    use crate::apply::event::{Counts, FailedAction};
     use crate::policy::template::PLACEHOLDERS;
 
     fn event(state: NotifyState) -> RunEvent {

@@ -74,7 +74,7 @@ fn lines(plan: &Plan) -> Vec<Line> {
                 let mode = b
                     .mode
                     .as_ref()
-                    .map(|m| format!("; {m}"))
+                    .map(|m| format!("; {}", backup_mode(m)))
                     .unwrap_or_default();
                 out.push(Line {
                     symbol: '+',
@@ -383,4 +383,19 @@ pub fn markdown(plan: &Plan) -> String {
         out.push_str("\n</details>\n");
     }
     out
+}
+
+/// "sync, point in time (1200 keys in 2 databases)".
+fn backup_mode(m: &crate::plan::BackupMode) -> String {
+    let how = match (m.method, m.refused) {
+        (crate::plan::BackupMethod::Sync, false) => "sync, point in time",
+        (crate::plan::BackupMethod::Sync, true) => "sync, refused",
+        (crate::plan::BackupMethod::Scan, _) => "scan, not point in time",
+    };
+    format!(
+        "{how} ({} keys in {} database{})",
+        m.keys,
+        m.databases,
+        plural(m.databases)
+    )
 }

@@ -143,7 +143,7 @@ async fn clear(repo: &Repo, path: &str, stale: &LockInfo) -> Result<(), Failure>
         .any(|(p, l)| p == path && l.is_ok_and(|l| same_lock(&l, stale)));
     if still {
         repo.delete(path).await?;
-        crate::render::notice(&format!(
+        crate::error::notice(&format!(
             "destination {}: removed {path}, {}",
             repo.name,
             describe(stale, Utc::now())
@@ -164,8 +164,41 @@ fn locked(repo: &Repo, l: &LockInfo, now: DateTime<Utc>) -> Failure {
     }
 }
 
+/// How often an acquirer that lost a race (a conflicting lock written within
+/// [`RACE_SECONDS`] of its own) steps back and tries again. Without it, racers that
+/// all write before they look could all see each other and all give up.
+const RACE_TRIES: u32 = 4;
+/// Locks started this close together are racers, not a holder and a latecomer.
+const RACE_SECONDS: i64 = 10;
+
+const LAGGING_LISTING: &str = "its listing does not show what was just written; run again, and if this stays, serve it with a server whose listings are current (docs/policy.md)";
+
 /// Takes a lock of `kind`, or explains who holds the one in the way.
 pub async fn acquire(repo: &Repo, kind: LockKind) -> Result<Held, Failure> {
+    let mut tries = 1;
+    loop {
+        match attempt(repo, kind).await? {
+            Attempt::Held(held) => return Ok(*held),
+            Attempt::Lost(_) if tries < RACE_TRIES => {
+                // Step back for a random while, so that one racer gets ahead.
+                let mut r = [0u8; 2];
+                getrandom::fill(&mut r).map_err(|e| Failure::new(Code::Io, e.to_string()))?;
+                let millis = 50 + u64::from(u16::from_le_bytes(r)) % 450;
+                tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+                tries += 1;
+            }
+            Attempt::Lost(failure) => return Err(failure),
+        }
+    }
+}
+
+enum Attempt {
+    Held(Box<Held>),
+    /// A racer's lock was in the way; ours is removed again.
+    Lost(Failure),
+}
+
+async fn attempt(repo: &Repo, kind: LockKind) -> Result<Attempt, Failure> {
     let now = Utc::now();
     let mine = info(kind, now);
     let unique = |prefix: &str| -> Result<String, Failure> {
@@ -211,12 +244,37 @@ pub async fn acquire(repo: &Repo, kind: LockKind) -> Result<Held, Failure> {
         return Err(locked(repo, l, now));
     }
     // Both sides write first and look second: of two racing writers at least one
-    // sees the other, and neither proceeds past a conflicting lock.
-    for (other, lock) in repo.locks().await? {
+    // sees the other, and neither proceeds past a conflicting lock. A look that does
+    // not show our own lock is behind the writes (`rclone serve webdav` has been seen
+    // to leave existing files out while others were deleted) and proves nothing.
+    let seen = repo.locks().await?;
+    if !seen.iter().any(|(other, _)| *other == path) {
+        let _ = repo.delete(&path).await;
+        let failure = Failure::new(
+            Code::RepositoryLocked,
+            format!("destination {} did not list its new lock {path}", repo.name),
+        )
+        .with_help(LAGGING_LISTING);
+        return Ok(Attempt::Lost(failure));
+    }
+    for (other, lock) in seen {
         if other == path {
             continue;
         }
-        let Ok(lock) = lock else { continue };
+        let lock = match lock {
+            Ok(lock) => lock,
+            // A lock being written (WebDAV shows a file while its upload runs) or
+            // left broken: it may be anyone's, so it is in the way.
+            Err(why) => {
+                let _ = repo.delete(&path).await;
+                let failure = Failure::new(
+                    Code::RepositoryLocked,
+                    format!("destination {} is locked: {other} is unreadable ({why})", repo.name),
+                )
+                .with_help("if it stays, check that no backplan runs there, then remove it with `backplan unlock`");
+                return Ok(Attempt::Lost(failure));
+            }
+        };
         let conflicts = match kind {
             LockKind::Exclusive => true,
             LockKind::Shared => lock.kind == LockKind::Exclusive,
@@ -227,7 +285,11 @@ pub async fn acquire(repo: &Repo, kind: LockKind) -> Result<Held, Failure> {
                 continue;
             }
             let _ = repo.delete(&path).await;
-            return Err(locked(repo, &lock, now));
+            let failure = locked(repo, &lock, now);
+            if (lock.started - now).num_seconds().abs() <= RACE_SECONDS {
+                return Ok(Attempt::Lost(failure));
+            }
+            return Err(failure);
         }
     }
     let refresher = {
@@ -244,12 +306,12 @@ pub async fn acquire(repo: &Repo, kind: LockKind) -> Result<Held, Failure> {
             }
         })
     };
-    Ok(Held {
+    Ok(Attempt::Held(Box::new(Held {
         repo: repo.clone(),
         path,
         mine,
         refresher,
-    })
+    })))
 }
 
 /// Runs `work` while holding a lock of `kind` on each of `repos`, taken in order; every

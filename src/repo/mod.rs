@@ -61,7 +61,7 @@ impl RetryInterceptor for SayRetry {
         if !causes.is_empty() {
             why.push_str(&format!(" ({})", causes.join(": ")));
         }
-        crate::render::notice(&format!(
+        crate::error::notice(&format!(
             "destination {}: {} failed, trying again in {:.1} s (retry {} of {RETRY_TIMES}): {why}",
             self.destination,
             event.op.into_static(),

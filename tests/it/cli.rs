@@ -107,7 +107,7 @@ fn plan_format_json_prints_the_plan_with_format_version_1() {
         .check();
     let plan: Value = serde_json::from_str(&run.stdout)
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", run.stdout));
-    assert_eq!(plan["format_version"], 1);
+    assert_eq!(plan["format_version"], 2);
     assert_eq!(plan["created_at"], NOW);
     let actions = plan["actions"].as_array().expect("actions is a list");
     let backed_up: Vec<&str> = actions
@@ -157,7 +157,7 @@ fn plan_out_saves_the_plan_as_json() {
         .stdout("Saved the plan to plan.json")
         .check();
     let saved: Value = serde_json::from_str(&sandbox.read("plan.json")).expect("saved plan");
-    assert_eq!(saved["format_version"], 1);
+    assert_eq!(saved["format_version"], 2);
     assert_eq!(saved["summary"]["backups"], 2);
 }
 

@@ -1443,7 +1443,12 @@ fn redis_case(current_save: &str, current_aof: &str) -> (Policy, plan::Probes) {
     probes.sources.insert(
         "cache".into(),
         plan::SourceProbe {
-            mode: Some("sync, point in time (1200 keys in 2 databases)".into()),
+            mode: Some(plan::BackupMode {
+                method: plan::BackupMethod::Sync,
+                refused: false,
+                keys: 1200,
+                databases: 2,
+            }),
             settings: [
                 ("save".to_string(), current_save.to_string()),
                 ("appendonly".to_string(), current_aof.to_string()),
@@ -1485,11 +1490,22 @@ fn persistence_that_differs_from_the_policy_is_a_change_before_the_backups() {
         [("appendonly", "no", "yes"), ("save", "", "3600 1 300 100")]
     );
     assert_eq!(plan.summary.changes, 1);
-    assert_eq!(
-        backup_of(&plan, "cache").mode.as_deref(),
-        Some("sync, point in time (1200 keys in 2 databases)")
-    );
+    let mode = backup_of(&plan, "cache").mode.as_ref().expect("a mode");
+    assert_eq!((mode.method, mode.keys), (plan::BackupMethod::Sync, 1200));
     insta::assert_snapshot!("redis_drift_human", render::plan::human(&plan));
+    let json: serde_json::Value =
+        serde_json::from_str(&render::json(&plan)).expect("the plan's JSON");
+    assert_eq!(json["format_version"], 2);
+    let backup = json["actions"]
+        .as_array()
+        .expect("actions")
+        .iter()
+        .find(|a| a["source"] == "cache" && a["action"] == "backup")
+        .expect("the backup in the JSON");
+    assert_eq!(
+        backup["mode"],
+        serde_json::json!({"method": "sync", "keys": 1200, "databases": 2})
+    );
 }
 
 #[test]

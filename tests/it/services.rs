@@ -1,7 +1,7 @@
 //! OpenDAL services beyond S3 and a local folder (`type: opendal`): the policy checks
 //! of their options (scheme, required options, secrets), and a backup and restore
 //! through the binary against real servers started here: OpenSSH's `sshd` for SFTP
-//! (tests/it/common/sftp.rs) and `rclone serve webdav` for WebDAV (tests/it/common/webdav.rs).
+//! (tests/it/common/sftp.rs) and Apache's mod_dav for WebDAV (tests/it/common/webdav.rs).
 //!
 //! Without a server binary the round trips fail under CI and are skipped (loudly)
 //! elsewhere.

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::error::{Code, Failure};
 use crate::pipeline::fetch::RepoFetcher;
-use crate::plan::{SourceProbe, Warning};
+use crate::plan::{BackupMethod, BackupMode, SourceProbe, Warning};
 use crate::policy::model::{RedisMode, RedisSource};
 use crate::policy::{Policy, ResolvedSource};
 use crate::repo::format::Tree;
@@ -54,15 +54,15 @@ impl Redis<'_> {
                 return sp;
             }
         };
-        let keys: u64 = probe.keys.values().sum();
-        let counted = format!(
-            "{keys} keys in {} database{}",
-            probe.keys.len(),
-            crate::plan::plural(probe.keys.len())
-        );
+        let mode = |method, refused| BackupMode {
+            method,
+            refused,
+            keys: probe.keys.values().sum(),
+            databases: probe.keys.len(),
+        };
         sp.mode = Some(match (&probe.scan_because, self.r.mode) {
-            (None, _) => format!("sync, point in time ({counted})"),
-            (Some(_), RedisMode::Scan) => format!("scan, not point in time ({counted})"),
+            (None, _) => mode(BackupMethod::Sync, false),
+            (Some(_), RedisMode::Scan) => mode(BackupMethod::Scan, false),
             (Some(why), RedisMode::Auto) => {
                 warn(
                     &mut sp,
@@ -71,7 +71,7 @@ impl Redis<'_> {
                         "{name}: {why}; the backup falls back to SCAN + DUMP, which is not point in time"
                     ),
                 );
-                format!("scan, not point in time ({counted})")
+                mode(BackupMethod::Scan, false)
             }
             (Some(why), RedisMode::Sync) => {
                 warn(
@@ -79,7 +79,7 @@ impl Redis<'_> {
                     Code::SourceFailed,
                     format!("{name}: {why}; with `mode: sync` its backup will fail"),
                 );
-                format!("sync, refused ({counted})")
+                mode(BackupMethod::Sync, true)
             }
         });
         let declared = self.source.kind.declared_settings();

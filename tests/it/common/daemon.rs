@@ -1,4 +1,4 @@
-//! A server process that a test harness started (sshd, rclone, Azurite): its output
+//! A server process that a test harness started (sshd, Apache, Azurite): its output
 //! drained into a log for as long as it lives (a full pipe would stall it), a wait
 //! until it listens, a few fresh tries when it does not start, and a kill on drop.
 
