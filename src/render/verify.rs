@@ -20,9 +20,14 @@ fn database_check(c: &DatabaseCheck, out: &mut String) {
                 }
             ));
             for d in differences {
+                let rows = &d.rows;
+                let what = match rows.restored {
+                    Some(got) => format!("{got} rows restored, {} at backup time", rows.recorded),
+                    None => "missing after the restore".to_string(),
+                };
                 out.push_str(&format!(
-                    "    snapshot {id}: {}: {}\n",
-                    d.database, d.difference
+                    "    snapshot {id}: {}: {}: {what}\n",
+                    d.database, rows.table
                 ));
             }
         }
@@ -106,4 +111,57 @@ pub fn human(all: &[Findings]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::kind::TableDifference;
+    use crate::sources::postgres::RowCountDifference;
+
+    fn check(differences: Vec<TableDifference>) -> DatabaseCheck {
+        DatabaseCheck {
+            source: "app".into(),
+            snapshot: "0123abcd".into(),
+            checked: Ok(Checked::Archives {
+                restored: true,
+                differences,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_restore_test_names_each_table_whose_rows_differ_and_the_json_keeps_the_numbers() {
+        let c = check(vec![
+            TableDifference {
+                database: "shop".into(),
+                rows: RowCountDifference {
+                    table: "public.orders".into(),
+                    restored: Some(9),
+                    recorded: 10,
+                },
+            },
+            TableDifference {
+                database: "shop".into(),
+                rows: RowCountDifference {
+                    table: "public.gone".into(),
+                    restored: None,
+                    recorded: 3,
+                },
+            },
+        ]);
+        let mut out = String::new();
+        database_check(&c, &mut out);
+        assert_eq!(
+            out,
+            "    database check: app (0123abcd): archive listed, restored into a scratch database and counted\n\
+             \x20   snapshot 0123abcd: shop: public.orders: 9 rows restored, 10 at backup time\n\
+             \x20   snapshot 0123abcd: shop: public.gone: missing after the restore\n"
+        );
+        let json = serde_json::to_value(&c).expect("JSON");
+        assert_eq!(
+            json["checked"]["differences"][1],
+            serde_json::json!({"database": "shop", "table": "public.gone", "restored": null, "recorded": 3})
+        );
+    }
 }

@@ -308,8 +308,8 @@ impl Checked {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TableDifference {
     pub database: String,
-    /// What differs (the table, its rows restored and recorded).
-    pub difference: String,
+    #[serde(flatten)]
+    pub rows: crate::sources::postgres::RowCountDifference,
 }
 
 /// A Redis database whose keys in the RDB differ from those recorded at backup.

@@ -474,7 +474,7 @@ impl Seam for Postgres<'_> {
             {
                 differences.push(TableDifference {
                     database: db.to_string(),
-                    difference: d,
+                    rows: d,
                 });
             }
         }

@@ -89,6 +89,16 @@ pub async fn table_rows(
     Ok(rows)
 }
 
+/// A table whose rows in the scratch restore differ from those counted at backup.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RowCountDifference {
+    pub table: String,
+    /// Rows restored; `None` when the table is missing after the restore.
+    pub restored: Option<i64>,
+    /// Rows counted at backup time.
+    pub recorded: i64,
+}
+
 /// Restores an archive into a scratch database on the same server (as `feed` says),
 /// compares its row counts with those recorded at backup time, and drops it. Returns
 /// the differences (empty when all match).
@@ -99,7 +109,7 @@ pub async fn restore_test(
     feed: &Feed,
     recorded: &BTreeMap<String, i64>,
     source: &mut (dyn ChunkSource + Send),
-) -> Result<Vec<String>, Failure> {
+) -> Result<Vec<RowCountDifference>, Failure> {
     let mut r = [0u8; 4];
     let _ = getrandom::fill(&mut r);
     let scratch = format!(
@@ -134,19 +144,15 @@ pub async fn restore_test(
         .batch_execute(&format!("DROP DATABASE IF EXISTS \"{scratch}\""))
         .await;
     match counted {
-        Ok(counts) => {
-            let mut diffs = Vec::new();
-            for (table, want) in recorded {
-                match counts.get(table) {
-                    Some(got) if got == want => {}
-                    Some(got) => diffs.push(format!(
-                        "{table}: {got} rows restored, {want} at backup time"
-                    )),
-                    None => diffs.push(format!("{table}: missing after the restore")),
-                }
-            }
-            Ok(diffs)
-        }
+        Ok(counts) => Ok(recorded
+            .iter()
+            .filter(|(table, want)| counts.get(*table) != Some(want))
+            .map(|(table, want)| RowCountDifference {
+                table: table.clone(),
+                restored: counts.get(table).copied(),
+                recorded: *want,
+            })
+            .collect()),
         Err(f) => Err(f),
     }
 }

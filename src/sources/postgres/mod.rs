@@ -57,7 +57,8 @@ pub use archive::{
     check_space, space_for,
 };
 pub use check::{
-    CHECKSUM_METHOD, CHECKSUMS, Checksums, TableRows, restore_test, stable_row_text, table_rows,
+    CHECKSUM_METHOD, CHECKSUMS, Checksums, RowCountDifference, TableRows, restore_test,
+    stable_row_text, table_rows,
 };
 pub use connection::{Connection, Probe, probe};
 pub use custom::LAYOUT_SUFFIX;
