@@ -44,8 +44,9 @@ pub struct Findings {
     /// The database sources' newest snapshots, read as their servers would read
     /// them (`--read-data`, `--restore-test`).
     pub database_checks: Vec<DatabaseCheck>,
-    /// Problems per snapshot id ("" for problems of no single snapshot).
-    pub problems: BTreeMap<String, Vec<String>>,
+    /// Problems per snapshot id ("" for problems of no single snapshot), each with
+    /// its code (`{code, message, help}` in JSON).
+    pub problems: BTreeMap<String, Vec<Failure>>,
     /// Packs found missing or damaged, and the snapshots that need chunks the
     /// destination cannot give: what [`record`] stores for a repair.
     #[serde(skip_serializing_if = "Lost::is_empty")]
@@ -99,7 +100,7 @@ impl Findings {
         self.problems.values().map(Vec::len).sum::<usize>() + checks
     }
 
-    fn note(&mut self, snapshot: &str, problem: String) {
+    fn note(&mut self, snapshot: &str, problem: Failure) {
         self.problems
             .entry(snapshot.to_string())
             .or_default()
@@ -231,7 +232,7 @@ pub async fn check(
         Ok(None) => return f,
         Err(e) => {
             f.complete = false;
-            f.note("", e.message);
+            f.note("", e);
             return f;
         }
     }
@@ -243,7 +244,10 @@ pub async fn check(
                     Ok(h) => readable.push(h.lost),
                     Err(why) => f.note(
                         "",
-                        format!("{path} is damaged: {why}; this verify records anew"),
+                        Failure::new(
+                            Code::CorruptObject,
+                            format!("{path} is damaged: {why}; this verify records anew"),
+                        ),
                     ),
                 }
                 f.reports.push(path);
@@ -253,7 +257,7 @@ pub async fn check(
         }
         Err(e) => {
             f.complete = false;
-            f.note("", e.message);
+            f.note("", e);
         }
     }
     let headers = match repo.scan_headers().await {
@@ -261,14 +265,17 @@ pub async fn check(
             for (path, why) in scan.damaged_catalogs {
                 f.note(
                     "",
-                    format!("{path} is damaged: {why}; the next apply rewrites it"),
+                    Failure::new(
+                        Code::CorruptObject,
+                        format!("{path} is damaged: {why}; the next apply rewrites it"),
+                    ),
                 );
             }
             scan.headers
         }
         Err(e) => {
             f.complete = false;
-            f.note("", e.message);
+            f.note("", e);
             return f;
         }
     };
@@ -279,7 +286,13 @@ pub async fn check(
         let header = match header {
             Ok(h) => h,
             Err(e) => {
-                f.note("", format!("{path}: {}", e.message));
+                f.note(
+                    "",
+                    Failure {
+                        message: format!("{path}: {}", e.message),
+                        ..e
+                    },
+                );
                 continue;
             }
         };
@@ -305,7 +318,7 @@ pub async fn check(
                 }
                 Err(e) => {
                     f.complete = false;
-                    f.note(&id, e.message);
+                    f.note(&id, e);
                     continue;
                 }
             }
@@ -314,7 +327,12 @@ pub async fn check(
         match repo.read_snapshot(&o.key, &id).await {
             Ok((actual, _)) if actual != header => f.note(
                 &id,
-                format!("the snapshot catalog's copy of snapshots/{id} differs from the object"),
+                Failure::new(
+                    Code::CorruptObject,
+                    format!(
+                        "the snapshot catalog's copy of snapshots/{id} differs from the object"
+                    ),
+                ),
             ),
             Ok((_, tree)) => {
                 let chunks: HashSet<&ChunkId> =
@@ -339,14 +357,14 @@ pub async fn check(
                 }
                 uses.push(u);
             }
-            Err(e) => f.note(&id, e.message),
+            Err(e) => f.note(&id, e),
         }
     }
     let stored = match repo.pack_objects().await {
         Ok(s) => s,
         Err(e) => {
             f.complete = false;
-            f.note("", e.message);
+            f.note("", e);
             return f;
         }
     };
@@ -362,7 +380,10 @@ pub async fn check(
     for o in opened.values() {
         let index = &o.index;
         for d in &index.damaged {
-            f.note("", format!("index object {d}"));
+            f.note(
+                "",
+                Failure::new(Code::CorruptObject, format!("index object {d}")),
+            );
         }
         f.packs += index.pack_count();
         for pack in index.packs() {
@@ -379,7 +400,7 @@ pub async fn check(
                     }
                     Err(e) => {
                         f.complete = false;
-                        f.note("", e.message);
+                        f.note("", e);
                     }
                 }
                 continue;
@@ -463,12 +484,18 @@ pub async fn check(
                 (Some(p), Ok(PackRead::Damaged(why))) => {
                     bad.insert(p.to_string(), lost(&p, PackState::Damaged, why));
                 }
-                _ => f.note("", format!("{}: {}", error.code.id(), error.message)),
+                _ => f.note("", error),
             }
         }
     }
     for p in bad.values() {
-        f.note("", format!("pack {} {}", pack_path(&p.id), describe(p)));
+        f.note(
+            "",
+            Failure::new(
+                Code::VerifyFailed,
+                format!("pack {} {}", pack_path(&p.id), describe(p)),
+            ),
+        );
     }
     let mut affected = BTreeSet::new();
     for u in &uses {
@@ -481,13 +508,19 @@ pub async fn check(
         if in_bad > 0 {
             f.note(
                 &u.snapshot,
-                format!("{in_bad} chunk(s) are in missing or damaged packs"),
+                Failure::new(
+                    Code::VerifyFailed,
+                    format!("{in_bad} chunk(s) are in missing or damaged packs"),
+                ),
             );
         }
         if u.nowhere > 0 {
             f.note(
                 &u.snapshot,
-                format!("{} chunk(s) are in no pack", u.nowhere),
+                Failure::new(
+                    Code::VerifyFailed,
+                    format!("{} chunk(s) are in no pack", u.nowhere),
+                ),
             );
         }
         if in_bad > 0 || u.nowhere > 0 {
@@ -528,12 +561,13 @@ pub async fn check_keys(
     secret: Option<&SecretKeys>,
     f: &mut Findings,
 ) {
-    let damaged =
-        |path: &str, why: String| format!("{} {path} is damaged: {why}", Code::CorruptObject.id());
+    let damaged = |path: &str, why: String| {
+        Failure::new(Code::CorruptObject, format!("{path} is damaged: {why}"))
+    };
     let listed = match repo.key_copies().await {
         Ok(listed) => listed,
         Err(e) => {
-            f.note("", e.message);
+            f.note("", e);
             return;
         }
     };
@@ -544,7 +578,7 @@ pub async fn check_keys(
             // Deleted between the listing and the read.
             Ok(None) => continue,
             Err(e) => {
-                f.note("", e.message);
+                f.note("", e);
                 continue;
             }
         };
@@ -587,9 +621,12 @@ pub async fn check_keys(
         {
             f.note(
                 "",
-                format!(
-                    "{path} was not opened: the secret key ({}) is none of its recipients",
-                    secret.fingerprints().join(", ")
+                Failure::new(
+                    Code::SecretKeyUnusable,
+                    format!(
+                        "{path} was not opened: the secret key ({}) is none of its recipients",
+                        secret.fingerprints().join(", ")
+                    ),
                 ),
             );
             continue;
@@ -624,10 +661,12 @@ pub async fn check_keys(
         if !listed.contains(&path) {
             f.note(
                 "",
-                format!(
-                    "{} {path} is missing: the snapshots written under repository key {id} \
-                     can be opened only with the host's repository key file",
-                    Code::CorruptObject.id()
+                Failure::new(
+                    Code::CorruptObject,
+                    format!(
+                        "{path} is missing: the snapshots written under repository key {id} \
+                         can be opened only with the host's repository key file"
+                    ),
                 ),
             );
         }

@@ -70,17 +70,23 @@ pub fn run(path: &Path, args: &VerifyArgs) -> miette::Result<Exit> {
                     .problems
                     .entry(String::new())
                     .or_default()
-                    .push(format!(
-                        "what was found could not be recorded for a repair: {}",
-                        e.message
-                    ));
+                    .push(Failure {
+                        message: format!(
+                            "what was found could not be recorded for a repair: {}",
+                            e.message
+                        ),
+                        ..e
+                    });
             }
             if locked && let Err(e) = record_run(&repo, &findings, now, fraction).await {
                 findings
                     .problems
                     .entry(String::new())
                     .or_default()
-                    .push(format!("this verify could not be recorded: {}", e.message));
+                    .push(Failure {
+                        message: format!("this verify could not be recorded: {}", e.message),
+                        ..e
+                    });
             }
             findings
         };

@@ -88,10 +88,11 @@ pub fn human(all: &[Findings]) -> String {
         }
         for (snapshot, problems) in &f.problems {
             for p in problems {
+                let (code, message) = (p.code.id(), &p.message);
                 if snapshot.is_empty() {
-                    out.push_str(&format!("    {p}\n"));
+                    out.push_str(&format!("    {code} {message}\n"));
                 } else {
-                    out.push_str(&format!("    snapshot {snapshot}: {p}\n"));
+                    out.push_str(&format!("    snapshot {snapshot}: {code} {message}\n"));
                 }
             }
         }

@@ -1786,6 +1786,20 @@ fn a_pack_lost_on_one_destination_is_copied_back_from_the_other_and_restores_ide
             .contains("chunk(s) are in missing or damaged packs")
     );
     assert_eq!(lost_records(&sandbox, "two").len(), 1);
+    // The JSON gives each problem its code, message and help.
+    let json = sandbox
+        .run(&["verify", "--format", "json"])
+        .fails()
+        .check();
+    let all: serde_json::Value = serde_json::from_str(&json.stdout).expect("verify's JSON");
+    let two = all
+        .as_array()
+        .and_then(|a| a.iter().find(|f| f["destination"] == "two"))
+        .unwrap_or_else(|| panic!("no findings for two: {}", json.stdout));
+    let problem = &two["problems"][""][0];
+    assert_eq!(problem["code"], "BP228", "{problem}");
+    assert_eq!(problem["message"], format!("pack {name} is missing"));
+    assert!(problem["help"].as_str().is_some_and(|h| !h.is_empty()));
     the_plan_repairs_two_from_one(&sandbox);
 }
 
