@@ -268,6 +268,11 @@ pub struct Backup {
     /// scan mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    /// Destinations (of `destinations`) with `object_lock.extend: true`: once the
+    /// snapshot is written there, the packs it uses whose S3 Object Lock ends before
+    /// its own are extended to its date.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extend_locks: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -570,6 +575,19 @@ pub fn plan_with(
                         .and_then(|p| p.estimated_bytes)
                         .or_else(|| view.last_good().and_then(|s| s.bytes_read)),
                     mode: probes.sources.get(name).and_then(|p| p.mode.clone()),
+                    extend_locks: source
+                        .destinations
+                        .iter()
+                        .filter(|d| {
+                            policy
+                                .file
+                                .destinations
+                                .get(*d)
+                                .and_then(|d| d.object_lock())
+                                .is_some_and(|l| l.extend)
+                        })
+                        .cloned()
+                        .collect(),
                 }));
             }
             if let Some(probe) = probes.sources.get(name) {

@@ -132,6 +132,7 @@ fn backup(source: &str, level: usize, depends_on: &[&str]) -> Action {
         reason: BackupReason::NeverBackedUp,
         estimated_bytes: None,
         mode: None,
+        extend_locks: Vec::new(),
     })
 }
 

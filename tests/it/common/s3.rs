@@ -422,6 +422,13 @@ impl S3Server {
             )
             .unwrap_or_else(|e| panic!("creating bucket {name}: {e}"));
         assert_eq!(status, 200, "creating bucket {name}: {body}");
+        self.set_default_retention(&name, mode, days);
+        name
+    }
+
+    /// Sets the default retention of a bucket made by [`S3Server::locked_bucket`].
+    /// (moto refuses once the bucket holds objects; S3 does not.)
+    fn set_default_retention(&self, name: &str, mode: &str, days: u32) {
         let config = format!(
             "<ObjectLockConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
              <ObjectLockEnabled>Enabled</ObjectLockEnabled><Rule><DefaultRetention>\
@@ -437,7 +444,6 @@ impl S3Server {
             )
             .unwrap_or_else(|e| panic!("object lock on {name}: {e}"));
         assert_eq!(status, 200, "object lock on {name}: {body}");
-        name
     }
 
     /// One plain HTTP/1.1 request with an empty body; returns the status code.
