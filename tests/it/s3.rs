@@ -1814,3 +1814,236 @@ fn a_governance_lock_is_extended_in_governance_mode_and_refuses_a_delete_without
     );
     assert_eq!(status, 204, "deleting {key} with the bypass: {body}");
 }
+
+const NO_RETENTION_KEY: &str = "backplan-no-retention";
+
+/// `extend: true` with credentials the bucket refuses `PutObjectRetention`: the
+/// backup still succeeds and its snapshot is complete, the report carries warning
+/// BP257 with its help (JSON: the `locks` entry's `error`), the pack keeps the
+/// bucket's lock, and the secret key appears nowhere in the output.
+#[test]
+fn a_refused_lock_extension_is_warning_bp257_and_the_backup_still_succeeds() {
+    let Some(server) = S3Server::start_with(Faults {
+        no_retention_key: Some(NO_RETENTION_KEY),
+        ..Faults::default()
+    }) else {
+        return;
+    };
+    let bucket = server.locked_bucket("refused", "COMPLIANCE", 1);
+    let text = policy(&server, &bucket, CONFIG_SOURCE).replace(
+        "    secret_access_key: ${env:",
+        "    object_lock:\n      retain_for: 2d\n      extend: true\n    secret_access_key: ${env:",
+    );
+    let sandbox = Sandbox::with_policy(&text);
+    put(&sandbox, "app.env", b"SECRET=1\n");
+    ok(&sandbox, &server, &["init"]);
+    let mut command = backplan(&sandbox, &["apply"]);
+    command.env(KEY_ID_VAR, NO_RETENTION_KEY);
+    let run = Run::from(command.output().expect("run backplan"));
+    assert_eq!(run.status, Some(0), "{}", show(&["apply"], &run, &server));
+    assert!(
+        run.stdout.contains("✓ backup config → s3")
+            && run
+                .stdout
+                .contains("object lock on s3: 0 packs checked, 0 extended")
+            && run
+                .stdout
+                .contains("! warning BP257: destination s3: extending the lock of packs/")
+            && run.stdout.contains("HTTP 403 AccessDenied")
+            && run.stdout.contains("help: the snapshot is complete"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains(SECRET_ACCESS_KEY) && !run.stderr.contains(SECRET_ACCESS_KEY));
+    let snapshots = snapshot_headers(&server, &bucket);
+    assert_eq!(snapshots.len(), 1);
+    assert_eq!(snapshots[0].status, SnapshotStatus::Complete);
+    let until = snapshots[0].retain_until.expect("retain_until recorded");
+    for pack in objects(&server, &bucket, "packs/") {
+        let (_, locked) = head_retention(&server, &bucket, &pack);
+        assert!(
+            locked < until - chrono::Duration::hours(12),
+            "{pack}: {locked}"
+        );
+    }
+
+    // The same in JSON: the error is typed, with its code.
+    put(&sandbox, "app.env", b"SECRET=2\n");
+    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let args = ["apply", "--now", tomorrow.as_str(), "--format", "json"];
+    let mut command = backplan(&sandbox, &args);
+    command.env(KEY_ID_VAR, NO_RETENTION_KEY);
+    let run = Run::from(command.output().expect("run backplan"));
+    assert_eq!(run.status, Some(0), "{}", show(&args, &run, &server));
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    let lock = &report["outcomes"][0]["locks"][0];
+    assert_eq!(lock["error"]["code"], "BP257", "{report}");
+    assert_eq!(report["outcomes"][0]["status"], "done", "{report}");
+}
+
+/// Percent-encodes a form value.
+fn form(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The Object Lock requests backplan signs itself (a HEAD's retention,
+/// PutObjectRetention, GetObjectLockConfiguration) against a server that checks
+/// every signature as S3 does (moto's IAM authentication, which recomputes SigV4
+/// with botocore) for the key of a user it knows: each goes through and does what
+/// it says, and the same requests signed with a wrong secret are refused. (OpenDAL's
+/// own requests are not part of it: moto's checker refuses its listings with a
+/// `prefix=a/b` query, a quirk of moto's, not of how S3 checks them.)
+#[test]
+fn the_object_lock_requests_carry_signatures_an_s3_checker_accepts() {
+    use backplan::repo::s3lock::{DefaultRetention, LockMode, ObjectLockApi, Retention, S3Target};
+
+    let Some(server) = S3Server::start_with(Faults {
+        authenticate_after: Some(16),
+        ..Faults::default()
+    }) else {
+        return;
+    };
+    let bucket = server.locked_bucket("signed", "COMPLIANCE", 1);
+    // A pack-like object, written while requests are not checked yet.
+    let body = b"a locked object";
+    let md5 = openssl::hash::hash(openssl::hash::MessageDigest::md5(), body).expect("md5");
+    let md5 = openssl::base64::encode_block(&md5);
+    let (status, answer) = server
+        .raw(
+            "PUT",
+            &format!("/{bucket}{ROOT}/packs/aa/aa01"),
+            &[AUTH, ("Content-MD5", md5.as_str())],
+            body,
+        )
+        .expect("a PUT");
+    assert_eq!(status, 200, "{answer}");
+    // An IAM user allowed everything.
+    let iam = |body: String| {
+        let (status, answer) = server
+            .raw(
+                "POST",
+                "/",
+                &[
+                    (
+                        "Authorization",
+                        "AWS4-HMAC-SHA256 Credential=setup/20260101/us-east-1/iam/aws4_request, \
+                         SignedHeaders=host, Signature=0000",
+                    ),
+                    ("Content-Type", "application/x-www-form-urlencoded"),
+                ],
+                body.as_bytes(),
+            )
+            .expect("an IAM request");
+        assert_eq!(status, 200, "{body}: {answer}");
+        answer
+    };
+    iam("Action=CreateUser&UserName=backplan&Version=2010-05-08".to_string());
+    let key = iam("Action=CreateAccessKey&UserName=backplan&Version=2010-05-08".to_string());
+    let id = xml_value(&key, "AccessKeyId")
+        .expect("a key id")
+        .to_string();
+    let secret = xml_value(&key, "SecretAccessKey")
+        .expect("a secret key")
+        .to_string();
+    let everything =
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
+    iam(format!(
+        "Action=PutUserPolicy&UserName=backplan&PolicyName=all&PolicyDocument={}&Version=2010-05-08",
+        form(everything)
+    ));
+    // Use up the unchecked requests: from the first refusal on, every request is
+    // checked.
+    let refused = (0..20).find_map(|_| {
+        let (status, body) = server
+            .raw("GET", &format!("/{bucket}?versions"), &[AUTH], b"")
+            .expect("a GET");
+        (status == 403).then_some(body)
+    });
+    let refused = refused.expect("a made-up signature is refused once checks begin");
+    assert!(
+        refused.contains("InvalidAccessKeyId") || refused.contains("SignatureDoesNotMatch"),
+        "{refused}"
+    );
+
+    let endpoint = server.endpoint();
+    let api = |secret: &str| {
+        ObjectLockApi::new(
+            "s3",
+            S3Target {
+                bucket: &bucket,
+                region: Some(REGION),
+                endpoint: Some(&endpoint),
+                root: Some(ROOT),
+                keys: Some((id.clone(), secret.to_string())),
+            },
+        )
+        .expect("an Object Lock client")
+    };
+    let (good, bad) = (api(&secret), api("not-the-secret"));
+    let path = "packs/aa/aa01";
+    runtime().block_on(async {
+        let now = chrono::Utc::now();
+        let first = good
+            .retention(path)
+            .await
+            .expect("a signed HEAD")
+            .expect("a retention");
+        assert_eq!(first.mode, LockMode::Compliance);
+        assert!(
+            first.until > now && first.until <= now + chrono::Duration::days(1),
+            "{first:?}"
+        );
+        let later = now + chrono::Duration::days(3);
+        good.put_retention(
+            path,
+            Retention {
+                mode: LockMode::Compliance,
+                until: later,
+            },
+        )
+        .await
+        .expect("a signed PutObjectRetention");
+        let extended = good
+            .retention(path)
+            .await
+            .expect("a signed HEAD")
+            .expect("a retention");
+        assert!(
+            extended.until >= later && extended.until <= later + chrono::Duration::seconds(1),
+            "{extended:?}, asked {later}"
+        );
+        assert_eq!(
+            good.bucket_default()
+                .await
+                .expect("a signed GET ?object-lock"),
+            Some(DefaultRetention {
+                mode: LockMode::Compliance,
+                days: 1
+            })
+        );
+        // A wrong secret: every one of them refused, and no secret in the message.
+        for refused in [
+            bad.retention(path).await.map(|_| ()),
+            bad.put_retention(path, extended).await,
+            bad.bucket_default().await.map(|_| ()),
+        ] {
+            let failure = refused.expect_err("a wrong signature is refused");
+            assert!(
+                failure.message.contains("HTTP 403 SignatureDoesNotMatch")
+                    || failure.message.contains("HTTP 403"),
+                "{}",
+                failure.message
+            );
+            assert!(!failure.message.contains(&secret), "{}", failure.message);
+        }
+    });
+}
