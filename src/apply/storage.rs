@@ -433,14 +433,23 @@ impl StorageExecutor {
         }
         let packs = mover.finish(to).await?;
         let stored: u64 = packs.iter().map(|p| p.size).sum();
+        let written: Vec<String> = packs.iter().map(|p| p.id.clone()).collect();
         if !packs.is_empty() {
             to.put_index(&self.key, packs).await?;
         }
         let tree_hash = blake3::hash(&tree_bytes).to_hex().to_string();
-        to.put_snapshot_objects(header.key_id.clone(), &header.info(), tree_bytes, tree_hash)
+        let retain_until = to
+            .put_snapshot_objects(header.key_id.clone(), &header.info(), tree_bytes, tree_hash)
             .await?;
+        let mut locks = Vec::new();
+        if let (Some(until), Some(api), true) =
+            (retain_until, to.object_lock_api(), action.extend_locks)
+        {
+            let packs = packs_used(&tree, &target_index, written);
+            locks.push(api.extend(packs, until, None).await);
+        }
         Ok(Done {
-            locks: Vec::new(),
+            locks,
             bytes_read: None,
             bytes_stored: Some(stored),
             detail: Some(Detail::Copied {

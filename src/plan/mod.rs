@@ -301,6 +301,10 @@ pub struct Copy {
     pub snapshot: SnapshotRef,
     pub from: String,
     pub to: String,
+    /// `to` has `object_lock.extend: true`: once the snapshot is copied there, the
+    /// packs it uses there whose lock ends before its own are extended to its date.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub extend_locks: bool,
 }
 
 /// Bring back, from other destinations, the chunks that one destination lost: packs
@@ -578,14 +582,7 @@ pub fn plan_with(
                     extend_locks: source
                         .destinations
                         .iter()
-                        .filter(|d| {
-                            policy
-                                .file
-                                .destinations
-                                .get(*d)
-                                .and_then(|d| d.object_lock())
-                                .is_some_and(|l| l.extend)
-                        })
+                        .filter(|d| extends_locks(policy, d))
                         .cloned()
                         .collect(),
                 }));
@@ -613,6 +610,11 @@ pub fn plan_with(
                 }
             }
             retain(source, &view, &mut copies, &mut prunes, &mut warnings);
+        }
+    }
+    for action in &mut copies {
+        if let Action::Copy(c) = action {
+            c.extend_locks = extends_locks(policy, &c.to);
         }
     }
     let mut repairs = repairs(policy, inventory, &mut warnings);
@@ -883,6 +885,17 @@ fn hold_for_trusted_host(
 }
 
 /// `name` as the policy spells it (borrowed from the policy).
+/// Whether the destination `name` has `object_lock.extend: true`: what it is written
+/// with gets the locks of the packs it uses extended.
+fn extends_locks(policy: &Policy, name: &str) -> bool {
+    policy
+        .file
+        .destinations
+        .get(name)
+        .and_then(|d| d.object_lock())
+        .is_some_and(|l| l.extend)
+}
+
 fn policy_name<'a>(policy: &'a Policy, name: &str) -> &'a str {
     policy
         .file
@@ -929,6 +942,7 @@ fn retain(
                     snapshot: SnapshotRef::of(snapshot),
                     from: from.to_string(),
                     to: dest.to_string(),
+                    extend_locks: false,
                 }));
             }
         }

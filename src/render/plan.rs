@@ -138,7 +138,13 @@ fn lines(plan: &Plan) -> Vec<Line> {
                         first.to,
                         size.map(|n| format!(", {}", bytes(n))).unwrap_or_default()
                     ),
-                    why: format!("missing on {}", first.to),
+                    why: match first.extend_locks {
+                        false => format!("missing on {}", first.to),
+                        true => format!(
+                            "missing on {}; then extends the object locks of its packs there",
+                            first.to
+                        ),
+                    },
                 });
                 i = j;
             }

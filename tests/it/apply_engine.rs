@@ -177,6 +177,7 @@ fn copy(source: &str) -> Action {
         snapshot: snapshot(source, 20),
         from: "local".into(),
         to: "offsite".into(),
+        extend_locks: false,
     })
 }
 

@@ -1,8 +1,11 @@
 //! backplan on real S3: moto's S3 server on loopback (tests/it/common/s3.rs). A round
 //! trip through the binary, concurrent applies on one repository, the exclusive
 //! lock's reliance on S3's conditional writes (`If-None-Match: *`), and listing
-//! snapshots while a prune deletes them, and several hosts backing up into one
-//! repository while a third prunes.
+//! snapshots while a prune deletes them, several hosts backing up into one
+//! repository while a third prunes, and S3 Object Lock: prunes held until the lock
+//! ends, locks extended after backups and copies (`extend`), verify reading real
+//! retention and the bucket's default, and the requests backplan signs itself
+//! checked by a SigV4 verifier.
 //!
 //! Each test starts its own server; without `moto_server` they fail under CI and are
 //! skipped (loudly) elsewhere.
@@ -2046,4 +2049,67 @@ fn the_object_lock_requests_carry_signatures_an_s3_checker_accepts() {
             assert!(!failure.message.contains(&secret), "{}", failure.message);
         }
     });
+}
+
+/// A snapshot missing on a locked destination with `extend: true` is copied back
+/// from a local folder, and the copy extends the locks of the packs it uses there
+/// (packs the bucket locked for 1 day, under `retain_for: 7d`), as a backup would.
+#[test]
+fn a_copy_into_an_extending_destination_extends_the_locks_of_the_packs_it_uses() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let bucket = server.locked_bucket("copy", "COMPLIANCE", 1);
+    let locked = |extend: bool| {
+        policy(&server, &bucket, DATA_SOURCE)
+            .replace(
+                "\nsources:\n",
+                "  local:\n    type: fs\n    root: local\n\nsources:\n",
+            )
+            .replace(
+                "    secret_access_key: ${env:",
+                &format!(
+                    "    object_lock:\n      retain_for: 7d\n{}    secret_access_key: ${{env:",
+                    if extend { "      extend: true\n" } else { "" }
+                ),
+            )
+    };
+    let sandbox = Sandbox::with_policy(&locked(false));
+    put(&sandbox, "data/base.bin", &noise(61, 400_000));
+    ok(&sandbox, &server, &["init"]);
+    ok(&sandbox, &server, &["apply"]);
+    let snapshot = snapshot_headers(&server, &bucket).remove(0);
+    // The snapshot goes missing on S3 (a plain DELETE: a delete marker hides it).
+    runtime().block_on(async {
+        let op = server.operator(&bucket, ROOT);
+        op.delete(&format!("snapshots/{}", snapshot.id))
+            .await
+            .expect("delete the header");
+    });
+    assert!(snapshot_headers(&server, &bucket).is_empty());
+
+    sandbox.write("backplan.yaml", &locked(true));
+    let plan = ok(&sandbox, &server, &["plan"]);
+    assert!(
+        plan.stdout
+            .contains("missing on s3; then extends the object locks of its packs there")
+            && !plan.stdout.contains("backup data"),
+        "{}",
+        plan.stdout
+    );
+    let run = ok(&sandbox, &server, &["apply", "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    let outcome = &report["outcomes"][0];
+    assert_eq!(outcome["action"]["action"], "copy", "{report}");
+    assert_eq!(outcome["action"]["extend_locks"], true, "{report}");
+    let packs = objects(&server, &bucket, "packs/");
+    let lock = &outcome["locks"][0];
+    assert_eq!(lock["checked"], packs.len(), "{report}");
+    assert_eq!(lock["extended"], packs.len(), "{report}");
+    let copied = snapshot_headers(&server, &bucket).remove(0);
+    let until = copied.retain_until.expect("retain_until recorded");
+    for pack in &packs {
+        let (_, locked) = head_retention(&server, &bucket, pack);
+        assert!(locked >= until, "{pack}: {locked} before {until}");
+    }
 }
