@@ -106,6 +106,8 @@ codes! {
     SshMissing,
     ObjectLocked,
     ShortObjectLock,
+    LockExtensionFailed,
+    BucketLockDiffers,
     BackupMissing,
     BackupLate,
     BackupFailed,
@@ -415,7 +417,17 @@ impl Code {
             Code::ShortObjectLock => (
                 "BP256",
                 "short-object-lock",
-                "nothing is lost: these packs are protected by the credentials (append-only hosts cannot delete) but no longer by the bucket's lock; backplan cannot extend a lock yet (docs/security.md)",
+                "nothing is lost: these packs are protected by the credentials (append-only hosts cannot delete) but no longer by the bucket's lock; `object_lock.extend: true` makes each backup extend the locks of the packs it uses (docs/security.md)",
+            ),
+            Code::LockExtensionFailed => (
+                "BP257",
+                "lock-extension-failed",
+                "the snapshot is complete, but some of its packs keep a lock that ends before its own; give the backup host's credentials s3:PutObjectRetention and s3:GetObjectRetention with the conditions of docs/security.md, or set `object_lock.extend: false`; the next backup tries again",
+            ),
+            Code::BucketLockDiffers => (
+                "BP258",
+                "bucket-lock-differs",
+                "make the bucket's default retention (`aws s3api put-object-lock-configuration`) and `object_lock.retain_for` the same period: the dates backplan records and holds prunes by come from `retain_for`",
             ),
             Code::CorruptObject => (
                 "BP220",

@@ -26,6 +26,7 @@ use crate::pipeline::ChunkSource;
 use crate::pipeline::fetch::RepoFetcher;
 use crate::repo::format::pack_path;
 use crate::repo::key_for;
+use crate::repo::s3lock::{DefaultRetention, ObjectLockApi};
 use crate::repo::store::{Index, PackRead, Repo};
 use crate::restore::execute::SnapshotData;
 use crate::sources::kind::{Checked, Kind};
@@ -55,6 +56,15 @@ pub struct Findings {
     /// the lock period) ends before a snapshot using them stops being protected.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub short_locks: Vec<ShortLock>,
+    /// On a destination with S3 Object Lock: how many packs' retention was read from
+    /// the objects themselves (a HEAD); the others' is derived from their
+    /// Last-Modified plus the lock period.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locks_read: Option<usize>,
+    /// On a destination with S3 Object Lock: the bucket's default retention, read
+    /// back and compared with `object_lock.retain_for`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bucket_lock: Option<BucketLock>,
     /// What [`record`] did, when it did something.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recorded: Option<String>,
@@ -182,12 +192,32 @@ pub async fn check_databases(
     }
 }
 
+/// The bucket's default retention as `verify` read it (`GetObjectLockConfiguration`),
+/// against `object_lock.retain_for`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BucketLock {
+    /// `retain_for`, in days (rounded up).
+    pub retain_for_days: i64,
+    /// The bucket's default, when it has one and it could be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default: Option<DefaultRetention>,
+    /// Why it could not be read (credentials without
+    /// `s3:GetBucketObjectLockConfiguration`, a bucket without Object Lock).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreadable: Option<String>,
+    /// The bucket has no default retention, or one of another period (BP258).
+    pub differs: bool,
+}
+
 /// A pack whose Object Lock ends before the snapshots that use it are unlocked.
 #[derive(Debug, Clone, Serialize)]
 pub struct ShortLock {
     pub pack: String,
-    /// When its lock ends: its Last-Modified plus the bucket's period.
+    /// When its lock ends: read from the object when `read`, else its Last-Modified
+    /// plus the bucket's period.
     pub locked_until: DateTime<Utc>,
+    /// Whether `locked_until` is the object's own retention (read with a HEAD).
+    pub read: bool,
     /// When the lock of the latest snapshot using it should end (its time plus the
     /// period).
     pub needed_until: DateTime<Utc>,
@@ -369,7 +399,35 @@ pub async fn check(
         }
     };
     if let Some(period) = repo.lock_period() {
-        f.short_locks = short_locks(&uses, &stored, period);
+        let mut read = HashMap::new();
+        if let Some(api) = repo.object_lock_api() {
+            f.bucket_lock = Some(bucket_lock(api, period).await);
+            let packs: BTreeSet<String> = uses
+                .iter()
+                .filter(|u| u.locked_at.is_some())
+                .flat_map(|u| u.packs.keys())
+                .map(|p| pack_path(p))
+                .filter(|p| stored.contains_key(p))
+                .collect();
+            let mut unreadable = None;
+            for (path, result) in api.retentions(packs.into_iter().collect()).await {
+                match result {
+                    Ok(Some(r)) => {
+                        read.insert(path, r.until);
+                    }
+                    // No lock shown: credentials without s3:GetObjectRetention.
+                    Ok(None) => {}
+                    Err(e) => {
+                        unreadable.get_or_insert(e);
+                    }
+                }
+            }
+            if let Some(why) = unreadable {
+                f.note("", why);
+            }
+            f.locks_read = Some(read.len());
+        }
+        f.short_locks = short_locks(&uses, &stored, &read, period);
     }
     let mut bad: BTreeMap<String, LostPack> = BTreeMap::new();
     let lost = |id: &str, state: PackState, why: String| LostPack {
@@ -675,16 +733,36 @@ pub async fn check_keys(
 
 /// How much earlier than a snapshot a pack may have been written and still count
 /// as written by it: S3's Last-Modified is whole seconds, from the server's clock.
-const LOCK_SLACK: chrono::Duration = chrono::Duration::minutes(2);
+const LOCK_SLACK: chrono::Duration = crate::repo::s3lock::LOCK_SLACK;
 
-/// Packs whose lock (under the bucket's default retention: Last-Modified plus
-/// `period`) ends before that of a snapshot using them: the snapshot's time plus
-/// `period`, what it would be had it written the pack itself. These are packs written
-/// by earlier snapshots and reused. Derived from the listing, not read from each
-/// object's retention.
+/// The bucket's default retention against `period` (`retain_for`).
+async fn bucket_lock(api: &ObjectLockApi, period: chrono::Duration) -> BucketLock {
+    let days = (period + chrono::Duration::days(1) - chrono::Duration::nanoseconds(1)).num_days();
+    match api.bucket_default().await {
+        Ok(default) => BucketLock {
+            retain_for_days: days,
+            default,
+            unreadable: None,
+            differs: default.is_none_or(|d| i64::from(d.days) != days),
+        },
+        Err(e) => BucketLock {
+            retain_for_days: days,
+            default: None,
+            unreadable: Some(e.message),
+            differs: false,
+        },
+    }
+}
+
+/// Packs whose lock ends before that of a snapshot using them: the snapshot's time
+/// plus `period`, what it would be had it written the pack itself. A pack's lock is
+/// its own retention where it was read (`read`, by path), else derived from the
+/// listing: Last-Modified plus `period` (the bucket's default retention, assumed to
+/// be `retain_for`; an extension does not change Last-Modified).
 fn short_locks(
     uses: &[Uses],
     stored: &HashMap<String, crate::repo::store::PackObject>,
+    read: &HashMap<String, DateTime<Utc>>,
     period: chrono::Duration,
 ) -> Vec<ShortLock> {
     let mut short: BTreeMap<&str, ShortLock> = BTreeMap::new();
@@ -694,16 +772,21 @@ fn short_locks(
         };
         let needed = taken + period;
         for pack in u.packs.keys() {
-            let Some(modified) = stored.get(&pack_path(pack)).and_then(|o| o.modified) else {
-                continue;
+            let path = pack_path(pack);
+            let (locked_until, was_read) = match read.get(&path) {
+                Some(until) => (*until, true),
+                None => match stored.get(&path).and_then(|o| o.modified) {
+                    Some(modified) => (modified + period, false),
+                    None => continue,
+                },
             };
-            let locked_until = modified + period;
             if locked_until + LOCK_SLACK >= needed {
                 continue;
             }
             let entry = short.entry(pack).or_insert(ShortLock {
                 pack: pack.to_string(),
                 locked_until,
+                read: was_read,
                 needed_until: needed,
                 snapshots: 0,
             });
@@ -823,6 +906,7 @@ mod tests {
                 uses("unlocked", None, &["aa01"]),
             ],
             &stored,
+            &HashMap::new(),
             period,
         );
         assert_eq!(found.len(), 1, "{found:?}");
@@ -830,5 +914,44 @@ mod tests {
         assert_eq!(found[0].locked_until, t("2026-12-06T03:00:00Z"));
         assert_eq!(found[0].needed_until, t("2026-12-25T03:00:00Z"));
         assert_eq!(found[0].snapshots, 1);
+        assert!(!found[0].read);
+    }
+
+    #[test]
+    fn a_pack_s_own_retention_overrides_the_one_derived_from_its_write_time() {
+        let period = chrono::Duration::days(35);
+        let object = |at: &str| PackObject {
+            size: 1,
+            modified: Some(t(at)),
+        };
+        // aa01 was written long ago but its lock was extended; bb02 was written
+        // with the snapshot but under a shorter default retention than retain_for.
+        let stored: HashMap<String, PackObject> = [
+            (pack_path("aa01"), object("2026-11-01T03:00:00Z")),
+            (pack_path("bb02"), object("2026-11-20T03:00:10Z")),
+        ]
+        .into_iter()
+        .collect();
+        let read: HashMap<String, DateTime<Utc>> = [
+            (pack_path("aa01"), t("2026-12-25T03:00:00Z")),
+            (pack_path("bb02"), t("2026-11-21T03:00:10Z")),
+        ]
+        .into_iter()
+        .collect();
+        let found = short_locks(
+            &[uses(
+                "later",
+                Some("2026-11-20T03:00:00Z"),
+                &["aa01", "bb02"],
+            )],
+            &stored,
+            &read,
+            period,
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].pack, "bb02");
+        assert!(found[0].read);
+        assert_eq!(found[0].locked_until, t("2026-11-21T03:00:10Z"));
+        assert_eq!(found[0].needed_until, t("2026-12-25T03:00:00Z"));
     }
 }

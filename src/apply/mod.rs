@@ -47,6 +47,10 @@ pub struct Done {
     pub bytes_stored: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<Detail>,
+    /// After a backup to destinations with `object_lock.extend: true`: each one's
+    /// packs checked and extended, or what stopped it (BP257).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub locks: Vec<crate::repo::s3lock::LockExtension>,
 }
 
 /// What a finished action did, by kind of action.

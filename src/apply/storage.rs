@@ -272,17 +272,23 @@ impl StorageExecutor {
             .await
             .map_err(|e| Failure::new(Code::SourceFailed, format!("the scan stopped: {e}")))?;
         let mut stored = Vec::new();
+        let mut written = Vec::new();
         let mut upload_error = None;
         for u in uploads {
             match u.await {
-                Ok(Ok(bytes)) => stored.push(bytes),
+                Ok(Ok((bytes, packs))) => {
+                    stored.push(bytes);
+                    written.push(packs);
+                }
                 Ok(Err(f)) => {
                     upload_error.get_or_insert(f);
                     stored.push(0);
+                    written.push(Vec::new());
                 }
                 Err(e) => {
                     upload_error.get_or_insert(Failure::new(Code::Io, e.to_string()));
                     stored.push(0);
+                    written.push(Vec::new());
                 }
             }
         }
@@ -294,13 +300,25 @@ impl StorageExecutor {
         info.bytes_read = Some(report.bytes_read);
         info.size = Some(report.tree.entries.iter().map(|e| e.size).sum());
         let mut stored_first = None;
-        for (repo, stored) in repos.iter().zip(stored) {
+        let mut locks = Vec::new();
+        for (((repo, stored), written), index) in
+            repos.iter().zip(stored).zip(written).zip(&indexes)
+        {
             stored_first.get_or_insert(stored);
             let mut info = info.clone();
             info.bytes_stored = Some(stored);
-            repo.put_snapshot(&self.key, &info, &report.tree).await?;
+            let retain_until = repo.put_snapshot(&self.key, &info, &report.tree).await?;
+            if let (Some(until), Some(api), true) = (
+                retain_until,
+                repo.object_lock_api(),
+                action.extend_locks.contains(&repo.name),
+            ) {
+                let packs = packs_used(&report.tree, index, written);
+                locks.push(api.extend(packs, until, None).await);
+            }
         }
         Ok(Done {
+            locks,
             bytes_read: Some(report.bytes_read),
             bytes_stored: stored_first,
             detail: Some(Detail::Backup(report.report)),
@@ -415,13 +433,23 @@ impl StorageExecutor {
         }
         let packs = mover.finish(to).await?;
         let stored: u64 = packs.iter().map(|p| p.size).sum();
+        let written: Vec<String> = packs.iter().map(|p| p.id.clone()).collect();
         if !packs.is_empty() {
             to.put_index(&self.key, packs).await?;
         }
         let tree_hash = blake3::hash(&tree_bytes).to_hex().to_string();
-        to.put_snapshot_objects(header.key_id.clone(), &header.info(), tree_bytes, tree_hash)
+        let retain_until = to
+            .put_snapshot_objects(header.key_id.clone(), &header.info(), tree_bytes, tree_hash)
             .await?;
+        let mut locks = Vec::new();
+        if let (Some(until), Some(api), true) =
+            (retain_until, to.object_lock_api(), action.extend_locks)
+        {
+            let packs = packs_used(&tree, &target_index, written);
+            locks.push(api.extend(packs, until, None).await);
+        }
         Ok(Done {
+            locks,
             bytes_read: None,
             bytes_stored: Some(stored),
             detail: Some(Detail::Copied {
@@ -564,6 +592,7 @@ impl StorageExecutor {
         }
         if still.is_empty() {
             return Ok(Done {
+                locks: Vec::new(),
                 bytes_read: None,
                 bytes_stored: Some(stored),
                 detail: Some(Detail::Repaired {
@@ -601,6 +630,7 @@ impl StorageExecutor {
         }
         let freed = gc(repo, &self.key).await?;
         Ok(Done {
+            locks: Vec::new(),
             bytes_read: None,
             bytes_stored: None,
             detail: Some(Detail::Pruned {
@@ -622,18 +652,21 @@ fn by_pack(moves: &mut [(ChunkId, Location)]) {
 /// Stores a backup's packs as they come, and lists them in an index object as soon as
 /// the next pack would not fit in it ([`IndexBatch`]; the rest when the packs end): a
 /// backup holds the records of at most [`INDEX_OBJECT_CHUNKS`] new chunks and a pack,
-/// however many it stores. Returns the bytes stored. Packs listed by a backup that
-/// then fails are referred to by no snapshot, and the next prune deletes them.
+/// however many it stores. Returns the bytes stored and the packs written. Packs
+/// listed by a backup that then fails are referred to by no snapshot, and the next
+/// prune deletes them.
 async fn upload(
     repo: Repo,
     key: RepoKey,
     mut rx: mpsc::Receiver<PackUpload>,
-) -> Result<u64, Failure> {
+) -> Result<(u64, Vec<String>), Failure> {
     let mut batch = IndexBatch::default();
     let mut stored = 0;
+    let mut written = Vec::new();
     while let Some((bytes, record)) = rx.recv().await {
         repo.put_pack(bytes, &record).await?;
         stored += record.size;
+        written.push(record.id.clone());
         if let Some(full) = batch.push(record) {
             repo.put_index(&key, full).await?;
         }
@@ -642,7 +675,26 @@ async fn upload(
     if !rest.is_empty() {
         repo.put_index(&key, rest).await?;
     }
-    Ok(stored)
+    Ok((stored, written))
+}
+
+/// The pack objects a snapshot's `tree` uses: those of its chunks the index read
+/// before the backup holds (written by earlier snapshots), and the packs the backup
+/// wrote (`written`), each once, sorted.
+fn packs_used(tree: &Tree, index: &Index, written: Vec<String>) -> Vec<String> {
+    let mut packs: std::collections::BTreeSet<String> = written.into_iter().collect();
+    let mut seen: HashSet<&ChunkId> = HashSet::new();
+    for chunk in tree.entries.iter().flat_map(|e| e.chunks.iter()) {
+        if seen.insert(chunk)
+            && let Some(location) = index.locate(chunk)
+        {
+            packs.insert(location.pack.to_string());
+        }
+    }
+    packs
+        .into_iter()
+        .map(|p| crate::repo::format::pack_path(&p))
+        .collect()
 }
 
 fn snapshot_id(started: DateTime<Utc>, source: &str) -> String {
@@ -723,6 +775,7 @@ impl StorageExecutor {
             return Err(error);
         }
         Ok(Done {
+            locks: Vec::new(),
             bytes_read: Some(drill.restored_bytes),
             bytes_stored: None,
             detail: Some(Detail::Drilled {
@@ -780,6 +833,7 @@ impl Executor for StorageExecutor {
             .configure(&self.policy, settings.clone())
             .await?;
         Ok(Done {
+            locks: Vec::new(),
             bytes_read: None,
             bytes_stored: None,
             detail: Some(Detail::Configured {
@@ -886,8 +940,10 @@ mod tests {
             }
         }
         drop(tx);
-        let stored = uploader.await.expect("join").expect("upload");
+        let (stored, written) = uploader.await.expect("join").expect("upload");
         assert_eq!(stored, sent.iter().map(|p| p.size).sum::<u64>());
+        let ids: Vec<String> = sent.iter().map(|p| p.id.clone()).collect();
+        assert_eq!(written, ids, "the packs written, in order");
         let index = repo.load_index(&key).await.expect("index");
         assert_eq!(index.objects.len(), 2);
         assert_eq!(index.chunk_records(), 4 * per_pack as usize);

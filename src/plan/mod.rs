@@ -269,6 +269,11 @@ pub struct Backup {
     /// scan mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<BackupMode>,
+    /// Destinations (of `destinations`) with `object_lock.extend: true`: once the
+    /// snapshot is written there, the packs it uses whose S3 Object Lock ends before
+    /// its own are extended to its date.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extend_locks: Vec<String>,
 }
 
 /// How a Redis source's backup will run, as its server answered the probe.
@@ -318,6 +323,10 @@ pub struct Copy {
     pub snapshot: SnapshotRef,
     pub from: String,
     pub to: String,
+    /// `to` has `object_lock.extend: true`: once the snapshot is copied there, the
+    /// packs it uses there whose lock ends before its own are extended to its date.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub extend_locks: bool,
 }
 
 /// Bring back, from other destinations, the chunks that one destination lost: packs
@@ -592,6 +601,12 @@ pub fn plan_with(
                         .and_then(|p| p.estimated_bytes)
                         .or_else(|| view.last_good().and_then(|s| s.bytes_read)),
                     mode: probes.sources.get(name).and_then(|p| p.mode.clone()),
+                    extend_locks: source
+                        .destinations
+                        .iter()
+                        .filter(|d| extends_locks(policy, d))
+                        .cloned()
+                        .collect(),
                 }));
             }
             if let Some(probe) = probes.sources.get(name) {
@@ -617,6 +632,11 @@ pub fn plan_with(
                 }
             }
             retain(source, &view, &mut copies, &mut prunes, &mut warnings);
+        }
+    }
+    for action in &mut copies {
+        if let Action::Copy(c) = action {
+            c.extend_locks = extends_locks(policy, &c.to);
         }
     }
     let mut repairs = repairs(policy, inventory, &mut warnings);
@@ -887,6 +907,17 @@ fn hold_for_trusted_host(
 }
 
 /// `name` as the policy spells it (borrowed from the policy).
+/// Whether the destination `name` has `object_lock.extend: true`: what it is written
+/// with gets the locks of the packs it uses extended.
+fn extends_locks(policy: &Policy, name: &str) -> bool {
+    policy
+        .file
+        .destinations
+        .get(name)
+        .and_then(|d| d.object_lock())
+        .is_some_and(|l| l.extend)
+}
+
 fn policy_name<'a>(policy: &'a Policy, name: &str) -> &'a str {
     policy
         .file
@@ -933,6 +964,7 @@ fn retain(
                     snapshot: SnapshotRef::of(snapshot),
                     from: from.to_string(),
                     to: dest.to_string(),
+                    extend_locks: false,
                 }));
             }
         }

@@ -229,6 +229,13 @@ pub struct ObjectLock {
     /// configuration); make it at least the longest time the sources writing here
     /// keep a snapshot, plus a margin.
     pub retain_for: String,
+    /// After each backup (or copy of a snapshot here), extend the lock of the packs
+    /// the new snapshot uses whose lock ends before its own (packs written by
+    /// earlier snapshots and reused), in the mode they have. Needs `s3:GetObjectRetention` and `s3:PutObjectRetention`
+    /// for the backup host's credentials, with the conditions docs/security.md
+    /// gives. Default `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub extend: bool,
 }
 
 impl Destination {

@@ -120,6 +120,28 @@ fn label(action: &Action) -> String {
     }
 }
 
+/// What a backup did to the object locks of its packs on one destination.
+fn lock_extension(lock: &crate::repo::s3lock::LockExtension) -> String {
+    let mut text = format!(
+        "      object lock on {}: {} pack{} checked, {} extended until {}",
+        lock.destination,
+        lock.checked,
+        plural(lock.checked),
+        lock.extended,
+        lock.until.format("%Y-%m-%d %H:%M:%S UTC"),
+    );
+    if let Some(error) = &lock.error {
+        let _ = write!(
+            text,
+            "\n      ! warning {}: {}\n        help: {}",
+            error.code.id(),
+            error.message,
+            error.help_text()
+        );
+    }
+    text
+}
+
 /// One line per action, then a closing count.
 pub fn human(report: &Report) -> String {
     let mut out = String::new();
@@ -134,11 +156,16 @@ pub fn human(report: &Report) -> String {
                 .into_iter()
                 .flatten()
                 .collect();
-                if figures.is_empty() {
+                let mut line = if figures.is_empty() {
                     format!("  ✓ {}", label(&o.action))
                 } else {
                     format!("  ✓ {}   {}", label(&o.action), figures.join(", "))
+                };
+                for lock in &done.locks {
+                    line.push('\n');
+                    line.push_str(&lock_extension(lock));
                 }
+                line
             }
             Status::Failed { error } => format!(
                 "  ✗ {}   failed: {}: {}\n      help: {}",
@@ -240,6 +267,7 @@ mod tests {
         use crate::sources::kind::BackupReport;
 
         let backup = |stored, warnings: Vec<String>| Done {
+            locks: Vec::new(),
             bytes_read: Some(2048),
             bytes_stored: None,
             detail: Some(Detail::Backup(BackupReport { stored, warnings })),

@@ -76,12 +76,19 @@ fn lines(plan: &Plan) -> Vec<Line> {
                     .as_ref()
                     .map(|m| format!("; {}", backup_mode(m)))
                     .unwrap_or_default();
+                let extend = match b.extend_locks.is_empty() {
+                    true => String::new(),
+                    false => format!(
+                        "; then extends the object locks of its packs on {}",
+                        b.extend_locks.join(", ")
+                    ),
+                };
                 out.push(Line {
                     symbol: '+',
                     verb: "backup",
                     source: b.source.clone(),
                     what: format!("→ {}", b.destinations.join(", ")),
-                    why: format!("{why}{est}{mode}"),
+                    why: format!("{why}{est}{mode}{extend}"),
                 });
                 i += 1;
             }
@@ -131,7 +138,13 @@ fn lines(plan: &Plan) -> Vec<Line> {
                         first.to,
                         size.map(|n| format!(", {}", bytes(n))).unwrap_or_default()
                     ),
-                    why: format!("missing on {}", first.to),
+                    why: match first.extend_locks {
+                        false => format!("missing on {}", first.to),
+                        true => format!(
+                            "missing on {}; then extends the object locks of its packs there",
+                            first.to
+                        ),
+                    },
                 });
                 i = j;
             }

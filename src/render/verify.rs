@@ -98,13 +98,44 @@ pub fn human(all: &[Findings]) -> String {
         }
         if let Some(last) = f.short_locks.iter().max_by_key(|l| l.needed_until) {
             out.push_str(&format!(
-                "    ! warning {} {} pack{} locked for less time than the snapshots using them: the lock of {} ends {}, a snapshot using it is kept locked until {}\n",
+                "    ! warning {} {} pack{} locked for less time than the snapshots using them: the lock of {} ends {} ({}), a snapshot using it is kept locked until {}\n",
                 crate::error::Code::ShortObjectLock,
                 f.short_locks.len(),
                 if f.short_locks.len() == 1 { "" } else { "s" },
                 last.pack,
                 last.locked_until.format("%Y-%m-%d %H:%M UTC"),
+                match last.read {
+                    true => "read from the object",
+                    false => "its write time plus retain_for",
+                },
                 last.needed_until.format("%Y-%m-%d %H:%M UTC"),
+            ));
+        }
+        if let Some(bucket) = &f.bucket_lock
+            && bucket.differs
+        {
+            let has = match &bucket.default {
+                Some(d) => format!(
+                    "a default retention of {} day{} ({})",
+                    d.days,
+                    crate::plan::plural(d.days as usize),
+                    match d.mode {
+                        crate::repo::s3lock::LockMode::Governance => "governance",
+                        crate::repo::s3lock::LockMode::Compliance => "compliance",
+                    }
+                ),
+                None => "no default retention".to_string(),
+            };
+            out.push_str(&format!(
+                "    ! warning {} the bucket has {has}, but object_lock.retain_for is {} day{}: new objects are locked for what the bucket says\n",
+                crate::error::Code::BucketLockDiffers,
+                bucket.retain_for_days,
+                crate::plan::plural(bucket.retain_for_days as usize),
+            ));
+        }
+        if let Some(why) = f.bucket_lock.as_ref().and_then(|b| b.unreadable.as_ref()) {
+            out.push_str(&format!(
+                "    (the bucket's default retention was not compared with retain_for: {why})\n"
             ));
         }
         if let Some(recorded) = &f.recorded {

@@ -11,6 +11,7 @@ pub mod index;
 pub mod lock;
 pub mod mover;
 pub mod object;
+pub mod s3lock;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -355,6 +356,46 @@ pub async fn key_for(
     })
 }
 
+/// The signed requests on an S3 destination's bucket that OpenDAL does not make
+/// (reading and extending object retention, reading the bucket's default), for a
+/// destination with `object_lock:`.
+fn object_lock_api(name: &str, dest: &Destination) -> Result<s3lock::ObjectLockApi, Failure> {
+    let Destination::S3 {
+        bucket,
+        region,
+        endpoint,
+        root,
+        access_key_id,
+        secret_access_key,
+        ..
+    } = dest
+    else {
+        return Err(Failure::new(
+            Code::DestinationUnreadable,
+            format!("destination {name}: object_lock is for S3 destinations"),
+        ));
+    };
+    let resolve = |s: &crate::policy::Secret| {
+        s.resolve()
+            .map(|r| r.expose().to_string())
+            .map_err(|e| Failure::new(Code::SecretUnresolved, format!("destination {name}: {e}")))
+    };
+    let keys = match (access_key_id, secret_access_key) {
+        (Some(id), Some(key)) => Some((resolve(id)?, resolve(key)?)),
+        _ => None,
+    };
+    s3lock::ObjectLockApi::new(
+        name,
+        s3lock::S3Target {
+            bucket,
+            region: region.as_deref(),
+            endpoint: endpoint.as_deref(),
+            root: root.as_deref(),
+            keys,
+        },
+    )
+}
+
 /// Opens every destination of the policy as a repository handle, for writing.
 pub fn open_all(policy: &Policy) -> Result<Vec<store::Repo>, Failure> {
     policy
@@ -372,7 +413,11 @@ pub fn open(name: &str, dest: &Destination, policy: &Policy) -> Result<store::Re
     let lock_period = dest
         .object_lock()
         .and_then(|l| crate::policy::parse_duration(&l.retain_for).ok());
-    let repo = store::Repo::new(name, operator(name, dest, policy)?).with_lock_period(lock_period);
+    let mut repo =
+        store::Repo::new(name, operator(name, dest, policy)?).with_lock_period(lock_period);
+    if dest.object_lock().is_some() {
+        repo = repo.with_object_lock_api(object_lock_api(name, dest)?);
+    }
     let Destination::Fs { root, .. } = dest else {
         return Ok(repo);
     };

@@ -94,6 +94,9 @@ pub struct Repo {
     /// The bucket's S3 Object Lock period (`object_lock.retain_for`): each snapshot
     /// written here records when its lock ends.
     lock_period: Option<chrono::Duration>,
+    /// On an S3 destination with `object_lock:`: the requests that read and extend
+    /// its objects' retention.
+    object_lock: Option<std::sync::Arc<super::s3lock::ObjectLockApi>>,
 }
 
 /// A pack object as the listing shows it.
@@ -125,6 +128,7 @@ impl Repo {
             op,
             data_op: None,
             lock_period: None,
+            object_lock: None,
         }
     }
 
@@ -138,6 +142,17 @@ impl Repo {
     pub fn with_lock_period(mut self, period: Option<chrono::Duration>) -> Repo {
         self.lock_period = period;
         self
+    }
+
+    /// Reads and extends object retention through `api` ([`Repo::object_lock_api`]).
+    pub fn with_object_lock_api(mut self, api: super::s3lock::ObjectLockApi) -> Repo {
+        self.object_lock = Some(std::sync::Arc::new(api));
+        self
+    }
+
+    /// The Object Lock requests of an S3 destination with `object_lock:`.
+    pub fn object_lock_api(&self) -> Option<&std::sync::Arc<super::s3lock::ObjectLockApi>> {
+        self.object_lock.as_ref()
     }
 
     /// Writes data objects through `op` (an fs operator with an atomic write dir).
@@ -834,12 +849,13 @@ impl Repo {
     }
 
     /// Writes a snapshot: its tree, then its header (the manifest is written last).
+    /// Returns the date its Object Lock ends, when the destination has one.
     pub async fn put_snapshot(
         &self,
         key: &RepoKey,
         info: &SnapshotInfo,
         tree: &Tree,
-    ) -> Result<(), Failure> {
+    ) -> Result<Option<DateTime<Utc>>, Failure> {
         let tree_bytes = encode_tree(key, tree)?;
         let tree_hash = blake3::hash(&tree_bytes).to_hex().to_string();
         self.put_snapshot_objects(key.id(), info, tree_bytes, tree_hash)
@@ -854,7 +870,7 @@ impl Repo {
         info: &SnapshotInfo,
         tree_bytes: Vec<u8>,
         tree_hash: String,
-    ) -> Result<(), Failure> {
+    ) -> Result<Option<DateTime<Utc>>, Failure> {
         self.create(&format!("trees/{}", info.id), tree_bytes)
             .await?;
         let mut snapshot = info.clone();
@@ -871,11 +887,13 @@ impl Repo {
             tree_hash,
             size,
         };
+        let retain_until = header.snapshot.retain_until;
         self.create(
             &format!("snapshots/{}", info.id),
             object::encode(&header, &[]),
         )
-        .await
+        .await?;
+        Ok(retain_until)
     }
 
     /// A snapshot's header and the raw bytes of its tree object.

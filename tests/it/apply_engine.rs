@@ -132,6 +132,7 @@ fn backup(source: &str, level: usize, depends_on: &[&str]) -> Action {
         reason: BackupReason::NeverBackedUp,
         estimated_bytes: None,
         mode: None,
+        extend_locks: Vec::new(),
     })
 }
 
@@ -176,6 +177,7 @@ fn copy(source: &str) -> Action {
         snapshot: snapshot(source, 20),
         from: "local".into(),
         to: "offsite".into(),
+        extend_locks: false,
     })
 }
 

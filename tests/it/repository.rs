@@ -1787,10 +1787,7 @@ fn a_pack_lost_on_one_destination_is_copied_back_from_the_other_and_restores_ide
     );
     assert_eq!(lost_records(&sandbox, "two").len(), 1);
     // The JSON gives each problem its code, message and help.
-    let json = sandbox
-        .run(&["verify", "--format", "json"])
-        .fails()
-        .check();
+    let json = sandbox.run(&["verify", "--format", "json"]).fails().check();
     let all: serde_json::Value = serde_json::from_str(&json.stdout).expect("verify's JSON");
     let two = all
         .as_array()

@@ -1,8 +1,11 @@
 //! backplan on real S3: moto's S3 server on loopback (tests/it/common/s3.rs). A round
 //! trip through the binary, concurrent applies on one repository, the exclusive
 //! lock's reliance on S3's conditional writes (`If-None-Match: *`), and listing
-//! snapshots while a prune deletes them, and several hosts backing up into one
-//! repository while a third prunes.
+//! snapshots while a prune deletes them, several hosts backing up into one
+//! repository while a third prunes, and S3 Object Lock: prunes held until the lock
+//! ends, locks extended after backups and copies (`extend`), verify reading real
+//! retention and the bucket's default, and the requests backplan signs itself
+//! checked by a SigV4 verifier.
 //!
 //! Each test starts its own server; without `moto_server` they fail under CI and are
 //! skipped (loudly) elsewhere.
@@ -1525,4 +1528,588 @@ fn an_object_lock_bucket_takes_backups_and_prunes_wait_for_the_lock_to_end() {
     let verify = ok(&sandbox, &server, &["verify"]);
     assert!(verify.stdout.contains("✓ s3"), "{}", verify.stdout);
     assert!(!verify.stdout.contains("BP256"), "{}", verify.stdout);
+    // The bucket's default (7 days) is retain_for: no BP258.
+    assert!(!verify.stdout.contains("BP258"), "{}", verify.stdout);
+    let json = ok(&sandbox, &server, &["verify", "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
+    assert_eq!(json[0]["bucket_lock"]["differs"], false, "{json}");
+    assert_eq!(json[0]["bucket_lock"]["default"]["days"], 7, "{json}");
+    assert!(json[0]["locks_read"].as_u64() > Some(0), "{json}");
+}
+
+/// A pack's retention as a HEAD shows it: its mode and retain-until date.
+fn head_retention(
+    server: &S3Server,
+    bucket: &str,
+    pack: &str,
+) -> (String, chrono::DateTime<chrono::Utc>) {
+    let (status, head) = server
+        .raw("HEAD", &format!("/{bucket}{ROOT}/{pack}"), &[AUTH], b"")
+        .expect("a HEAD");
+    assert_eq!(status, 200, "{pack}: {head}");
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| {
+                let (key, value) = l.split_once(':')?;
+                key.eq_ignore_ascii_case(name)
+                    .then(|| value.trim().to_string())
+            })
+            .unwrap_or_else(|| panic!("{pack} has no {name}: {head}"))
+    };
+    let until = header("x-amz-object-lock-retain-until-date");
+    let until = chrono::DateTime::parse_from_rfc3339(&until)
+        .unwrap_or_else(|e| panic!("{until}: {e}"))
+        .with_timezone(&chrono::Utc);
+    (header("x-amz-object-lock-mode"), until)
+}
+
+/// The snapshot headers under `snapshots/`, oldest first.
+fn snapshot_headers(server: &S3Server, bucket: &str) -> Vec<SnapshotInfo> {
+    let op = server.operator(bucket, ROOT);
+    let paths = objects(server, bucket, "snapshots/");
+    let mut out: Vec<SnapshotInfo> = runtime().block_on(async {
+        let mut out = Vec::new();
+        for path in &paths {
+            let bytes = op.read(path).await.expect("read a snapshot").to_vec();
+            let header: backplan::repo::format::SnapshotHeader =
+                backplan::repo::object::header(&bytes).expect("a snapshot header");
+            out.push(header.snapshot);
+        }
+        out
+    });
+    out.sort_by_key(|i| i.time);
+    out
+}
+
+/// Deletes a pack's version (what ransomware holding the host's keys would try);
+/// the status and answer.
+fn delete_pack_version(
+    server: &S3Server,
+    bucket: &str,
+    extra: &[(&str, &str)],
+) -> (u16, String, String) {
+    let (status, versions) = server
+        .raw(
+            "GET",
+            &format!("/{bucket}?versions&prefix=backups/repo/packs/"),
+            &[AUTH],
+            b"",
+        )
+        .expect("list versions");
+    assert_eq!(status, 200, "{versions}");
+    let key = xml_value(&versions, "Key")
+        .expect("a pack version")
+        .to_string();
+    let version = xml_value(&versions, "VersionId").expect("a version id");
+    let mut headers = vec![AUTH];
+    headers.extend_from_slice(extra);
+    let (status, body) = server
+        .raw(
+            "DELETE",
+            &format!("/{bucket}/{key}?versionId={version}"),
+            &headers,
+            b"",
+        )
+        .expect("a DELETE");
+    (status, body, key)
+}
+
+/// A compliance bucket whose default retention (1 day) is shorter than the
+/// policy's `retain_for: 7d`: `verify` reads each pack's own retention and reports
+/// the short ones (BP256, which the dates derived from Last-Modified would miss) and
+/// the bucket's differing default (BP258). With `extend: true`, the plan says the
+/// next backup extends its packs' locks, the backup does (every pack it uses now
+/// reads back with the snapshot's date), the extended versions still cannot be
+/// deleted, and verify finds no short lock; once the bucket's default is 7 days,
+/// no BP258 either.
+#[test]
+fn extend_lengthens_the_locks_of_the_packs_a_backup_uses_and_verify_reads_the_real_ones() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let bucket = server.locked_bucket("extend", "COMPLIANCE", 1);
+    let locked = |extend: bool| {
+        policy(&server, &bucket, DATA_SOURCE).replace(
+            "    secret_access_key: ${env:",
+            &format!(
+                "    object_lock:\n      retain_for: 7d\n{}    secret_access_key: ${{env:",
+                if extend { "      extend: true\n" } else { "" }
+            ),
+        )
+    };
+    let sandbox = Sandbox::with_policy(&locked(false));
+    put(&sandbox, "data/base.bin", &noise(41, 900_000));
+    ok(&sandbox, &server, &["init"]);
+    let first = ok(&sandbox, &server, &["apply"]);
+    assert!(
+        !first.stdout.contains("object lock on"),
+        "no extension without extend: true\n{}",
+        first.stdout
+    );
+    let packs = objects(&server, &bucket, "packs/");
+    assert!(!packs.is_empty());
+    let snapshot = snapshot_headers(&server, &bucket).remove(0);
+    let needed = snapshot.retain_until.expect("retain_until recorded");
+    for pack in &packs {
+        let (mode, until) = head_retention(&server, &bucket, pack);
+        assert_eq!(mode, "COMPLIANCE");
+        assert!(
+            until < needed - chrono::Duration::days(5),
+            "{pack}: {until}"
+        );
+    }
+
+    // verify reads the packs' own retention: each ends 6 days before the snapshot's.
+    let verify = ok(&sandbox, &server, &["verify", "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&verify.stdout).expect("JSON");
+    let found = &json[0];
+    assert_eq!(found["locks_read"], packs.len(), "{found}");
+    let short = found["short_locks"].as_array().expect("short locks");
+    assert_eq!(short.len(), packs.len(), "{found}");
+    assert!(short.iter().all(|s| s["read"] == true), "{found}");
+    assert_eq!(found["bucket_lock"]["differs"], true, "{found}");
+    assert_eq!(found["bucket_lock"]["default"]["days"], 1, "{found}");
+    assert_eq!(found["bucket_lock"]["retain_for_days"], 7, "{found}");
+    let verify = ok(&sandbox, &server, &["verify"]);
+    assert!(
+        verify.stdout.contains("BP256") && verify.stdout.contains("read from the object"),
+        "{}",
+        verify.stdout
+    );
+    assert!(
+        verify.stdout.contains("BP258")
+            && verify
+                .stdout
+                .contains("a default retention of 1 day (compliance)"),
+        "{}",
+        verify.stdout
+    );
+
+    // With extend: the plan says so, and the backup extends every pack it uses.
+    sandbox.write("backplan.yaml", &locked(true));
+    put(&sandbox, "data/more.bin", &noise(42, 300_000));
+    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let plan = ok(&sandbox, &server, &["plan", "--now", tomorrow.as_str()]);
+    assert!(
+        plan.stdout
+            .contains("then extends the object locks of its packs on s3"),
+        "{}",
+        plan.stdout
+    );
+    let plan = ok(
+        &sandbox,
+        &server,
+        &["plan", "--now", tomorrow.as_str(), "--format", "json"],
+    );
+    let json: serde_json::Value = serde_json::from_str(&plan.stdout).expect("JSON");
+    let backup = json["actions"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["action"] == "backup"))
+        .unwrap_or_else(|| panic!("a backup: {json}"));
+    assert_eq!(
+        backup["extend_locks"],
+        serde_json::json!(["s3"]),
+        "{backup}"
+    );
+    let second = ok(
+        &sandbox,
+        &server,
+        &["apply", "--now", tomorrow.as_str(), "--format", "json"],
+    );
+    let report: serde_json::Value = serde_json::from_str(&second.stdout).expect("JSON");
+    let lock = &report["outcomes"][0]["locks"][0];
+    let all = objects(&server, &bucket, "packs/");
+    assert!(all.len() > packs.len(), "the new file wrote packs: {all:?}");
+    assert_eq!(lock["destination"], "s3", "{report}");
+    assert_eq!(lock["checked"], all.len(), "{report}");
+    // The earlier packs had 1-day locks, and so do the new ones (the bucket's
+    // default): all of them are extended.
+    assert_eq!(lock["extended"], all.len(), "{report}");
+    assert!(lock.get("error").is_none(), "{report}");
+
+    let newest = snapshot_headers(&server, &bucket)
+        .pop()
+        .expect("a snapshot")
+        .retain_until
+        .expect("retain_until recorded");
+    assert_eq!(
+        lock["until"]
+            .as_str()
+            .map(|t| t.parse::<chrono::DateTime<chrono::Utc>>()),
+        Some(Ok(newest)),
+        "{report}"
+    );
+    for pack in &all {
+        let (mode, until) = head_retention(&server, &bucket, pack);
+        assert_eq!(mode, "COMPLIANCE", "{pack}: the mode it had");
+        assert!(
+            until >= newest && until <= newest + chrono::Duration::seconds(2),
+            "{pack} locked until {until}, the snapshot until {newest}"
+        );
+    }
+    // An extended version is as undeletable as before.
+    let (status, body, key) = delete_pack_version(&server, &bucket, &[]);
+    assert_eq!(status, 403, "deleting {key}: {body}");
+    assert!(body.contains("AccessDenied"), "{body}");
+
+    // The next backup, seconds later, extends only what its new file wrote: the
+    // packs extended just now already reach (within two minutes) its date.
+    put(&sandbox, "data/third.bin", &noise(43, 1000));
+    let later = (chrono::Utc::now() + chrono::Duration::days(2))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let third = ok(
+        &sandbox,
+        &server,
+        &["apply", "--now", later.as_str(), "--format", "json"],
+    );
+    let report: serde_json::Value = serde_json::from_str(&third.stdout).expect("JSON");
+    let lock = &report["outcomes"][0]["locks"][0];
+    let now_all = objects(&server, &bucket, "packs/");
+    assert_eq!(lock["checked"], now_all.len(), "{report}");
+    assert_eq!(lock["extended"], now_all.len() - all.len(), "{report}");
+
+    // verify: no short lock; the bucket's default still differs (moto, unlike S3,
+    // refuses to change it once the bucket holds objects; the matching case is in
+    // `an_object_lock_bucket_takes_backups_and_prunes_wait_for_the_lock_to_end`).
+    let verify = ok(&sandbox, &server, &["verify"]);
+    assert!(!verify.stdout.contains("BP256"), "{}", verify.stdout);
+    assert!(verify.stdout.contains("BP258"), "{}", verify.stdout);
+}
+
+/// Governance mode: the extension keeps the mode, and the extended version cannot
+/// be deleted without `x-amz-bypass-governance-retention` (what backplan's
+/// credentials must never be allowed, docs/security.md); with it, it can.
+#[test]
+fn a_governance_lock_is_extended_in_governance_mode_and_refuses_a_delete_without_bypass() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let bucket = server.locked_bucket("governance", "GOVERNANCE", 1);
+    let text = policy(&server, &bucket, CONFIG_SOURCE).replace(
+        "    secret_access_key: ${env:",
+        "    object_lock:\n      retain_for: 3d\n      extend: true\n    secret_access_key: ${env:",
+    );
+    let sandbox = Sandbox::with_policy(&text);
+    put(&sandbox, "app.env", b"SECRET=1\n");
+    ok(&sandbox, &server, &["init"]);
+    let run = ok(&sandbox, &server, &["apply"]);
+    assert!(
+        run.stdout.contains("object lock on s3: ") && run.stdout.contains(" extended until "),
+        "{}",
+        run.stdout
+    );
+    let until = snapshot_headers(&server, &bucket)
+        .pop()
+        .and_then(|s| s.retain_until)
+        .expect("retain_until recorded");
+    for pack in objects(&server, &bucket, "packs/") {
+        let (mode, locked) = head_retention(&server, &bucket, &pack);
+        assert_eq!(mode, "GOVERNANCE");
+        assert!(locked >= until, "{pack}: {locked} before {until}");
+    }
+    let (status, body, key) = delete_pack_version(&server, &bucket, &[]);
+    assert_eq!(status, 403, "deleting {key}: {body}");
+    let (status, body, key) = delete_pack_version(
+        &server,
+        &bucket,
+        &[("x-amz-bypass-governance-retention", "true")],
+    );
+    assert_eq!(status, 204, "deleting {key} with the bypass: {body}");
+}
+
+const NO_RETENTION_KEY: &str = "backplan-no-retention";
+
+/// `extend: true` with credentials the bucket refuses `PutObjectRetention`: the
+/// backup still succeeds and its snapshot is complete, the report carries warning
+/// BP257 with its help (JSON: the `locks` entry's `error`), the pack keeps the
+/// bucket's lock, and the secret key appears nowhere in the output.
+#[test]
+fn a_refused_lock_extension_is_warning_bp257_and_the_backup_still_succeeds() {
+    let Some(server) = S3Server::start_with(Faults {
+        no_retention_key: Some(NO_RETENTION_KEY),
+        ..Faults::default()
+    }) else {
+        return;
+    };
+    let bucket = server.locked_bucket("refused", "COMPLIANCE", 1);
+    let text = policy(&server, &bucket, CONFIG_SOURCE).replace(
+        "    secret_access_key: ${env:",
+        "    object_lock:\n      retain_for: 2d\n      extend: true\n    secret_access_key: ${env:",
+    );
+    let sandbox = Sandbox::with_policy(&text);
+    put(&sandbox, "app.env", b"SECRET=1\n");
+    ok(&sandbox, &server, &["init"]);
+    let mut command = backplan(&sandbox, &["apply"]);
+    command.env(KEY_ID_VAR, NO_RETENTION_KEY);
+    let run = Run::from(command.output().expect("run backplan"));
+    assert_eq!(run.status, Some(0), "{}", show(&["apply"], &run, &server));
+    assert!(
+        run.stdout.contains("✓ backup config → s3")
+            && run
+                .stdout
+                .contains("object lock on s3: 0 packs checked, 0 extended")
+            && run
+                .stdout
+                .contains("! warning BP257: destination s3: extending the lock of packs/")
+            && run.stdout.contains("HTTP 403 AccessDenied")
+            && run.stdout.contains("help: the snapshot is complete"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains(SECRET_ACCESS_KEY) && !run.stderr.contains(SECRET_ACCESS_KEY));
+    let snapshots = snapshot_headers(&server, &bucket);
+    assert_eq!(snapshots.len(), 1);
+    assert_eq!(snapshots[0].status, SnapshotStatus::Complete);
+    let until = snapshots[0].retain_until.expect("retain_until recorded");
+    for pack in objects(&server, &bucket, "packs/") {
+        let (_, locked) = head_retention(&server, &bucket, &pack);
+        assert!(
+            locked < until - chrono::Duration::hours(12),
+            "{pack}: {locked}"
+        );
+    }
+
+    // The same in JSON: the error is typed, with its code.
+    put(&sandbox, "app.env", b"SECRET=2\n");
+    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let args = ["apply", "--now", tomorrow.as_str(), "--format", "json"];
+    let mut command = backplan(&sandbox, &args);
+    command.env(KEY_ID_VAR, NO_RETENTION_KEY);
+    let run = Run::from(command.output().expect("run backplan"));
+    assert_eq!(run.status, Some(0), "{}", show(&args, &run, &server));
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    let lock = &report["outcomes"][0]["locks"][0];
+    assert_eq!(lock["error"]["code"], "BP257", "{report}");
+    assert_eq!(report["outcomes"][0]["status"], "done", "{report}");
+}
+
+/// Percent-encodes a form value.
+fn form(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The Object Lock requests backplan signs itself (a HEAD's retention,
+/// PutObjectRetention, GetObjectLockConfiguration) against a server that checks
+/// every signature as S3 does (moto's IAM authentication, which recomputes SigV4
+/// with botocore) for the key of a user it knows: each goes through and does what
+/// it says, and the same requests signed with a wrong secret are refused. (OpenDAL's
+/// own requests are not part of it: moto's checker refuses its listings with a
+/// `prefix=a/b` query, a quirk of moto's, not of how S3 checks them.)
+#[test]
+fn the_object_lock_requests_carry_signatures_an_s3_checker_accepts() {
+    use backplan::repo::s3lock::{DefaultRetention, LockMode, ObjectLockApi, Retention, S3Target};
+
+    let Some(server) = S3Server::start_with(Faults {
+        authenticate_after: Some(16),
+        ..Faults::default()
+    }) else {
+        return;
+    };
+    let bucket = server.locked_bucket("signed", "COMPLIANCE", 1);
+    // A pack-like object, written while requests are not checked yet.
+    let body = b"a locked object";
+    let md5 = openssl::hash::hash(openssl::hash::MessageDigest::md5(), body).expect("md5");
+    let md5 = openssl::base64::encode_block(&md5);
+    let (status, answer) = server
+        .raw(
+            "PUT",
+            &format!("/{bucket}{ROOT}/packs/aa/aa01"),
+            &[AUTH, ("Content-MD5", md5.as_str())],
+            body,
+        )
+        .expect("a PUT");
+    assert_eq!(status, 200, "{answer}");
+    // An IAM user allowed everything.
+    let iam = |body: String| {
+        let (status, answer) = server
+            .raw(
+                "POST",
+                "/",
+                &[
+                    (
+                        "Authorization",
+                        "AWS4-HMAC-SHA256 Credential=setup/20260101/us-east-1/iam/aws4_request, \
+                         SignedHeaders=host, Signature=0000",
+                    ),
+                    ("Content-Type", "application/x-www-form-urlencoded"),
+                ],
+                body.as_bytes(),
+            )
+            .expect("an IAM request");
+        assert_eq!(status, 200, "{body}: {answer}");
+        answer
+    };
+    iam("Action=CreateUser&UserName=backplan&Version=2010-05-08".to_string());
+    let key = iam("Action=CreateAccessKey&UserName=backplan&Version=2010-05-08".to_string());
+    let id = xml_value(&key, "AccessKeyId")
+        .expect("a key id")
+        .to_string();
+    let secret = xml_value(&key, "SecretAccessKey")
+        .expect("a secret key")
+        .to_string();
+    let everything =
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
+    iam(format!(
+        "Action=PutUserPolicy&UserName=backplan&PolicyName=all&PolicyDocument={}&Version=2010-05-08",
+        form(everything)
+    ));
+    // Use up the unchecked requests: from the first refusal on, every request is
+    // checked.
+    let refused = (0..20).find_map(|_| {
+        let (status, body) = server
+            .raw("GET", &format!("/{bucket}?versions"), &[AUTH], b"")
+            .expect("a GET");
+        (status == 403).then_some(body)
+    });
+    let refused = refused.expect("a made-up signature is refused once checks begin");
+    assert!(
+        refused.contains("InvalidAccessKeyId") || refused.contains("SignatureDoesNotMatch"),
+        "{refused}"
+    );
+
+    let endpoint = server.endpoint();
+    let api = |secret: &str| {
+        ObjectLockApi::new(
+            "s3",
+            S3Target {
+                bucket: &bucket,
+                region: Some(REGION),
+                endpoint: Some(&endpoint),
+                root: Some(ROOT),
+                keys: Some((id.clone(), secret.to_string())),
+            },
+        )
+        .expect("an Object Lock client")
+    };
+    let (good, bad) = (api(&secret), api("not-the-secret"));
+    let path = "packs/aa/aa01";
+    runtime().block_on(async {
+        let now = chrono::Utc::now();
+        let first = good
+            .retention(path)
+            .await
+            .expect("a signed HEAD")
+            .expect("a retention");
+        assert_eq!(first.mode, LockMode::Compliance);
+        assert!(
+            first.until > now && first.until <= now + chrono::Duration::days(1),
+            "{first:?}"
+        );
+        let later = now + chrono::Duration::days(3);
+        good.put_retention(
+            path,
+            Retention {
+                mode: LockMode::Compliance,
+                until: later,
+            },
+        )
+        .await
+        .expect("a signed PutObjectRetention");
+        let extended = good
+            .retention(path)
+            .await
+            .expect("a signed HEAD")
+            .expect("a retention");
+        assert!(
+            extended.until >= later && extended.until <= later + chrono::Duration::seconds(1),
+            "{extended:?}, asked {later}"
+        );
+        assert_eq!(
+            good.bucket_default()
+                .await
+                .expect("a signed GET ?object-lock"),
+            Some(DefaultRetention {
+                mode: LockMode::Compliance,
+                days: 1
+            })
+        );
+        // A wrong secret: every one of them refused, and no secret in the message.
+        for refused in [
+            bad.retention(path).await.map(|_| ()),
+            bad.put_retention(path, extended).await,
+            bad.bucket_default().await.map(|_| ()),
+        ] {
+            let failure = refused.expect_err("a wrong signature is refused");
+            assert!(
+                failure.message.contains("HTTP 403 SignatureDoesNotMatch")
+                    || failure.message.contains("HTTP 403"),
+                "{}",
+                failure.message
+            );
+            assert!(!failure.message.contains(&secret), "{}", failure.message);
+        }
+    });
+}
+
+/// A snapshot missing on a locked destination with `extend: true` is copied back
+/// from a local folder, and the copy extends the locks of the packs it uses there
+/// (packs the bucket locked for 1 day, under `retain_for: 7d`), as a backup would.
+#[test]
+fn a_copy_into_an_extending_destination_extends_the_locks_of_the_packs_it_uses() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let bucket = server.locked_bucket("copy", "COMPLIANCE", 1);
+    let locked = |extend: bool| {
+        policy(&server, &bucket, DATA_SOURCE)
+            .replace(
+                "\nsources:\n",
+                "  local:\n    type: fs\n    root: local\n\nsources:\n",
+            )
+            .replace(
+                "    secret_access_key: ${env:",
+                &format!(
+                    "    object_lock:\n      retain_for: 7d\n{}    secret_access_key: ${{env:",
+                    if extend { "      extend: true\n" } else { "" }
+                ),
+            )
+    };
+    let sandbox = Sandbox::with_policy(&locked(false));
+    put(&sandbox, "data/base.bin", &noise(61, 400_000));
+    ok(&sandbox, &server, &["init"]);
+    ok(&sandbox, &server, &["apply"]);
+    let snapshot = snapshot_headers(&server, &bucket).remove(0);
+    // The snapshot goes missing on S3 (a plain DELETE: a delete marker hides it).
+    runtime().block_on(async {
+        let op = server.operator(&bucket, ROOT);
+        op.delete(&format!("snapshots/{}", snapshot.id))
+            .await
+            .expect("delete the header");
+    });
+    assert!(snapshot_headers(&server, &bucket).is_empty());
+
+    sandbox.write("backplan.yaml", &locked(true));
+    let plan = ok(&sandbox, &server, &["plan"]);
+    assert!(
+        plan.stdout
+            .contains("missing on s3; then extends the object locks of its packs there")
+            && !plan.stdout.contains("backup data"),
+        "{}",
+        plan.stdout
+    );
+    let run = ok(&sandbox, &server, &["apply", "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    let outcome = &report["outcomes"][0];
+    assert_eq!(outcome["action"]["action"], "copy", "{report}");
+    assert_eq!(outcome["action"]["extend_locks"], true, "{report}");
+    let packs = objects(&server, &bucket, "packs/");
+    let lock = &outcome["locks"][0];
+    assert_eq!(lock["checked"], packs.len(), "{report}");
+    assert_eq!(lock["extended"], packs.len(), "{report}");
+    let copied = snapshot_headers(&server, &bucket).remove(0);
+    let until = copied.retain_until.expect("retain_until recorded");
+    for pack in &packs {
+        let (_, locked) = head_retention(&server, &bucket, pack);
+        assert!(locked >= until, "{pack}: {locked} before {until}");
+    }
 }

@@ -47,7 +47,8 @@ const LOG_KEEP: usize = 64 * 1024;
 /// append-only IAM user's (docs/security.md): an object DELETE outside a `locks/`
 /// folder, and any multi-object delete, is refused with HTTP 403 `AccessDenied`. The
 /// counts of all of these, and of that key's DELETEs let through, are written to
-/// `BACKPLAN_TEST_S3_FAULTS_FILE`.
+/// `BACKPLAN_TEST_S3_FAULTS_FILE`. `BACKPLAN_TEST_S3_NO_RETENTION_KEY=ID` refuses that
+/// key's `PutObjectRetention` with HTTP 403 `AccessDenied`.
 const SITECUSTOMIZE: &str = r#"import os
 import sys
 import threading
@@ -62,10 +63,20 @@ try:
     _lose_conditionals = int(os.environ.get("BACKPLAN_TEST_S3_LOSE_CONDITIONALS") or 0)
     _faults_file = os.environ.get("BACKPLAN_TEST_S3_FAULTS_FILE")
     _append_only_key = os.environ.get("BACKPLAN_TEST_S3_APPEND_ONLY_KEY")
+    _no_retention_key = os.environ.get("BACKPLAN_TEST_S3_NO_RETENTION_KEY")
 
     def _append_only(request):
         auth = request.headers.get("Authorization") or ""
         return bool(_append_only_key) and f"Credential={_append_only_key}/" in auth
+
+    def _no_retention(request, full_url):
+        auth = request.headers.get("Authorization") or ""
+        return (
+            bool(_no_retention_key)
+            and f"Credential={_no_retention_key}/" in auth
+            and request.method == "PUT"
+            and "retention" in urlparse(full_url).query
+        )
     _state = {"requests": 0, "refused": 0, "lost": 0, "deletes_refused": 0, "deletes": 0}
     _ACCESS_DENIED = (
         403,
@@ -97,6 +108,8 @@ try:
                 _state["refused"] += 1
                 _count()
                 return _SLOW_DOWN
+            if _no_retention(request, args[0] if args else kwargs.get("full_url", "")):
+                return _ACCESS_DENIED
             if request.method == "DELETE" and _append_only(request):
                 full_url = args[0] if args else kwargs.get("full_url", "")
                 if "/locks/" not in urlparse(full_url).path:
@@ -153,6 +166,14 @@ pub struct Faults {
     /// Requests signed with this access key id may delete only under `locks/`: any
     /// other DELETE of theirs, and any multi-object delete, is refused (403).
     pub append_only_key: Option<&'static str>,
+    /// Requests signed with this access key id may not set an object's retention:
+    /// `PutObjectRetention` is refused (403), as for credentials without
+    /// `s3:PutObjectRetention`.
+    pub no_retention_key: Option<&'static str>,
+    /// After this many requests, moto authenticates every request as AWS would: its
+    /// SigV4 signature (checked with botocore) by a key of an IAM user it knows
+    /// (`INITIAL_NO_AUTH_ACTION_COUNT`).
+    pub authenticate_after: Option<u32>,
 }
 
 /// What a server injected: requests refused, and answers lost after the write.
@@ -251,6 +272,12 @@ impl S3Server {
         }
         if let Some(key) = faults.append_only_key {
             command.env("BACKPLAN_TEST_S3_APPEND_ONLY_KEY", key);
+        }
+        if let Some(key) = faults.no_retention_key {
+            command.env("BACKPLAN_TEST_S3_NO_RETENTION_KEY", key);
+        }
+        if let Some(n) = faults.authenticate_after {
+            command.env("INITIAL_NO_AUTH_ACTION_COUNT", n.to_string());
         }
         let mut child = command
             .env(
@@ -422,6 +449,13 @@ impl S3Server {
             )
             .unwrap_or_else(|e| panic!("creating bucket {name}: {e}"));
         assert_eq!(status, 200, "creating bucket {name}: {body}");
+        self.set_default_retention(&name, mode, days);
+        name
+    }
+
+    /// Sets the default retention of a bucket made by [`S3Server::locked_bucket`].
+    /// (moto refuses once the bucket holds objects; S3 does not.)
+    fn set_default_retention(&self, name: &str, mode: &str, days: u32) {
         let config = format!(
             "<ObjectLockConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
              <ObjectLockEnabled>Enabled</ObjectLockEnabled><Rule><DefaultRetention>\
@@ -437,7 +471,6 @@ impl S3Server {
             )
             .unwrap_or_else(|e| panic!("object lock on {name}: {e}"));
         assert_eq!(status, 200, "object lock on {name}: {body}");
-        name
     }
 
     /// One plain HTTP/1.1 request with an empty body; returns the status code.
