@@ -2603,3 +2603,25 @@ fn an_edge_case_tree_round_trips_with_a_key_made_by_gpg() {
     let (_, secret) = key_made_by_gpg(&sandbox);
     edge_case_round_trip(&sandbox, &secret.display().to_string(), 32 << 20);
 }
+
+#[test]
+fn an_unreadable_lock_is_in_a_backup_s_way_until_unlock_removes_it() {
+    let sandbox = Sandbox::initialised(&policy(&files_source("data", "data")));
+    write_random(&sandbox.path("data/a.bin"), 1 << 16);
+    // A lock cut short (being uploaded to a server without atomic writes, or broken):
+    // whose it is and of which kind cannot be told, so it counts as someone's.
+    sandbox.write("backups/locks/shared-0123456789abcdef", "{\"kind\":\"sha");
+    sandbox
+        .run(&["apply"])
+        .status(3)
+        .stdout("BP222")
+        .stdout("locks/shared-0123456789abcdef is unreadable")
+        .check();
+    assert_eq!(lock_names(&sandbox), ["shared-0123456789abcdef"]);
+    sandbox
+        .run(&["unlock"])
+        .stdout("removed locks/shared-0123456789abcdef")
+        .check();
+    sandbox.run(&["apply"]).check();
+    assert_eq!(lock_names(&sandbox), Vec::<String>::new());
+}
