@@ -494,21 +494,37 @@ impl SecretKeys {
 
     /// Decrypts `key set ‖ packet` (a chunk) or a whole message (`key_set` empty).
     pub fn decrypt(&self, key_set: &[u8], packet: &[u8]) -> Result<Vec<u8>> {
+        let mut plain = Vec::new();
+        let range = self.decrypt_into(key_set, packet, &mut plain)?;
+        plain.truncate(range.end);
+        plain.drain(..range.start);
+        Ok(plain)
+    }
+
+    /// [`SecretKeys::decrypt`] into `buf` (a buffer used chunk after chunk), without
+    /// a last copy of the plaintext: where the plaintext lies in `buf`.
+    pub fn decrypt_into(
+        &self,
+        key_set: &[u8],
+        packet: &[u8],
+        buf: &mut Vec<u8>,
+    ) -> Result<std::ops::Range<usize>> {
         let id = *blake3::hash(key_set).as_bytes();
         // A chunk of a pack whose session key is known, as SEIPDv1: opened without
         // sequoia's SHA-1 collision detection (see `seipdv1`), else by sequoia.
         let known = self.cache.lock().ok().and_then(|c| c.get(&id).cloned());
         if let Some((Some(SymmetricAlgorithm::AES256), key)) = known
             && !key_set.is_empty()
-            && let Some(plain) = seipdv1::open(&key, packet)
+            && let Some(range) = seipdv1::open_in_place(&key, packet, buf)
         {
-            return Ok(plain);
+            return Ok(range);
         }
         let mut message = Vec::with_capacity(key_set.len() + packet.len());
         message.extend_from_slice(key_set);
         message.extend_from_slice(packet);
         let helper = SecretHelper { keys: self, id };
-        decrypt(&message, helper)
+        *buf = decrypt(&message, helper)?;
+        Ok(0..buf.len())
     }
 }
 

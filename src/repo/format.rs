@@ -18,6 +18,9 @@ pub const CHUNK_MAX: u32 = 4 * 1024 * 1024;
 
 /// A pack is closed once it holds this many bytes of chunks.
 pub const PACK_TARGET: usize = 16 * 1024 * 1024;
+/// Room a pack's buffer keeps for its header (the key sets, a few hundred bytes
+/// each), so that putting it in front moves the packets without a new buffer.
+const PACK_HEADER_ROOM: usize = 64 * 1024;
 
 pub const PACK_MAGIC: &[u8; 8] = b"BPPACK1\n";
 
@@ -421,6 +424,13 @@ pub struct PackBuilder {
 impl PackBuilder {
     /// Adds one encrypted chunk; `key_set` is the serialised PKESKs it needs.
     pub fn add(&mut self, id: ChunkId, key_set: &[u8], packet: &[u8], raw_length: u32) {
+        if self.packets.capacity() == 0 {
+            // Room for a full pack and its header at once: grown by doubling, the
+            // buffer was copied four times over and, while it grew from 16 to 32 MiB,
+            // held both (a backup's sealers peaked there).
+            self.packets
+                .reserve_exact(PACK_TARGET + CHUNK_MAX as usize + PACK_HEADER_ROOM);
+        }
         let hash = blake3::hash(key_set);
         let index = match self.key_sets.iter().position(|(h, _)| *h == hash) {
             Some(i) => i,

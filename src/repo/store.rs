@@ -209,8 +209,24 @@ impl Repo {
         Ok(bytes)
     }
 
-    pub async fn read_whole(&self, path: &str) -> Result<Vec<u8>, Failure> {
-        self.read(path).await
+    /// Reads a whole object into `bytes` (emptied first), made room for `size_hint`
+    /// bytes (its size as the index records it; it grows if the object is larger). The
+    /// backend's pieces (2 MiB on a local folder) are copied into it one by one, so a
+    /// 16 MiB pack costs 16 MiB and a piece, not the pieces and a copy of them all,
+    /// and a buffer can serve pack after pack.
+    pub async fn read_whole(
+        &self,
+        path: &str,
+        size_hint: u64,
+        bytes: &mut Vec<u8>,
+    ) -> Result<(), Failure> {
+        let fail = |e| storage(&self.name, &format!("reading {path}"), e);
+        bytes.clear();
+        // Exactly: `reserve` would double a reused buffer a little too small.
+        bytes.reserve_exact(usize::try_from(size_hint).unwrap_or(0));
+        let reader = self.op.reader(path).await.map_err(fail)?;
+        reader.read_into(bytes, ..).await.map_err(fail)?;
+        Ok(())
     }
 
     /// Writes an object that must not exist yet (content-addressed or unique name).
@@ -1105,7 +1121,11 @@ pub fn decode_tree(key: &RepoKey, bytes: &[u8]) -> Result<Tree, String> {
     let (_, body) = object::decode::<SealedHeader>(bytes).map_err(|d| d.0)?;
     let plain = key.open(body).map_err(|e| e.0)?;
     let json = zstd::decode_all(&plain[..]).map_err(|e| e.to_string())?;
-    serde_json::from_slice(&json).map_err(|e| e.to_string())
+    let mut tree: Tree = serde_json::from_slice(&json).map_err(|e| e.to_string())?;
+    // Grown by doubling while parsed: up to twice the entries' size, for as long as
+    // a restore or a backup holds the tree.
+    tree.entries.shrink_to_fit();
+    Ok(tree)
 }
 
 #[cfg(test)]

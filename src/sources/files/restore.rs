@@ -183,9 +183,21 @@ fn write_items(
     let mut report = RestoreReport::default();
     // Directories whose metadata is set once their contents are written.
     let mut finish_dirs: Vec<(PathBuf, &Entry)> = Vec::new();
+    // The parent last checked: items come in path order, so the files of one folder
+    // are checked once for all of them. Nothing written below a folder (files,
+    // symlinks, links) changes the folders above it.
+    let mut checked: Option<&[u8]> = None;
     for item in &prepared.items {
         let dest = target.join(OsStr::from_bytes(item.path));
-        check_parents(target, item.path, &item.shown)?;
+        let parent = item
+            .path
+            .iter()
+            .rposition(|&b| b == b'/')
+            .map_or(&item.path[..0], |i| &item.path[..i]);
+        if checked != Some(parent) {
+            check_parents(target, item.path, &item.shown)?;
+            checked = Some(parent);
+        }
         let io_err = |what: &str, e: io::Error| {
             ScanError::io(format!("restoring {}: {what}: {e}", item.shown))
         };
