@@ -126,6 +126,13 @@ pub fn operator(name: &str, dest: &Destination, policy: &Policy) -> Result<Opera
     bare_operator(name, dest, policy).map(|op| resilient(name, op))
 }
 
+/// A destination's secret, resolved, or `SecretUnresolved` naming the destination.
+fn resolve_secret(name: &str, s: &crate::policy::Secret) -> Result<String, Failure> {
+    s.resolve()
+        .map(|r| r.expose().to_string())
+        .map_err(|e| Failure::new(Code::SecretUnresolved, format!("destination {name}: {e}")))
+}
+
 fn bare_operator(name: &str, dest: &Destination, policy: &Policy) -> Result<Operator, Failure> {
     let fail = |e: &dyn std::fmt::Display| {
         Failure::new(
@@ -133,11 +140,7 @@ fn bare_operator(name: &str, dest: &Destination, policy: &Policy) -> Result<Oper
             format!("destination {name}: {e}"),
         )
     };
-    let resolve = |s: &crate::policy::Secret| {
-        s.resolve()
-            .map(|r| r.expose().to_string())
-            .map_err(|e| Failure::new(Code::SecretUnresolved, format!("destination {name}: {e}")))
-    };
+    let resolve = |s: &crate::policy::Secret| resolve_secret(name, s);
     match dest {
         Destination::Fs { root, .. } => {
             let root = policy.resolve_path(root);
@@ -375,11 +378,7 @@ fn object_lock_api(name: &str, dest: &Destination) -> Result<s3lock::ObjectLockA
             format!("destination {name}: object_lock is for S3 destinations"),
         ));
     };
-    let resolve = |s: &crate::policy::Secret| {
-        s.resolve()
-            .map(|r| r.expose().to_string())
-            .map_err(|e| Failure::new(Code::SecretUnresolved, format!("destination {name}: {e}")))
-    };
+    let resolve = |s: &crate::policy::Secret| resolve_secret(name, s);
     let keys = match (access_key_id, secret_access_key) {
         (Some(id), Some(key)) => Some((resolve(id)?, resolve(key)?)),
         _ => None,
