@@ -924,7 +924,7 @@ mod tests {
                     .collect(),
             };
             sent.push(record.clone());
-            tx.send((bytes, record)).await.expect("sent");
+            tx.send((bytes.into(), record)).await.expect("sent");
             if p == 2 {
                 // The third pack does not fit beside the first two: they are listed.
                 let mut index = repo.load_index(&key).await.expect("index");

@@ -356,6 +356,19 @@ impl KeySet {
         seipdv1::seal(&self.session_key, plaintext)
             .ok_or_else(|| CryptoError("encrypt: OpenSSL failed".into()))
     }
+
+    /// Appends to `out` the packet [`KeySet::encrypt`] makes of the concatenation of
+    /// `parts`. SEIPDv1 is sealed in place in `out` (the plaintext copied once, no
+    /// packet of its own); on an error `out` is as it was.
+    pub fn encrypt_into(&self, parts: &[&[u8]], out: &mut Vec<u8>) -> Result<()> {
+        if self.aead || SYM != SymmetricAlgorithm::AES256 {
+            let packet = seal_with(&self.session_key, self.aead, &parts.concat())?;
+            out.extend_from_slice(&packet);
+            return Ok(());
+        }
+        seipdv1::seal_into(&self.session_key, parts, out)
+            .ok_or_else(|| CryptoError("encrypt: OpenSSL failed".into()))
+    }
 }
 
 fn seal_with(session_key: &SessionKey, aead: bool, plaintext: &[u8]) -> Result<Vec<u8>> {
@@ -678,6 +691,26 @@ mod tests {
         let v2 = demo_recipients().key_set().expect("key set");
         let chunk = v2.encrypt(b"aead").expect("encrypt");
         assert_eq!(seipdv1::open(&v2.session_key, &chunk), None);
+    }
+
+    #[test]
+    fn a_chunk_sealed_from_parts_after_other_bytes_opens_as_their_concatenation() {
+        let v1 = Recipients::load(&[fixture("tests/fixtures/keys/gnupg-2.2.asc")]).expect("key");
+        let cases = [
+            (v1, secret_keys("tests/fixtures/keys/gnupg-2.2.secret.asc")),
+            (demo_recipients(), demo_secret()),
+        ];
+        for (recipients, secret) in cases {
+            let set = recipients.key_set().expect("key set");
+            let head = [0xA5u8; 100];
+            let body: Vec<u8> = (0..300_000).map(|i| (i % 251) as u8).collect();
+            let parts: [&[u8]; 3] = [&head[..7], &body, b""];
+            let mut out = b"earlier packets".to_vec();
+            set.encrypt_into(&parts, &mut out).expect("sealed");
+            assert_eq!(&out[..15], b"earlier packets", "aead: {}", recipients.aead);
+            let plain = secret.decrypt(&set.packets, &out[15..]).expect("opens");
+            assert_eq!(plain, parts.concat(), "aead: {}", recipients.aead);
+        }
     }
 
     #[test]

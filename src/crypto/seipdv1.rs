@@ -201,33 +201,54 @@ fn header(tag: u8, len: usize, out: &mut Vec<u8>) -> Option<()> {
 /// Encrypts `plaintext` into one SEIPDv1 packet (a literal data packet and the MDC
 /// inside) with the AES-256 session key `key`; `None` only if OpenSSL fails.
 pub fn seal(key: &[u8], plaintext: &[u8]) -> Option<Vec<u8>> {
-    let cipher = Cipher::aes_256_cfb128();
-    if key.len() != cipher.key_len() {
+    let mut out = Vec::with_capacity(plaintext.len() + 64);
+    seal_into(key, &[plaintext], &mut out)?;
+    Some(out)
+}
+
+/// Appends to `out` one SEIPDv1 packet whose plaintext is the concatenation of
+/// `parts`, as [`seal`] does. The plaintext is copied once, into `out`, and encrypted
+/// there in place (CFB needs no room beyond its input): a backup seals each chunk
+/// straight into its pack this way. On `None` (OpenSSL failed) `out` is as it was.
+pub fn seal_into(key: &[u8], parts: &[&[u8]], out: &mut Vec<u8>) -> Option<()> {
+    let cipher = openssl::cipher::Cipher::aes_256_cfb128();
+    if key.len() != cipher.key_length() {
         return None;
     }
-    // The random block and its last two bytes again, the literal packet, the MDC.
-    let mut inner = Vec::with_capacity(plaintext.len() + 64);
-    let mut prefix = [0u8; 16];
-    openssl::rand::rand_bytes(&mut prefix).ok()?;
-    inner.extend_from_slice(&prefix);
-    inner.extend_from_slice(&prefix[14..]);
-    header(11, plaintext.len() + 6, &mut inner)?;
-    inner.extend_from_slice(&[b'b', 0, 0, 0, 0, 0]);
-    inner.extend_from_slice(plaintext);
-    inner.extend_from_slice(&[0xD3, 0x14]);
-    let mdc = openssl::sha::sha1(&inner);
-    inner.extend_from_slice(&mdc);
-
-    let mut out = Vec::with_capacity(inner.len() + 2 * cipher.block_size() + 8);
-    header(18, inner.len() + 1, &mut out)?;
-    out.push(1);
-    let at = out.len();
-    out.resize(at + inner.len() + cipher.block_size(), 0);
-    let mut crypter = Crypter::new(cipher, Mode::Encrypt, key, Some(&[0u8; 16])).ok()?;
-    let mut n = crypter.update(&inner, &mut out[at..]).ok()?;
-    n += crypter.finalize(&mut out[at + n..]).ok()?;
-    out.truncate(at + n);
-    Some(out)
+    let start = out.len();
+    let sealed = (|| {
+        let plain_len: usize = parts.iter().map(|p| p.len()).sum();
+        // The random block and its last two bytes again, the literal packet, the MDC.
+        let mut literal = Vec::with_capacity(8);
+        header(11, plain_len + 6, &mut literal)?;
+        let inner_len = 18 + literal.len() + 6 + plain_len + 22;
+        header(18, inner_len + 1, out)?;
+        out.push(1);
+        let at = out.len();
+        out.reserve(inner_len);
+        let mut prefix = [0u8; 16];
+        openssl::rand::rand_bytes(&mut prefix).ok()?;
+        out.extend_from_slice(&prefix);
+        out.extend_from_slice(&prefix[14..]);
+        out.extend_from_slice(&literal);
+        out.extend_from_slice(&[b'b', 0, 0, 0, 0, 0]);
+        for part in parts {
+            out.extend_from_slice(part);
+        }
+        out.extend_from_slice(&[0xD3, 0x14]);
+        let mdc = openssl::sha::sha1(&out[at..]);
+        out.extend_from_slice(&mdc);
+        let mut ctx = openssl::cipher_ctx::CipherCtx::new().ok()?;
+        ctx.encrypt_init(Some(cipher), Some(key), Some(&[0u8; 16]))
+            .ok()?;
+        let inner = &mut out[at..];
+        let n = ctx.cipher_update_inplace(inner, inner.len()).ok()?;
+        (n == inner_len).then_some(())
+    })();
+    if sealed.is_none() {
+        out.truncate(start);
+    }
+    sealed
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use crate::crypto::SecretKeys;
 use crate::crypto::keys::{ChunkHasher, ChunkId, RepoKey};
 use crate::error::{Code, Failure};
 use crate::pipeline::ChunkSource;
+use crate::pipeline::pool::{Pool, Pooled};
 use crate::repo::format::pack_path;
 use crate::repo::store::{Index, Repo};
 
@@ -23,40 +24,12 @@ const PACK_CACHE: usize = 6;
 /// of the same packs, so they need the pack at hand and the next ones.
 const SHARED_PACK_CACHE: usize = 4;
 
-/// Pack buffers kept for the next packs read, at most this many: as many as can be
-/// in use at once (the cache's packs and one per lane), so a restore allocates its
-/// pack buffers once and never hands one back to the allocator while it runs. With
-/// buffers freed and allocated again on other threads, glibc kept up to twice the
-/// packs in use resident (a media restore peaked at 288 MiB).
+/// Pack buffers kept for the next packs read: as many as can be in use at once (the
+/// cache's packs and one per lane), so a restore allocates them once (see
+/// [`crate::pipeline::pool`]).
 const SPARE_PACKS: usize = PACK_CACHE + MAX_LANES;
 
-/// Pack buffers no longer in use.
-type Spares = Arc<Mutex<Vec<Vec<u8>>>>;
-
-/// A pack's bytes. When the last holder lets go, the buffer goes back to the spares.
-struct PackBytes {
-    bytes: Vec<u8>,
-    spares: Spares,
-}
-
-impl std::ops::Deref for PackBytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.bytes
-    }
-}
-
-impl Drop for PackBytes {
-    fn drop(&mut self) {
-        let bytes = std::mem::take(&mut self.bytes);
-        let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
-        if spares.len() < SPARE_PACKS {
-            spares.push(bytes);
-        }
-    }
-}
-
-type Loaded = Result<Arc<PackBytes>, Failure>;
+type Loaded = Result<Arc<Pooled>, Failure>;
 /// A pack's slot: filled once, by whichever lane wants it first.
 type Slot = (Arc<str>, Arc<OnceLock<Loaded>>);
 
@@ -66,7 +39,7 @@ type Slot = (Arc<str>, Arc<OnceLock<Loaded>>);
 struct PackCache {
     slots: Mutex<VecDeque<Slot>>,
     size: AtomicUsize,
-    spares: Spares,
+    spares: Arc<Pool>,
 }
 
 impl PackCache {
@@ -74,14 +47,8 @@ impl PackCache {
         PackCache {
             slots: Mutex::new(VecDeque::new()),
             size: AtomicUsize::new(size),
-            spares: Arc::default(),
+            spares: Pool::new(SPARE_PACKS),
         }
-    }
-
-    /// A buffer for the next pack: a spare one when there is one.
-    fn buffer(&self) -> Vec<u8> {
-        let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
-        spares.pop().unwrap_or_default()
     }
 
     /// The pack `id`, read with `load` unless it is at hand or being read.
@@ -162,7 +129,7 @@ impl RepoFetcher {
         self.cache.get(id, || {
             let path = pack_path(id);
             let size = self.index.pack(id).map_or(0, |p| p.size());
-            let mut bytes = self.cache.buffer();
+            let mut bytes = self.cache.spares.take();
             self.runtime
                 .block_on(self.repo.read_whole(&path, size, &mut bytes))?;
             self.fetched
@@ -176,10 +143,7 @@ impl RepoFetcher {
                     ),
                 ));
             }
-            Ok(Arc::new(PackBytes {
-                bytes,
-                spares: self.cache.spares.clone(),
-            }))
+            Ok(Arc::new(Pooled::new(bytes, self.cache.spares.clone())))
         })
     }
 }
@@ -387,13 +351,9 @@ mod tests {
             let id: Arc<str> = format!("pack-{i}").into();
             let pack = cache
                 .get(&id, || {
-                    let mut bytes = cache.buffer();
-                    bytes.clear();
+                    let mut bytes = cache.spares.take();
                     bytes.resize(1 << 16, i);
-                    Ok(Arc::new(PackBytes {
-                        bytes,
-                        spares: cache.spares.clone(),
-                    }))
+                    Ok(Arc::new(Pooled::new(bytes, cache.spares.clone())))
                 })
                 .expect("read");
             assert!(pack.iter().all(|&b| b == i));
@@ -401,7 +361,7 @@ mod tests {
         }
         // The two packs cached and the one in hand: never another buffer.
         assert!(buffers.len() <= 3, "{} buffers", buffers.len());
-        let spares = cache.spares.lock().expect("spares").len();
+        let spares = cache.spares.spares();
         assert!(spares <= SPARE_PACKS, "{spares} spares");
     }
 }

@@ -3,7 +3,10 @@
 //! behind the two traits a source sees: [`ChunkSink`] to store its bytes and
 //! [`ChunkSource`] to read them back. Nothing here knows where bytes come from.
 
+pub mod chunker;
+pub mod compress;
 pub mod fetch;
+pub mod pool;
 pub mod sink;
 
 use std::io::Read;
@@ -41,4 +44,19 @@ pub trait ChunkSource {
     fn twin(&mut self) -> Option<Box<dyn ChunkSource + Send>> {
         None
     }
+}
+
+/// Bytes no compressor shrinks and in which FastCDC finds its cut points (xorshift64),
+/// the same for the same `len` and `seed`: test data for chunking and packing.
+#[cfg(test)]
+pub(crate) fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
 }

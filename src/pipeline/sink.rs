@@ -8,6 +8,12 @@
 //! stream order, which destination needs which chunk); sealer threads, one per core,
 //! take chunks from a channel of a few and compress, encrypt and pack them, each
 //! into packs of its own (a pack's chunks need not be neighbours in any stream).
+//!
+//! A chunk is cut where it lies in the [`Chunker`]'s buffer, copied into a reused
+//! buffer for the sealers, and copied once more into its pack, where it is encrypted
+//! in place (zstd's output for chunks worth compressing, the chunk itself in a raw
+//! zstd frame for the others, see [`crate::pipeline::compress`]). Pack buffers come
+//! from a [`Pool`] and go back to it once the destination has written them.
 
 use std::collections::HashSet;
 use std::io::{self, Read};
@@ -15,22 +21,29 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
-use fastcdc::v2020::{Normalization, StreamCDC};
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::crypto::KeySet;
 use crate::crypto::keys::{ChunkHasher, ChunkId, RepoKey};
+use crate::pipeline::chunker::Chunker;
+use crate::pipeline::compress::Compressor;
+use crate::pipeline::pool::{Pool, Pooled};
 use crate::pipeline::{ChunkSink, Stored};
-use crate::repo::format::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, PACK_TARGET, PackBuilder, PackRecord};
+use crate::repo::format::{PACK_TARGET, PackBuilder, PackRecord};
 use crate::repo::store::Index;
 
-/// A finished pack on its way to storage.
-pub type PackUpload = (Vec<u8>, PackRecord);
+/// A finished pack on its way to storage; its buffer goes back to the sealers' pool
+/// when the storage layer lets go of it.
+pub type PackUpload = (Bytes, PackRecord);
 
 /// Chunks waiting for the sealers: enough to keep them busy while the next is cut.
 const SEAL_QUEUE: usize = 4;
 /// At most this many sealer threads, whatever the cores.
 const MAX_SEALERS: usize = 4;
+/// Spare pack buffers kept per destination beyond one per sealer: enough for the
+/// packs waiting for their upload and the one being written.
+const SPARE_PACKS: usize = 4;
 
 /// One destination's side of the sink.
 #[derive(Debug)]
@@ -76,8 +89,14 @@ struct Work {
 
 /// Chunks, deduplicates, compresses, encrypts and packs for several destinations.
 pub struct RepoSink {
+    chunker: Chunker,
+    dispatch: Dispatch,
+    pub bytes_read: u64,
+}
+
+/// The chunks cut, named and handed to the sealers.
+struct Dispatch {
     hasher: ChunkHasher,
-    seed: u64,
     /// Per destination, the chunks it holds or has been sent: decided here, so the
     /// sealers never see a chunk twice for one destination.
     known: Vec<Known>,
@@ -85,26 +104,29 @@ pub struct RepoSink {
     sealers: Vec<JoinHandle<io::Result<()>>>,
     /// Set when the sink is dropped unfinished: the sealers then upload nothing more.
     abandoned: Arc<AtomicBool>,
-    /// Reused for streams shorter than the smallest chunk.
-    short: Vec<u8>,
-    pub bytes_read: u64,
+    /// Buffers for the chunks on their way to the sealers, which give them back.
+    buffers: Arc<Pool>,
 }
 
 impl std::fmt::Debug for RepoSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RepoSink")
-            .field("targets", &self.known.len())
+            .field("targets", &self.dispatch.known.len())
             .field("bytes_read", &self.bytes_read)
             .finish_non_exhaustive()
     }
 }
 
-/// One sealer's side: a compression context for the whole backup, the shared key
+/// One sealer's side: its compression contexts for the whole backup, the shared key
 /// set, and its own pack in the making for each destination.
 struct Sealer {
-    compressor: zstd::bulk::Compressor<'static>,
+    compressor: Compressor,
     key_set: Arc<KeySet>,
     packs: Vec<(PackBuilder, mpsc::Sender<PackUpload>)>,
+    /// Pack buffers, shared with the uploads that give them back.
+    pool: Arc<Pool>,
+    /// The chunk buffers, given back once sealed.
+    buffers: Arc<Pool>,
 }
 
 /// The sealers' end of the work channel.
@@ -119,33 +141,62 @@ impl Sealer {
                 Err(_) => return Err(io::Error::other("another sealer panicked")),
             };
             let Ok(w) = next else { break };
-            let compressed = self.compressor.compress(&w.data)?;
-            let packet = self
-                .key_set
-                .encrypt(&compressed)
-                .map_err(|e| io::Error::other(e.0))?;
-            for t in w.targets {
+            self.seal(&w)?;
+            self.buffers.give(w.data);
+            for &t in &w.targets {
                 let (builder, tx) = &mut self.packs[t];
-                builder.add(w.id, &self.key_set.packets, &packet, w.data.len() as u32);
                 if builder.len() >= PACK_TARGET {
-                    flush(builder, tx)?;
+                    flush(builder, tx, &self.pool)?;
                 }
             }
         }
         if !abandoned.load(Ordering::SeqCst) {
             for (builder, tx) in &mut self.packs {
-                flush(builder, tx)?;
+                flush(builder, tx, &self.pool)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Compresses and encrypts a chunk into the pack of its first destination, and
+    /// copies the packet into the others'.
+    fn seal(&mut self, w: &Work) -> io::Result<()> {
+        let Some((&first, others)) = w.targets.split_first() else {
+            return Ok(());
+        };
+        let raw_length = w.data.len() as u32;
+        let parts = self.compressor.frame(&w.data)?;
+        let key_set = &self.key_set;
+        let packet = self.packs[first]
+            .0
+            .add_with(w.id, &key_set.packets, raw_length, |out| {
+                key_set.encrypt_into(&parts, out)
+            });
+        let packet = packet.map_err(|e| io::Error::other(e.0))?;
+        if let Some(packet) = (!others.is_empty()).then(|| packet.to_vec()) {
+            for &t in others {
+                self.packs[t]
+                    .0
+                    .add(w.id, &key_set.packets, &packet, raw_length);
             }
         }
         Ok(())
     }
 }
 
-fn flush(builder: &mut PackBuilder, tx: &mpsc::Sender<PackUpload>) -> io::Result<()> {
+/// Sends a destination's pack in the making to its uploader, and starts the next one
+/// in a spare buffer.
+fn flush(
+    builder: &mut PackBuilder,
+    tx: &mpsc::Sender<PackUpload>,
+    pool: &Arc<Pool>,
+) -> io::Result<()> {
     if builder.is_empty() {
         return Ok(());
     }
-    let (bytes, record) = std::mem::take(builder).finish();
+    let full = std::mem::replace(builder, PackBuilder::with_buffer(pool.take()));
+    let (bytes, record) = full.finish();
+    let bytes = Bytes::from_owner(Pooled::new(bytes, pool.clone()));
     tx.blocking_send((bytes, record))
         .map_err(|_| io::Error::other("the upload of a pack failed"))
 }
@@ -170,15 +221,20 @@ impl RepoSink {
         let count = std::thread::available_parallelism()
             .map_or(1, usize::from)
             .clamp(1, MAX_SEALERS);
+        let pool = Pool::new((count + SPARE_PACKS) * senders.len());
+        // The chunks queued, one per sealer, and the one being cut.
+        let buffers = Pool::new(SEAL_QUEUE + count + 1);
         let mut sealers = Vec::new();
         for i in 0..count {
             let sealer = Sealer {
-                compressor: zstd::bulk::Compressor::new(level)?,
+                compressor: Compressor::new(level)?,
                 key_set: key_set.clone(),
                 packs: senders
                     .iter()
                     .map(|s| (PackBuilder::default(), s.clone()))
                     .collect(),
+                pool: pool.clone(),
+                buffers: buffers.clone(),
             };
             let (queue, flag) = (queue.clone(), abandoned.clone());
             sealers.push(
@@ -188,13 +244,15 @@ impl RepoSink {
             );
         }
         Ok(RepoSink {
-            hasher: key.chunk_id(),
-            seed: key.chunker_seed(),
-            known,
-            work: Some(tx),
-            sealers,
-            abandoned,
-            short: Vec::new(),
+            chunker: Chunker::new(key.chunker_seed()),
+            dispatch: Dispatch {
+                hasher: key.chunk_id(),
+                known,
+                work: Some(tx),
+                sealers,
+                abandoned,
+                buffers,
+            },
             bytes_read: 0,
         })
     }
@@ -202,10 +260,12 @@ impl RepoSink {
     /// Seals what is queued and sends the last partial packs; the upload channels
     /// close when this returns.
     pub fn finish(&mut self) -> io::Result<()> {
-        self.work = None;
-        self.join()
+        self.dispatch.work = None;
+        self.dispatch.join()
     }
+}
 
+impl Dispatch {
     /// Waits for the sealers and returns how they ended (the first error).
     fn join(&mut self) -> io::Result<()> {
         let mut result = Ok(());
@@ -220,9 +280,10 @@ impl RepoSink {
         result
     }
 
-    /// Names a chunk and hands it to the sealers for the destinations that lack it.
-    fn chunk(&mut self, data: Vec<u8>, stored: &mut Stored) -> io::Result<()> {
-        let id = self.hasher.id(&data);
+    /// Names a chunk and hands a copy of it to the sealers for the destinations that
+    /// lack it.
+    fn chunk(&mut self, data: &[u8], stored: &mut Stored) -> io::Result<()> {
+        let id = self.hasher.id(data);
         stored.chunks.push(id);
         stored.bytes += data.len() as u64;
         let targets: Vec<usize> = self
@@ -234,8 +295,16 @@ impl RepoSink {
         if targets.is_empty() {
             return Ok(());
         }
+        let mut buffer = self.buffers.take();
+        buffer.extend_from_slice(data);
         let sent = match &self.work {
-            Some(tx) => tx.send(Work { id, data, targets }).is_ok(),
+            Some(tx) => tx
+                .send(Work {
+                    id,
+                    data: buffer,
+                    targets,
+                })
+                .is_ok(),
             None => false,
         };
         if sent {
@@ -250,46 +319,21 @@ impl RepoSink {
     }
 }
 
-/// The content-defined chunker of a stream at least [`CHUNK_MIN`] long: the cut
-/// points depend on the repository key's seed.
-fn chunker<R: Read>(reader: R, seed: u64) -> StreamCDC<R> {
-    StreamCDC::with_level_and_seed(
-        reader,
-        CHUNK_MIN as usize,
-        CHUNK_AVG as usize,
-        CHUNK_MAX as usize,
-        Normalization::Level1,
-        seed,
-    )
-}
-
 /// The chunk ids a backup with `key` would give the bytes of `reader`, and their
 /// length: how a restore drill checks a restored file against its snapshot entry
 /// without fetching anything again. Cut exactly as [`RepoSink`] cuts a stream.
 pub fn chunk_ids(key: &RepoKey, reader: &mut dyn Read) -> io::Result<(Vec<ChunkId>, u64)> {
     let hasher = key.chunk_id();
-    let mut short = Vec::new();
-    reader.take(u64::from(CHUNK_MIN)).read_to_end(&mut short)?;
-    let len = short.len() as u64;
-    if short.len() < CHUNK_MIN as usize {
-        let ids = if short.is_empty() {
-            Vec::new()
-        } else {
-            vec![hasher.id(&short)]
-        };
-        return Ok((ids, len));
-    }
-    let mut ids = Vec::new();
-    let mut bytes = 0;
-    for chunk in chunker((&short[..]).chain(reader), key.chunker_seed()) {
-        let chunk = chunk.map_err(io::Error::from)?;
-        bytes += chunk.data.len() as u64;
-        ids.push(hasher.id(&chunk.data));
-    }
+    let (mut ids, mut bytes) = (Vec::new(), 0);
+    Chunker::new(key.chunker_seed()).chunks(reader, |chunk| {
+        bytes += chunk.len() as u64;
+        ids.push(hasher.id(chunk));
+        Ok(())
+    })?;
     Ok((ids, bytes))
 }
 
-impl Drop for RepoSink {
+impl Drop for Dispatch {
     fn drop(&mut self) {
         if !self.sealers.is_empty() {
             self.abandoned.store(true, Ordering::SeqCst);
@@ -302,27 +346,9 @@ impl Drop for RepoSink {
 impl ChunkSink for RepoSink {
     fn store(&mut self, reader: &mut dyn Read) -> io::Result<Stored> {
         let mut stored = Stored::default();
-        // A stream shorter than the smallest chunk is one chunk, exactly as the
-        // chunker would cut it, without the chunker's buffer of the largest chunk
-        // (4 MiB, zeroed for every small file).
-        let mut short = std::mem::take(&mut self.short);
-        short.clear();
-        (&mut *reader)
-            .take(u64::from(CHUNK_MIN))
-            .read_to_end(&mut short)?;
-        if short.len() < CHUNK_MIN as usize {
-            if !short.is_empty() {
-                self.chunk(short.clone(), &mut stored)?;
-            }
-            self.short = short;
-            self.bytes_read += stored.bytes;
-            return Ok(stored);
-        }
-        for chunk in chunker((&short[..]).chain(reader), self.seed) {
-            let chunk = chunk.map_err(io::Error::from)?;
-            self.chunk(chunk.data, &mut stored)?;
-        }
-        self.short = short;
+        let dispatch = &mut self.dispatch;
+        self.chunker
+            .chunks(reader, |chunk| dispatch.chunk(chunk, &mut stored))?;
         self.bytes_read += stored.bytes;
         Ok(stored)
     }

@@ -414,43 +414,109 @@ pub fn parse_pack_header(bytes: &[u8]) -> Result<Vec<(u64, u32)>, String> {
 }
 
 /// Builds one pack in memory: key sets first, then chunk packets.
+///
+/// The header is written in front as soon as a chunk brings a key set the pack does
+/// not hold yet (a backup's sealer has one, at its first chunk), so the finished
+/// pack is the buffer as it stands: nothing is moved to put the header in front.
 #[derive(Debug, Default)]
 pub struct PackBuilder {
-    key_sets: Vec<(blake3::Hash, Vec<u8>)>,
-    packets: Vec<u8>,
+    bytes: Vec<u8>,
+    /// The key sets' hashes and their places, in the header's order.
+    key_sets: Vec<(blake3::Hash, (u64, u32))>,
+    /// Each chunk with its offset from the end of the header.
     chunks: Vec<(ChunkId, u16, u64, u32, u32)>,
 }
 
 impl PackBuilder {
+    /// A builder writing into `bytes` (emptied first), say a spare buffer that still
+    /// has a pack's capacity.
+    pub fn with_buffer(mut bytes: Vec<u8>) -> PackBuilder {
+        bytes.clear();
+        PackBuilder {
+            bytes,
+            ..PackBuilder::default()
+        }
+    }
+
     /// Adds one encrypted chunk; `key_set` is the serialised PKESKs it needs.
     pub fn add(&mut self, id: ChunkId, key_set: &[u8], packet: &[u8], raw_length: u32) {
-        if self.packets.capacity() == 0 {
+        let added = self.add_with(id, key_set, raw_length, |out| {
+            out.extend_from_slice(packet);
+            Ok::<(), std::convert::Infallible>(())
+        });
+        if let Err(never) = added {
+            match never {}
+        }
+    }
+
+    /// Adds one chunk whose packet `write` appends to the pack's bytes (a sealer
+    /// encrypts it there, see `KeySet::encrypt_into`); returns the packet. Should
+    /// `write` fail, the pack is as it was.
+    pub fn add_with<E>(
+        &mut self,
+        id: ChunkId,
+        key_set: &[u8],
+        raw_length: u32,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<&[u8], E> {
+        if self.bytes.capacity() == 0 {
             // Room for a full pack and its header at once: grown by doubling, the
             // buffer was copied four times over and, while it grew from 16 to 32 MiB,
             // held both (a backup's sealers peaked there).
-            self.packets
+            self.bytes
                 .reserve_exact(PACK_TARGET + CHUNK_MAX as usize + PACK_HEADER_ROOM);
         }
-        let hash = blake3::hash(key_set);
-        let index = match self.key_sets.iter().position(|(h, _)| *h == hash) {
-            Some(i) => i,
-            None => {
-                self.key_sets.push((hash, key_set.to_vec()));
-                self.key_sets.len() - 1
-            }
-        };
+        let key_set = self.key_set(key_set);
+        let start = self.bytes.len();
+        if let Err(e) = write(&mut self.bytes) {
+            self.bytes.truncate(start);
+            return Err(e);
+        }
+        let header_len = self.header_len();
         self.chunks.push((
             id,
-            index as u16,
-            self.packets.len() as u64,
-            packet.len() as u32,
+            key_set,
+            (start - header_len) as u64,
+            (self.bytes.len() - start) as u32,
             raw_length,
         ));
-        self.packets.extend_from_slice(packet);
+        Ok(&self.bytes[start..])
+    }
+
+    /// The place of `key_set` in the header, added there if it is new.
+    fn key_set(&mut self, key_set: &[u8]) -> u16 {
+        let hash = blake3::hash(key_set);
+        if let Some(i) = self.key_sets.iter().position(|(h, _)| *h == hash) {
+            return i as u16;
+        }
+        if self.bytes.is_empty() {
+            self.bytes.extend_from_slice(PACK_MAGIC);
+            self.bytes.extend_from_slice(&[0, 0]);
+        }
+        // A new key set goes at the header's end; the packets after it (if any: only
+        // a copy mixes key sets) move along.
+        let at = self.header_len();
+        let mut entry = Vec::with_capacity(4 + key_set.len());
+        entry.extend_from_slice(&(key_set.len() as u32).to_le_bytes());
+        entry.extend_from_slice(key_set);
+        self.bytes.splice(at..at, entry);
+        self.key_sets
+            .push((hash, ((at + 4) as u64, key_set.len() as u32)));
+        let count = self.key_sets.len() as u16;
+        self.bytes[8..10].copy_from_slice(&count.to_le_bytes());
+        count - 1
+    }
+
+    /// The header's length: the magic, the count (10 bytes) and each key set with
+    /// its length.
+    fn header_len(&self) -> usize {
+        self.key_sets
+            .last()
+            .map_or(10, |(_, (at, len))| *at as usize + *len as usize)
     }
 
     pub fn len(&self) -> usize {
-        self.packets.len()
+        self.bytes.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -459,44 +525,25 @@ impl PackBuilder {
 
     /// The pack's bytes and its index record.
     pub fn finish(self) -> (Vec<u8>, PackRecord) {
-        let header_len: usize = 10
-            + self
-                .key_sets
-                .iter()
-                .map(|(_, k)| 4 + k.len())
-                .sum::<usize>();
-        let mut header = Vec::with_capacity(header_len);
-        header.extend_from_slice(PACK_MAGIC);
-        header.extend_from_slice(&(self.key_sets.len() as u16).to_le_bytes());
-        let mut key_sets = Vec::new();
-        for (_, k) in &self.key_sets {
-            header.extend_from_slice(&(k.len() as u32).to_le_bytes());
-            key_sets.push((header.len() as u64, k.len() as u32));
-            header.extend_from_slice(k);
-        }
-        // The header goes in front of the packets in their own buffer (which has
-        // room to spare as it grew by doubling): no second buffer for the pack.
-        let mut out = self.packets;
-        out.splice(0..0, header);
+        let header_len = self.header_len() as u64;
         let chunks = self
             .chunks
             .into_iter()
             .map(|(id, key_set, offset, length, raw_length)| ChunkRecord {
                 id,
                 key_set,
-                offset: header_len as u64 + offset,
+                offset: header_len + offset,
                 length,
                 raw_length,
             })
             .collect();
-        let id = blake3::hash(&out).to_hex().to_string();
         let record = PackRecord {
-            id,
-            size: out.len() as u64,
-            key_sets,
+            id: blake3::hash(&self.bytes).to_hex().to_string(),
+            size: self.bytes.len() as u64,
+            key_sets: self.key_sets.into_iter().map(|(_, place)| place).collect(),
             chunks,
         };
-        (out, record)
+        (self.bytes, record)
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use opendal::{ErrorKind, Operator};
+use opendal::{Buffer, ErrorKind, Operator};
 
 use super::format::{
     CatalogHeader, FORMAT_VERSION, IndexBody, LostHeader, Marker, PackRecord, PolicyHeader,
@@ -230,7 +230,7 @@ impl Repo {
     }
 
     /// Writes an object that must not exist yet (content-addressed or unique name).
-    async fn create(&self, path: &str, bytes: Vec<u8>) -> Result<(), Failure> {
+    async fn create(&self, path: &str, bytes: impl Into<Buffer>) -> Result<(), Failure> {
         if let Some(data) = &self.data_op {
             // Every data object is content-addressed or uniquely named: replacing
             // one by the same bytes is harmless, and the rename makes it whole.
@@ -832,8 +832,13 @@ impl Repo {
         Ok(lost == read)
     }
 
-    /// Writes a pack (data first).
-    pub async fn put_pack(&self, bytes: Vec<u8>, record: &PackRecord) -> Result<(), Failure> {
+    /// Writes a pack (data first): a buffer of its own, or shared bytes such as a
+    /// backup's pooled pack, which go back to their pool once written.
+    pub async fn put_pack(
+        &self,
+        bytes: impl Into<Buffer>,
+        record: &PackRecord,
+    ) -> Result<(), Failure> {
         self.create(&record.path(), bytes).await
     }
 

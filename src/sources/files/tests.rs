@@ -11,6 +11,7 @@ use filetime::FileTime;
 use super::restore::{ancestors, restore_as};
 use super::*;
 use crate::crypto::keys::ChunkId;
+use crate::pipeline::pseudo_random;
 use crate::pipeline::{ChunkSink, ChunkSource, Stored};
 use crate::repo::format::{Entry, EntryKind, Tree, Xattr};
 use crate::sources::ScanReport;
@@ -95,18 +96,6 @@ fn portable(tree: &Tree) -> Vec<Entry> {
             ctime: 0,
             ctime_ns: 0,
             ..e.clone()
-        })
-        .collect()
-}
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
         })
         .collect()
 }
