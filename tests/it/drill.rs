@@ -3,7 +3,8 @@
 //! scratch database on the same server, a throwaway redis-server, a temporary
 //! folder), checked, removed, and recorded where `status` and its metrics read it;
 //! a damaged pack that fails its drill and still leaves no scratch target behind;
-//! the recovery objectives; a due drill that `plan` shows and `apply` runs; and row
+//! declared drill servers (PostgreSQL, Redis); the recovery objectives (RTO, RPO) and
+//! the full-restore estimate; a due drill that `plan` shows and `apply` runs; and row
 //! checksums recorded at backup and compared by the drill.
 
 use std::path::Path;
@@ -323,6 +324,46 @@ fn a_declared_redis_drill_target_is_used_and_emptied_and_a_files_source_takes_no
         .stderr("BP140")
         .stderr("drill target `media` is drilled into a temporary folder, not a server")
         .check();
+}
+
+#[test]
+fn a_declared_postgres_drill_server_gets_the_scratch_databases_and_loses_them_again() {
+    let source = PgServer::start();
+    small_database(&source, "app");
+    let drills = PgServer::start();
+    let sandbox = Sandbox::initialised(&format!(
+        "{LOCAL_POLICY_HEAD}  db:\n    type: postgres\n    url: \"{}\"\n    databases: [app]\ndrill:\n  targets:\n    db: \"{}\"\n",
+        source.url("postgres"),
+        drills.url("postgres"),
+    ));
+    sandbox.run(&["apply"]).check();
+    let report = json(
+        &sandbox
+            .run(&["drill", "--secret-key", &secret(), "--format", "json"])
+            .check()
+            .stdout,
+    );
+    let d = drill_of(&report, "db");
+    assert_eq!(d["result"], "passed", "{d:#}");
+    assert_eq!(d["checks"]["checked"], 2, "{d:#}");
+    let scratch = d["scratch"].as_str().expect("a scratch target");
+    assert!(
+        scratch.contains(&format!(":{}/backplan_drill_db_", drills.port())),
+        "{scratch} is not on the drill server"
+    );
+    for server in [&source, &drills] {
+        assert_eq!(
+            server
+                .psql(
+                    "postgres",
+                    "SELECT count(*) FROM pg_database WHERE datname LIKE 'backplan_drill_%';"
+                )
+                .trim(),
+            "0",
+            "a scratch database is left on port {}",
+            server.port()
+        );
+    }
 }
 
 /// A table of values whose text depends on the session: timestamps with a time

@@ -20,7 +20,7 @@ use crate::pipeline::fetch::RepoFetcher;
 use crate::repo::format::{EntryKind, Tree};
 use crate::sources::{postgres as pg, redis};
 
-use super::{RestoreOptions, Restored};
+use super::{DatabaseServer, RestoreOptions, Restored};
 
 /// A scratch target, ready for a restore.
 #[derive(Debug)]
@@ -178,14 +178,17 @@ impl Scratch {
         }
     }
 
-    /// How the drill's restore writes: into empty targets, databases renamed.
+    /// How the drill's restore writes: into empty targets, databases renamed and
+    /// made on the scratch server (the source's own, or the one the policy declares),
+    /// where the checks and the clean-up look for them.
     pub fn options(&self) -> RestoreOptions {
-        RestoreOptions {
-            database_prefix: match self {
-                Scratch::Databases { prefix, .. } => Some(prefix.clone()),
-                _ => None,
+        match self {
+            Scratch::Databases { conn, prefix } => RestoreOptions {
+                database_prefix: Some(prefix.clone()),
+                database_server: Some(DatabaseServer((**conn).clone())),
+                ..RestoreOptions::default()
             },
-            ..RestoreOptions::default()
+            _ => RestoreOptions::default(),
         }
     }
 
