@@ -287,6 +287,69 @@ fn daemon_catches_up_a_missed_run_once_after_a_restart() {
     assert_eq!(times(&sandbox, "config").len(), 2);
 }
 
+/// When the last drill of `source` on `local` ended, as `status` reads it.
+fn last_drill(sandbox: &Sandbox, source: &str) -> Option<String> {
+    let run = sandbox.run(&["status", "--format", "json"]).check();
+    let report: Value = serde_json::from_str(&run.stdout).expect("JSON");
+    let entry = report["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .find(|s| s["source"] == source)
+        .expect("an entry")
+        .clone();
+    assert!(
+        entry["drill"].is_null() || entry["drill"]["result"] == "passed",
+        "{entry:#}"
+    );
+    entry["drill"]["finished"].as_str().map(str::to_string)
+}
+
+#[test]
+fn daemon_drills_a_new_source_at_once_and_then_at_the_drill_schedules_tick() {
+    if !have_faketime() {
+        return;
+    }
+    let policy = format!(
+        "{}drill:\n  schedule: \"0 23 * * *\"\n  secret_key_file: {}\n",
+        with_repository_key(POLICY),
+        crate::common::secret_key().display()
+    );
+    let sandbox = Sandbox::initialised(&policy).example_data();
+
+    // The first run backs up; the source has never been drilled, so a second run
+    // drills it at once. Then the drill schedule's tick (23:00) comes before the
+    // backups' (00:00).
+    let mut d = daemon(&sandbox, "2027-01-25 12:00:00", &[]);
+    wait_for(&mut d, "uploads (restore drill, never drilled)");
+    wait_for(
+        &mut d,
+        "daemon: next run due 2027-01-25 23:00:00 UTC: config (restore drill, 0 23 * * * UTC, last 2027-01-25 12:0",
+    );
+    let log = stop(d);
+    assert_eq!(count_in(&log, "daemon: run started"), 2, "{log}");
+    let first = last_drill(&sandbox, "uploads").expect("a drill recorded");
+    assert!(first.starts_with("2027-01-25T12:0"), "{first}");
+    assert_eq!(times(&sandbox, "uploads").len(), 1);
+
+    // At the tick, one run drills both sources and backs nothing up.
+    let mut d = daemon(&sandbox, "2027-01-25 22:59:50", &[]);
+    wait_for(&mut d, "daemon: run finished");
+    wait_for(&mut d, "daemon: next run due 2027-01-26 00:00:00 UTC");
+    let log = stop(d);
+    assert_eq!(count_in(&log, "daemon: run started"), 1, "{log}");
+    let second = last_drill(&sandbox, "uploads").expect("a drill recorded");
+    assert!(
+        second.starts_with("2027-01-25T23:0"),
+        "{second} ({first} before)"
+    );
+    assert!(
+        last_drill(&sandbox, "config").is_some_and(|t| t.starts_with("2027-01-25T23:0")),
+        "{log}"
+    );
+    assert_eq!(times(&sandbox, "uploads").len(), 1, "no backup was due");
+}
+
 fn count_in(log: &str, text: &str) -> usize {
     log.matches(text).count()
 }
