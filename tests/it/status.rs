@@ -739,6 +739,41 @@ fn promtool_accepts_the_metrics_of_failures_size_changes_and_checks() {
     promtool_check_metrics(&promtool, &text);
 }
 
+#[test]
+fn a_drill_schedule_gives_every_source_its_interval_for_the_overdue_alert() {
+    // Without a drill schedule: no series, and the alert falls back to 35 days.
+    let sandbox = backed_up();
+    let text = sandbox
+        .run(&["status", "--format", "prometheus"])
+        .check()
+        .stdout;
+    assert!(
+        !text.contains("backplan_drill_expected_interval_seconds"),
+        "{text}"
+    );
+    // Weekly drills: a week, for every source on every destination.
+    let weekly = format!(
+        "{}drill:\n  schedule: \"@weekly\"\n",
+        with_repository_key(POLICY)
+    );
+    sandbox.write("backplan.yaml", &weekly);
+    let run = sandbox.run(&["status", "--format", "prometheus"]).check();
+    let samples = parse_metrics(&run.stdout);
+    for source in ["config", "uploads"] {
+        assert_eq!(
+            sample(&samples, "backplan_drill_expected_interval_seconds", source),
+            Some(604_800.0),
+            "{}",
+            run.stdout
+        );
+    }
+    let report = json(&sandbox, &[], 0);
+    assert_eq!(entry(&report, "uploads")["drill_interval_seconds"], 604_800);
+    if let Some(promtool) = promtool() {
+        promtool_check_metrics(&promtool, &run.stdout);
+    }
+}
+
 // --- alerts ------------------------------------------------------------------------
 
 fn alerts_yaml() -> std::path::PathBuf {
@@ -768,10 +803,11 @@ fn promtool_accepts_the_alert_rules() {
 #[test]
 fn promtool_unit_tests_of_the_alert_rules_pass() {
     let Some(promtool) = promtool() else { return };
-    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/alerts.test.yaml");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let files = ["alerts.test.yaml", "alerts-overdue.test.yaml"].map(|f| fixtures.join(f));
     let out = Command::new(promtool)
         .args(["test", "rules"])
-        .arg(&tests)
+        .args(&files)
         .output()
         .expect("promtool ran");
     assert!(
@@ -784,12 +820,15 @@ fn promtool_unit_tests_of_the_alert_rules_pass() {
     let rules: Value =
         serde_yaml::from_str(&std::fs::read_to_string(alerts_yaml()).expect("docs/alerts.yaml"))
             .expect("YAML");
-    let cases = std::fs::read_to_string(&tests).expect("the tests");
+    let cases: String = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).expect("the tests"))
+        .collect();
     for rule in rules["groups"][0]["rules"].as_array().expect("rules") {
         let name = rule["alert"].as_str().expect("an alert name");
         assert!(
             cases.contains(&format!("alertname: {name}\n")),
-            "{name} has no case in tests/fixtures/alerts.test.yaml"
+            "{name} has no case in tests/fixtures/alerts*.test.yaml"
         );
     }
 }
@@ -824,6 +863,8 @@ fn every_alert_has_a_runbook_section_in_operations_md_and_uses_known_metrics() {
             "backplan_snapshot_size_anomaly".to_string(),
             "backplan_last_verify_success".to_string(),
             "backplan_last_drill_success".to_string(),
+            // Only written with a drill schedule.
+            "backplan_drill_expected_interval_seconds".to_string(),
         ])
         .collect::<Vec<_>>();
     let rules = rules["groups"][0]["rules"].as_array().expect("rules");
