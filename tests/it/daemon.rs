@@ -593,6 +593,74 @@ fn the_generated_systemd_units_pass_systemd_analyze_verify() {
     assert!(out.status.success() && ours.is_empty(), "{stderr}");
 }
 
+/// deploy/systemd/backplan-daemon.service: its command line is one this backplan
+/// takes, and systemd accepts the unit.
+#[test]
+fn the_daemon_service_unit_runs_a_daemon_command_line_and_passes_systemd_analyze_verify() {
+    let unit = std::fs::read_to_string(root().join("deploy/systemd/backplan-daemon.service"))
+        .expect("the unit");
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("an ExecStart line");
+    let words: Vec<&str> = exec.split_whitespace().collect();
+    assert_eq!(words[0], "/usr/local/bin/backplan", "{exec}");
+    assert!(
+        words.windows(2).any(|w| w == ["daemon", "--listen"]),
+        "{exec}"
+    );
+    assert!(
+        unit.contains("\nType=simple\n") && unit.contains("\nWantedBy=multi-user.target\n"),
+        "{unit}"
+    );
+    // The arguments parse: the same command line with the example policy and
+    // `--help` at the end (which stops before anything runs) exits 0.
+    let args: Vec<&str> = words[1..]
+        .iter()
+        .map(|w| match *w {
+            "/etc/backplan/medianest.yaml" => "policies/medianest.yaml",
+            w => w,
+        })
+        .chain(["--help"])
+        .collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_backplan"))
+        .args(&args)
+        .current_dir(root())
+        .output()
+        .expect("run backplan");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A wrong flag would not: the check can fail.
+    let wrong = Command::new(env!("CARGO_BIN_EXE_backplan"))
+        .args(["daemon", "--listen", "nowhere", "--help"])
+        .output()
+        .expect("run backplan");
+    assert!(!wrong.status.success());
+
+    if !have("systemd-analyze", "/usr/bin/systemd-analyze", "systemd") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("backplan-daemon.service");
+    // verify checks that the binary exists: this build's.
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/backplan", env!("CARGO_BIN_EXE_backplan")),
+    )
+    .expect("write the unit");
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .output()
+        .expect("run systemd-analyze");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let ours: Vec<&str> = stderr.lines().filter(|l| l.contains("backplan-")).collect();
+    assert!(out.status.success() && ours.is_empty(), "{stderr}");
+}
+
 #[test]
 fn a_schedule_systemd_cannot_say_becomes_a_frequent_timer_of_daemon_once() {
     let sandbox = Sandbox::with_policy(
