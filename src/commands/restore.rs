@@ -61,6 +61,7 @@ fn options(args: &RestoreArgs) -> RestoreOptions {
         numeric_owner: args.numeric_owner,
         as_file: args.as_file.clone(),
         database_prefix: None,
+        database_server: None,
     }
 }
 

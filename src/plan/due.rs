@@ -9,6 +9,11 @@
 //! newest attempt, and the next tick after it lies in the future. A failed backup is
 //! tried again at the next tick, not in a loop (`backplan apply` by hand retries it at
 //! once).
+//!
+//! With a drill schedule (`drill.schedule`) and a secret key for drills
+//! (`drill.secret_key_file`), a source's restore drill is due the same way: at the
+//! first tick of the drill schedule after its last drill, at once when it was never
+//! drilled. Without the secret key `apply` skips drills, so they wake nothing.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -44,6 +49,13 @@ pub enum DueWhy {
         schedule: String,
         /// Its newest attempt (a snapshot, good or failed, or a run of this process).
         after: DateTime<Utc>,
+    },
+    /// A restore drill of it: the first tick of the drill schedule after its last
+    /// drill (or a run of this process), or at once when it was never drilled.
+    Drill {
+        schedule: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last: Option<DateTime<Utc>>,
     },
 }
 
@@ -88,6 +100,7 @@ pub fn next_run(
             },
         ));
     }
+    due.extend(due_drills(policy, inventory, now, attempted));
     let at = due.iter().map(|(at, _)| *at).min()?;
     // Everything due by then runs together: one run, one recovery point.
     let at_or_now = at.max(now);
@@ -99,6 +112,52 @@ pub fn next_run(
             .map(|(_, s)| s)
             .collect(),
     })
+}
+
+/// When each source's restore drill is due, where `apply` would run it: the policy
+/// has a drill schedule and names the secret key drills decrypt with.
+fn due_drills(
+    policy: &Policy,
+    inventory: &Inventory,
+    now: DateTime<Utc>,
+    attempted: Option<DateTime<Utc>>,
+) -> Vec<(DateTime<Utc>, DueSource)> {
+    let Some(schedule) = &policy.drill_schedule else {
+        return Vec::new();
+    };
+    if !drills_run(policy) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for super::Drillable {
+        source,
+        newest,
+        last,
+    } in super::drillable(policy, inventory)
+    {
+        // A run of this process since the last drill, when the snapshot was there
+        // already, ran the drill due then: one it could not record is not repeated
+        // before the next tick. (The run that took the first snapshot could not drill.)
+        let ran = attempted.filter(|a| *a >= newest);
+        let at = match last.max(ran) {
+            None => now,
+            Some(after) => match schedule.next_after(after) {
+                Some(at) => at,
+                None => continue,
+            },
+        };
+        out.push((
+            at,
+            DueSource {
+                name: source.name.clone(),
+                why: DueWhy::Drill {
+                    schedule: schedule.describe(),
+                    last,
+                },
+            },
+        ));
+    }
+    out
 }
 
 /// A run that is going now, so that none may start: a lock held by another live
@@ -153,7 +212,7 @@ pub struct HostSchedule {
     pub schedules: Vec<HostTick>,
 }
 
-/// One distinct schedule and the sources that follow it.
+/// One distinct schedule, the sources that follow it, and whether restore drills do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HostTick {
     /// The schedule as the policy gives it, with its zone (`0 3 * * * Europe/Berlin`).
@@ -161,6 +220,9 @@ pub struct HostTick {
     /// Its systemd form; `None` when systemd cannot say it.
     pub on_calendar: Option<String>,
     pub sources: Vec<String>,
+    /// It is the drill schedule (`drill.schedule`, where `apply` runs drills: the
+    /// policy names `drill.secret_key_file`).
+    pub drills: bool,
 }
 
 impl HostSchedule {
@@ -170,8 +232,9 @@ impl HostSchedule {
     }
 }
 
-/// The policy's distinct schedules, in the order sources declare them. `now` bounds
-/// the daylight-saving check of [`crate::policy::schedule::Schedule::on_calendar`].
+/// The policy's distinct schedules, in the order sources declare them, then the drill
+/// schedule where drills run (see [`HostTick::drills`]). `now` bounds the
+/// daylight-saving check of [`crate::policy::schedule::Schedule::on_calendar`].
 pub fn host_schedule(policy: &Policy, now: DateTime<Utc>) -> HostSchedule {
     let mut schedules: Vec<HostTick> = Vec::new();
     for source in policy.sources.values() {
@@ -182,8 +245,35 @@ pub fn host_schedule(policy: &Policy, now: DateTime<Utc>) -> HostSchedule {
                 on_calendar: source.schedule.on_calendar(now),
                 schedule,
                 sources: vec![source.name.clone()],
+                drills: false,
+            }),
+        }
+    }
+    if let Some(drill) = policy
+        .drill_schedule
+        .as_ref()
+        .filter(|_| drills_run(policy))
+    {
+        let schedule = drill.describe();
+        match schedules.iter_mut().find(|t| t.schedule == schedule) {
+            Some(tick) => tick.drills = true,
+            None => schedules.push(HostTick {
+                on_calendar: drill.on_calendar(now),
+                schedule,
+                sources: Vec::new(),
+                drills: true,
             }),
         }
     }
     HostSchedule { schedules }
+}
+
+/// Whether `apply` runs the restore drills its plan shows due: it has the secret key
+/// they decrypt with (`drill.secret_key_file`).
+fn drills_run(policy: &Policy) -> bool {
+    policy
+        .file
+        .drill
+        .as_ref()
+        .is_some_and(|d| d.secret_key_file.is_some())
 }

@@ -181,6 +181,49 @@ pub enum DrillReason {
     },
 }
 
+/// A source a drill can restore: it has a good snapshot on one of its destinations.
+pub(crate) struct Drillable<'a> {
+    pub source: &'a ResolvedSource,
+    /// When its newest good snapshot was taken.
+    pub newest: DateTime<Utc>,
+    /// When its last drill on any of its destinations ended; `None`: never drilled.
+    pub last: Option<DateTime<Utc>>,
+}
+
+/// The sources a drill can restore, in policy order: what `plan` and the daemon's
+/// next due time read drills from.
+pub(crate) fn drillable<'a>(policy: &'a Policy, inventory: &Inventory) -> Vec<Drillable<'a>> {
+    let mut out = Vec::new();
+    for source in policy.sources.values() {
+        let states = || {
+            inventory
+                .destinations
+                .iter()
+                .filter(|(d, _)| source.destinations.contains(d))
+                .map(|(_, s)| s)
+        };
+        let newest = states()
+            .flat_map(|s| &s.snapshots)
+            .filter(|x| x.source == source.name && x.status == SnapshotStatus::Complete)
+            .map(|x| x.time)
+            .max();
+        let Some(newest) = newest else {
+            continue;
+        };
+        let last = states()
+            .flat_map(|s| &s.drills)
+            .filter(|d| d.source == source.name)
+            .map(|d| d.finished)
+            .max();
+        out.push(Drillable {
+            source,
+            newest,
+            last,
+        });
+    }
+    out
+}
+
 /// The drills due at `now`: of each source with a good snapshot, when the policy has
 /// a drill schedule and the schedule ticked since the source's last drill on any
 /// destination.
@@ -194,27 +237,7 @@ fn due_drills(policy: &Policy, inventory: &Inventory, now: DateTime<Utc>) -> Vec
         .as_ref()
         .is_none_or(|d| d.secret_key_file.is_none());
     let mut out = Vec::new();
-    for source in policy.sources.values() {
-        let states = || {
-            inventory
-                .destinations
-                .iter()
-                .filter(|(d, _)| source.destinations.contains(d))
-                .map(|(_, s)| s)
-        };
-        let has_snapshot = states().any(|s| {
-            s.snapshots
-                .iter()
-                .any(|x| x.source == source.name && x.status == SnapshotStatus::Complete)
-        });
-        if !has_snapshot {
-            continue;
-        }
-        let last = states()
-            .flat_map(|s| &s.drills)
-            .filter(|d| d.source == source.name)
-            .map(|d| d.finished)
-            .max();
+    for Drillable { source, last, .. } in drillable(policy, inventory) {
         let reason = match last {
             None => DrillReason::NeverDrilled,
             Some(last) => match schedule.next_after(last) {

@@ -22,6 +22,17 @@ fn sources(next: &NextRun) -> String {
             DueWhy::Scheduled { schedule, after } => {
                 format!("{} ({schedule}, last {})", s.name, super::time(*after))
             }
+            DueWhy::Drill {
+                schedule,
+                last: Some(last),
+            } => format!(
+                "{} (restore drill, {schedule}, last {})",
+                s.name,
+                super::time(*last)
+            ),
+            DueWhy::Drill { last: None, .. } => {
+                format!("{} (restore drill, never drilled)", s.name)
+            }
         })
         .collect::<Vec<_>>()
         .join(", ")

@@ -72,6 +72,11 @@ const METRICS: &[Metric] = &[
         |s| s.drill.as_ref().map(|d| passed(d.result)),
     ),
     (
+        "backplan_drill_expected_interval_seconds",
+        "The interval of the policy's drill schedule (drill.schedule); absent without one.",
+        |s| s.drill_interval_seconds.map(|i| i as f64),
+    ),
+    (
         "backplan_drill_duration_seconds",
         "The wall time of the source's last restore drill, all steps together.",
         |s| s.drill.as_ref().map(|d| d.seconds()),

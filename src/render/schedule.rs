@@ -76,10 +76,17 @@ pub fn timer(
     if schedule.expressible() {
         for tick in &schedule.schedules {
             if let Some(on_calendar) = &tick.on_calendar {
+                let mut what = Vec::new();
+                if !tick.sources.is_empty() {
+                    what.push(format!("sources {}", tick.sources.join(", ")));
+                }
+                if tick.drills {
+                    what.push("restore drills".to_string());
+                }
                 calendars.push_str(&format!(
-                    "# {} (sources {})\nOnCalendar={on_calendar}\n",
+                    "# {} ({})\nOnCalendar={on_calendar}\n",
                     tick.schedule,
-                    tick.sources.join(", ")
+                    what.join("; ")
                 ));
             }
         }
@@ -177,6 +184,7 @@ mod tests {
             schedule: schedule.into(),
             on_calendar: on_calendar.map(str::to_string),
             sources: vec![source.into()],
+            drills: false,
         }
     }
 
@@ -197,6 +205,27 @@ mod tests {
         assert!(text.contains("OnCalendar=*-*-* *:00:00 UTC\n"), "{text}");
         assert!(text.contains("RandomizedDelaySec=600\n"), "{text}");
         assert!(!text.contains("0/5"), "{text}");
+
+        // The drill schedule is a tick of its own, or shares a source's.
+        let mut drills = tick("0 5 * * 0 UTC", Some("Sun *-*-* 05:00:00 UTC"), "x");
+        drills.sources.clear();
+        drills.drills = true;
+        let mut shared = tick("0 3 * * * UTC", Some("*-*-* 03:00:00 UTC"), "db");
+        shared.drills = true;
+        let schedule = HostSchedule {
+            schedules: vec![shared, drills],
+        };
+        let text = timer(&invocation, &schedule, None);
+        assert!(
+            text.contains(
+                "# 0 3 * * * UTC (sources db; restore drills)\nOnCalendar=*-*-* 03:00:00 UTC\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("# 0 5 * * 0 UTC (restore drills)\nOnCalendar=Sun *-*-* 05:00:00 UTC\n"),
+            "{text}"
+        );
 
         // One schedule systemd cannot say: the frequent timer alone, naming it.
         let schedule = HostSchedule {

@@ -17,6 +17,7 @@ use crate::inventory::{
     CheckResult, DestinationState, DrillRecord, Inventory, LockInfo, SnapshotInfo, SnapshotStatus,
     VerifyRecord,
 };
+use crate::policy::schedule::Schedule;
 use crate::policy::{Policy, ResolvedSource};
 
 /// The version of the report's JSON shape. Bumped on any incompatible change.
@@ -104,6 +105,10 @@ pub struct SourceStatus {
     /// The source's last restore drill from this destination.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drill: Option<DrillRecord>,
+    /// The drill schedule's interval around `now` (`drill.schedule`); `None` without
+    /// one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill_interval_seconds: Option<i64>,
     /// The worst severity of the findings about it.
     pub health: Health,
 }
@@ -337,9 +342,14 @@ pub fn status(policy: &Policy, inventory: &Inventory, now: DateTime<Utc>) -> Sta
     let mut sources = Vec::new();
     for source in policy.sources.values() {
         let factor = policy.file.size_change_factor_for(&source.name);
+        let drill_interval = policy
+            .drill_schedule
+            .as_ref()
+            .and_then(|s| interval_around(s, now));
         for dest in &source.destinations {
             let state = inventory.destinations.get(dest).unwrap_or(&empty);
             let (mut status, found) = source_status(source, dest, state, factor, now);
+            status.drill_interval_seconds = drill_interval;
             // The destination's own findings (unreadable, verify failed) count for
             // each of its sources.
             let of_destination = findings
@@ -392,7 +402,7 @@ fn source_status(
         .filter(|s| s.status == SnapshotStatus::Complete);
     let last_good = good.next();
     let before = good.next();
-    let interval = expected_interval(source, now);
+    let interval = interval_around(&source.schedule, now);
 
     let attempt = |s: &SnapshotInfo| Attempt {
         snapshot: s.id.clone(),
@@ -553,18 +563,19 @@ fn source_status(
         size,
         verify: state.verify.clone(),
         drill,
+        drill_interval_seconds: None,
         health: Health::Ok,
     };
     (status, findings)
 }
 
-/// The schedule's interval around `now`: from the tick at or before it to the one
+/// A schedule's interval around `now`: from the tick at or before it to the one
 /// after (from the next tick to the one after that, before the first tick).
-fn expected_interval(source: &ResolvedSource, now: DateTime<Utc>) -> Option<i64> {
-    let next = source.schedule.next_after(now)?;
-    let previous = match source.schedule.last_at_or_before(now) {
+fn interval_around(schedule: &Schedule, now: DateTime<Utc>) -> Option<i64> {
+    let next = schedule.next_after(now)?;
+    let previous = match schedule.last_at_or_before(now) {
         Some(t) => t,
-        None => return Some((source.schedule.next_after(next)? - next).num_seconds()),
+        None => return Some((schedule.next_after(next)? - next).num_seconds()),
     };
     Some((next - previous).num_seconds())
 }

@@ -287,6 +287,69 @@ fn daemon_catches_up_a_missed_run_once_after_a_restart() {
     assert_eq!(times(&sandbox, "config").len(), 2);
 }
 
+/// When the last drill of `source` on `local` ended, as `status` reads it.
+fn last_drill(sandbox: &Sandbox, source: &str) -> Option<String> {
+    let run = sandbox.run(&["status", "--format", "json"]).check();
+    let report: Value = serde_json::from_str(&run.stdout).expect("JSON");
+    let entry = report["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .find(|s| s["source"] == source)
+        .expect("an entry")
+        .clone();
+    assert!(
+        entry["drill"].is_null() || entry["drill"]["result"] == "passed",
+        "{entry:#}"
+    );
+    entry["drill"]["finished"].as_str().map(str::to_string)
+}
+
+#[test]
+fn daemon_drills_a_new_source_at_once_and_then_at_the_drill_schedules_tick() {
+    if !have_faketime() {
+        return;
+    }
+    let policy = format!(
+        "{}drill:\n  schedule: \"0 23 * * *\"\n  secret_key_file: {}\n",
+        with_repository_key(POLICY),
+        crate::common::secret_key().display()
+    );
+    let sandbox = Sandbox::initialised(&policy).example_data();
+
+    // The first run backs up; the source has never been drilled, so a second run
+    // drills it at once. Then the drill schedule's tick (23:00) comes before the
+    // backups' (00:00).
+    let mut d = daemon(&sandbox, "2027-01-25 12:00:00", &[]);
+    wait_for(&mut d, "uploads (restore drill, never drilled)");
+    wait_for(
+        &mut d,
+        "daemon: next run due 2027-01-25 23:00:00 UTC: config (restore drill, 0 23 * * * UTC, last 2027-01-25 12:0",
+    );
+    let log = stop(d);
+    assert_eq!(count_in(&log, "daemon: run started"), 2, "{log}");
+    let first = last_drill(&sandbox, "uploads").expect("a drill recorded");
+    assert!(first.starts_with("2027-01-25T12:0"), "{first}");
+    assert_eq!(times(&sandbox, "uploads").len(), 1);
+
+    // At the tick, one run drills both sources and backs nothing up.
+    let mut d = daemon(&sandbox, "2027-01-25 22:59:50", &[]);
+    wait_for(&mut d, "daemon: run finished");
+    wait_for(&mut d, "daemon: next run due 2027-01-26 00:00:00 UTC");
+    let log = stop(d);
+    assert_eq!(count_in(&log, "daemon: run started"), 1, "{log}");
+    let second = last_drill(&sandbox, "uploads").expect("a drill recorded");
+    assert!(
+        second.starts_with("2027-01-25T23:0"),
+        "{second} ({first} before)"
+    );
+    assert!(
+        last_drill(&sandbox, "config").is_some_and(|t| t.starts_with("2027-01-25T23:0")),
+        "{log}"
+    );
+    assert_eq!(times(&sandbox, "uploads").len(), 1, "no backup was due");
+}
+
 fn count_in(log: &str, text: &str) -> usize {
     log.matches(text).count()
 }
@@ -527,6 +590,74 @@ fn the_generated_systemd_units_pass_systemd_analyze_verify() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     // Only lines about our units count: verify also reports on the host's own units.
     let ours: Vec<&str> = stderr.lines().filter(|l| l.contains("backplan.")).collect();
+    assert!(out.status.success() && ours.is_empty(), "{stderr}");
+}
+
+/// deploy/systemd/backplan-daemon.service: its command line is one this backplan
+/// takes, and systemd accepts the unit.
+#[test]
+fn the_daemon_service_unit_runs_a_daemon_command_line_and_passes_systemd_analyze_verify() {
+    let unit = std::fs::read_to_string(root().join("deploy/systemd/backplan-daemon.service"))
+        .expect("the unit");
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("an ExecStart line");
+    let words: Vec<&str> = exec.split_whitespace().collect();
+    assert_eq!(words[0], "/usr/local/bin/backplan", "{exec}");
+    assert!(
+        words.windows(2).any(|w| w == ["daemon", "--listen"]),
+        "{exec}"
+    );
+    assert!(
+        unit.contains("\nType=simple\n") && unit.contains("\nWantedBy=multi-user.target\n"),
+        "{unit}"
+    );
+    // The arguments parse: the same command line with the example policy and
+    // `--help` at the end (which stops before anything runs) exits 0.
+    let args: Vec<&str> = words[1..]
+        .iter()
+        .map(|w| match *w {
+            "/etc/backplan/medianest.yaml" => "policies/medianest.yaml",
+            w => w,
+        })
+        .chain(["--help"])
+        .collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_backplan"))
+        .args(&args)
+        .current_dir(root())
+        .output()
+        .expect("run backplan");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A wrong flag would not: the check can fail.
+    let wrong = Command::new(env!("CARGO_BIN_EXE_backplan"))
+        .args(["daemon", "--listen", "nowhere", "--help"])
+        .output()
+        .expect("run backplan");
+    assert!(!wrong.status.success());
+
+    if !have("systemd-analyze", "/usr/bin/systemd-analyze", "systemd") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("backplan-daemon.service");
+    // verify checks that the binary exists: this build's.
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/backplan", env!("CARGO_BIN_EXE_backplan")),
+    )
+    .expect("write the unit");
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .output()
+        .expect("run systemd-analyze");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let ours: Vec<&str> = stderr.lines().filter(|l| l.contains("backplan-")).collect();
     assert!(out.status.success() && ours.is_empty(), "{stderr}");
 }
 

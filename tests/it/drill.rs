@@ -3,7 +3,8 @@
 //! scratch database on the same server, a throwaway redis-server, a temporary
 //! folder), checked, removed, and recorded where `status` and its metrics read it;
 //! a damaged pack that fails its drill and still leaves no scratch target behind;
-//! the recovery objectives; a due drill that `plan` shows and `apply` runs; and row
+//! declared drill servers (PostgreSQL, Redis); the recovery objectives (RTO, RPO) and
+//! the full-restore estimate; a due drill that `plan` shows and `apply` runs; and row
 //! checksums recorded at backup and compared by the drill.
 
 use std::path::Path;
@@ -267,6 +268,70 @@ fn a_drill_slower_than_the_rto_is_a_finding_and_a_due_drill_is_planned_and_appli
 }
 
 #[test]
+fn a_snapshot_older_than_the_rpo_is_a_finding_and_the_estimate_is_the_measured_throughput() {
+    let sandbox = Sandbox::initialised(&format!(
+        "{LOCAL_POLICY_HEAD}  media:\n    type: files\n    path: media\nobjectives:\n  rpo: 1s\n  rto: 1h\n"
+    ));
+    sandbox.write("media/a.txt", &"alpha\n".repeat(20_000));
+    sandbox.run(&["apply"]).check();
+    // The newest snapshot is now more than the RPO old.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+
+    let run = sandbox
+        .run(&["drill", "--secret-key", &secret(), "--format", "json"])
+        .status(4)
+        .check();
+    let report = json(&run.stdout);
+    let media = drill_of(&report, "media");
+    assert_eq!(media["result"], "passed", "{media:#}");
+    let findings = media["findings"].as_array().expect("findings");
+    assert_eq!(findings.len(), 1, "only the RPO is missed: {media:#}");
+    assert_eq!(findings[0]["finding"], "over_rpo");
+    assert_eq!(findings[0]["rpo_seconds"], 1.0);
+    let age = findings[0]["age_seconds"].as_f64().expect("an age");
+    assert!((2.0..120.0).contains(&age), "{age}");
+
+    // The estimate: the restore step's bytes per second, and the full size (a
+    // folder: the snapshot's) at that rate.
+    let restored = media["restored_bytes"].as_f64().expect("restored bytes");
+    assert!(restored >= 120_000.0, "{media:#}");
+    let restore_seconds = media["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["name"] == "restore")
+        .and_then(|s| s["seconds"].as_f64())
+        .expect("a restore step");
+    let estimate = &media["estimate"];
+    let rate = estimate["bytes_per_second"].as_f64().expect("a rate");
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+    assert!(close(rate, restored / restore_seconds), "{media:#}");
+    assert_eq!(estimate["full_from"], "snapshot");
+    assert_eq!(estimate["full_bytes"].as_f64(), Some(restored));
+    let full = estimate["full_seconds"].as_f64().expect("full seconds");
+    assert!(close(full, restored / rate), "{media:#}");
+
+    // The human view says the measured rate and what it extrapolates to, and status
+    // keeps the finding (a warning) from the record.
+    sandbox
+        .run(&["drill", "--secret-key", &secret()])
+        .status(4)
+        .stdout("BP276")
+        .stdout("older than the RPO of 1.0 s")
+        .stdout("/s; the full ")
+        .stdout("(the snapshot's size) would take about")
+        .check();
+    let status = sandbox.run(&["status"]).status(4).check();
+    assert!(
+        status
+            .stdout
+            .contains("! warning BP276 media on local: the last restore drill"),
+        "{}",
+        status.stdout
+    );
+}
+
+#[test]
 fn without_a_secret_key_a_due_drill_is_shown_as_needing_one_and_skipped() {
     let sandbox = Sandbox::initialised(&format!(
         "{LOCAL_POLICY_HEAD}  media:\n    type: files\n    path: media\ndrill:\n  schedule: \"@weekly\"\n"
@@ -323,6 +388,46 @@ fn a_declared_redis_drill_target_is_used_and_emptied_and_a_files_source_takes_no
         .stderr("BP140")
         .stderr("drill target `media` is drilled into a temporary folder, not a server")
         .check();
+}
+
+#[test]
+fn a_declared_postgres_drill_server_gets_the_scratch_databases_and_loses_them_again() {
+    let source = PgServer::start();
+    small_database(&source, "app");
+    let drills = PgServer::start();
+    let sandbox = Sandbox::initialised(&format!(
+        "{LOCAL_POLICY_HEAD}  db:\n    type: postgres\n    url: \"{}\"\n    databases: [app]\ndrill:\n  targets:\n    db: \"{}\"\n",
+        source.url("postgres"),
+        drills.url("postgres"),
+    ));
+    sandbox.run(&["apply"]).check();
+    let report = json(
+        &sandbox
+            .run(&["drill", "--secret-key", &secret(), "--format", "json"])
+            .check()
+            .stdout,
+    );
+    let d = drill_of(&report, "db");
+    assert_eq!(d["result"], "passed", "{d:#}");
+    assert_eq!(d["checks"]["checked"], 2, "{d:#}");
+    let scratch = d["scratch"].as_str().expect("a scratch target");
+    assert!(
+        scratch.contains(&format!(":{}/backplan_drill_db_", drills.port())),
+        "{scratch} is not on the drill server"
+    );
+    for server in [&source, &drills] {
+        assert_eq!(
+            server
+                .psql(
+                    "postgres",
+                    "SELECT count(*) FROM pg_database WHERE datname LIKE 'backplan_drill_%';"
+                )
+                .trim(),
+            "0",
+            "a scratch database is left on port {}",
+            server.port()
+        );
+    }
 }
 
 /// A table of values whose text depends on the session: timestamps with a time

@@ -193,3 +193,126 @@ fn the_host_schedule_groups_sources_by_schedule() {
     );
     assert!(schedule.expressible());
 }
+
+/// `db` daily at 03:00 UTC, drilled daily at 01:00 UTC; `key` names the secret key
+/// drills decrypt with.
+fn drilled_policy(key: bool) -> Policy {
+    let text = format!(
+        r#"version: 1
+encryption:
+  recipients: [keys/demo-recipient.asc]
+defaults:
+  schedule: "0 3 * * *"
+  timezone: UTC
+destinations:
+  local:
+    type: memory
+sources:
+  db:
+    type: postgres
+    url: postgres://backup@db:5432/app
+drill:
+  schedule: "0 1 * * *"
+{}"#,
+        if key {
+            "  secret_key_file: drill.secret.asc\n"
+        } else {
+            ""
+        }
+    );
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    match load_str(&text, Path::new("policy.yaml"), &dir) {
+        Ok(loaded) => loaded.policy,
+        Err(report) => panic!("the test policy does not load: {report:?}"),
+    }
+}
+
+fn drill(source: &str, finished: &str) -> Value {
+    json!({"source": source, "snapshot": format!("{source}-x"), "started": finished,
+           "finished": finished, "result": "passed", "restored_bytes": 1})
+}
+
+fn with_drills(snapshots: Vec<Value>, drills: Vec<Value>) -> Inventory {
+    serde_json::from_value(json!({
+        "destinations": {"local": {"snapshots": snapshots, "drills": drills}}
+    }))
+    .expect("an inventory")
+}
+
+#[test]
+fn a_due_drill_wakes_the_daemon_at_the_drill_schedules_tick() {
+    let inv = with_drills(
+        vec![snapshot("db", "2026-11-25T03:00:05Z", "complete")],
+        vec![drill("db", "2026-11-25T01:02:00Z")],
+    );
+    // The drill's tick (01:00) comes before the backup's (03:00).
+    let next = next_run(&drilled_policy(true), &inv, t(NOW), None).expect("a run");
+    assert_eq!(next.at, t("2026-11-26T01:00:00Z"));
+    assert_eq!(next.sources.len(), 1);
+    assert_eq!(next.sources[0].name, "db");
+    assert_eq!(
+        next.sources[0].why,
+        DueWhy::Drill {
+            schedule: "0 1 * * * UTC".into(),
+            last: Some(t("2026-11-25T01:02:00Z")),
+        }
+    );
+    // Without a secret key apply skips drills: only the backup's tick wakes it.
+    let next = next_run(&drilled_policy(false), &inv, t(NOW), None).expect("a run");
+    assert_eq!(next.at, t("2026-11-26T03:00:00Z"));
+    assert!(matches!(next.sources[0].why, DueWhy::Scheduled { .. }));
+}
+
+#[test]
+fn a_source_never_drilled_is_due_for_a_drill_once_it_has_a_snapshot() {
+    let policy = drilled_policy(true);
+    let backed_up = with_drills(
+        vec![snapshot("db", "2026-11-25T03:00:05Z", "complete")],
+        vec![],
+    );
+    let drill_now = DueWhy::Drill {
+        schedule: "0 1 * * * UTC".into(),
+        last: None,
+    };
+    let next = next_run(&policy, &backed_up, t(NOW), None).expect("a run");
+    assert_eq!(next.at, t(NOW));
+    assert_eq!(next.sources[0].why, drill_now);
+    // The run of this process that took the snapshot could not drill it: still due.
+    let next =
+        next_run(&policy, &backed_up, t(NOW), Some(t("2026-11-25T03:00:00Z"))).expect("a run");
+    assert_eq!(next.at, t(NOW));
+    assert_eq!(next.sources[0].why, drill_now);
+    // A run after the snapshot that recorded no drill is not repeated before the next
+    // tick of the drill schedule.
+    let next =
+        next_run(&policy, &backed_up, t(NOW), Some(t("2026-11-25T12:00:00Z"))).expect("a run");
+    assert_eq!(next.at, t("2026-11-26T01:00:00Z"));
+    // Nothing to drill without a good snapshot.
+    let failed = with_drills(
+        vec![snapshot("db", "2026-11-25T03:00:05Z", "failed")],
+        vec![],
+    );
+    let next = next_run(&policy, &failed, t(NOW), None).expect("a run");
+    assert!(
+        next.sources
+            .iter()
+            .all(|s| !matches!(s.why, DueWhy::Drill { .. })),
+        "{next:?}"
+    );
+}
+
+#[test]
+fn the_host_schedule_holds_the_drill_schedule_where_drills_run() {
+    let schedule = host_schedule(&drilled_policy(true), t(NOW));
+    assert_eq!(schedule.schedules.len(), 2, "{schedule:?}");
+    assert!(!schedule.schedules[0].drills);
+    let drills = &schedule.schedules[1];
+    assert_eq!(drills.schedule, "0 1 * * * UTC");
+    assert!(drills.drills);
+    assert!(drills.sources.is_empty());
+    assert_eq!(drills.on_calendar.as_deref(), Some("*-*-* 01:00:00 UTC"));
+    // Without the secret key apply skips drills: no tick for them.
+    let schedule = host_schedule(&drilled_policy(false), t(NOW));
+    assert_eq!(schedule.schedules.len(), 1);
+    assert!(schedule.schedules.iter().all(|t| !t.drills));
+}

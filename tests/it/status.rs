@@ -1,8 +1,10 @@
 //! End-to-end tests of `backplan status` and the metrics, with the real binary on a
 //! real `fs` destination: a fresh backup is healthy, an old one late, a failed source
-//! shows its code, a size change beyond the factor is reported; the metrics text and
+//! shows its code, a size change beyond the factor is reported, lock holders are shown
+//! and a stale lock is a warning; the metrics text and
 //! the file `apply --metrics-file` writes are parsed back and compared with the
-//! inventory, and checked by Prometheus's `promtool` with the shipped alert rules.
+//! inventory, and checked by Prometheus's `promtool` with the shipped alert rules,
+//! whose behaviour `promtool test rules` checks too.
 //! Without `promtool` (Debian: the `prometheus` package) those checks fail under CI
 //! and are skipped, loudly, elsewhere.
 
@@ -352,6 +354,147 @@ fn verify_records_its_run_and_status_shows_it() {
     );
 }
 
+/// Writes the lock `locks/<name>` as backplan writes it.
+fn write_lock(
+    sandbox: &Sandbox,
+    name: &str,
+    kind: &str,
+    host: &str,
+    pid: u32,
+    started: DateTime<Utc>,
+    expires: DateTime<Utc>,
+) {
+    let lock = serde_json::json!({
+        "kind": kind,
+        "host": host,
+        "pid": pid,
+        "started": started.to_rfc3339(),
+        "expires": expires.to_rfc3339(),
+    });
+    sandbox.write(&format!("backups/locks/{name}"), &lock.to_string());
+}
+
+#[test]
+fn status_shows_who_holds_locks_and_a_stale_one_is_a_warning() {
+    let sandbox = backed_up();
+    let now = Utc::now();
+    let this_host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let this_host = this_host.trim();
+    // A backup of this host that runs (the test process itself, which started before
+    // the lock), one of another host that has not expired, and a prune of a third host
+    // that expired an hour ago.
+    let running = (now, now + Duration::minutes(30));
+    let other = (now - Duration::minutes(5), now + Duration::minutes(25));
+    let expired = (now - Duration::hours(2), now - Duration::hours(1));
+    write_lock(
+        &sandbox,
+        "shared-00000000000000aa",
+        "shared",
+        this_host,
+        std::process::id(),
+        running.0,
+        running.1,
+    );
+    write_lock(
+        &sandbox,
+        "shared-00000000000000bb",
+        "shared",
+        "app-host-2",
+        4242,
+        other.0,
+        other.1,
+    );
+    write_lock(
+        &sandbox,
+        "exclusive",
+        "exclusive",
+        "prune-host",
+        77,
+        expired.0,
+        expired.1,
+    );
+
+    // Only the expired lock is a finding: a warning, exit 4.
+    let report = json(&sandbox, &[], 4);
+    let mut locks: Vec<(String, u64, String, bool, Option<String>)> =
+        report["destinations"][0]["locks"]
+            .as_array()
+            .expect("locks")
+            .iter()
+            .map(|l| {
+                (
+                    l["host"].as_str().expect("a host").to_string(),
+                    l["pid"].as_u64().expect("a pid"),
+                    l["kind"].as_str().expect("a kind").to_string(),
+                    l["stale"].as_bool().expect("stale"),
+                    l["holder"].as_str().map(str::to_string),
+                )
+            })
+            .collect();
+    locks.sort();
+    let mut expected = vec![
+        (
+            this_host.to_string(),
+            u64::from(std::process::id()),
+            "shared".to_string(),
+            false,
+            Some("running".to_string()),
+        ),
+        ("app-host-2".into(), 4242, "shared".into(), false, None),
+        ("prune-host".into(), 77, "exclusive".into(), true, None),
+    ];
+    expected.sort();
+    assert_eq!(locks, expected, "{report:#}");
+    let findings = report["findings"].as_array().expect("findings");
+    assert_eq!(findings.len(), 1, "{report:#}");
+    assert_eq!(findings[0]["code"], "BP211");
+    assert_eq!(findings[0]["severity"], "warning");
+    assert_eq!(findings[0]["kind"], "stale_lock");
+    assert_eq!(findings[0]["host"], "prune-host");
+    assert_eq!(findings[0]["pid"], 77);
+    assert_eq!(report["health"], "warning");
+
+    let t = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M UTC").to_string();
+    sandbox
+        .run(&["status"])
+        .status(4)
+        .stdout("\nLocks:\n")
+        .stdout(&format!(
+            "  local: shared lock of app-host-2 pid 4242 since {}, expires {}\n",
+            t(other.0),
+            t(other.1)
+        ))
+        .stdout(&format!(
+            "  local: shared lock of {this_host} pid {} since {}, expires {}\n",
+            std::process::id(),
+            t(running.0),
+            t(running.1)
+        ))
+        .stdout(&format!(
+            "  local: exclusive lock of prune-host pid 77 since {}, expires {} (stale)\n",
+            t(expired.0),
+            t(expired.1)
+        ))
+        .stdout(&format!(
+            "! warning BP211 local: a stale lock of prune-host pid 77 since {}; `backplan unlock` removes it",
+            t(expired.0)
+        ))
+        .check();
+
+    // Once `unlock` removed the stale one, the held locks are still shown, and nothing
+    // is wrong.
+    sandbox.run(&["unlock"]).check();
+    let report = json(&sandbox, &[], 0);
+    let hosts: Vec<&str> = report["destinations"][0]["locks"]
+        .as_array()
+        .expect("locks")
+        .iter()
+        .map(|l| l["host"].as_str().expect("a host"))
+        .collect();
+    assert_eq!(hosts.len(), 2, "{report:#}");
+    assert!(!hosts.contains(&"prune-host"), "{report:#}");
+}
+
 #[test]
 fn drill_records_written_to_the_repository_show_in_status_and_metrics() {
     use backplan::inventory::{CheckResult, DrillRecord, DrillStep};
@@ -596,6 +739,41 @@ fn promtool_accepts_the_metrics_of_failures_size_changes_and_checks() {
     promtool_check_metrics(&promtool, &text);
 }
 
+#[test]
+fn a_drill_schedule_gives_every_source_its_interval_for_the_overdue_alert() {
+    // Without a drill schedule: no series, and the alert falls back to 35 days.
+    let sandbox = backed_up();
+    let text = sandbox
+        .run(&["status", "--format", "prometheus"])
+        .check()
+        .stdout;
+    assert!(
+        !text.contains("backplan_drill_expected_interval_seconds"),
+        "{text}"
+    );
+    // Weekly drills: a week, for every source on every destination.
+    let weekly = format!(
+        "{}drill:\n  schedule: \"@weekly\"\n",
+        with_repository_key(POLICY)
+    );
+    sandbox.write("backplan.yaml", &weekly);
+    let run = sandbox.run(&["status", "--format", "prometheus"]).check();
+    let samples = parse_metrics(&run.stdout);
+    for source in ["config", "uploads"] {
+        assert_eq!(
+            sample(&samples, "backplan_drill_expected_interval_seconds", source),
+            Some(604_800.0),
+            "{}",
+            run.stdout
+        );
+    }
+    let report = json(&sandbox, &[], 0);
+    assert_eq!(entry(&report, "uploads")["drill_interval_seconds"], 604_800);
+    if let Some(promtool) = promtool() {
+        promtool_check_metrics(&promtool, &run.stdout);
+    }
+}
+
 // --- alerts ------------------------------------------------------------------------
 
 fn alerts_yaml() -> std::path::PathBuf {
@@ -616,6 +794,43 @@ fn promtool_accepts_the_alert_rules() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The alerts' behaviour, not only their syntax: `promtool test rules` feeds the
+/// metrics to the rules and checks when each alert fires (a stale backup at 1.5 times
+/// its schedule's interval and not before, a failed run, a size anomaly, a failed or
+/// overdue verify or drill, absent metrics), with its labels and annotations.
+#[test]
+fn promtool_unit_tests_of_the_alert_rules_pass() {
+    let Some(promtool) = promtool() else { return };
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let files = ["alerts.test.yaml", "alerts-overdue.test.yaml"].map(|f| fixtures.join(f));
+    let out = Command::new(promtool)
+        .args(["test", "rules"])
+        .args(&files)
+        .output()
+        .expect("promtool ran");
+    assert!(
+        out.status.success(),
+        "promtool test rules failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every alert of docs/alerts.yaml has a case.
+    let rules: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(alerts_yaml()).expect("docs/alerts.yaml"))
+            .expect("YAML");
+    let cases: String = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).expect("the tests"))
+        .collect();
+    for rule in rules["groups"][0]["rules"].as_array().expect("rules") {
+        let name = rule["alert"].as_str().expect("an alert name");
+        assert!(
+            cases.contains(&format!("alertname: {name}\n")),
+            "{name} has no case in tests/fixtures/alerts*.test.yaml"
+        );
+    }
 }
 
 #[test]
@@ -648,6 +863,8 @@ fn every_alert_has_a_runbook_section_in_operations_md_and_uses_known_metrics() {
             "backplan_snapshot_size_anomaly".to_string(),
             "backplan_last_verify_success".to_string(),
             "backplan_last_drill_success".to_string(),
+            // Only written with a drill schedule.
+            "backplan_drill_expected_interval_seconds".to_string(),
         ])
         .collect::<Vec<_>>();
     let rules = rules["groups"][0]["rules"].as_array().expect("rules");

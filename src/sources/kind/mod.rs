@@ -227,11 +227,26 @@ pub struct RestoreOptions {
     pub spool: Option<PathBuf>,
     /// Files: owners by number only.
     pub numeric_owner: bool,
-    /// Databases: each restored as `<prefix><its name>` on the source's server, its
-    /// roles left as the server has them (a drill's scratch databases).
+    /// Databases: each restored as `<prefix><its name>` on the source's server (or
+    /// on `database_server`), its roles left as the server has them (a drill's
+    /// scratch databases).
     pub database_prefix: Option<String>,
+    /// Databases: the server the prefixed databases go to instead of the source's
+    /// own (a drill target the policy declares, `drill.targets`).
+    pub database_server: Option<DatabaseServer>,
     /// Redis: a `dump.rdb` in this folder instead of a running server.
     pub as_file: Option<PathBuf>,
+}
+
+/// A PostgreSQL server a restore writes its scratch databases to; shown without its
+/// password.
+#[derive(Clone)]
+pub struct DatabaseServer(pub crate::sources::postgres::Connection);
+
+impl std::fmt::Debug for DatabaseServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.describe())
+    }
 }
 
 /// What every kind's preview and restore read besides the snapshot.

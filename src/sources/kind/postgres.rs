@@ -71,7 +71,13 @@ impl Postgres<'_> {
                     (conn, database)
                 }
                 None => match &options.database_prefix {
-                    Some(prefix) => (source.clone(), format!("{prefix}{db}")),
+                    Some(prefix) => (
+                        options
+                            .database_server
+                            .as_ref()
+                            .map_or_else(|| source.clone(), |s| s.0.clone()),
+                        format!("{prefix}{db}"),
+                    ),
                     None => (source.clone(), db),
                 },
             };

@@ -20,7 +20,7 @@ use crate::pipeline::fetch::RepoFetcher;
 use crate::repo::format::{EntryKind, Tree};
 use crate::sources::{postgres as pg, redis};
 
-use super::{RestoreOptions, Restored};
+use super::{DatabaseServer, RestoreOptions, Restored};
 
 /// A scratch target, ready for a restore.
 #[derive(Debug)]
@@ -178,14 +178,17 @@ impl Scratch {
         }
     }
 
-    /// How the drill's restore writes: into empty targets, databases renamed.
+    /// How the drill's restore writes: into empty targets, databases renamed and
+    /// made on the scratch server (the source's own, or the one the policy declares),
+    /// where the checks and the clean-up look for them.
     pub fn options(&self) -> RestoreOptions {
-        RestoreOptions {
-            database_prefix: match self {
-                Scratch::Databases { prefix, .. } => Some(prefix.clone()),
-                _ => None,
+        match self {
+            Scratch::Databases { conn, prefix } => RestoreOptions {
+                database_prefix: Some(prefix.clone()),
+                database_server: Some(DatabaseServer((**conn).clone())),
+                ..RestoreOptions::default()
             },
-            ..RestoreOptions::default()
+            _ => RestoreOptions::default(),
         }
     }
 
@@ -518,8 +521,14 @@ fn check_keys(
 ) -> Result<Checks, Failure> {
     let meta = redis::read_meta(tree, fetcher)?;
     let found = redis::keyspace(&mut endpoint.connect()?)?;
+    Ok(compare_keys(&found, &meta.keys, expired))
+}
+
+/// The keys per database the scratch server holds (`found`) against those counted at
+/// backup (`recorded`); with keys that expired on the way, the totals only.
+fn compare_keys(found: &BTreeMap<u32, u64>, recorded: &BTreeMap<u32, u64>, expired: u64) -> Checks {
     let dbs: std::collections::BTreeSet<u32> =
-        found.keys().chain(meta.keys.keys()).copied().collect();
+        found.keys().chain(recorded.keys()).copied().collect();
     let mut checks = Checks {
         checked: dbs.len() as u64,
         unit: CheckUnit::Databases,
@@ -527,7 +536,7 @@ fn check_keys(
     };
     if expired > 0 {
         let restored: u64 = found.values().sum();
-        let recorded: u64 = meta.keys.values().sum();
+        let recorded: u64 = recorded.values().sum();
         if restored + expired != recorded {
             checks.differences.push(Difference::Keys {
                 db: None,
@@ -535,11 +544,11 @@ fn check_keys(
                 recorded,
             });
         }
-        return Ok(checks);
+        return checks;
     }
     for db in dbs {
         let restored = found.get(&db).copied().unwrap_or(0);
-        let recorded = meta.keys.get(&db).copied().unwrap_or(0);
+        let recorded = recorded.get(&db).copied().unwrap_or(0);
         if restored != recorded {
             checks.differences.push(Difference::Keys {
                 db: Some(db),
@@ -548,7 +557,7 @@ fn check_keys(
             });
         }
     }
-    Ok(checks)
+    checks
 }
 
 /// Every regular file of the snapshot, read back from the scratch folder and cut
@@ -598,6 +607,50 @@ mod tests {
             chunks,
             ..Entry::default()
         }
+    }
+
+    #[test]
+    fn redis_keys_differ_per_database_or_in_total_when_keys_expired_on_the_way() {
+        let keys = |dbs: &[(u32, u64)]| dbs.iter().copied().collect::<BTreeMap<u32, u64>>();
+        let recorded = keys(&[(0, 100), (1, 5)]);
+        // As recorded: nothing differs, both databases checked.
+        let same = compare_keys(&keys(&[(0, 100), (1, 5)]), &recorded, 0);
+        assert_eq!((same.checked, same.differences.len()), (2, 0));
+        // A key short in database 0, database 1 missing, an extra database 3.
+        let off = compare_keys(&keys(&[(0, 99), (3, 1)]), &recorded, 0);
+        assert_eq!(off.checked, 3);
+        assert_eq!(
+            off.differences,
+            [
+                Difference::Keys {
+                    db: Some(0),
+                    restored: 99,
+                    recorded: 100
+                },
+                Difference::Keys {
+                    db: Some(1),
+                    restored: 0,
+                    recorded: 5
+                },
+                Difference::Keys {
+                    db: Some(3),
+                    restored: 1,
+                    recorded: 0
+                },
+            ]
+        );
+        // Two keys expired between backup and drill: the totals with them counted in.
+        let expired = compare_keys(&keys(&[(0, 98), (1, 5)]), &recorded, 2);
+        assert!(expired.differences.is_empty());
+        let short = compare_keys(&keys(&[(0, 97), (1, 5)]), &recorded, 2);
+        assert_eq!(
+            short.differences,
+            [Difference::Keys {
+                db: None,
+                restored: 102,
+                recorded: 105
+            }]
+        );
     }
 
     #[test]
