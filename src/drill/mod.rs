@@ -7,10 +7,14 @@
 //!
 //! The drill is held to the policy's `objectives`: taking longer than the `rto`, or
 //! finding the newest snapshot older than the `rpo`, is a [`Finding`]. The restore's
-//! throughput, scaled to the source's current size, estimates how long a full
-//! restore would take.
+//! throughput, scaled to the source's size as it is now (its kind's
+//! [`Seam::current_size`]), estimates how long a full restore would take: an
+//! extrapolation, and said to be one. A source that cannot be read now (its server
+//! down, its folder gone) leaves the drill as it is, without an estimate, and says
+//! why ([`NoEstimate`]).
 //!
 //! [`Seam::scratch`]: crate::sources::kind::Seam::scratch
+//! [`Seam::current_size`]: crate::sources::kind::Seam::current_size
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,8 +33,8 @@ use crate::repo::lock;
 use crate::repo::store::Repo;
 use crate::restore::execute::{self, Restore, RestoreReport};
 use crate::restore::{RestorePlan, Selection, restore_plan};
-use crate::sources::kind::Kind;
 use crate::sources::kind::scratch::{CheckUnit, Checks, Scratch};
+use crate::sources::kind::{CurrentSize, Kind, Restored};
 
 /// The version of `drill --format json`.
 pub const FORMAT_VERSION: u32 = 1;
@@ -88,10 +92,17 @@ pub struct SourceDrill {
     pub findings: Vec<Finding>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub estimate: Option<Estimate>,
+    /// Why a drill that passed has no estimate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_estimate: Option<NoEstimate>,
     /// The destinations the drill was recorded in, and those that refused.
     pub recorded: Vec<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub not_recorded: BTreeMap<String, Failure>,
+    /// Redis: the keys the restore replayed (those that expired on the way
+    /// counted in): the snapshot's, which the estimate scales from.
+    #[serde(skip)]
+    snapshot_keys: Option<u64>,
 }
 
 impl SourceDrill {
@@ -120,24 +131,65 @@ impl Finding {
     }
 }
 
-/// The full restore's time, extrapolated from the drill's throughput.
+/// The full restore's time, extrapolated from the drill's throughput to the
+/// source's size now.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Estimate {
     /// Bytes restored per second of the restore step.
     pub bytes_per_second: f64,
-    /// The source's current size: from its server or folder when it answered, else
-    /// the snapshot's.
+    /// The source's size now, in the restore's measure: the databases' or files'
+    /// bytes, or for Redis the snapshot's bytes scaled by the keys' growth.
     pub full_bytes: u64,
-    pub full_from: SizeFrom,
+    /// What the source's size now was read as.
+    pub full_from: CurrentSize,
+    /// Redis: the snapshot's keys, which the keys now are set against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_keys: Option<u64>,
     pub full_seconds: f64,
 }
 
-/// Where [`Estimate::full_bytes`] comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SizeFrom {
-    Probe,
-    Snapshot,
+/// Why a drill that passed has no [`Estimate`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum NoEstimate {
+    /// The restore step measured no bytes, or no time.
+    NotMeasured,
+    /// The source's size now could not be read: its server did not answer, its
+    /// folder is missing. The drill stands; only the estimate is missing.
+    SourceUnreadable { error: Failure },
+    /// Redis: the snapshot held no keys to scale from.
+    NoSnapshotKeys,
+}
+
+/// The restore's throughput (`restored_bytes` in `restore_seconds`) scaled to the
+/// source's size `now`; Redis keys against the `snapshot_keys` the restore replayed.
+pub fn extrapolate(
+    restored_bytes: u64,
+    restore_seconds: f64,
+    now: CurrentSize,
+    snapshot_keys: Option<u64>,
+) -> Result<Estimate, NoEstimate> {
+    if restore_seconds <= 0.0 || restored_bytes == 0 {
+        return Err(NoEstimate::NotMeasured);
+    }
+    let bytes_per_second = restored_bytes as f64 / restore_seconds;
+    let (full_bytes, snapshot_keys) = match now {
+        CurrentSize::Databases { bytes } | CurrentSize::Files { bytes, .. } => (bytes, None),
+        CurrentSize::Keys { keys } => match snapshot_keys.filter(|k| *k > 0) {
+            Some(then) => (
+                (restored_bytes as f64 * keys as f64 / then as f64).round() as u64,
+                Some(then),
+            ),
+            None => return Err(NoEstimate::NoSnapshotKeys),
+        },
+    };
+    Ok(Estimate {
+        bytes_per_second,
+        full_bytes,
+        full_from: now,
+        snapshot_keys,
+        full_seconds: full_bytes as f64 / bytes_per_second,
+    })
 }
 
 /// What a drill needs besides the sources to drill.
@@ -217,8 +269,10 @@ async fn drill_source(d: &Drill<'_>, graph: &SourceGraph, source: &str) -> Sourc
         cleanup_error: None,
         findings: Vec::new(),
         estimate: None,
+        no_estimate: None,
         recorded: Vec::new(),
         not_recorded: BTreeMap::new(),
+        snapshot_keys: None,
     };
 
     let clock = Instant::now();
@@ -278,7 +332,10 @@ async fn drill_source(d: &Drill<'_>, graph: &SourceGraph, source: &str) -> Sourc
     }
     out.findings = findings(d.policy, &out);
     if out.result == CheckResult::Passed {
-        out.estimate = estimate(d.policy, kind, &out).await;
+        match estimate(d.policy, kind, &out).await {
+            Ok(e) => out.estimate = Some(e),
+            Err(why) => out.no_estimate = Some(why),
+        }
     }
     out
 }
@@ -326,6 +383,11 @@ async fn restore_and_check(
     let checked = match restored {
         Ok(report) => {
             timed(steps, RESTORE, clock);
+            if let Some(Restored::Keys { keys, expired, .. }) =
+                report.steps.first().map(|s| &s.restored)
+            {
+                out.snapshot_keys = Some(keys + expired);
+            }
             let clock = Instant::now();
             let checked = check(d, scratch, &report, &out.snapshot).await;
             timed(steps, CHECK, clock);
@@ -393,28 +455,27 @@ fn findings(policy: &Policy, drill: &SourceDrill) -> Vec<Finding> {
     out
 }
 
-/// The restore step's throughput, scaled to the source's current size: its
-/// server's or folder's estimate when it answers, else the snapshot's size.
-async fn estimate(policy: &Policy, kind: Kind<'_>, drill: &SourceDrill) -> Option<Estimate> {
-    let seconds = drill.steps.iter().find(|s| s.name == RESTORE)?.seconds;
+/// The restore step's throughput, scaled to the source's size now as its kind reads
+/// it from its server or folder; why not, when it cannot.
+async fn estimate(
+    policy: &Policy,
+    kind: Kind<'_>,
+    drill: &SourceDrill,
+) -> Result<Estimate, NoEstimate> {
+    let seconds = drill
+        .steps
+        .iter()
+        .find(|s| s.name == RESTORE)
+        .ok_or(NoEstimate::NotMeasured)?
+        .seconds;
     if seconds <= 0.0 || drill.restored_bytes == 0 {
-        return None;
+        return Err(NoEstimate::NotMeasured);
     }
-    let bytes_per_second = drill.restored_bytes as f64 / seconds;
-    let probed = kind
-        .probe(policy)
+    let now = kind
+        .current_size(policy)
         .await
-        .and_then(|p| p.probe.estimated_bytes);
-    let (full_bytes, full_from) = match probed {
-        Some(b) => (b, SizeFrom::Probe),
-        None => (drill.restored_bytes, SizeFrom::Snapshot),
-    };
-    Some(Estimate {
-        bytes_per_second,
-        full_bytes,
-        full_from,
-        full_seconds: full_bytes as f64 / bytes_per_second,
-    })
+        .map_err(|error| NoEstimate::SourceUnreadable { error })?;
+    extrapolate(drill.restored_bytes, seconds, now, drill.snapshot_keys)
 }
 
 /// The secret key file the policy names for drills, resolved.
@@ -467,4 +528,73 @@ async fn record(d: &Drill<'_>, mut drill: SourceDrill) -> SourceDrill {
         }
     }
     drill
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_estimate_scales_the_measured_throughput_to_the_size_now() {
+        // 10 MB restored in 4 s: 2.5 MB/s; the folder has grown to 30 MB.
+        let e = extrapolate(
+            10_000_000,
+            4.0,
+            CurrentSize::Files {
+                files: 12,
+                bytes: 30_000_000,
+            },
+            None,
+        )
+        .expect("an estimate");
+        assert_eq!(e.bytes_per_second, 2_500_000.0);
+        assert_eq!(e.full_bytes, 30_000_000);
+        assert_eq!(e.full_seconds, 12.0);
+        assert_eq!(e.snapshot_keys, None);
+
+        // Databases that shrank: less than the measured time.
+        let e = extrapolate(
+            10_000_000,
+            4.0,
+            CurrentSize::Databases { bytes: 5_000_000 },
+            None,
+        )
+        .expect("an estimate");
+        assert_eq!(e.full_seconds, 2.0);
+
+        // Redis: 3 000 keys now against 2 000 in the snapshot: the snapshot's bytes
+        // one and a half times, at the measured rate.
+        let e = extrapolate(
+            1_000_000,
+            0.5,
+            CurrentSize::Keys { keys: 3_000 },
+            Some(2_000),
+        )
+        .expect("an estimate");
+        assert_eq!(e.full_bytes, 1_500_000);
+        assert_eq!(e.full_seconds, 0.75);
+        assert_eq!(e.snapshot_keys, Some(2_000));
+    }
+
+    #[test]
+    fn without_a_measure_there_is_no_estimate_and_it_says_why() {
+        let now = CurrentSize::Files {
+            files: 1,
+            bytes: 100,
+        };
+        assert_eq!(extrapolate(0, 1.0, now, None), Err(NoEstimate::NotMeasured));
+        assert_eq!(
+            extrapolate(100, 0.0, now, None),
+            Err(NoEstimate::NotMeasured)
+        );
+        let keys = CurrentSize::Keys { keys: 10 };
+        assert_eq!(
+            extrapolate(100, 1.0, keys, None),
+            Err(NoEstimate::NoSnapshotKeys)
+        );
+        assert_eq!(
+            extrapolate(100, 1.0, keys, Some(0)),
+            Err(NoEstimate::NoSnapshotKeys)
+        );
+    }
 }

@@ -5,8 +5,9 @@
 use std::fmt::Write;
 
 use super::{bytes, time};
-use crate::drill::{DrillReport, Finding, SizeFrom, SourceDrill};
+use crate::drill::{DrillReport, Estimate, Finding, NoEstimate, SourceDrill};
 use crate::inventory::CheckResult;
+use crate::sources::kind::CurrentSize;
 use crate::sources::kind::scratch::{CheckUnit, Difference};
 
 /// The JSON report (`format_version` 1).
@@ -114,6 +115,39 @@ fn finding(f: &Finding) -> String {
     }
 }
 
+/// What the estimate extrapolates to: the source's size now, and where it was read.
+fn extrapolated_to(e: &Estimate) -> String {
+    match e.full_from {
+        CurrentSize::Databases { .. } => format!(
+            "the databases' {} now (the server's pg_database_size)",
+            bytes(e.full_bytes)
+        ),
+        CurrentSize::Files { files, .. } => format!(
+            "the {files} {} {} now (sizes read from the source, its excludes honoured)",
+            if files == 1 { "file's" } else { "files'" },
+            bytes(e.full_bytes)
+        ),
+        CurrentSize::Keys { keys } => format!(
+            "{} now ({keys} keys on the server against {} in the snapshot)",
+            bytes(e.full_bytes),
+            e.snapshot_keys.unwrap_or(0)
+        ),
+    }
+}
+
+/// Why a drill that passed has no estimate.
+fn no_estimate(n: &NoEstimate) -> String {
+    match n {
+        NoEstimate::NotMeasured => "the restore measured no bytes or no time".to_string(),
+        NoEstimate::SourceUnreadable { error } => format!(
+            "the source's size now cannot be read ({} {})",
+            error.code.id(),
+            error.message
+        ),
+        NoEstimate::NoSnapshotKeys => "the snapshot holds no keys to scale from".to_string(),
+    }
+}
+
 fn source(d: &SourceDrill, out: &mut String) {
     let mark = match d.result {
         CheckResult::Passed => "✓",
@@ -198,15 +232,14 @@ fn source(d: &SourceDrill, out: &mut String) {
     if let Some(e) = &d.estimate {
         let _ = writeln!(
             out,
-            "    measured {}/s; the full {} ({}) would take about {}",
+            "    a full restore would take about {}: extrapolated from the {}/s measured to {}",
+            duration(e.full_seconds),
             bytes(e.bytes_per_second as u64),
-            bytes(e.full_bytes),
-            match e.full_from {
-                SizeFrom::Probe => "its size now",
-                SizeFrom::Snapshot => "the snapshot's size",
-            },
-            duration(e.full_seconds)
+            extrapolated_to(e)
         );
+    }
+    if let Some(n) = &d.no_estimate {
+        let _ = writeln!(out, "    no estimate of a full restore: {}", no_estimate(n));
     }
     if !d.recorded.is_empty() {
         let _ = writeln!(out, "    recorded in {}", d.recorded.join(", "));

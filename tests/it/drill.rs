@@ -291,8 +291,8 @@ fn a_snapshot_older_than_the_rpo_is_a_finding_and_the_estimate_is_the_measured_t
     let age = findings[0]["age_seconds"].as_f64().expect("an age");
     assert!((2.0..120.0).contains(&age), "{age}");
 
-    // The estimate: the restore step's bytes per second, and the full size (a
-    // folder: the snapshot's) at that rate.
+    // The estimate: the restore step's bytes per second, and the full size (the
+    // folder as it is now, unchanged since the backup: the snapshot's) at that rate.
     let restored = media["restored_bytes"].as_f64().expect("restored bytes");
     assert!(restored >= 120_000.0, "{media:#}");
     let restore_seconds = media["steps"]
@@ -306,7 +306,10 @@ fn a_snapshot_older_than_the_rpo_is_a_finding_and_the_estimate_is_the_measured_t
     let rate = estimate["bytes_per_second"].as_f64().expect("a rate");
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
     assert!(close(rate, restored / restore_seconds), "{media:#}");
-    assert_eq!(estimate["full_from"], "snapshot");
+    assert_eq!(
+        estimate["full_from"],
+        serde_json::json!({"measure": "files", "files": 1, "bytes": 120_000})
+    );
     assert_eq!(estimate["full_bytes"].as_f64(), Some(restored));
     let full = estimate["full_seconds"].as_f64().expect("full seconds");
     assert!(close(full, restored / rate), "{media:#}");
@@ -318,8 +321,8 @@ fn a_snapshot_older_than_the_rpo_is_a_finding_and_the_estimate_is_the_measured_t
         .status(4)
         .stdout("BP276")
         .stdout("older than the RPO of 1.0 s")
-        .stdout("/s; the full ")
-        .stdout("(the snapshot's size) would take about")
+        .stdout("a full restore would take about ")
+        .stdout("/s measured to the 1 file's 117.2 KiB now (sizes read from the source, its excludes honoured)")
         .check();
     let status = sandbox.run(&["status"]).status(4).check();
     assert!(
@@ -573,4 +576,246 @@ fn row_checksums_are_the_same_for_restored_rows_in_any_session_and_differ_for_on
         "UPDATE readings SET value = 200 / 7.0 + 1e-12 WHERE id = 200;",
     );
     assert_eq!(table_rows(&pg, "copy"), origin);
+}
+
+/// The restore step's seconds of a drill in a `drill --format json` report.
+fn restore_seconds(d: &Value) -> f64 {
+    d["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["name"] == "restore")
+        .and_then(|s| s["seconds"].as_f64())
+        .unwrap_or_else(|| panic!("no restore step: {d:#}"))
+}
+
+/// Whether `a` is `b` but for floating point rounding.
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-6 * b.abs().max(1.0)
+}
+
+#[test]
+fn a_folder_grown_since_its_backup_is_estimated_at_its_size_now_and_a_missing_one_at_none() {
+    let sandbox = Sandbox::initialised(&format!(
+        "{LOCAL_POLICY_HEAD}  media:\n    type: files\n    path: media\n    exclude: [\"*.tmp\"]\n"
+    ));
+    sandbox.write("media/a.bin", &"a".repeat(100_000));
+    sandbox.run(&["apply"]).check();
+    // After the backup: three times the bytes, in a new folder too, and an excluded
+    // file that a backup would not read (nor a restore write).
+    sandbox.write("media/new/b.bin", &"b".repeat(150_000));
+    sandbox.write("media/c.bin", &"c".repeat(50_000));
+    sandbox.write("media/new/skip.tmp", &"t".repeat(1_000_000));
+
+    let run = sandbox
+        .run(&["drill", "--secret-key", &secret(), "--format", "json"])
+        .check();
+    let report = json(&run.stdout);
+    let media = drill_of(&report, "media");
+    assert_eq!(media["result"], "passed", "{media:#}");
+    assert_eq!(media["restored_bytes"], 100_000, "{media:#}");
+    let estimate = &media["estimate"];
+    assert_eq!(
+        estimate["full_from"],
+        serde_json::json!({"measure": "files", "files": 3, "bytes": 300_000}),
+        "{media:#}"
+    );
+    assert_eq!(estimate["full_bytes"], 300_000);
+    // The measured restore's time, three times: the folder's growth.
+    let measured = restore_seconds(media);
+    let full = estimate["full_seconds"].as_f64().expect("full seconds");
+    assert!(full > measured, "{media:#}");
+    assert!(
+        close(full, 3.0 * measured),
+        "{full} vs {measured}: {media:#}"
+    );
+    sandbox
+        .run(&["drill", "--secret-key", &secret()])
+        .stdout("a full restore would take about ")
+        .stdout(": extrapolated from the ")
+        .stdout("/s measured to the 3 files' 293.0 KiB now")
+        .check();
+
+    // The folder gone: the drill still passes (it restores the snapshot), without
+    // an estimate, and says why.
+    std::fs::rename(sandbox.path("media"), sandbox.path("media-away")).expect("rename");
+    let report = json(
+        &sandbox
+            .run(&["drill", "--secret-key", &secret(), "--format", "json"])
+            .check()
+            .stdout,
+    );
+    let media = drill_of(&report, "media");
+    assert_eq!(media["result"], "passed", "{media:#}");
+    assert!(media.get("estimate").is_none(), "{media:#}");
+    assert_eq!(media["no_estimate"]["reason"], "source_unreadable");
+    assert_eq!(media["no_estimate"]["error"]["code"], "BP227", "{media:#}");
+    sandbox
+        .run(&["drill", "--secret-key", &secret()])
+        .stdout("no estimate of a full restore: the source's size now cannot be read (BP227 cannot read the folder")
+        .stdout("1 of 1 drill passed")
+        .check();
+}
+
+/// `count` string keys of one size, from `first` on.
+fn session_keys(server: &RedisServer, first: usize, count: usize) {
+    let mut c = server.connect();
+    let commands: Vec<Vec<Vec<u8>>> = (first..first + count)
+        .map(|i| {
+            vec![
+                b"SET".to_vec(),
+                format!("session:{i:06}").into_bytes(),
+                format!("{i:0>64}").into_bytes(),
+            ]
+        })
+        .collect();
+    c.pipeline(&commands);
+}
+
+#[test]
+fn a_redis_server_with_more_keys_since_its_backup_is_estimated_by_their_growth() {
+    let cache = RedisServer::start();
+    session_keys(&cache, 0, 2_000);
+    let sandbox = Sandbox::initialised(&format!(
+        "{LOCAL_POLICY_HEAD}  cache:\n    type: redis\n    url: \"{}\"\n",
+        cache.url()
+    ));
+    sandbox.run(&["apply"]).check();
+    // As many keys again, of the same size, after the backup.
+    session_keys(&cache, 2_000, 2_000);
+
+    let report = json(
+        &sandbox
+            .run(&["drill", "--secret-key", &secret(), "--format", "json"])
+            .check()
+            .stdout,
+    );
+    let d = drill_of(&report, "cache");
+    assert_eq!(d["result"], "passed", "{d:#}");
+    let estimate = &d["estimate"];
+    assert_eq!(
+        estimate["full_from"],
+        serde_json::json!({"measure": "keys", "keys": 4_000}),
+        "{d:#}"
+    );
+    assert_eq!(estimate["snapshot_keys"], 2_000, "{d:#}");
+    // The snapshot's bytes twice, at the measured rate: twice the restore's time.
+    let restored = d["restored_bytes"].as_u64().expect("restored bytes");
+    assert_eq!(estimate["full_bytes"], 2 * restored, "{d:#}");
+    let measured = restore_seconds(d);
+    let full = estimate["full_seconds"].as_f64().expect("full seconds");
+    assert!(full > measured, "{d:#}");
+    assert!(close(full, 2.0 * measured), "{full} vs {measured}: {d:#}");
+    sandbox
+        .run(&["drill", "--secret-key", &secret()])
+        .stdout("a full restore would take about ")
+        .stdout("now (4000 keys on the server against 2000 in the snapshot)")
+        .check();
+
+    // The server down: the drill (a throwaway server of its own) still passes,
+    // without an estimate, and says why.
+    drop(cache);
+    let report = json(
+        &sandbox
+            .run(&["drill", "--secret-key", &secret(), "--format", "json"])
+            .check()
+            .stdout,
+    );
+    let d = drill_of(&report, "cache");
+    assert_eq!(d["result"], "passed", "{d:#}");
+    assert!(d.get("estimate").is_none(), "{d:#}");
+    assert_eq!(d["no_estimate"]["reason"], "source_unreadable", "{d:#}");
+    assert!(
+        d["no_estimate"]["error"]["code"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("BP")),
+        "{d:#}"
+    );
+}
+
+#[test]
+fn a_restored_redis_whose_digest_is_not_the_snapshot_rdbs_fails_its_drill() {
+    let cache = RedisServer::start();
+    session_keys(&cache, 0, 500);
+    let sandbox = Sandbox::initialised(&format!(
+        "{LOCAL_POLICY_HEAD}  cache:\n    type: redis\n    url: \"{}\"\n",
+        cache.url()
+    ));
+    sandbox.run(&["apply"]).check();
+    let backed_up = cache.digest();
+
+    // Another RDB with as many keys, one value changed: what the drill's second
+    // server loads as "the snapshot's RDB", through a redis-server wrapper (the
+    // BACKPLAN_REDIS_SERVER the scratch servers are started with) that puts it in
+    // place of the one the drill wrote. The key counts agree; only the digest can
+    // tell.
+    let other = RedisServer::start();
+    session_keys(&other, 0, 500);
+    assert_eq!(other.digest(), backed_up);
+    other
+        .connect()
+        .cmd(&["SET", "session:000007", "another value"]);
+    let altered = other.digest();
+    assert_ne!(altered, backed_up);
+    other.connect().cmd(&["SAVE"]);
+    let alt = sandbox.path("alt.rdb");
+    std::fs::copy(other.dir().join("dump.rdb"), &alt).expect("copy the RDB");
+    let real = std::env::var("BACKPLAN_REDIS_SERVER").unwrap_or_else(|_| {
+        let out = std::process::Command::new("sh")
+            .args(["-c", "command -v redis-server"])
+            .output()
+            .expect("sh");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    });
+    assert!(!real.is_empty(), "no redis-server");
+    let wrapper = sandbox.path("redis-server-wrapper");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ndir=\nprev=\nfor a in \"$@\"; do\n  [ \"$prev\" = --dir ] && dir=\"$a\"\n  prev=\"$a\"\ndone\ncase \"$dir\" in\n  */snapshot-rdb) cp '{}' \"$dir/dump.rdb\" ;;\nesac\nexec '{real}' \"$@\"\n",
+            alt.display()
+        ),
+    )
+    .expect("write the wrapper");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let wrapper = wrapper.display().to_string();
+
+    let run = sandbox
+        .run(&["drill", "--secret-key", &secret(), "--format", "json"])
+        .env("BACKPLAN_REDIS_SERVER", &wrapper)
+        .status(3)
+        .stderr("BP273")
+        .check();
+    let report = json(&run.stdout);
+    let d = drill_of(&report, "cache");
+    assert_eq!(d["result"], "failed", "{d:#}");
+    assert_eq!(d["error"]["code"], "BP273", "{d:#}");
+    // The key counts agreed; the digests did not: the restored one is the data as
+    // backed up, the other the altered RDB's.
+    let differences = d["checks"]["differences"].as_array().expect("differences");
+    assert_eq!(
+        differences,
+        &[
+            serde_json::json!({"difference": "digest", "restored": &backed_up, "snapshot": &altered})
+        ],
+        "{d:#}"
+    );
+    assert!(d["checks"].get("digest").is_none(), "{d:#}");
+    assert!(d.get("estimate").is_none(), "{d:#}");
+    sandbox
+        .run(&["drill", "--secret-key", &secret()])
+        .env("BACKPLAN_REDIS_SERVER", &wrapper)
+        .status(3)
+        .stdout("✗ cache (redis)")
+        .stdout(&format!(
+            "DEBUG DIGEST {backed_up} restored, {altered} of the snapshot's RDB: a value or expiry differs"
+        ))
+        .stdout("error BP273")
+        .stdout("0 of 1 drill passed")
+        .check();
+    sandbox
+        .run(&["status", "--format", "json"])
+        .status(5)
+        .check();
 }

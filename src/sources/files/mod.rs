@@ -46,7 +46,7 @@ pub use meta::MetaWarning;
 pub use restore::{
     RestoreOptions, RestorePreview, RestoreReport, plan_restore, restore, restore_with,
 };
-pub use scan::{backup_folder, backup_paths};
+pub use scan::{Measured, backup_folder, backup_paths, measure_folder, measure_paths};
 // What a backup returns, at the path it had when it was defined here.
 pub use crate::sources::ScanReport;
 

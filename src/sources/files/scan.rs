@@ -27,6 +27,18 @@ pub fn backup_folder(
     parent: Option<&Tree>,
     sink: &mut dyn ChunkSink,
 ) -> Result<ScanReport, ScanError> {
+    backup_folder_with(root, exclude, fail_on_unreadable, parent, sink, false)
+}
+
+/// [`backup_folder`], or with `measure` its walk alone ([`measure_folder`]).
+fn backup_folder_with(
+    root: &Path,
+    exclude: &[String],
+    fail_on_unreadable: bool,
+    parent: Option<&Tree>,
+    sink: &mut dyn ChunkSink,
+    measure: bool,
+) -> Result<ScanReport, ScanError> {
     let meta = fs::metadata(root).map_err(|e| {
         ScanError::source(format!("cannot read the folder {}: {e}", root.display()))
     })?;
@@ -38,6 +50,7 @@ pub fn backup_folder(
     }
     let excludes = build_excludes(root, exclude)?;
     let mut scan = Scanner::new(parent, fail_on_unreadable, Some(excludes));
+    scan.measure = measure;
     let root_entry = scan.make_entry(root, Vec::new(), EntryKind::Dir, &meta, true);
     let names = fs::read_dir(root)
         .and_then(|dir| {
@@ -62,7 +75,18 @@ pub fn backup_paths(
     parent: Option<&Tree>,
     sink: &mut dyn ChunkSink,
 ) -> Result<ScanReport, ScanError> {
+    backup_paths_with(paths, parent, sink, false)
+}
+
+/// [`backup_paths`], or with `measure` its walk alone ([`measure_paths`]).
+fn backup_paths_with(
+    paths: &[PathBuf],
+    parent: Option<&Tree>,
+    sink: &mut dyn ChunkSink,
+    measure: bool,
+) -> Result<ScanReport, ScanError> {
     let mut scan = Scanner::new(parent, true, None);
+    scan.measure = measure;
     for path in paths {
         let parts = config_components(path)?;
         // The directories above the path, followed like the path itself was resolved.
@@ -132,6 +156,47 @@ pub fn backup_paths(
         .entries
         .sort_by(|a, b| bytes_path(a.path_bytes()).cmp(bytes_path(b.path_bytes())));
     Ok(report)
+}
+
+/// What a metadata-only walk found: the regular files a backup would read now and
+/// the sum of their sizes, as a snapshot's size counts them (every link of a
+/// hard-link group counted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Measured {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// Measures the folder `root` as [`backup_folder`] would walk it, `exclude`
+/// honoured, without reading a file's bytes or extended attributes. An unreadable
+/// file or directory below `root` is left out (a warning for a backup); an
+/// unreadable `root` is an error.
+pub fn measure_folder(root: &Path, exclude: &[String]) -> Result<Measured, ScanError> {
+    backup_folder_with(root, exclude, false, None, &mut Unread, true).map(Measured::of)
+}
+
+/// Measures the named paths as [`backup_paths`] would walk them, without reading a
+/// file's bytes; a missing or unreadable path is an error.
+pub fn measure_paths(paths: &[PathBuf]) -> Result<Measured, ScanError> {
+    backup_paths_with(paths, None, &mut Unread, true).map(Measured::of)
+}
+
+impl Measured {
+    fn of(report: ScanReport) -> Measured {
+        Measured {
+            files: report.files,
+            bytes: report.bytes_read,
+        }
+    }
+}
+
+/// The sink of a measuring walk, which reads no file: never called.
+struct Unread;
+
+impl ChunkSink for Unread {
+    fn store(&mut self, _reader: &mut dyn Read) -> io::Result<crate::pipeline::Stored> {
+        Err(io::Error::other("a measuring walk reads no file"))
+    }
 }
 
 /// The `/`-free components of an absolute, normal path.
@@ -322,6 +387,9 @@ struct Scanner<'p> {
     parent: HashMap<&'p [u8], &'p Entry>,
     fail_on_unreadable: bool,
     excludes: Option<Gitignore>,
+    /// A measuring walk: each regular file's size from its metadata, no file read,
+    /// no extended attribute either.
+    measure: bool,
     entries: Vec<Entry>,
     /// Paths already recorded: named config paths may overlap.
     recorded: HashSet<Vec<u8>>,
@@ -352,6 +420,7 @@ impl<'p> Scanner<'p> {
             parent,
             fail_on_unreadable,
             excludes,
+            measure: false,
             entries: Vec::new(),
             recorded: HashSet::new(),
             walked: HashSet::new(),
@@ -409,6 +478,9 @@ impl<'p> Scanner<'p> {
     /// Reads the extended attributes of `full` into `entry`; what cannot be read is
     /// a warning.
     fn add_xattrs(&mut self, entry: &mut Entry, full: &Path, followed: bool) {
+        if self.measure {
+            return;
+        }
         let (xattrs, problems) = read_xattrs(full, followed);
         entry.xattrs = xattrs;
         for problem in problems {
@@ -546,6 +618,12 @@ impl<'p> Scanner<'p> {
         // along (they are the inode's; setting one changes the ctime), which keeps
         // the no-change rerun at one `lstat` per file.
         let mut entry = self.owned_entry(rel, EntryKind::File, meta);
+        if self.measure {
+            self.bytes_read += entry.size;
+            self.files += 1;
+            self.record(entry);
+            return Ok(());
+        }
         entry.sparse = meta.blocks().saturating_mul(512) < meta.len();
         // A further link to an inode read already: the same chunks, not read again.
         if meta.nlink() > 1

@@ -272,6 +272,56 @@ fn excludes_follow_gitignore_rules() {
 }
 
 #[test]
+fn a_measuring_walk_sizes_what_a_backup_would_read_without_reading_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path();
+    write(&root.join("a.bin"), &[1u8; 1000]);
+    write(&root.join("sub/b.bin"), &[2u8; 2500]);
+    write(&root.join("sub/skip.tmp"), &[3u8; 9000]);
+    fs::hard_link(root.join("a.bin"), root.join("sub/a-link.bin")).expect("link");
+    std::os::unix::fs::symlink("a.bin", root.join("link")).expect("symlink");
+    // A file only root may read: the walk sizes it without opening it.
+    write(&root.join("locked.bin"), &[4u8; 300]);
+    fs::set_permissions(root.join("locked.bin"), fs::Permissions::from_mode(0o000)).expect("chmod");
+    let excludes = vec!["*.tmp".to_string()];
+
+    let measured = measure_folder(root, &excludes).expect("measured");
+    // Every regular file not excluded, a hard link counted as a snapshot counts it:
+    // as much as the tree of a backup sums, where the backup can read them all.
+    assert_eq!(
+        measured,
+        Measured {
+            files: 4,
+            bytes: 1000 + 2500 + 1000 + 300
+        }
+    );
+    fs::set_permissions(root.join("locked.bin"), fs::Permissions::from_mode(0o644)).expect("chmod");
+    let mut store = MemStore::default();
+    let report = backup_folder(root, &excludes, false, None, &mut store).expect("backup");
+    let tree_bytes: u64 = report.tree.entries.iter().map(|e| e.size).sum();
+    assert_eq!(
+        measure_folder(root, &excludes).expect("measured").bytes,
+        tree_bytes
+    );
+    assert!(store.store_calls > 0);
+    // The named paths of a config source, the same way.
+    let paths = [root.join("sub"), root.join("a.bin")];
+    assert_eq!(
+        measure_paths(&paths).expect("measured"),
+        Measured {
+            files: 4,
+            bytes: 1000 + 2500 + 9000 + 1000
+        }
+    );
+
+    // A folder that is gone is an error, not an empty measure.
+    let gone = measure_folder(&root.join("gone"), &excludes).expect_err("no folder");
+    assert_eq!(gone.code, Code::SourceFailed);
+    let gone = measure_paths(&[root.join("gone")]).expect_err("no path");
+    assert_eq!(gone.code, Code::SourceFailed);
+}
+
+#[test]
 fn unchanged_files_are_not_read_again() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = tmp.path();

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{
-    BackupJob, Checked, OpenSnapshot, Preview, PropertiesRead, RestoreContext, Restored, Seam,
-    files,
+    BackupJob, Checked, CurrentSize, OpenSnapshot, Preview, PropertiesRead, RestoreContext,
+    Restored, Seam, files,
 };
 use crate::error::Failure;
 use crate::pipeline::fetch::RepoFetcher;
@@ -19,6 +19,20 @@ use crate::repo::format::Tree;
 pub struct Config<'a> {
     pub(super) source: &'a ResolvedSource,
     pub(super) c: &'a ConfigSource,
+}
+
+impl Config<'_> {
+    /// The named paths, absolute.
+    fn paths(&self, policy: &Policy) -> Vec<PathBuf> {
+        self.c
+            .paths
+            .iter()
+            .map(|p| {
+                std::path::absolute(policy.resolve_path(p))
+                    .unwrap_or_else(|_| policy.resolve_path(p))
+            })
+            .collect()
+    }
 }
 
 impl Seam for Config<'_> {
@@ -36,15 +50,7 @@ impl Seam for Config<'_> {
     }
 
     async fn prepare_backup(&self, policy: &Arc<Policy>) -> Result<BackupJob, Failure> {
-        let paths: Vec<PathBuf> = self
-            .c
-            .paths
-            .iter()
-            .map(|p| {
-                std::path::absolute(policy.resolve_path(p))
-                    .unwrap_or_else(|_| policy.resolve_path(p))
-            })
-            .collect();
+        let paths = self.paths(policy);
         Ok(Box::new(move |parent, sink| {
             files::backed(crate::sources::files::backup_paths(&paths, parent, sink))
         }))
@@ -85,5 +91,16 @@ impl Seam for Config<'_> {
     /// A temporary folder: the entries' absolute paths go under it.
     fn scratch(&self, _policy: &Policy) -> Result<super::scratch::Scratch, Failure> {
         super::scratch::Scratch::folder(&self.source.name)
+    }
+
+    /// The named paths walked as a backup walks them, each regular file sized from
+    /// its metadata.
+    async fn current_size(&self, policy: &Policy) -> Result<CurrentSize, Failure> {
+        let paths = self.paths(policy);
+        let m = tokio::task::block_in_place(|| crate::sources::files::measure_paths(&paths))?;
+        Ok(CurrentSize::Files {
+            files: m.files,
+            bytes: m.bytes,
+        })
     }
 }

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{
-    Backed, BackupJob, Checked, Note, OpenSnapshot, Preview, PropertiesRead, RestoreContext,
-    Restored, Seam, Stored, stopped,
+    Backed, BackupJob, Checked, CurrentSize, Note, OpenSnapshot, Preview, PropertiesRead,
+    RestoreContext, Restored, Seam, Stored, stopped,
 };
 use crate::error::{Code, Failure};
 use crate::pipeline::fetch::RepoFetcher;
@@ -143,5 +143,16 @@ impl Seam for Files<'_> {
 
     fn scratch(&self, _policy: &Policy) -> Result<super::scratch::Scratch, Failure> {
         super::scratch::Scratch::folder(&self.source.name)
+    }
+
+    /// The folder walked as a backup walks it (its excludes honoured), each regular
+    /// file sized from its metadata.
+    async fn current_size(&self, policy: &Policy) -> Result<CurrentSize, Failure> {
+        let root = policy.resolve_path(&self.f.path);
+        let m = tokio::task::block_in_place(|| files::measure_folder(&root, &self.f.exclude))?;
+        Ok(CurrentSize::Files {
+            files: m.files,
+            bytes: m.bytes,
+        })
     }
 }

@@ -129,6 +129,25 @@ pub trait Seam {
     /// A scratch target for a restore drill of this source, ready for the restore:
     /// never where the source lives. Blocking (a server may be started).
     fn scratch(&self, policy: &Policy) -> Result<scratch::Scratch, Failure>;
+
+    /// The source's size as it is now, which the drill scales its measured restore
+    /// to: read from its server or folder, never its data.
+    fn current_size(&self, policy: &Policy) -> impl Future<Output = Result<CurrentSize, Failure>>;
+}
+
+/// A source's size as it is now ([`Seam::current_size`]), each kind in the measure
+/// that it can read without reading its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "measure", rename_all = "snake_case")]
+pub enum CurrentSize {
+    /// The databases the source covers, as the server sizes them
+    /// (`pg_database_size`).
+    Databases { bytes: u64 },
+    /// The regular files a backup would read now, sized from their metadata (the
+    /// source's excludes honoured), as a snapshot's size counts them.
+    Files { files: u64, bytes: u64 },
+    /// The keys the server holds now, all databases (`INFO keyspace`).
+    Keys { keys: u64 },
 }
 
 /// Opens a snapshot's data: its tree and a fetcher for its chunks. Only the kinds
@@ -442,6 +461,10 @@ impl<'a> Kind<'a> {
 
     pub fn scratch(self, policy: &Policy) -> Result<scratch::Scratch, Failure> {
         each!(self, k => k.scratch(policy))
+    }
+
+    pub async fn current_size(self, policy: &Policy) -> Result<CurrentSize, Failure> {
+        each!(self, k => k.current_size(policy).await)
     }
 }
 

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{
-    Backed, BackupJob, Checked, DatabaseLocalePlan, DatabaseProperties, DatabaseState, Note,
-    OpenSnapshot, Preview, Probed, PropertiesRead, RestoreContext, Restored, Seam, ServerDatabases,
-    SpoolFit, SpoolLayout, Stored, TableDifference, TargetLocale, stopped,
+    Backed, BackupJob, Checked, CurrentSize, DatabaseLocalePlan, DatabaseProperties, DatabaseState,
+    Note, OpenSnapshot, Preview, Probed, PropertiesRead, RestoreContext, Restored, Seam,
+    ServerDatabases, SpoolFit, SpoolLayout, Stored, TableDifference, TargetLocale, stopped,
 };
 use crate::error::{Code, Failure};
 use crate::pipeline::ChunkSource;
@@ -26,6 +26,15 @@ pub struct Postgres<'a> {
 }
 
 impl Postgres<'_> {
+    /// The databases the source covers: those it names, else its URL's.
+    fn covered(&self, conn: &pg::Connection) -> Vec<String> {
+        if self.pg.databases.is_empty() {
+            vec![conn.database().unwrap_or("postgres").to_string()]
+        } else {
+            self.pg.databases.clone()
+        }
+    }
+
     /// The pg_dump and pg_restore the source names, or the newest installed.
     fn tools(&self, policy: &Policy) -> Result<pg::Tools, Failure> {
         let bin_dir = self.pg.bin_dir.as_ref().map(|d| policy.resolve_path(d));
@@ -197,11 +206,7 @@ impl Seam for Postgres<'_> {
                     ),
                 ),
                 Ok(probe) => {
-                    let wanted: Vec<String> = if self.pg.databases.is_empty() {
-                        vec![conn.database().unwrap_or("postgres").to_string()]
-                    } else {
-                        self.pg.databases.clone()
-                    };
+                    let wanted = self.covered(&conn);
                     let mut total = 0;
                     for db in &wanted {
                         match probe.databases.get(db) {
@@ -498,5 +503,18 @@ impl Seam for Postgres<'_> {
             None => pg::Connection::new(self.pg, policy)?,
         };
         Ok(super::scratch::Scratch::databases(conn, &self.source.name))
+    }
+
+    /// The covered databases as the server sizes them (`pg_database_size`); one
+    /// the server does not have counts for nothing, as in `plan`.
+    async fn current_size(&self, policy: &Policy) -> Result<CurrentSize, Failure> {
+        let conn = pg::Connection::new(self.pg, policy)?;
+        let probe = pg::probe(&conn).await?;
+        let bytes = self
+            .covered(&conn)
+            .iter()
+            .filter_map(|db| probe.databases.get(db))
+            .sum();
+        Ok(CurrentSize::Databases { bytes })
     }
 }
