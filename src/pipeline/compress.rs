@@ -3,8 +3,9 @@
 //! Most bytes of a media library (photos, clips, archives) are compressed already:
 //! zstd at level 3 spends a tenth of a first backup's CPU on them and then stores
 //! them raw anyway. Before compressing a chunk of at least [`PROBE_FROM`] bytes,
-//! [`Compressor`] compresses [`PROBES`] samples of [`PROBE_LEN`] bytes spread over it
-//! at level 1; when they do not shrink by [`MIN_SAVING_PERCENT`] %, the chunk goes
+//! [`Compressor`] compresses up to [`PROBES`] samples of [`PROBE_LEN`] bytes spread
+//! over it (the whole chunk when it is shorter than a sample: a thumbnail, say) at
+//! level 1; when they do not shrink by [`MIN_SAVING_PERCENT`] %, the chunk goes
 //! into a zstd frame of raw blocks, which is what zstd itself makes of such bytes
 //! (RFC 8878: a frame header with the content size, then blocks of at most 128 KiB
 //! stored as they are). Every reader decompresses both kinds of frame alike: nothing
@@ -15,9 +16,10 @@
 use std::io;
 
 /// The smallest chunk that is sampled; smaller ones are compressed whole (it costs
-/// little, and a small file's one sample would be most of it).
-pub const PROBE_FROM: usize = 64 * 1024;
-/// How many samples are compressed, spread from the chunk's start to its end.
+/// next to nothing).
+pub const PROBE_FROM: usize = 1024;
+/// At most this many samples are compressed (one per [`PROBE_LEN`] bytes of the
+/// chunk), spread from its start to its end.
 pub const PROBES: usize = 4;
 /// The length of a sample.
 pub const PROBE_LEN: usize = 4096;
@@ -79,13 +81,15 @@ impl Compressor {
         if data.len() < PROBE_FROM {
             return Ok(true);
         }
-        let step = (data.len() - PROBE_LEN) / (PROBES - 1);
+        let len = PROBE_LEN.min(data.len());
+        let count = (data.len() / PROBE_LEN).clamp(1, PROBES);
+        let step = (data.len() - len) / (count - 1).max(1);
         let mut packed = 0;
-        for i in 0..PROBES {
-            let sample = &data[i * step..i * step + PROBE_LEN];
+        for i in 0..count {
+            let sample = &data[i * step..i * step + len];
             packed += self.probe.compress_to_buffer(sample, &mut self.scratch)?;
         }
-        Ok(packed * 100 < PROBES * PROBE_LEN * (100 - MIN_SAVING_PERCENT))
+        Ok(packed * 100 < count * len * (100 - MIN_SAVING_PERCENT))
     }
 }
 
@@ -149,6 +153,10 @@ mod tests {
         let block = BLOCK_MAX;
         for len in [
             PROBE_FROM,
+            PROBE_LEN - 1,
+            PROBE_LEN + 1,
+            3 * PROBE_LEN,
+            64 * 1024,
             block - 1,
             block,
             block + 1,
@@ -166,13 +174,13 @@ mod tests {
     #[test]
     fn compressible_chunks_large_and_small_are_compressed() {
         let mut c = Compressor::new(3).expect("zstd");
-        for len in [100, PROBE_FROM - 1, PROBE_FROM, 1_000_000] {
+        for len in [100, PROBE_FROM - 1, PROBE_FROM, 3000, 20_000, 1_000_000] {
             let data = text(len);
             let frame = round_trip(&mut c, &data);
             // A raw frame would be longer than the chunk.
             assert!(frame.len() < len, "{len} → {}", frame.len());
             assert!(
-                len < 1000 || frame.len() * 2 < len,
+                len < PROBE_FROM || frame.len() * 2 < len,
                 "{len} → {}",
                 frame.len()
             );
