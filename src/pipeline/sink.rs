@@ -319,18 +319,35 @@ impl Dispatch {
     }
 }
 
-/// The chunk ids a backup with `key` would give the bytes of `reader`, and their
-/// length: how a restore drill checks a restored file against its snapshot entry
-/// without fetching anything again. Cut exactly as [`RepoSink`] cuts a stream.
-pub fn chunk_ids(key: &RepoKey, reader: &mut dyn Read) -> io::Result<(Vec<ChunkId>, u64)> {
-    let hasher = key.chunk_id();
-    let (mut ids, mut bytes) = (Vec::new(), 0);
-    Chunker::new(key.chunker_seed()).chunks(reader, |chunk| {
-        bytes += chunk.len() as u64;
-        ids.push(hasher.id(chunk));
-        Ok(())
-    })?;
-    Ok((ids, bytes))
+/// Names streams as a backup with a key would, without storing anything: how a
+/// restore drill checks restored files against their snapshot entries without
+/// fetching anything again. Cuts exactly as [`RepoSink`] cuts a stream, with one
+/// buffer for all the streams it names.
+#[derive(Debug)]
+pub struct ChunkIds {
+    chunker: Chunker,
+    hasher: ChunkHasher,
+}
+
+impl ChunkIds {
+    pub fn new(key: &RepoKey) -> ChunkIds {
+        ChunkIds {
+            chunker: Chunker::new(key.chunker_seed()),
+            hasher: key.chunk_id(),
+        }
+    }
+
+    /// The chunk ids of the bytes of `reader`, and their length.
+    pub fn of(&mut self, reader: &mut dyn Read) -> io::Result<(Vec<ChunkId>, u64)> {
+        let (mut ids, mut bytes) = (Vec::new(), 0);
+        let hasher = &self.hasher;
+        self.chunker.chunks(reader, |chunk| {
+            bytes += chunk.len() as u64;
+            ids.push(hasher.id(chunk));
+            Ok(())
+        })?;
+        Ok((ids, bytes))
+    }
 }
 
 impl Drop for Dispatch {

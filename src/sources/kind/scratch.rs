@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::crypto::keys::RepoKey;
 use crate::error::{Code, Failure};
 use crate::pipeline::fetch::RepoFetcher;
+use crate::pipeline::sink::ChunkIds;
 use crate::repo::format::{EntryKind, Tree};
 use crate::sources::{postgres as pg, redis};
 
@@ -567,6 +568,7 @@ fn check_files(dir: &Path, tree: &Tree, key: &RepoKey) -> Result<Checks, Failure
         unit: CheckUnit::Files,
         ..Checks::default()
     };
+    let mut chunk_ids = ChunkIds::new(key);
     for entry in tree.entries.iter().filter(|e| e.kind == EntryKind::File) {
         checks.checked += 1;
         let path = dir.join(std::ffi::OsStr::from_bytes(entry.path_bytes()));
@@ -582,7 +584,8 @@ fn check_files(dir: &Path, tree: &Tree, key: &RepoKey) -> Result<Checks, Failure
                 continue;
             }
         };
-        let (ids, bytes) = crate::pipeline::sink::chunk_ids(key, &mut file)
+        let (ids, bytes) = chunk_ids
+            .of(&mut file)
             .map_err(|e| Failure::new(Code::Io, format!("cannot read {}: {e}", path.display())))?;
         if bytes != entry.size || ids != entry.chunks {
             checks.differences.push(differs(Some(bytes)));
@@ -599,8 +602,7 @@ mod tests {
     /// A file entry for `bytes`, its chunks cut and named as a backup with `key`
     /// would.
     fn entry(key: &RepoKey, path: &str, bytes: &[u8]) -> Entry {
-        let (chunks, size) =
-            crate::pipeline::sink::chunk_ids(key, &mut &bytes[..]).expect("in memory");
+        let (chunks, size) = ChunkIds::new(key).of(&mut &bytes[..]).expect("in memory");
         Entry {
             path: path.into(),
             size,
