@@ -11,7 +11,7 @@ use std::path::Path;
 
 use crate::common::pg::PgServer;
 use crate::common::redis::{self, RedisServer};
-use crate::common::{LOCAL_POLICY_HEAD, Sandbox, secret_key};
+use crate::common::{Cmd, LOCAL_POLICY_HEAD, Sandbox, secret_key};
 use serde_json::Value;
 
 fn secret() -> String {
@@ -70,6 +70,11 @@ fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// `backplan drill` with the demo secret key, reporting as JSON.
+fn drill_json(sandbox: &Sandbox) -> Cmd<'_> {
+    sandbox.run(&["drill", "--secret-key", &secret(), "--format", "json"])
+}
+
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
 }
@@ -122,9 +127,7 @@ fn a_drill_restores_checks_removes_and_records_every_source() {
     redis::populate_fixture(&cache, false);
     let sandbox = backed_up(&pg, &cache, "objectives:\n  rpo: 24h\n  rto: 1h\n");
 
-    let run = sandbox
-        .run(&["drill", "--secret-key", &secret(), "--format", "json"])
-        .check();
+    let run = drill_json(&sandbox).check();
     let report = json(&run.stdout);
     assert_eq!(report["format_version"], 1);
     for source in ["db", "cache", "media"] {
@@ -213,11 +216,7 @@ fn a_drill_restores_checks_removes_and_records_every_source() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x01;
     std::fs::write(pack, bytes).expect("write the pack");
-    let run = sandbox
-        .run(&["drill", "--secret-key", &secret(), "--format", "json"])
-        .status(3)
-        .stderr("BP273")
-        .check();
+    let run = drill_json(&sandbox).status(3).stderr("BP273").check();
     let report = json(&run.stdout);
     let media = drill_of(&report, "media");
     assert_eq!(media["result"], "failed", "{media:#}");
@@ -277,10 +276,7 @@ fn a_snapshot_older_than_the_rpo_is_a_finding_and_the_estimate_is_the_measured_t
     // The newest snapshot is now more than the RPO old.
     std::thread::sleep(std::time::Duration::from_millis(2100));
 
-    let run = sandbox
-        .run(&["drill", "--secret-key", &secret(), "--format", "json"])
-        .status(4)
-        .check();
+    let run = drill_json(&sandbox).status(4).check();
     let report = json(&run.stdout);
     let media = drill_of(&report, "media");
     assert_eq!(media["result"], "passed", "{media:#}");
@@ -369,12 +365,7 @@ fn a_declared_redis_drill_target_is_used_and_emptied_and_a_files_source_takes_no
         target.url()
     ));
     sandbox.run(&["apply"]).check();
-    let report = json(
-        &sandbox
-            .run(&["drill", "--secret-key", &secret(), "--format", "json"])
-            .check()
-            .stdout,
-    );
+    let report = json(&drill_json(&sandbox).check().stdout);
     let d = drill_of(&report, "cache");
     assert_eq!(d["result"], "passed", "{d:#}");
     assert_eq!(d["scratch"], target.url().as_str());
@@ -404,12 +395,7 @@ fn a_declared_postgres_drill_server_gets_the_scratch_databases_and_loses_them_ag
         drills.url("postgres"),
     ));
     sandbox.run(&["apply"]).check();
-    let report = json(
-        &sandbox
-            .run(&["drill", "--secret-key", &secret(), "--format", "json"])
-            .check()
-            .stdout,
-    );
+    let report = json(&drill_json(&sandbox).check().stdout);
     let d = drill_of(&report, "db");
     assert_eq!(d["result"], "passed", "{d:#}");
     assert_eq!(d["checks"]["checked"], 2, "{d:#}");
@@ -465,9 +451,7 @@ fn a_drill_of_a_source_with_checksums_compares_them_and_passes() {
     ));
     sandbox.run(&["apply"]).check();
 
-    let run = sandbox
-        .run(&["drill", "--secret-key", &secret(), "--format", "json"])
-        .check();
+    let run = drill_json(&sandbox).check();
     let report = json(&run.stdout);
     let d = drill_of(&report, "db");
     assert_eq!(d["result"], "passed", "{d:#}");
@@ -607,9 +591,7 @@ fn a_folder_grown_since_its_backup_is_estimated_at_its_size_now_and_a_missing_on
     sandbox.write("media/c.bin", &"c".repeat(50_000));
     sandbox.write("media/new/skip.tmp", &"t".repeat(1_000_000));
 
-    let run = sandbox
-        .run(&["drill", "--secret-key", &secret(), "--format", "json"])
-        .check();
+    let run = drill_json(&sandbox).check();
     let report = json(&run.stdout);
     let media = drill_of(&report, "media");
     assert_eq!(media["result"], "passed", "{media:#}");
@@ -639,12 +621,7 @@ fn a_folder_grown_since_its_backup_is_estimated_at_its_size_now_and_a_missing_on
     // The folder gone: the drill still passes (it restores the snapshot), without
     // an estimate, and says why.
     std::fs::rename(sandbox.path("media"), sandbox.path("media-away")).expect("rename");
-    let report = json(
-        &sandbox
-            .run(&["drill", "--secret-key", &secret(), "--format", "json"])
-            .check()
-            .stdout,
-    );
+    let report = json(&drill_json(&sandbox).check().stdout);
     let media = drill_of(&report, "media");
     assert_eq!(media["result"], "passed", "{media:#}");
     assert!(media.get("estimate").is_none(), "{media:#}");
@@ -684,12 +661,7 @@ fn a_redis_server_with_more_keys_since_its_backup_is_estimated_by_their_growth()
     // As many keys again, of the same size, after the backup.
     session_keys(&cache, 2_000, 2_000);
 
-    let report = json(
-        &sandbox
-            .run(&["drill", "--secret-key", &secret(), "--format", "json"])
-            .check()
-            .stdout,
-    );
+    let report = json(&drill_json(&sandbox).check().stdout);
     let d = drill_of(&report, "cache");
     assert_eq!(d["result"], "passed", "{d:#}");
     let estimate = &d["estimate"];
@@ -715,12 +687,7 @@ fn a_redis_server_with_more_keys_since_its_backup_is_estimated_by_their_growth()
     // The server down: the drill (a throwaway server of its own) still passes,
     // without an estimate, and says why.
     drop(cache);
-    let report = json(
-        &sandbox
-            .run(&["drill", "--secret-key", &secret(), "--format", "json"])
-            .check()
-            .stdout,
-    );
+    let report = json(&drill_json(&sandbox).check().stdout);
     let d = drill_of(&report, "cache");
     assert_eq!(d["result"], "passed", "{d:#}");
     assert!(d.get("estimate").is_none(), "{d:#}");
@@ -781,8 +748,7 @@ fn a_restored_redis_whose_digest_is_not_the_snapshot_rdbs_fails_its_drill() {
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let wrapper = wrapper.display().to_string();
 
-    let run = sandbox
-        .run(&["drill", "--secret-key", &secret(), "--format", "json"])
+    let run = drill_json(&sandbox)
         .env("BACKPLAN_REDIS_SERVER", &wrapper)
         .status(3)
         .stderr("BP273")
