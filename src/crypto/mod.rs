@@ -369,6 +369,27 @@ impl KeySet {
         seipdv1::seal_into(&self.session_key, parts, out)
             .ok_or_else(|| CryptoError("encrypt: OpenSSL failed".into()))
     }
+
+    /// Appends to `out` the packet [`KeySet::encrypt_into`] makes, for SEIPDv1 only
+    /// laid out in clear (answers `true`): [`KeySet::encrypt_laid_out`] then encrypts
+    /// several such packets together, which is faster than one by one (see
+    /// `seipdv1::encrypt_laid_out`). SEIPDv2 is sealed at once (answers `false`).
+    pub fn lay_out_into(&self, parts: &[&[u8]], out: &mut Vec<u8>) -> Result<bool> {
+        if self.aead || SYM != SymmetricAlgorithm::AES256 {
+            self.encrypt_into(parts, out)?;
+            return Ok(false);
+        }
+        seipdv1::lay_out(parts, out)
+            .map(|()| true)
+            .ok_or_else(|| CryptoError("encrypt: no random bytes".into()))
+    }
+
+    /// Encrypts in place packets [`KeySet::lay_out_into`] left in clear, each slice one
+    /// whole packet.
+    pub fn encrypt_laid_out(&self, packets: &mut [&mut [u8]]) -> Result<()> {
+        seipdv1::encrypt_laid_out(&self.session_key, packets)
+            .ok_or_else(|| CryptoError("encrypt: not a packet laid out for SEIPDv1".into()))
+    }
 }
 
 fn seal_with(session_key: &SessionKey, aead: bool, plaintext: &[u8]) -> Result<Vec<u8>> {

@@ -211,14 +211,23 @@ pub fn seal(key: &[u8], plaintext: &[u8]) -> Option<Vec<u8>> {
 /// there in place (CFB needs no room beyond its input): a backup seals each chunk
 /// straight into its pack this way. On `None` (OpenSSL failed) `out` is as it was.
 pub fn seal_into(key: &[u8], parts: &[&[u8]], out: &mut Vec<u8>) -> Option<()> {
-    let cipher = openssl::cipher::Cipher::aes_256_cfb128();
-    if key.len() != cipher.key_length() {
-        return None;
-    }
     let start = out.len();
-    let sealed = (|| {
+    lay_out(parts, out)?;
+    let sealed = encrypt_laid_out(key, &mut [&mut out[start..]]);
+    if sealed.is_none() {
+        out.truncate(start);
+    }
+    sealed
+}
+
+/// Appends to `out` the packet [`seal_into`] makes, with its encrypted part still in
+/// clear: the random block and its last two bytes again, the literal packet and the
+/// MDC, behind the SEIPD header and version. [`encrypt_laid_out`] encrypts it where
+/// it lies. On `None` (no random bytes, a packet over 4 GiB) `out` is as it was.
+pub fn lay_out(parts: &[&[u8]], out: &mut Vec<u8>) -> Option<()> {
+    let start = out.len();
+    let laid = (|| {
         let plain_len: usize = parts.iter().map(|p| p.len()).sum();
-        // The random block and its last two bytes again, the literal packet, the MDC.
         let mut literal = Vec::with_capacity(8);
         header(11, plain_len + 6, &mut literal)?;
         let inner_len = 18 + literal.len() + 6 + plain_len + 22;
@@ -238,18 +247,88 @@ pub fn seal_into(key: &[u8], parts: &[&[u8]], out: &mut Vec<u8>) -> Option<()> {
         out.extend_from_slice(&[0xD3, 0x14]);
         let mdc = openssl::sha::sha1(&out[at..]);
         out.extend_from_slice(&mdc);
-        let mut ctx = openssl::cipher_ctx::CipherCtx::new().ok()?;
-        ctx.encrypt_init(Some(cipher), Some(key), Some(&[0u8; 16]))
-            .ok()?;
-        let inner = &mut out[at..];
-        let n = ctx.cipher_update_inplace(inner, inner.len()).ok()?;
-        (n == inner_len).then_some(())
+        Some(())
     })();
-    if sealed.is_none() {
+    if laid.is_none() {
         out.truncate(start);
     }
-    sealed
+    laid
 }
+
+/// Encrypts in place packets that [`lay_out`] wrote (each slice one whole packet)
+/// with the AES-256 session key `key`. `None` for a wrong key length or a slice that
+/// does not start with an SEIPD header.
+pub fn encrypt_laid_out(key: &[u8], packets: &mut [&mut [u8]]) -> Option<()> {
+    let mut bodies = Vec::with_capacity(packets.len());
+    for packet in packets.iter_mut() {
+        // The tag, the length (one, two or five octets), the version.
+        let skip = match packet.get(..2)? {
+            [0xD2, 0..=191] => 3,
+            [0xD2, 192..=223] => 4,
+            [0xD2, 255] => 7,
+            _ => return None,
+        };
+        bodies.push(packet.get_mut(skip..)?);
+    }
+    cfb_encrypt_many(key, &mut bodies)
+}
+
+/// AES-256-CFB128 encryption with a zero IV of each of `bodies` in place, several of
+/// them side by side. CFB encrypts a message one block after the other, each block's
+/// encryption waiting for the ciphertext block before it, so one message keeps the
+/// AES unit waiting on its latency (OpenSSL's CFB mode: about 400 MB/s a core, a
+/// quarter of a first backup's CPU). Independent messages do not wait on each other:
+/// up to [`CFB_LANES`] of them take a step together, their blocks encrypted in one
+/// call that the `aes` crate pipelines (AES-NI where the CPU has it).
+fn cfb_encrypt_many(key: &[u8], bodies: &mut [&mut [u8]]) -> Option<()> {
+    use aes::cipher::{BlockEncrypt, KeyInit};
+    const BLOCK: usize = 16;
+    let aes = aes::Aes256::new_from_slice(key).ok()?;
+    // Each lane's message and how far it is encrypted; its next block to encrypt (the
+    // IV, then its last ciphertext block) in `blocks`.
+    let mut lanes = [(0usize, 0usize); CFB_LANES];
+    let mut blocks = [aes::Block::default(); CFB_LANES];
+    let mut active = 0;
+    let mut next = 0;
+    loop {
+        while active < CFB_LANES && next < bodies.len() {
+            if !bodies[next].is_empty() {
+                lanes[active] = (next, 0);
+                blocks[active] = aes::Block::default();
+                active += 1;
+            }
+            next += 1;
+        }
+        if active == 0 {
+            return Some(());
+        }
+        aes.encrypt_blocks(&mut blocks[..active]);
+        let mut i = 0;
+        while i < active {
+            let (b, pos) = lanes[i];
+            let body = &mut *bodies[b];
+            let end = (pos + BLOCK).min(body.len());
+            let stream = &mut blocks[i];
+            for (byte, k) in body[pos..end].iter_mut().zip(stream.iter_mut()) {
+                *byte ^= *k;
+                *k = *byte;
+            }
+            if end < body.len() {
+                lanes[i].1 = end;
+                i += 1;
+            } else {
+                // Done: the last lane (not yet stepped) takes this place.
+                active -= 1;
+                lanes[i] = lanes[active];
+                blocks[i] = blocks[active];
+            }
+        }
+    }
+}
+
+/// How many messages [`cfb_encrypt_many`] encrypts side by side: the blocks the `aes`
+/// crate's AES-NI backend encrypts in one pass.
+const CFB_LANES: usize = 8;
 
 #[cfg(test)]
 mod tests {
@@ -270,6 +349,77 @@ mod tests {
             cfb_decrypt(&key, &ct, &mut plain).expect("decrypts");
             assert_eq!(plain, data, "{len} bytes");
         }
+    }
+
+    /// Encrypts `data` with OpenSSL's own AES-256-CFB128 mode, zero IV.
+    fn openssl_cfb(key: &[u8], data: &[u8]) -> Vec<u8> {
+        let mut c = Crypter::new(
+            Cipher::aes_256_cfb128(),
+            Mode::Encrypt,
+            key,
+            Some(&[0u8; 16]),
+        )
+        .expect("crypter");
+        let mut ct = vec![0u8; data.len() + 16];
+        let n = c.update(data, &mut ct).expect("encrypt");
+        let n = n + c.finalize(&mut ct[n..]).expect("finalize");
+        ct.truncate(n);
+        ct
+    }
+
+    /// More messages than lanes, of every length around the block size and a few
+    /// large ones, empty ones among them: each comes out as OpenSSL's CFB mode
+    /// encrypts it alone.
+    #[test]
+    fn messages_encrypted_side_by_side_match_openssls_cfb_mode_one_by_one() {
+        let key: Vec<u8> = (100..132u8).collect();
+        let lengths: Vec<usize> = (0..40).chain([0, 1000, 65_537, 16, 0, 300_001]).collect();
+        let plain: Vec<Vec<u8>> = lengths
+            .iter()
+            .enumerate()
+            .map(|(m, &len)| (0..len).map(|i| ((i * 31 + m * 7) % 256) as u8).collect())
+            .collect();
+        let mut bodies = plain.clone();
+        let mut slices: Vec<&mut [u8]> = bodies.iter_mut().map(|b| &mut b[..]).collect();
+        cfb_encrypt_many(&key, &mut slices).expect("encrypts");
+        for ((body, data), len) in bodies.iter().zip(&plain).zip(&lengths) {
+            assert_eq!(*body, openssl_cfb(&key, data), "a message of {len} bytes");
+        }
+        assert_eq!(cfb_encrypt_many(&key[..16], &mut []), None, "a short key");
+    }
+
+    /// Packets laid out in clear into one buffer and encrypted together open like
+    /// packets sealed one at a time.
+    #[test]
+    fn packets_laid_out_and_encrypted_together_open_with_their_plaintext() {
+        let key = [3u8; 32];
+        let plains: Vec<Vec<u8>> = [0usize, 100, 191, 5000, 70_000]
+            .iter()
+            .map(|&len| (0..len).map(|i| (i % 253) as u8).collect())
+            .collect();
+        let mut out = b"before".to_vec();
+        let mut ends = Vec::new();
+        for p in &plains {
+            lay_out(&[&p[..10.min(p.len())], &p[10.min(p.len())..]], &mut out).expect("laid");
+            ends.push(out.len());
+        }
+        let (_, mut rest) = out.split_at_mut(6);
+        let mut packets = Vec::new();
+        let mut at = 6;
+        for end in &ends {
+            let (packet, after) = rest.split_at_mut(end - at);
+            packets.push(packet);
+            rest = after;
+            at = *end;
+        }
+        encrypt_laid_out(&key, &mut packets).expect("encrypts");
+        let mut at = 6;
+        for (p, end) in plains.iter().zip(&ends) {
+            assert_eq!(open(&key, &out[at..*end]).as_deref(), Some(&p[..]));
+            at = *end;
+        }
+        // Not an SEIPD packet: refused, nothing encrypted.
+        assert_eq!(encrypt_laid_out(&key, &mut [&mut [0xCB, 1, 0][..]]), None);
     }
 
     /// A literal packet in partial body lengths (as sequoia streams one) is opened in

@@ -450,15 +450,15 @@ impl PackBuilder {
     }
 
     /// Adds one chunk whose packet `write` appends to the pack's bytes (a sealer
-    /// encrypts it there, see `KeySet::encrypt_into`); returns the packet. Should
-    /// `write` fail, the pack is as it was.
+    /// lays it out there, see `KeySet::lay_out_into`); returns its place among the
+    /// pack's chunks. Should `write` fail, the pack is as it was.
     pub fn add_with<E>(
         &mut self,
         id: ChunkId,
         key_set: &[u8],
         raw_length: u32,
         write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
-    ) -> Result<&[u8], E> {
+    ) -> Result<usize, E> {
         if self.bytes.capacity() == 0 {
             // Room for a full pack and its header at once: grown by doubling, the
             // buffer was copied four times over and, while it grew from 16 to 32 MiB,
@@ -480,7 +480,32 @@ impl PackBuilder {
             (self.bytes.len() - start) as u32,
             raw_length,
         ));
-        Ok(&self.bytes[start..])
+        Ok(self.chunks.len() - 1)
+    }
+
+    /// The packet of the chunk at `place`.
+    pub fn packet(&self, place: usize) -> &[u8] {
+        let (_, _, offset, length, _) = self.chunks[place];
+        let at = self.header_len() + offset as usize;
+        &self.bytes[at..at + length as usize]
+    }
+
+    /// The packets of the last `n` chunks, to be changed in place (encrypted where a
+    /// sealer laid them out).
+    pub fn last_packets_mut(&mut self, n: usize) -> Vec<&mut [u8]> {
+        let header_len = self.header_len();
+        let last = &self.chunks[self.chunks.len() - n..];
+        let Some(&(_, _, first, _, _)) = last.first() else {
+            return Vec::new();
+        };
+        let mut rest = &mut self.bytes[header_len + first as usize..];
+        let mut packets = Vec::with_capacity(n);
+        for &(_, _, _, length, _) in last {
+            let (packet, after) = std::mem::take(&mut rest).split_at_mut(length as usize);
+            packets.push(packet);
+            rest = after;
+        }
+        packets
     }
 
     /// The place of `key_set` in the header, added there if it is new.
@@ -556,7 +581,11 @@ mod tests {
         let mut b = PackBuilder::default();
         b.add(ChunkId([1; 32]), b"KEYSET-A", b"packet-one", 3);
         b.add(ChunkId([2; 32]), b"KEYSET-B", b"packet-two!", 4);
-        b.add(ChunkId([3; 32]), b"KEYSET-A", b"three", 5);
+        b.add(ChunkId([3; 32]), b"KEYSET-A", b"thre?", 5);
+        assert_eq!(b.packet(1), b"packet-two!");
+        let mut last = b.last_packets_mut(2);
+        assert_eq!(last.iter().map(|p| p.len()).collect::<Vec<_>>(), [11, 5]);
+        last[1][4] = b'e';
         let (bytes, rec) = b.finish();
         assert_eq!(rec.size as usize, bytes.len());
         assert_eq!(rec.id, blake3::hash(&bytes).to_hex().to_string());
@@ -566,6 +595,7 @@ mod tests {
         assert_eq!(slice(rec.key_sets[1].0, rec.key_sets[1].1), b"KEYSET-B");
         let c = rec.chunks[1];
         assert_eq!(slice(c.offset, c.length), b"packet-two!");
+        assert_eq!(slice(rec.chunks[2].offset, rec.chunks[2].length), b"three");
         assert_eq!(c.key_set, 1);
         assert_eq!(rec.chunks[2].key_set, 0);
     }
