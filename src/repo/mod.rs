@@ -5,6 +5,7 @@
 //! keys it is written with are [`crate::crypto`]'s. `docs/repository-format.md` is
 //! the contract.
 
+pub mod direct;
 pub mod format;
 pub mod gc;
 pub mod index;
@@ -407,7 +408,7 @@ pub fn open_all(policy: &Policy) -> Result<Vec<store::Repo>, Failure> {
 
 /// Opens one destination for writing. A local folder writes its objects through a
 /// temporary file in `.tmp/` and a rename, so that a crash never leaves a truncated
-/// object under its final name.
+/// object under its final name, and its packs past the page cache (`direct`).
 pub fn open(name: &str, dest: &Destination, policy: &Policy) -> Result<store::Repo, Failure> {
     let lock_period = dest
         .object_lock()
@@ -434,7 +435,8 @@ pub fn open(name: &str, dest: &Destination, policy: &Policy) -> Result<store::Re
             format!("destination {name}: {e}"),
         )
     })?;
-    Ok(repo.with_data_operator(data))
+    let direct = direct::DirectDir::new(root.clone(), root.join(".tmp"));
+    Ok(repo.with_data_operator(data, direct))
 }
 
 #[cfg(test)]

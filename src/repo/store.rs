@@ -2,11 +2,13 @@
 //! Content is immutable and content-addressed; nothing is overwritten in place.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use opendal::{Buffer, ErrorKind, Operator};
 
+use super::direct::DirectDir;
 use super::format::{
     CatalogHeader, FORMAT_VERSION, IndexBody, LostHeader, Marker, PackRecord, PolicyHeader,
     RecordHeader, SealedHeader, SnapshotHeader, Tree,
@@ -20,6 +22,10 @@ use crate::error::{Code, Failure};
 use crate::inventory::{
     AppliedPolicy, DestinationState, DrillRecord, FailureRecord, Lost, SnapshotInfo, VerifyRecord,
 };
+
+/// Objects this large or larger (packs) go past the page cache on a local folder (see
+/// [`super::direct`]); smaller ones (index objects, trees, headers) are read again soon.
+pub const DIRECT_MIN: usize = 1 << 20;
 
 /// The object that marks a repository and carries its format version.
 pub const MARKER: &str = "backplan.json";
@@ -91,6 +97,8 @@ pub struct Repo {
     /// For a local folder: the same folder, writing through a temporary file and a
     /// rename, so a crash never leaves a truncated object under its final name.
     data_op: Option<Operator>,
+    /// For a local folder: its packs written and read past the page cache.
+    direct: Option<Arc<DirectDir>>,
     /// The bucket's S3 Object Lock period (`object_lock.retain_for`): each snapshot
     /// written here records when its lock ends.
     lock_period: Option<chrono::Duration>,
@@ -127,6 +135,7 @@ impl Repo {
             name: name.into(),
             op,
             data_op: None,
+            direct: None,
             lock_period: None,
             object_lock: None,
         }
@@ -155,10 +164,13 @@ impl Repo {
         self.object_lock.as_ref()
     }
 
-    /// Writes data objects through `op` (an fs operator with an atomic write dir).
-    /// Locks keep the plain operator: their exclusive create must not be a rename.
-    pub fn with_data_operator(mut self, op: Operator) -> Repo {
+    /// Writes data objects through `op` (an fs operator with an atomic write dir),
+    /// and packs (objects of [`DIRECT_MIN`] bytes or more) through `direct` where the
+    /// file system lets it. Locks keep the plain operator: their exclusive create must
+    /// not be a rename.
+    pub fn with_data_operator(mut self, op: Operator, direct: DirectDir) -> Repo {
         self.data_op = Some(op);
+        self.direct = Some(Arc::new(direct));
         self
     }
 
@@ -221,6 +233,24 @@ impl Repo {
         bytes: &mut Vec<u8>,
     ) -> Result<(), Failure> {
         let fail = |e| storage(&self.name, &format!("reading {path}"), e);
+        if size_hint >= DIRECT_MIN as u64
+            && let Some(direct) = self.direct.clone()
+        {
+            let (path, mut buf) = (path.to_string(), std::mem::take(bytes));
+            let (read, buf) = tokio::task::spawn_blocking(move || {
+                let hint = usize::try_from(size_hint).unwrap_or(0);
+                let read = direct.read_into(&path, hint, &mut buf);
+                (read, buf)
+            })
+            .await
+            .map_err(|e| Failure::new(Code::DestinationUnreadable, e.to_string()))?;
+            *bytes = buf;
+            // Refused, missing or failed past the page cache: read as any other
+            // object, which says what is wrong as every destination does.
+            if let Ok(true) = read {
+                return Ok(());
+            }
+        }
         bytes.clear();
         // Exactly: `reserve` would double a reused buffer a little too small.
         bytes.reserve_exact(usize::try_from(size_hint).unwrap_or(0));
@@ -234,6 +264,25 @@ impl Repo {
         if let Some(data) = &self.data_op {
             // Every data object is content-addressed or uniquely named: replacing
             // one by the same bytes is harmless, and the rename makes it whole.
+            let bytes: Buffer = bytes.into();
+            if bytes.len() >= DIRECT_MIN
+                && let Some(direct) = self.direct.clone()
+            {
+                let (at, whole) = (path.to_string(), bytes.to_bytes());
+                let written = tokio::task::spawn_blocking(move || direct.write(&at, &whole))
+                    .await
+                    .map_err(|e| Failure::new(Code::DestinationUnreadable, e.to_string()))?;
+                match written {
+                    Ok(true) => return Ok(()),
+                    Ok(false) => {}
+                    Err(e) => {
+                        return Err(Failure::new(
+                            Code::DestinationUnreadable,
+                            format!("destination {}: writing {path}: {e}", self.name),
+                        ));
+                    }
+                }
+            }
             return data
                 .write(path, bytes)
                 .await
