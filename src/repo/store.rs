@@ -1184,6 +1184,8 @@ pub fn decode_tree(key: &RepoKey, bytes: &[u8]) -> Result<Tree, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::OpenOptionsExt;
+
     use super::*;
     use crate::crypto::keys::ChunkId;
     use crate::repo::format::ChunkRecord;
@@ -1209,6 +1211,81 @@ mod tests {
             .iter()
             .map(|g| g.iter().map(|p| p.id.as_str()).collect())
             .collect()
+    }
+
+    /// How many of a file's pages the page cache holds (util-linux's `fincore`);
+    /// `None` without it.
+    fn cached_pages(path: &std::path::Path) -> Option<u64> {
+        let out = std::process::Command::new("fincore")
+            .args(["--raw", "--noheadings", "--output", "PAGES"])
+            .arg(path)
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    }
+
+    /// A local folder's packs go to the disk past the page cache and are read back
+    /// the same way; smaller objects go through it, and a missing pack is an error as
+    /// on any destination.
+    #[tokio::test]
+    async fn a_local_folder_keeps_packs_out_of_the_page_cache() {
+        let dir = tempfile::tempdir().expect("a folder");
+        let root = dir.path().to_path_buf();
+        let fs = |atomic: bool| {
+            let mut builder = opendal::services::Fs::default().root(&root.to_string_lossy());
+            if atomic {
+                builder = builder.atomic_write_dir(&root.join(".tmp").to_string_lossy());
+            }
+            Operator::new(builder).expect("fs")
+        };
+        let direct = DirectDir::new(root.clone(), root.join(".tmp"));
+        let repo = Repo::new("local", fs(false)).with_data_operator(fs(true), direct);
+        let pack: Vec<u8> = (0..(3 << 20) + 5)
+            .map(|i: u32| (i * 7 % 251) as u8)
+            .collect();
+        repo.create("packs/ab/abc", pack.clone())
+            .await
+            .expect("a pack");
+        repo.create("index/small", vec![1u8; 5000])
+            .await
+            .expect("an index object");
+        let (Some(pack_pages), Some(small_pages)) = (
+            cached_pages(&root.join("packs/ab/abc")),
+            cached_pages(&root.join("index/small")),
+        ) else {
+            eprintln!("no fincore: the page cache is not looked at");
+            return;
+        };
+        // tmpfs (before Linux 6.6) refuses O_DIRECT: there packs are cached too.
+        let refused = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+            .open(root.join("index/small"))
+            .is_err();
+        if !refused {
+            assert_eq!(pack_pages, 0, "the pack is not in the page cache");
+        }
+        assert!(small_pages > 0, "a small object is");
+        let mut back = vec![9u8; 100];
+        repo.read_whole("packs/ab/abc", pack.len() as u64, &mut back)
+            .await
+            .expect("read");
+        assert!(back == pack, "the pack reads back whole");
+        if !refused {
+            assert_eq!(cached_pages(&root.join("packs/ab/abc")), Some(0));
+        }
+        assert_eq!(
+            std::fs::read(root.join("packs/ab/abc")).expect("read"),
+            pack
+        );
+        let missing = repo.read_whole("packs/cd/cde", 1 << 21, &mut back).await;
+        let failure = missing.expect_err("no such pack");
+        assert_eq!(failure.code, Code::DestinationUnreadable);
+        assert!(
+            failure.message.contains("packs/cd/cde"),
+            "{}",
+            failure.message
+        );
     }
 
     #[test]
