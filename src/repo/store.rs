@@ -115,7 +115,7 @@ pub struct PackObject {
     pub modified: Option<DateTime<Utc>>,
 }
 
-fn storage(repo: &str, what: &str, e: opendal::Error) -> Failure {
+fn storage(repo: &str, what: &str, e: impl std::fmt::Display) -> Failure {
     Failure::new(
         Code::DestinationUnreadable,
         format!("destination {repo}: {what}: {e}"),
@@ -236,14 +236,14 @@ impl Repo {
         if size_hint >= DIRECT_MIN as u64
             && let Some(direct) = self.direct.clone()
         {
-            let (path, mut buf) = (path.to_string(), std::mem::take(bytes));
+            let (at, mut buf) = (path.to_string(), std::mem::take(bytes));
             let (read, buf) = tokio::task::spawn_blocking(move || {
                 let hint = usize::try_from(size_hint).unwrap_or(0);
-                let read = direct.read_into(&path, hint, &mut buf);
+                let read = direct.read_into(&at, hint, &mut buf);
                 (read, buf)
             })
             .await
-            .map_err(|e| Failure::new(Code::DestinationUnreadable, e.to_string()))?;
+            .map_err(|e| storage(&self.name, &format!("reading {path}"), e))?;
             *bytes = buf;
             // Refused, missing or failed past the page cache: read as any other
             // object, which says what is wrong as every destination does.
@@ -269,18 +269,14 @@ impl Repo {
                 && let Some(direct) = self.direct.clone()
             {
                 let (at, whole) = (path.to_string(), bytes.to_bytes());
+                let fail = |e| storage(&self.name, &format!("writing {path}"), e);
                 let written = tokio::task::spawn_blocking(move || direct.write(&at, &whole))
                     .await
-                    .map_err(|e| Failure::new(Code::DestinationUnreadable, e.to_string()))?;
-                match written {
-                    Ok(true) => return Ok(()),
-                    Ok(false) => {}
-                    Err(e) => {
-                        return Err(Failure::new(
-                            Code::DestinationUnreadable,
-                            format!("destination {}: writing {path}: {e}", self.name),
-                        ));
-                    }
+                    .map_err(std::io::Error::other)
+                    .and_then(|written| written)
+                    .map_err(fail)?;
+                if written {
+                    return Ok(());
                 }
             }
             return data
