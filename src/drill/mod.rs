@@ -423,7 +423,7 @@ async fn check(
     let (tree, mut fetcher, key) =
         execute::open_snapshot_with_key(repo, snapshot, d.host, d.secret.clone()).await?;
     scratch
-        .check(&tree, &key, &mut fetcher, &step.restored)
+        .check(&tree.unpack()?, &key, &mut fetcher, &step.restored)
         .await
 }
 

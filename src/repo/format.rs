@@ -314,6 +314,20 @@ impl Entry {
     }
 }
 
+/// The order of a tree's entries: paths compared component by component, as
+/// [`std::path::Path`] orders them, so that a directory comes right before its
+/// contents (`a`, `a/b`, `a.b`).
+pub fn path_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    use std::os::unix::ffi::OsStrExt;
+    let path = |p| std::path::Path::new(std::ffi::OsStr::from_bytes(p));
+    path(a).cmp(path(b))
+}
+
+/// [`path_order`] of two entries.
+pub fn entry_order(a: &Entry, b: &Entry) -> std::cmp::Ordering {
+    path_order(a.path_bytes(), b.path_bytes())
+}
+
 /// Bytes as text and, only when they are not UTF-8, the bytes themselves (the text
 /// is then their display form, see [`escape_bytes`]).
 fn shown_and_raw(bytes: Vec<u8>) -> (String, Option<Vec<u8>>) {

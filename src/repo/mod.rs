@@ -14,6 +14,7 @@ pub mod mover;
 pub mod object;
 pub mod s3lock;
 pub mod store;
+pub mod tree;
 
 use std::collections::BTreeMap;
 

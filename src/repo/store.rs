@@ -16,6 +16,7 @@ use super::format::{
 pub use super::index::{Index, Location};
 use super::lock::LockInfo;
 use super::object;
+use super::tree::PackedTree;
 use crate::crypto::Recipients;
 use crate::crypto::keys::RepoKey;
 use crate::error::{Code, Failure};
@@ -991,6 +992,25 @@ impl Repo {
         key: &RepoKey,
         id: &str,
     ) -> Result<(SnapshotHeader, Tree), Failure> {
+        self.read_snapshot_as(key, id, decode_tree).await
+    }
+
+    /// [`Repo::read_snapshot`], its tree to be walked entry by entry.
+    pub async fn read_snapshot_packed(
+        &self,
+        key: &RepoKey,
+        id: &str,
+    ) -> Result<(SnapshotHeader, PackedTree), Failure> {
+        self.read_snapshot_as(key, id, open_tree).await
+    }
+
+    /// A snapshot's header and its tree object decoded by `decode`.
+    async fn read_snapshot_as<T>(
+        &self,
+        key: &RepoKey,
+        id: &str,
+        decode: fn(&RepoKey, &[u8]) -> Result<T, String>,
+    ) -> Result<(SnapshotHeader, T), Failure> {
         let (header, bytes) = self.snapshot_objects(id).await?;
         if header.key_id != key.id() {
             return Err(Failure::new(
@@ -1003,8 +1023,8 @@ impl Repo {
                 ),
             ));
         }
-        let tree = decode_tree(key, &bytes)
-            .map_err(|why| damaged(&self.name, &format!("trees/{id}"), &why))?;
+        let tree =
+            decode(key, &bytes).map_err(|why| damaged(&self.name, &format!("trees/{id}"), &why))?;
         Ok((header, tree))
     }
 
@@ -1166,11 +1186,20 @@ fn seal_json<T: serde::Serialize>(key: &RepoKey, value: &T) -> Result<Vec<u8>, F
     Ok(object::encode(&header, &body))
 }
 
+/// Opens a tree object, to be walked entry by entry (its body stays compressed).
+pub fn open_tree(key: &RepoKey, bytes: &[u8]) -> Result<PackedTree, String> {
+    PackedTree::new(open_sealed(key, bytes)?)
+}
+
+/// A sealed object's body, opened with the repository key.
+fn open_sealed(key: &RepoKey, bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let (_, body) = object::decode::<SealedHeader>(bytes).map_err(|d| d.0)?;
+    key.open(body).map_err(|e| e.0)
+}
+
 /// Decodes a tree object.
 pub fn decode_tree(key: &RepoKey, bytes: &[u8]) -> Result<Tree, String> {
-    let (_, body) = object::decode::<SealedHeader>(bytes).map_err(|d| d.0)?;
-    let plain = key.open(body).map_err(|e| e.0)?;
-    let json = zstd::decode_all(&plain[..]).map_err(|e| e.to_string())?;
+    let json = zstd::decode_all(&open_sealed(key, bytes)?[..]).map_err(|e| e.to_string())?;
     let mut tree: Tree = serde_json::from_slice(&json).map_err(|e| e.to_string())?;
     // Grown by doubling while parsed: up to twice the entries' size, for as long as
     // a restore or a backup holds the tree.

@@ -21,6 +21,7 @@ use crate::repo::format::{Tree, pack_path};
 use crate::repo::key_for;
 use crate::repo::lock;
 use crate::repo::store::Repo;
+use crate::repo::tree::PackedTree;
 use crate::sources::kind::{
     Kind, OpenSnapshot, PropertiesRead, RestoreContext, RestoreOptions, Restored,
 };
@@ -325,13 +326,13 @@ fn lost_help(inventory: &Inventory, dest: &str, f: Failure) -> Failure {
     ))
 }
 
-/// The snapshot's tree and a fetcher for its chunks.
+/// The snapshot's tree, to be walked entry by entry, and a fetcher for its chunks.
 pub async fn open_snapshot(
     repo: &Repo,
     id: &str,
     host: Option<&RepoKey>,
     secret: Arc<SecretKeys>,
-) -> Result<(Tree, RepoFetcher), Failure> {
+) -> Result<(PackedTree, RepoFetcher), Failure> {
     open_snapshot_with_key(repo, id, host, secret)
         .await
         .map(|(tree, fetcher, _)| (tree, fetcher))
@@ -344,10 +345,10 @@ pub async fn open_snapshot_with_key(
     id: &str,
     host: Option<&RepoKey>,
     secret: Arc<SecretKeys>,
-) -> Result<(Tree, RepoFetcher, RepoKey), Failure> {
+) -> Result<(PackedTree, RepoFetcher, RepoKey), Failure> {
     let (header, _) = repo.snapshot_objects(id).await?;
     let key = key_for(repo, &header.key_id, host, Some(&secret)).await?;
-    let (_, tree) = repo.read_snapshot(&key, id).await?;
+    let (_, tree) = repo.read_snapshot_packed(&key, id).await?;
     let fetcher = RepoFetcher::new(
         repo.clone(),
         Arc::new(repo.load_index(&key).await?),
@@ -369,12 +370,11 @@ pub struct SnapshotData<'a> {
 
 impl OpenSnapshot for SnapshotData<'_> {
     fn open(&self) -> BoxFuture<'_, Result<(Tree, RepoFetcher), Failure>> {
-        Box::pin(open_snapshot(
-            self.repo,
-            self.id,
-            self.host,
-            self.secret.clone(),
-        ))
+        Box::pin(async {
+            let (tree, fetcher) =
+                open_snapshot(self.repo, self.id, self.host, self.secret.clone()).await?;
+            Ok((tree.unpack()?, fetcher))
+        })
     }
 }
 

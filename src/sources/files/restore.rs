@@ -1,6 +1,15 @@
 //! Restore: checking a tree, previewing and writing it back under a target.
+//!
+//! A tree is walked entry by entry in path order (a directory right before its
+//! contents), never held whole: one pass checks every entry and decides, from the
+//! target, what to do with each (two bytes per entry kept, and the chunks to fetch,
+//! 32 bytes each, for the read-ahead); a second writes. What stays in memory besides
+//! is the chain of directories above the walk's position and one record per
+//! hard-link group. A tree whose stored order is not path order (none this program
+//! writes) is sorted whole first.
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Ordering as Order;
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Write};
@@ -9,15 +18,17 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ignore::gitignore::GitignoreBuilder;
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use serde::Serialize;
 
 use super::meta::{MetaWriter, entry_mtime};
 use super::{ScanError, bytes_path, shown};
 use crate::crypto::keys::ChunkId;
+use crate::error::Code;
 use crate::pipeline::ChunkSource;
 use crate::pipeline::fetch::Prefetch;
-use crate::repo::format::{Entry, EntryKind, Tree, escape_bytes};
+use crate::repo::format::{Entry, EntryKind, escape_bytes, path_order};
+use crate::repo::tree::{TreeWalk, WalkError};
 
 /// How many paths an error lists before it says "and N more".
 const LIST_LIMIT: usize = 20;
@@ -67,16 +78,22 @@ pub struct RestoreOptions {
 
 /// Shows what [`restore`] would do; reads nothing but the target's metadata.
 pub fn plan_restore(
-    tree: &Tree,
+    tree: &impl TreeWalk,
     target: &Path,
     include: &[String],
 ) -> Result<RestorePreview, ScanError> {
-    Ok(prepare(tree, target, include)?.preview)
+    let decided = sorted_or_not(tree, |t| decide(t, target, include, usize::MAX))?;
+    Ok(RestorePreview {
+        create: decided.create.paths,
+        overwrite: decided.overwrite.paths,
+        identical: decided.identical.paths,
+        bytes_to_write: decided.bytes_to_write,
+    })
 }
 
 /// [`restore_with`] with owners by name and no other options.
 pub fn restore(
-    tree: &Tree,
+    tree: &impl TreeWalk,
     target: &Path,
     include: &[String],
     force: bool,
@@ -94,7 +111,7 @@ pub fn restore(
 /// `source`. Refuses, before writing anything, an unsafe tree and (without `force`)
 /// a restore that would overwrite existing entries that differ.
 pub fn restore_with(
-    tree: &Tree,
+    tree: &impl TreeWalk,
     target: &Path,
     options: &RestoreOptions,
     source: &mut (dyn ChunkSource + Send),
@@ -110,197 +127,81 @@ pub fn restore_with(
 
 /// [`restore_with`], setting owners only when `as_root`.
 pub(super) fn restore_as(
-    tree: &Tree,
+    tree: &impl TreeWalk,
     target: &Path,
     options: &RestoreOptions,
     source: &mut (dyn ChunkSource + Send),
     as_root: bool,
 ) -> Result<RestoreReport, ScanError> {
-    let prepared = prepare(tree, target, &options.include)?;
-    let blocked: Vec<&str> = prepared
-        .items
-        .iter()
-        .filter(|i| i.existing == Existing::FullDir && i.kind() != EntryKind::Dir)
-        .map(|i| i.shown.as_str())
-        .collect();
-    if !blocked.is_empty() {
-        return Err(ScanError::refused(format!(
-            "nothing was restored: the target holds non-empty directories where the \
-             snapshot has files or symlinks; move them away first: {}",
-            list(&blocked)
-        )));
-    }
-    if !options.force && !prepared.preview.overwrite.is_empty() {
-        let paths: Vec<&str> = prepared
-            .preview
-            .overwrite
-            .iter()
-            .map(String::as_str)
-            .collect();
-        return Err(ScanError::refused(format!(
-            "nothing was restored: {} existing entr{} in {} differ{} from the snapshot and \
-             would be overwritten (use force to overwrite them): {}",
-            paths.len(),
-            if paths.len() == 1 { "y" } else { "ies" },
-            target.display(),
-            if paths.len() == 1 { "s" } else { "" },
-            list(&paths)
-        )));
-    }
+    // Unsorted is found in the first pass, before anything is written.
+    let mut source = Some(source);
+    sorted_or_not(tree, |t| {
+        let decided = decide(t, target, &options.include, LIST_LIMIT)?;
+        let source = source
+            .take()
+            .unwrap_or_else(|| unreachable!("one pass writes"));
+        write(t, target, options, decided, source, as_root).map_err(Stop::Failed)
+    })
+}
 
-    fs::create_dir_all(target)
-        .map_err(|e| ScanError::io(format!("cannot create {}: {e}", target.display())))?;
-    // The chunks in the order the loop below writes them, fetched ahead on a thread
-    // of their own. Further links of a hard-link group are linked, not written.
-    let order: Vec<ChunkId> = prepared
-        .items
-        .iter()
-        .filter(|i| {
-            i.kind() == EntryKind::File && i.action != Action::Identical && i.link_to.is_none()
+/// Runs `run` over `tree`; over `tree` sorted when its order is not path order.
+fn sorted_or_not<T: TreeWalk, R>(
+    tree: &T,
+    mut run: impl FnMut(&dyn Walkable) -> Result<R, Stop>,
+) -> Result<R, ScanError> {
+    match run(&Walk(tree)) {
+        Err(Stop::Unsorted) => {
+            let sorted = tree.sorted().map_err(damaged)?;
+            match run(&Walk(&sorted)) {
+                Err(Stop::Unsorted) => unreachable!("a sorted tree is in path order"),
+                Err(Stop::Failed(e)) => Err(e),
+                Ok(r) => Ok(r),
+            }
+        }
+        Err(Stop::Failed(e)) => Err(e),
+        Ok(r) => Ok(r),
+    }
+}
+
+fn damaged(why: String) -> ScanError {
+    ScanError {
+        code: Code::CorruptObject,
+        message: format!("the snapshot's tree cannot be read: {why}"),
+    }
+}
+
+/// Why a walk over the items stopped.
+#[derive(Debug)]
+enum Stop {
+    Failed(ScanError),
+    /// An entry came before the one it follows: the tree is not in path order.
+    Unsorted,
+}
+
+impl From<ScanError> for Stop {
+    fn from(e: ScanError) -> Stop {
+        Stop::Failed(e)
+    }
+}
+
+/// A tree walked by one callback type (so that passes can take `&dyn`).
+trait Walkable: Sync {
+    fn each(&self, f: &mut dyn FnMut(&Entry) -> Result<(), Stop>) -> Result<(), Stop>;
+    fn root(&self) -> Option<&Entry>;
+}
+
+struct Walk<'t, T>(&'t T);
+
+impl<T: TreeWalk> Walkable for Walk<'_, T> {
+    fn each(&self, f: &mut dyn FnMut(&Entry) -> Result<(), Stop>) -> Result<(), Stop> {
+        self.0.walk(f).map_err(|e| match e {
+            WalkError::Stopped(stop) => stop,
+            WalkError::Damaged(why) => Stop::Failed(damaged(why)),
         })
-        .filter_map(|i| i.entry)
-        .flat_map(|e| e.chunks.iter().copied())
-        .collect();
-    // The folder itself gets the snapshot's metadata when the whole tree is restored.
-    let root = tree.root.as_ref().filter(|_| options.include.is_empty());
-    let mut meta = MetaWriter::new(as_root, options.numeric_owner);
-    let mut report = std::thread::scope(|scope| {
-        let mut ahead = Prefetch::start(scope, source, order);
-        write_items(&prepared, target, root, &mut meta, &mut ahead)
-    })?;
-    report.warnings = meta.finish();
-    Ok(report)
-}
+    }
 
-/// Writes the prepared items, then sets the directories' metadata.
-fn write_items(
-    prepared: &Prepared<'_>,
-    target: &Path,
-    root: Option<&Entry>,
-    meta: &mut MetaWriter,
-    source: &mut dyn ChunkSource,
-) -> Result<RestoreReport, ScanError> {
-    let mut report = RestoreReport::default();
-    // Directories whose metadata is set once their contents are written.
-    let mut finish_dirs: Vec<(PathBuf, &Entry)> = Vec::new();
-    // The parent last checked: items come in path order, so the files of one folder
-    // are checked once for all of them. Nothing written below a folder (files,
-    // symlinks, links) changes the folders above it.
-    let mut checked: Option<&[u8]> = None;
-    for item in &prepared.items {
-        let dest = target.join(OsStr::from_bytes(item.path));
-        let parent = item
-            .path
-            .iter()
-            .rposition(|&b| b == b'/')
-            .map_or(&item.path[..0], |i| &item.path[..i]);
-        if checked != Some(parent) {
-            check_parents(target, item.path, &item.shown)?;
-            checked = Some(parent);
-        }
-        let io_err = |what: &str, e: io::Error| {
-            ScanError::io(format!("restoring {}: {what}: {e}", item.shown))
-        };
-        match item.kind() {
-            EntryKind::Dir => {
-                match item.action {
-                    Action::Create => {
-                        make_dir(&dest, item.entry.is_some())
-                            .map_err(|e| io_err("cannot create the directory", e))?;
-                        report.dirs_created += 1;
-                    }
-                    Action::Overwrite => {
-                        // A file or symlink where the snapshot has a directory: the
-                        // link itself is removed, never followed.
-                        fs::remove_file(&dest).map_err(|e| io_err("cannot remove it", e))?;
-                        make_dir(&dest, item.entry.is_some())
-                            .map_err(|e| io_err("cannot create the directory", e))?;
-                        report.dirs_created += 1;
-                    }
-                    Action::Identical => report.unchanged += 1,
-                    Action::Keep => {}
-                }
-                if let Some(entry) = item.entry
-                    && (item.selected || item.action != Action::Keep)
-                {
-                    finish_dirs.push((dest, entry));
-                }
-            }
-            EntryKind::File => {
-                let Some(entry) = item.entry else { continue };
-                if let Some(first) = item.link_to {
-                    let first = target.join(OsStr::from_bytes(prepared.items[first].path));
-                    if same_inode(&first, &dest) {
-                        report.unchanged += 1;
-                        continue;
-                    }
-                    if item.existing == Existing::EmptyDir {
-                        fs::remove_dir(&dest)
-                            .map_err(|e| io_err("cannot remove the directory", e))?;
-                    }
-                    write_link(&first, &dest, entry)?;
-                    report.links_written += 1;
-                    continue;
-                }
-                if item.action == Action::Identical {
-                    // The same bytes: only the owner and the mode are put right.
-                    report.unchanged += 1;
-                    let Ok(m) = fs::symlink_metadata(&dest) else {
-                        continue;
-                    };
-                    let mut chowned = false;
-                    if let Some((uid, gid)) = meta.owner(entry)
-                        && (uid.is_some_and(|u| u != m.uid()) || gid.is_some_and(|g| g != m.gid()))
-                    {
-                        match std::os::unix::fs::lchown(&dest, uid, gid) {
-                            Ok(()) => chowned = true,
-                            Err(e) => meta.chown_failed(entry, e),
-                        }
-                    }
-                    let mode = entry.mode & 0o7777;
-                    if chowned || m.mode() & 0o7777 != mode {
-                        fs::set_permissions(&dest, fs::Permissions::from_mode(mode))
-                            .map_err(|e| io_err("cannot set its mode", e))?;
-                    }
-                    continue;
-                }
-                if item.existing == Existing::EmptyDir {
-                    fs::remove_dir(&dest).map_err(|e| io_err("cannot remove the directory", e))?;
-                }
-                let written = write_file(&dest, entry, meta, source)?;
-                report.files_written += 1;
-                report.bytes_written += written;
-            }
-            EntryKind::Symlink => {
-                let Some(entry) = item.entry else { continue };
-                if item.action == Action::Identical {
-                    report.unchanged += 1;
-                    continue;
-                }
-                if item.existing == Existing::EmptyDir {
-                    fs::remove_dir(&dest).map_err(|e| io_err("cannot remove the directory", e))?;
-                }
-                write_symlink(&dest, entry, meta)?;
-                report.symlinks_written += 1;
-            }
-        }
-    }
-    // Deepest first: a directory's metadata is set after everything inside it.
-    finish_dirs.sort_by(|a, b| b.0.cmp(&a.0));
-    for (dest, entry) in finish_dirs {
-        meta.dir(&dest, entry, false)?;
-    }
-    if let Some(root) = root {
-        meta.dir(target, root, true)?;
-    }
-    Ok(report)
-}
-
-/// Whether two paths are one inode (neither followed if a symlink).
-fn same_inode(a: &Path, b: &Path) -> bool {
-    match (fs::symlink_metadata(a), fs::symlink_metadata(b)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
+    fn root(&self) -> Option<&Entry> {
+        self.0.root()
     }
 }
 
@@ -324,45 +225,116 @@ enum Existing {
     Other,
 }
 
-#[derive(Debug)]
-struct Item<'t> {
-    /// The entry path's bytes.
-    path: &'t [u8],
-    /// The path for people (escaped where it is not UTF-8).
-    shown: String,
-    /// `None` for a directory above a selected entry that the tree does not hold.
-    entry: Option<&'t Entry>,
-    selected: bool,
+/// What the first pass decided for one item: two bytes, kept for the passes after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Decision {
     action: Action,
     existing: Existing,
-    /// A further selected member of a hard-link group: the item it is linked to.
-    link_to: Option<usize>,
+}
+
+/// One thing a restore handles, in path order: a selected entry, or a directory
+/// above one.
+#[derive(Debug)]
+struct Item<'e> {
+    /// The entry path's bytes.
+    path: &'e [u8],
+    /// `None` for a directory above a selected entry that the tree does not hold.
+    entry: Option<&'e Entry>,
+    selected: bool,
 }
 
 impl Item<'_> {
     fn kind(&self) -> EntryKind {
         self.entry.map_or(EntryKind::Dir, |e| e.kind)
     }
-}
 
-#[derive(Debug)]
-struct Prepared<'t> {
-    /// In path order: a directory before its contents.
-    items: Vec<Item<'t>>,
-    preview: RestorePreview,
-}
-
-fn list(paths: &[&str]) -> String {
-    let mut out = paths
-        .iter()
-        .take(LIST_LIMIT)
-        .copied()
-        .collect::<Vec<_>>()
-        .join(", ");
-    if paths.len() > LIST_LIMIT {
-        out.push_str(&format!(" and {} more", paths.len() - LIST_LIMIT));
+    /// The path for people (escaped where it is not UTF-8).
+    fn shown(&self) -> String {
+        escape_bytes(self.path)
     }
-    out
+}
+
+/// An entry above the walk's position (or the last one walked), with what the pass
+/// keeps for it once it was handed out as an item.
+struct Open<S> {
+    path: Vec<u8>,
+    kind: EntryKind,
+    /// A directory's entry; `None` for a directory the tree does not hold, and for
+    /// anything not a directory.
+    dir: Option<Entry>,
+    state: Option<S>,
+}
+
+/// Whether `path` lies below the directory `dir`.
+fn is_below(path: &[u8], dir: &[u8]) -> bool {
+    path.len() > dir.len() && path.starts_with(dir) && path[dir.len()] == b'/'
+}
+
+/// Which entries a restore takes: those matching the include patterns, or below a
+/// directory that does (all when there are none).
+struct Selection {
+    all: Option<Gitignore>,
+    /// Each positive pattern, its own matcher and whether it matched an entry: a typo
+    /// must not restore nothing.
+    each: Vec<(String, Gitignore, bool)>,
+}
+
+impl Selection {
+    fn new(include: &[String]) -> Result<Selection, ScanError> {
+        if include.is_empty() {
+            return Ok(Selection {
+                all: None,
+                each: Vec::new(),
+            });
+        }
+        let bad = |pattern: &str, e: ignore::Error| {
+            ScanError::invalid(format!("bad include pattern {pattern:?}: {e}"))
+        };
+        let mut builder = GitignoreBuilder::new("/");
+        for pattern in include {
+            builder
+                .add_line(None, pattern)
+                .map_err(|e| bad(pattern, e))?;
+        }
+        let all = builder
+            .build()
+            .map_err(|e| ScanError::invalid(format!("bad include patterns: {e}")))?;
+        let mut each = Vec::new();
+        for pattern in include {
+            let p = pattern.trim();
+            if p.is_empty() || p.starts_with('!') || p.starts_with('#') {
+                continue;
+            }
+            let mut one = GitignoreBuilder::new("/");
+            one.add_line(None, pattern).map_err(|e| bad(pattern, e))?;
+            let one = one.build().map_err(|e| bad(pattern, e))?;
+            each.push((pattern.clone(), one, false));
+        }
+        Ok(Selection {
+            all: Some(all),
+            each,
+        })
+    }
+
+    fn selects(&mut self, entry: &Entry) -> bool {
+        let Some(all) = &self.all else { return true };
+        let path = bytes_path(entry.path_bytes());
+        let dir = entry.kind == EntryKind::Dir;
+        for (_, one, matched) in &mut self.each {
+            *matched = *matched || one.matched(path, dir).is_ignore();
+        }
+        all.matched_path_or_any_parents(path, dir).is_ignore()
+    }
+
+    /// Fails when a positive pattern matched no entry (after a whole walk).
+    fn check_matched(&self) -> Result<(), ScanError> {
+        match self.each.iter().find(|(_, _, matched)| !matched) {
+            Some((pattern, _, _)) => Err(ScanError::invalid(format!(
+                "the include pattern {pattern:?} matches nothing in the snapshot"
+            ))),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Why an entry path is unsafe to restore, if it is.
@@ -393,49 +365,124 @@ fn unsafe_path(path: &[u8]) -> Option<&'static str> {
     None
 }
 
-/// Checks every entry of the tree, selected or not: a tree with one unsafe entry is
+/// Checks one entry on its own: a tree with one unsafe entry, selected or not, is
 /// not trusted at all.
-fn check_tree(tree: &Tree) -> Result<HashMap<&[u8], &Entry>, ScanError> {
-    let mut by_path: HashMap<&[u8], &Entry> = HashMap::with_capacity(tree.entries.len());
-    for entry in &tree.entries {
-        // Messages show the bytes that would be used, escaped, not the display form.
-        let shown = escape_bytes(entry.path_bytes());
-        if let Some(why) = unsafe_path(entry.path_bytes()) {
-            return Err(ScanError::refused(format!(
-                "the snapshot holds the unsafe entry path {shown:?} ({why}); nothing was restored"
-            )));
-        }
-        if entry.kind == EntryKind::Symlink {
-            match entry.target_bytes() {
-                Some(t) if !t.is_empty() && !t.contains(&0) => {}
-                _ => {
-                    return Err(ScanError::refused(format!(
-                        "the snapshot's symlink {shown:?} has no usable target; nothing was restored"
-                    )));
-                }
-            }
-        }
-        if by_path.insert(entry.path_bytes(), entry).is_some() {
-            return Err(ScanError::refused(format!(
-                "the snapshot holds the entry {shown:?} twice; nothing was restored"
-            )));
-        }
+fn check_entry(entry: &Entry) -> Result<(), ScanError> {
+    // Messages show the bytes that would be used, escaped, not the display form.
+    let shown = || escape_bytes(entry.path_bytes());
+    if let Some(why) = unsafe_path(entry.path_bytes()) {
+        return Err(ScanError::refused(format!(
+            "the snapshot holds the unsafe entry path {:?} ({why}); nothing was restored",
+            shown()
+        )));
     }
-    for entry in &tree.entries {
-        for above in ancestors(entry.path_bytes()) {
-            if let Some(a) = by_path.get(above)
-                && a.kind != EntryKind::Dir
-            {
+    if entry.kind == EntryKind::Symlink {
+        match entry.target_bytes() {
+            Some(t) if !t.is_empty() && !t.contains(&0) => {}
+            _ => {
                 return Err(ScanError::refused(format!(
-                    "the snapshot's entry {:?} lies under {:?}, which is not a directory; \
-                     nothing was restored",
-                    escape_bytes(entry.path_bytes()),
-                    escape_bytes(above)
+                    "the snapshot's symlink {:?} has no usable target; nothing was restored",
+                    shown()
                 )));
             }
         }
     }
-    Ok(by_path)
+    Ok(())
+}
+
+/// Walks `tree` as the items a restore handles, checking every entry on the way
+/// (its path, its order, nothing under a non-directory). Calls `on_item` for each
+/// item with the state it returned for the item's parent (`None` at the top), and
+/// `on_leave` for each item left behind, deepest first, once everything below it
+/// was walked. Directories above a selected entry come before it.
+fn walk_items<S>(
+    tree: &dyn Walkable,
+    selection: &mut Selection,
+    mut on_item: impl FnMut(&Item<'_>, Option<&S>) -> Result<S, ScanError>,
+    mut on_leave: impl FnMut(Open<S>) -> Result<(), ScanError>,
+) -> Result<(), Stop> {
+    let mut chain: Vec<Open<S>> = Vec::new();
+    tree.each(&mut |entry| {
+        check_entry(entry)?;
+        let path = entry.path_bytes();
+        if let Some(last) = chain.last() {
+            match path_order(&last.path, path) {
+                Order::Less => {}
+                Order::Equal => {
+                    return Err(Stop::Failed(ScanError::refused(format!(
+                        "the snapshot holds the entry {:?} twice; nothing was restored",
+                        escape_bytes(path)
+                    ))));
+                }
+                Order::Greater => return Err(Stop::Unsorted),
+            }
+        }
+        while let Some(open) = chain.pop_if(|o| !is_below(path, &o.path)) {
+            if open.state.is_some() {
+                on_leave(open)?;
+            }
+        }
+        // In path order, every entry of the tree above this one is in the chain.
+        if let Some(above) = chain.last()
+            && above.kind != EntryKind::Dir
+        {
+            return Err(Stop::Failed(ScanError::refused(format!(
+                "the snapshot's entry {:?} lies under {:?}, which is not a directory; \
+                 nothing was restored",
+                escape_bytes(path),
+                escape_bytes(&above.path)
+            ))));
+        }
+        let selected = selection.selects(entry);
+        if selected {
+            // The directories above it, those the tree does not hold made up.
+            for (depth, above) in ancestors(path).enumerate() {
+                if chain.get(depth).is_none_or(|o| o.path != above) {
+                    let open = Open {
+                        path: above.to_vec(),
+                        kind: EntryKind::Dir,
+                        dir: None,
+                        state: None,
+                    };
+                    chain.insert(depth, open);
+                }
+                if chain[depth].state.is_none() {
+                    let (up, here) = chain.split_at_mut(depth);
+                    let item = Item {
+                        path: above,
+                        entry: here[0].dir.as_ref(),
+                        selected: false,
+                    };
+                    let state = on_item(&item, up.last().and_then(|o| o.state.as_ref()))?;
+                    here[0].state = Some(state);
+                }
+            }
+        }
+        let state = if selected {
+            let item = Item {
+                path,
+                entry: Some(entry),
+                selected: true,
+            };
+            Some(on_item(&item, chain.last().and_then(|o| o.state.as_ref()))?)
+        } else {
+            None
+        };
+        chain.push(Open {
+            path: path.to_vec(),
+            kind: entry.kind,
+            dir: (entry.kind == EntryKind::Dir).then(|| entry.clone()),
+            state,
+        });
+        Ok(())
+    })?;
+    while let Some(open) = chain.pop() {
+        if open.state.is_some() {
+            on_leave(open)?;
+        }
+    }
+    selection.check_matched()?;
+    Ok(())
 }
 
 /// The directories above a relative path, nearest last: `a`, `a/b` for `a/b/c`.
@@ -446,50 +493,82 @@ pub(super) fn ancestors(path: &[u8]) -> impl Iterator<Item = &[u8]> {
         .map(move |(i, _)| &path[..i])
 }
 
-/// The entries selected by `include` (all when empty).
-fn select<'t>(tree: &'t Tree, include: &[String]) -> Result<Vec<&'t Entry>, ScanError> {
-    if include.is_empty() {
-        return Ok(tree.entries.iter().collect());
-    }
-    let mut builder = GitignoreBuilder::new("/");
-    for pattern in include {
-        builder
-            .add_line(None, pattern)
-            .map_err(|e| ScanError::invalid(format!("bad include pattern {pattern:?}: {e}")))?;
-    }
-    let matcher = builder
-        .build()
-        .map_err(|e| ScanError::invalid(format!("bad include patterns: {e}")))?;
-    // Each positive pattern must select something: a typo must not restore nothing.
-    for pattern in include {
-        let p = pattern.trim();
-        if p.is_empty() || p.starts_with('!') || p.starts_with('#') {
-            continue;
-        }
-        let mut one = GitignoreBuilder::new("/");
-        one.add_line(None, pattern)
-            .map_err(|e| ScanError::invalid(format!("bad include pattern {pattern:?}: {e}")))?;
-        let one = one
-            .build()
-            .map_err(|e| ScanError::invalid(format!("bad include pattern {pattern:?}: {e}")))?;
-        if !tree.entries.iter().any(|e| {
-            one.matched(bytes_path(e.path_bytes()), e.kind == EntryKind::Dir)
-                .is_ignore()
-        }) {
-            return Err(ScanError::invalid(format!(
-                "the include pattern {pattern:?} matches nothing in the snapshot"
-            )));
+/// Hard-link groups: the first selected member is written, the others link to it
+/// (those whose content the tree records otherwise are written on their own).
+#[derive(Default)]
+struct Links {
+    /// Per group, its first member: path, size and chunks.
+    firsts: HashMap<u64, (Vec<u8>, u64, Vec<ChunkId>)>,
+}
+
+impl Links {
+    /// The path of the file `item` is to be linked to, if it is one.
+    fn link_to(&mut self, item: &Item<'_>) -> Option<&[u8]> {
+        let entry = item
+            .entry
+            .filter(|e| item.selected && e.kind == EntryKind::File)?;
+        let group = entry.link?;
+        match self.firsts.entry(group) {
+            std::collections::hash_map::Entry::Occupied(first) => {
+                let (path, size, chunks) = first.into_mut();
+                (*size == entry.size && *chunks == entry.chunks).then_some(&path[..])
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert((item.path.to_vec(), entry.size, entry.chunks.clone()));
+                None
+            }
         }
     }
-    Ok(tree
-        .entries
-        .iter()
-        .filter(|e| {
-            matcher
-                .matched_path_or_any_parents(bytes_path(e.path_bytes()), e.kind == EntryKind::Dir)
-                .is_ignore()
-        })
-        .collect())
+}
+
+/// Paths of one kind the first pass found: how many, and the first `limit`.
+#[derive(Debug, Default)]
+struct Listing {
+    count: usize,
+    paths: Vec<String>,
+    limit: usize,
+}
+
+impl Listing {
+    fn new(limit: usize) -> Listing {
+        Listing {
+            limit,
+            ..Listing::default()
+        }
+    }
+
+    fn push(&mut self, shown: impl FnOnce() -> String) {
+        self.count += 1;
+        if self.paths.len() < self.limit {
+            self.paths.push(shown());
+        }
+    }
+
+    /// The paths, and how many more there are.
+    fn list(&self) -> String {
+        let mut out = self.paths.join(", ");
+        if self.count > self.paths.len() {
+            out.push_str(&format!(" and {} more", self.count - self.paths.len()));
+        }
+        out
+    }
+}
+
+/// What the first pass found.
+#[derive(Debug)]
+struct Decided {
+    /// One per item, in walk order.
+    decisions: Vec<Decision>,
+    /// The chunks of the files to write, in the order the writing pass asks for
+    /// them (further links of a hard-link group are linked, not written): for the
+    /// read-ahead, 32 bytes each.
+    order: Vec<ChunkId>,
+    create: Listing,
+    overwrite: Listing,
+    identical: Listing,
+    /// Non-empty directories where the snapshot has files or symlinks.
+    blocked: Listing,
+    bytes_to_write: u64,
 }
 
 /// What the target holds at `path`; whether a directory is empty is only looked at
@@ -522,135 +601,114 @@ fn existing_at(path: &Path, check_empty: bool) -> Result<(Existing, Option<Metad
     }
 }
 
-fn prepare<'t>(
-    tree: &'t Tree,
+/// The first pass: checks the tree and decides each item from what the target holds
+/// (each directory's state: whether it is a real directory there, below which
+/// there is anything to look at). Lists up to `limit` paths of each kind.
+fn decide(
+    tree: &dyn Walkable,
     target: &Path,
     include: &[String],
-) -> Result<Prepared<'t>, ScanError> {
-    let by_path = check_tree(tree)?;
-    let selected = select(tree, include)?;
-
-    let mut items: Vec<Item<'t>> = Vec::with_capacity(selected.len());
-    let mut seen: HashSet<&[u8]> = HashSet::with_capacity(selected.len());
-    for entry in &selected {
-        seen.insert(entry.path_bytes());
-    }
-    for entry in &selected {
-        for above in ancestors(entry.path_bytes()) {
-            if seen.insert(above) {
-                let entry = by_path.get(above).copied();
-                items.push(Item {
-                    path: above,
-                    shown: escape_bytes(above),
-                    entry,
-                    selected: false,
-                    action: Action::Keep,
-                    existing: Existing::Nothing,
-                    link_to: None,
-                });
-            }
-        }
-        items.push(Item {
-            path: entry.path_bytes(),
-            shown: escape_bytes(entry.path_bytes()),
-            entry: Some(entry),
-            selected: true,
-            action: Action::Create,
-            existing: Existing::Nothing,
-            link_to: None,
-        });
-    }
-    items.sort_by(|a, b| bytes_path(a.path).cmp(bytes_path(b.path)));
-
-    // Hard-link groups: the first selected member is written, the others link to it
-    // (those whose content the tree records otherwise are written on their own).
-    let mut firsts: HashMap<u64, usize> = HashMap::new();
-    for i in 0..items.len() {
-        let Some(entry) = items[i]
-            .entry
-            .filter(|e| items[i].selected && e.kind == EntryKind::File)
-        else {
-            continue;
-        };
-        let Some(group) = entry.link else { continue };
-        match firsts.get(&group) {
-            Some(&first) => {
-                let carrier = items[first].entry.unwrap_or_else(|| unreachable!("a file"));
-                if carrier.size == entry.size && carrier.chunks == entry.chunks {
-                    items[i].link_to = Some(first);
-                }
-            }
-            None => {
-                firsts.insert(group, i);
-            }
-        }
-    }
-
+    limit: usize,
+) -> Result<Decided, Stop> {
+    let mut selection = Selection::new(include)?;
     let target_exists = match fs::metadata(target) {
         Ok(m) if m.is_dir() => true,
         Ok(_) => {
             return Err(ScanError::io(format!(
                 "the restore target {} is not a directory",
                 target.display()
-            )));
+            ))
+            .into());
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => false,
         Err(e) => {
             return Err(ScanError::io(format!(
                 "cannot read the restore target {}: {e}",
                 target.display()
-            )));
+            ))
+            .into());
         }
     };
+    let mut out = Decided {
+        decisions: Vec::new(),
+        order: Vec::new(),
+        create: Listing::new(limit),
+        overwrite: Listing::new(limit),
+        identical: Listing::new(limit),
+        blocked: Listing::new(limit),
+        bytes_to_write: 0,
+    };
+    let mut links = Links::default();
+    walk_items(
+        tree,
+        &mut selection,
+        |item, parent: Option<&bool>| {
+            let (decision, real_dir) =
+                decide_item(item, target, parent.copied().unwrap_or(target_exists))?;
+            out.decisions.push(decision);
+            let linked = links.link_to(item).is_some();
+            if item.selected || decision.action == Action::Create {
+                match decision.action {
+                    Action::Create => out.create.push(|| item.shown()),
+                    Action::Overwrite => out.overwrite.push(|| item.shown()),
+                    Action::Identical | Action::Keep => out.identical.push(|| item.shown()),
+                }
+            }
+            if decision.existing == Existing::FullDir && item.kind() != EntryKind::Dir {
+                out.blocked.push(|| item.shown());
+            }
+            if let Some(entry) = item.entry.filter(|_| item.selected)
+                && entry.kind == EntryKind::File
+                && !linked
+                && matches!(decision.action, Action::Create | Action::Overwrite)
+            {
+                out.bytes_to_write += entry.size;
+                out.order.extend_from_slice(&entry.chunks);
+            }
+            Ok(real_dir)
+        },
+        |_| Ok(()),
+    )?;
+    out.decisions.shrink_to_fit();
+    out.order.shrink_to_fit();
+    Ok(out)
+}
 
-    let mut preview = RestorePreview::default();
-    // Directories that exist in the target as real directories: only below them is
-    // there anything to look at.
-    let mut real_dirs: HashSet<&[u8]> = HashSet::new();
-    for item in &mut items {
-        let parent_real = match item.path.iter().rposition(|&b| b == b'/') {
-            Some(i) => real_dirs.contains(&item.path[..i]),
-            None => target_exists,
-        };
-        let here = target.join(OsStr::from_bytes(item.path));
-        let (existing, meta) = if parent_real {
-            existing_at(&here, item.kind() != EntryKind::Dir)?
-        } else {
-            (Existing::Nothing, None)
-        };
-        item.existing = existing;
-        let is_dir_there = matches!(existing, Existing::EmptyDir | Existing::FullDir);
-        if !item.selected {
-            item.action = match existing {
-                Existing::Nothing => Action::Create,
-                Existing::EmptyDir | Existing::FullDir => Action::Keep,
-                Existing::Symlink => {
-                    return Err(ScanError::io(format!(
-                        "{} is a symlink inside the restore target; a restore never writes \
-                         through symlinks (restore {} too, or remove the link)",
-                        shown(&here),
-                        item.shown
-                    )));
-                }
-                _ => {
-                    return Err(ScanError::io(format!(
-                        "{} is not a directory, but the snapshot has entries under it",
-                        shown(&here)
-                    )));
-                }
-            };
-            if is_dir_there {
-                real_dirs.insert(item.path);
+/// Decides one item; returns the decision and whether the item is a real directory
+/// in the target. `parent_real`: whether its parent is one (else nothing is there).
+fn decide_item(
+    item: &Item<'_>,
+    target: &Path,
+    parent_real: bool,
+) -> Result<(Decision, bool), ScanError> {
+    let here = target.join(OsStr::from_bytes(item.path));
+    let (existing, meta) = if parent_real {
+        existing_at(&here, item.kind() != EntryKind::Dir)?
+    } else {
+        (Existing::Nothing, None)
+    };
+    let is_dir_there = matches!(existing, Existing::EmptyDir | Existing::FullDir);
+    let real_dir = is_dir_there && item.kind() == EntryKind::Dir;
+    let action = match item.entry.filter(|_| item.selected) {
+        None => match existing {
+            Existing::Nothing => Action::Create,
+            Existing::EmptyDir | Existing::FullDir => Action::Keep,
+            Existing::Symlink => {
+                return Err(ScanError::io(format!(
+                    "{} is a symlink inside the restore target; a restore never writes \
+                     through symlinks (restore {} too, or remove the link)",
+                    shown(&here),
+                    item.shown()
+                )));
             }
-            if item.action == Action::Create {
-                preview.create.push(item.shown.clone());
+            _ => {
+                return Err(ScanError::io(format!(
+                    "{} is not a directory, but the snapshot has entries under it",
+                    shown(&here)
+                )));
             }
-            continue;
-        }
-        let entry = item
-            .entry
-            .unwrap_or_else(|| unreachable!("selected items have entries"));
-        item.action = match (entry.kind, existing) {
+        },
+        Some(entry) => match (entry.kind, existing) {
             (_, Existing::Nothing) => Action::Create,
             (EntryKind::Dir, Existing::EmptyDir | Existing::FullDir) => Action::Identical,
             (EntryKind::Dir, _) => Action::Overwrite,
@@ -676,23 +734,252 @@ fn prepare<'t>(
                 }
             }
             _ => Action::Overwrite,
-        };
-        if entry.kind == EntryKind::Dir && is_dir_there {
-            real_dirs.insert(item.path);
+        },
+    };
+    Ok((Decision { action, existing }, real_dir))
+}
+
+/// The passes that write, once the first has decided: refuses what must not be
+/// done, then writes the items in order while the read-ahead fetches their chunks.
+fn write(
+    tree: &dyn Walkable,
+    target: &Path,
+    options: &RestoreOptions,
+    decided: Decided,
+    source: &mut (dyn ChunkSource + Send),
+    as_root: bool,
+) -> Result<RestoreReport, ScanError> {
+    if decided.blocked.count > 0 {
+        return Err(ScanError::refused(format!(
+            "nothing was restored: the target holds non-empty directories where the \
+             snapshot has files or symlinks; move them away first: {}",
+            decided.blocked.list()
+        )));
+    }
+    let overwrite = &decided.overwrite;
+    if !options.force && overwrite.count > 0 {
+        let one = overwrite.count == 1;
+        return Err(ScanError::refused(format!(
+            "nothing was restored: {} existing entr{} in {} differ{} from the snapshot and \
+             would be overwritten (use force to overwrite them): {}",
+            overwrite.count,
+            if one { "y" } else { "ies" },
+            target.display(),
+            if one { "s" } else { "" },
+            overwrite.list()
+        )));
+    }
+    fs::create_dir_all(target)
+        .map_err(|e| ScanError::io(format!("cannot create {}: {e}", target.display())))?;
+    // The folder itself gets the snapshot's metadata when the whole tree is restored.
+    let root = tree.root().filter(|_| options.include.is_empty());
+    let mut meta = MetaWriter::new(as_root, options.numeric_owner);
+    let Decided {
+        decisions, order, ..
+    } = decided;
+    let mut report = std::thread::scope(|scope| {
+        // The chunks fetched ahead on threads of their own.
+        let mut ahead = Prefetch::start(scope, source, order);
+        let include = &options.include;
+        write_items(
+            tree, &decisions, target, include, root, &mut meta, &mut ahead,
+        )
+    })?;
+    report.warnings = meta.finish();
+    Ok(report)
+}
+
+/// Writes the items, each directory's metadata once everything below it is written.
+fn write_items(
+    tree: &dyn Walkable,
+    decisions: &[Decision],
+    target: &Path,
+    include: &[String],
+    root: Option<&Entry>,
+    meta: &mut MetaWriter,
+    source: &mut dyn ChunkSource,
+) -> Result<RestoreReport, ScanError> {
+    let mut report = RestoreReport::default();
+    let mut selection = Selection::new(include)?;
+    let mut links = Links::default();
+    let mut next = decisions.iter();
+    // Directories whose mode leaves their owner no search permission: their
+    // metadata is set last, so that a later hard link can still reach a file in
+    // them. Deepest first.
+    let mut last_dirs: Vec<(PathBuf, Entry)> = Vec::new();
+    // The parent last checked: items come in path order, so the files of one folder
+    // are checked once for all of them. Nothing written below a folder (files,
+    // symlinks, links) changes the folders above it.
+    let mut checked: Option<Vec<u8>> = None;
+    // Both callbacks write metadata; never at once.
+    let meta = std::cell::RefCell::new(meta);
+    let walked = walk_items(
+        tree,
+        &mut selection,
+        |item, _: Option<&bool>| {
+            let Some(&Decision { action, existing }) = next.next() else {
+                return Err(ScanError::io(
+                    "the snapshot's tree changed between two readings",
+                ));
+            };
+            let link_to = links.link_to(item);
+            write_item(
+                item,
+                Decision { action, existing },
+                link_to,
+                target,
+                &mut checked,
+                &mut meta.borrow_mut(),
+                source,
+                &mut report,
+            )
+        },
+        |open| {
+            let (Some(true), Some(entry)) = (open.state, open.dir) else {
+                return Ok(());
+            };
+            let dest = target.join(OsStr::from_bytes(&open.path));
+            if entry.mode & 0o100 == 0 {
+                last_dirs.push((dest, entry));
+                Ok(())
+            } else {
+                meta.borrow_mut().dir(&dest, &entry, false)
+            }
+        },
+    );
+    let meta = meta.into_inner();
+    match walked {
+        Ok(()) => {}
+        Err(Stop::Failed(e)) => return Err(e),
+        Err(Stop::Unsorted) => unreachable!("the first pass found the order right"),
+    }
+    for (dest, entry) in last_dirs {
+        meta.dir(&dest, &entry, false)?;
+    }
+    if let Some(root) = root {
+        meta.dir(target, root, true)?;
+    }
+    Ok(report)
+}
+
+/// Writes one item as decided; returns, for a directory, whether its metadata is
+/// to be set once everything below it is written.
+#[allow(clippy::too_many_arguments)]
+fn write_item(
+    item: &Item<'_>,
+    decision: Decision,
+    link_to: Option<&[u8]>,
+    target: &Path,
+    checked: &mut Option<Vec<u8>>,
+    meta: &mut MetaWriter,
+    source: &mut dyn ChunkSource,
+    report: &mut RestoreReport,
+) -> Result<bool, ScanError> {
+    let Decision { action, existing } = decision;
+    let dest = target.join(OsStr::from_bytes(item.path));
+    let parent = item
+        .path
+        .iter()
+        .rposition(|&b| b == b'/')
+        .map_or(&item.path[..0], |i| &item.path[..i]);
+    if checked.as_deref() != Some(parent) {
+        check_parents(target, item.path, &item.shown())?;
+        *checked = Some(parent.to_vec());
+    }
+    let io_err = |what: &str, e: io::Error| {
+        ScanError::io(format!("restoring {}: {what}: {e}", item.shown()))
+    };
+    match item.kind() {
+        EntryKind::Dir => {
+            match action {
+                Action::Create => {
+                    make_dir(&dest, item.entry.is_some())
+                        .map_err(|e| io_err("cannot create the directory", e))?;
+                    report.dirs_created += 1;
+                }
+                Action::Overwrite => {
+                    // A file or symlink where the snapshot has a directory: the link
+                    // itself is removed, never followed.
+                    fs::remove_file(&dest).map_err(|e| io_err("cannot remove it", e))?;
+                    make_dir(&dest, item.entry.is_some())
+                        .map_err(|e| io_err("cannot create the directory", e))?;
+                    report.dirs_created += 1;
+                }
+                Action::Identical => report.unchanged += 1,
+                Action::Keep => {}
+            }
+            return Ok(item.entry.is_some() && (item.selected || action != Action::Keep));
         }
-        match item.action {
-            Action::Create => preview.create.push(item.shown.clone()),
-            Action::Overwrite => preview.overwrite.push(item.shown.clone()),
-            Action::Identical | Action::Keep => preview.identical.push(item.shown.clone()),
+        EntryKind::File => {
+            let Some(entry) = item.entry else {
+                return Ok(false);
+            };
+            if let Some(first) = link_to {
+                let first = target.join(OsStr::from_bytes(first));
+                if same_inode(&first, &dest) {
+                    report.unchanged += 1;
+                    return Ok(false);
+                }
+                if existing == Existing::EmptyDir {
+                    fs::remove_dir(&dest).map_err(|e| io_err("cannot remove the directory", e))?;
+                }
+                write_link(&first, &dest, entry)?;
+                report.links_written += 1;
+                return Ok(false);
+            }
+            if action == Action::Identical {
+                // The same bytes: only the owner and the mode are put right.
+                report.unchanged += 1;
+                let Ok(m) = fs::symlink_metadata(&dest) else {
+                    return Ok(false);
+                };
+                let mut chowned = false;
+                if let Some((uid, gid)) = meta.owner(entry)
+                    && (uid.is_some_and(|u| u != m.uid()) || gid.is_some_and(|g| g != m.gid()))
+                {
+                    match std::os::unix::fs::lchown(&dest, uid, gid) {
+                        Ok(()) => chowned = true,
+                        Err(e) => meta.chown_failed(entry, e),
+                    }
+                }
+                let mode = entry.mode & 0o7777;
+                if chowned || m.mode() & 0o7777 != mode {
+                    fs::set_permissions(&dest, fs::Permissions::from_mode(mode))
+                        .map_err(|e| io_err("cannot set its mode", e))?;
+                }
+                return Ok(false);
+            }
+            if existing == Existing::EmptyDir {
+                fs::remove_dir(&dest).map_err(|e| io_err("cannot remove the directory", e))?;
+            }
+            let written = write_file(&dest, entry, meta, source)?;
+            report.files_written += 1;
+            report.bytes_written += written;
         }
-        if entry.kind == EntryKind::File
-            && item.link_to.is_none()
-            && matches!(item.action, Action::Create | Action::Overwrite)
-        {
-            preview.bytes_to_write += entry.size;
+        EntryKind::Symlink => {
+            let Some(entry) = item.entry else {
+                return Ok(false);
+            };
+            if action == Action::Identical {
+                report.unchanged += 1;
+                return Ok(false);
+            }
+            if existing == Existing::EmptyDir {
+                fs::remove_dir(&dest).map_err(|e| io_err("cannot remove the directory", e))?;
+            }
+            write_symlink(&dest, entry, meta)?;
+            report.symlinks_written += 1;
         }
     }
-    Ok(Prepared { items, preview })
+    Ok(false)
+}
+
+/// Whether two paths are one inode (neither followed if a symlink).
+fn same_inode(a: &Path, b: &Path) -> bool {
+    match (fs::symlink_metadata(a), fs::symlink_metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 /// Fails when any directory between `target` and `rel` is a symlink or not a

@@ -14,7 +14,7 @@ use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
 use super::{ScanError, bytes_path, shown, unsupported};
 use crate::pipeline::ChunkSink;
-use crate::repo::format::{Entry, EntryKind, Tree, Xattr, escape_bytes};
+use crate::repo::format::{Entry, EntryKind, Tree, Xattr, entry_order, escape_bytes};
 use crate::sources::ScanReport;
 
 /// Backs up the folder `root` (the `files` source). `exclude` holds gitignore-style
@@ -151,10 +151,7 @@ fn backup_paths_with(
         scan.visit_meta(path, rel, meta, sink)?;
     }
     let mut report = scan.finish();
-    report
-        .tree
-        .entries
-        .sort_by(|a, b| bytes_path(a.path_bytes()).cmp(bytes_path(b.path_bytes())));
+    report.tree.entries.sort_by(entry_order);
     Ok(report)
 }
 

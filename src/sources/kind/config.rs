@@ -14,6 +14,7 @@ use crate::pipeline::fetch::RepoFetcher;
 use crate::policy::model::ConfigSource;
 use crate::policy::{Policy, ResolvedSource};
 use crate::repo::format::Tree;
+use crate::repo::tree::PackedTree;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Config<'a> {
@@ -71,7 +72,7 @@ impl Seam for Config<'_> {
         &self,
         cx: &RestoreContext<'_>,
         target: &str,
-        tree: Tree,
+        tree: PackedTree,
         fetcher: RepoFetcher,
         _read: &PropertiesRead,
     ) -> Result<Restored, Failure> {

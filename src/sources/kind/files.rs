@@ -13,6 +13,7 @@ use crate::pipeline::fetch::RepoFetcher;
 use crate::policy::model::FilesSource;
 use crate::policy::{Policy, ResolvedSource};
 use crate::repo::format::Tree;
+use crate::repo::tree::{PackedTree, TreeWalk};
 use crate::sources::files::{self, ScanReport};
 
 #[derive(Debug, Clone, Copy)]
@@ -58,7 +59,7 @@ pub(super) fn preview(
 pub(super) async fn restore(
     cx: &RestoreContext<'_>,
     target: &str,
-    tree: Tree,
+    tree: PackedTree,
     mut fetcher: RepoFetcher,
 ) -> Result<Restored, Failure> {
     let target = PathBuf::from(target);
@@ -67,7 +68,7 @@ pub(super) async fn restore(
         force: cx.options.force,
         numeric_owner: cx.options.numeric_owner,
     };
-    let entries = tree.entries.len();
+    let entries = tree.len();
     let (report, fetched) = tokio::task::spawn_blocking(move || {
         let r = files::restore_with(&tree, &target, &options, &mut fetcher);
         (r, fetcher.bytes_fetched())
@@ -124,7 +125,7 @@ impl Seam for Files<'_> {
         &self,
         cx: &RestoreContext<'_>,
         target: &str,
-        tree: Tree,
+        tree: PackedTree,
         fetcher: RepoFetcher,
         _read: &PropertiesRead,
     ) -> Result<Restored, Failure> {

@@ -33,6 +33,7 @@ use crate::plan::SourceProbe;
 use crate::policy::secret::redact_url_password;
 use crate::policy::{Policy, ResolvedSource, SourceKind};
 use crate::repo::format::Tree;
+use crate::repo::tree::PackedTree;
 use crate::sources::files::ScanReport;
 use crate::sources::redis::Taken;
 
@@ -111,7 +112,7 @@ pub trait Seam {
         &self,
         cx: &RestoreContext<'_>,
         target: &str,
-        tree: Tree,
+        tree: PackedTree,
         fetcher: RepoFetcher,
         read: &PropertiesRead,
     ) -> impl Future<Output = Result<Restored, Failure>>;
@@ -443,7 +444,7 @@ impl<'a> Kind<'a> {
         self,
         cx: &RestoreContext<'_>,
         target: &str,
-        tree: Tree,
+        tree: PackedTree,
         fetcher: RepoFetcher,
         read: &PropertiesRead,
     ) -> Result<Restored, Failure> {

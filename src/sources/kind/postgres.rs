@@ -17,6 +17,7 @@ use crate::plan::{SourceProbe, Warning};
 use crate::policy::model::PostgresSource;
 use crate::policy::{Policy, ResolvedSource};
 use crate::repo::format::Tree;
+use crate::repo::tree::PackedTree;
 use crate::sources::postgres as pg;
 
 #[derive(Debug, Clone, Copy)]
@@ -354,10 +355,11 @@ impl Seam for Postgres<'_> {
         &self,
         cx: &RestoreContext<'_>,
         _target: &str,
-        tree: Tree,
+        tree: PackedTree,
         mut fetcher: RepoFetcher,
         read: &PropertiesRead,
     ) -> Result<Restored, Failure> {
+        let tree = tree.unpack()?;
         let targets = self.targets(cx, &tree)?;
         let tools = self.tools(cx.policy)?;
         // Every target and every spool first: a refusal must leave all of them

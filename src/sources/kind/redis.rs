@@ -14,6 +14,7 @@ use crate::plan::{BackupMethod, BackupMode, SourceProbe, Warning};
 use crate::policy::model::{RedisMode, RedisSource};
 use crate::policy::{Policy, ResolvedSource};
 use crate::repo::format::Tree;
+use crate::repo::tree::PackedTree;
 use crate::sources::redis;
 
 #[derive(Debug, Clone, Copy)]
@@ -233,10 +234,11 @@ impl Seam for Redis<'_> {
         &self,
         cx: &RestoreContext<'_>,
         _target: &str,
-        tree: Tree,
+        tree: PackedTree,
         mut fetcher: RepoFetcher,
         _read: &PropertiesRead,
     ) -> Result<Restored, Failure> {
+        let tree = tree.unpack()?;
         let (force, flush) = (cx.options.force, cx.options.flush);
         match cx.options.as_file.clone() {
             Some(dir) => tokio::task::spawn_blocking(move || {
