@@ -184,8 +184,8 @@ impl From<ScanError> for Stop {
     }
 }
 
-/// A tree walked by one callback type (so that passes can take `&dyn`).
-trait Walkable: Sync {
+/// A tree walked with one callback type, so that the passes take `&dyn Walkable`.
+trait Walkable {
     fn each(&self, f: &mut dyn FnMut(&Entry) -> Result<(), Stop>) -> Result<(), Stop>;
     fn root(&self) -> Option<&Entry>;
 }
