@@ -5,6 +5,7 @@
 //! data for the next prune, never a half snapshot.
 
 use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -20,11 +21,12 @@ use crate::inventory::{
 use crate::pipeline::sink::{PackUpload, RepoSink, Target};
 use crate::plan::{Backup, Configure, Copy, Prune, Repair, Role};
 use crate::policy::Policy;
-use crate::repo::format::{IndexBody, Tree};
+use crate::repo::format::IndexBody;
 use crate::repo::gc::gc;
 use crate::repo::lock;
 use crate::repo::mover::ChunkMover;
 use crate::repo::store::{Index, IndexBatch, Location, Repo};
+use crate::repo::tree::{PackedTree, TreeWalk, WalkError};
 use crate::sources::kind::Kind;
 
 /// How many finished packs may wait for upload per destination.
@@ -202,7 +204,9 @@ impl StorageExecutor {
             };
             for repo in repos {
                 let _ = repo.put_failure(&why).await;
-                let _ = repo.put_snapshot(&self.key, &info, &Tree::default()).await;
+                let _ = repo
+                    .put_snapshot(&self.key, &info, &PackedTree::default())
+                    .await;
             }
         }
         result
@@ -220,18 +224,8 @@ impl StorageExecutor {
         for repo in repos {
             indexes.push(self.index(repo).await?);
         }
-        let mut parent = self.parent_tree(&action.source, repos).await?;
-        // A file whose chunks a destination lost (`verify` found their packs missing
-        // or damaged) is read again rather than its parent's chunk list reused: its
-        // chunks are then stored again.
+        let parent = self.parent_tree(&action.source, repos).await?;
         let kind = Kind::of(source);
-        if let (Some(tree), true) = (parent.as_mut(), kind.reuses_parent_chunks()) {
-            tree.entries.retain(|e| {
-                e.chunks
-                    .iter()
-                    .all(|c| indexes.iter().all(|i| i.contains(c)))
-            });
-        }
 
         let mut uploads = Vec::new();
         let mut targets = Vec::new();
@@ -298,7 +292,7 @@ impl StorageExecutor {
             (Err(f), _) | (Ok(_), Some(f)) => return Err(f),
         };
         info.bytes_read = Some(report.bytes_read);
-        info.size = Some(report.tree.entries.iter().map(|e| e.size).sum());
+        info.size = Some(report.size);
         let mut stored_first = None;
         let mut locks = Vec::new();
         for (((repo, stored), written), index) in
@@ -313,7 +307,7 @@ impl StorageExecutor {
                 repo.object_lock_api(),
                 action.extend_locks.contains(&repo.name),
             ) {
-                let packs = packs_used(&report.tree, index, written);
+                let packs = packs_used(&report.tree, index, written)?;
                 locks.push(api.extend(packs, until, None).await);
             }
         }
@@ -351,7 +345,11 @@ impl StorageExecutor {
     /// The newest complete snapshot of `source` written under this key: its tree
     /// tells which files are unchanged. None when there is none, or when another
     /// process pruned it since this apply read the headers.
-    async fn parent_tree(&self, source: &str, repos: &[Repo]) -> Result<Option<Tree>, Failure> {
+    async fn parent_tree(
+        &self,
+        source: &str,
+        repos: &[Repo],
+    ) -> Result<Option<PackedTree>, Failure> {
         for repo in repos {
             let mut best: Option<SnapshotInfo> = None;
             let headers = match self.headers.get(&repo.name) {
@@ -379,7 +377,7 @@ impl StorageExecutor {
                 }
             }
             if let Some(best) = best {
-                return match repo.read_snapshot(&self.key, &best.id).await {
+                return match repo.read_snapshot_packed(&self.key, &best.id).await {
                     Ok((_, tree)) => Ok(Some(tree)),
                     // Pruned by another process since this apply listed the headers:
                     // every file is read again.
@@ -445,7 +443,7 @@ impl StorageExecutor {
         if let (Some(until), Some(api), true) =
             (retain_until, to.object_lock_api(), action.extend_locks)
         {
-            let packs = packs_used(&tree, &target_index, written);
+            let packs = packs_used(&tree, &target_index, written)?;
             locks.push(api.extend(packs, until, None).await);
         }
         Ok(Done {
@@ -681,20 +679,33 @@ async fn upload(
 /// The pack objects a snapshot's `tree` uses: those of its chunks the index read
 /// before the backup holds (written by earlier snapshots), and the packs the backup
 /// wrote (`written`), each once, sorted.
-fn packs_used(tree: &Tree, index: &Index, written: Vec<String>) -> Vec<String> {
+fn packs_used(
+    tree: &impl TreeWalk,
+    index: &Index,
+    written: Vec<String>,
+) -> Result<Vec<String>, Failure> {
     let mut packs: std::collections::BTreeSet<String> = written.into_iter().collect();
-    let mut seen: HashSet<&ChunkId> = HashSet::new();
-    for chunk in tree.entries.iter().flat_map(|e| e.chunks.iter()) {
-        if seen.insert(chunk)
-            && let Some(location) = index.locate(chunk)
-        {
-            packs.insert(location.pack.to_string());
+    tree.walk(|e| {
+        for chunk in &e.chunks {
+            if let Some(location) = index.locate(chunk)
+                && !packs.contains(&*location.pack)
+            {
+                packs.insert(location.pack.to_string());
+            }
         }
-    }
-    packs
+        Ok::<(), Infallible>(())
+    })
+    .map_err(|e| match e {
+        WalkError::Damaged(why) => Failure::new(
+            Code::Io,
+            format!("the new snapshot's tree cannot be read: {why}"),
+        ),
+        WalkError::Stopped(never) => match never {},
+    })?;
+    Ok(packs
         .into_iter()
         .map(|p| crate::repo::format::pack_path(&p))
-        .collect()
+        .collect())
 }
 
 fn snapshot_id(started: DateTime<Utc>, source: &str) -> String {

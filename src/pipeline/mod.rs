@@ -19,6 +19,13 @@ pub trait ChunkSink {
     /// Stores everything `reader` yields; returns the chunk ids in order and the
     /// number of bytes read.
     fn store(&mut self, reader: &mut dyn Read) -> std::io::Result<Stored>;
+
+    /// Whether a destination lost `chunk` (its pack missing or damaged, as `verify`
+    /// found): a file listing it is read again rather than its chunk list reused.
+    /// A sink with no record of what was stored before lost nothing.
+    fn lost(&self, _chunk: &ChunkId) -> bool {
+        false
+    }
 }
 
 /// What [`ChunkSink::store`] stored.

@@ -430,6 +430,10 @@ impl Drop for Dispatch {
 }
 
 impl ChunkSink for RepoSink {
+    fn lost(&self, chunk: &ChunkId) -> bool {
+        self.dispatch.known.iter().any(|k| !k.index.contains(chunk))
+    }
+
     fn store(&mut self, reader: &mut dyn Read) -> io::Result<Stored> {
         let mut stored = Stored::default();
         let dispatch = &mut self.dispatch;

@@ -921,9 +921,9 @@ impl Repo {
         &self,
         key: &RepoKey,
         info: &SnapshotInfo,
-        tree: &Tree,
+        tree: &PackedTree,
     ) -> Result<Option<DateTime<Utc>>, Failure> {
-        let tree_bytes = encode_tree(key, tree)?;
+        let tree_bytes = seal(key, tree.compressed())?;
         let tree_hash = blake3::hash(&tree_bytes).to_hex().to_string();
         self.put_snapshot_objects(key.id(), info, tree_bytes, tree_hash)
             .await
@@ -1165,19 +1165,23 @@ impl IndexBatch {
     }
 }
 
-/// Encodes a tree object: zstd-compressed JSON, sealed with the repository key.
-pub fn encode_tree(key: &RepoKey, tree: &Tree) -> Result<Vec<u8>, Failure> {
-    seal_json(key, tree)
+/// A sealed object: `value` as zstd-compressed JSON, sealed with the repository key,
+/// in the envelope whose public header names the key. The JSON is compressed as it
+/// is written, never held whole.
+fn seal_json<T: serde::Serialize>(key: &RepoKey, value: &T) -> Result<Vec<u8>, Failure> {
+    let io = |e: std::io::Error| Failure::new(Code::Io, e.to_string());
+    let mut encoder = zstd::Encoder::new(Vec::new(), 3).map_err(io)?;
+    let mut json = std::io::BufWriter::new(&mut encoder);
+    serde_json::to_writer(&mut json, value).map_err(|e| io(e.into()))?;
+    std::io::Write::flush(&mut json).map_err(io)?;
+    drop(json);
+    seal(key, &encoder.finish().map_err(io)?)
 }
 
-/// A sealed object: `value` as zstd-compressed JSON, sealed with the repository key,
-/// in the envelope whose public header names the key.
-fn seal_json<T: serde::Serialize>(key: &RepoKey, value: &T) -> Result<Vec<u8>, Failure> {
-    let json = serde_json::to_vec(value).unwrap_or_default();
-    let compressed =
-        zstd::encode_all(&json[..], 3).map_err(|e| Failure::new(Code::Io, e.to_string()))?;
+/// A sealed object of compressed JSON.
+fn seal(key: &RepoKey, compressed: &[u8]) -> Result<Vec<u8>, Failure> {
     let body = key
-        .seal(&compressed)
+        .seal(compressed)
         .map_err(|e| Failure::new(Code::Io, e.0))?;
     let header = SealedHeader {
         format: FORMAT_VERSION,

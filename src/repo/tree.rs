@@ -4,6 +4,7 @@
 //! where a [`Tree`] holds every entry decoded (several hundred bytes each).
 
 use std::fmt;
+use std::io::{self, Write};
 
 use super::format::{Entry, Tree, entry_order};
 use crate::error::{Code, Failure};
@@ -78,6 +79,13 @@ impl fmt::Debug for PackedTree {
     }
 }
 
+impl Default for PackedTree {
+    /// A tree without entries.
+    fn default() -> PackedTree {
+        PackedTree::pack(&Tree::default()).expect("an empty tree packs")
+    }
+}
+
 impl PackedTree {
     /// Takes a tree object's opened body (zstd-compressed JSON). Reads it through
     /// once, cutting out the entries without decoding them, for their number and the
@@ -100,82 +108,229 @@ impl PackedTree {
     }
 
     /// Packs `tree` as a tree object stores it.
-    pub fn pack(tree: &Tree) -> PackedTree {
-        let json = serde_json::to_vec(tree).unwrap_or_default();
-        PackedTree {
-            json_zst: zstd::encode_all(&json[..], 3).unwrap_or_default(),
-            root: tree.root.clone(),
-            len: tree.entries.len(),
+    pub fn pack(tree: &Tree) -> io::Result<PackedTree> {
+        let mut writer = TreeWriter::new()?;
+        for entry in &tree.entries {
+            writer.push(entry)?;
         }
+        writer.finish(tree.root.clone())
     }
 
     /// The whole tree, entries in their stored order, for the readers that need it
     /// whole (a database's or a Redis snapshot's few entries).
     pub fn unpack(&self) -> Result<Tree, Failure> {
         let mut entries = Vec::with_capacity(self.len);
-        self.walk(|e| {
-            entries.push(e.clone());
-            Ok::<(), ()>(())
-        })
-        .map_err(|e| match e {
-            WalkError::Damaged(why) => Failure::new(
-                Code::CorruptObject,
-                format!("the snapshot's tree cannot be read: {why}"),
-            ),
-            WalkError::Stopped(()) => unreachable!("the callback never stops"),
-        })?;
+        for entry in self.entries() {
+            entries.push(entry.map_err(|why| {
+                Failure::new(
+                    Code::CorruptObject,
+                    format!("the snapshot's tree cannot be read: {why}"),
+                )
+            })?);
+        }
         Ok(Tree {
             entries,
             root: self.root.clone(),
         })
     }
 
-    /// The compressed JSON's size.
-    pub fn compressed_len(&self) -> usize {
-        self.json_zst.len()
+    /// The compressed JSON, as the tree object's body stores it.
+    pub fn compressed(&self) -> &[u8] {
+        &self.json_zst
     }
 
-    /// Walks the JSON, as `serde_json` writes a [`Tree`] (`{"entries":[…]` first):
-    /// each entry is cut out of the stream by its braces and decoded on its own (with
-    /// `f`; not at all without). Returns the root and the number of entries.
+    /// The entries in their stored order, decoded one at a time as they are pulled
+    /// (a walk beside another one, such as a backup's scan beside its parent).
+    pub fn entries(&self) -> Entries<'_> {
+        match Elements::new(&self.json_zst) {
+            Ok(elements) => Entries {
+                elements: Some(elements),
+                failed: None,
+            },
+            Err(why) => Entries {
+                elements: None,
+                failed: Some(why),
+            },
+        }
+    }
+
+    /// Walks the entries, each decoded with `f` (not at all without). Returns the
+    /// root and the number of entries.
     fn decode<E>(
         &self,
         mut f: Option<impl FnMut(&Entry) -> Result<(), E>>,
     ) -> Result<(Option<Entry>, usize), WalkError<E>> {
-        let damaged = |why: &str| WalkError::Damaged(why.to_string());
-        let mut json = JsonStream::new(&self.json_zst).map_err(|e| damaged(&e))?;
-        if !json.take(b"{\"entries\":[").map_err(|e| damaged(&e))? {
-            return Err(damaged("it is not a tree's JSON"));
-        }
-        let mut len = 0;
-        loop {
-            match json.next_byte().map_err(|e| damaged(&e))? {
-                Some(b']') => break,
-                Some(b',') if len > 0 => {}
-                Some(b'{') if len == 0 => json.back(),
-                _ => return Err(damaged("its list of entries is malformed")),
-            }
-            let element = json.value().map_err(|e| damaged(&e))?;
+        let mut elements = Elements::new(&self.json_zst).map_err(WalkError::Damaged)?;
+        while let Some(element) = elements.next().map_err(WalkError::Damaged)? {
             if let Some(f) = &mut f {
-                let entry: Entry =
-                    serde_json::from_slice(element).map_err(|e| damaged(&e.to_string()))?;
+                let entry: Entry = serde_json::from_slice(element)
+                    .map_err(|e| WalkError::Damaged(e.to_string()))?;
                 f(&entry).map_err(WalkError::Stopped)?;
             }
-            len += 1;
         }
-        // What follows the entries: `}`, or the root and `}`.
+        let len = elements.taken;
+        Ok((elements.root().map_err(WalkError::Damaged)?, len))
+    }
+}
+
+/// The entries of a [`PackedTree`] in their stored order, decoded as they are
+/// pulled. After an error, nothing more.
+pub struct Entries<'a> {
+    elements: Option<Elements<'a>>,
+    failed: Option<String>,
+}
+
+impl fmt::Debug for Entries<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entries")
+            .field("taken", &self.elements.as_ref().map(|e| e.taken))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Iterator for Entries<'_> {
+    type Item = Result<Entry, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(why) = self.failed.take() {
+            return Some(Err(why));
+        }
+        let next = match self.elements.as_mut()?.next() {
+            Ok(Some(element)) => Some(serde_json::from_slice(element).map_err(|e| e.to_string())),
+            Ok(None) => None,
+            Err(why) => Some(Err(why)),
+        };
+        if !matches!(next, Some(Ok(_))) {
+            self.elements = None;
+        }
+        next
+    }
+}
+
+/// A tree written entry by entry into the compressed JSON its object stores: what
+/// it holds is tens of bytes per entry, not the entries decoded. Entries are pushed
+/// in path order (the writer does not sort them).
+pub struct TreeWriter {
+    encoder: zstd::Encoder<'static, Vec<u8>>,
+    /// One entry's JSON, handed to the encoder in one piece.
+    scratch: Vec<u8>,
+    len: usize,
+}
+
+impl fmt::Debug for TreeWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TreeWriter")
+            .field("entries", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TreeWriter {
+    pub fn new() -> io::Result<TreeWriter> {
+        let mut encoder = zstd::Encoder::new(Vec::new(), TREE_LEVEL)?;
+        encoder.write_all(b"{\"entries\":[")?;
+        Ok(TreeWriter {
+            encoder,
+            scratch: Vec::new(),
+            len: 0,
+        })
+    }
+
+    /// Adds an entry after the ones pushed so far.
+    pub fn push(&mut self, entry: &Entry) -> io::Result<()> {
+        self.scratch.clear();
+        if self.len > 0 {
+            self.scratch.push(b',');
+        }
+        serde_json::to_writer(&mut self.scratch, entry)?;
+        self.encoder.write_all(&self.scratch)?;
+        self.len += 1;
+        Ok(())
+    }
+
+    /// How many entries were pushed.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether none was.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The tree, with `root` after its entries as `serde_json` writes a [`Tree`].
+    pub fn finish(mut self, root: Option<Entry>) -> io::Result<PackedTree> {
+        self.encoder.write_all(b"]")?;
+        if let Some(root) = &root {
+            self.encoder.write_all(b",\"root\":")?;
+            serde_json::to_writer(&mut self.encoder, root)?;
+        }
+        self.encoder.write_all(b"}")?;
+        Ok(PackedTree {
+            json_zst: self.encoder.finish()?,
+            root,
+            len: self.len,
+        })
+    }
+}
+
+/// The zstd level of a tree object's JSON.
+const TREE_LEVEL: i32 = 3;
+
+/// The list of entries in a tree's JSON, as `serde_json` writes a [`Tree`]
+/// (`{"entries":[…]` first), cut out one entry at a time by its braces.
+struct Elements<'a> {
+    json: JsonStream<'a>,
+    /// Entries cut out so far.
+    taken: usize,
+    ended: bool,
+}
+
+impl<'a> Elements<'a> {
+    fn new(json_zst: &'a [u8]) -> Result<Elements<'a>, String> {
+        let mut json = JsonStream::new(json_zst)?;
+        if !json.take(b"{\"entries\":[")? {
+            return Err("it is not a tree's JSON".into());
+        }
+        Ok(Elements {
+            json,
+            taken: 0,
+            ended: false,
+        })
+    }
+
+    /// The next entry's JSON, undecoded; `None` after the last.
+    fn next(&mut self) -> Result<Option<&[u8]>, String> {
+        if self.ended {
+            return Ok(None);
+        }
+        match self.json.next_byte()? {
+            Some(b']') => {
+                self.ended = true;
+                return Ok(None);
+            }
+            Some(b',') if self.taken > 0 => {}
+            Some(b'{') if self.taken == 0 => self.json.back(),
+            _ => return Err("its list of entries is malformed".into()),
+        }
+        self.taken += 1;
+        self.json.value().map(Some)
+    }
+
+    /// What follows the entries, taken after the last: `}`, or the root and `}`.
+    fn root(mut self) -> Result<Option<Entry>, String> {
         #[derive(serde::Deserialize)]
         struct Rest {
             #[serde(default)]
             root: Option<Entry>,
         }
-        let rest = json.rest().map_err(|e| damaged(&e))?;
+        let rest = self.json.rest()?;
         let rest = match rest.strip_prefix(b",") {
             Some(fields) => [b"{", fields].concat(),
             None => [b"{", rest].concat(),
         };
-        let rest: Rest = serde_json::from_slice(&rest).map_err(|e| damaged(&e.to_string()))?;
-        Ok((rest.root, len))
+        let rest: Rest = serde_json::from_slice(&rest).map_err(|e| e.to_string())?;
+        Ok(rest.root)
     }
 }
 
@@ -368,7 +523,8 @@ mod tests {
     #[test]
     fn a_packed_tree_walks_the_entries_and_root_of_the_tree_it_was_made_from() {
         let whole = tree(1000);
-        let packed = PackedTree::new(PackedTree::pack(&whole).json_zst).expect("decodes");
+        let packed =
+            PackedTree::new(PackedTree::pack(&whole).expect("packs").json_zst).expect("decodes");
         assert_eq!(packed.len(), 1000);
         assert_eq!(packed.root(), whole.root.as_ref());
         assert_eq!(walked(&packed), whole.entries);
@@ -376,15 +532,52 @@ mod tests {
         assert_eq!(packed.unpack().expect("unpacks"), whole);
         // What it keeps is the compressed JSON: far less than the entries decoded.
         assert!(
-            packed.compressed_len() < 1000 * 80,
+            packed.compressed().len() < 1000 * 80,
             "{}",
-            packed.compressed_len()
+            packed.compressed().len()
+        );
+    }
+
+    #[test]
+    fn a_tree_written_entry_by_entry_is_the_json_of_the_tree_and_pulls_back_the_same() {
+        let whole = tree(500);
+        let mut writer = TreeWriter::new().expect("writer");
+        for e in &whole.entries {
+            writer.push(e).expect("pushed");
+        }
+        assert_eq!(writer.len(), 500);
+        let packed = writer.finish(whole.root.clone()).expect("finished");
+        // The JSON `serde_json` writes for the whole tree: what every reader of a
+        // tree object (the whole-tree decoder included) expects.
+        let json = zstd::decode_all(packed.compressed()).expect("zstd");
+        assert_eq!(json, serde_json::to_vec(&whole).expect("json"));
+        let pulled: Vec<Entry> = packed.entries().map(|e| e.expect("entry")).collect();
+        assert_eq!(pulled, whole.entries);
+        let reopened = PackedTree::new(packed.compressed().to_vec()).expect("opens");
+        assert_eq!(
+            (reopened.len(), reopened.root()),
+            (500, whole.root.as_ref())
+        );
+    }
+
+    #[test]
+    fn pulled_entries_end_at_the_first_that_does_not_decode() {
+        let json = br#"{"entries":[{"path":"a","kind":"file","mode":420,"mtime":1,"mtime_ns":0},{"path":1},{"path":"c","kind":"file","mode":420,"mtime":1,"mtime_ns":0}]}"#;
+        let packed =
+            PackedTree::new(zstd::encode_all(&json[..], 3).expect("zstd")).expect("framed");
+        let pulled: Vec<Result<Entry, String>> = packed.entries().collect();
+        assert_eq!(pulled.len(), 2, "{pulled:?}");
+        assert_eq!(pulled[0].as_ref().map(|e| e.path.as_str()), Ok("a"));
+        assert!(
+            pulled[1]
+                .as_ref()
+                .is_err_and(|why| why.contains("invalid type"))
         );
     }
 
     #[test]
     fn a_walk_stops_at_the_callbacks_first_error() {
-        let packed = PackedTree::pack(&tree(10));
+        let packed = PackedTree::pack(&tree(10)).expect("packs");
         let mut seen = 0;
         let stopped = packed.walk(|e| {
             seen += 1;
@@ -400,7 +593,7 @@ mod tests {
 
     #[test]
     fn a_damaged_or_truncated_body_is_refused_when_opened() {
-        let mut json_zst = PackedTree::pack(&tree(100)).json_zst;
+        let mut json_zst = PackedTree::pack(&tree(100)).expect("packs").json_zst;
         json_zst.truncate(json_zst.len() / 2);
         assert!(PackedTree::new(json_zst).is_err());
         let not_a_tree = zstd::encode_all(&b"[1,2]"[..], 3).expect("zstd");
@@ -423,16 +616,19 @@ mod tests {
         whole.entries[2].set_path_bytes(b"bytes\xff}".to_vec());
         // Entries larger than the pieces the stream is read in.
         whole.entries[0].chunks = vec![ChunkId([7; 32]); 20_000];
-        let packed = PackedTree::new(PackedTree::pack(&whole).json_zst).expect("decodes");
+        let packed =
+            PackedTree::new(PackedTree::pack(&whole).expect("packs").json_zst).expect("decodes");
         assert_eq!(walked(&packed), whole.entries);
         assert_eq!(packed.root(), whole.root.as_ref());
         let rootless = Tree {
             root: None,
             ..whole.clone()
         };
-        let packed = PackedTree::new(PackedTree::pack(&rootless).json_zst).expect("decodes");
+        let packed =
+            PackedTree::new(PackedTree::pack(&rootless).expect("packs").json_zst).expect("decodes");
         assert_eq!((packed.len(), packed.root()), (3, None));
-        let empty = PackedTree::new(PackedTree::pack(&Tree::default()).json_zst).expect("decodes");
+        let empty = PackedTree::new(PackedTree::pack(&Tree::default()).expect("packs").json_zst)
+            .expect("decodes");
         assert!(empty.is_empty() && walked(&empty).is_empty());
     }
 
@@ -447,7 +643,7 @@ mod tests {
         }
         let paths = |t: Tree| t.entries.into_iter().map(|e| e.path).collect::<Vec<_>>();
         assert_eq!(paths(whole.sorted().expect("sorted")), ["a", "a/b", "a.b"]);
-        let packed = PackedTree::pack(&whole);
+        let packed = PackedTree::pack(&whole).expect("packs");
         assert_eq!(paths(packed.sorted().expect("sorted")), ["a", "a/b", "a.b"]);
     }
 }

@@ -30,7 +30,7 @@ pub async fn preview(
             let kind = r.kind(step)?;
             let (header, _) = repo.snapshot_objects(&step.snapshot.id).await?;
             let key = key_for(repo, &header.key_id, r.host, secret.as_deref()).await?;
-            let (_, tree) = repo.read_snapshot(&key, &step.snapshot.id).await?;
+            let (_, tree) = repo.read_snapshot_packed(&key, &step.snapshot.id).await?;
             let data = secret.clone().map(|secret| SnapshotData {
                 repo,
                 id: &step.snapshot.id,

@@ -20,9 +20,9 @@ use crate::common::{Run, Sandbox};
 use backplan::crypto::keys::RepoKey;
 use backplan::error::Code;
 use backplan::inventory::{SnapshotInfo, SnapshotStatus};
-use backplan::repo::format::Tree;
 use backplan::repo::lock::{self, LockKind};
 use backplan::repo::store::Repo;
+use backplan::repo::tree::PackedTree;
 use opendal::{ErrorKind, Operator};
 
 /// The variables the policies' `${env:…}` references name.
@@ -670,7 +670,7 @@ fn listing_snapshots_while_a_prune_deletes_them_reports_nothing_damaged() {
                 retain_until: None,
             };
             let (repo, key) = (&repo, &key);
-            async move { repo.put_snapshot(key, &info, &Tree::default()).await }
+            async move { repo.put_snapshot(key, &info, &PackedTree::default()).await }
         });
         for written in futures::future::join_all(writes).await {
             written.expect("write a snapshot");

@@ -36,14 +36,18 @@ const LIST_LIMIT: usize = 20;
 /// What a restore would do, computed from the tree and the target only.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RestorePreview {
-    /// Entries that do not exist in the target yet (and directories above selected
-    /// entries that would be made).
-    pub create: Vec<String>,
+    /// How many entries do not exist in the target yet (directories above selected
+    /// entries that would be made included).
+    pub create: usize,
+    /// The first of them, as many as asked for.
+    pub create_listed: Vec<String>,
     /// Entries that exist and differ (size, mtime, kind or symlink target): a restore
-    /// needs `force` for them.
+    /// needs `force` for them. Every one is named.
     pub overwrite: Vec<String>,
-    /// Entries that already match and are skipped.
-    pub identical: Vec<String>,
+    /// How many entries already match and are skipped.
+    pub identical: usize,
+    /// The first of them, as many as asked for.
+    pub identical_listed: Vec<String>,
     /// Bytes of file content a restore would write.
     pub bytes_to_write: u64,
 }
@@ -76,17 +80,22 @@ pub struct RestoreOptions {
     pub numeric_owner: bool,
 }
 
-/// Shows what [`restore`] would do; reads nothing but the target's metadata.
+/// Shows what [`restore`] would do; reads nothing but the target's metadata. Names
+/// every path it would overwrite, and the first `limit` of those it would create or
+/// leave as they are.
 pub fn plan_restore(
     tree: &impl TreeWalk,
     target: &Path,
     include: &[String],
+    limit: usize,
 ) -> Result<RestorePreview, ScanError> {
-    let decided = sorted_or_not(tree, |t| decide(t, target, include, usize::MAX))?;
+    let decided = sorted_or_not(tree, |t| decide(t, target, include, limit, usize::MAX))?;
     Ok(RestorePreview {
-        create: decided.create.paths,
+        create: decided.create.count,
+        create_listed: decided.create.paths,
         overwrite: decided.overwrite.paths,
-        identical: decided.identical.paths,
+        identical: decided.identical.count,
+        identical_listed: decided.identical.paths,
         bytes_to_write: decided.bytes_to_write,
     })
 }
@@ -136,7 +145,7 @@ pub(super) fn restore_as(
     // Unsorted is found in the first pass, before anything is written.
     let mut source = Some(source);
     sorted_or_not(tree, |t| {
-        let decided = decide(t, target, &options.include, LIST_LIMIT)?;
+        let decided = decide(t, target, &options.include, LIST_LIMIT, LIST_LIMIT)?;
         let source = source
             .take()
             .unwrap_or_else(|| unreachable!("one pass writes"));
@@ -603,12 +612,14 @@ fn existing_at(path: &Path, check_empty: bool) -> Result<(Existing, Option<Metad
 
 /// The first pass: checks the tree and decides each item from what the target holds
 /// (each directory's state: whether it is a real directory there, below which
-/// there is anything to look at). Lists up to `limit` paths of each kind.
+/// there is anything to look at). Lists up to `limit` paths of each kind, and up to
+/// `overwrite_limit` of those it would overwrite.
 fn decide(
     tree: &dyn Walkable,
     target: &Path,
     include: &[String],
     limit: usize,
+    overwrite_limit: usize,
 ) -> Result<Decided, Stop> {
     let mut selection = Selection::new(include)?;
     let target_exists = match fs::metadata(target) {
@@ -633,7 +644,7 @@ fn decide(
         decisions: Vec::new(),
         order: Vec::new(),
         create: Listing::new(limit),
-        overwrite: Listing::new(limit),
+        overwrite: Listing::new(overwrite_limit),
         identical: Listing::new(limit),
         blocked: Listing::new(limit),
         bytes_to_write: 0,

@@ -13,8 +13,10 @@ use std::path::{Component, Path, PathBuf};
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
 use super::{ScanError, bytes_path, shown, unsupported};
+use crate::crypto::keys::ChunkId;
 use crate::pipeline::ChunkSink;
-use crate::repo::format::{Entry, EntryKind, Tree, Xattr, entry_order, escape_bytes};
+use crate::repo::format::{Entry, EntryKind, Tree, Xattr, entry_order, escape_bytes, path_order};
+use crate::repo::tree::{Entries, PackedTree, TreeWriter};
 use crate::sources::ScanReport;
 
 /// Backs up the folder `root` (the `files` source). `exclude` holds gitignore-style
@@ -24,7 +26,7 @@ pub fn backup_folder(
     root: &Path,
     exclude: &[String],
     fail_on_unreadable: bool,
-    parent: Option<&Tree>,
+    parent: Option<&PackedTree>,
     sink: &mut dyn ChunkSink,
 ) -> Result<ScanReport, ScanError> {
     backup_folder_with(root, exclude, fail_on_unreadable, parent, sink, false)
@@ -35,7 +37,7 @@ fn backup_folder_with(
     root: &Path,
     exclude: &[String],
     fail_on_unreadable: bool,
-    parent: Option<&Tree>,
+    parent: Option<&PackedTree>,
     sink: &mut dyn ChunkSink,
     measure: bool,
 ) -> Result<ScanReport, ScanError> {
@@ -49,7 +51,17 @@ fn backup_folder_with(
         )));
     }
     let excludes = build_excludes(root, exclude)?;
-    let mut scan = Scanner::new(parent, fail_on_unreadable, Some(excludes));
+    // The walk goes in path order: its entries are written as they are found, and
+    // the parent's are read beside it.
+    let (out, parent) = if measure {
+        (Out::Counted, Parent::None)
+    } else {
+        (
+            Out::Written(TreeWriter::new().map_err(tree_error)?),
+            Parent::beside(parent),
+        )
+    };
+    let mut scan = Scanner::new(parent, out, fail_on_unreadable, Some(excludes));
     scan.measure = measure;
     let root_entry = scan.make_entry(root, Vec::new(), EntryKind::Dir, &meta, true);
     let names = fs::read_dir(root)
@@ -61,9 +73,7 @@ fn backup_folder_with(
             ScanError::source(format!("cannot list the folder {}: {e}", root.display()))
         })?;
     scan.walk_names(root, b"", names, sink)?;
-    let mut report = scan.finish();
-    report.tree.root = Some(root_entry);
-    Ok(report)
+    scan.finish(Some(root_entry))
 }
 
 /// Backs up named files and folders (the `config` source). Each path is absolute;
@@ -72,7 +82,7 @@ fn backup_folder_with(
 /// is anything unreadable: configuration must be complete.
 pub fn backup_paths(
     paths: &[PathBuf],
-    parent: Option<&Tree>,
+    parent: Option<&PackedTree>,
     sink: &mut dyn ChunkSink,
 ) -> Result<ScanReport, ScanError> {
     backup_paths_with(paths, parent, sink, false)
@@ -81,12 +91,22 @@ pub fn backup_paths(
 /// [`backup_paths`], or with `measure` its walk alone ([`measure_paths`]).
 fn backup_paths_with(
     paths: &[PathBuf],
-    parent: Option<&Tree>,
+    parent: Option<&PackedTree>,
     sink: &mut dyn ChunkSink,
     measure: bool,
 ) -> Result<ScanReport, ScanError> {
-    let mut scan = Scanner::new(parent, true, None);
+    // Named paths come in any order, and may overlap.
+    let out = Out::Kept {
+        entries: Vec::new(),
+        recorded: HashSet::new(),
+    };
+    let (parent, damaged) = Parent::by_path(parent);
+    let mut scan = Scanner::new(parent, out, true, None);
     scan.measure = measure;
+    if let Some(why) = damaged {
+        scan.warnings
+            .push(damaged_parent(&why, "the files it lists past the damage"));
+    }
     for path in paths {
         let parts = config_components(path)?;
         // The directories above the path, followed like the path itself was resolved.
@@ -95,7 +115,7 @@ fn backup_paths_with(
         for part in &parts[..parts.len() - 1] {
             above.push(part);
             push_rel(&mut rel, part.as_bytes());
-            if scan.recorded.contains(&rel) {
+            if scan.is_recorded(&rel) {
                 continue;
             }
             let meta = fs::metadata(&above).map_err(|e| {
@@ -111,7 +131,7 @@ fn backup_paths_with(
                 )));
             }
             let entry = scan.make_entry(&above, rel.clone(), EntryKind::Dir, &meta, true);
-            scan.record(entry);
+            scan.record(entry)?;
         }
         let last = parts[parts.len() - 1];
         push_rel(&mut rel, last.as_bytes());
@@ -150,9 +170,7 @@ fn backup_paths_with(
         }
         scan.visit_meta(path, rel, meta, sink)?;
     }
-    let mut report = scan.finish();
-    report.tree.entries.sort_by(entry_order);
-    Ok(report)
+    scan.finish(None)
 }
 
 /// What a metadata-only walk found: the regular files a backup would read now and
@@ -380,23 +398,120 @@ impl Read for Tracked<'_> {
     }
 }
 
+/// Where a scan's entries go.
+enum Out {
+    /// A folder's walk, in path order: each entry is written as it is found.
+    Written(TreeWriter),
+    /// Named paths, found in any order and perhaps more than once: their entries
+    /// are kept (a few), each path once, and sorted at the end.
+    Kept {
+        entries: Vec<Entry>,
+        recorded: HashSet<Vec<u8>>,
+    },
+    /// A measuring walk of a folder: counted, nothing kept.
+    Counted,
+}
+
+/// The parent snapshot's entries, for the files that did not change.
+#[expect(clippy::large_enum_variant, reason = "one per scan")]
+enum Parent<'p> {
+    None,
+    /// Read beside a folder's walk: both go in path order, so each entry is
+    /// decoded once and dropped once the walk is past it.
+    Beside {
+        entries: Entries<'p>,
+        next: Option<Entry>,
+    },
+    /// A config source's parent, whose named paths come in any order: its few
+    /// entries by path.
+    ByPath(HashMap<Vec<u8>, Entry>),
+}
+
+impl<'p> Parent<'p> {
+    fn beside(tree: Option<&'p PackedTree>) -> Parent<'p> {
+        match tree {
+            Some(tree) => Parent::Beside {
+                entries: tree.entries(),
+                next: None,
+            },
+            None => Parent::None,
+        }
+    }
+
+    /// The parent's entries by path, and why they stop short when its tree cannot
+    /// be read to the end.
+    fn by_path(tree: Option<&'p PackedTree>) -> (Parent<'p>, Option<String>) {
+        let Some(tree) = tree else {
+            return (Parent::None, None);
+        };
+        let (mut entries, mut damaged) = (HashMap::new(), None);
+        for entry in tree.entries() {
+            match entry {
+                Ok(e) => {
+                    entries.insert(e.path_bytes().to_vec(), e);
+                }
+                Err(why) => damaged = Some(why),
+            }
+        }
+        (Parent::ByPath(entries), damaged)
+    }
+
+    /// Takes the parent's entry at `path`. Beside a walk, each `path` comes after
+    /// the one before. An error when the parent's tree cannot be read on: the
+    /// parent is then done with.
+    fn take(&mut self, path: &[u8]) -> Result<Option<Entry>, String> {
+        let found = match self {
+            Parent::None => Ok(None),
+            Parent::ByPath(entries) => Ok(entries.remove(path)),
+            Parent::Beside { entries, next } => loop {
+                if let Some(e) = next {
+                    match path_order(e.path_bytes(), path) {
+                        std::cmp::Ordering::Less => {}
+                        std::cmp::Ordering::Equal => break Ok(next.take()),
+                        std::cmp::Ordering::Greater => break Ok(None),
+                    }
+                }
+                match entries.next() {
+                    Some(Ok(e)) => *next = Some(e),
+                    Some(Err(why)) => break Err(why),
+                    None => break Ok(None),
+                }
+            },
+        };
+        if found.is_err() {
+            *self = Parent::None;
+        }
+        found
+    }
+}
+
+/// A hard-linked file's first link: what its other links record.
+struct Linked {
+    link: u64,
+    size: u64,
+    chunks: Vec<ChunkId>,
+    sparse: bool,
+    xattrs: Vec<Xattr>,
+}
+
 struct Scanner<'p> {
-    parent: HashMap<&'p [u8], &'p Entry>,
+    parent: Parent<'p>,
+    out: Out,
     fail_on_unreadable: bool,
     excludes: Option<Gitignore>,
     /// A measuring walk: each regular file's size from its metadata, no file read,
     /// no extended attribute either.
     measure: bool,
-    entries: Vec<Entry>,
-    /// Paths already recorded: named config paths may overlap.
-    recorded: HashSet<Vec<u8>>,
     /// Directories already walked.
     walked: HashSet<Vec<u8>>,
-    /// Files with more than one link, by (device, inode): the entry recorded first.
-    inodes: HashMap<(u64, u64), usize>,
+    /// Files with more than one link, by (device, inode): their group, numbered
+    /// when the first link is found.
+    inodes: HashMap<(u64, u64), Linked>,
     /// Hard-link groups numbered so far.
     links: u64,
     names: Names,
+    /// The sum of the entries' sizes.
+    size: u64,
     bytes_read: u64,
     files: u64,
     files_reused: u64,
@@ -406,24 +521,22 @@ struct Scanner<'p> {
 
 impl<'p> Scanner<'p> {
     fn new(
-        parent: Option<&'p Tree>,
+        parent: Parent<'p>,
+        out: Out,
         fail_on_unreadable: bool,
         excludes: Option<Gitignore>,
     ) -> Scanner<'p> {
-        let parent = parent
-            .map(|t| t.entries.iter().map(|e| (e.path_bytes(), e)).collect())
-            .unwrap_or_default();
         Scanner {
             parent,
+            out,
             fail_on_unreadable,
             excludes,
             measure: false,
-            entries: Vec::new(),
-            recorded: HashSet::new(),
             walked: HashSet::new(),
             inodes: HashMap::new(),
             links: 0,
             names: Names::default(),
+            size: 0,
             bytes_read: 0,
             files: 0,
             files_reused: 0,
@@ -432,18 +545,25 @@ impl<'p> Scanner<'p> {
         }
     }
 
-    fn finish(self) -> ScanReport {
-        ScanReport {
-            tree: Tree {
-                entries: self.entries,
-                root: None,
-            },
+    fn finish(self, root: Option<Entry>) -> Result<ScanReport, ScanError> {
+        let tree = match self.out {
+            Out::Written(writer) => writer.finish(root),
+            Out::Kept { mut entries, .. } => {
+                entries.sort_by(entry_order);
+                PackedTree::pack(&Tree { entries, root })
+            }
+            Out::Counted => Ok(PackedTree::default()),
+        }
+        .map_err(tree_error)?;
+        Ok(ScanReport {
+            tree,
+            size: self.size,
             bytes_read: self.bytes_read,
             files: self.files,
             files_reused: self.files_reused,
             unreadable: self.unreadable,
             warnings: self.warnings,
-        }
+        })
     }
 
     /// An entry for what `full` is (`meta`): its metadata, owner names and extended
@@ -485,14 +605,39 @@ impl<'p> Scanner<'p> {
         }
     }
 
-    /// Records an entry once; false when it was there already.
-    fn record(&mut self, entry: Entry) -> bool {
-        if self.recorded.insert(entry.path_bytes().to_vec()) {
-            self.entries.push(entry);
-            true
-        } else {
-            false
+    /// Records an entry, once: a path recorded already is not recorded again.
+    fn record(&mut self, entry: Entry) -> Result<(), ScanError> {
+        let size = entry.size;
+        match &mut self.out {
+            Out::Written(writer) => writer.push(&entry).map_err(tree_error)?,
+            Out::Kept { entries, recorded } => {
+                if !recorded.insert(entry.path_bytes().to_vec()) {
+                    return Ok(());
+                }
+                entries.push(entry);
+            }
+            Out::Counted => {}
         }
+        self.size += size;
+        Ok(())
+    }
+
+    /// Whether `rel` was recorded already (only named paths can come twice).
+    fn is_recorded(&self, rel: &[u8]) -> bool {
+        match &self.out {
+            Out::Kept { recorded, .. } => recorded.contains(rel),
+            Out::Written(_) | Out::Counted => false,
+        }
+    }
+
+    /// The parent's entry for the file at `rel`; when the parent's tree cannot be
+    /// read on, a warning, and no parent from there on.
+    fn parent_entry(&mut self, rel: &[u8]) -> Option<Entry> {
+        self.parent.take(rel).unwrap_or_else(|why| {
+            let from = format!("{} and the files after it", escape_bytes(rel));
+            self.warnings.push(damaged_parent(&why, &from));
+            None
+        })
     }
 
     /// A warning, or the error when unreadable things are fatal.
@@ -578,7 +723,7 @@ impl<'p> Scanner<'p> {
         let ft = meta.file_type();
         if ft.is_dir() {
             let entry = self.make_entry(full, rel.clone(), EntryKind::Dir, &meta, false);
-            self.record(entry);
+            self.record(entry)?;
             self.walk_dir(full, &rel, sink)
         } else if ft.is_symlink() {
             let target = match fs::read_link(full) {
@@ -587,8 +732,7 @@ impl<'p> Scanner<'p> {
             };
             let mut entry = self.make_entry(full, rel, EntryKind::Symlink, &meta, false);
             entry.set_target_bytes(target.into_os_string().into_vec());
-            self.record(entry);
-            Ok(())
+            self.record(entry)
         } else if ft.is_file() {
             self.file(full, rel, &meta, sink)
         } else {
@@ -608,7 +752,7 @@ impl<'p> Scanner<'p> {
         meta: &Metadata,
         sink: &mut dyn ChunkSink,
     ) -> Result<(), ScanError> {
-        if self.recorded.contains(&rel) {
+        if self.is_recorded(&rel) {
             return Ok(());
         }
         // The extended attributes are read last: a file that is reused takes them
@@ -618,47 +762,38 @@ impl<'p> Scanner<'p> {
         if self.measure {
             self.bytes_read += entry.size;
             self.files += 1;
-            self.record(entry);
-            return Ok(());
+            return self.record(entry);
         }
         entry.sparse = meta.blocks().saturating_mul(512) < meta.len();
         // A further link to an inode read already: the same chunks, not read again.
         if meta.nlink() > 1
-            && let Some(&first) = self.inodes.get(&(meta.dev(), meta.ino()))
+            && let Some(first) = self.inodes.get(&(meta.dev(), meta.ino()))
         {
-            let link = match self.entries[first].link {
-                Some(n) => n,
-                None => {
-                    self.links += 1;
-                    self.entries[first].link = Some(self.links);
-                    self.links
-                }
-            };
-            let first = &self.entries[first];
-            entry.link = Some(link);
+            entry.link = Some(first.link);
             entry.size = first.size;
             entry.chunks = first.chunks.clone();
             entry.sparse = first.sparse;
             entry.xattrs = first.xattrs.clone();
             self.files += 1;
             self.files_reused += 1;
-            self.record(entry);
-            return Ok(());
+            return self.record(entry);
         }
-        if let Some(old) = self.parent.get(entry.path_bytes())
-            && unchanged(old, &entry)
+        // Unchanged, and every destination still holds its chunks (a destination
+        // that lost some, as `verify` found, is sent them again).
+        if let Some(old) = self.parent_entry(entry.path_bytes())
+            && unchanged(&old, &entry)
+            && !old.chunks.iter().any(|c| sink.lost(c))
         {
-            entry.chunks = old.chunks.clone();
+            entry.chunks = old.chunks;
             // A parent written before owners were recorded has no attributes either.
             if old.uid.is_some() {
-                entry.xattrs = old.xattrs.clone();
+                entry.xattrs = old.xattrs;
             } else {
                 self.add_xattrs(&mut entry, full, false);
             }
             self.files += 1;
             self.files_reused += 1;
-            self.record_file(entry, meta);
-            return Ok(());
+            return self.record_file(entry, meta);
         }
         self.add_xattrs(&mut entry, full, false);
         let mut file = match File::open(full) {
@@ -703,15 +838,34 @@ impl<'p> Scanner<'p> {
             ));
         }
         self.files += 1;
-        self.record_file(entry, meta);
-        Ok(())
+        self.record_file(entry, meta)
     }
 
-    /// Records a file read or reused, remembering its inode when it has more links.
-    fn record_file(&mut self, entry: Entry, meta: &Metadata) {
-        let at = self.entries.len();
-        if self.record(entry) && meta.nlink() > 1 {
-            self.inodes.insert((meta.dev(), meta.ino()), at);
+    /// Records a file read or reused. One with more links starts a hard-link group,
+    /// which the links found later join (a group of one when they are not in the
+    /// backup).
+    fn record_file(&mut self, mut entry: Entry, meta: &Metadata) -> Result<(), ScanError> {
+        if meta.nlink() > 1 {
+            self.links += 1;
+            entry.link = Some(self.links);
+            let first = Linked {
+                link: self.links,
+                size: entry.size,
+                chunks: entry.chunks.clone(),
+                sparse: entry.sparse,
+                xattrs: entry.xattrs.clone(),
+            };
+            self.inodes.insert((meta.dev(), meta.ino()), first);
         }
+        self.record(entry)
     }
+}
+
+/// The warning that the parent's tree cannot be read on: `what` is read again.
+fn damaged_parent(why: &str, what: &str) -> String {
+    format!("the last snapshot's tree is damaged ({why}): {what} are read again")
+}
+
+fn tree_error(e: io::Error) -> ScanError {
+    ScanError::io(format!("writing the snapshot's tree: {e}"))
 }

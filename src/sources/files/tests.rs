@@ -14,7 +14,7 @@ use crate::crypto::keys::ChunkId;
 use crate::pipeline::pseudo_random;
 use crate::pipeline::{ChunkSink, ChunkSource, Stored};
 use crate::repo::format::{Entry, EntryKind, Tree, Xattr};
-use crate::repo::tree::PackedTree;
+use crate::repo::tree::{PackedTree, TreeWalk};
 use crate::sources::ScanReport;
 
 /// Chunks of at most 64 KiB, kept in memory by their BLAKE3 hash.
@@ -25,6 +25,11 @@ struct MemStore {
 }
 
 impl ChunkSink for MemStore {
+    /// A chunk it does not hold (removed by a test) is lost.
+    fn lost(&self, chunk: &ChunkId) -> bool {
+        !self.chunks.contains_key(chunk)
+    }
+
     fn store(&mut self, reader: &mut dyn Read) -> io::Result<Stored> {
         self.store_calls += 1;
         let mut out = Stored::default();
@@ -65,28 +70,46 @@ fn set_mode(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
-fn paths(report: &ScanReport) -> Vec<&str> {
-    report
-        .tree
-        .entries
-        .iter()
-        .map(|e| e.path.as_str())
-        .collect()
+/// [`plan_restore`] naming every path.
+fn plan_restore_all(
+    tree: &impl TreeWalk,
+    target: &Path,
+    include: &[String],
+) -> Result<RestorePreview, ScanError> {
+    plan_restore(tree, target, include, usize::MAX)
 }
 
-fn entry<'a>(report: &'a ScanReport, path: &str) -> &'a Entry {
-    report
-        .tree
+/// A scan's tree, decoded whole.
+fn whole(report: &ScanReport) -> Tree {
+    report.tree.unpack().expect("the tree unpacks")
+}
+
+fn packed(tree: &Tree) -> PackedTree {
+    PackedTree::pack(tree).expect("packs")
+}
+
+fn paths(report: &ScanReport) -> Vec<String> {
+    whole(report).entries.into_iter().map(|e| e.path).collect()
+}
+
+fn entry(report: &ScanReport, path: &str) -> Entry {
+    whole(report)
         .entries
-        .iter()
+        .into_iter()
         .find(|e| e.path == path)
         .unwrap_or_else(|| panic!("no entry {path}"))
 }
 
 /// What must survive a round trip: everything but inode and ctime.
-fn portable(tree: &Tree) -> Vec<Entry> {
-    tree.entries
-        .iter()
+fn portable(tree: &impl TreeWalk) -> Vec<Entry> {
+    let mut entries = Vec::new();
+    tree.walk(|e| {
+        entries.push(e.clone());
+        Ok::<(), ()>(())
+    })
+    .expect("walked");
+    entries
+        .into_iter()
         .map(|e| Entry {
             mode: if e.kind == EntryKind::Symlink {
                 0
@@ -184,9 +207,16 @@ fn folder_round_trip_keeps_bytes_modes_mtimes_links_and_empty_dirs() {
         Some("docs/readme.md")
     );
 
-    let preview = plan_restore(&report.tree, &tmp.path().join("out"), &[]).expect("plan");
-    assert_eq!(preview.create.len(), report.tree.entries.len());
-    assert!(preview.overwrite.is_empty() && preview.identical.is_empty());
+    let preview = plan_restore_all(&report.tree, &tmp.path().join("out"), &[]).expect("plan");
+    assert_eq!(preview.create, report.tree.len());
+    assert!(preview.overwrite.is_empty() && preview.identical == 0);
+    // The figures do not depend on how many paths are named.
+    let short = plan_restore(&report.tree, &tmp.path().join("out"), &[], 2).expect("plan");
+    assert_eq!(short.create_listed, preview.create_listed[..2]);
+    assert_eq!(
+        (short.create, short.bytes_to_write),
+        (preview.create, preview.bytes_to_write)
+    );
     assert_eq!(preview.bytes_to_write, report.bytes_read);
 
     let out = tmp.path().join("out");
@@ -210,17 +240,15 @@ fn folder_round_trip_keeps_bytes_modes_mtimes_links_and_empty_dirs() {
     );
     // No temporary files are left behind.
     assert!(
-        !restored
-            .tree
-            .entries
+        !paths(&restored)
             .iter()
-            .any(|e| e.path.contains(".backplan-restore"))
+            .any(|p| p.contains(".backplan-restore"))
     );
 
     // A second restore finds everything identical and needs no force.
-    let preview = plan_restore(&report.tree, &out, &[]).expect("plan");
+    let preview = plan_restore_all(&report.tree, &out, &[]).expect("plan");
     assert!(
-        preview.create.is_empty() && preview.overwrite.is_empty(),
+        preview.create == 0 && preview.overwrite.is_empty(),
         "{preview:?}"
     );
     assert_eq!(preview.bytes_to_write, 0);
@@ -299,7 +327,8 @@ fn a_measuring_walk_sizes_what_a_backup_would_read_without_reading_it() {
     fs::set_permissions(root.join("locked.bin"), fs::Permissions::from_mode(0o644)).expect("chmod");
     let mut store = MemStore::default();
     let report = backup_folder(root, &excludes, false, None, &mut store).expect("backup");
-    let tree_bytes: u64 = report.tree.entries.iter().map(|e| e.size).sum();
+    let tree_bytes: u64 = whole(&report).entries.iter().map(|e| e.size).sum();
+    assert_eq!(report.size, tree_bytes);
     assert_eq!(
         measure_folder(root, &excludes).expect("measured").bytes,
         tree_bytes
@@ -349,12 +378,123 @@ fn unchanged_files_are_not_read_again() {
     assert_ne!(entry(&third, "two").chunks, entry(&second, "two").chunks);
 
     // A parent entry with the same path but another kind is no reason to reuse.
-    let mut fake = third.tree.clone();
+    let mut fake = whole(&third);
     for e in &mut fake.entries {
         e.kind = EntryKind::Symlink;
     }
-    backup_folder(root, &[], false, Some(&fake), &mut store).expect("fourth");
+    backup_folder(root, &[], false, Some(&packed(&fake)), &mut store).expect("fourth");
     assert_eq!(store.store_calls, 7);
+}
+
+#[test]
+fn a_backup_beside_its_parent_reuses_what_stayed_while_paths_come_and_go_around_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path();
+    for p in ["a", "b/x", "b/y", "c", "e/f/g", "z"] {
+        write(&root.join(p), p.as_bytes());
+    }
+    let mut store = MemStore::default();
+    let first = backup_folder(root, &[], false, None, &mut store).expect("first");
+    // Gone, added before, between and after what stays; a file turned folder.
+    fs::remove_file(root.join("b/x")).expect("rm");
+    fs::remove_file(root.join("c")).expect("rm");
+    write(&root.join("c/inside"), b"new");
+    write(&root.join("0first"), b"new");
+    write(&root.join("b/w"), b"new");
+    write(&root.join("d"), b"new");
+    write(&root.join("zz"), b"new");
+    let calls = store.store_calls;
+    let second = backup_folder(root, &[], false, Some(&first.tree), &mut store).expect("second");
+    assert_eq!(store.store_calls - calls, 5, "only the new files are read");
+    assert_eq!((second.files, second.files_reused), (9, 4));
+    for kept in ["a", "b/y", "e/f/g", "z"] {
+        assert_eq!(entry(&second, kept).chunks, entry(&first, kept).chunks);
+    }
+    assert!(second.warnings.is_empty(), "{:?}", second.warnings);
+}
+
+#[test]
+fn a_file_whose_chunks_a_destination_lost_is_read_again() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path();
+    write(&root.join("kept"), b"kept");
+    write(&root.join("lost"), b"lost");
+    let mut store = MemStore::default();
+    let first = backup_folder(root, &[], false, None, &mut store).expect("first");
+    let chunk = entry(&first, "lost").chunks[0];
+    store.chunks.remove(&chunk);
+    let second = backup_folder(root, &[], false, Some(&first.tree), &mut store).expect("second");
+    assert_eq!((second.files_reused, second.bytes_read), (1, 4));
+    assert!(store.chunks.contains_key(&chunk), "stored again");
+}
+
+/// `tree` with the entry at `path` made undecodable (a number for its path).
+fn damaged(tree: &PackedTree, path: &str) -> PackedTree {
+    let json = String::from_utf8(zstd::decode_all(tree.compressed()).expect("zstd"))
+        .expect("utf-8")
+        .replacen(&format!(r#""path":"{path}""#), r#""path":7"#, 1);
+    PackedTree::new(zstd::encode_all(json.as_bytes(), 3).expect("zstd")).expect("framed")
+}
+
+#[test]
+fn a_parent_tree_that_cannot_be_read_on_is_a_warning_and_the_rest_is_read_again() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path();
+    for p in ["a", "b", "c"] {
+        write(&root.join(p), p.as_bytes());
+    }
+    let mut store = MemStore::default();
+    let first = backup_folder(root, &[], false, None, &mut store).expect("first");
+    let parent = damaged(&first.tree, "b");
+    let second = backup_folder(root, &[], false, Some(&parent), &mut store).expect("second");
+    assert_eq!(entry(&second, "a").chunks, entry(&first, "a").chunks);
+    assert_eq!((second.files_reused, second.bytes_read), (1, 2));
+    assert_eq!(second.warnings.len(), 1, "{:?}", second.warnings);
+    assert!(
+        second.warnings[0].contains("last snapshot's tree is damaged"),
+        "{:?}",
+        second.warnings
+    );
+
+    // Named paths too: what the parent lists before the damage is reused.
+    let paths: Vec<PathBuf> = ["a", "b", "c"].iter().map(|p| root.join(p)).collect();
+    let first = backup_paths(&paths, None, &mut store).expect("first");
+    let b = root.join("b");
+    let parent = damaged(
+        &first.tree,
+        b.to_str().expect("utf-8").trim_start_matches('/'),
+    );
+    let second = backup_paths(&paths, Some(&parent), &mut store).expect("second");
+    assert_eq!((second.files_reused, second.bytes_read), (1, 2));
+    assert_eq!(second.warnings.len(), 1, "{:?}", second.warnings);
+}
+
+#[test]
+fn a_file_whose_other_links_are_outside_the_folder_is_a_group_of_one() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    write(&src.join("alone"), b"alone");
+    write(&src.join("pair/one"), b"pair");
+    fs::hard_link(src.join("alone"), tmp.path().join("outside")).expect("link");
+    fs::hard_link(src.join("pair/one"), src.join("pair/two")).expect("link");
+    let mut store = MemStore::default();
+    let report = backup_folder(&src, &[], false, None, &mut store).expect("backup");
+    let (alone, one, two) = (
+        entry(&report, "alone"),
+        entry(&report, "pair/one"),
+        entry(&report, "pair/two"),
+    );
+    assert!(alone.link.is_some() && one.link.is_some());
+    assert_ne!(alone.link, one.link);
+    assert_eq!(one.link, two.link);
+    assert_eq!(store.store_calls, 2, "each inode read once");
+    let out = tmp.path().join("out");
+    let done = restore(&report.tree, &out, &[], false, &mut store).expect("restore");
+    assert_eq!((done.files_written, done.links_written), (2, 1));
+    assert_eq!(fs::read(out.join("alone")).expect("read"), b"alone");
+    let meta = |p: &str| fs::metadata(out.join(p)).expect("meta");
+    assert_eq!(meta("alone").nlink(), 1);
+    assert_eq!(meta("pair/one").ino(), meta("pair/two").ino());
 }
 
 #[test]
@@ -379,13 +519,14 @@ fn an_unchanged_file_keeps_its_extended_attributes_without_listing_them_again() 
     assert_eq!(second.files_reused, 1);
     assert_eq!(entry(&second, "tagged").xattrs, want);
     // They come from the parent entry, not from another listing.
-    let mut marked = second.tree.clone();
+    let mut marked = whole(&second);
     for e in &mut marked.entries {
         for x in &mut e.xattrs {
             x.value = b"from the parent".to_vec();
         }
     }
-    let from_parent = backup_folder(root, &[], false, Some(&marked), &mut store).expect("marked");
+    let from_parent =
+        backup_folder(root, &[], false, Some(&packed(&marked)), &mut store).expect("marked");
     assert_eq!(
         entry(&from_parent, "tagged").xattrs[0].value,
         b"from the parent"
@@ -393,11 +534,11 @@ fn an_unchanged_file_keeps_its_extended_attributes_without_listing_them_again() 
 
     // A parent written before owners and attributes were recorded lends none:
     // they are listed.
-    let mut old = second.tree.clone();
+    let mut old = whole(&second);
     for e in &mut old.entries {
         (e.uid, e.gid, e.xattrs) = (None, None, Vec::new());
     }
-    let third = backup_folder(root, &[], false, Some(&old), &mut store).expect("third");
+    let third = backup_folder(root, &[], false, Some(&packed(&old)), &mut store).expect("third");
     assert_eq!(third.files_reused, 1);
     assert_eq!(entry(&third, "tagged").xattrs, want);
 }
@@ -510,9 +651,9 @@ fn restore_refuses_to_overwrite_changed_files_without_force() {
     restore(&report.tree, &out, &[], false, &mut store).expect("restore");
 
     write(&out.join("conf/app.env"), b"SECRET=changed-locally");
-    let preview = plan_restore(&report.tree, &out, &[]).expect("plan");
+    let preview = plan_restore_all(&report.tree, &out, &[]).expect("plan");
     assert_eq!(preview.overwrite, ["conf/app.env"]);
-    assert_eq!(preview.identical, ["conf", "conf/other"]);
+    assert_eq!(preview.identical_listed, ["conf", "conf/other"]);
     assert_eq!(preview.bytes_to_write, 15);
 
     let err = restore(&report.tree, &out, &[], false, &mut store).expect_err("refused");
@@ -549,9 +690,9 @@ fn restore_by_glob_selects_entries_and_their_directories() {
 
     let out = tmp.path().join("out");
     let include = vec!["*.jpg".to_string()];
-    let preview = plan_restore(&report.tree, &out, &include).expect("plan");
+    let preview = plan_restore_all(&report.tree, &out, &include).expect("plan");
     assert_eq!(
-        preview.create,
+        preview.create_listed,
         [
             "uploads",
             "uploads/2024",
@@ -573,7 +714,7 @@ fn restore_by_glob_selects_entries_and_their_directories() {
     assert!(out2.join("uploads/2024/b.png").exists());
     assert!(!out2.join("uploads/2025").exists());
 
-    let err = plan_restore(&report.tree, &out, &["*.gif".to_string()]).expect_err("no match");
+    let err = plan_restore_all(&report.tree, &out, &["*.gif".to_string()]).expect_err("no match");
     assert!(err.message.contains("*.gif"), "{err}");
 }
 
@@ -630,7 +771,7 @@ fn unsafe_entry_paths_fail_before_anything_is_written() {
             root: None,
         };
         let target = tmp.path().join("target");
-        let err = plan_restore(&tree, &target, &[]).expect_err(bad);
+        let err = plan_restore_all(&tree, &target, &[]).expect_err(bad);
         assert_eq!(err.code, Code::RestoreRefused, "{bad:?}: {err}");
         let err = restore(&tree, &target, &[], true, &mut store).expect_err(bad);
         assert_eq!(err.code, Code::RestoreRefused);
@@ -718,7 +859,7 @@ fn symlinks_inside_the_target_are_never_written_through() {
         entries: vec![file_entry("dir/file.txt", &mut store, b"data")],
         root: None,
     };
-    let err = plan_restore(&tree, &target, &[]).expect_err("refused");
+    let err = plan_restore_all(&tree, &target, &[]).expect_err("refused");
     assert!(err.message.contains("symlink"), "{err}");
     let err = restore(&tree, &target, &[], true, &mut store).expect_err("refused");
     assert!(err.message.contains("symlink"), "{err}");
@@ -734,9 +875,9 @@ fn symlinks_inside_the_target_are_never_written_through() {
         entries: vec![dir, file_entry("dir/file.txt", &mut store, b"data")],
         root: None,
     };
-    let preview = plan_restore(&tree, &target, &[]).expect("plan");
+    let preview = plan_restore_all(&tree, &target, &[]).expect("plan");
     assert_eq!(preview.overwrite, ["dir"]);
-    assert_eq!(preview.create, ["dir/file.txt"]);
+    assert_eq!(preview.create_listed, ["dir/file.txt"]);
     restore(&tree, &target, &[], false, &mut store).expect_err("needs force");
     restore(&tree, &target, &[], true, &mut store).expect("forced");
     assert!(listing(&outside).is_empty());
@@ -920,7 +1061,7 @@ fn kind_changes_need_force_and_never_remove_a_full_directory() {
         ],
         root: None,
     };
-    let preview = plan_restore(&tree, &target, &[]).expect("plan");
+    let preview = plan_restore_all(&tree, &target, &[]).expect("plan");
     assert_eq!(preview.overwrite, ["d", "x"]);
     let err = restore(&tree, &target, &[], true, &mut store).expect_err("blocked");
     assert!(err.message.contains('x'), "{err}");
@@ -940,7 +1081,7 @@ fn kind_changes_need_force_and_never_remove_a_full_directory() {
 }
 
 fn paths_of(report: &ScanReport) -> Vec<String> {
-    report.tree.entries.iter().map(|e| e.path.clone()).collect()
+    paths(report)
 }
 
 fn is_root() -> bool {
@@ -1097,8 +1238,8 @@ fn edge_case_tree_round_trips_names_owners_links_holes_xattrs_acls_and_mtimes() 
     // attributes, link groups and sparseness included, and the same folder.
     let restored = backup_folder(&out, &[], false, None, &mut MemStore::default()).expect("rescan");
     assert_eq!(portable(&restored.tree), portable(&report.tree));
-    let root_of = |t: &Tree| {
-        let r = t.root.clone().expect("root");
+    let root_of = |t: &PackedTree| {
+        let r = t.root().cloned().expect("root");
         Entry {
             ino: 0,
             ctime: 0,
@@ -1197,7 +1338,7 @@ fn a_partly_selected_hard_link_group_is_written_once_and_linked() {
     let report = backup_folder(&src, &[], false, None, &mut store).expect("backup");
     let out = tmp.path().join("out");
     let include = ["b/two".to_string(), "c".to_string()];
-    let preview = plan_restore(&report.tree, &out, &include).expect("plan");
+    let preview = plan_restore_all(&report.tree, &out, &include).expect("plan");
     assert_eq!(preview.bytes_to_write, 14);
     let done = restore(&report.tree, &out, &include, false, &mut store).expect("restore");
     assert_eq!((done.files_written, done.links_written), (1, 1));
@@ -1397,7 +1538,7 @@ fn a_folder_given_as_a_symlink_keeps_and_gets_the_metadata_of_the_folder_it_name
     let mut store = MemStore::default();
     let report =
         backup_folder(&tmp.path().join("src"), &[], false, None, &mut store).expect("backup");
-    let root = report.tree.root.clone().expect("root");
+    let root = report.tree.root().cloned().expect("root");
     assert_eq!((root.mode, root.mtime), (0o711, 1_234_567_890));
 
     let out_real = tmp.path().join("out-real");
@@ -1430,7 +1571,7 @@ fn a_folder_given_as_a_symlink_keeps_and_gets_the_metadata_of_the_folder_it_name
 }
 
 #[test]
-fn a_packed_tree_restores_what_the_tree_it_was_packed_from_restores() {
+fn a_packed_tree_restores_what_the_tree_unpacked_from_it_restores() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let src = tmp.path().join("src");
     sample(&src);
@@ -1438,12 +1579,12 @@ fn a_packed_tree_restores_what_the_tree_it_was_packed_from_restores() {
     fs::hard_link(src.join("a.txt"), src.join("docs/more/a-again")).expect("link");
     let mut store = MemStore::default();
     let report = backup_folder(&src, &[], false, None, &mut store).expect("backup");
-    let packed = PackedTree::pack(&report.tree);
+    let (packed, unpacked) = (&report.tree, whole(&report));
 
     let (whole_out, packed_out) = (tmp.path().join("whole"), tmp.path().join("packed"));
-    let whole = restore(&report.tree, &whole_out, &[], false, &mut store).expect("restore");
-    let done = restore(&packed, &packed_out, &[], false, &mut store).expect("restore");
-    assert_eq!(done, whole);
+    let from_whole = restore(&unpacked, &whole_out, &[], false, &mut store).expect("restore");
+    let done = restore(packed, &packed_out, &[], false, &mut store).expect("restore");
+    assert_eq!(done, from_whole);
     assert_eq!((done.files_written, done.links_written), (6, 1));
     let rescan = |out: &Path| {
         let mut again = MemStore::default();
@@ -1457,8 +1598,8 @@ fn a_packed_tree_restores_what_the_tree_it_was_packed_from_restores() {
     assert_eq!(rescan(&packed_out), portable(&report.tree));
     let include = ["docs/deep".to_string()];
     assert_eq!(
-        plan_restore(&packed, &tmp.path().join("part"), &include).expect("plan"),
-        plan_restore(&report.tree, &tmp.path().join("part"), &include).expect("plan")
+        plan_restore_all(packed, &tmp.path().join("part"), &include).expect("plan"),
+        plan_restore_all(&unpacked, &tmp.path().join("part"), &include).expect("plan")
     );
 }
 
@@ -1469,17 +1610,16 @@ fn a_tree_out_of_path_order_is_sorted_before_it_is_restored() {
     sample(&src);
     let mut store = MemStore::default();
     let report = backup_folder(&src, &[], false, None, &mut store).expect("backup");
-    let mut reversed = report.tree.clone();
+    let mut reversed = whole(&report);
     reversed.entries.reverse();
 
     let out = tmp.path().join("out");
-    let preview = plan_restore(&reversed, &out, &[]).expect("plan");
+    let preview = plan_restore_all(&reversed, &out, &[]).expect("plan");
     assert_eq!(
         preview,
-        plan_restore(&report.tree, &out, &[]).expect("plan")
+        plan_restore_all(&report.tree, &out, &[]).expect("plan")
     );
-    let done =
-        restore(&PackedTree::pack(&reversed), &out, &[], false, &mut store).expect("restore");
+    let done = restore(&packed(&reversed), &out, &[], false, &mut store).expect("restore");
     assert_eq!(done.files_written, 6);
     let mut again = MemStore::default();
     let restored = backup_folder(&out, &[], false, None, &mut again).expect("rescan");
@@ -1502,25 +1642,17 @@ fn a_directory_without_search_permission_gets_its_mode_after_later_links_into_it
     write(&src.join("z/keep"), b"other");
     fs::hard_link(src.join("a/one"), src.join("z/two")).expect("link");
     let mut store = MemStore::default();
-    let mut report = backup_folder(&src, &[], false, None, &mut store).expect("backup");
+    let report = backup_folder(&src, &[], false, None, &mut store).expect("backup");
     // Recorded without search permission: set while walking, it would keep the
     // restore from reaching `a/one` for the link `z/two` that comes after it.
-    report
-        .tree
-        .entries
+    let mut tree = whole(&report);
+    tree.entries
         .iter_mut()
         .find(|e| e.path == "a")
         .expect("a")
         .mode = 0o600;
     let out = tmp.path().join("out");
-    let done = restore(
-        &PackedTree::pack(&report.tree),
-        &out,
-        &[],
-        false,
-        &mut store,
-    )
-    .expect("restore");
+    let done = restore(&packed(&tree), &out, &[], false, &mut store).expect("restore");
     assert_eq!((done.files_written, done.links_written), (2, 1));
     let a = fs::metadata(out.join("a")).expect("meta");
     assert_eq!(a.mode() & 0o7777, 0o600);

@@ -13,7 +13,6 @@ use crate::error::Failure;
 use crate::pipeline::fetch::RepoFetcher;
 use crate::policy::model::ConfigSource;
 use crate::policy::{Policy, ResolvedSource};
-use crate::repo::format::Tree;
 use crate::repo::tree::PackedTree;
 
 #[derive(Debug, Clone, Copy)]
@@ -46,10 +45,6 @@ impl Seam for Config<'_> {
         "/".to_string()
     }
 
-    fn reuses_parent_chunks(&self) -> bool {
-        true
-    }
-
     async fn prepare_backup(&self, policy: &Arc<Policy>) -> Result<BackupJob, Failure> {
         let paths = self.paths(policy);
         Ok(Box::new(move |parent, sink| {
@@ -61,7 +56,7 @@ impl Seam for Config<'_> {
         &self,
         cx: &RestoreContext<'_>,
         target: &str,
-        tree: &Tree,
+        tree: &PackedTree,
         _data: Option<&dyn OpenSnapshot>,
         _read: &mut PropertiesRead,
     ) -> Result<Preview, Failure> {

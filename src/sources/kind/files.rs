@@ -12,8 +12,7 @@ use crate::error::{Code, Failure};
 use crate::pipeline::fetch::RepoFetcher;
 use crate::policy::model::FilesSource;
 use crate::policy::{Policy, ResolvedSource};
-use crate::repo::format::Tree;
-use crate::repo::tree::{PackedTree, TreeWalk};
+use crate::repo::tree::{PackedTree, TreeWalk, WalkError};
 use crate::sources::files::{self, ScanReport};
 
 #[derive(Debug, Clone, Copy)]
@@ -37,22 +36,32 @@ pub(super) fn backed(scan: Result<ScanReport, files::ScanError>) -> Result<Backe
 pub(super) fn preview(
     cx: &RestoreContext<'_>,
     target: &str,
-    tree: &Tree,
+    tree: &PackedTree,
 ) -> Result<Preview, Failure> {
-    let p = files::plan_restore(tree, Path::new(target), cx.include).map_err(Failure::from)?;
+    let p = files::plan_restore(tree, Path::new(target), cx.include, 0).map_err(Failure::from)?;
     let mut notes = Vec::new();
-    if tree.entries.iter().any(|e| e.uid.is_some()) && uzers::get_effective_uid() != 0 {
+    if uzers::get_effective_uid() != 0 && records_owners(tree) {
         notes.push(Note::OwnersLeftToUser);
     }
     Ok(Preview {
-        entries: p.create.len() + p.overwrite.len() + p.identical.len(),
+        entries: p.create + p.overwrite.len() + p.identical,
         bytes: p.bytes_to_write,
-        create: p.create.len(),
-        unchanged: p.identical.len(),
+        create: p.create,
+        unchanged: p.identical,
         overwrite: p.overwrite,
         notes,
         ..Preview::default()
     })
+}
+
+/// Whether any entry of `tree` records its owner (the walk stops at the first that
+/// does: every entry of a tree written since owners are recorded).
+fn records_owners(tree: &PackedTree) -> bool {
+    let found = tree.walk(|e| match e.uid {
+        Some(_) => Err(()),
+        None => Ok(()),
+    });
+    matches!(found, Err(WalkError::Stopped(())))
 }
 
 /// Writes `tree` under the folder `target`.
@@ -92,10 +101,6 @@ impl Seam for Files<'_> {
         policy.resolve_path(&self.f.path).display().to_string()
     }
 
-    fn reuses_parent_chunks(&self) -> bool {
-        true
-    }
-
     async fn prepare_backup(&self, policy: &Arc<Policy>) -> Result<BackupJob, Failure> {
         let root = policy.resolve_path(&self.f.path);
         let (exclude, fail_on_unreadable) = (self.f.exclude.clone(), self.f.fail_on_unreadable);
@@ -114,7 +119,7 @@ impl Seam for Files<'_> {
         &self,
         cx: &RestoreContext<'_>,
         target: &str,
-        tree: &Tree,
+        tree: &PackedTree,
         _data: Option<&dyn OpenSnapshot>,
         _read: &mut PropertiesRead,
     ) -> Result<Preview, Failure> {

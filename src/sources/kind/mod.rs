@@ -54,10 +54,6 @@ pub trait Seam {
         None
     }
 
-    /// Whether a backup reuses its parent's chunk lists for what did not change (a
-    /// file whose chunks a destination lost must then be read again).
-    fn reuses_parent_chunks(&self) -> bool;
-
     /// Readies a backup (a database is probed before anything is read) and returns
     /// the work that reads the data, for a blocking thread.
     fn prepare_backup(
@@ -96,7 +92,7 @@ pub trait Seam {
         &self,
         cx: &RestoreContext<'_>,
         target: &str,
-        tree: &Tree,
+        tree: &PackedTree,
         data: Option<&dyn OpenSnapshot>,
         read: &mut PropertiesRead,
     ) -> impl Future<Output = Result<Preview, Failure>>;
@@ -157,15 +153,18 @@ pub trait OpenSnapshot: Sync {
     fn open(&self) -> BoxFuture<'_, Result<(Tree, RepoFetcher), Failure>>;
 }
 
-/// The work of a backup, run on a blocking thread: reads the source, stores its
-/// bytes in the sink, returns what it stored and how it went.
+/// The work of a backup, run on a blocking thread: reads the source (beside the
+/// tree of its last snapshot, when there is one), stores its bytes in the sink,
+/// returns what it stored and how it went.
 pub type BackupJob =
-    Box<dyn FnOnce(Option<&Tree>, &mut dyn ChunkSink) -> Result<Backed, Failure> + Send>;
+    Box<dyn FnOnce(Option<&PackedTree>, &mut dyn ChunkSink) -> Result<Backed, Failure> + Send>;
 
 /// A finished backup: the tree to record and its figures.
 #[derive(Debug, Clone)]
 pub struct Backed {
-    pub tree: Tree,
+    pub tree: PackedTree,
+    /// The sum of the tree's entry sizes.
+    pub size: u64,
     pub bytes_read: u64,
     pub report: BackupReport,
 }
@@ -204,6 +203,7 @@ impl Backed {
     fn new(scan: ScanReport, stored: Stored) -> Backed {
         Backed {
             tree: scan.tree,
+            size: scan.size,
             bytes_read: scan.bytes_read,
             report: BackupReport {
                 stored,
@@ -405,10 +405,6 @@ impl<'a> Kind<'a> {
         }
     }
 
-    pub fn reuses_parent_chunks(self) -> bool {
-        each!(self, k => k.reuses_parent_chunks())
-    }
-
     pub async fn prepare_backup(self, policy: &Arc<Policy>) -> Result<BackupJob, Failure> {
         each!(self, k => k.prepare_backup(policy).await)
     }
@@ -429,7 +425,7 @@ impl<'a> Kind<'a> {
         self,
         cx: &RestoreContext<'_>,
         target: &str,
-        tree: &Tree,
+        tree: &PackedTree,
         data: Option<&dyn OpenSnapshot>,
         read: &mut PropertiesRead,
     ) -> Result<Preview, Failure> {
@@ -508,27 +504,6 @@ mod tests {
         assert_eq!(
             target("media", Some("/restore/media"), Some("/tmp/out")),
             "/restore/media"
-        );
-    }
-
-    #[test]
-    fn only_the_kinds_that_keep_files_reuse_their_parents_chunk_lists() {
-        let loaded = crate::policy::load::load_file(Path::new("policies/medianest.yaml"))
-            .expect("the example policy");
-        let reuses: Vec<(&str, bool)> = loaded
-            .policy
-            .sources
-            .iter()
-            .map(|(name, s)| (name.as_str(), Kind::of(s).reuses_parent_chunks()))
-            .collect();
-        assert_eq!(
-            reuses,
-            [
-                ("config", true),
-                ("db", false),
-                ("cache", false),
-                ("media", true)
-            ]
         );
     }
 

@@ -170,10 +170,6 @@ impl Seam for Postgres<'_> {
         self.pg.url.to_string()
     }
 
-    fn reuses_parent_chunks(&self) -> bool {
-        false
-    }
-
     async fn prepare_backup(&self, policy: &Arc<Policy>) -> Result<BackupJob, Failure> {
         // A database is probed (version, databases) before anything is read.
         let prepared = pg::prepare(self.pg, policy).await?;
@@ -252,10 +248,11 @@ impl Seam for Postgres<'_> {
         &self,
         cx: &RestoreContext<'_>,
         _target: &str,
-        tree: &Tree,
+        tree: &PackedTree,
         data: Option<&dyn OpenSnapshot>,
         read: &mut PropertiesRead,
     ) -> Result<Preview, Failure> {
+        let tree = &tree.unpack()?;
         let mut notes = Vec::new();
         let mut database_properties = Vec::new();
         let mut database_locales = Vec::new();

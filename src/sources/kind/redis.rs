@@ -13,7 +13,6 @@ use crate::pipeline::fetch::RepoFetcher;
 use crate::plan::{BackupMethod, BackupMode, SourceProbe, Warning};
 use crate::policy::model::{RedisMode, RedisSource};
 use crate::policy::{Policy, ResolvedSource};
-use crate::repo::format::Tree;
 use crate::repo::tree::PackedTree;
 use crate::sources::redis;
 
@@ -128,10 +127,6 @@ impl Seam for Redis<'_> {
         Some(format!("{}/{}", dir.trim_end_matches('/'), redis::DUMP))
     }
 
-    fn reuses_parent_chunks(&self) -> bool {
-        false
-    }
-
     async fn prepare_backup(&self, policy: &Arc<Policy>) -> Result<BackupJob, Failure> {
         let (r, policy) = (self.r.clone(), policy.clone());
         Ok(Box::new(move |parent, sink| {
@@ -174,10 +169,11 @@ impl Seam for Redis<'_> {
         &self,
         cx: &RestoreContext<'_>,
         _target: &str,
-        tree: &Tree,
+        tree: &PackedTree,
         data: Option<&dyn OpenSnapshot>,
         _read: &mut PropertiesRead,
     ) -> Result<Preview, Failure> {
+        let tree = tree.unpack()?;
         let mut notes = Vec::new();
         if let Some(data) = data {
             let (tree, mut fetcher) = data.open().await?;

@@ -12,6 +12,7 @@ use crate::pipeline::{ChunkSink, Stored};
 use crate::policy::Policy;
 use crate::policy::model::PostgresSource;
 use crate::repo::format::{Entry, Tree};
+use crate::repo::tree::PackedTree;
 use crate::sources::ScanReport;
 
 use super::*;
@@ -196,10 +197,11 @@ fn dump_directory(
 /// A dump far smaller than the same database's in `parent` fails the snapshot.
 pub fn backup(
     p: &Prepared,
-    parent: Option<&Tree>,
+    parent: Option<&PackedTree>,
     sink: &mut dyn ChunkSink,
 ) -> Result<ScanReport, Failure> {
     let mut report = ScanReport::default();
+    let mut tree = Tree::default();
     let now = Utc::now();
     let entry =
         |path: String, stored: Stored| Entry::stream(path, stored.bytes, stored.chunks, now);
@@ -209,9 +211,12 @@ pub fn backup(
             .arg(p.conn.database().unwrap_or("postgres"));
         let (stored, _) = stream(cmd, "pg_dumpall --globals-only", b"", None, sink)?;
         report.bytes_read += stored.bytes;
-        report.tree.entries.push(entry(GLOBALS.into(), stored));
+        tree.entries.push(entry(GLOBALS.into(), stored));
     }
-    let before = parent.map(archives).unwrap_or_default();
+    let before = match parent {
+        Some(parent) => archives(&parent.unpack()?),
+        None => Vec::new(),
+    };
     let runtime = tokio::runtime::Handle::current();
     let mut checksums = Checksums {
         method: CHECKSUM_METHOD.to_string(),
@@ -279,9 +284,7 @@ pub fn backup(
         let counted = sink
             .store(&mut &json[..])
             .map_err(|e| failed(format!("storing the row counts of {db}: {e}")))?;
-        report
-            .tree
-            .entries
+        tree.entries
             .push(entry(format!("{db}{COUNTS_SUFFIX}"), counted));
         // Either format against either: both are uncompressed archives of one database.
         if let Some(last) = before.iter().find(|a| a.database == *db)
@@ -295,7 +298,7 @@ pub fn backup(
         }
         report.bytes_read += bytes;
         report.files += 1;
-        report.tree.entries.extend(dumped);
+        tree.entries.extend(dumped);
         if p.checksums {
             checksums.databases.insert(db.clone(), rows.checksums);
         }
@@ -305,7 +308,10 @@ pub fn backup(
         let stored = sink
             .store(&mut &json[..])
             .map_err(|e| failed(format!("storing the row checksums: {e}")))?;
-        report.tree.entries.push(entry(CHECKSUMS.into(), stored));
+        tree.entries.push(entry(CHECKSUMS.into(), stored));
     }
+    report
+        .set_tree(&tree)
+        .map_err(|e| failed(format!("writing the snapshot's tree: {e}")))?;
     Ok(report)
 }

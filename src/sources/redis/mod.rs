@@ -32,6 +32,7 @@ use crate::pipeline::{ChunkSink, ChunkSource, Stored};
 use crate::policy::Policy;
 use crate::policy::model::{RedisMode, RedisSource};
 use crate::repo::format::{Entry, Tree};
+use crate::repo::tree::PackedTree;
 use crate::sources::ScanReport;
 use client::{Conn, Endpoint, Value};
 
@@ -326,7 +327,7 @@ pub fn configure(
 pub fn backup(
     r: &RedisSource,
     policy: &Policy,
-    parent: Option<&Tree>,
+    parent: Option<&PackedTree>,
     sink: &mut dyn ChunkSink,
 ) -> Result<(ScanReport, Meta), Failure> {
     let endpoint = endpoint(r, policy)?;
@@ -377,7 +378,8 @@ pub fn backup(
         }
     };
     let min_ratio = r.min_size_ratio.unwrap_or(0.5);
-    if let Some(before) = parent.and_then(|t| t.entries.iter().find(|e| e.path == DUMP))
+    let parent = parent.map(PackedTree::unpack).transpose()?;
+    if let Some(before) = parent.and_then(|t| t.entries.into_iter().find(|e| e.path == DUMP))
         && (stored.bytes as f64) < before.size as f64 * min_ratio
     {
         return Err(failed(format!(
@@ -411,10 +413,16 @@ pub fn backup(
             .warnings
             .push("the server has rdbchecksum off: the RDB's checksum was not checked".into());
     }
-    report.tree.entries = vec![
-        Entry::stream(DUMP, stored.bytes, stored.chunks, started),
-        Entry::stream(META, described.bytes, described.chunks, started),
-    ];
+    let tree = Tree {
+        entries: vec![
+            Entry::stream(DUMP, stored.bytes, stored.chunks, started),
+            Entry::stream(META, described.bytes, described.chunks, started),
+        ],
+        root: None,
+    };
+    report
+        .set_tree(&tree)
+        .map_err(|e| failed(format!("writing the snapshot's tree: {e}")))?;
     Ok((report, meta))
 }
 
