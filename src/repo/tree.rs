@@ -1,7 +1,8 @@
-//! A snapshot's tree walked entry by entry. A restore reads a tree of any size this
-//! way: [`PackedTree`] keeps the tree object's compressed JSON as it was stored
-//! (54 bytes per entry on a tree of small files) and decodes one entry at a time,
-//! where a [`Tree`] holds every entry decoded (several hundred bytes each).
+//! A snapshot's tree written and walked entry by entry, so that a backup, a restore
+//! or its preview handles a tree of any size: [`PackedTree`] keeps the tree object's
+//! compressed JSON as it is stored (54 bytes per entry on a tree of small files) and
+//! decodes one entry at a time, [`TreeWriter`] adds one at a time, where a [`Tree`]
+//! holds every entry decoded (several hundred bytes each).
 
 use std::fmt;
 use std::io::{self, Write};

@@ -52,7 +52,9 @@ pub struct RestorePlan {
     pub steps: Vec<Step>,
     /// Selected sources with no good snapshot at that time.
     pub missing: Vec<String>,
-    /// Bytes to fetch per destination (stored, encrypted size).
+    /// Bytes to fetch per destination: the snapshots' size, what their entries hold
+    /// before compression (what they stored, for snapshots of builds that did not
+    /// record their size).
     pub fetch: BTreeMap<String, u64>,
     /// Any one of these recipients' secret keys can open the data.
     pub secret_keys: Vec<String>,
@@ -170,7 +172,10 @@ pub fn restore_plan(
         // fallbacks.
         let order: Vec<&String> = policy.file.destinations.keys().collect();
         from.sort_by_key(|d| order.iter().position(|o| *o == d).unwrap_or(usize::MAX));
-        if let (Some(first), Some(bytes)) = (from.first(), snapshot.bytes_stored) {
+        // What the snapshot holds, not what it stored: an incremental snapshot
+        // stored only what was new, and a restore reads the rest from older packs.
+        if let (Some(first), Some(bytes)) = (from.first(), snapshot.size.or(snapshot.bytes_stored))
+        {
             *fetch.entry(first.clone()).or_default() += bytes;
         }
         let target = match source {

@@ -469,6 +469,20 @@ fn a_second_apply_reads_only_the_changed_file_and_its_restore_has_the_change() {
 
     let inv = inventory(&sandbox);
     assert_eq!(snapshots_of(&inv, "local").len(), 2);
+    // The plan fetches the whole snapshot, not the little it stored.
+    let plan = sandbox
+        .run(&[
+            "restore",
+            "--plan",
+            "--format",
+            "json",
+            "--target",
+            "data=restored",
+        ])
+        .check();
+    let plan: Value = serde_json::from_str(&plan.stdout).expect("the plan is JSON");
+    let size = 4096 + changed.len() as u64 + 4096 * 3 + 4096 * 4;
+    assert_eq!(plan["fetch"]["local"].as_u64(), Some(size), "{plan}");
     sandbox
         .run(&[
             "restore",
