@@ -89,7 +89,9 @@ pub fn plan_restore(
     include: &[String],
     limit: usize,
 ) -> Result<RestorePreview, ScanError> {
-    let decided = sorted_or_not(tree, |t| decide(t, target, include, limit, usize::MAX))?;
+    let decided = sorted_or_not(tree, |t| {
+        decide(t, target, include, Pass::Preview { limit })
+    })?;
     Ok(RestorePreview {
         create: decided.create.count,
         create_listed: decided.create.paths,
@@ -145,7 +147,7 @@ pub(super) fn restore_as(
     // Unsorted is found in the first pass, before anything is written.
     let mut source = Some(source);
     sorted_or_not(tree, |t| {
-        let decided = decide(t, target, &options.include, LIST_LIMIT, LIST_LIMIT)?;
+        let decided = decide(t, target, &options.include, Pass::Restore)?;
         let source = source
             .take()
             .unwrap_or_else(|| unreachable!("one pass writes"));
@@ -566,7 +568,7 @@ impl Listing {
 /// What the first pass found.
 #[derive(Debug)]
 struct Decided {
-    /// One per item, in walk order.
+    /// One per item, in walk order (kept for a restore only, as `order` is).
     decisions: Vec<Decision>,
     /// The chunks of the files to write, in the order the writing pass asks for
     /// them (further links of a hard-link group are linked, not written): for the
@@ -610,17 +612,30 @@ fn existing_at(path: &Path, check_empty: bool) -> Result<(Existing, Option<Metad
     }
 }
 
+/// What the first pass is for.
+#[derive(Debug, Clone, Copy)]
+enum Pass {
+    /// Counts, names every path it would overwrite and up to `limit` of each other
+    /// kind; keeps nothing per item.
+    Preview { limit: usize },
+    /// Names up to [`LIST_LIMIT`] paths of each kind (for its errors), and keeps each
+    /// item's decision and the chunks to fetch, for the writing pass.
+    Restore,
+}
+
 /// The first pass: checks the tree and decides each item from what the target holds
 /// (each directory's state: whether it is a real directory there, below which
-/// there is anything to look at). Lists up to `limit` paths of each kind, and up to
-/// `overwrite_limit` of those it would overwrite.
+/// there is anything to look at).
 fn decide(
     tree: &dyn Walkable,
     target: &Path,
     include: &[String],
-    limit: usize,
-    overwrite_limit: usize,
+    pass: Pass,
 ) -> Result<Decided, Stop> {
+    let (limit, overwrite_limit, keep) = match pass {
+        Pass::Preview { limit } => (limit, usize::MAX, false),
+        Pass::Restore => (LIST_LIMIT, LIST_LIMIT, true),
+    };
     let mut selection = Selection::new(include)?;
     let target_exists = match fs::metadata(target) {
         Ok(m) if m.is_dir() => true,
@@ -656,7 +671,9 @@ fn decide(
         |item, parent: Option<&bool>| {
             let (decision, real_dir) =
                 decide_item(item, target, parent.copied().unwrap_or(target_exists))?;
-            out.decisions.push(decision);
+            if keep {
+                out.decisions.push(decision);
+            }
             let linked = links.link_to(item).is_some();
             if item.selected || decision.action == Action::Create {
                 match decision.action {
@@ -674,7 +691,9 @@ fn decide(
                 && matches!(decision.action, Action::Create | Action::Overwrite)
             {
                 out.bytes_to_write += entry.size;
-                out.order.extend_from_slice(&entry.chunks);
+                if keep {
+                    out.order.extend_from_slice(&entry.chunks);
+                }
             }
             Ok(real_dir)
         },
