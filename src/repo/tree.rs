@@ -98,13 +98,7 @@ impl PackedTree {
             root: None,
             len: 0,
         };
-        let (root, len) =
-            tree.decode(None::<fn(&Entry) -> Result<(), ()>>)
-                .map_err(|e| match e {
-                    WalkError::Damaged(why) => why,
-                    WalkError::Stopped(()) => unreachable!("no callback"),
-                })?;
-        (tree.root, tree.len) = (root, len);
+        (tree.root, tree.len) = tree.frame()?;
         Ok(tree)
     }
 
@@ -155,22 +149,12 @@ impl PackedTree {
         }
     }
 
-    /// Walks the entries, each decoded with `f` (not at all without). Returns the
-    /// root and the number of entries.
-    fn decode<E>(
-        &self,
-        mut f: Option<impl FnMut(&Entry) -> Result<(), E>>,
-    ) -> Result<(Option<Entry>, usize), WalkError<E>> {
-        let mut elements = Elements::new(&self.json_zst).map_err(WalkError::Damaged)?;
-        while let Some(element) = elements.next().map_err(WalkError::Damaged)? {
-            if let Some(f) = &mut f {
-                let entry: Entry = serde_json::from_slice(element)
-                    .map_err(|e| WalkError::Damaged(e.to_string()))?;
-                f(&entry).map_err(WalkError::Stopped)?;
-            }
-        }
+    /// Cuts the entries out without decoding them: the root and their number.
+    fn frame(&self) -> Result<(Option<Entry>, usize), String> {
+        let mut elements = Elements::new(&self.json_zst)?;
+        while elements.next()?.is_some() {}
         let len = elements.taken;
-        Ok((elements.root().map_err(WalkError::Damaged)?, len))
+        Ok((elements.root()?, len))
     }
 }
 
@@ -468,8 +452,11 @@ impl<'a> JsonStream<'a> {
 }
 
 impl TreeWalk for PackedTree {
-    fn walk<E>(&self, f: impl FnMut(&Entry) -> Result<(), E>) -> Result<(), WalkError<E>> {
-        self.decode(Some(f)).map(|_| ())
+    fn walk<E>(&self, mut f: impl FnMut(&Entry) -> Result<(), E>) -> Result<(), WalkError<E>> {
+        for entry in self.entries() {
+            f(&entry.map_err(WalkError::Damaged)?).map_err(WalkError::Stopped)?;
+        }
+        Ok(())
     }
 
     fn root(&self) -> Option<&Entry> {
