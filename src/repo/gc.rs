@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use super::mover::ChunkMover;
-use super::store::{Index, Repo, index_objects};
+use super::store::{Index, Repo, damaged, index_objects};
 use crate::crypto::keys::RepoKey;
 use crate::error::Failure;
 
@@ -35,9 +35,11 @@ pub async fn gc(repo: &Repo, key: &RepoKey) -> Result<Collected, Failure> {
             // pack may be collected.
             return Ok(Collected::default());
         }
-        let (_, tree) = repo.read_snapshot(key, &header.snapshot.id).await?;
-        for e in tree.entries {
-            referenced.extend(e.chunks);
+        let id = &header.snapshot.id;
+        let (_, tree) = repo.read_snapshot_packed(key, id).await?;
+        for entry in tree.entries() {
+            let entry = entry.map_err(|why| damaged(&repo.name, &format!("trees/{id}"), &why))?;
+            referenced.extend(entry.chunks);
         }
     }
     let mut keep = Vec::new();
@@ -112,4 +114,59 @@ pub async fn gc(repo: &Repo, key: &RepoKey) -> Result<Collected, Failure> {
         repacked,
         written: new_packs,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::error::Code;
+    use crate::inventory::{SnapshotInfo, SnapshotStatus};
+    use crate::repo::tree::PackedTree;
+
+    fn info(id: &str) -> SnapshotInfo {
+        SnapshotInfo {
+            id: id.to_string(),
+            source: "data".to_string(),
+            run_id: "run".to_string(),
+            time: Utc::now(),
+            finished: None,
+            status: SnapshotStatus::Complete,
+            bytes_read: None,
+            bytes_stored: None,
+            size: None,
+            source_digest: None,
+            policy_digest: None,
+            retain_until: None,
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_tree_that_stops_decoding_fails_the_collection_and_names_its_object() {
+        let op = opendal::Operator::new(opendal::services::Memory::default()).expect("memory");
+        let repo = Repo::new("mem", op);
+        let key = RepoKey::generate().expect("key");
+        let good = PackedTree::default();
+        repo.put_snapshot(&key, &info("s0"), &good)
+            .await
+            .expect("written");
+        assert_eq!(
+            gc(&repo, &key).await.expect("collects"),
+            Collected::default()
+        );
+        // Framed, but its second entry is not an entry: found only by decoding it.
+        let json = br#"{"entries":[{"path":"a","kind":"file","mode":420,"mtime":1,"mtime_ns":0},{"path":1}]}"#;
+        let bad = PackedTree::new(zstd::encode_all(&json[..], 3).expect("zstd")).expect("framed");
+        repo.put_snapshot(&key, &info("s1"), &bad)
+            .await
+            .expect("written");
+        let failed = gc(&repo, &key).await.expect_err("a damaged tree");
+        assert_eq!(failed.code, Code::CorruptObject);
+        assert!(
+            failed.message.contains("trees/s1") && failed.message.contains("invalid type"),
+            "{}",
+            failed.message
+        );
+    }
 }

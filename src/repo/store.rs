@@ -123,7 +123,7 @@ fn storage(repo: &str, what: &str, e: impl std::fmt::Display) -> Failure {
     )
 }
 
-fn damaged(repo: &str, object: &str, why: &str) -> Failure {
+pub(super) fn damaged(repo: &str, object: &str, why: &str) -> Failure {
     Failure::new(
         Code::CorruptObject,
         format!("destination {repo}: object {object} is damaged: {why}"),
@@ -1201,14 +1201,9 @@ fn open_sealed(key: &RepoKey, bytes: &[u8]) -> Result<Vec<u8>, String> {
     key.open(body).map_err(|e| e.0)
 }
 
-/// Decodes a tree object.
+/// Decodes a tree object whole.
 pub fn decode_tree(key: &RepoKey, bytes: &[u8]) -> Result<Tree, String> {
-    let json = zstd::decode_all(&open_sealed(key, bytes)?[..]).map_err(|e| e.to_string())?;
-    let mut tree: Tree = serde_json::from_slice(&json).map_err(|e| e.to_string())?;
-    // Grown by doubling while parsed: up to twice the entries' size, for as long as
-    // a restore or a backup holds the tree.
-    tree.entries.shrink_to_fit();
-    Ok(tree)
+    open_tree(key, bytes)?.whole()
 }
 
 #[cfg(test)]

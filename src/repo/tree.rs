@@ -87,6 +87,14 @@ impl Default for PackedTree {
     }
 }
 
+/// What a snapshot's tree that stops decoding part-way fails with.
+pub fn unreadable(why: String) -> Failure {
+    Failure::new(
+        Code::CorruptObject,
+        format!("the snapshot's tree cannot be read: {why}"),
+    )
+}
+
 impl PackedTree {
     /// Takes a tree object's opened body (zstd-compressed JSON). Reads it through
     /// once, cutting out the entries without decoding them, for their number and the
@@ -114,14 +122,14 @@ impl PackedTree {
     /// The whole tree, entries in their stored order, for the readers that need it
     /// whole (a database's or a Redis snapshot's few entries).
     pub fn unpack(&self) -> Result<Tree, Failure> {
+        self.whole().map_err(unreadable)
+    }
+
+    /// [`PackedTree::unpack`], failing with why the tree cannot be read.
+    pub(super) fn whole(&self) -> Result<Tree, String> {
         let mut entries = Vec::with_capacity(self.len);
         for entry in self.entries() {
-            entries.push(entry.map_err(|why| {
-                Failure::new(
-                    Code::CorruptObject,
-                    format!("the snapshot's tree cannot be read: {why}"),
-                )
-            })?);
+            entries.push(entry?);
         }
         Ok(Tree {
             entries,
@@ -468,7 +476,7 @@ impl TreeWalk for PackedTree {
     }
 
     fn sorted(&self) -> Result<Tree, String> {
-        let mut tree = self.unpack().map_err(|f| f.message)?;
+        let mut tree = self.whole()?;
         tree.entries.sort_by(entry_order);
         Ok(tree)
     }

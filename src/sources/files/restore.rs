@@ -24,11 +24,10 @@ use serde::Serialize;
 use super::meta::{MetaWriter, entry_mtime};
 use super::{ScanError, bytes_path, shown};
 use crate::crypto::keys::ChunkId;
-use crate::error::Code;
 use crate::pipeline::ChunkSource;
 use crate::pipeline::fetch::Prefetch;
 use crate::repo::format::{Entry, EntryKind, escape_bytes, path_order};
-use crate::repo::tree::{TreeWalk, WalkError};
+use crate::repo::tree::{TreeWalk, WalkError, unreadable};
 
 /// How many paths an error lists before it says "and N more".
 const LIST_LIMIT: usize = 20;
@@ -89,8 +88,9 @@ pub fn plan_restore(
     include: &[String],
     limit: usize,
 ) -> Result<RestorePreview, ScanError> {
+    let mut selection = Selection::new(include)?;
     let decided = sorted_or_not(tree, |t| {
-        decide(t, target, include, Pass::Preview { limit })
+        decide(t, target, &mut selection, Pass::Preview { limit })
     })?;
     Ok(RestorePreview {
         create: decided.create.count,
@@ -145,13 +145,14 @@ pub(super) fn restore_as(
     as_root: bool,
 ) -> Result<RestoreReport, ScanError> {
     // Unsorted is found in the first pass, before anything is written.
+    let mut selection = Selection::new(&options.include)?;
     let mut source = Some(source);
     sorted_or_not(tree, |t| {
-        let decided = decide(t, target, &options.include, Pass::Restore)?;
+        let decided = decide(t, target, &mut selection, Pass::Restore)?;
         let source = source
             .take()
             .unwrap_or_else(|| unreachable!("one pass writes"));
-        write(t, target, options, decided, source, as_root).map_err(Stop::Failed)
+        write(t, target, options, &mut selection, decided, source, as_root).map_err(Stop::Failed)
     })
 }
 
@@ -175,9 +176,10 @@ fn sorted_or_not<T: TreeWalk, R>(
 }
 
 fn damaged(why: String) -> ScanError {
+    let failure = unreadable(why);
     ScanError {
-        code: Code::CorruptObject,
-        message: format!("the snapshot's tree cannot be read: {why}"),
+        code: failure.code,
+        message: failure.message,
     }
 }
 
@@ -401,18 +403,29 @@ fn check_entry(entry: &Entry) -> Result<(), ScanError> {
     Ok(())
 }
 
+/// What a pass does with the items [`walk_items`] hands out.
+trait Visit {
+    /// What the pass keeps for an item while the walk is below it.
+    type State;
+    /// One item, with the state returned for its parent (`None` at the top).
+    fn item(
+        &mut self,
+        item: &Item<'_>,
+        parent: Option<&Self::State>,
+    ) -> Result<Self::State, ScanError>;
+    /// An item left behind, deepest first, once everything below it was walked.
+    fn leave(&mut self, open: Open<Self::State>) -> Result<(), ScanError>;
+}
+
 /// Walks `tree` as the items a restore handles, checking every entry on the way
-/// (its path, its order, nothing under a non-directory). Calls `on_item` for each
-/// item with the state it returned for the item's parent (`None` at the top), and
-/// `on_leave` for each item left behind, deepest first, once everything below it
-/// was walked. Directories above a selected entry come before it.
-fn walk_items<S>(
+/// (its path, its order, nothing under a non-directory), and hands each item to
+/// `visit`. Directories above a selected entry come before it.
+fn walk_items<V: Visit>(
     tree: &dyn Walkable,
     selection: &mut Selection,
-    mut on_item: impl FnMut(&Item<'_>, Option<&S>) -> Result<S, ScanError>,
-    mut on_leave: impl FnMut(Open<S>) -> Result<(), ScanError>,
+    visit: &mut V,
 ) -> Result<(), Stop> {
-    let mut chain: Vec<Open<S>> = Vec::new();
+    let mut chain: Vec<Open<V::State>> = Vec::new();
     tree.each(&mut |entry| {
         check_entry(entry)?;
         let path = entry.path_bytes();
@@ -430,7 +443,7 @@ fn walk_items<S>(
         }
         while let Some(open) = chain.pop_if(|o| !is_below(path, &o.path)) {
             if open.state.is_some() {
-                on_leave(open)?;
+                visit.leave(open)?;
             }
         }
         // In path order, every entry of the tree above this one is in the chain.
@@ -464,7 +477,7 @@ fn walk_items<S>(
                         entry: here[0].dir.as_ref(),
                         selected: false,
                     };
-                    let state = on_item(&item, up.last().and_then(|o| o.state.as_ref()))?;
+                    let state = visit.item(&item, up.last().and_then(|o| o.state.as_ref()))?;
                     here[0].state = Some(state);
                 }
             }
@@ -475,7 +488,7 @@ fn walk_items<S>(
                 entry: Some(entry),
                 selected: true,
             };
-            Some(on_item(&item, chain.last().and_then(|o| o.state.as_ref()))?)
+            Some(visit.item(&item, chain.last().and_then(|o| o.state.as_ref()))?)
         } else {
             None
         };
@@ -489,7 +502,7 @@ fn walk_items<S>(
     })?;
     while let Some(open) = chain.pop() {
         if open.state.is_some() {
-            on_leave(open)?;
+            visit.leave(open)?;
         }
     }
     selection.check_matched()?;
@@ -629,14 +642,13 @@ enum Pass {
 fn decide(
     tree: &dyn Walkable,
     target: &Path,
-    include: &[String],
+    selection: &mut Selection,
     pass: Pass,
 ) -> Result<Decided, Stop> {
     let (limit, overwrite_limit, keep) = match pass {
         Pass::Preview { limit } => (limit, usize::MAX, false),
         Pass::Restore => (LIST_LIMIT, LIST_LIMIT, true),
     };
-    let mut selection = Selection::new(include)?;
     let target_exists = match fs::metadata(target) {
         Ok(m) if m.is_dir() => true,
         Ok(_) => {
@@ -655,53 +667,76 @@ fn decide(
             .into());
         }
     };
-    let mut out = Decided {
-        decisions: Vec::new(),
-        order: Vec::new(),
-        create: Listing::new(limit),
-        overwrite: Listing::new(overwrite_limit),
-        identical: Listing::new(limit),
-        blocked: Listing::new(limit),
-        bytes_to_write: 0,
-    };
-    let mut links = Links::default();
-    walk_items(
-        tree,
-        &mut selection,
-        |item, parent: Option<&bool>| {
-            let (decision, real_dir) =
-                decide_item(item, target, parent.copied().unwrap_or(target_exists))?;
-            if keep {
-                out.decisions.push(decision);
-            }
-            let linked = links.link_to(item).is_some();
-            if item.selected || decision.action == Action::Create {
-                match decision.action {
-                    Action::Create => out.create.push(|| item.shown()),
-                    Action::Overwrite => out.overwrite.push(|| item.shown()),
-                    Action::Identical | Action::Keep => out.identical.push(|| item.shown()),
-                }
-            }
-            if decision.existing == Existing::FullDir && item.kind() != EntryKind::Dir {
-                out.blocked.push(|| item.shown());
-            }
-            if let Some(entry) = item.entry.filter(|_| item.selected)
-                && entry.kind == EntryKind::File
-                && !linked
-                && matches!(decision.action, Action::Create | Action::Overwrite)
-            {
-                out.bytes_to_write += entry.size;
-                if keep {
-                    out.order.extend_from_slice(&entry.chunks);
-                }
-            }
-            Ok(real_dir)
+    let mut decider = Decider {
+        target,
+        target_exists,
+        keep,
+        links: Links::default(),
+        out: Decided {
+            decisions: Vec::new(),
+            order: Vec::new(),
+            create: Listing::new(limit),
+            overwrite: Listing::new(overwrite_limit),
+            identical: Listing::new(limit),
+            blocked: Listing::new(limit),
+            bytes_to_write: 0,
         },
-        |_| Ok(()),
-    )?;
+    };
+    walk_items(tree, selection, &mut decider)?;
+    let mut out = decider.out;
     out.decisions.shrink_to_fit();
     out.order.shrink_to_fit();
     Ok(out)
+}
+
+/// The first pass's visitor.
+struct Decider<'a> {
+    target: &'a Path,
+    target_exists: bool,
+    /// Whether each item's decision and the chunks to fetch are kept.
+    keep: bool,
+    links: Links,
+    out: Decided,
+}
+
+impl Visit for Decider<'_> {
+    /// Whether the item is a real directory in the target.
+    type State = bool;
+
+    fn item(&mut self, item: &Item<'_>, parent: Option<&bool>) -> Result<bool, ScanError> {
+        let parent_real = parent.copied().unwrap_or(self.target_exists);
+        let (decision, real_dir) = decide_item(item, self.target, parent_real)?;
+        let out = &mut self.out;
+        if self.keep {
+            out.decisions.push(decision);
+        }
+        let linked = self.links.link_to(item).is_some();
+        if item.selected || decision.action == Action::Create {
+            match decision.action {
+                Action::Create => out.create.push(|| item.shown()),
+                Action::Overwrite => out.overwrite.push(|| item.shown()),
+                Action::Identical | Action::Keep => out.identical.push(|| item.shown()),
+            }
+        }
+        if decision.existing == Existing::FullDir && item.kind() != EntryKind::Dir {
+            out.blocked.push(|| item.shown());
+        }
+        if let Some(entry) = item.entry.filter(|_| item.selected)
+            && entry.kind == EntryKind::File
+            && !linked
+            && matches!(decision.action, Action::Create | Action::Overwrite)
+        {
+            out.bytes_to_write += entry.size;
+            if self.keep {
+                out.order.extend_from_slice(&entry.chunks);
+            }
+        }
+        Ok(real_dir)
+    }
+
+    fn leave(&mut self, _: Open<bool>) -> Result<(), ScanError> {
+        Ok(())
+    }
 }
 
 /// Decides one item; returns the decision and whether the item is a real directory
@@ -775,6 +810,7 @@ fn write(
     tree: &dyn Walkable,
     target: &Path,
     options: &RestoreOptions,
+    selection: &mut Selection,
     decided: Decided,
     source: &mut (dyn ChunkSource + Send),
     as_root: bool,
@@ -803,205 +839,203 @@ fn write(
         .map_err(|e| ScanError::io(format!("cannot create {}: {e}", target.display())))?;
     // The folder itself gets the snapshot's metadata when the whole tree is restored.
     let root = tree.root().filter(|_| options.include.is_empty());
-    let mut meta = MetaWriter::new(as_root, options.numeric_owner);
     let Decided {
         decisions, order, ..
     } = decided;
-    let mut report = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         // The chunks fetched ahead on threads of their own.
         let mut ahead = Prefetch::start(scope, source, order);
-        let include = &options.include;
-        write_items(
-            tree, &decisions, target, include, root, &mut meta, &mut ahead,
-        )
-    })?;
-    report.warnings = meta.finish();
-    Ok(report)
-}
-
-/// Writes the items, each directory's metadata once everything below it is written.
-fn write_items(
-    tree: &dyn Walkable,
-    decisions: &[Decision],
-    target: &Path,
-    include: &[String],
-    root: Option<&Entry>,
-    meta: &mut MetaWriter,
-    source: &mut dyn ChunkSource,
-) -> Result<RestoreReport, ScanError> {
-    let mut report = RestoreReport::default();
-    let mut selection = Selection::new(include)?;
-    let mut links = Links::default();
-    let mut next = decisions.iter();
-    // Directories whose mode leaves their owner no search permission: their
-    // metadata is set last, so that a later hard link can still reach a file in
-    // them. Deepest first.
-    let mut last_dirs: Vec<(PathBuf, Entry)> = Vec::new();
-    // The parent last checked: items come in path order, so the files of one folder
-    // are checked once for all of them. Nothing written below a folder (files,
-    // symlinks, links) changes the folders above it.
-    let mut checked: Option<Vec<u8>> = None;
-    // Both callbacks write metadata; never at once.
-    let meta = std::cell::RefCell::new(meta);
-    let walked = walk_items(
-        tree,
-        &mut selection,
-        |item, _: Option<&bool>| {
-            let Some(&Decision { action, existing }) = next.next() else {
-                return Err(ScanError::io(
-                    "the snapshot's tree changed between two readings",
-                ));
-            };
-            let link_to = links.link_to(item);
-            write_item(
-                item,
-                Decision { action, existing },
-                link_to,
-                target,
-                &mut checked,
-                &mut meta.borrow_mut(),
-                source,
-                &mut report,
-            )
-        },
-        |open| {
-            let (Some(true), Some(entry)) = (open.state, open.dir) else {
-                return Ok(());
-            };
-            let dest = target.join(OsStr::from_bytes(&open.path));
-            if entry.mode & 0o100 == 0 {
-                last_dirs.push((dest, entry));
-                Ok(())
-            } else {
-                meta.borrow_mut().dir(&dest, &entry, false)
-            }
-        },
-    );
-    let meta = meta.into_inner();
-    match walked {
-        Ok(()) => {}
-        Err(Stop::Failed(e)) => return Err(e),
-        Err(Stop::Unsorted) => unreachable!("the first pass found the order right"),
-    }
-    for (dest, entry) in last_dirs {
-        meta.dir(&dest, &entry, false)?;
-    }
-    if let Some(root) = root {
-        meta.dir(target, root, true)?;
-    }
-    Ok(report)
-}
-
-/// Writes one item as decided; returns, for a directory, whether its metadata is
-/// to be set once everything below it is written.
-#[allow(clippy::too_many_arguments)]
-fn write_item(
-    item: &Item<'_>,
-    decision: Decision,
-    link_to: Option<&[u8]>,
-    target: &Path,
-    checked: &mut Option<Vec<u8>>,
-    meta: &mut MetaWriter,
-    source: &mut dyn ChunkSource,
-    report: &mut RestoreReport,
-) -> Result<bool, ScanError> {
-    let Decision { action, existing } = decision;
-    let dest = target.join(OsStr::from_bytes(item.path));
-    let parent = item
-        .path
-        .iter()
-        .rposition(|&b| b == b'/')
-        .map_or(&item.path[..0], |i| &item.path[..i]);
-    if checked.as_deref() != Some(parent) {
-        check_parents(target, item.path, &item.shown())?;
-        *checked = Some(parent.to_vec());
-    }
-    let io_err = |what: &str, e: io::Error| {
-        ScanError::io(format!("restoring {}: {what}: {e}", item.shown()))
-    };
-    match item.kind() {
-        EntryKind::Dir => {
-            match action {
-                Action::Create => {
-                    make_dir(&dest, item.entry.is_some())
-                        .map_err(|e| io_err("cannot create the directory", e))?;
-                    report.dirs_created += 1;
-                }
-                Action::Overwrite => {
-                    // A file or symlink where the snapshot has a directory: the link
-                    // itself is removed, never followed.
-                    fs::remove_file(&dest).map_err(|e| io_err("cannot remove it", e))?;
-                    make_dir(&dest, item.entry.is_some())
-                        .map_err(|e| io_err("cannot create the directory", e))?;
-                    report.dirs_created += 1;
-                }
-                Action::Identical => report.unchanged += 1,
-                Action::Keep => {}
-            }
-            return Ok(item.entry.is_some() && (item.selected || action != Action::Keep));
+        let mut writer = Writer {
+            target,
+            decisions: decisions.iter(),
+            links: Links::default(),
+            meta: MetaWriter::new(as_root, options.numeric_owner),
+            source: &mut ahead,
+            report: RestoreReport::default(),
+            last_dirs: Vec::new(),
+            checked: None,
+        };
+        match walk_items(tree, selection, &mut writer) {
+            Ok(()) => {}
+            Err(Stop::Failed(e)) => return Err(e),
+            Err(Stop::Unsorted) => unreachable!("the first pass found the order right"),
         }
-        EntryKind::File => {
-            let Some(entry) = item.entry else {
-                return Ok(false);
-            };
-            if let Some(first) = link_to {
-                let first = target.join(OsStr::from_bytes(first));
-                if same_inode(&first, &dest) {
-                    report.unchanged += 1;
+        writer.finish(root)
+    })
+}
+
+/// The writing pass's visitor: writes the items as decided, each directory's
+/// metadata once everything below it is written.
+struct Writer<'a> {
+    target: &'a Path,
+    /// The first pass's decisions, one per item in walk order.
+    decisions: std::slice::Iter<'a, Decision>,
+    links: Links,
+    meta: MetaWriter,
+    source: &'a mut dyn ChunkSource,
+    report: RestoreReport,
+    /// Directories whose mode leaves their owner no search permission: their
+    /// metadata is set last, so that a later hard link can still reach a file in
+    /// them. Deepest first.
+    last_dirs: Vec<(PathBuf, Entry)>,
+    /// The parent last checked: items come in path order, so the files of one folder
+    /// are checked once for all of them. Nothing written below a folder (files,
+    /// symlinks, links) changes the folders above it.
+    checked: Option<Vec<u8>>,
+}
+
+impl Visit for Writer<'_> {
+    /// Whether the item's metadata is to be set once everything below it is written.
+    type State = bool;
+
+    fn item(&mut self, item: &Item<'_>, _: Option<&bool>) -> Result<bool, ScanError> {
+        let Some(&decision) = self.decisions.next() else {
+            return Err(ScanError::io(
+                "the snapshot's tree changed between two readings",
+            ));
+        };
+        let target = self.target;
+        let link_to = self
+            .links
+            .link_to(item)
+            .map(|first| target.join(OsStr::from_bytes(first)));
+        self.write_item(item, decision, link_to.as_deref())
+    }
+
+    fn leave(&mut self, open: Open<bool>) -> Result<(), ScanError> {
+        let (Some(true), Some(entry)) = (open.state, open.dir) else {
+            return Ok(());
+        };
+        let dest = self.target.join(OsStr::from_bytes(&open.path));
+        if entry.mode & 0o100 == 0 {
+            self.last_dirs.push((dest, entry));
+            Ok(())
+        } else {
+            self.meta.dir(&dest, &entry, false)
+        }
+    }
+}
+
+impl Writer<'_> {
+    /// Writes one item as decided (a further member of a hard-link group as a link
+    /// to `link_to`); returns, for a directory, whether its metadata is to be set
+    /// once everything below it is written.
+    fn write_item(
+        &mut self,
+        item: &Item<'_>,
+        decision: Decision,
+        link_to: Option<&Path>,
+    ) -> Result<bool, ScanError> {
+        let Decision { action, existing } = decision;
+        let dest = self.target.join(OsStr::from_bytes(item.path));
+        let parent = item
+            .path
+            .iter()
+            .rposition(|&b| b == b'/')
+            .map_or(&item.path[..0], |i| &item.path[..i]);
+        if self.checked.as_deref() != Some(parent) {
+            check_parents(self.target, item.path, &item.shown())?;
+            self.checked = Some(parent.to_vec());
+        }
+        let io_err = |what: &str, e: io::Error| {
+            ScanError::io(format!("restoring {}: {what}: {e}", item.shown()))
+        };
+        match item.kind() {
+            EntryKind::Dir => {
+                match action {
+                    Action::Create => {
+                        make_dir(&dest, item.entry.is_some())
+                            .map_err(|e| io_err("cannot create the directory", e))?;
+                        self.report.dirs_created += 1;
+                    }
+                    Action::Overwrite => {
+                        // A file or symlink where the snapshot has a directory: the link
+                        // itself is removed, never followed.
+                        fs::remove_file(&dest).map_err(|e| io_err("cannot remove it", e))?;
+                        make_dir(&dest, item.entry.is_some())
+                            .map_err(|e| io_err("cannot create the directory", e))?;
+                        self.report.dirs_created += 1;
+                    }
+                    Action::Identical => self.report.unchanged += 1,
+                    Action::Keep => {}
+                }
+                return Ok(item.entry.is_some() && (item.selected || action != Action::Keep));
+            }
+            EntryKind::File => {
+                let Some(entry) = item.entry else {
+                    return Ok(false);
+                };
+                if let Some(first) = link_to {
+                    if same_inode(first, &dest) {
+                        self.report.unchanged += 1;
+                        return Ok(false);
+                    }
+                    if existing == Existing::EmptyDir {
+                        fs::remove_dir(&dest)
+                            .map_err(|e| io_err("cannot remove the directory", e))?;
+                    }
+                    write_link(first, &dest, entry)?;
+                    self.report.links_written += 1;
+                    return Ok(false);
+                }
+                if action == Action::Identical {
+                    // The same bytes: only the owner and the mode are put right.
+                    self.report.unchanged += 1;
+                    let Ok(m) = fs::symlink_metadata(&dest) else {
+                        return Ok(false);
+                    };
+                    let mut chowned = false;
+                    if let Some((uid, gid)) = self.meta.owner(entry)
+                        && (uid.is_some_and(|u| u != m.uid()) || gid.is_some_and(|g| g != m.gid()))
+                    {
+                        match std::os::unix::fs::lchown(&dest, uid, gid) {
+                            Ok(()) => chowned = true,
+                            Err(e) => self.meta.chown_failed(entry, e),
+                        }
+                    }
+                    let mode = entry.mode & 0o7777;
+                    if chowned || m.mode() & 0o7777 != mode {
+                        fs::set_permissions(&dest, fs::Permissions::from_mode(mode))
+                            .map_err(|e| io_err("cannot set its mode", e))?;
+                    }
                     return Ok(false);
                 }
                 if existing == Existing::EmptyDir {
                     fs::remove_dir(&dest).map_err(|e| io_err("cannot remove the directory", e))?;
                 }
-                write_link(&first, &dest, entry)?;
-                report.links_written += 1;
-                return Ok(false);
+                let written = write_file(&dest, entry, &mut self.meta, self.source)?;
+                self.report.files_written += 1;
+                self.report.bytes_written += written;
             }
-            if action == Action::Identical {
-                // The same bytes: only the owner and the mode are put right.
-                report.unchanged += 1;
-                let Ok(m) = fs::symlink_metadata(&dest) else {
+            EntryKind::Symlink => {
+                let Some(entry) = item.entry else {
                     return Ok(false);
                 };
-                let mut chowned = false;
-                if let Some((uid, gid)) = meta.owner(entry)
-                    && (uid.is_some_and(|u| u != m.uid()) || gid.is_some_and(|g| g != m.gid()))
-                {
-                    match std::os::unix::fs::lchown(&dest, uid, gid) {
-                        Ok(()) => chowned = true,
-                        Err(e) => meta.chown_failed(entry, e),
-                    }
+                if action == Action::Identical {
+                    self.report.unchanged += 1;
+                    return Ok(false);
                 }
-                let mode = entry.mode & 0o7777;
-                if chowned || m.mode() & 0o7777 != mode {
-                    fs::set_permissions(&dest, fs::Permissions::from_mode(mode))
-                        .map_err(|e| io_err("cannot set its mode", e))?;
+                if existing == Existing::EmptyDir {
+                    fs::remove_dir(&dest).map_err(|e| io_err("cannot remove the directory", e))?;
                 }
-                return Ok(false);
+                write_symlink(&dest, entry, &mut self.meta)?;
+                self.report.symlinks_written += 1;
             }
-            if existing == Existing::EmptyDir {
-                fs::remove_dir(&dest).map_err(|e| io_err("cannot remove the directory", e))?;
-            }
-            let written = write_file(&dest, entry, meta, source)?;
-            report.files_written += 1;
-            report.bytes_written += written;
         }
-        EntryKind::Symlink => {
-            let Some(entry) = item.entry else {
-                return Ok(false);
-            };
-            if action == Action::Identical {
-                report.unchanged += 1;
-                return Ok(false);
-            }
-            if existing == Existing::EmptyDir {
-                fs::remove_dir(&dest).map_err(|e| io_err("cannot remove the directory", e))?;
-            }
-            write_symlink(&dest, entry, meta)?;
-            report.symlinks_written += 1;
-        }
+        Ok(false)
     }
-    Ok(false)
+
+    /// Sets the metadata left for last (and the target's own, from `root`).
+    fn finish(mut self, root: Option<&Entry>) -> Result<RestoreReport, ScanError> {
+        for (dest, entry) in std::mem::take(&mut self.last_dirs) {
+            self.meta.dir(&dest, &entry, false)?;
+        }
+        if let Some(root) = root {
+            self.meta.dir(self.target, root, true)?;
+        }
+        self.report.warnings = self.meta.finish();
+        Ok(self.report)
+    }
 }
 
 /// Whether two paths are one inode (neither followed if a symlink).
