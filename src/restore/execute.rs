@@ -355,7 +355,8 @@ pub async fn open_snapshot_with_key(
         &key,
         secret,
         tokio::runtime::Handle::current(),
-    );
+    )
+    .checking_chunks_only();
     Ok((tree, fetcher, key))
 }
 

@@ -674,6 +674,20 @@ fn a_flipped_byte_in_a_pack_is_named_by_verify_and_restore() {
 }
 
 #[test]
+fn a_restore_uses_a_pack_damaged_only_where_it_reads_nothing_and_verify_still_names_it() {
+    let sandbox = backed_up();
+    let pack = objects(&sandbox, "packs").remove(0);
+    let name = object_name(&sandbox.path("backups"), &pack);
+    // The pack's leading magic: no chunk and no key set lies there.
+    let mut bytes = fs::read(&pack).expect("read the pack");
+    assert!(bytes.starts_with(b"BPPACK1\n"));
+    bytes[0] ^= 0x01;
+    fs::write(&pack, bytes).expect("damage the pack");
+    restore_identically(&sandbox, "data", &secret());
+    verify_names(&sandbox, &name);
+}
+
+#[test]
 fn a_flipped_byte_in_a_snapshot_header_is_named_by_verify_and_plan() {
     let sandbox = backed_up();
     let header = data_object(&sandbox, "snapshots");
