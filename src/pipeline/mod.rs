@@ -10,6 +10,7 @@ pub mod pool;
 pub mod sink;
 
 use std::io::Read;
+use std::sync::Arc;
 
 use crate::crypto::keys::ChunkId;
 use crate::error::Failure;
@@ -51,6 +52,23 @@ pub trait ChunkSource {
     fn twin(&mut self) -> Option<Box<dyn ChunkSource + Send>> {
         None
     }
+
+    /// What to read ahead of fetching `order` (with this source and its twins, in
+    /// that order), to run on a thread of its own; `None` where there is nothing to
+    /// read ahead (the default).
+    fn read_ahead(&mut self, _order: &[ChunkId]) -> Option<Arc<dyn ReadAhead>> {
+        None
+    }
+}
+
+/// Reading ahead of a restore's fetches, on a thread of its own.
+pub trait ReadAhead: Send + Sync {
+    /// Reads what the fetches will need next, a little ahead of them, until it has
+    /// read everything or [`ReadAhead::stop`] is called.
+    fn run(&self);
+
+    /// Makes [`ReadAhead::run`] return at its next wait.
+    fn stop(&self);
 }
 
 /// Bytes no compressor shrinks and in which FastCDC finds its cut points (xorshift64),

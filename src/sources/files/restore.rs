@@ -413,8 +413,11 @@ trait Visit {
         item: &Item<'_>,
         parent: Option<&Self::State>,
     ) -> Result<Self::State, ScanError>;
-    /// An item left behind, deepest first, once everything below it was walked.
-    fn leave(&mut self, open: Open<Self::State>) -> Result<(), ScanError>;
+    /// An item left behind, deepest first, once everything below it was walked;
+    /// nothing by default.
+    fn leave(&mut self, _open: Open<Self::State>) -> Result<(), ScanError> {
+        Ok(())
+    }
 }
 
 /// Walks `tree` as the items a restore handles, checking every entry on the way
@@ -732,10 +735,6 @@ impl Visit for Decider<'_> {
             }
         }
         Ok(real_dir)
-    }
-
-    fn leave(&mut self, _: Open<bool>) -> Result<(), ScanError> {
-        Ok(())
     }
 }
 
